@@ -1,0 +1,145 @@
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from crossmkt_site.money import MoneyField
+
+
+class EndUserQuerySet(models.QuerySet):
+    def reachable(self):
+        """Return users who may receive offers: marketing consent given and not erased."""
+        return self.filter(marketing_consent=True, erased_at__isnull=True)
+
+    def visible_to(self, partner):
+        """Return users a partner may see: its own, and those who consented to data sharing."""
+        return self.filter(Q(home_partner=partner) | Q(data_sharing_consent=True)).filter(erased_at__isnull=True)
+
+
+class EndUser(models.Model):
+    """An end user, known only by a pseudonymous id shared across the alliance.
+
+    ``external_id`` is what partners send and see; the demographics are personal
+    data, kept for the models and never sent to partners, and removed on erasure.
+    """
+
+    external_id = models.CharField(_("pseudonymous id"), max_length=64, unique=True)
+    home_partner = models.ForeignKey(
+        "campaigns.Partner", on_delete=models.PROTECT, related_name="home_users", verbose_name=_("home partner"),
+        help_text=_("The partner that first brought this user to us."),
+    )
+    age = models.PositiveSmallIntegerField(_("age"), null=True, blank=True)
+    education = models.CharField(_("education"), max_length=32, blank=True)
+    occupation = models.CharField(_("occupation"), max_length=64, blank=True)
+    gender = models.CharField(_("gender"), max_length=16, blank=True)
+    acquisition_channel = models.CharField(_("acquisition channel"), max_length=32, blank=True, db_index=True)
+    marketing_consent = models.BooleanField(_("marketing consent"), default=False)
+    data_sharing_consent = models.BooleanField(_("data-sharing consent"), default=False)
+    signed_up_at = models.DateTimeField(_("signed up at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    erased_at = models.DateTimeField(_("erased at"), null=True, blank=True)
+
+    objects = EndUserQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("end user")
+        verbose_name_plural = _("end users")
+        constraints = [
+            models.CheckConstraint(condition=Q(age__isnull=True) | Q(age__lte=130), name="enduser_age_plausible"),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id
+
+
+class BehaviorEvent(models.Model):
+    """One thing a user did at a partner: watched a film, bought a course, joined an activity."""
+
+    class Kind(models.TextChoices):
+        FILM_WATCH = "film_watch", _("Film watched")
+        COURSE_VIEW = "course_view", _("Course viewed")
+        COURSE_PURCHASE = "course_purchase", _("Course purchased")
+        MEMBERSHIP_START = "membership_start", _("Membership started")
+        MEMBERSHIP_CANCEL = "membership_cancel", _("Membership cancelled")
+        ACTIVITY_JOIN = "activity_join", _("Activity joined")
+        OFFER_REDEEM = "offer_redeem", _("Offer redeemed")
+
+    partner = models.ForeignKey("campaigns.Partner", on_delete=models.PROTECT, related_name="events", verbose_name=_("partner"))
+    event_id = models.CharField(_("event id"), max_length=64)
+    user = models.ForeignKey(EndUser, on_delete=models.CASCADE, related_name="events", verbose_name=_("user"))
+    kind = models.CharField(_("kind"), max_length=32, choices=Kind.choices)
+    item_id = models.CharField(_("item id"), max_length=64, blank=True)
+    amount = MoneyField(_("amount (CNY)"), default=0)
+    occurred_at = models.DateTimeField(_("occurred at"))
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("behaviour event")
+        verbose_name_plural = _("behaviour events")
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "event_id"], name="event_id_unique_per_partner"),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="event_amount_not_negative"),
+        ]
+        indexes = [
+            models.Index(fields=["user", "occurred_at"]),
+            models.Index(fields=["kind", "occurred_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.partner_id}:{self.event_id}"
+
+
+class ModelRun(models.Model):
+    """One trained, versioned model: its parameters, metrics, data window and fitted artifact."""
+
+    class Model(models.TextChoices):
+        PROPENSITY = "propensity", _("Purchase propensity")
+        CHURN = "churn", _("Churn risk")
+        CLV = "clv", _("Lifetime value")
+        SEGMENTS = "segments", _("Segments")
+        RECOMMENDATIONS = "recommendations", _("Recommendations")
+
+    model = models.CharField(_("model"), max_length=32, choices=Model.choices)
+    version = models.PositiveIntegerField(_("version"))
+    is_active = models.BooleanField(_("active"), default=False)
+    n_train = models.PositiveIntegerField(_("training rows"), default=0)
+    params = models.JSONField(_("parameters"), default=dict, blank=True)
+    metrics = models.JSONField(_("metrics"), default=dict, blank=True)
+    data_start = models.DateTimeField(_("data from"), null=True, blank=True)
+    data_end = models.DateTimeField(_("observation end"), null=True, blank=True)
+    artifact = models.BinaryField(_("fitted artifact"), null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(_("trained at"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["model", "-version"]
+        verbose_name = _("model run")
+        verbose_name_plural = _("model runs")
+        constraints = [
+            models.UniqueConstraint(fields=["model", "version"], name="model_run_version_unique"),
+            models.UniqueConstraint(fields=["model"], condition=Q(is_active=True), name="one_active_run_per_model"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} v{self.version}"
+
+
+class UserScore(models.Model):
+    """The current score of one user under one model (one row per user and model)."""
+
+    user = models.ForeignKey(EndUser, on_delete=models.CASCADE, related_name="scores", verbose_name=_("user"))
+    model = models.CharField(_("model"), max_length=32, choices=ModelRun.Model.choices)
+    run = models.ForeignKey(ModelRun, on_delete=models.PROTECT, related_name="scores", verbose_name=_("model run"))
+    score = models.FloatField(_("score"), null=True, blank=True, help_text=_("A probability or risk, not money."))
+    value = MoneyField(_("value (CNY)"), null=True, blank=True, help_text=_("Money estimates such as lifetime value."))
+    label = models.CharField(_("label"), max_length=64, blank=True, help_text=_("Segment name or risk band."))
+    scored_at = models.DateTimeField(_("scored at"))
+
+    class Meta:
+        verbose_name = _("user score")
+        verbose_name_plural = _("user scores")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "model"], name="one_current_score_per_user_model"),
+        ]
+        indexes = [models.Index(fields=["model", "score"])]
+
+    def __str__(self) -> str:
+        return f"{self.user_id}/{self.model}"

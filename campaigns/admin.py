@@ -1,0 +1,170 @@
+"""The partnership manager's admin: partners, catalog, deals, campaigns, offers and the ledger."""
+
+from django.contrib import admin, messages
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from simple_history.admin import SimpleHistoryAdmin
+
+from .models import Bundle, Campaign, CampaignAssignment, Course, Deal, Film, Offer, Partner, PartnerApiKey, RedemptionEntry, Rule
+from .services.partners import partner_api_key_create, partner_api_key_revoke
+
+
+class ReadOnlyAdminMixin:
+    """Show rows without letting anyone add, change or delete them (ledgers and logs)."""
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class ApiKeyInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = PartnerApiKey
+    fields = ["prefix", "name", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = fields
+    extra = 0
+
+
+@admin.register(Partner)
+class PartnerAdmin(SimpleHistoryAdmin):
+    list_display = ["slug", "name", "kind", "is_active", "webhook_url", "created_at"]
+    list_filter = ["kind", "is_active"]
+    search_fields = ["slug", "name"]
+    inlines = [ApiKeyInline]
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    actions = ["issue_api_key", "revoke_all_api_keys"]
+
+    @admin.action(description=_("Issue a new API key (shown once)"))
+    def issue_api_key(self, request, queryset):
+        for partner in queryset:
+            _key, raw_key = partner_api_key_create(partner=partner, name=f"admin:{request.user.get_username()}")
+            self.message_user(
+                request, _("New key for %(partner)s (copy it now, it is not shown again): %(key)s") % {"partner": partner.slug, "key": raw_key},
+                messages.WARNING,
+            )
+
+    @admin.action(description=_("Revoke all API keys"))
+    def revoke_all_api_keys(self, request, queryset):
+        for key in PartnerApiKey.objects.filter(partner__in=queryset, revoked_at__isnull=True):
+            partner_api_key_revoke(partner=key.partner, prefix=key.prefix)
+        self.message_user(request, _("Keys revoked."), messages.SUCCESS)
+
+
+@admin.register(Course)
+class CourseAdmin(SimpleHistoryAdmin):
+    list_display = ["sku", "title", "partner", "category", "price", "is_active"]
+    list_filter = ["partner", "category", "is_active"]
+    search_fields = ["sku", "title"]
+
+
+@admin.register(Film)
+class FilmAdmin(SimpleHistoryAdmin):
+    list_display = ["external_id", "title", "partner", "category", "licence_start", "licence_end"]
+    list_filter = ["partner", "category"]
+    search_fields = ["external_id", "title"]
+    date_hierarchy = "licence_end"
+
+
+class BundleCourseInline(admin.TabularInline):
+    model = Bundle.courses.through
+    extra = 1
+    autocomplete_fields = ["course"]
+    verbose_name = _("course in bundle")
+    verbose_name_plural = _("courses in bundle")
+
+
+class BundleFilmInline(admin.TabularInline):
+    model = Bundle.films.through
+    extra = 1
+    autocomplete_fields = ["film"]
+    verbose_name = _("film in bundle")
+    verbose_name_plural = _("films in bundle")
+
+
+@admin.register(Bundle)
+class BundleAdmin(SimpleHistoryAdmin):
+    list_display = ["slug", "title", "price", "is_active"]
+    list_filter = ["is_active"]
+    search_fields = ["slug", "title"]
+    exclude = ["courses", "films"]
+    inlines = [BundleCourseInline, BundleFilmInline]
+
+
+@admin.register(Deal)
+class DealAdmin(SimpleHistoryAdmin):
+    list_display = [
+        "slug", "name", "source_partner", "target_partner", "trigger", "benefit", "status",
+        "starts_at", "ends_at", "granted_count", "max_grants", "settlement_price",
+    ]
+    list_filter = ["status", "trigger", "benefit", "source_partner", "target_partner"]
+    search_fields = ["slug", "name"]
+    filter_horizontal = ["trigger_courses"]
+    readonly_fields = ["granted_count", "granted_amount", "created_at"]
+    date_hierarchy = "starts_at"
+
+
+class RuleInline(admin.StackedInline):
+    model = Rule
+    extra = 0
+    fields = [
+        ("name", "priority", "exclusive"),
+        "condition",
+        ("offer_kind", "benefit_partner", "deal"),
+        ("amount_off", "percent_off", "min_spend", "days", "cost"),
+        "applicable_courses",
+        "applicable_bundles",
+    ]
+    filter_horizontal = ["applicable_courses", "applicable_bundles"]
+
+
+@admin.register(Campaign)
+class CampaignAdmin(SimpleHistoryAdmin):
+    list_display = [
+        "slug", "name", "kind", "status", "owner", "starts_at", "ends_at", "budget", "spent",
+        "issued_count", "holdout_share",
+    ]
+    list_filter = ["status", "kind", "owner"]
+    search_fields = ["slug", "name"]
+    readonly_fields = ["spent", "issued_count", "created_at", "updated_at"]
+    filter_horizontal = ["partners", "promoted_films", "promoted_courses", "promoted_bundles"]
+    date_hierarchy = "starts_at"
+    inlines = [RuleInline]
+
+
+@admin.register(Rule)
+class RuleAdmin(SimpleHistoryAdmin):
+    list_display = ["name", "campaign", "priority", "exclusive", "offer_kind", "amount_off", "percent_off", "cost"]
+    list_filter = ["offer_kind", "exclusive", "campaign"]
+    search_fields = ["name", "campaign__slug"]
+
+
+@admin.register(Offer)
+class OfferAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["code", "campaign", "user", "kind", "status", "cost", "issued_at", "expires_at", "redeemed_at"]
+    list_filter = ["status", "kind", "campaign"]
+    search_fields = ["code", "user__external_id"]
+    list_select_related = ["campaign", "user"]
+    date_hierarchy = "issued_at"
+    show_full_result_count = False
+
+
+@admin.register(RedemptionEntry)
+class RedemptionEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "kind", "offer", "partner", "order_amount", "discount", "idempotency_key", "reverses"]
+    list_filter = ["kind", "partner"]
+    search_fields = ["offer__code", "idempotency_key"]
+    list_select_related = ["offer", "partner"]
+    date_hierarchy = "created_at"
+
+
+@admin.register(CampaignAssignment)
+class CampaignAssignmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["campaign", "user", "arm", "rule", "assigned_at"]
+    list_filter = ["campaign", "arm"]
+    search_fields = ["user__external_id"]
+    list_select_related = ["campaign", "user", "rule"]
+    show_full_result_count = False

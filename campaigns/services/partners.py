@@ -1,0 +1,85 @@
+"""Partners and their API keys: the one place that creates, issues, revokes and checks keys."""
+
+import hashlib
+import hmac
+import secrets
+
+from django.db import transaction
+from django.utils import timezone
+
+from crossmkt_site.errors import ApplicationError
+
+from ..models import Partner, PartnerApiKey
+
+KEY_SCHEME = "cmk"
+
+
+def _hash_secret(raw_key: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is safe here, unlike for passwords,
+    # and keeps the per-request check cheap.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def partner_create(*, slug: str, kind: str, name: str, webhook_url: str = "") -> Partner:
+    """Register a partner; refuse a slug that is taken or a kind we do not know."""
+    if kind not in Partner.Kind.values:
+        raise ApplicationError(f"unknown kind {kind!r}; use one of {', '.join(Partner.Kind.values)}", field="kind")
+    if Partner.objects.filter(slug=slug).exists():
+        raise ApplicationError(f"partner {slug!r} already exists", code="exists", field="slug")
+    partner = Partner(slug=slug, kind=kind, name=name, webhook_url=webhook_url)
+    partner.full_clean()
+    partner.save()
+    return partner
+
+
+def partner_get(*, slug: str) -> Partner:
+    """Return the partner with this slug, or a clear error."""
+    try:
+        return Partner.objects.get(slug=slug)
+    except Partner.DoesNotExist:
+        raise ApplicationError(
+            f"no partner {slug!r}; see 'manage.py partner list'", code="not_found", field="slug", status=404,
+        ) from None
+
+
+@transaction.atomic
+def partner_api_key_create(*, partner: Partner, name: str = "") -> tuple[PartnerApiKey, str]:
+    """Issue a new API key; return it with the raw key, which is never stored and shown only now."""
+    prefix = secrets.token_hex(4)
+    raw_key = f"{KEY_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
+    key = PartnerApiKey.objects.create(partner=partner, name=name, prefix=prefix, hashed_key=_hash_secret(raw_key))
+    return key, raw_key
+
+
+@transaction.atomic
+def partner_api_key_revoke(*, partner: Partner, prefix: str) -> PartnerApiKey:
+    """Revoke one of a partner's keys by its prefix; revoking twice keeps the first time."""
+    key = PartnerApiKey.objects.select_for_update().filter(partner=partner, prefix=prefix).first()
+    if key is None:
+        raise ApplicationError(
+            f"partner {partner.slug!r} has no key with prefix {prefix!r}", code="not_found", field="prefix", status=404,
+        )
+    if key.revoked_at is None:
+        key.revoked_at = timezone.now()
+        key.save(update_fields=["revoked_at"])
+    return key
+
+
+def partner_api_key_authenticate(*, raw_key: str) -> PartnerApiKey | None:
+    """Return the active key matching a raw key (recording its use), or None."""
+    parts = raw_key.split("_", 2)
+    if len(parts) != 3 or parts[0] != KEY_SCHEME:
+        return None
+    key = (
+        PartnerApiKey.objects.select_related("partner")
+        .filter(prefix=parts[1], revoked_at__isnull=True, partner__is_active=True)
+        .first()
+    )
+    if key is None or not hmac.compare_digest(key.hashed_key, _hash_secret(raw_key)):
+        return None
+    now = timezone.now()
+    # Recording every request would make each call a write; a minute's precision is plenty.
+    if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:
+        PartnerApiKey.objects.filter(pk=key.pk).update(last_used_at=now)
+        key.last_used_at = now
+    return key

@@ -1,0 +1,95 @@
+"""Root fixtures: service detection, a real Celery worker, and report headers saying what ran where."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent
+# Set by .ci/run: a test that would skip for a missing service fails instead.
+REQUIRE_SERVICES = os.environ.get("CROSSMKT_REQUIRE_SERVICES") == "1"
+
+
+def _broker_url() -> str:
+    return os.environ.get("CELERY_BROKER_URL", "")
+
+
+def pytest_report_header(config):
+    engine = settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1]
+    broker = _broker_url() or "none (tasks run eagerly)"
+    return [f"crossmkt: database={engine} broker={broker} require_services={REQUIRE_SERVICES}"]
+
+
+def skip_or_fail(reason: str):
+    """Skip for a missing service, or fail when CI requires every service."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"required service missing: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def require_postgres(db):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        skip_or_fail("needs PostgreSQL: run with DATABASE_URL=postgres://postgres@127.0.0.1:5432/crossmkt")
+
+
+@pytest.fixture(autouse=True)
+def _mark_requirements(request):
+    if request.node.get_closest_marker("postgres"):
+        request.getfixturevalue("require_postgres")
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker):
+    """Start a real Celery worker process on the test database; yield the queue it consumes."""
+    from django.db import connection
+
+    broker = _broker_url()
+    if not broker.startswith("redis://"):
+        skip_or_fail("needs Redis and a worker: run with CELERY_BROKER_URL=redis://127.0.0.1:6379/15")
+    if connection.vendor != "postgresql":
+        skip_or_fail("the worker tests share the test database with a worker process, which needs PostgreSQL")
+    db = connection.settings_dict
+    database_url = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    queue = f"crossmkt-test-{os.getpid()}"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "crossmkt_site.settings.local",
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": broker,
+        "CELERY_TASK_DEFAULT_QUEUE": queue,
+        "DEBUG": "false",
+    }
+    log_path = ROOT / "test-artifacts" / "celery-worker.log"
+    log_path.parent.mkdir(exist_ok=True)
+    log = log_path.open("w")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "crossmkt_site", "worker", "--loglevel=INFO", "--concurrency=2",
+         "--pool=prefork", "--without-gossip", "--without-mingle", "-Q", queue, "-n", f"{queue}@%h"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    from crossmkt_site.celery import app
+
+    previous = (app.conf.task_always_eager, app.conf.task_default_queue)
+    app.conf.task_always_eager = False
+    app.conf.task_default_queue = queue
+    try:
+        deadline = time.monotonic() + 60
+        while not app.control.inspect(destination=[f"{queue}@{os.uname().nodename}"], timeout=1).ping():
+            if worker.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the Celery worker did not start; see {log_path}")
+        yield queue
+    finally:
+        app.conf.task_always_eager, app.conf.task_default_queue = previous
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+        log.close()

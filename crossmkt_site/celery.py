@@ -1,0 +1,19 @@
+"""The Celery application: configured from Django settings under the CELERY_ namespace."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "crossmkt_site.settings.local")
+
+app = Celery("crossmkt")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@app.task(name="crossmkt.ping")
+def ping() -> dict:
+    """Report which process answered, so a caller can tell a worker from an eager call."""
+    import socket
+
+    return {"pid": os.getpid(), "host": socket.gethostname()}

@@ -1,0 +1,10 @@
+"""Settings for a laptop: debug on, SQLite and eager tasks unless the environment says otherwise."""
+
+from .base import *  # noqa: F403
+from .base import env
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env("SECRET_KEY", default="local-development-only-not-a-secret-8f3b1c2e9d")
+
+# The default SQLite file lives in var/, which is not committed.
+(BASE_DIR / "var").mkdir(exist_ok=True)  # noqa: F405

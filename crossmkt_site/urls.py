@@ -1,0 +1,16 @@
+"""Top-level URL routes: the admin, the partner API and its documentation."""
+
+from django.contrib import admin
+from django.urls import path
+from django.utils.translation import gettext_lazy as _
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+admin.site.site_header = _("crossmkt cross-marketing")
+admin.site.site_title = _("crossmkt")
+admin.site.index_title = _("Partnerships, campaigns and analytics")
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+]

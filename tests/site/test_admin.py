@@ -1,0 +1,104 @@
+"""The admin as a partnership manager meets it: every page opens, history is kept, logins are throttled."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib import admin
+from django.urls import reverse
+from django.utils import timezone
+
+from campaigns.models import Campaign
+from tests.factories import (
+    BehaviorEventFactory, CampaignFactory, CourseFactory, DealFactory, FilmFactory, OfferFactory, RuleFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def manager(django_user_model):
+    return django_user_model.objects.create_superuser("manager", "m@example.com", "a-long-password-1")
+
+
+@pytest.fixture
+def manager_client(client, manager):
+    client.force_login(manager)
+    return client
+
+
+@pytest.fixture
+def some_of_everything():
+    rule = RuleFactory()
+    OfferFactory(campaign=rule.campaign, rule=rule)
+    CourseFactory(), FilmFactory(), DealFactory(), BehaviorEventFactory()
+    return rule
+
+
+def our_models():
+    return [model for model in admin.site._registry if model._meta.app_label in {"campaigns", "analytics"}]
+
+
+@pytest.mark.parametrize("language", ["zh-hans", "en"])
+def test_every_list_and_detail_page_opens(manager_client, some_of_everything, language):
+    manager_client.cookies["django_language"] = language
+    for model in our_models():
+        opts = model._meta
+        changelist = manager_client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+        assert changelist.status_code == 200, opts.label
+        obj = model.objects.first()
+        if obj is not None:
+            change = manager_client.get(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk]))
+            assert change.status_code == 200, opts.label
+
+
+def test_admin_speaks_chinese_by_default(manager_client):
+    page = manager_client.get(reverse("admin:index")).content.decode()
+    assert 'lang="zh-hans"' in page
+    assert "欢迎" in page
+
+
+def test_campaign_page_shows_its_rules_inline(manager_client, some_of_everything):
+    campaign = some_of_everything.campaign
+    page = manager_client.get(reverse("admin:campaigns_campaign_change", args=[campaign.pk])).content.decode()
+    assert some_of_everything.name in page
+
+
+def test_changes_to_a_campaign_are_kept_in_its_history(manager_client, manager):
+    # given a campaign
+    starts = timezone.localtime().replace(microsecond=0)
+    ends = starts + timedelta(days=30)
+    campaign = CampaignFactory(name="Before", starts_at=starts, ends_at=ends)
+    # when the manager renames it in the admin
+    data = {
+        "slug": campaign.slug, "name": "After", "kind": campaign.kind, "status": campaign.status,
+        "owner": campaign.owner_id, "starts_at_0": f"{starts:%Y-%m-%d}", "starts_at_1": f"{starts:%H:%M:%S}",
+        "ends_at_0": f"{ends:%Y-%m-%d}", "ends_at_1": f"{ends:%H:%M:%S}", "timezone": "Asia/Shanghai", "budget": "1000.00",
+        "per_user_limit": 1, "holdout_share": "0.100", "offer_valid_days": 14,
+        "rules-TOTAL_FORMS": 0, "rules-INITIAL_FORMS": 0, "rules-MIN_NUM_FORMS": 0, "rules-MAX_NUM_FORMS": 1000,
+    }
+    response = manager_client.post(reverse("admin:campaigns_campaign_change", args=[campaign.pk]), data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    # then its history says who changed what from what to what
+    latest, previous = Campaign.history.filter(id=campaign.pk).order_by("-history_date")[:2]
+    assert latest.history_user == manager
+    delta = latest.diff_against(previous)
+    assert [(c.field, c.old, c.new) for c in delta.changes] == [("name", "Before", "After")]
+    history_page = manager_client.get(reverse("admin:campaigns_campaign_history", args=[campaign.pk]))
+    assert "After" in history_page.content.decode()
+
+
+def test_ledger_and_offers_cannot_be_edited_in_the_admin(manager_client, some_of_everything):
+    offer = some_of_everything.offers.get()
+    response = manager_client.post(reverse("admin:campaigns_offer_change", args=[offer.pk]), {"status": "redeemed"})
+    assert response.status_code == 403
+    assert manager_client.get(reverse("admin:campaigns_redemptionentry_add")).status_code == 403
+
+
+def test_login_is_locked_after_repeated_failures(client, manager):
+    login = reverse("admin:login")
+    for _ in range(5):
+        client.post(login, {"username": "manager", "password": "wrong"})
+    # the right password no longer gets in from here
+    response = client.post(login, {"username": "manager", "password": "a-long-password-1"})
+    assert response.status_code == 429
+    assert "_auth_user_id" not in client.session
