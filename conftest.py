@@ -24,6 +24,22 @@ def pytest_report_header(config):
     return [f"crossmkt: database={engine} broker={broker} require_services={REQUIRE_SERVICES}"]
 
 
+_SUMMARY_LINES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SUMMARY_LINES:
+        terminalreporter.section("crossmkt services")
+        for line in _SUMMARY_LINES:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def report_line():
+    """Return a function that adds a line to the run's closing summary (what ran where)."""
+    return _SUMMARY_LINES.append
+
+
 def skip_or_fail(reason: str):
     """Skip for a missing service, or fail when CI requires every service."""
     if REQUIRE_SERVICES:

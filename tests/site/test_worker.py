@@ -13,7 +13,7 @@ from tests.factories import OfferFactory
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 
-def test_expire_offers_runs_on_a_real_worker(celery_worker_process):
+def test_expire_offers_runs_on_a_real_worker(celery_worker_process, report_line):
     # given a due offer, committed so the worker process can see it
     past = timezone.now() - timedelta(days=20)
     offer = OfferFactory(issued_at=past, expires_at=past + timedelta(days=1))
@@ -26,4 +26,7 @@ def test_expire_offers_runs_on_a_real_worker(celery_worker_process):
     assert result["expired"] == 1
     offer.refresh_from_db()
     assert offer.status == Offer.Status.EXPIRED
-    print(f"round trip through {os.environ['CELERY_BROKER_URL']} to worker pid {result['worker_pid']}")
+    report_line(
+        f"task campaigns.tasks.expire_offers made a round trip through {os.environ['CELERY_BROKER_URL']} "
+        f"to worker pid {result['worker_pid']} (test pid {os.getpid()})"
+    )
