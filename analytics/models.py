@@ -143,3 +143,52 @@ class UserScore(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id}/{self.model}"
+
+
+class ImportedBehavior(models.Model):
+    """A row of the article's per-user table (``import_behavior``), kept as it was given.
+
+    For users without events these counts stand in for the event-built ones, and
+    ``purchased_course`` is the label the propensity model learns from.
+    """
+
+    user = models.OneToOneField(EndUser, on_delete=models.CASCADE, primary_key=True, related_name="imported_behavior")
+    watching_count = models.PositiveIntegerField(_("films watched"))
+    purchasing_count = models.PositiveIntegerField(_("courses purchased"))
+    purchased_course = models.BooleanField(_("purchased the course"), null=True, blank=True)
+    extra = models.JSONField(_("other columns"), default=dict, blank=True)
+    imported_at = models.DateTimeField(_("imported at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("imported behaviour")
+        verbose_name_plural = _("imported behaviour")
+
+
+class UserFeatures(models.Model):
+    """Per-user features built from behaviour events, one row per user, rebuilt incrementally.
+
+    Times are stored rather than ages ("days since …") so a row stays true until the
+    user's next event; the day counts are derived when features are read.
+    """
+
+    user = models.OneToOneField(EndUser, on_delete=models.CASCADE, primary_key=True, related_name="features")
+    watching_count = models.PositiveIntegerField(_("films watched"), default=0)
+    course_view_count = models.PositiveIntegerField(_("courses viewed"), default=0)
+    purchasing_count = models.PositiveIntegerField(_("courses purchased"), default=0)
+    purchase_days = models.PositiveIntegerField(_("distinct purchase days"), default=0)
+    total_spend = MoneyField(_("total spend (CNY)"), default=0)
+    activity_count = models.PositiveIntegerField(_("activities joined"), default=0)
+    discounts_received = models.PositiveIntegerField(_("offers redeemed"), default=0)
+    first_event_at = models.DateTimeField(_("first event"), null=True, blank=True)
+    last_event_at = models.DateTimeField(_("last event"), null=True, blank=True)
+    first_purchase_at = models.DateTimeField(_("first purchase"), null=True, blank=True)
+    last_purchase_at = models.DateTimeField(_("last purchase"), null=True, blank=True)
+    membership_started_at = models.DateTimeField(_("membership started"), null=True, blank=True)
+    membership_cancelled_at = models.DateTimeField(_("membership cancelled"), null=True, blank=True)
+    membership_paid = MoneyField(_("membership price paid (CNY)"), null=True, blank=True)
+    built_at = models.DateTimeField(_("built at"))
+
+    class Meta:
+        verbose_name = _("user features")
+        verbose_name_plural = _("user features")
+        constraints = [models.CheckConstraint(condition=Q(total_spend__gte=0), name="features_spend_not_negative")]

@@ -137,6 +137,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "campaigns.tasks.expire_offers",
         "schedule": 300.0,
     },
+    "build-features": {
+        "task": "analytics.tasks.build_features",
+        "schedule": 900.0,
+    },
 }
 
 # Admin login throttling: lock a username+IP pair after repeated failures.

@@ -1,0 +1,211 @@
+"""CSV imports of users and events: stream a file, validate in batches, upsert, report every bad row."""
+
+import json
+
+import numpy as np
+import pandas as pd
+from django.db import connection, transaction
+from django.utils import timezone
+
+from campaigns.models import Partner
+from crossmkt_site.errors import ApplicationError
+
+from .csvfiles import CsvStream
+from .ingest import (
+    EVENT_COLUMNS, IngestResult, Rejection, _Checker, _stage, check_ids, events_ingest, parse_timestamps,
+    partner_ids_by_slug, validate_events,
+)
+from .progress import progress_bar
+
+BEHAVIOR_COLUMNS = ("user_id", "watching_count", "purchasing_count", "age", "education", "occupation", "purchased_course")
+# Columns of the per-user table we understand beyond the article's; anything else is kept in `extra`.
+BEHAVIOR_OPTIONAL = (
+    "gender", "acquisition_channel", "marketing_consent", "data_sharing_consent", "signed_up_at", "home_partner",
+)
+TRUE_WORDS = {"1", "true", "yes", "y", "t", "是", "真"}
+FALSE_WORDS = {"0", "false", "no", "n", "f", "否", "假"}
+
+
+def events_import_file(path, *, encoding: str | None = None, progress: bool = False) -> IngestResult:
+    """Import an events CSV batch by batch; good rows are kept, bad rows named with line, column and reason."""
+    partner_ids = partner_ids_by_slug()
+    result = IngestResult()
+    with CsvStream(path, required=EVENT_COLUMNS, encoding=encoding) as stream, \
+            progress_bar(f"importing {stream.path.name}", stream.size, unit="bytes", enabled=progress) as advance:
+        for batch in stream.batches(on_progress=advance):
+            staged, rejected = validate_events(batch.columns, batch.lines, partner_ids=partner_ids)
+            result.add(events_ingest(staged))
+            result.rejected.extend(rejected)
+        result.rejected.extend(Rejection(row.line, "*", row.reason) for row in stream.malformed)
+    result.rejected.sort(key=lambda rejection: rejection.position)
+    return result
+
+
+def _default_home_partner() -> Partner:
+    knowledge = list(Partner.objects.filter(kind=Partner.Kind.KNOWLEDGE)[:2])
+    if len(knowledge) != 1:
+        raise ApplicationError(
+            "cannot tell whose users these are: pass --partner SLUG (or add a home_partner column)", field="partner",
+        )
+    return knowledge[0]
+
+
+def _parse_count(values: pd.Series, column: str, checker: _Checker) -> pd.Series:
+    ok = values.str.fullmatch(r"\d{1,9}")
+    checker.flag(~ok.to_numpy(), column, lambda i: f"not a whole number of at least 0: {values.iloc[i]!r}")
+    return pd.to_numeric(values.where(ok, "0"))
+
+
+def _parse_flag(values: pd.Series, column: str, checker: _Checker) -> pd.Series:
+    lowered = values.str.lower()
+    known = lowered.isin(TRUE_WORDS | FALSE_WORDS) | (lowered == "")
+    checker.flag(~known.to_numpy(), column, lambda i: f"not yes/no (1/0, true/false, 是/否): {values.iloc[i]!r}")
+    return lowered.map(lambda word: True if word in TRUE_WORDS else False if word in FALSE_WORDS else None)
+
+
+def validate_behavior(columns: dict[str, list[str]], positions, *, partner_ids: dict[str, int], default_partner_id: int,
+                      extra_names: list[str]) -> tuple[pd.DataFrame, list[Rejection]]:
+    """Check rows of the per-user table; return good rows ready to stage, and the rejections."""
+    frame = pd.DataFrame({name: pd.Series(values, dtype=object).astype(str) for name, values in columns.items()})
+    checker = _Checker(positions)
+    check_ids(frame["user_id"], "user_id", checker)
+    watching = _parse_count(frame["watching_count"], "watching_count", checker)
+    purchasing = _parse_count(frame["purchasing_count"], "purchasing_count", checker)
+    age_text = frame["age"]
+    age_ok = age_text.str.fullmatch(r"\d{1,3}") & (pd.to_numeric(age_text.where(age_text.str.fullmatch(r"\d{1,3}"), "0")) <= 130)
+    checker.flag((~age_ok & (age_text != "")).to_numpy(), "age", lambda i: f"not an age between 0 and 130: {age_text.iloc[i]!r}")
+    for name, limit in (("education", 32), ("occupation", 64), ("gender", 16), ("acquisition_channel", 32)):
+        if name in frame:
+            checker.flag((frame[name].str.len() > limit).to_numpy(), name, f"longer than {limit} characters")
+    purchased = _parse_flag(frame["purchased_course"], "purchased_course", checker)
+    flags = {name: _parse_flag(frame[name], name, checker) if name in frame else pd.Series([None] * len(frame))
+             for name in ("marketing_consent", "data_sharing_consent")}
+    if "home_partner" in frame:
+        home = frame["home_partner"].map(lambda slug: partner_ids.get(slug) if slug else default_partner_id)
+        checker.flag(home.isna().to_numpy(), "home_partner", lambda i: f"unknown partner {frame['home_partner'].iloc[i]!r}")
+    else:
+        home = pd.Series([default_partner_id] * len(frame))
+    signed_up = (parse_timestamps(frame["signed_up_at"], "signed_up_at", checker) if "signed_up_at" in frame
+                 else pd.Series([pd.NaT] * len(frame), dtype="datetime64[ns, UTC]"))
+    good = checker.good
+    extra = frame[extra_names].to_dict("records") if extra_names else [{}] * len(frame)
+    staged = pd.DataFrame({
+        "position": np.asarray(positions)[good],
+        "user_ext": frame["user_id"][good].to_numpy(),
+        "home_partner_id": home[good].astype("int64").to_numpy(),
+        "age": [int(a) if a else None for a in age_text[good]],
+        "education": frame["education"][good].to_numpy(),
+        "occupation": frame["occupation"][good].to_numpy(),
+        "gender": frame["gender"][good].to_numpy() if "gender" in frame else None,
+        "acquisition_channel": frame["acquisition_channel"][good].to_numpy() if "acquisition_channel" in frame else None,
+        "marketing_consent": flags["marketing_consent"][good].to_numpy(),
+        "data_sharing_consent": flags["data_sharing_consent"][good].to_numpy(),
+        "signed_up_at": [None if pd.isna(t) else t for t in signed_up[good]],
+        "watching_count": watching[good].astype("int64").to_numpy(),
+        "purchasing_count": purchasing[good].astype("int64").to_numpy(),
+        "purchased_course": purchased[good].to_numpy(),
+        "extra": [json.dumps(row, ensure_ascii=False) for row, keep in zip(extra, good) if keep],
+    })
+    staged = staged.astype(object).where(staged.notna(), None)
+    checker.rejections.sort(key=lambda rejection: rejection.position)
+    return staged, checker.rejections
+
+
+_BEHAVIOR_STAGING = {
+    "position": "bigint", "user_ext": "varchar(64)", "home_partner_id": "bigint", "age": "integer",
+    "education": "varchar(32)", "occupation": "varchar(64)", "gender": "varchar(16)", "acquisition_channel": "varchar(32)",
+    "marketing_consent": "boolean", "data_sharing_consent": "boolean", "signed_up_at": "timestamp with time zone",
+    "watching_count": "integer", "purchasing_count": "integer", "purchased_course": "boolean", "extra": "text",
+}
+# Columns a file may leave out: NULL in staging, and then the user keeps what they had.
+_KEEP_IF_ABSENT = ("gender", "acquisition_channel", "marketing_consent", "data_sharing_consent", "signed_up_at")
+_USER_COLUMNS = ("age", "education", "occupation") + _KEEP_IF_ABSENT
+
+
+def behavior_ingest(staged: pd.DataFrame) -> IngestResult:
+    """Upsert users and their per-user rows; a row identical to what is stored counts as a duplicate."""
+    result = IngestResult()
+    if staged.empty:
+        return result
+    postgres = connection.vendor == "postgresql"
+    distinct = "IS DISTINCT FROM" if postgres else "IS NOT"
+    as_json = "::jsonb" if postgres else ""
+    ddl = ", ".join(f"{name} {kind}" for name, kind in _BEHAVIOR_STAGING.items())
+    now = timezone.now()
+    new_value = {name: f"s.{name}" for name in _USER_COLUMNS} | {
+        name: f"COALESCE(s.{name}, u.{name})" for name in _KEEP_IF_ABSENT
+    }
+    with transaction.atomic(), connection.cursor() as cursor:
+        _stage(cursor, "staging_behavior", ddl, staged, ", ".join(_BEHAVIOR_STAGING))
+        cursor.execute(
+            """INSERT INTO analytics_enduser (external_id, home_partner_id, age, education, occupation, gender,
+                   acquisition_channel, marketing_consent, data_sharing_consent, signed_up_at, created_at)
+               SELECT s.user_ext, s.home_partner_id, s.age, s.education, s.occupation, COALESCE(s.gender, ''),
+                   COALESCE(s.acquisition_channel, ''), COALESCE(s.marketing_consent, FALSE),
+                   COALESCE(s.data_sharing_consent, FALSE), s.signed_up_at, %s
+               FROM staging_behavior s
+               WHERE NOT EXISTS (SELECT 1 FROM analytics_enduser e WHERE e.external_id = s.user_ext)
+               RETURNING id""",
+            [now],
+        )
+        changed = {row[0] for row in cursor.fetchall()}
+        result.users_created = len(changed)
+        cursor.execute(
+            f"""UPDATE analytics_enduser AS u SET {", ".join(f"{name} = {value}" for name, value in new_value.items())}
+                FROM staging_behavior s
+                WHERE u.external_id = s.user_ext AND u.erased_at IS NULL
+                  AND ({", ".join(f"u.{name}" for name in new_value)}) {distinct} ({", ".join(new_value.values())})
+                RETURNING id"""
+        )
+        changed |= {row[0] for row in cursor.fetchall()}
+        cursor.execute(
+            f"""INSERT INTO analytics_importedbehavior (user_id, watching_count, purchasing_count, purchased_course,
+                    extra, imported_at)
+                SELECT u.id, s.watching_count, s.purchasing_count, s.purchased_course, s.extra{as_json}, %s
+                FROM staging_behavior s JOIN analytics_enduser u ON u.external_id = s.user_ext
+                WHERE u.erased_at IS NULL
+                  AND NOT EXISTS (SELECT 1 FROM analytics_importedbehavior b WHERE b.user_id = u.id)
+                RETURNING user_id""",
+            [now],
+        )
+        changed |= {row[0] for row in cursor.fetchall()}
+        cursor.execute(
+            f"""UPDATE analytics_importedbehavior AS b SET watching_count = s.watching_count,
+                    purchasing_count = s.purchasing_count, purchased_course = s.purchased_course,
+                    extra = s.extra{as_json}, imported_at = %s
+                FROM staging_behavior s JOIN analytics_enduser u ON u.external_id = s.user_ext
+                WHERE b.user_id = u.id
+                  AND (b.watching_count, b.purchasing_count, b.purchased_course, b.extra) {distinct}
+                      (s.watching_count, s.purchasing_count, s.purchased_course, s.extra{as_json})
+                RETURNING user_id""",
+            [now],
+        )
+        changed |= {row[0] for row in cursor.fetchall()}
+        cursor.execute("DROP TABLE staging_behavior")
+    result.imported = len(changed)
+    result.duplicates = len(staged) - result.imported
+    return result
+
+
+def behavior_import_file(path, *, partner: str | None = None, encoding: str | None = None,
+                         progress: bool = False) -> IngestResult:
+    """Import the article's per-user table; unknown extra columns are kept with the row."""
+    partner_ids = partner_ids_by_slug()
+    if partner is not None and partner not in partner_ids:
+        raise ApplicationError(f"no partner {partner!r}; see 'manage.py partner list'", field="partner")
+    result = IngestResult()
+    with CsvStream(path, required=BEHAVIOR_COLUMNS, optional=BEHAVIOR_OPTIONAL, encoding=encoding, keep_extra=True) as stream:
+        if partner is None and "home_partner" not in stream.header:
+            default_partner_id = _default_home_partner().pk
+        else:
+            default_partner_id = partner_ids.get(partner) if partner else None
+        with progress_bar(f"importing {stream.path.name}", stream.size, unit="bytes", enabled=progress) as advance:
+            for batch in stream.batches(on_progress=advance):
+                staged, rejected = validate_behavior(batch.columns, batch.lines, partner_ids=partner_ids,
+                                                     default_partner_id=default_partner_id, extra_names=stream.extra_columns)
+                staged = staged.drop_duplicates("user_ext", keep="last")
+                result.add(behavior_ingest(staged))
+                result.rejected.extend(rejected)
+        result.rejected.extend(Rejection(row.line, "*", row.reason) for row in stream.malformed)
+    result.rejected.sort(key=lambda rejection: rejection.position)
+    return result
