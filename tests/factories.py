@@ -104,7 +104,8 @@ class OfferFactory(factory.django.DjangoModelFactory):
     user = factory.SubFactory(EndUserFactory)
     kind = Rule.OfferKind.COUPON
     amount_off = Decimal("20.00")
-    cost = Decimal("20.00")
+    # Created outside issuance, so nothing was reserved from the budget for it.
+    cost = Decimal("0.00")
     issued_at = factory.LazyFunction(timezone.now)
     expires_at = factory.LazyAttribute(lambda offer: offer.issued_at + timedelta(days=14))
 

@@ -1,33 +1,60 @@
-"""Offer life-cycle changes that are not issuance or redemption."""
+"""Offer life-cycle changes that are not issuance or redemption: expiry and revocation."""
 
 import logging
+from collections import defaultdict
+from decimal import Decimal
 
 from django.db import transaction
 from django.utils import timezone
 
+from crossmkt_site.errors import ApplicationError
+
 from ..models import Offer
+from .redemption import release_reservations
 
 logger = logging.getLogger("crossmkt.offers")
 
-# One UPDATE per batch keeps each transaction short on a table with millions of rows.
+# One batch per transaction keeps locks short on a table with millions of rows.
 EXPIRY_BATCH_SIZE = 10_000
 
 
 def offer_expire_due(*, now=None, batch_size: int = EXPIRY_BATCH_SIZE) -> int:
-    """Mark open offers past their expiry as expired; return how many changed. Safe to run twice."""
+    """Expire open offers past their date and free the budget they reserved; return how many. Safe to run twice."""
     now = now or timezone.now()
     expired = 0
     while True:
         with transaction.atomic():
-            ids = list(
-                Offer.objects.filter(status__in=Offer.OPEN_STATUSES, expires_at__lte=now)
+            # Locked rows cannot be redeemed meanwhile; rows another expirer holds are skipped, not waited for.
+            due = list(
+                Offer.objects.select_for_update(skip_locked=True)
+                .filter(status__in=Offer.OPEN_STATUSES, expires_at__lte=now)
                 .order_by("pk")
-                .values_list("pk", flat=True)[:batch_size]
+                .values_list("pk", "campaign_id", "cost")[:batch_size]
             )
-            if not ids:
+            if not due:
                 break
-            # The status filter is repeated so a redemption committed meanwhile is never overwritten.
-            expired += Offer.objects.filter(pk__in=ids, status__in=Offer.OPEN_STATUSES).update(status=Offer.Status.EXPIRED)
+            Offer.objects.filter(pk__in=[pk for pk, _, _ in due]).update(status=Offer.Status.EXPIRED)
+            freed: dict[int, Decimal] = defaultdict(Decimal)
+            for _, campaign_id, cost in due:
+                freed[campaign_id] += cost
+            for campaign_id, amount in freed.items():
+                release_reservations(campaign_id=campaign_id, amount=amount)
+            expired += len(due)
     if expired:
         logger.info("expired %d offers due by %s", expired, now.isoformat())
     return expired
+
+
+@transaction.atomic
+def offer_revoke(*, code: str) -> Offer:
+    """Revoke an open offer so it can no longer be redeemed, and free the budget it reserved."""
+    offer = Offer.objects.select_for_update().filter(code=code).first()
+    if offer is None:
+        raise ApplicationError("no such offer", code="not_found", field="code", status=404)
+    if offer.status not in Offer.OPEN_STATUSES:
+        raise ApplicationError(f"only an open offer can be revoked; this one is {offer.status}", code="not_open", status=409)
+    offer.status = Offer.Status.REVOKED
+    offer.revoked_at = timezone.now()
+    offer.save(update_fields=["status", "revoked_at"])
+    release_reservations(campaign_id=offer.campaign_id, amount=offer.cost)
+    return offer

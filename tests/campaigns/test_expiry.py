@@ -1,6 +1,7 @@
 """Offers past their date are expired by the periodic task, once, without touching redeemed ones."""
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
@@ -8,7 +9,7 @@ from django.utils import timezone
 from campaigns.models import Offer
 from campaigns.services.offers import offer_expire_due
 from campaigns.tasks import expire_offers
-from tests.factories import OfferFactory
+from tests.factories import CampaignFactory, OfferFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -31,6 +32,19 @@ def test_due_open_offers_expire_and_others_do_not():
     assert statuses[due.pk] == statuses[delivered_due.pk] == Offer.Status.EXPIRED
     assert statuses[fresh.pk] == Offer.Status.ISSUED
     assert statuses[redeemed.pk] == Offer.Status.REDEEMED
+
+
+def test_expiry_gives_the_reserved_money_back_to_the_budget():
+    # given a campaign that reserved 30 CNY for two offers, one of them due
+    past = timezone.now() - timedelta(days=20)
+    campaign = CampaignFactory(budget=Decimal("100.00"), spent=Decimal("30.00"))
+    OfferFactory(campaign=campaign, cost=Decimal("20.00"), issued_at=past, expires_at=past + timedelta(days=1))
+    OfferFactory(campaign=campaign, cost=Decimal("10.00"))
+    # when expiry runs
+    offer_expire_due()
+    # then the due offer's reservation is free again
+    campaign.refresh_from_db()
+    assert campaign.spent == Decimal("10.00")
 
 
 def test_expiry_task_runs_the_service():

@@ -1,0 +1,122 @@
+"""Redeeming offers: once only, idempotent per key, undone only by a rollback line in the ledger."""
+
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from crossmkt_site.errors import ApplicationError
+from crossmkt_site.money import ZERO, to_cny
+
+from ..models import Campaign, Offer, Partner, RedemptionEntry, Rule
+from .pricing import coupon_discount
+
+
+def offers_visible_to(partner: Partner):
+    """Return offers a partner may see and redeem: those it honours or of campaigns it runs or joins."""
+    # A subquery rather than a join, so rows are not repeated and can be locked FOR UPDATE.
+    return Offer.objects.filter(
+        Q(partner=partner) | Q(campaign__owner=partner) | Q(campaign__in=Campaign.objects.filter(partners=partner))
+    )
+
+
+def _existing_for_key(partner: Partner, idempotency_key: str, code: str) -> RedemptionEntry | None:
+    if not idempotency_key:
+        return None
+    entry = RedemptionEntry.objects.select_related("offer").filter(partner=partner, idempotency_key=idempotency_key).first()
+    if entry is not None and entry.offer.code != code:
+        raise ApplicationError(
+            "this Idempotency-Key was already used for another offer; use a new key per redemption",
+            code="idempotency_key_reused", field="Idempotency-Key", status=422,
+        )
+    return entry
+
+
+def _refuse(offer: Offer, now) -> None:
+    """Raise the reason an offer cannot be redeemed now."""
+    if offer.status == Offer.Status.REDEEMED:
+        raise ApplicationError("this offer has already been redeemed", code="already_redeemed", status=409)
+    if offer.status == Offer.Status.REVOKED:
+        raise ApplicationError("this offer was revoked", code="revoked", status=409)
+    if offer.status == Offer.Status.EXPIRED or offer.expires_at <= now:
+        raise ApplicationError(f"this offer expired at {offer.expires_at.isoformat()}", code="expired", status=409)
+
+
+def offer_redeem(*, code: str, partner: Partner, order_amount: Decimal, idempotency_key: str = "") -> RedemptionEntry:
+    """Redeem an offer for an order; of simultaneous attempts exactly one succeeds, and a repeated key returns it."""
+    order_amount = to_cny(order_amount)
+    if order_amount < 0:
+        raise ApplicationError("order_amount cannot be negative", field="order_amount")
+    existing = _existing_for_key(partner, idempotency_key, code)
+    if existing is not None:
+        return existing
+    offer = offers_visible_to(partner).filter(code=code).first()
+    if offer is None:
+        raise ApplicationError("no such offer", code="not_found", field="code", status=404)
+    now = timezone.now()
+    _refuse(offer, now)
+    discount = ZERO
+    if offer.kind == Rule.OfferKind.COUPON:
+        if order_amount < offer.min_spend:
+            raise ApplicationError(
+                f"this coupon needs an order of at least {offer.min_spend} CNY", code="below_min_spend", field="order_amount",
+            )
+        discount = coupon_discount(order_amount=order_amount, amount_off=offer.amount_off, percent_off=offer.percent_off,
+                                   min_spend=offer.min_spend)
+    try:
+        with transaction.atomic():
+            # The conditional UPDATE is the single point of truth: the row lock it takes makes a
+            # concurrent redemption wait, then find the offer no longer open and change nothing.
+            won = Offer.objects.filter(pk=offer.pk, status__in=Offer.OPEN_STATUSES, expires_at__gt=now).update(
+                status=Offer.Status.REDEEMED, redeemed_at=now,
+            )
+            if not won:
+                raise _LostRace
+            return RedemptionEntry.objects.create(
+                offer=offer, kind=RedemptionEntry.Kind.REDEEM, partner=partner, order_amount=order_amount,
+                discount=discount, idempotency_key=idempotency_key,
+            )
+    except (_LostRace, IntegrityError):
+        # Someone else got there first: the same key retried concurrently gets their entry.
+        existing = _existing_for_key(partner, idempotency_key, code)
+        if existing is not None:
+            return existing
+        offer.refresh_from_db()
+        _refuse(offer, now)
+        raise ApplicationError("this offer could not be redeemed; try again", code="conflict", status=409) from None
+
+
+class _LostRace(Exception):
+    pass
+
+
+@transaction.atomic
+def offer_redemption_rollback(*, code: str, partner: Partner, idempotency_key: str = "") -> RedemptionEntry:
+    """Undo an offer's redemption with a rollback line; the offer opens again (or expires if past its date)."""
+    offer = offers_visible_to(partner).filter(code=code).select_for_update(of=("self",)).first()
+    if offer is None:
+        raise ApplicationError("no such offer", code="not_found", field="code", status=404)
+    redemption = (
+        RedemptionEntry.objects.filter(offer=offer, kind=RedemptionEntry.Kind.REDEEM, reversed_by__isnull=True)
+        .order_by("-created_at").first()
+    )
+    if redemption is None:
+        raise ApplicationError("this offer has no redemption to roll back", code="not_redeemed", status=409)
+    now = timezone.now()
+    reopened = Offer.Status.DELIVERED if offer.delivered_at else Offer.Status.ISSUED
+    offer.status = reopened if offer.expires_at > now else Offer.Status.EXPIRED
+    offer.redeemed_at = None
+    offer.save(update_fields=["status", "redeemed_at"])
+    if offer.status == Offer.Status.EXPIRED:
+        release_reservations(campaign_id=offer.campaign_id, amount=offer.cost)
+    return RedemptionEntry.objects.create(
+        offer=offer, kind=RedemptionEntry.Kind.ROLLBACK, partner=partner, reverses=redemption,
+        order_amount=redemption.order_amount, discount=redemption.discount, idempotency_key=idempotency_key,
+    )
+
+
+def release_reservations(*, campaign_id: int, amount: Decimal) -> None:
+    """Give money reserved by offers that will never be used back to the campaign's budget."""
+    if amount:
+        Campaign.objects.filter(pk=campaign_id).update(spent=F("spent") - amount)
