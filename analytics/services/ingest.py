@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from campaigns.models import Partner
+from crossmkt_site.bulk import bulk_insert
 
 from ..models import BehaviorEvent
 
@@ -150,17 +151,14 @@ _STAGING_COLUMNS = "position, partner_id, event_id, user_ext, kind, item_id, amo
 
 
 def _stage(cursor, table: str, ddl: str, frame: pd.DataFrame, columns: str) -> None:
-    """Create a temporary table and fill it: COPY on PostgreSQL, executemany elsewhere."""
+    """Create a temporary table and fill it from a frame in one bulk write."""
     cursor.execute(f"DROP TABLE IF EXISTS {table}")
     cursor.execute(f"CREATE TEMPORARY TABLE {table} ({ddl})")
     names = [name.strip() for name in columns.split(",")]
-    if connection.vendor == "postgresql":
-        with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-            for row in frame[names].itertuples(index=False, name=None):
-                copy.write_row(row)
-    else:
-        rows = [tuple(_sqlite_value(v) for v in row) for row in frame[names].itertuples(index=False, name=None)]
-        cursor.executemany(f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(names))})", rows)
+    rows = frame[names].itertuples(index=False, name=None)
+    if connection.vendor != "postgresql":
+        rows = (tuple(_sqlite_value(v) for v in row) for row in rows)
+    bulk_insert(cursor, table, names, rows)
 
 
 def _sqlite_value(value):

@@ -1,0 +1,54 @@
+"""python manage.py run_campaign SLUG [--dry-run]: evaluate the rules and issue offers on the workers."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from analytics.services.progress import progress_bar
+from crossmkt_site.errors import ApplicationError
+
+from ...services.campaign_run import campaign_chunks, campaign_dry_run, campaign_get, campaign_run
+
+
+class Command(BaseCommand):
+    help = "Evaluate a campaign's rules over every reachable user and issue offers; --dry-run only forecasts reach and cost."
+
+    def add_arguments(self, parser):
+        parser.add_argument("slug")
+        parser.add_argument("--dry-run", action="store_true", help="Print reach and cost per rule; issue nothing.")
+        parser.add_argument("--no-wait", action="store_true", help="Queue the chunks on the workers and return.")
+        parser.add_argument("--no-progress", action="store_true")
+
+    def handle(self, *args, slug, dry_run, no_wait, no_progress, **options):
+        try:
+            campaign = campaign_get(slug=slug)
+            chunks = len(campaign_chunks())
+            with progress_bar(f"{'forecasting' if dry_run else 'running'} {slug}", chunks, enabled=not no_progress) as advance:
+                on_chunk = lambda done, total: advance(done)  # noqa: E731
+                if dry_run:
+                    self.print_forecast(campaign_dry_run(campaign=campaign, on_chunk=on_chunk))
+                    return
+                result = campaign_run(campaign=campaign, wait=not no_wait, on_chunk=on_chunk)
+        except ApplicationError as error:
+            raise CommandError(error.message) from None
+        if no_wait:
+            self.stdout.write(f"queued {result['chunks']} chunks for {slug} (group {result['group_id']})")
+            return
+        self.stdout.write(self.style.SUCCESS(
+            f"{slug}: {result['eligible']} eligible, {result['holdout']} held out, {result['issued']} offers issued "
+            f"costing {result['cost']} CNY; {result['skipped_existing']} already handled, {result['clamped']} not issued "
+            "for lack of budget or offer cap"
+        ))
+
+    def print_forecast(self, forecast):
+        self.stdout.write(f"Dry run of {forecast.campaign}: nothing issued.")
+        self.stdout.write(f"{'rule':<40} {'priority':>8} {'treated':>9} {'holdout':>9} {'offers':>9} {'cost (CNY)':>14}")
+        for rule in forecast.rules:
+            self.stdout.write(
+                f"{rule.rule[:40]:<40} {rule.priority:>8} {rule.treated:>9} {rule.holdout:>9} {rule.offers:>9} {rule.cost:>14}"
+            )
+        self.stdout.write(
+            f"{'total':<40} {'':>8} {forecast.eligible - forecast.holdout:>9} {forecast.holdout:>9} {forecast.offers:>9} "
+            f"{forecast.cost:>14}"
+        )
+        if forecast.remaining is not None:
+            verdict = "fits" if forecast.cost <= forecast.remaining else "does NOT fit: issuance will stop when it runs out"
+            self.stdout.write(f"budget {forecast.budget} CNY, {forecast.remaining} CNY left: the forecast {verdict}")

@@ -1,0 +1,363 @@
+"""Running a campaign: who qualifies, who is held out, which offer each treated user gets.
+
+A run is split into ranges of user ids that any worker can take (``campaign_issue_chunk``).
+Each chunk evaluates every rule over its users at once, draws the holdout by a stable hash
+of (campaign, user), applies priority, exclusivity and the per-user limit, and then, holding
+the campaign row's lock, skips users already handled, clamps to the budget and the offer
+cap, writes assignments and offers in bulk, and reserves their cost. Running a chunk twice
+issues nothing the second time; the database constraints back every one of these limits.
+"""
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import numpy as np
+import pandas as pd
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from analytics.selectors import CONDITION_REGISTRY, user_frame, user_id_bounds
+from campaigns.conditions import ConditionError, evaluate_table, referenced_fields, validate
+from crossmkt_site.bulk import bulk_insert
+from crossmkt_site.errors import ApplicationError
+from crossmkt_site.money import ZERO
+
+from ..models import Campaign, CampaignAssignment, Offer, Rule
+from ..models.offers import CODE_ALPHABET, CODE_LENGTH
+
+# Users per chunk: about 0.5 s of evaluation and one COPY of at most this many offers on
+# the benchmark machine, short enough that a killed worker's retry costs little.
+CHUNK_USERS = 50_000
+HOLDOUT = CampaignAssignment.HOLDOUT
+TREATMENT = CampaignAssignment.TREATMENT
+
+
+@dataclass(frozen=True)
+class RulePlan:
+    rule: Rule
+    condition: object | None  # a validated condition, or None: everyone reachable qualifies
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return referenced_fields(self.condition) if self.condition is not None else ()
+
+
+def campaign_get(*, slug: str) -> Campaign:
+    """Return the campaign with this slug, or a clear error."""
+    campaign = Campaign.objects.filter(slug=slug).first()
+    if campaign is None:
+        raise ApplicationError(f"no campaign {slug!r}; list them in the admin or with GET /api/v1/campaigns/",
+                               code="not_found", field="slug", status=404)
+    return campaign
+
+
+def rule_condition(rule: Rule):
+    """Validate a rule's stored condition; an empty condition means every reachable user."""
+    if not rule.condition:
+        return None
+    try:
+        return validate(rule.condition, CONDITION_REGISTRY)
+    except ConditionError as error:
+        raise ApplicationError(f"rule {rule.name!r}: {error}", field="condition") from None
+
+
+def campaign_rule_plans(campaign: Campaign) -> list[RulePlan]:
+    """Return the campaign's rules, validated, highest priority first."""
+    rules = list(campaign.rules.order_by("-priority", "pk"))
+    if not rules:
+        raise ApplicationError(f"campaign {campaign.slug!r} has no rules; add one in the admin", field="rules")
+    return [RulePlan(rule, rule_condition(rule)) for rule in rules]
+
+
+def campaign_check_runnable(campaign: Campaign, now: datetime) -> None:
+    """Refuse to issue for a campaign that is not running, outside its window, or promoting unlicensed films."""
+    if campaign.kind != Campaign.Kind.RULES:
+        raise ApplicationError(f"campaign {campaign.slug!r} is an external experiment; nothing to run", field="kind")
+    if campaign.status != Campaign.Status.RUNNING:
+        raise ApplicationError(
+            f"campaign {campaign.slug!r} is {campaign.status}; set it to running to issue offers (a dry run works in any state)",
+            code="not_running", field="status",
+        )
+    zone = campaign.timezone
+    if not (campaign.starts_at <= now < campaign.ends_at):
+        raise ApplicationError(
+            f"campaign {campaign.slug!r} runs from {campaign.starts_at.astimezone(zone):%Y-%m-%d %H:%M} to "
+            f"{campaign.ends_at.astimezone(zone):%Y-%m-%d %H:%M} ({zone}); it is outside that window now",
+            code="outside_window", field="starts_at",
+        )
+    unlicensed = [film.title for film in campaign.promoted_films.all() if not film.licensed_at(now)]
+    if unlicensed:
+        raise ApplicationError(
+            f"campaign {campaign.slug!r} promotes films outside their licence window: {', '.join(unlicensed)}",
+            code="licence", field="promoted_films",
+        )
+
+
+def _campaign_seed(campaign: Campaign) -> np.uint64:
+    return np.uint64(int.from_bytes(hashlib.sha256(f"crossmkt:{campaign.pk}:{campaign.slug}".encode()).digest()[:8], "big"))
+
+
+def holdout_draw(campaign: Campaign, user_ids: np.ndarray) -> np.ndarray:
+    """Return a stable uniform number in [0, 1) per user for this campaign (splitmix64 of seed and id)."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(user_ids, dtype=np.uint64) + _campaign_seed(campaign)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+@dataclass
+class ChunkPlan:
+    """What one chunk would do: eligible users, holdout, and (user, rule, sequence) picks for the treated."""
+
+    user_ids: np.ndarray
+    draw: np.ndarray
+    holdout: np.ndarray
+    matched_rule: np.ndarray  # index of the first (highest-priority) matching rule per eligible user
+    pick_users: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    pick_rules: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+    pick_sequence: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
+
+
+def plan_chunk(campaign: Campaign, plans: list[RulePlan], frame: pd.DataFrame) -> ChunkPlan:
+    """Evaluate every rule over a frame of reachable users and pick offers, all column-wise."""
+    user_ids = frame.index.to_numpy(dtype=np.int64)
+    n = len(user_ids)
+    masks = [np.ones(n, dtype=bool) if plan.condition is None else evaluate_table(plan.condition, frame) for plan in plans]
+    any_match = np.logical_or.reduce(masks) if masks else np.zeros(n, dtype=bool)
+    first_rule = np.where(any_match, np.argmax(np.vstack(masks), axis=0) if masks else -1, -1)
+    draw = holdout_draw(campaign, user_ids)
+    holdout = any_match & (draw < float(campaign.holdout_share))
+    treated = any_match & ~holdout
+
+    count = np.zeros(n, dtype=np.int64)
+    blocked = np.zeros(n, dtype=bool)
+    users, rules, sequences = [], [], []
+    for index, (plan, mask) in enumerate(zip(plans, masks)):
+        take = treated & mask & ~blocked & (count < campaign.per_user_limit)
+        users.append(user_ids[take])
+        rules.append(np.full(int(take.sum()), index, dtype=np.int64))
+        sequences.append(count[take])
+        count[take] += 1
+        if plan.rule.exclusive:
+            blocked |= mask
+    eligible = any_match
+    return ChunkPlan(
+        user_ids=user_ids[eligible], draw=draw[eligible], holdout=holdout[eligible], matched_rule=first_rule[eligible],
+        pick_users=np.concatenate(users) if users else np.empty(0, dtype=np.int64),
+        pick_rules=np.concatenate(rules) if rules else np.empty(0, dtype=np.int64),
+        pick_sequence=np.concatenate(sequences) if sequences else np.empty(0, dtype=np.int64),
+    )
+
+
+def _load_chunk(plans: list[RulePlan], id_range: tuple[int, int], as_of: datetime) -> pd.DataFrame:
+    fields = sorted({name for plan in plans for name in plan.fields})
+    return user_frame(fields, as_of=as_of, id_range=id_range, reachable_only=True)
+
+
+def campaign_chunks(*, chunk_users: int = CHUNK_USERS) -> list[tuple[int, int]]:
+    """Split the reachable users' id space into ranges of about ``chunk_users`` ids."""
+    low, high = user_id_bounds(reachable_only=True)
+    return [(start, min(start + chunk_users, high)) for start in range(low, high, chunk_users)]
+
+
+def new_codes(count: int) -> list[str]:
+    """Return ``count`` fresh unguessable codes (80 random bits each), drawn in one go."""
+    if count == 0:
+        return []
+    # 256 is a multiple of 32, so taking each byte modulo 32 keeps every symbol equally likely.
+    symbols = np.frombuffer(secrets.token_bytes(count * CODE_LENGTH), dtype=np.uint8) % len(CODE_ALPHABET)
+    alphabet = np.frombuffer(CODE_ALPHABET.encode(), dtype=np.uint8)
+    return alphabet[symbols].view(f"S{CODE_LENGTH}").astype(str).tolist()
+
+
+@dataclass
+class ChunkResult:
+    eligible: int = 0
+    holdout: int = 0
+    issued: int = 0
+    cost: Decimal = ZERO
+    skipped_existing: int = 0
+    clamped: int = 0
+
+    def as_dict(self) -> dict:
+        return {key: str(value) if isinstance(value, Decimal) else value for key, value in self.__dict__.items()}
+
+
+def campaign_issue_chunk(*, campaign_id: int, id_range: tuple[int, int], now: datetime | None = None) -> ChunkResult:
+    """Assign and issue offers for one range of user ids; running it again issues nothing."""
+    now = now or timezone.now()
+    campaign = Campaign.objects.get(pk=campaign_id)
+    campaign_check_runnable(campaign, now)
+    plans = campaign_rule_plans(campaign)
+    plan = plan_chunk(campaign, plans, _load_chunk(plans, id_range, now))
+    result = ChunkResult(eligible=len(plan.user_ids), holdout=int(plan.holdout.sum()))
+    if not len(plan.user_ids):
+        return result
+    with transaction.atomic():
+        # One issuer per campaign at a time: evaluation above ran in parallel; the writes
+        # below, and the budget they draw on, are serialised by this row lock.
+        campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
+        if campaign.status != Campaign.Status.RUNNING:
+            return result
+        lo, hi = id_range
+        assigned = set(CampaignAssignment.objects.filter(campaign=campaign, user_id__gte=lo, user_id__lt=hi)
+                       .values_list("user_id", flat=True))
+        fresh = ~np.isin(plan.user_ids, np.fromiter(assigned, dtype=np.int64, count=len(assigned)))
+        result.skipped_existing = int((~fresh).sum())
+        picks_fresh = np.isin(plan.pick_users, plan.user_ids[fresh])
+        pick_users, pick_rules, pick_sequence = (
+            plan.pick_users[picks_fresh], plan.pick_rules[picks_fresh], plan.pick_sequence[picks_fresh],
+        )
+        # Clamp to budget and cap in the order of the holdout draw, a random order that does
+        # not favour old or new users.
+        order = np.lexsort((pick_sequence, holdout_draw(campaign, pick_users)))
+        pick_users, pick_rules, pick_sequence = pick_users[order], pick_rules[order], pick_sequence[order]
+        costs = np.array([plans[r].rule.cost for r in pick_rules], dtype=object)
+        keep = _within_limits(campaign, costs)
+        result.clamped = int(len(keep) - keep.sum())
+        pick_users, pick_rules, pick_sequence, costs = pick_users[keep], pick_rules[keep], pick_sequence[keep], costs[keep]
+        # A treated user the budget could not reach gets no assignment, so a later run may still reach them.
+        assign_users = plan.user_ids[fresh]
+        assign_holdout = plan.holdout[fresh]
+        keep_assignment = assign_holdout | np.isin(assign_users, pick_users)
+        rule_ids = np.array([plans[i].rule.pk for i in plan.matched_rule[fresh]], dtype=np.int64)
+        with connection.cursor() as cursor:
+            bulk_insert(cursor, CampaignAssignment._meta.db_table, ["campaign_id", "user_id", "arm", "rule_id", "assigned_at"], (
+                (campaign.pk, int(user), HOLDOUT if held else TREATMENT, int(rule), now)
+                for user, held, rule, keep_row in zip(assign_users, assign_holdout, rule_ids, keep_assignment) if keep_row
+            ))
+            expires_at = min(now + timedelta(days=campaign.offer_valid_days), campaign.ends_at)
+            codes = new_codes(len(pick_users))
+            bulk_insert(cursor, Offer._meta.db_table, _OFFER_COLUMNS, (
+                _offer_row(campaign, plans[int(r)].rule, int(user), int(seq), code, now, expires_at)
+                for user, r, seq, code in zip(pick_users, pick_rules, pick_sequence, codes)
+            ))
+        total = sum(costs, ZERO)
+        Campaign.objects.filter(pk=campaign.pk).update(spent=F("spent") + total, issued_count=F("issued_count") + len(pick_users))
+        result.issued, result.cost = len(pick_users), total
+    return result
+
+
+def _within_limits(campaign: Campaign, costs: np.ndarray) -> np.ndarray:
+    """Return which of the ordered offers fit in what is left of the budget and the offer cap."""
+    keep = np.ones(len(costs), dtype=bool)
+    if campaign.global_limit is not None:
+        keep[max(campaign.global_limit - campaign.issued_count, 0):] = False
+    if campaign.budget is not None:
+        remaining = campaign.budget - campaign.spent
+        running = np.cumsum(np.where(keep, costs, ZERO)) if len(costs) else costs
+        keep &= np.array([spent <= remaining for spent in running], dtype=bool)
+    return keep
+
+
+_OFFER_COLUMNS = [
+    "code", "campaign_id", "rule_id", "user_id", "sequence", "allowance", "kind", "partner_id", "deal_id", "amount_off",
+    "percent_off", "min_spend", "days", "cost", "status", "issued_at", "expires_at",
+]
+
+
+def _offer_row(campaign, rule, user_id, sequence, code, now, expires_at):
+    return (code, campaign.pk, rule.pk, user_id, sequence, campaign.per_user_limit, rule.offer_kind, rule.benefit_partner_id,
+            rule.deal_id, rule.amount_off, rule.percent_off, rule.min_spend, rule.days, rule.cost, Offer.Status.ISSUED,
+            now, expires_at)
+
+
+@dataclass
+class RuleForecast:
+    """What one rule would do in a run: users it would treat, users it would hold out, offers and cost."""
+
+    rule: str
+    priority: int
+    treated: int = 0
+    holdout: int = 0
+    offers: int = 0
+    cost: Decimal = ZERO
+
+
+@dataclass
+class DryRun:
+    campaign: str
+    eligible: int = 0
+    holdout: int = 0
+    rules: list[RuleForecast] = field(default_factory=list)
+    budget: Decimal | None = None
+    remaining: Decimal | None = None
+
+    @property
+    def cost(self) -> Decimal:
+        return sum((rule.cost for rule in self.rules), ZERO)
+
+    @property
+    def offers(self) -> int:
+        return sum(rule.offers for rule in self.rules)
+
+
+def campaign_dry_run(*, campaign: Campaign, now: datetime | None = None, on_chunk=None) -> DryRun:
+    """Forecast reach and cost per rule over every reachable user, writing nothing."""
+    now = now or timezone.now()
+    plans = campaign_rule_plans(campaign)
+    forecast = DryRun(campaign=campaign.slug, budget=campaign.budget,
+                      remaining=None if campaign.budget is None else campaign.budget - campaign.spent,
+                      rules=[RuleForecast(plan.rule.name, plan.rule.priority) for plan in plans])
+    chunks = campaign_chunks()
+    for done, id_range in enumerate(chunks, 1):
+        plan = plan_chunk(campaign, plans, _load_chunk(plans, id_range, now))
+        forecast.eligible += len(plan.user_ids)
+        forecast.holdout += int(plan.holdout.sum())
+        for index, rule_forecast in enumerate(forecast.rules):
+            first = plan.matched_rule == index
+            rule_forecast.holdout += int((first & plan.holdout).sum())
+            rule_forecast.treated += int((first & ~plan.holdout).sum())
+            offers = int((plan.pick_rules == index).sum())
+            rule_forecast.offers += offers
+            rule_forecast.cost += plans[index].rule.cost * offers
+        if on_chunk:
+            on_chunk(done, len(chunks))
+    return forecast
+
+
+def campaign_run(*, campaign: Campaign, wait: bool = True, on_chunk=None, now: datetime | None = None) -> dict:
+    """Check the campaign can run, then issue chunk by chunk on the workers (in process when tasks are eager)."""
+    from celery import group
+
+    from ..tasks import issue_campaign_chunk
+
+    now = now or timezone.now()
+    campaign_check_runnable(campaign, now)
+    campaign_rule_plans(campaign)  # refuse broken rules before any worker starts
+    chunks = campaign_chunks()
+    totals = ChunkResult()
+    if not chunks:
+        return totals.as_dict()
+    job = group(issue_campaign_chunk.s(campaign.pk, lo, hi) for lo, hi in chunks).apply_async()
+    if not wait:
+        return {"chunks": len(chunks), "group_id": job.id}
+    for done, result in enumerate(_results_as_they_finish(job), 1):
+        for key in ChunkResult.__dataclass_fields__:
+            value = result[key]
+            setattr(totals, key, getattr(totals, key) + (Decimal(value) if key == "cost" else value))
+        if on_chunk:
+            on_chunk(done, len(chunks))
+    return totals.as_dict()
+
+
+def _results_as_they_finish(job):
+    import time
+
+    pending = list(job.results)
+    while pending:
+        still = []
+        for result in pending:
+            if result.ready():
+                yield result.get(propagate=True)
+            else:
+                still.append(result)
+        pending = still
+        if pending:
+            time.sleep(0.2)
