@@ -27,6 +27,19 @@ def pytest_report_header(config):
 _SUMMARY_LINES: list[str] = []
 
 
+class WorkerProcess:
+    """A running Celery worker: its main process and the queue it consumes."""
+
+    def __init__(self, process: subprocess.Popen, queue: str):
+        self.process = process
+        self.queue = queue
+
+    def pool_pids(self) -> list[int]:
+        """Return the pids of the worker's pool processes (its children)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+
 def pytest_terminal_summary(terminalreporter):
     if _SUMMARY_LINES:
         terminalreporter.section("crossmkt services")
@@ -63,7 +76,7 @@ def _mark_requirements(request):
 
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker):
-    """Start a real Celery worker process on the test database; yield the queue it consumes."""
+    """Start a real Celery worker (four pool processes) on the test database; yield it with its queue."""
     from django.db import connection
 
     broker = _broker_url()
@@ -73,7 +86,7 @@ def celery_worker_process(django_db_setup, django_db_blocker):
         skip_or_fail("the worker tests share the test database with a worker process, which needs PostgreSQL")
     db = connection.settings_dict
     database_url = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    queue = f"crossmkt-test-{os.getpid()}"
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "crossmkt_site.settings.local",
@@ -86,23 +99,22 @@ def celery_worker_process(django_db_setup, django_db_blocker):
     log_path.parent.mkdir(exist_ok=True)
     log = log_path.open("w")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "crossmkt_site", "worker", "--loglevel=INFO", "--concurrency=2",
+        [sys.executable, "-m", "celery", "-A", "crossmkt_site", "worker", "--loglevel=INFO", "--concurrency=4",
          "--pool=prefork", "--without-gossip", "--without-mingle", "-Q", queue, "-n", f"{queue}@%h"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     from crossmkt_site.celery import app
 
-    previous = (app.conf.task_always_eager, app.conf.task_default_queue)
+    previous = app.conf.task_always_eager
     app.conf.task_always_eager = False
-    app.conf.task_default_queue = queue
     try:
         deadline = time.monotonic() + 60
         while not app.control.inspect(destination=[f"{queue}@{os.uname().nodename}"], timeout=1).ping():
             if worker.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the Celery worker did not start; see {log_path}")
-        yield queue
+        yield WorkerProcess(worker, queue)
     finally:
-        app.conf.task_always_eager, app.conf.task_default_queue = previous
+        app.conf.task_always_eager = previous
         worker.terminate()
         try:
             worker.wait(timeout=30)

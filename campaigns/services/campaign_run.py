@@ -322,7 +322,8 @@ def campaign_dry_run(*, campaign: Campaign, now: datetime | None = None, on_chun
     return forecast
 
 
-def campaign_run(*, campaign: Campaign, wait: bool = True, on_chunk=None, now: datetime | None = None) -> dict:
+def campaign_run(*, campaign: Campaign, wait: bool = True, on_chunk=None, now: datetime | None = None,
+                 chunk_users: int = CHUNK_USERS) -> dict:
     """Check the campaign can run, then issue chunk by chunk on the workers (in process when tasks are eager)."""
     from celery import group
 
@@ -331,7 +332,7 @@ def campaign_run(*, campaign: Campaign, wait: bool = True, on_chunk=None, now: d
     now = now or timezone.now()
     campaign_check_runnable(campaign, now)
     campaign_rule_plans(campaign)  # refuse broken rules before any worker starts
-    chunks = campaign_chunks()
+    chunks = campaign_chunks(chunk_users=chunk_users)
     totals = ChunkResult()
     if not chunks:
         return totals.as_dict()

@@ -28,7 +28,9 @@ def stacked_price(*, order_amount: Decimal, coupons: list[dict]) -> tuple[Decima
     coupons on what remains, each against the running price, so no combination can take
     the price below zero and the result does not depend on the order the caller listed them.
     """
-    ordered = sorted(coupons, key=lambda c: (c.get("percent_off") is None, -(c.get("percent_off") or 0), -(c.get("amount_off") or 0)))
+    ordered = sorted(coupons, key=lambda c: (
+        c.get("percent_off") is None, -(c.get("percent_off") or 0), -(c.get("amount_off") or 0), c.get("min_spend") or 0,
+    ))
     price = to_cny(order_amount)
     discounts = []
     for coupon in ordered:

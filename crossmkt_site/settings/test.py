@@ -1,5 +1,7 @@
 """Settings for the test suite: fast hashing, eager tasks unless a test asks for a worker."""
 
+import os
+
 from .base import *  # noqa: F403
 from .base import env
 
@@ -9,3 +11,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Tests run tasks in process; the worker tests switch this off for their own calls.
 CELERY_TASK_ALWAYS_EAGER = True
 AXES_ENABLED = True
+# Each test process has its own queue, and the worker it starts listens only there.
+CELERY_TASK_DEFAULT_QUEUE = f"crossmkt-test-{os.getpid()}"
+# A task whose worker died is handed to another worker after this long (Redis redelivery).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 30}

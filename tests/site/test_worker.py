@@ -19,7 +19,7 @@ def test_expire_offers_runs_on_a_real_worker(celery_worker_process, report_line)
     offer = OfferFactory(issued_at=past, expires_at=past + timedelta(days=1))
 
     # when the task is sent through the broker
-    result = expire_offers.apply_async(queue=celery_worker_process).get(timeout=60)
+    result = expire_offers.delay().get(timeout=60)
 
     # then another process did the work, in our database
     assert result["worker_pid"] != os.getpid()
