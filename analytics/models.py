@@ -192,3 +192,101 @@ class UserFeatures(models.Model):
         verbose_name = _("user features")
         verbose_name_plural = _("user features")
         constraints = [models.CheckConstraint(condition=Q(total_spend__gte=0), name="features_spend_not_negative")]
+
+
+class Conversion(models.Model):
+    """A sale a partner reports for a user, optionally attributed to an offer or a campaign.
+
+    ``conversion_id`` is the partner's own id for the sale, unique per partner, so a
+    retried report finds the first one instead of counting the sale twice.
+    """
+
+    partner = models.ForeignKey(
+        "campaigns.Partner", on_delete=models.PROTECT, related_name="conversions", verbose_name=_("partner"),
+    )
+    conversion_id = models.CharField(_("conversion id"), max_length=64)
+    user = models.ForeignKey(EndUser, on_delete=models.PROTECT, related_name="conversions", verbose_name=_("user"))
+    amount = MoneyField(_("amount (CNY)"))
+    occurred_at = models.DateTimeField(_("occurred at"))
+    offer = models.ForeignKey(
+        "campaigns.Offer", on_delete=models.PROTECT, null=True, blank=True, related_name="conversions", verbose_name=_("offer"),
+    )
+    campaign = models.ForeignKey(
+        "campaigns.Campaign", on_delete=models.PROTECT, null=True, blank=True, related_name="conversions",
+        verbose_name=_("campaign"),
+    )
+    received_at = models.DateTimeField(_("received at"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["-occurred_at"]
+        verbose_name = _("conversion")
+        verbose_name_plural = _("conversions")
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "conversion_id"], name="conversion_id_unique_per_partner"),
+            models.CheckConstraint(condition=Q(amount__gte=0), name="conversion_amount_not_negative"),
+        ]
+        indexes = [
+            models.Index(fields=["campaign", "occurred_at"]),
+            models.Index(fields=["user", "occurred_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.partner_id}:{self.conversion_id}"
+
+
+class ErasureLogEntry(models.Model):
+    """The audit record of one erasure: who asked, whose data, when, and what was removed.
+
+    ``pseudonymous_id`` is the id the partner knew the user by; the user row itself
+    gets a random id on erasure, so this record is the one place that still says whom.
+    """
+
+    user = models.ForeignKey(EndUser, on_delete=models.PROTECT, related_name="erasures", verbose_name=_("user"))
+    pseudonymous_id = models.CharField(_("pseudonymous id"), max_length=64)
+    partner = models.ForeignKey(
+        "campaigns.Partner", on_delete=models.PROTECT, related_name="erasures_requested", verbose_name=_("requested by"),
+    )
+    api_key_prefix = models.CharField(_("API key prefix"), max_length=16, blank=True)
+    erased_at = models.DateTimeField(_("erased at"))
+    events_deleted = models.PositiveIntegerField(_("events deleted"), default=0)
+    offers_revoked = models.PositiveIntegerField(_("open offers revoked"), default=0)
+
+    class Meta:
+        ordering = ["-erased_at"]
+        verbose_name = _("erasure log entry")
+        verbose_name_plural = _("erasure log")
+        constraints = [models.UniqueConstraint(fields=["user"], name="one_erasure_per_user")]
+
+    def __str__(self) -> str:
+        return f"{self.pseudonymous_id} @ {self.erased_at:%Y-%m-%d %H:%M}"
+
+
+class DemoWorld(models.Model):
+    """A loaded demo world: its seed and size, and the planted truth every model is checked against."""
+
+    seed = models.BigIntegerField(_("seed"))
+    n_users = models.PositiveIntegerField(_("users"))
+    truth = models.JSONField(_("planted truth"))
+    catalog = models.JSONField(_("catalog"), default=dict)
+    loaded_at = models.DateTimeField(_("loaded at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("demo world")
+        verbose_name_plural = _("demo worlds")
+        constraints = [models.UniqueConstraint(fields=["seed", "n_users"], name="demo_world_unique")]
+
+    def __str__(self) -> str:
+        return f"seed {self.seed}, {self.n_users} users"
+
+
+class PlantedUser(models.Model):
+    """A demo user's planted (latent) truth; never read by a model, only by checks against the truth."""
+
+    user = models.OneToOneField(EndUser, on_delete=models.CASCADE, primary_key=True, related_name="planted")
+    segment = models.CharField(_("planted segment"), max_length=32)
+    top_category = models.CharField(_("planted favourite category"), max_length=32)
+    purchase_probability = models.FloatField(_("true propensity"))
+
+    class Meta:
+        verbose_name = _("planted user truth")
+        verbose_name_plural = _("planted user truth")

@@ -5,14 +5,21 @@ any of those fields for a range of users with one SQL query, deriving ages such 
 ``days_since_last_activity`` from stored times at the moment asked for.
 """
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
 from django.db import connection
+from django.db.models import Count, Q
+from django.utils import timezone
 
 from campaigns.conditions import FieldSpec
+from campaigns.models import Campaign, Course, Film, Partner
+from crossmkt_site.errors import ApplicationError
+
+from .models import BehaviorEvent, EndUser
 
 CHURN_BANDS = ("low", "medium", "high")
 
@@ -60,6 +67,7 @@ USER_FIELDS: dict[str, UserField] = {
     # Stored times, from which the derived ages below are computed.
     "last_event_at": UserField(FieldSpec("number", description="time of the last event"), "f.last_event_at"),
     "last_purchase_at": UserField(FieldSpec("number", description="time of the last purchase"), "f.last_purchase_at"),
+    "first_purchase_at": UserField(FieldSpec("number", description="time of the first purchase"), "f.first_purchase_at"),
     "first_event_at": UserField(FieldSpec("number", description="time of the first event"), "f.first_event_at"),
     "signed_up_at": UserField(FieldSpec("number", description="sign-up time"), "u.signed_up_at"),
     "membership_started_at": UserField(FieldSpec("number", description="membership start"), "f.membership_started_at"),
@@ -72,10 +80,29 @@ USER_FIELDS: dict[str, UserField] = {
                            ("membership_started_at", "membership_cancelled_at")),
 }
 _TIME_FIELDS = {name for name, field in USER_FIELDS.items() if name.endswith("_at")}
-# What a rule may refer to: everything except raw timestamps.
-CONDITION_REGISTRY: dict[str, FieldSpec] = {
-    name: field.spec for name, field in USER_FIELDS.items() if name not in _TIME_FIELDS
-}
+# Per-category counts: ``watching_count_<film category>`` and ``purchasing_count_<course category>``.
+CATEGORY_COUNTS = {"watching_count_": ("film_watch", "campaigns_film"), "purchasing_count_": ("course_purchase", "campaigns_course")}
+
+
+def _category_field(name: str) -> tuple[str, str] | None:
+    """Return (prefix, category) when name is a per-category count, else None."""
+    for prefix in CATEGORY_COUNTS:
+        if name.startswith(prefix) and len(name) > len(prefix):
+            return prefix, name[len(prefix):]
+    return None
+
+
+def condition_registry() -> dict[str, FieldSpec]:
+    """Return what a rule may refer to: every user field but raw times, and a count per catalog category."""
+    registry = {name: field.spec for name, field in USER_FIELDS.items() if name not in _TIME_FIELDS}
+    from campaigns.models import Course, Film
+
+    for category in Film.objects.values_list("category", flat=True).distinct():
+        registry[f"watching_count_{category}"] = FieldSpec("number", description=f"films watched in category {category}")
+    for category in Course.objects.values_list("category", flat=True).distinct():
+        registry[f"purchasing_count_{category}"] = FieldSpec("number", description=f"courses bought in category {category}")
+    return registry
+
 
 _JOINS = {
     "f": "LEFT JOIN analytics_userfeatures f ON f.user_id = u.id",
@@ -90,6 +117,8 @@ _JOINS = {
 def _sql_fields(names) -> list[str]:
     wanted: list[str] = []
     for name in names:
+        if _category_field(name):
+            continue
         field = USER_FIELDS[name]
         for part in (field.needs if field.sql is None else (name,)):
             if part not in wanted:
@@ -135,7 +164,34 @@ def user_frame(fields, *, as_of: datetime, id_range: tuple[int, int] | None = No
         elif name in _TIME_FIELDS:
             frame[name] = pd.to_datetime(frame[name], utc=True)
     _derive(frame, names, as_of)
+    category_names = [name for name in names if _category_field(name)]
+    if category_names:
+        _add_category_counts(frame, category_names, as_of=as_of, id_range=id_range)
     return frame[names]
+
+
+def _add_category_counts(frame: pd.DataFrame, names: list[str], *, as_of: datetime, id_range) -> None:
+    """Count each user's events per catalog category (films watched, courses bought) up to as_of."""
+    for prefix in {_category_field(name)[0] for name in names}:
+        kind, table = CATEGORY_COUNTS[prefix]
+        item_key = "external_id" if table == "campaigns_film" else "sku"
+        where, params = ["e.kind = %s", "e.occurred_at < %s"], [kind, as_of]
+        if id_range is not None:
+            where.append("e.user_id >= %s AND e.user_id < %s")
+            params.extend(id_range)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"SELECT e.user_id, i.category, COUNT(*) FROM analytics_behaviorevent e "
+                f"JOIN {table} i ON i.partner_id = e.partner_id AND i.{item_key} = e.item_id "
+                f"WHERE {' AND '.join(where)} GROUP BY e.user_id, i.category", params,
+            )
+            counts = pd.DataFrame(cursor.fetchall(), columns=["user_id", "category", "n"])
+        table_counts = counts.pivot_table(index="user_id", columns="category", values="n", aggfunc="sum", fill_value=0)
+        for name in names:
+            found = _category_field(name)
+            if found[0] == prefix:
+                column = table_counts[found[1]] if found[1] in table_counts else pd.Series(dtype=float)
+                frame[name] = column.reindex(frame.index).fillna(0).astype(float)
 
 
 def _derive(frame: pd.DataFrame, names, as_of: datetime) -> None:
@@ -159,3 +215,95 @@ def user_id_bounds(*, reachable_only: bool = False) -> tuple[int, int]:
         cursor.execute(f"SELECT MIN(id), MAX(id) FROM analytics_enduser {where}")
         low, high = cursor.fetchone()
     return (0, 0) if low is None else (low, high + 1)
+
+
+def enduser_get_visible(*, partner: Partner, external_id: str, field: str | None = "user_id") -> EndUser:
+    """Return the user with this pseudonymous id if the partner may see them, or a 404 error naming field."""
+    user = None
+    # An id no user can have is answered without a query (PostgreSQL refuses NUL characters outright).
+    if len(external_id) <= EndUser._meta.get_field("external_id").max_length and "\x00" not in external_id:
+        user = EndUser.objects.visible_to(partner).filter(external_id=external_id).first()
+    if user is None:
+        raise ApplicationError("no such user", code="not_found", field=field, status=404)
+    return user
+
+
+# How much one event says about interest in its item's category. A purchase is a stronger
+# signal than a view or a watch; these are stated judgements, not fitted values.
+INTEREST_WEIGHTS = {"course_purchase": 3.0, "course_view": 1.0, "film_watch": 1.0}
+COURSE_KINDS = ("course_purchase", "course_view")
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    kind: str  # "course" or "film"
+    partner: str  # slug of the partner whose catalog the item is in
+    item_id: str  # the course SKU or the film's external id
+    title: str
+    category: str
+    score: float  # the user's share of interest in this category, 0 to 1
+
+
+def _interest_by_category(counts) -> Counter:
+    course_keys = {(partner_id, item) for partner_id, kind, item, _n in counts if kind in COURSE_KINDS}
+    film_keys = {(partner_id, item) for partner_id, kind, item, _n in counts if kind not in COURSE_KINDS}
+    course_category = {
+        (partner_id, sku): category for partner_id, sku, category in Course.objects.filter(
+            partner_id__in={key[0] for key in course_keys}, sku__in={key[1] for key in course_keys},
+        ).values_list("partner_id", "sku", "category")
+    }
+    film_category = {
+        (partner_id, external_id): category for partner_id, external_id, category in Film.objects.filter(
+            partner_id__in={key[0] for key in film_keys}, external_id__in={key[1] for key in film_keys},
+        ).values_list("partner_id", "external_id", "category")
+    }
+    interest = Counter()
+    for partner_id, kind, item, n in counts:
+        category = (course_category if kind in COURSE_KINDS else film_category).get((partner_id, item))
+        if category:
+            interest[category] += INTEREST_WEIGHTS[kind] * n
+    return interest
+
+
+def user_recommendations(*, user: EndUser, partner: Partner, limit: int = 10,
+                         now: datetime | None = None) -> list[Recommendation]:
+    """Recommend courses and films the partner can offer, ranked by the user's interest in their categories.
+
+    Interest is counted from the user's course and film events whose items are in the
+    catalog; without data-sharing consent only the events this partner sent count.
+    Candidates are the partner's own active courses and licensed films and those its
+    running campaigns promote; courses the user bought and films they watched are left
+    out. A user with no such events gets no recommendations rather than a guess.
+    """
+    now = now or timezone.now()
+    events = BehaviorEvent.objects.filter(user=user, kind__in=INTEREST_WEIGHTS).exclude(item_id="")
+    if not user.data_sharing_consent:
+        events = events.filter(partner=partner)
+    counts = list(events.values_list("partner_id", "kind", "item_id").annotate(n=Count("id")).order_by())
+    interest = _interest_by_category(counts)
+    if not interest:
+        return []
+    total = sum(interest.values())
+    bought = {(partner_id, item) for partner_id, kind, item, _n in counts if kind == "course_purchase"}
+    watched = {(partner_id, item) for partner_id, kind, item, _n in counts if kind == "film_watch"}
+    campaigns = Campaign.objects.visible_to(partner).running_at(now).values("pk")
+    courses = (
+        Course.objects.filter(Q(partner=partner) | Q(campaigns__in=campaigns), is_active=True, category__in=interest)
+        .select_related("partner").distinct()
+    )
+    films = (
+        Film.objects.filter(Q(partner=partner) | Q(campaigns__in=campaigns), category__in=interest,
+                            licence_start__lte=now, licence_end__gt=now)
+        .select_related("partner").distinct()
+    )
+    candidates = [
+        Recommendation("course", course.partner.slug, course.sku, course.title, course.category,
+                       round(interest[course.category] / total, 4))
+        for course in courses if (course.partner_id, course.sku) not in bought
+    ] + [
+        Recommendation("film", film.partner.slug, film.external_id, film.title, film.category,
+                       round(interest[film.category] / total, 4))
+        for film in films if (film.partner_id, film.external_id) not in watched
+    ]
+    candidates.sort(key=lambda item: (-item.score, item.title, item.partner, item.item_id))
+    return candidates[:limit]

@@ -3,9 +3,16 @@
 from celery import shared_task
 
 from .services.features import features_build
+from .services.scoring import score_chunk
 
 
 @shared_task(name="analytics.tasks.build_features", acks_late=True)
 def build_features(full: bool = False) -> dict:
     """Rebuild per-user features from events (incrementally unless full)."""
     return {"users": features_build(full=full)}
+
+
+@shared_task(name="analytics.tasks.score_users_chunk", acks_late=True, reject_on_worker_lost=True)
+def score_users_chunk(model: str, low: int, high: int) -> int:
+    """Score one range of user ids with a model's active run; scoring twice leaves one row per user."""
+    return score_chunk(model=model, id_range=(low, high))

@@ -5,8 +5,12 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
-from .models import Bundle, Campaign, CampaignAssignment, Course, Deal, Film, Offer, Partner, PartnerApiKey, RedemptionEntry, Rule
+from .models import (
+    Bundle, Campaign, CampaignAssignment, Course, Deal, DealGrant, Film, Offer, Partner, PartnerApiKey, RedemptionEntry, Rule,
+    StockItem, WebhookAttempt, WebhookDelivery,
+)
 from .services.partners import partner_api_key_create, partner_api_key_revoke
+from .services.webhooks import webhook_redeliver
 
 
 class ReadOnlyAdminMixin:
@@ -167,4 +171,66 @@ class CampaignAssignmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["campaign", "arm"]
     search_fields = ["user__external_id"]
     list_select_related = ["campaign", "user", "rule"]
+    show_full_result_count = False
+
+
+class WebhookAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = WebhookAttempt
+    fields = ["number", "attempted_at", "outcome", "status_code", "duration_ms", "error"]
+    readonly_fields = fields
+    ordering = ["number"]
+    extra = 0
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "partner", "event_type", "status", "attempts", "next_attempt_at", "delivered_at", "event_id"]
+    list_filter = ["status", "event_type", "partner"]
+    search_fields = ["event_id", "last_error"]
+    list_select_related = ["partner"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    inlines = [WebhookAttemptInline]
+    actions = ["send_again"]
+
+    def has_resend_permission(self, request):
+        # The rows stay read-only; sending an event again is an operation, granted with the change permission.
+        return request.user.has_perm("campaigns.change_webhookdelivery")
+
+    @admin.action(description=_("Send failed events again (same event id)"), permissions=["resend"])
+    def send_again(self, request, queryset):
+        count = webhook_redeliver(delivery_ids=list(queryset.values_list("pk", flat=True)))
+        self.message_user(
+            request, _("%(count)d failed events queued again; deal grant events are not resent, their grants were given back.")
+            % {"count": count}, messages.SUCCESS,
+        )
+
+
+@admin.register(WebhookAttempt)
+class WebhookAttemptAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["attempted_at", "delivery", "number", "outcome", "status_code", "duration_ms", "error"]
+    list_filter = ["outcome", "delivery__event_type", "delivery__partner"]
+    search_fields = ["delivery__event_id", "error"]
+    list_select_related = ["delivery"]
+    date_hierarchy = "attempted_at"
+    show_full_result_count = False
+
+
+@admin.register(DealGrant)
+class DealGrantAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["reserved_at", "deal", "user", "status", "amount", "triggered_at", "confirmed_at", "compensated_at"]
+    list_filter = ["status", "deal"]
+    search_fields = ["user__external_id", "deal__slug"]
+    list_select_related = ["deal", "user"]
+    date_hierarchy = "reserved_at"
+    show_full_result_count = False
+
+
+@admin.register(StockItem)
+class StockItemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["code", "partner", "kind", "status", "face_value", "expires_at", "offer", "assigned_at", "returned_at"]
+    list_filter = ["status", "kind", "partner"]
+    search_fields = ["code", "offer__code"]
+    list_select_related = ["partner", "offer"]
+    date_hierarchy = "expires_at"
     show_full_result_count = False

@@ -1,26 +1,68 @@
 """Celery tasks of the campaigns app; each takes JSON-safe arguments and is safe to run twice."""
 
 import os
+from datetime import datetime
 
 from celery import shared_task
 from django.db import OperationalError
 
+from .models.webhooks import DEFAULT_MAX_ATTEMPTS
 from .services.campaign_run import campaign_issue_chunk
+from .services.deals import deals_evaluate
 from .services.offers import offer_expire_due
+from .services.stock import stock_expire_due
+from .services.webhooks import webhook_attempt, webhooks_requeue_due
 
 
 @shared_task(name="campaigns.tasks.expire_offers", acks_late=True)
 def expire_offers() -> dict:
-    """Expire every open offer past its date (scheduled by beat); report which process did it."""
-    return {"expired": offer_expire_due(), "worker_pid": os.getpid()}
+    """Expire every open offer past its date, and pool items past theirs (scheduled by beat); report which process did it."""
+    return {"expired": offer_expire_due(), "stock_expired": stock_expire_due(), "worker_pid": os.getpid()}
 
 
 @shared_task(
     name="campaigns.tasks.issue_campaign_chunk", acks_late=True, reject_on_worker_lost=True,
     autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5,
 )
-def issue_campaign_chunk(campaign_id: int, low: int, high: int) -> dict:
-    """Assign and issue one range of user ids of a campaign; a retry issues nothing twice."""
-    result = campaign_issue_chunk(campaign_id=campaign_id, id_range=(low, high)).as_dict()
+def issue_campaign_chunk(campaign_id: int, low: int, high: int, as_of: str | None = None) -> dict:
+    """Assign and issue one range of user ids of a campaign; a retry issues nothing twice.
+
+    ``as_of`` (ISO 8601) replays a run at a past moment, as the demo does for campaigns whose
+    window has passed; production runs leave it empty and use the current time.
+    """
+    now = datetime.fromisoformat(as_of) if as_of else None
+    result = campaign_issue_chunk(campaign_id=campaign_id, id_range=(low, high), now=now).as_dict()
     result["worker_pid"] = os.getpid()
     return result
+
+
+@shared_task(
+    name="campaigns.tasks.deliver_webhook", bind=True, acks_late=True, reject_on_worker_lost=True,
+    autoretry_for=(OperationalError,), retry_backoff=True, max_retries=DEFAULT_MAX_ATTEMPTS,
+)
+def deliver_webhook(self, delivery_id: int, attempt: int = 1) -> dict:
+    """Make one attempt at a webhook delivery; after a transient failure, retry later with the next attempt number."""
+    result = webhook_attempt(delivery_id=delivery_id, attempt=attempt)
+    # Run eagerly (no broker), there is no worker to come back later, so the retries follow at once.
+    while result.retry_in is not None and self.request.is_eager:
+        attempt += 1
+        result = webhook_attempt(delivery_id=delivery_id, attempt=attempt)
+    if result.retry_in is not None:
+        raise self.retry(args=(delivery_id, attempt + 1), countdown=result.retry_in)
+    return {**result.as_dict(), "worker_pid": os.getpid()}
+
+
+@shared_task(name="campaigns.tasks.requeue_webhooks", acks_late=True)
+def requeue_webhooks() -> dict:
+    """Queue deliveries whose message was lost or whose attempt never reported back (scheduled by beat)."""
+    return {"requeued": webhooks_requeue_due()}
+
+
+@shared_task(
+    name="campaigns.tasks.evaluate_deals", acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True,
+    max_retries=5,
+)
+def evaluate_deals(user_external_ids: list[str] | None = None) -> dict:
+    """Grant active deals to the users (all, or these) whose events trigger them; safe to run twice."""
+    runs = deals_evaluate(user_external_ids=user_external_ids)
+    return {"deals": [run.as_dict() for run in runs], "worker_pid": os.getpid()}

@@ -14,6 +14,10 @@ def bulk_insert(cursor, table: str, columns: Sequence[str], rows: Iterable[Seque
         with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+        if table.startswith("staging_"):
+            # A fresh temporary table has no statistics; without them the planner joins it
+            # against millions of rows as if it held a handful.
+            cursor.execute(f"ANALYZE {table}")
     else:
         placeholders = ", ".join(["%s"] * len(columns))
         cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({placeholders})", [tuple(map(_adapt, row)) for row in rows])

@@ -1,7 +1,7 @@
 """Top-level URL routes: the admin, the partner API and its documentation."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -11,6 +11,10 @@ admin.site.index_title = _("Partnerships, campaigns and analytics")
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", include("campaigns.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
+
+# Unknown URLs under /api/ answer in the API's JSON error format; elsewhere Django's page.
+handler404 = "crossmkt_site.api_errors.not_found"

@@ -20,7 +20,8 @@ from .progress import progress_bar
 BEHAVIOR_COLUMNS = ("user_id", "watching_count", "purchasing_count", "age", "education", "occupation", "purchased_course")
 # Columns of the per-user table we understand beyond the article's; anything else is kept in `extra`.
 BEHAVIOR_OPTIONAL = (
-    "gender", "acquisition_channel", "marketing_consent", "data_sharing_consent", "signed_up_at", "home_partner",
+    "gender", "acquisition_channel", "marketing_consent", "data_sharing_consent", "signed_up_at", "signup_at",
+    "home_partner",
 )
 TRUE_WORDS = {"1", "true", "yes", "y", "t", "是", "真"}
 FALSE_WORDS = {"0", "false", "no", "n", "f", "否", "假"}
@@ -67,6 +68,8 @@ def validate_behavior(columns: dict[str, list[str]], positions, *, partner_ids: 
                       extra_names: list[str]) -> tuple[pd.DataFrame, list[Rejection]]:
     """Check rows of the per-user table; return good rows ready to stage, and the rejections."""
     frame = pd.DataFrame({name: pd.Series(values, dtype=object).astype(str) for name, values in columns.items()})
+    if "signup_at" in frame and "signed_up_at" not in frame:
+        frame = frame.rename(columns={"signup_at": "signed_up_at"})
     checker = _Checker(positions)
     check_ids(frame["user_id"], "user_id", checker)
     watching = _parse_count(frame["watching_count"], "watching_count", checker)

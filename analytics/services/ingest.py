@@ -19,6 +19,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from campaigns.models import Partner
+from campaigns.services.deals import deals_evaluate_on_commit
 from crossmkt_site.bulk import bulk_insert
 
 from ..models import BehaviorEvent
@@ -27,8 +28,9 @@ EVENT_COLUMNS = ("event_id", "user_id", "partner", "kind", "item_id", "amount", 
 MAX_ID_LENGTH = 64
 # Clocks drift and time zones get confused; a day's grace, and nothing later than that.
 FUTURE_GRACE = timedelta(days=1)
-MONEY_PATTERN = r"\d{1,12}(\.\d{1,2})?"
-NUMBER_PATTERN = r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?"
+# [0-9], not \d: \d also matches other scripts' digits, which the database cannot read as numbers.
+MONEY_PATTERN = r"[0-9]{1,12}(\.[0-9]{1,2})?"
+NUMBER_PATTERN = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
 ZONE_SUFFIX = re.compile(r"(Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
 
 
@@ -171,8 +173,12 @@ def _sqlite_value(value):
     return value
 
 
-def events_ingest(staged: pd.DataFrame) -> IngestResult:
-    """Insert validated events (and users first seen in them); duplicates by (partner, event id) are skipped."""
+def events_ingest(staged: pd.DataFrame, *, evaluate_deals: bool = True) -> IngestResult:
+    """Insert validated events (and users first seen in them); duplicates by (partner, event id) are skipped.
+
+    New events can trigger deals; a bulk loader that evaluates deals once at the end passes
+    ``evaluate_deals=False``.
+    """
     result = IngestResult()
     if staged.empty:
         return result
@@ -187,8 +193,8 @@ def events_ingest(staged: pd.DataFrame) -> IngestResult:
         first_rows = (
             "SELECT DISTINCT ON (user_ext) user_ext, partner_id FROM staging_events ORDER BY user_ext, position"
             if postgres else
-            "SELECT user_ext, partner_id FROM staging_events s WHERE position = "
-            "(SELECT MIN(position) FROM staging_events t WHERE t.user_ext = s.user_ext)"
+            # SQLite takes a bare column from the row that holds the MIN() of its group.
+            "SELECT user_ext, partner_id, MIN(position) AS first_position FROM staging_events GROUP BY user_ext"
         )
         cursor.execute(
             f"""INSERT INTO analytics_enduser (external_id, home_partner_id, education, occupation, gender,
@@ -204,12 +210,13 @@ def events_ingest(staged: pd.DataFrame) -> IngestResult:
                SELECT s.partner_id, s.event_id, u.id, s.kind, s.item_id, s.amount, s.occurred_at, %s
                FROM staging_events s JOIN analytics_enduser u ON u.external_id = s.user_ext
                WHERE TRUE
-               ORDER BY s.position
                ON CONFLICT (partner_id, event_id) DO NOTHING""",
             [timezone.now()],
         )
         result.imported = cursor.rowcount
         result.duplicates = len(staged) - result.imported
+        if result.imported and evaluate_deals:
+            deals_evaluate_on_commit(user_external_ids=staged["user_ext"].unique().tolist())
         cursor.execute("DROP TABLE staging_events")
     return result
 

@@ -1,8 +1,8 @@
 """The campaign report: what a campaign caused, one implementation behind the command, the API and the admin.
 
-Outcomes are read per assigned user: conversion is a course purchase after the user's
-assignment and before the end of the campaign's window (or now, if earlier); revenue
-is the sum of those purchases. Each treated arm is compared with the holdout: conversion
+Outcomes are read per assigned user: conversion is a purchase of one of the campaign's
+promoted courses (any course when it promotes none) within the campaign's conversion
+window after the user's assignment (and before now); revenue is the sum of those purchases. Each treated arm is compared with the holdout: conversion
 difference with Newcombe's hybrid score interval, revenue per user with Welch's interval
 and a percentile bootstrap, incremental revenue and ROI; the holdout split is checked for
 sample-ratio mismatch before anything else is read.
@@ -32,29 +32,31 @@ METHODS = (
 )
 
 
-def _outcomes_until(campaign: Campaign, now: datetime) -> datetime:
-    return min(now, campaign.ends_at)
-
-
 def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -> pd.DataFrame:
     """Return one row per assigned user: arm, rule, converted, revenue, and retention time and churn."""
-    until = _outcomes_until(campaign, now or timezone.now())
-    sql = """
+    now = now or timezone.now()
+    skus = list(campaign.promoted_courses.values_list("sku", flat=True))
+    promoted = f"AND p.item_id IN ({', '.join(['%(sku' + str(i) + ')s' for i in range(len(skus))])})" if skus else ""
+    window = f"{int(campaign.conversion_window_days) * 86400} seconds"
+    window_end = ("a.assigned_at + CAST(%(window)s AS interval)" if connection.vendor == "postgresql"
+                  else "datetime(a.assigned_at, %(window)s)")
+    sql = f"""
         SELECT a.user_id, a.arm, COALESCE(r.name, '') AS rule, a.assigned_at,
                COUNT(p.id) AS purchases, COALESCE(SUM(p.amount), 0) AS revenue,
                MIN(c.occurred_at) AS cancelled_at
         FROM campaigns_campaignassignment a
         LEFT JOIN campaigns_rule r ON r.id = a.rule_id
-        LEFT JOIN analytics_behaviorevent p ON p.user_id = a.user_id AND p.kind = 'course_purchase'
-             AND p.occurred_at >= a.assigned_at AND p.occurred_at < %(until)s
+        LEFT JOIN analytics_behaviorevent p ON p.user_id = a.user_id AND p.kind = 'course_purchase' {promoted}
+             AND p.occurred_at >= a.assigned_at AND p.occurred_at < {window_end} AND p.occurred_at < %(now)s
         LEFT JOIN analytics_behaviorevent c ON c.user_id = a.user_id AND c.kind = 'membership_cancel'
-             AND c.occurred_at >= a.assigned_at AND c.occurred_at < %(until)s
+             AND c.occurred_at >= a.assigned_at AND c.occurred_at < %(now)s
         WHERE a.campaign_id = %(campaign)s
         GROUP BY a.user_id, a.arm, r.name, a.assigned_at
         ORDER BY a.user_id
     """
     with connection.cursor() as cursor:
-        cursor.execute(sql, {"campaign": campaign.pk, "until": until})
+        params = {"campaign": campaign.pk, "now": now, "window": window} | {f"sku{i}": sku for i, sku in enumerate(skus)}
+        cursor.execute(sql, params)
         frame = pd.DataFrame(cursor.fetchall(), columns=[column[0] for column in cursor.description])
     if frame.empty:
         return frame.assign(converted=pd.Series(dtype=bool), duration_days=pd.Series(dtype=float), churned=pd.Series(dtype=bool))
@@ -63,7 +65,7 @@ def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -
     assigned = pd.to_datetime(frame["assigned_at"], utc=True)
     cancelled = pd.to_datetime(frame["cancelled_at"], utc=True)
     frame["churned"] = cancelled.notna()
-    frame["duration_days"] = ((cancelled.fillna(pd.Timestamp(until)) - assigned).dt.total_seconds() / 86400).clip(lower=0)
+    frame["duration_days"] = ((cancelled.fillna(pd.Timestamp(now)) - assigned).dt.total_seconds() / 86400).clip(lower=0)
     return frame
 
 

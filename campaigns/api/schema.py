@@ -1,7 +1,19 @@
 """Shared pieces of the OpenAPI description: the error format and the responses that use it."""
 
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import OpenApiExample, OpenApiResponse
 from rest_framework import serializers
+
+
+class PartnerApiSchema(AutoSchema):
+    """Name the components of serializers nested in a view after the view (``EventsIngestInput``)."""
+
+    def get_serializer_name(self, serializer, direction):
+        owner, _, name = type(serializer).__qualname__.rpartition(".")
+        if not owner:
+            return super().get_serializer_name(serializer, direction)
+        # Every view has its own InputSerializer and OutputSerializer; the view's name tells them apart.
+        return owner.removesuffix("Api") + name.removesuffix("Serializer")
 
 
 class ErrorItemSerializer(serializers.Serializer):
@@ -23,6 +35,7 @@ _DESCRIPTIONS = {
     409: "The request conflicts with the object's state.",
     413: "The body or the batch is larger than this endpoint takes.",
     415: "The body is not `application/json`.",
+    422: "The request is well-formed but cannot be carried out as asked.",
     429: "Too many requests for this API key; retry after the `Retry-After` seconds.",
 }
 
@@ -32,10 +45,12 @@ _EXAMPLES = {
                                  "message": "Authentication credentials were not provided."}]}),
     404: ("Not found", {"errors": [{"field": None, "code": "not_found", "message": "Not found."}]}),
     409: ("Conflict", {"errors": [{"field": None, "code": "conflict", "message": "already used with different data"}]}),
-    413: ("Too large", {"errors": [{"field": "events", "code": "too_many_events",
-                                    "message": "a batch takes at most 10000 events; this one has 12000"}]}),
+    413: ("Too large", {"errors": [{"field": None, "code": "too_large",
+                                    "message": "the body is 70000 bytes; this endpoint takes at most 65536"}]}),
     415: ("Not JSON", {"errors": [{"field": None, "code": "unsupported_media_type",
                                    "message": "Unsupported media type \"text/plain\" in request."}]}),
+    422: ("Key reused", {"errors": [{"field": "Idempotency-Key", "code": "idempotency_key_reused",
+                                     "message": "this Idempotency-Key was already used for another offer"}]}),
     429: ("Throttled", {"errors": [{"field": None, "code": "throttled",
                                     "message": "Request was throttled. Expected available in 12 seconds."}]}),
 }

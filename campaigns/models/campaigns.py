@@ -63,6 +63,10 @@ class Campaign(models.Model):
         help_text=_("Fraction of eligible users kept out at random so the effect can be measured."),
     )
     offer_valid_days = models.PositiveSmallIntegerField(_("offer valid for (days)"), default=14)
+    conversion_window_days = models.PositiveSmallIntegerField(
+        _("conversion window (days)"), default=14,
+        help_text=_("A purchase of a promoted course within this many days of assignment counts as a conversion."),
+    )
     promoted_films = models.ManyToManyField(Film, blank=True, related_name="campaigns", verbose_name=_("promoted films"))
     promoted_courses = models.ManyToManyField(Course, blank=True, related_name="campaigns", verbose_name=_("promoted courses"))
     promoted_bundles = models.ManyToManyField(Bundle, blank=True, related_name="campaigns", verbose_name=_("promoted bundles"))

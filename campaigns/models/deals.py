@@ -21,6 +21,7 @@ class Deal(models.Model):
     class Trigger(models.TextChoices):
         COURSE_PURCHASE = "course_purchase", _("Purchase of a course in the set")
         SPEND_AT_LEAST = "spend_at_least", _("Spend at least an amount")
+        MEMBERSHIP_START = "membership_start", _("Start of a membership")
 
     class Benefit(models.TextChoices):
         VIDEO_MEMBERSHIP = "video_membership", _("Video membership")

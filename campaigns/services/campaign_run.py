@@ -4,7 +4,9 @@ A run is split into ranges of user ids that any worker can take (``campaign_issu
 Each chunk evaluates every rule over its users at once, draws the holdout by a stable hash
 of (campaign, user), applies priority, exclusivity and the per-user limit, and then, holding
 the campaign row's lock, skips users already handled, clamps to the budget and the offer
-cap, writes assignments and offers in bulk, and reserves their cost. Running a chunk twice
+cap, writes assignments and offers in bulk, and reserves their cost. Ticket and trial offers
+each take an item of their partner's stock pool in the same transaction, and the partners'
+``offers.issued`` webhooks are written with the offers. Running a chunk twice
 issues nothing the second time; the database constraints back every one of these limits.
 """
 
@@ -20,7 +22,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from analytics.selectors import CONDITION_REGISTRY, user_frame, user_id_bounds
+from analytics.selectors import condition_registry, user_frame, user_id_bounds
 from campaigns.conditions import ConditionError, evaluate_table, referenced_fields, validate
 from crossmkt_site.bulk import bulk_insert
 from crossmkt_site.errors import ApplicationError
@@ -28,6 +30,8 @@ from crossmkt_site.money import ZERO
 
 from ..models import Campaign, CampaignAssignment, Offer, Rule
 from ..models.offers import CODE_ALPHABET, CODE_LENGTH
+from .stock import stock_assign, stock_hold
+from .webhooks import webhook_offers_issued
 
 # Users per chunk: about 0.5 s of evaluation and one COPY of at most this many offers on
 # the benchmark machine, short enough that a killed worker's retry costs little.
@@ -55,12 +59,12 @@ def campaign_get(*, slug: str) -> Campaign:
     return campaign
 
 
-def rule_condition(rule: Rule):
+def rule_condition(rule: Rule, registry=None):
     """Validate a rule's stored condition; an empty condition means every reachable user."""
     if not rule.condition:
         return None
     try:
-        return validate(rule.condition, CONDITION_REGISTRY)
+        return validate(rule.condition, registry or condition_registry())
     except ConditionError as error:
         raise ApplicationError(f"rule {rule.name!r}: {error}", field="condition") from None
 
@@ -70,7 +74,8 @@ def campaign_rule_plans(campaign: Campaign) -> list[RulePlan]:
     rules = list(campaign.rules.order_by("-priority", "pk"))
     if not rules:
         raise ApplicationError(f"campaign {campaign.slug!r} has no rules; add one in the admin", field="rules")
-    return [RulePlan(rule, rule_condition(rule)) for rule in rules]
+    registry = condition_registry()
+    return [RulePlan(rule, rule_condition(rule, registry)) for rule in rules]
 
 
 def campaign_check_runnable(campaign: Campaign, now: datetime) -> None:
@@ -97,14 +102,19 @@ def campaign_check_runnable(campaign: Campaign, now: datetime) -> None:
         )
 
 
-def _campaign_seed(campaign: Campaign) -> np.uint64:
-    return np.uint64(int.from_bytes(hashlib.sha256(f"crossmkt:{campaign.pk}:{campaign.slug}".encode()).digest()[:8], "big"))
+def _campaign_seed(campaign: Campaign, purpose: str) -> np.uint64:
+    name = f"crossmkt:{campaign.pk}:{campaign.slug}" + (f":{purpose}" if purpose != "holdout" else "")
+    return np.uint64(int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big"))
 
 
-def holdout_draw(campaign: Campaign, user_ids: np.ndarray) -> np.ndarray:
-    """Return a stable uniform number in [0, 1) per user for this campaign (splitmix64 of seed and id)."""
+def holdout_draw(campaign: Campaign, user_ids: np.ndarray, purpose: str = "holdout") -> np.ndarray:
+    """Return a stable uniform number in [0, 1) per user for this campaign (splitmix64 of seed and id).
+
+    ``purpose`` gives an independent draw for another use: "reach" orders users when the
+    budget cannot serve them all.
+    """
     with np.errstate(over="ignore"):
-        z = np.asarray(user_ids, dtype=np.uint64) + _campaign_seed(campaign)
+        z = np.asarray(user_ids, dtype=np.uint64) + _campaign_seed(campaign, purpose)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
         z = z ^ (z >> np.uint64(31))
@@ -214,33 +224,48 @@ def campaign_issue_chunk(*, campaign_id: int, id_range: tuple[int, int], now: da
         pick_users, pick_rules, pick_sequence = (
             plan.pick_users[picks_fresh], plan.pick_rules[picks_fresh], plan.pick_sequence[picks_fresh],
         )
-        # Clamp to budget and cap in the order of the holdout draw, a random order that does
-        # not favour old or new users.
-        order = np.lexsort((pick_sequence, holdout_draw(campaign, pick_users)))
+        # Clamp to budget and cap in a random order ("reach") that favours neither old nor new users.
+        order = np.lexsort((pick_sequence, holdout_draw(campaign, pick_users, "reach")))
         pick_users, pick_rules, pick_sequence = pick_users[order], pick_rules[order], pick_sequence[order]
         costs = np.array([plans[r].rule.cost for r in pick_rules], dtype=object)
+        expires_at = min(now + timedelta(days=campaign.offer_valid_days), campaign.ends_at)
+        # A ticket or trial offer needs an item of its partner's pool; one that finds none is not issued.
+        stock = stock_hold(rules=[p.rule for p in plans], pick_rules=pick_rules, valid_until=expires_at)
+        pick_users, pick_rules, pick_sequence, costs = (
+            pick_users[stock.covered], pick_rules[stock.covered], pick_sequence[stock.covered], costs[stock.covered],
+        )
         keep = _within_limits(campaign, costs)
-        result.clamped = int(len(keep) - keep.sum())
+        result.clamped = int(len(stock.covered) - stock.covered.sum()) + int(len(keep) - keep.sum())
         pick_users, pick_rules, pick_sequence, costs = pick_users[keep], pick_rules[keep], pick_sequence[keep], costs[keep]
-        # A treated user the budget could not reach gets no assignment, so a later run may still reach them.
+        # A treated user the budget or the stock could not reach gets no assignment, so a later run may still reach them.
+        # Held-out users are cut at the same point of the reach order, so both arms stay random
+        # samples of the eligible users in the configured proportion.
         assign_users = plan.user_ids[fresh]
         assign_holdout = plan.holdout[fresh]
-        keep_assignment = assign_holdout | np.isin(assign_users, pick_users)
+        holdout_reached = np.ones(len(assign_users), dtype=bool)
+        if result.clamped:
+            served = holdout_draw(campaign, np.unique(pick_users), "reach")
+            holdout_reached = holdout_draw(campaign, assign_users, "reach") <= (served.max() if len(served) else -1.0)
+        keep_assignment = (assign_holdout & holdout_reached) | np.isin(assign_users, pick_users)
         rule_ids = np.array([plans[i].rule.pk for i in plan.matched_rule[fresh]], dtype=np.int64)
         with connection.cursor() as cursor:
             bulk_insert(cursor, CampaignAssignment._meta.db_table, ["campaign_id", "user_id", "arm", "rule_id", "assigned_at"], (
                 (campaign.pk, int(user), HOLDOUT if held else TREATMENT, int(rule), now)
                 for user, held, rule, keep_row in zip(assign_users, assign_holdout, rule_ids, keep_assignment) if keep_row
             ))
-            expires_at = min(now + timedelta(days=campaign.offer_valid_days), campaign.ends_at)
             codes = new_codes(len(pick_users))
             bulk_insert(cursor, Offer._meta.db_table, _OFFER_COLUMNS, (
                 _offer_row(campaign, plans[int(r)].rule, int(user), int(seq), code, now, expires_at)
                 for user, r, seq, code in zip(pick_users, pick_rules, pick_sequence, codes)
             ))
+        items = stock.hand_out(pick_rules)
+        stock_assign(campaign_id=campaign.pk, id_range=id_range, issued_at=now, codes=codes, items=items)
         total = sum(costs, ZERO)
         Campaign.objects.filter(pk=campaign.pk).update(spent=F("spent") + total, issued_count=F("issued_count") + len(pick_users))
         result.issued, result.cost = len(pick_users), total
+        # Written with the offers, sent once they are committed.
+        webhook_offers_issued(campaign=campaign, rules=[p.rule for p in plans], user_ids=pick_users, rule_indexes=pick_rules,
+                              codes=codes, stock=items, issued_at=now, expires_at=expires_at)
     return result
 
 
@@ -329,6 +354,7 @@ def campaign_run(*, campaign: Campaign, wait: bool = True, on_chunk=None, now: d
 
     from ..tasks import issue_campaign_chunk
 
+    explicit_now = now is not None
     now = now or timezone.now()
     campaign_check_runnable(campaign, now)
     campaign_rule_plans(campaign)  # refuse broken rules before any worker starts
@@ -336,7 +362,8 @@ def campaign_run(*, campaign: Campaign, wait: bool = True, on_chunk=None, now: d
     totals = ChunkResult()
     if not chunks:
         return totals.as_dict()
-    job = group(issue_campaign_chunk.s(campaign.pk, lo, hi) for lo, hi in chunks).apply_async()
+    as_of = now.isoformat() if explicit_now else None
+    job = group(issue_campaign_chunk.s(campaign.pk, lo, hi, as_of) for lo, hi in chunks).apply_async()
     if not wait:
         return {"chunks": len(chunks), "group_id": job.id}
     for done, result in enumerate(_results_as_they_finish(job), 1):

@@ -11,6 +11,8 @@ from crossmkt_site.errors import ApplicationError
 
 from ..models import Offer
 from .redemption import release_reservations
+from .stock import stock_release
+from .webhooks import webhook_offer_revoked
 
 logger = logging.getLogger("crossmkt.offers")
 
@@ -19,7 +21,7 @@ EXPIRY_BATCH_SIZE = 10_000
 
 
 def offer_expire_due(*, now=None, batch_size: int = EXPIRY_BATCH_SIZE) -> int:
-    """Expire open offers past their date and free the budget they reserved; return how many. Safe to run twice."""
+    """Expire open offers past their date, freeing the budget and pool items they held; return how many. Safe to run twice."""
     now = now or timezone.now()
     expired = 0
     while True:
@@ -39,6 +41,7 @@ def offer_expire_due(*, now=None, batch_size: int = EXPIRY_BATCH_SIZE) -> int:
                 freed[campaign_id] += cost
             for campaign_id, amount in freed.items():
                 release_reservations(campaign_id=campaign_id, amount=amount)
+            stock_release(offer_ids=[pk for pk, _, _ in due], now=now)
             expired += len(due)
     if expired:
         logger.info("expired %d offers due by %s", expired, now.isoformat())
@@ -47,7 +50,7 @@ def offer_expire_due(*, now=None, batch_size: int = EXPIRY_BATCH_SIZE) -> int:
 
 @transaction.atomic
 def offer_revoke(*, code: str) -> Offer:
-    """Revoke an open offer so it can no longer be redeemed, and free the budget it reserved."""
+    """Revoke an open offer so it can no longer be redeemed, free what it held, and tell its partners."""
     offer = Offer.objects.select_for_update().filter(code=code).first()
     if offer is None:
         raise ApplicationError("no such offer", code="not_found", field="code", status=404)
@@ -57,4 +60,6 @@ def offer_revoke(*, code: str) -> Offer:
     offer.revoked_at = timezone.now()
     offer.save(update_fields=["status", "revoked_at"])
     release_reservations(campaign_id=offer.campaign_id, amount=offer.cost)
+    stock_release(offer_ids=[offer.pk], now=offer.revoked_at)
+    webhook_offer_revoked(offer=offer)
     return offer

@@ -11,6 +11,8 @@ from crossmkt_site.money import ZERO, to_cny
 
 from ..models import Campaign, Offer, Partner, RedemptionEntry, Rule
 from .pricing import coupon_discount
+from .stock import stock_release
+from .webhooks import webhook_offer_redeemed, webhook_offer_redemption_rolled_back
 
 
 def offers_visible_to(partner: Partner):
@@ -73,10 +75,12 @@ def offer_redeem(*, code: str, partner: Partner, order_amount: Decimal, idempote
             )
             if not won:
                 raise _LostRace
-            return RedemptionEntry.objects.create(
+            entry = RedemptionEntry.objects.create(
                 offer=offer, kind=RedemptionEntry.Kind.REDEEM, partner=partner, order_amount=order_amount,
                 discount=discount, idempotency_key=idempotency_key,
             )
+            webhook_offer_redeemed(offer=offer, entry=entry)
+            return entry
     except (_LostRace, IntegrityError):
         # Someone else got there first: the same key retried concurrently gets their entry.
         existing = _existing_for_key(partner, idempotency_key, code)
@@ -110,10 +114,13 @@ def offer_redemption_rollback(*, code: str, partner: Partner, idempotency_key: s
     offer.save(update_fields=["status", "redeemed_at"])
     if offer.status == Offer.Status.EXPIRED:
         release_reservations(campaign_id=offer.campaign_id, amount=offer.cost)
-    return RedemptionEntry.objects.create(
+        stock_release(offer_ids=[offer.pk], now=now)
+    entry = RedemptionEntry.objects.create(
         offer=offer, kind=RedemptionEntry.Kind.ROLLBACK, partner=partner, reverses=redemption,
         order_amount=redemption.order_amount, discount=redemption.discount, idempotency_key=idempotency_key,
     )
+    webhook_offer_redemption_rolled_back(offer=offer, entry=entry)
+    return entry
 
 
 def release_reservations(*, campaign_id: int, amount: Decimal) -> None:

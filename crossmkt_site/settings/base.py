@@ -99,17 +99,45 @@ STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
 REST_FRAMEWORK = {
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "campaigns.api.schema.PartnerApiSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["campaigns.api.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["campaigns.api.authentication.HasPartnerKey"],
+    "DEFAULT_THROTTLE_CLASSES": ["campaigns.api.authentication.ApiKeyRateThrottle"],
+    # Requests per API key; counted in the default cache, so per process unless CACHES points at a shared one.
+    "DEFAULT_THROTTLE_RATES": {"partner_key": env("API_RATE_PER_KEY", default="6000/minute")},
+    "DEFAULT_PARSER_CLASSES": ["campaigns.api.parsers.JSONBodyParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "campaigns.api.pagination.PartnerPagination",
     "PAGE_SIZE": 100,
+    "EXCEPTION_HANDLER": "crossmkt_site.api_errors.api_exception_handler",
+    # Partners are not Django users: an unauthenticated request has no user at all.
+    "UNAUTHENTICATED_USER": None,
+    "TEST_REQUEST_DEFAULT_FORMAT": "json",
 }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "crossmkt partner API",
-    "DESCRIPTION": "Cross-marketing between a paid-knowledge platform and its film and video partners.",
+    "DESCRIPTION": (
+        "Cross-marketing between a paid-knowledge platform and its film and video partners. "
+        "Authenticate with `Authorization: Api-Key <key>`; a key sees only its own partner's deals, campaigns, "
+        "offers and users, and anything else is a 404. Users are known by pseudonymous ids only. Money is CNY as "
+        "decimal strings with two places; times are ISO 8601. Every 4xx answers "
+        '`{"errors": [{"field": ..., "code": ..., "message": ...}]}`.'
+    ),
     "VERSION": "1.0.0",
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs are public; they must not try a partner key.
+    "SERVE_AUTHENTICATION": [],
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "DealStatusEnum": "campaigns.models.Deal.Status",
+        "CampaignStatusEnum": "campaigns.models.Campaign.Status",
+        "OfferKindEnum": "campaigns.models.Rule.OfferKind",
+        "EventKindEnum": "analytics.models.BehaviorEvent.Kind",
+    },
+    "SWAGGER_UI_SETTINGS": {"persistAuthorization": True},
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
@@ -117,7 +145,7 @@ SPECTACULAR_SETTINGS = {
 
 # Celery: with no broker configured, tasks run eagerly in the calling process, so a
 # laptop needs nothing but Python; with a broker, they go to the workers.
-CELERY_BROKER_URL = env("CELERY_BROKER_URL") or "memory://"
+CELERY_BROKER_URL = env("CELERY_BROKER_URL") or "memory://localhost/"
 CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", default=env("CELERY_BROKER_URL") or "cache+memory://")
 CELERY_TASK_ALWAYS_EAGER = not env("CELERY_BROKER_URL")
 CELERY_TASK_EAGER_PROPAGATES = True
@@ -140,6 +168,15 @@ CELERY_BEAT_SCHEDULE = {
     "build-features": {
         "task": "analytics.tasks.build_features",
         "schedule": 900.0,
+    },
+    # Ingestion queues deal evaluation for the users it touched; this pass catches whatever that missed.
+    "evaluate-deals": {
+        "task": "campaigns.tasks.evaluate_deals",
+        "schedule": 600.0,
+    },
+    "requeue-webhooks": {
+        "task": "campaigns.tasks.requeue_webhooks",
+        "schedule": 60.0,
     },
 }
 

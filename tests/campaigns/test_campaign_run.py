@@ -156,3 +156,26 @@ def test_codes_are_unguessable_and_distinct():
     codes = new_codes(10_000)
     assert len(set(codes)) == 10_000
     assert all(len(code) == 16 and set(code) <= set("0123456789ABCDEFGHJKMNPQRSTVWXYZ") for code in codes)
+
+
+def test_budget_clamp_keeps_the_holdout_in_proportion(article_campaign):
+    # given 2,000 heavy users, a 30% holdout, and a budget for about half of the treated users
+    from analytics.services.reports import campaign_report
+
+    campaign, partner = article_campaign
+    Campaign.objects.filter(pk=campaign.pk).update(holdout_share=Decimal("0.300"), budget=Decimal("14000.00"))
+    campaign.refresh_from_db()
+    EndUserFactory._meta.model.objects.bulk_create(
+        EndUserFactory.build(home_partner=partner, external_id=f"b{i:05d}") for i in range(2000))
+    ImportedBehavior.objects.bulk_create(
+        ImportedBehavior(user=user, watching_count=15, purchasing_count=7)
+        for user in EndUserFactory._meta.model.objects.filter(external_id__startswith="b"))
+
+    result = campaign_run(campaign=campaign)
+
+    # then the budget cut treated users, and the holdout was cut at the same point, so the split still holds
+    treated = CampaignAssignment.objects.filter(arm="treatment").count()
+    holdout = CampaignAssignment.objects.filter(arm="holdout").count()
+    assert result["clamped"] > 0 and treated == 700
+    assert 0.25 < holdout / (holdout + treated) < 0.35
+    assert not campaign_report(campaign=campaign).warnings

@@ -1,29 +1,46 @@
-"""python manage.py demo: prepare the demo end to end and print how to log in."""
-
-from datetime import timedelta
-from decimal import Decimal
+"""python manage.py demo: the whole demo end to end — data, models, scores, campaigns, report — and the login."""
 
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
 from django.core.management.base import BaseCommand
-from django.db import transaction
-from django.utils import timezone
 
-from campaigns.models import Campaign, Partner, Rule
+from analytics.models import DemoWorld
+from analytics.services.demo_run import demo_campaigns_play
+from analytics.services.reports import campaign_report, render_text
+from campaigns.models import Campaign
 
 DEMO_USERNAME = "admin"
 DEMO_PASSWORD = "crossmkt-demo"
 
 
 class Command(BaseCommand):
-    help = "Create the demo admin login and the demo data if the database is empty, then print the login."
+    help = ("Create the demo admin login; load the demo world if the database has none; train, score, play the demo "
+            "campaigns whose window has begun, and print their reports.")
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument("--users", type=int, default=20_000, help="Size of the demo world when one is loaded.")
+        parser.add_argument("--seed", type=int, default=2026)
+        parser.add_argument("--no-progress", action="store_true")
+
+    def handle(self, *args, users, seed, no_progress, **options):
         self.ensure_admin()
-        if Partner.objects.exists():
-            self.stdout.write("Database already has data; leaving it as it is.")
+        quiet = ["--no-progress"] if no_progress else []
+        if not DemoWorld.objects.exists():
+            call_command("seed_demo", "--users", users, "--seed", seed, *quiet, stdout=self.stdout)
         else:
-            self.load_catalog()
-            self.stdout.write(self.style.SUCCESS("Loaded the demo partners and the article's campaign."))
+            self.stdout.write("A demo world is already loaded; keeping it.")
+        call_command("build_features", stdout=self.stdout)
+        call_command("train", "--model", "all", stdout=self.stdout)
+        call_command("score", *quiet, stdout=self.stdout)
+        for played in demo_campaigns_play():
+            if "refused" in played:
+                self.stdout.write(self.style.WARNING(f"not run: {played['refused']}"))
+                continue
+            self.stdout.write(f"played {played['campaign']}: {played['issued']} offers issued, {played['holdout']} held out, "
+                              f"{played['converted']} conversions drawn from the planted effects")
+        for campaign in Campaign.objects.filter(assignments__isnull=False).distinct().order_by("starts_at"):
+            self.stdout.write("")
+            self.stdout.write(render_text(campaign_report(campaign=campaign)))
         self.stdout.write("")
         self.stdout.write(self.style.SUCCESS("crossmkt demo ready."))
         self.stdout.write("  Admin:    http://127.0.0.1:8000/admin/")
@@ -34,39 +51,3 @@ class Command(BaseCommand):
         users = get_user_model().objects
         if not users.filter(username=DEMO_USERNAME).exists():
             users.create_superuser(DEMO_USERNAME, "admin@example.com", DEMO_PASSWORD)
-
-    @transaction.atomic
-    def load_catalog(self):
-        partners = {
-            slug: Partner.objects.create(slug=slug, kind=kind, name=name)
-            for slug, kind, name in [
-                ("zhixue", Partner.Kind.KNOWLEDGE, "知学课堂"),
-                ("yingshi", Partner.Kind.VIDEO, "影视之家"),
-                ("lanjing", Partner.Kind.VIDEO, "蓝鲸视频"),
-                ("huanying", Partner.Kind.CINEMA, "环影影城"),
-                ("jilu", Partner.Kind.STUDIO, "纪录工坊"),
-            ]
-        }
-        now = timezone.now()
-        campaign = Campaign.objects.create(
-            slug="member-day",
-            name="联合会员日：会员专享优惠",
-            owner=partners["zhixue"],
-            status=Campaign.Status.DRAFT,
-            starts_at=now,
-            ends_at=now + timedelta(days=30),
-            budget=Decimal("50000.00"),
-        )
-        campaign.partners.set([partners["yingshi"], partners["huanying"]])
-        Rule.objects.create(
-            campaign=campaign, name="重度用户：立减20元 + 免费观影一周", priority=200, exclusive=True,
-            condition={"all": [
-                {"field": "purchasing_count", "op": ">", "value": 5},
-                {"field": "watching_count", "op": ">", "value": 10},
-            ]},
-            offer_kind=Rule.OfferKind.COUPON, amount_off=Decimal("20.00"), cost=Decimal("20.00"),
-        )
-        Rule.objects.create(
-            campaign=campaign, name="其他会员：立减10元 + 免费电影票", priority=100, exclusive=True,
-            condition={"all": []}, offer_kind=Rule.OfferKind.COUPON, amount_off=Decimal("10.00"), cost=Decimal("10.00"),
-        )

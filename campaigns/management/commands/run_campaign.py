@@ -35,7 +35,7 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(
             f"{slug}: {result['eligible']} eligible, {result['holdout']} held out, {result['issued']} offers issued "
             f"costing {result['cost']} CNY; {result['skipped_existing']} already handled, {result['clamped']} not issued "
-            "for lack of budget or offer cap"
+            "for lack of budget, offer cap or stock"
         ))
 
     def print_forecast(self, forecast):

@@ -1,0 +1,373 @@
+"""The demo world's planted truth: what every fitted model and report should recover.
+
+``planted_truth()`` returns it as a JSON-safe dict (stored with the data by the loader).
+Its top-level keys:
+
+- ``world``: the clock (start, end, observation end, label window) and the event kinds;
+- ``segments``: the latent segments with their shares and Chinese names;
+- ``propensity``: population, exact feature and label definitions, coefficients (logit);
+- ``churn``: the spell definition, covariates, reference level, Weibull baseline, coefficients;
+- ``purchase_process``: BG/NBD ``r, alpha, a, b`` (weeks), Gamma-Gamma ``p, q, v`` and the
+  fitting convention;
+- ``markov_clv``: how the monthly active/lapsed/churned states follow from the purchases;
+- ``recommendations``: how item choice depends on the users' latent category interest;
+- ``campaign_effects``: per campaign, per segment the base conversion and revenue, and per
+  offer package (``Rule.effect_key``) the absolute uplift in conversion and revenue.
+
+``simulate_campaign_outcomes()`` draws a campaign's conversions from that truth and
+``expected_campaign_uplift()`` says what a treated-versus-holdout comparison should find.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from analytics.demo import parameters as P
+from analytics.demo.catalog import Campaign, demo_catalog
+
+EVENT_KINDS = (
+    "film_watch",
+    "course_view",
+    "course_purchase",
+    "membership_start",
+    "membership_cancel",
+    "activity_join",
+    "offer_redeem",
+)
+TRUTH_VERSION = 1
+
+
+def _iso(timestamp: pd.Timestamp) -> str:
+    return timestamp.isoformat()
+
+
+def propensity_log_odds(features: pd.DataFrame) -> npt.NDArray[np.float64]:
+    """Return the true log-odds of buying the target course for each row of ``features``.
+
+    ``features`` needs the columns ``watching_count``, ``purchasing_count``, ``age``,
+    ``education`` and ``occupation``, defined as in ``planted_truth()["propensity"]``.
+    """
+    coefficients = P.PROPENSITY_COEFFICIENTS
+    log_odds = (
+        coefficients["intercept"]
+        + coefficients["watching_count"] * features["watching_count"].to_numpy(dtype=float)
+        + coefficients["purchasing_count"] * features["purchasing_count"].to_numpy(dtype=float)
+        + coefficients["age"] * features["age"].to_numpy(dtype=float)
+    )
+    for column in ("education", "occupation"):
+        level_effect = {
+            name.removeprefix(f"{column}_"): value
+            for name, value in coefficients.items()
+            if name.startswith(f"{column}_")
+        }
+        log_odds = log_odds + features[column].map(level_effect).fillna(0.0).to_numpy(dtype=float)
+    return log_odds
+
+
+def true_purchase_probability(features: pd.DataFrame) -> npt.NDArray[np.float64]:
+    """Return the true probability of buying the target course in the label window."""
+    return 1.0 / (1.0 + np.exp(-propensity_log_odds(features)))
+
+
+def _price_reduction(rule_offers: Any, order_value: float) -> float:
+    reduction = 0.0
+    for offer in rule_offers:
+        if offer.kind != "coupon":
+            continue
+        if offer.amount is not None:
+            reduction += float(offer.amount)
+        elif offer.percent_off is not None:
+            reduction += order_value * offer.percent_off / 100.0
+    return min(reduction, order_value)
+
+
+def _campaign_effects(campaign: Campaign) -> dict[str, Any]:
+    base_scale, uplift_scale, order_value = P.CAMPAIGN_RESPONSE[campaign.slug]
+    base_conversion = {name: P.BASE_CONVERSION_BY_SEGMENT[name] * base_scale for name in P.SEGMENT_NAMES}
+    offers: dict[str, Any] = {}
+    for rule in campaign.rules:
+        reduction = _price_reduction(rule.offers, order_value)
+        revenue_per_conversion = order_value - reduction
+        segments = {}
+        for name in P.SEGMENT_NAMES:
+            uplift = uplift_scale * sum(P.CONVERSION_UPLIFT_BY_OFFER_KIND[offer.kind][name] for offer in rule.offers)
+            treated_conversion = min(base_conversion[name] + uplift, P.MAXIMUM_CONVERSION)
+            segments[name] = {
+                "conversion_uplift": round(treated_conversion - base_conversion[name], 6),
+                "treated_conversion": round(treated_conversion, 6),
+                "revenue_uplift_per_user": round(
+                    treated_conversion * revenue_per_conversion - base_conversion[name] * order_value, 6
+                ),
+            }
+        offers[rule.effect_key] = {
+            "rules": [other.slug for other in campaign.rules if other.effect_key == rule.effect_key],
+            "price_reduction": round(reduction, 2),
+            "revenue_per_conversion": round(revenue_per_conversion, 2),
+            "segments": segments,
+        }
+    return {
+        "outcome": "a course_purchase of one of target_course_skus within conversion_window_days of the offer "
+                   "(or of being held out)",
+        "target_course_skus": list(campaign.target_course_skus),
+        "conversion_window_days": campaign.conversion_window_days,
+        "order_value": order_value,
+        "order_value_distribution": f"revenue of a conversion = revenue_per_conversion * Gamma(shape "
+                                    f"{P.ORDER_VALUE_SHAPE}, mean 1), rounded to cents",
+        "segments": {
+            name: {
+                "base_conversion": round(base_conversion[name], 6),
+                "base_revenue_per_user": round(base_conversion[name] * order_value, 6),
+            }
+            for name in P.SEGMENT_NAMES
+        },
+        "offers": offers,
+    }
+
+
+def planted_truth(*, n_users: int, seed: int) -> dict[str, Any]:
+    """Return the planted truth of the demo world generated with these arguments."""
+    catalog = demo_catalog()
+    return {
+        "version": TRUTH_VERSION,
+        "seed": seed,
+        "n_users": n_users,
+        "world": {
+            "start": _iso(P.WORLD_START),
+            "end": _iso(P.WORLD_END),
+            "observation_end": _iso(P.OBSERVATION_END),
+            "label_window_end": _iso(P.LABEL_WINDOW_END),
+            "event_kinds": list(EVENT_KINDS),
+            "timestamps": "UTC. Users act 08:00-24:00 Asia/Shanghai (00:00-16:00 UTC), so an event's "
+                          "calendar day is the same in UTC and in Asia/Shanghai; only membership_cancel "
+                          "events fall at any time of day.",
+            "user_ids": "one pseudonymous user_id per person, shared by all partners' events",
+            "event_ids": "<user_id>-<sequence>, unique across all partners",
+        },
+        "segments": {
+            segment.name: {"name_zh": segment.name_zh, "description": segment.description, "share": segment.share}
+            for segment in P.SEGMENTS
+        },
+        "propensity": {
+            "model": "logistic regression",
+            "target_course": P.PROPENSITY_TARGET_COURSE,
+            "observation_end": _iso(P.OBSERVATION_END),
+            "label_window_end": _iso(P.LABEL_WINDOW_END),
+            "population": "every user whose signup_at < observation_end (in the demo world: every user)",
+            "label": "purchased_course = 1 if the user has a course_purchase event with item_id == target_course "
+                     "and observation_end <= occurred_at < label_window_end, else 0",
+            "features": {
+                "watching_count": "number of the user's film_watch events (any partner) with "
+                                  "occurred_at < observation_end",
+                "purchasing_count": "number of the user's course_purchase events (any course) with "
+                                    "occurred_at < observation_end",
+                "age": "users.age in years, as a number",
+                "education": f"one 0/1 dummy per level other than the reference "
+                             f"{P.EDUCATION_REFERENCE}, named education_<level>",
+                "occupation": f"one 0/1 dummy per level other than the reference "
+                              f"{P.OCCUPATION_REFERENCE}, named occupation_<level>",
+            },
+            "reference_levels": {"education": P.EDUCATION_REFERENCE, "occupation": P.OCCUPATION_REFERENCE},
+            "levels": {"education": list(P.EDUCATION_LEVELS), "occupation": list(P.OCCUPATIONS)},
+            "coefficients": dict(P.PROPENSITY_COEFFICIENTS),
+            "generation": "the label is drawn from exactly this logit of the features computed from the "
+                          "generated events; nothing else (segment, interest) enters it",
+        },
+        "churn": {
+            "model": "Cox proportional hazards",
+            "spell": "one row per membership_start event; duration_days = days from it to the user's "
+                     "membership_cancel event for the same plan (item_id), event observed = 1; without a "
+                     "cancel, duration_days = days to the world end, event observed = 0",
+            "covariates": {
+                "acquisition_channel": f"one 0/1 dummy per channel other than the reference "
+                                       f"{P.CHANNEL_REFERENCE}, named acquisition_channel_<channel>",
+                "discount_depth": "1 - amount / list_price of the membership plan, from the membership_start "
+                                  "event (0 = full price, 0.5 = half price)",
+                "joined_activity_14d": f"1 if the user has an activity_join event with membership_start - "
+                                       f"{P.CHURN_ACTIVITY_LOOKBACK_DAYS} days <= occurred_at < membership_start, "
+                                       f"else 0",
+            },
+            "reference_levels": {"acquisition_channel": P.CHANNEL_REFERENCE},
+            "levels": {"acquisition_channel": list(P.ACQUISITION_CHANNELS)},
+            "time_unit": "days",
+            "baseline": {
+                "distribution": "weibull",
+                "cumulative_hazard": "H0(t) = (t / scale) ** shape",
+                "shape": P.CHURN_BASELINE_SHAPE,
+                "scale_days": P.CHURN_BASELINE_SCALE_DAYS,
+            },
+            "coefficients": dict(P.CHURN_COEFFICIENTS),
+            "censoring": "administrative, at the world end; independent of the duration given the covariates",
+        },
+        "purchase_process": {
+            "model": "BG/NBD",
+            "time_unit": "weeks",
+            "parameters": dict(P.BGNBD_PARAMETERS),
+            "spend": {
+                "model": "Gamma-Gamma",
+                "parameters": dict(P.GAMMA_GAMMA_PARAMETERS),
+                "meaning": "amount of each course_purchase ~ Gamma(shape p, rate nu), nu ~ Gamma(shape q, rate v) "
+                           "per customer; the amount is the order total (course plus add-ons, after coupons), "
+                           "not the course's list price",
+            },
+            "transactions": "course_purchase events, excluding those of the propensity target course (which "
+                            "only the propensity label plants, after observation_end)",
+            "fitting_convention": {
+                "calibration_end": _iso(P.OBSERVATION_END),
+                "population": "every user with a course_purchase before calibration_end",
+                "day": "calendar date of occurred_at (the same in UTC and Asia/Shanghai for purchases)",
+                "frequency": "number of distinct purchase days before calibration_end, minus 1 (same-day "
+                             "purchases count as one)",
+                "recency_weeks": "(last purchase day - first purchase day) / 7",
+                "T_weeks": "(calibration_end date - first purchase day) / 7",
+                "monetary_value": "mean amount of the repeat purchases (for the Gamma-Gamma fit)",
+            },
+            "generation": f"a would-be buyer's first purchase comes an exponential time (mean "
+                          f"{P.FIRST_PURCHASE_MEAN_DAYS:g} days) after their first day in the world; who would "
+                          f"first buy after calibration_end never buys, so every buyer is in the population. From "
+                          f"the first purchase, repeat purchases follow the BG/NBD process until the world end; a "
+                          f"repeat that falls on the day of an earlier purchase moves to the next free day, so "
+                          f"purchase days are distinct. The buyers' purchase rates are an iid Gamma(r, alpha) "
+                          f"sample handed out by segment (eager learners tend to get the larger rates), so the "
+                          f"population is BG/NBD while segments differ; dropout probabilities and spend rates "
+                          f"do not depend on the segment.",
+        },
+        "markov_clv": {
+            "states": {
+                "active": "at least one course_purchase in the calendar month (Asia/Shanghai)",
+                "lapsed": "no course_purchase in the month, but one in one of the two months before",
+                "churned": "no course_purchase in the month nor in the two months before, after a first "
+                           "purchase",
+            },
+            "generation": "not planted separately: the monthly states follow from the BG/NBD purchase process, "
+                          "so the transition matrix the Markov model fits summarises it. A customer who has dropped "
+                          "out stays churned for good, while one still alive with a low purchase rate moves from "
+                          "churned back to active now and then; the CLV of both models can be checked against the "
+                          "latent purchase rates, dropout probabilities and mean spends in the users table.",
+        },
+        "recommendations": {
+            "model": "each user has a latent interest over categories (users.latent_interest_<category>, "
+                     f"{P.TOP_CATEGORY_INTEREST:.0%} on their latent_top_category); each film watched and "
+                     "course viewed or bought is chosen with probability proportional to "
+                     "interest[category] * popularity, among licensed films and launched courses",
+            "popularity": f"1 / (rank within category + 1) ** {P.POPULARITY_DECAY}, cinema films times "
+                          f"{P.CINEMA_POPULARITY_FACTOR}",
+            "category_pairs": {category.slug: [category.name_zh, category.film_genre_zh]
+                               for category in catalog.categories},
+            "consequence": "a film lover's courses follow the categories of their films, so item-item "
+                           "co-occurrence beats recommending the most popular items",
+        },
+        "campaign_effects": {campaign.slug: _campaign_effects(campaign) for campaign in catalog.campaigns},
+    }
+
+
+def _segment_codes(segments: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    codes = pd.Categorical(np.asarray(segments, dtype=object), categories=P.SEGMENT_NAMES).codes
+    if (codes < 0).any():
+        unknown = sorted(set(np.asarray(segments, dtype=object)[codes < 0]))
+        raise ValueError(f"unknown segments {unknown}; expected some of {P.SEGMENT_NAMES}")
+    return codes.astype(np.int64)
+
+
+def _per_user_offer_keys(offer_kind: str | npt.ArrayLike, n_users: int) -> npt.NDArray[np.object_]:
+    if isinstance(offer_kind, str):
+        return np.full(n_users, offer_kind, dtype=object)
+    keys = np.asarray(offer_kind, dtype=object)
+    if keys.shape != (n_users,):
+        raise ValueError("offer_kind must be one string or one per user")
+    return keys
+
+
+def _user_rates(
+    effects: Mapping[str, Any], segment_codes: npt.NDArray[np.int64], treated: npt.NDArray[np.bool_],
+    offer_keys: npt.NDArray[np.object_],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Return each user's conversion probability and mean revenue per conversion."""
+    base = np.array([effects["segments"][name]["base_conversion"] for name in P.SEGMENT_NAMES])
+    conversion = base[segment_codes]
+    revenue_per_conversion = np.full(len(segment_codes), float(effects["order_value"]))
+    for key in pd.unique(offer_keys[treated]):
+        if key not in effects["offers"]:
+            raise ValueError(f"no planted effect for offer {key!r}; expected one of {sorted(effects['offers'])}")
+        package = effects["offers"][key]
+        users = treated & (offer_keys == key)
+        treated_conversion = np.array([package["segments"][name]["treated_conversion"] for name in P.SEGMENT_NAMES])
+        conversion[users] = treated_conversion[segment_codes[users]]
+        revenue_per_conversion[users] = package["revenue_per_conversion"]
+    return conversion, revenue_per_conversion
+
+
+def simulate_campaign_outcomes(
+    truth: Mapping[str, Any],
+    campaign_slug: str,
+    segments: npt.ArrayLike,
+    treated_mask: npt.ArrayLike,
+    offer_kind: str | npt.ArrayLike,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
+    """Draw each user's conversion and revenue (CNY, rounded to cents) from the planted effects.
+
+    ``segments`` holds each user's ``latent_segment``; ``treated_mask`` says who got the
+    offers (everyone else, holdout included, converts at the base rate); ``offer_kind`` is
+    the rule's ``effect_key`` (``"coupon+free_viewing"``), one for all or one per user.
+    Convert a revenue to money with ``Decimal(f"{value:.2f}")``.
+    """
+    effects = truth["campaign_effects"][campaign_slug]
+    segment_codes = _segment_codes(segments)
+    treated = np.asarray(treated_mask, dtype=bool)
+    offer_keys = _per_user_offer_keys(offer_kind, len(segment_codes))
+    conversion, revenue_per_conversion = _user_rates(effects, segment_codes, treated, offer_keys)
+    converted = rng.random(len(segment_codes)) < conversion
+    order_value_factor = rng.gamma(P.ORDER_VALUE_SHAPE, 1.0 / P.ORDER_VALUE_SHAPE, len(segment_codes))
+    revenue = np.where(converted, np.round(revenue_per_conversion * order_value_factor, 2), 0.0)
+    return converted, revenue
+
+
+def expected_campaign_uplift(
+    truth: Mapping[str, Any],
+    campaign_slug: str,
+    segments: npt.ArrayLike,
+    treated_mask: npt.ArrayLike,
+    holdout_mask: npt.ArrayLike,
+    offer_kind: str | npt.ArrayLike,
+) -> dict[str, float]:
+    """Return what a treated-versus-holdout comparison of this assignment should find.
+
+    ``expected_*`` are the expectations of the treated and holdout means (conversion rate,
+    revenue per user) given exactly this assignment, and of their differences; a measured
+    uplift should lie within a few standard errors of ``conversion_uplift`` and
+    ``revenue_uplift_per_user``. ``average_*_effect`` is the mean effect over treated and
+    holdout users together (the estimand under a random holdout), where a holdout user's
+    effect is that of the offer in ``offer_kind`` they would have got.
+    """
+    effects = truth["campaign_effects"][campaign_slug]
+    segment_codes = _segment_codes(segments)
+    treated = np.asarray(treated_mask, dtype=bool)
+    holdout = np.asarray(holdout_mask, dtype=bool)
+    if (treated & holdout).any():
+        raise ValueError("a user cannot be both treated and held out")
+    if not treated.any() or not holdout.any():
+        raise ValueError("an uplift needs at least one treated and one holdout user")
+    offer_keys = _per_user_offer_keys(offer_kind, len(segment_codes))
+    everyone_treated = treated | holdout
+    untreated_conversion, order_value = _user_rates(effects, segment_codes, np.zeros_like(treated), offer_keys)
+    treated_conversion, treated_order_value = _user_rates(effects, segment_codes, everyone_treated, offer_keys)
+    untreated_revenue = untreated_conversion * order_value
+    treated_revenue = treated_conversion * treated_order_value
+    expected = {
+        "expected_treated_conversion": float(treated_conversion[treated].mean()),
+        "expected_holdout_conversion": float(untreated_conversion[holdout].mean()),
+        "expected_treated_revenue_per_user": float(treated_revenue[treated].mean()),
+        "expected_holdout_revenue_per_user": float(untreated_revenue[holdout].mean()),
+        "average_conversion_effect": float((treated_conversion - untreated_conversion)[everyone_treated].mean()),
+        "average_revenue_effect_per_user": float((treated_revenue - untreated_revenue)[everyone_treated].mean()),
+    }
+    expected["conversion_uplift"] = expected["expected_treated_conversion"] - expected["expected_holdout_conversion"]
+    expected["revenue_uplift_per_user"] = (
+        expected["expected_treated_revenue_per_user"] - expected["expected_holdout_revenue_per_user"]
+    )
+    return expected

@@ -1,0 +1,67 @@
+"""python manage.py train --model {propensity,churn,clv,segments,recommendations,all} [--json] [--observation-end DATE]."""
+
+import datetime as dt
+import json
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from crossmkt_site.errors import ApplicationError
+
+MODELS = ("propensity", "churn", "clv", "segments", "recommendations")
+
+
+def parse_observation_end(text: str | None) -> dt.datetime | None:
+    """Read --observation-end as a date (midnight in TIME_ZONE) or an ISO 8601 time."""
+    if text is None:
+        return None
+    from zoneinfo import ZoneInfo
+
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(f"--observation-end {text!r} is not a date like 2026-09-06 or an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(settings.TIME_ZONE))
+
+
+class Command(BaseCommand):
+    help = "Fit a model (or all), store it as a new active version, and print its metrics."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--model", choices=[*MODELS, "all"], default="all")
+        parser.add_argument("--json", action="store_true", help='One JSON object per model: {"model", "version", "n_train", "params", "metrics"}.')
+        parser.add_argument("--observation-end", help="End of the calibration / feature period (date or ISO time).")
+        parser.add_argument("--no-activate", action="store_true", help="Store the run without making it the active one.")
+
+    def handle(self, *args, model, json: bool, observation_end, no_activate, **options):
+        from ...services.training import TRAINERS
+
+        names = MODELS if model == "all" else (model,)
+        end = parse_observation_end(observation_end)
+        for name in names:
+            started = time.monotonic()
+            try:
+                run = TRAINERS[name](observation_end=end, activate=not no_activate)
+            except ApplicationError as error:
+                raise CommandError(f"{name}: {error.message}") from None
+            if json:
+                self.stdout.write(_json({"model": run.model, "version": run.version, "n_train": run.n_train,
+                                         "params": run.params, "metrics": run.metrics}))
+            else:
+                self.stdout.write(self.style.SUCCESS(
+                    f"{name} v{run.version}: trained on {run.n_train} rows in {time.monotonic() - started:.1f} s"
+                    f"{'' if run.is_active else ' (not activated)'}"
+                ))
+                for key, value in _headline(run.metrics).items():
+                    self.stdout.write(f"  {key}: {value}")
+
+
+def _json(data) -> str:
+    return json.dumps(data, ensure_ascii=False, default=str)
+
+
+def _headline(metrics: dict) -> dict:
+    """Pick the scalar metrics worth a line each."""
+    return {key: (round(value, 4) if isinstance(value, float) else value)
+            for key, value in metrics.items() if isinstance(value, (int, float, str)) and not isinstance(value, bool)}

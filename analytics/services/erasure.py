@@ -1,0 +1,72 @@
+"""Erasing a user at their home partner's request: personal data goes, money records and anonymous counts stay.
+
+What happens to a user's data on erasure:
+
+- the user row stays, so offers, the redemption ledger, conversions and campaign
+  assignments (which arm the user was in) keep adding up in settlements and reports;
+  its personal fields (age, education, occupation, gender, acquisition channel,
+  sign-up time) are cleared, both consents switched off, ``erased_at`` set, and its
+  pseudonymous id replaced by a random one, so the partner's id no longer leads to it;
+- behaviour events, per-user features, the imported per-user row and per-user scores are
+  deleted: they are a profile of the person. Trained model runs (aggregates over all
+  users) are kept;
+- offers still open are revoked, and the money they reserved goes back to the campaign;
+- an ``ErasureLogEntry`` records who asked (partner and key prefix), the pseudonymous id
+  as the partner knew it, when, and what was removed. It is read-only in the admin.
+
+Later events sent with the old id start a new user with no consent, as for anyone new.
+"""
+
+import secrets
+
+from django.db import transaction
+from django.utils import timezone
+
+from campaigns.models import Offer, Partner
+from campaigns.services.offers import offer_revoke
+from crossmkt_site.errors import ApplicationError
+
+from ..models import BehaviorEvent, EndUser, ErasureLogEntry, ImportedBehavior, UserFeatures, UserScore
+
+PERSONAL_FIELDS = ("age", "education", "occupation", "gender", "acquisition_channel", "signed_up_at")
+
+
+@transaction.atomic
+def user_erase(*, partner: Partner, external_id: str, api_key_prefix: str = "") -> ErasureLogEntry:
+    """Erase the personal data of one of the partner's own users; anyone else's user is a 404."""
+    user = None
+    if len(external_id) <= EndUser._meta.get_field("external_id").max_length and "\x00" not in external_id:
+        user = (
+            EndUser.objects.select_for_update()
+            .filter(external_id=external_id, home_partner=partner, erased_at__isnull=True)
+            .first()
+        )
+    if user is None:
+        raise ApplicationError("no such user", code="not_found", field="user_id", status=404)
+    now = timezone.now()
+    _, deleted = BehaviorEvent.objects.filter(user=user).delete()
+    events_deleted = deleted.get(BehaviorEvent._meta.label, 0)
+    for model in (UserFeatures, ImportedBehavior, UserScore):
+        model.objects.filter(user=user).delete()
+    open_codes = list(Offer.objects.filter(user=user, status__in=Offer.OPEN_STATUSES).values_list("code", flat=True))
+    offers_revoked = 0
+    for code in open_codes:
+        try:
+            offer_revoke(code=code)
+            offers_revoked += 1
+        except ApplicationError as error:
+            # Redeemed or expired since it was listed: there is nothing left to revoke.
+            if error.code != "not_open":
+                raise
+    user.age = None
+    user.signed_up_at = None
+    user.education = user.occupation = user.gender = user.acquisition_channel = ""
+    user.marketing_consent = False
+    user.data_sharing_consent = False
+    user.erased_at = now
+    user.external_id = f"erased-{secrets.token_hex(16)}"
+    user.save(update_fields=[*PERSONAL_FIELDS, "marketing_consent", "data_sharing_consent", "erased_at", "external_id"])
+    return ErasureLogEntry.objects.create(
+        user=user, pseudonymous_id=external_id, partner=partner, api_key_prefix=api_key_prefix, erased_at=now,
+        events_deleted=events_deleted, offers_revoked=offers_revoked,
+    )

@@ -1,0 +1,60 @@
+"""The model registry: versioned runs with parameters, metrics, data window and the fitted artifact."""
+
+import io
+import pickle
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from crossmkt_site.errors import ApplicationError
+
+from ..models import ModelRun
+
+
+def model_run_save(*, model: str, params: dict, metrics: dict, n_train: int, artifact: object,
+                   data_start: datetime | None = None, data_end: datetime | None = None, activate: bool = True) -> ModelRun:
+    """Store a fitted model as the next version of its kind, and make it the active one unless told not to."""
+    buffer = io.BytesIO()
+    pickle.dump(artifact, buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    for attempt in range(5):
+        try:
+            with transaction.atomic():
+                version = (ModelRun.objects.filter(model=model).aggregate(v=Max("version"))["v"] or 0) + 1
+                if activate:
+                    ModelRun.objects.filter(model=model, is_active=True).update(is_active=False)
+                return ModelRun.objects.create(
+                    model=model, version=version, is_active=activate, params=params, metrics=metrics, n_train=n_train,
+                    artifact=buffer.getvalue(), data_start=data_start, data_end=data_end,
+                )
+        except IntegrityError:
+            # Two trainings finished at once and took the same version number; take the next.
+            if attempt == 4:
+                raise
+    raise AssertionError("unreachable")
+
+
+def model_run_active(*, model: str) -> ModelRun:
+    """Return the active run of a model, or a clear error saying how to train one."""
+    run = ModelRun.objects.filter(model=model, is_active=True).first()
+    if run is None:
+        raise ApplicationError(f"no trained {model} model yet; run: python manage.py train --model {model}",
+                               code="not_trained", field="model")
+    return run
+
+
+def model_run_artifact(run: ModelRun):
+    """Return the fitted object stored with a run (written by this project only, never from outside)."""
+    return pickle.loads(bytes(run.artifact))
+
+
+@transaction.atomic
+def model_run_activate(*, model: str, version: int) -> ModelRun:
+    """Make one stored version the active one (to roll back a worse model)."""
+    run = ModelRun.objects.select_for_update().filter(model=model, version=version).first()
+    if run is None:
+        raise ApplicationError(f"no {model} model version {version}", code="not_found", field="version", status=404)
+    ModelRun.objects.filter(model=model, is_active=True).exclude(pk=run.pk).update(is_active=False)
+    ModelRun.objects.filter(pk=run.pk).update(is_active=True)
+    run.is_active = True
+    return run

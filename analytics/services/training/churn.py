@@ -1,0 +1,369 @@
+"""Churn: the article's Cox proportional-hazards model of membership lifetimes (lifelines).
+
+A spell runs from a ``membership_start`` to the user's next ``membership_cancel`` of the same
+plan (``item_id``) and is censored at the data end when no cancel came. Its covariates are
+those the article names, defined as the demo world's truth defines them:
+
+- ``acquisition_channel_<channel>``: one dummy per channel but the reference level;
+- ``discount_depth`` = 1 − paid / list price, the list price of a plan being the highest
+  ``membership_start`` amount seen for it;
+- ``joined_activity_14d``: an ``activity_join`` in the 14 days before the start.
+
+The scorer gives every current member the probability of cancelling within a horizon (90 days
+by default) given the membership has lasted until now, 1 − S(t + h) / S(t), and a band:
+``low`` below 0.25, ``medium`` below 0.5, ``high`` from 0.5 (``CHURN_BAND_THRESHOLDS``); users
+who are not members get no score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.utils import timezone
+from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.statistics import proportional_hazard_test
+
+from ...models import ModelRun
+from ...selectors import CHURN_BANDS
+from ..registry import model_run_save
+from .common import (
+    SECONDS_PER_DAY,
+    UNKNOWN_LEVEL,
+    as_utc,
+    category_levels,
+    demo_truth,
+    event_time_bounds,
+    fetch_frame,
+    json_safe,
+    known_levels,
+    require,
+    truth_comparison,
+    truth_time,
+    users_table,
+    utc_series,
+)
+
+START, CANCEL, JOIN = "membership_start", "membership_cancel", "activity_join"
+ACTIVITY_LOOKBACK_DAYS = 14
+DEFAULT_HORIZON_DAYS = 90
+# Probability of cancelling within the horizon: below 0.25 is low, below 0.5 medium, else high.
+CHURN_BAND_THRESHOLDS = (0.25, 0.5)
+CHANNEL = "acquisition_channel"
+NUMERIC_COVARIATES = ("discount_depth", "joined_activity_14d")
+# Days at which the Kaplan-Meier curves are reported.
+SURVIVAL_GRID_DAYS = (0, 7, 14, 30, 60, 90, 120, 180, 270, 365)
+MINIMUM_CANCELLATIONS = 20
+SPELL_COLUMNS = {"user_id": object, "item_id": object, "started_at": "datetime64[ns, UTC]", "duration_days": float,
+                 "cancelled": int, "discount_depth": float, "joined_activity_14d": int}
+
+
+def membership_events(*, before: datetime, user_range: tuple[int, int] | None = None) -> pd.DataFrame:
+    """Return the membership starts and cancels before a time, and the activity joins of members, by SQL."""
+    users = ""
+    params: dict[str, Any] = {"before": as_utc(before)}
+    if user_range is not None:
+        users = "AND e.user_id >= %(low)s AND e.user_id < %(high)s"
+        params |= {"low": int(user_range[0]), "high": int(user_range[1])}
+    frame = fetch_frame(
+        f"""
+        SELECT e.user_id, e.kind, e.item_id, e.amount, e.occurred_at
+        FROM analytics_behaviorevent e
+        WHERE e.occurred_at < %(before)s {users}
+          AND (e.kind IN ('{START}', '{CANCEL}')
+               OR (e.kind = '{JOIN}' AND e.user_id IN (
+                   SELECT s.user_id FROM analytics_behaviorevent s
+                   WHERE s.kind = '{START}' AND s.occurred_at < %(before)s)))
+        """,
+        params,
+    )
+    return frame.assign(amount=pd.to_numeric(frame["amount"], errors="coerce").astype(float),
+                        occurred_at=utc_series(frame["occurred_at"]).to_numpy())
+
+
+def plan_list_prices(events: pd.DataFrame) -> dict[str, float]:
+    """Return each plan's list price: the highest amount any membership_start of it paid."""
+    starts = events[events["kind"] == START]
+    return starts.groupby("item_id")["amount"].max().astype(float).to_dict()
+
+
+def membership_spells(events: pd.DataFrame, *, data_end: datetime | pd.Timestamp,
+                      list_prices: Mapping[str, float] | None = None,
+                      lookback_days: int = ACTIVITY_LOOKBACK_DAYS) -> pd.DataFrame:
+    """Return one row per membership start: its duration in days, whether it was cancelled, and covariates.
+
+    ``events`` has ``user_id, kind, item_id, amount, occurred_at`` (UTC); only events before
+    ``data_end`` count. A start's spell ends at the first later cancel of the same user and
+    plan; without one it is censored at ``data_end``. Plans missing from ``list_prices``
+    take the highest start amount among ``events``.
+    """
+    end = pd.Timestamp(data_end).tz_convert("UTC")
+    events = events[events["occurred_at"] < end]
+    starts = (events.loc[events["kind"] == START, ["user_id", "item_id", "amount", "occurred_at"]]
+              .rename(columns={"occurred_at": "started_at"}).sort_values("started_at", kind="stable"))
+    cancels = (events.loc[events["kind"] == CANCEL, ["user_id", "item_id", "occurred_at"]]
+               .rename(columns={"occurred_at": "cancelled_at"}).sort_values("cancelled_at", kind="stable"))
+    joins = (events.loc[events["kind"] == JOIN, ["user_id", "occurred_at"]]
+             .rename(columns={"occurred_at": "joined_at"}).sort_values("joined_at", kind="stable"))
+    if starts.empty:
+        return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in SPELL_COLUMNS.items()})
+    spells = pd.merge_asof(starts, cancels, left_on="started_at", right_on="cancelled_at",
+                           by=["user_id", "item_id"], direction="forward", allow_exact_matches=False)
+    # The last join strictly before the start, if it is at most the lookback before it.
+    spells = pd.merge_asof(spells, joins, left_on="started_at", right_on="joined_at", by="user_id",
+                           direction="backward", allow_exact_matches=False,
+                           tolerance=pd.Timedelta(days=lookback_days))
+    prices = plan_list_prices(events) | dict(list_prices or {})
+    list_price = spells["item_id"].map(prices).astype(float).to_numpy()
+    paid = spells["amount"].to_numpy(float)
+    # A free plan (list price 0) has no discount to speak of.
+    discount = np.where(list_price > 0, 1.0 - paid / np.where(list_price > 0, list_price, 1.0), 0.0)
+    ended_at = spells["cancelled_at"].fillna(end)
+    return pd.DataFrame({
+        "user_id": spells["user_id"].to_numpy(),
+        "item_id": spells["item_id"].to_numpy(),
+        "started_at": spells["started_at"].to_numpy(),
+        "duration_days": ((ended_at - spells["started_at"]).dt.total_seconds() / SECONDS_PER_DAY).to_numpy(),
+        "cancelled": spells["cancelled_at"].notna().astype(int).to_numpy(),
+        "discount_depth": np.clip(discount, 0.0, 1.0),
+        "joined_activity_14d": spells["joined_at"].notna().astype(int).to_numpy(),
+    })
+
+
+def channel_dummies(channels: pd.Series, levels: list[str], reference: str) -> pd.DataFrame:
+    """Return one 0/1 column per channel but the reference, named acquisition_channel_<channel>."""
+    known = known_levels(channels, levels, reference)
+    return pd.DataFrame({f"{CHANNEL}_{level}": (known == level).astype(float).to_numpy()
+                         for level in levels if level != reference}, index=channels.index)
+
+
+@dataclass
+class ChurnScorer:
+    """Score current members: probability of cancelling within the horizon given survival so far.
+
+    The Cox baseline cumulative hazard is kept on a grid of days (at the covariate means, as
+    lifelines centres it). Past the longest observed spell it grows at its average rate over
+    the second half of the observed time, since a step function would freeze it there.
+    """
+
+    coefficients: dict[str, float]
+    covariate_means: dict[str, float]
+    channel_levels: list[str]
+    channel_reference: str
+    baseline_days: np.ndarray
+    baseline_cumulative_hazard: np.ndarray
+    tail_hazard_per_day: float
+    list_prices: dict[str, float]
+    horizon_days: float = DEFAULT_HORIZON_DAYS
+    band_thresholds: tuple[float, float] = CHURN_BAND_THRESHOLDS
+    lookback_days: int = ACTIVITY_LOOKBACK_DAYS
+    fields: tuple[str, ...] = field(default=(CHANNEL,))
+
+    def cumulative_hazard(self, days: np.ndarray) -> np.ndarray:
+        """Return the baseline cumulative hazard at these days since the start."""
+        days = np.asarray(days, dtype=float)
+        last_day, last_value = self.baseline_days[-1], self.baseline_cumulative_hazard[-1]
+        inside = np.interp(days, self.baseline_days, self.baseline_cumulative_hazard)
+        return np.where(days > last_day, last_value + self.tail_hazard_per_day * (days - last_day), inside)
+
+    def covariates(self, spells: pd.DataFrame) -> pd.DataFrame:
+        """Return the model's covariates for spells that carry an acquisition_channel column."""
+        dummies = channel_dummies(spells[CHANNEL], self.channel_levels, self.channel_reference)
+        return pd.concat([spells[list(NUMERIC_COVARIATES)].astype(float), dummies], axis=1)[list(self.coefficients)]
+
+    def churn_probability(self, spells: pd.DataFrame, elapsed_days: np.ndarray) -> np.ndarray:
+        """Return 1 - S(t + h) / S(t) for each spell, t its elapsed days and h the horizon."""
+        names = list(self.coefficients)
+        centred = self.covariates(spells).to_numpy(float) - np.array([self.covariate_means[n] for n in names])
+        relative_hazard = np.exp(centred @ np.array([self.coefficients[n] for n in names]))
+        increase = self.cumulative_hazard(elapsed_days + self.horizon_days) - self.cumulative_hazard(elapsed_days)
+        return 1.0 - np.exp(-increase * relative_hazard)
+
+    def band(self, probability: np.ndarray) -> np.ndarray:
+        """Return low / medium / high by the band thresholds."""
+        return np.array(CHURN_BANDS, dtype=object)[np.searchsorted(self.band_thresholds, probability, side="right")]
+
+    def score_members(self, frame: pd.DataFrame, events: pd.DataFrame, *, as_of: datetime) -> pd.DataFrame:
+        """Return score and band for the frame's users with a running membership at as_of (their latest one)."""
+        spells = membership_spells(events[events["user_id"].isin(frame.index)], data_end=as_of,
+                                   list_prices=self.list_prices, lookback_days=self.lookback_days)
+        running = (spells[spells["cancelled"] == 0].sort_values("started_at", kind="stable")
+                   .drop_duplicates("user_id", keep="last").set_index("user_id"))
+        if running.empty:
+            return pd.DataFrame({"score": pd.Series(dtype=float), "label": pd.Series(dtype=object)})
+        running[CHANNEL] = frame.loc[running.index, CHANNEL]
+        probability = self.churn_probability(running, running["duration_days"].to_numpy(float))
+        return pd.DataFrame({"score": probability, "label": self.band(probability)}, index=running.index)
+
+    def score(self, frame: pd.DataFrame, *, as_of: datetime) -> pd.DataFrame:
+        """Score the frame's current members, reading their membership events for the frame's id range."""
+        if frame.empty:
+            return pd.DataFrame({"score": pd.Series(dtype=float), "label": pd.Series(dtype=object)})
+        id_range = (int(frame.index.min()), int(frame.index.max()) + 1)
+        return self.score_members(frame, membership_events(before=as_of, user_range=id_range), as_of=as_of)
+
+
+@dataclass
+class ChurnFit:
+    """A fitted churn model: the scorer to store, and the params and metrics of its run."""
+
+    scorer: ChurnScorer
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    n_train: int
+
+
+def _kaplan_meier(durations: pd.Series, cancelled: pd.Series, groups: pd.Series) -> dict[str, Any]:
+    """Return Kaplan-Meier survival by group, at SURVIVAL_GRID_DAYS, as plain numbers."""
+    curves = {}
+    for group in sorted(groups.dropna().unique(), key=str):
+        members = (groups == group).to_numpy()
+        fitter = KaplanMeierFitter().fit(durations[members], cancelled[members])
+        curves[str(group)] = {
+            "spells": int(members.sum()),
+            "cancelled": int(cancelled[members].sum()),
+            "median_days": fitter.median_survival_time_,
+            "days": list(SURVIVAL_GRID_DAYS),
+            "survival": fitter.survival_function_at_times(list(SURVIVAL_GRID_DAYS)).to_list(),
+        }
+    return curves
+
+
+def _baseline_on_grid(fitter: CoxPHFitter) -> tuple[np.ndarray, np.ndarray, float]:
+    """Return the baseline cumulative hazard on whole days and its average daily rate over the second half."""
+    baseline = fitter.baseline_cumulative_hazard_.iloc[:, 0]
+    last_day = float(baseline.index.max())
+    days = np.arange(0.0, np.floor(last_day) + 1.0)
+    # The Breslow estimate is a step function; its value at a day is that of the last step before it.
+    steps = np.searchsorted(baseline.index.to_numpy(), days, side="right") - 1
+    values = np.where(steps >= 0, baseline.to_numpy()[np.clip(steps, 0, None)], 0.0)
+    half = len(days) // 2
+    tail = (values[-1] - values[half]) / max(days[-1] - days[half], 1.0)
+    return days, values, float(tail)
+
+
+def churn_fit(spells: pd.DataFrame, *, reference_level: str | None = None,
+              planted_coefficients: Mapping[str, float] | None = None,
+              horizon_days: float = DEFAULT_HORIZON_DAYS,
+              band_thresholds: tuple[float, float] = CHURN_BAND_THRESHOLDS) -> ChurnFit:
+    """Fit the Cox model on spells with duration_days, cancelled, the covariates and acquisition_channel.
+
+    Reports hazard ratios with 95% intervals, the concordance, the proportional-hazards
+    test (scaled Schoenfeld residuals against the rank of time), Kaplan-Meier curves by
+    channel and, with ``planted_coefficients``, the z-score of every planted coefficient.
+    """
+    spells = spells[spells["duration_days"] > 0]
+    require(int(spells["cancelled"].sum()) >= MINIMUM_CANCELLATIONS,
+            f"churn needs at least {MINIMUM_CANCELLATIONS} cancelled memberships, got {int(spells['cancelled'].sum())}")
+    channels = spells[CHANNEL].fillna(UNKNOWN_LEVEL)
+    levels, reference = category_levels(channels, stated_reference=reference_level)
+    table = pd.concat([
+        spells[["duration_days", "cancelled", *NUMERIC_COVARIATES]].astype(float),
+        channel_dummies(channels, levels, reference),
+    ], axis=1).reset_index(drop=True)
+    # Constant columns (no activity joins at all, say) have no estimate; leave them out.
+    constant = [name for name in table.columns[2:] if table[name].nunique() < 2]
+    table = table.drop(columns=constant)
+    fitter = CoxPHFitter().fit(table, duration_col="duration_days", event_col="cancelled")
+    summary = fitter.summary
+    ph_test = proportional_hazard_test(fitter, table, time_transform="rank").summary
+    days, cumulative_hazard, tail = _baseline_on_grid(fitter)
+    scorer = ChurnScorer(
+        coefficients=fitter.params_.to_dict(), covariate_means=table[list(fitter.params_.index)].mean().to_dict(),
+        channel_levels=levels, channel_reference=reference, baseline_days=days,
+        baseline_cumulative_hazard=cumulative_hazard, tail_hazard_per_day=tail, list_prices={},
+        horizon_days=horizon_days, band_thresholds=band_thresholds,
+    )
+    metrics: dict[str, Any] = {
+        "spells": len(table),
+        "cancelled": int(table["cancelled"].sum()),
+        "concordance": fitter.concordance_index_,
+        "log_likelihood": fitter.log_likelihood_,
+        "hazard_ratios": {
+            name: {
+                "coefficient": summary.loc[name, "coef"], "se": summary.loc[name, "se(coef)"],
+                "hazard_ratio": summary.loc[name, "exp(coef)"],
+                "ci95": [summary.loc[name, "exp(coef) lower 95%"], summary.loc[name, "exp(coef) upper 95%"]],
+                "p_value": summary.loc[name, "p"],
+            }
+            for name in summary.index
+        },
+        "proportional_hazards_test": {
+            "method": "scaled Schoenfeld residuals vs rank of time (lifelines proportional_hazard_test)",
+            "covariates": {
+                name: {"test_statistic": ph_test.loc[name, "test_statistic"], "p_value": ph_test.loc[name, "p"]}
+                for name in ph_test.index
+            },
+            "violations_at_1_percent": [name for name in ph_test.index if ph_test.loc[name, "p"] < 0.01],
+        },
+        "kaplan_meier": {"by_acquisition_channel": _kaplan_meier(table["duration_days"], table["cancelled"],
+                                                                 channels.reset_index(drop=True))},
+    }
+    if planted_coefficients:
+        metrics["truth"] = truth_comparison(summary["coef"].to_dict(), summary["se(coef)"].to_dict(),
+                                            planted_coefficients)
+    params = {
+        "covariates": list(fitter.params_.index),
+        "dropped_constant_covariates": constant,
+        "channel_levels": levels,
+        "reference_levels": {CHANNEL: reference},
+        "coefficients": fitter.params_.to_dict(),
+        "activity_lookback_days": ACTIVITY_LOOKBACK_DAYS,
+        "horizon_days": horizon_days,
+        "band_thresholds": {"low_below": band_thresholds[0], "medium_below": band_thresholds[1]},
+        "model": "Cox proportional hazards (lifelines CoxPHFitter, Efron ties), time in days",
+    }
+    return ChurnFit(scorer=scorer, params=params, metrics=metrics, n_train=len(table))
+
+
+def _data_end(observation_end: datetime | None, truth: Mapping[str, Any] | None) -> datetime:
+    """Return when the observation stops: as asked, else the demo world's end, else the last event (not after now)."""
+    if observation_end is not None:
+        return as_utc(observation_end)
+    if truth is not None:
+        return truth_time(truth["world"]["end"])
+    _, last_event = event_time_bounds()
+    require(last_event is not None, "churn needs membership events; none are loaded")
+    # Just after the last event, so that it counts.
+    return min(last_event + timedelta(microseconds=1), timezone.now())
+
+
+def _segment_labels() -> pd.Series:
+    """Return each user's current segment name, where the segments model has scored users."""
+    frame = fetch_frame("SELECT user_id, label FROM analytics_userscore WHERE model = 'segments' AND label <> ''")
+    return frame.set_index("user_id")["label"]
+
+
+def train_churn(*, observation_end: datetime | None = None, activate: bool = True,
+                horizon_days: float = DEFAULT_HORIZON_DAYS,
+                band_thresholds: tuple[float, float] = CHURN_BAND_THRESHOLDS) -> ModelRun:
+    """Fit the churn model on every membership spell before the data end and store it as the next run."""
+    truth = demo_truth()
+    end = _data_end(observation_end, truth)
+    events = membership_events(before=end)
+    list_prices = plan_list_prices(events)
+    spells = membership_spells(events, data_end=end, list_prices=list_prices)
+    users = users_table()
+    spells = spells[spells["user_id"].isin(users.index)]
+    spells = spells.assign(**{CHANNEL: users.loc[spells["user_id"], CHANNEL].to_numpy()})
+    planted = truth["churn"] if truth else {}
+    fit = churn_fit(spells, reference_level=(planted.get("reference_levels") or {}).get(CHANNEL),
+                    planted_coefficients=planted.get("coefficients"), horizon_days=horizon_days,
+                    band_thresholds=band_thresholds)
+    fit.scorer.list_prices = list_prices
+    segments = _segment_labels()
+    if not segments.empty:
+        kept = spells[spells["duration_days"] > 0]
+        fit.metrics["kaplan_meier"]["by_segment"] = _kaplan_meier(
+            kept["duration_days"].reset_index(drop=True), kept["cancelled"].reset_index(drop=True),
+            kept["user_id"].map(segments).reset_index(drop=True))
+    params = fit.params | {"data_end": end, "list_prices": list_prices}
+    return model_run_save(
+        model=ModelRun.Model.CHURN, params=json_safe(params), metrics=json_safe(fit.metrics), n_train=fit.n_train,
+        artifact=fit.scorer, data_start=spells["started_at"].min().to_pydatetime(), data_end=end,
+        activate=activate,
+    )

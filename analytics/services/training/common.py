@@ -1,0 +1,163 @@
+"""Shared pieces of the trainers: the loaded demo world's truth, data windows, user tables, JSON-safe output.
+
+Times handed to raw SQL are converted to UTC first: SQLite compares timestamps as text, and
+an aware datetime in another zone would be written with its own offset and compare wrongly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from django.db import connection
+from django.utils import timezone
+
+from crossmkt_site.errors import ApplicationError
+
+from ...models import DemoWorld
+
+# Stands in for a missing education, occupation or channel, so that such users still count.
+UNKNOWN_LEVEL = "未知"
+SECONDS_PER_DAY = 86_400.0
+
+
+def demo_truth() -> dict[str, Any] | None:
+    """Return the planted truth of the most recently loaded demo world, or None without one."""
+    world = DemoWorld.objects.order_by("-loaded_at", "-pk").only("truth").first()
+    return world.truth if world is not None else None
+
+
+def as_utc(moment: datetime) -> datetime:
+    """Return an aware datetime in UTC (a naive one is read in TIME_ZONE, as Django does)."""
+    if timezone.is_naive(moment):
+        moment = timezone.make_aware(moment)
+    return moment.astimezone(UTC)
+
+
+def truth_time(text: str) -> datetime:
+    """Return a timestamp of the planted truth (ISO 8601) as an aware UTC datetime."""
+    return as_utc(datetime.fromisoformat(text))
+
+
+def utc_series(values: Any) -> pd.Series:
+    """Return database timestamps (text on SQLite, datetimes elsewhere) as a UTC nanosecond series."""
+    return pd.to_datetime(pd.Series(values), utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
+
+
+def fetch_frame(sql: str, params: Mapping[str, Any] | list | None = None) -> pd.DataFrame:
+    """Run one SELECT and return its rows as a frame with the query's column names."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params or {})
+        return pd.DataFrame(cursor.fetchall(), columns=[column[0] for column in cursor.description])
+
+
+def event_time_bounds() -> tuple[datetime | None, datetime | None]:
+    """Return the times of the first and the last behaviour event (None, None without events)."""
+    frame = fetch_frame("SELECT MIN(occurred_at) AS first, MAX(occurred_at) AS last FROM analytics_behaviorevent")
+    first, last = frame.iloc[0]
+    if first is None:
+        return None, None
+    bounds = utc_series([first, last])
+    return bounds.iloc[0].to_pydatetime(), bounds.iloc[1].to_pydatetime()
+
+
+def users_table() -> pd.DataFrame:
+    """Return every user who is not erased with demographics, imported counts and planted truth, by id.
+
+    ``has_events`` says whether the user has any behaviour event at all; users without
+    events are the ones the article's imported table speaks for.
+    """
+    frame = fetch_frame(
+        """
+        SELECT u.id AS user_id, u.age, NULLIF(u.education, '') AS education,
+            NULLIF(u.occupation, '') AS occupation, NULLIF(u.acquisition_channel, '') AS acquisition_channel,
+            u.signed_up_at,
+            CASE WHEN EXISTS (SELECT 1 FROM analytics_behaviorevent e WHERE e.user_id = u.id) THEN 1 ELSE 0 END
+                AS has_events,
+            CASE WHEN b.user_id IS NULL THEN 0 ELSE 1 END AS has_imported,
+            b.watching_count AS imported_watching_count, b.purchasing_count AS imported_purchasing_count,
+            b.purchased_course AS imported_purchased_course,
+            p.segment AS planted_segment, p.purchase_probability AS planted_purchase_probability
+        FROM analytics_enduser u
+        LEFT JOIN analytics_importedbehavior b ON b.user_id = u.id
+        LEFT JOIN analytics_planteduser p ON p.user_id = u.id
+        WHERE u.erased_at IS NULL
+        """
+    )
+    frame = frame.set_index("user_id")
+    frame["signed_up_at"] = utc_series(frame["signed_up_at"]).to_numpy()
+    for column in ("age", "imported_watching_count", "imported_purchasing_count", "imported_purchased_course",
+                   "planted_purchase_probability"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    for column in ("has_events", "has_imported"):
+        frame[column] = frame[column].astype(bool)
+    return frame
+
+
+def numeric_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Return the frame with these columns as floats (SQLite and PostgreSQL return counts and sums differently)."""
+    return frame.assign(**{column: pd.to_numeric(frame[column], errors="coerce").astype(float) for column in columns})
+
+
+def category_levels(values: pd.Series, *, stated_reference: str | None = None) -> tuple[list[str], str]:
+    """Return the levels of a categorical column, most frequent first, and its reference level.
+
+    The reference is the one the truth states when it occurs, so that coefficients compare
+    with the planted ones; otherwise the most frequent level, the usual choice for stable
+    contrasts. Ties are broken by the level's name, so the choice does not depend on row order.
+    """
+    counts = values.value_counts()
+    levels = sorted(counts.index, key=lambda level: (-counts[level], str(level)))
+    if not levels:
+        raise ApplicationError("no values to take levels from", code="no_data")
+    reference = stated_reference if stated_reference in counts.index else levels[0]
+    return levels, reference
+
+
+def known_levels(values: pd.Series, levels: list[str], reference: str) -> pd.Series:
+    """Return the values with missing ones as UNKNOWN_LEVEL and levels unseen in training as the reference."""
+    filled = values.astype(object).where(values.notna(), UNKNOWN_LEVEL)
+    return filled.where(filled.isin(levels), reference)
+
+
+def truth_comparison(estimates: Mapping[str, float], standard_errors: Mapping[str, float],
+                     planted: Mapping[str, float]) -> dict[str, Any]:
+    """Compare each planted coefficient with its estimate: the z-score (estimate - true) / SE."""
+    rows = {}
+    for name, true_value in planted.items():
+        estimate, error = estimates.get(name), standard_errors.get(name)
+        z = None if estimate is None or not error else (estimate - true_value) / error
+        rows[name] = {"true": true_value, "estimate": estimate, "se": error, "z": z}
+    z_scores = [abs(row["z"]) for row in rows.values() if row["z"] is not None]
+    return {
+        "coefficients": rows,
+        "max_abs_z": max(z_scores) if z_scores else None,
+        "all_within_3_se": len(z_scores) == len(rows) and max(z_scores, default=0.0) < 3.0,
+    }
+
+
+def json_safe(value: Any) -> Any:
+    """Return value with NumPy numbers as Python ones, NaN and infinities as None, times as ISO strings."""
+    if isinstance(value, Mapping):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray, pd.Index)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, (pd.Timestamp, datetime)):
+        return value.isoformat()
+    return value
+
+
+def require(condition: bool, message: str, *, code: str = "not_enough_data") -> None:
+    """Raise a clear ApplicationError when the data cannot support a fit."""
+    if not condition:
+        raise ApplicationError(message, code=code, field="model")

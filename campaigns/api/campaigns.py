@@ -1,0 +1,53 @@
+"""GET campaigns/ and campaigns/{slug}/: the campaigns the calling partner owns or takes part in."""
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from ..models import Campaign
+from ..selectors import campaign_get_visible, campaign_list_visible
+from .fields import RelatedSlugsField
+from .filters import CAMPAIGN_FILTER_PARAMETERS, CampaignFilter, filter_queryset
+from .pagination import PAGE_PARAMETERS, paginated_response, paginated_schema
+from .schema import error_responses
+
+
+class CampaignSerializer(serializers.Serializer):
+    slug = serializers.SlugField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    kind = serializers.ChoiceField(choices=Campaign.Kind.choices)
+    status = serializers.ChoiceField(choices=Campaign.Status.choices)
+    owner = serializers.CharField(source="owner.slug", allow_null=True)
+    partners = RelatedSlugsField(attribute="slug", help_text="Slugs of the participating partners.")
+    deal = serializers.CharField(source="deal.slug", allow_null=True)
+    starts_at = serializers.DateTimeField()
+    ends_at = serializers.DateTimeField()
+    timezone = serializers.CharField(help_text="The window is read in this zone.")
+    per_user_limit = serializers.IntegerField()
+    offer_valid_days = serializers.IntegerField()
+
+
+class CampaignListApi(APIView):
+    """List the campaigns the calling partner owns or takes part in."""
+
+    @extend_schema(
+        operation_id="campaigns_list",
+        summary="Campaigns this partner owns or takes part in",
+        tags=["campaigns"],
+        parameters=[*CAMPAIGN_FILTER_PARAMETERS, *PAGE_PARAMETERS],
+        responses={200: paginated_schema(CampaignSerializer, "PaginatedCampaignList"), **error_responses(400, 404)},
+    )
+    def get(self, request):
+        campaigns = filter_queryset(CampaignFilter, request=request, queryset=campaign_list_visible(partner=request.user))
+        return paginated_response(queryset=campaigns, serializer_class=CampaignSerializer, request=request, view=self)
+
+
+class CampaignDetailApi(APIView):
+    """Show one of the calling partner's campaigns."""
+
+    @extend_schema(operation_id="campaign_retrieve", summary="One campaign", tags=["campaigns"],
+                   responses={200: CampaignSerializer, **error_responses(404)})
+    def get(self, request, slug: str):
+        return Response(CampaignSerializer(campaign_get_visible(partner=request.user, slug=slug)).data)

@@ -1,0 +1,41 @@
+"""Serializer fields the API's serializers share."""
+
+import re
+from decimal import Decimal
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+
+class RelatedSlugsField(serializers.ListField):
+    """Show a many-to-many relation as a list of one text attribute of the related rows (prefetch it)."""
+
+    def __init__(self, *, attribute: str, **kwargs):
+        self.attribute = attribute
+        super().__init__(child=serializers.CharField(), read_only=True, **kwargs)
+
+    def to_representation(self, manager):
+        return [getattr(row, self.attribute) for row in manager.all()]
+
+
+MONEY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
+
+
+@extend_schema_field({
+    "type": "string", "pattern": MONEY_PATTERN, "example": "199.00",
+    "description": "CNY as a decimal string with at most two decimals, not negative.",
+})
+class MoneyInputField(serializers.Field):
+    """Read an amount of CNY sent as a decimal string ("199.00"); numbers are refused, so no float ever carries money."""
+
+    default_error_messages = {
+        "invalid": 'send an amount in CNY as a string with at most two decimals and no sign, e.g. "199.00"',
+    }
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str) or not re.fullmatch(MONEY_PATTERN, data):
+            self.fail("invalid")
+        return Decimal(data)
+
+    def to_representation(self, value):
+        return str(value)

@@ -1,0 +1,124 @@
+"""A user as a partner sees them: open offers, recommendations, and erasure. Pseudonymous ids only."""
+
+from drf_spectacular.utils import OpenApiExample, extend_schema
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from analytics.selectors import enduser_get_visible, user_recommendations
+from analytics.services.erasure import user_erase
+
+from ..models import Offer, Rule
+from ..selectors import offer_list_open_for_user
+from .schema import error_responses
+
+MAX_RECOMMENDATIONS = 50
+
+
+class OpenOfferSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    kind = serializers.ChoiceField(choices=Rule.OfferKind.choices)
+    status = serializers.ChoiceField(choices=[(status.value, status.label) for status in Offer.OPEN_STATUSES])
+    campaign = serializers.CharField(source="campaign.slug")
+    honoured_by = serializers.CharField(source="partner.slug", allow_null=True,
+                                        help_text="The partner that honours the offer (a video platform for a trial).")
+    deal = serializers.CharField(source="deal.slug", allow_null=True)
+    amount_off = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True, help_text="CNY.")
+    percent_off = serializers.DecimalField(max_digits=5, decimal_places=2, allow_null=True)
+    min_spend = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="CNY.")
+    days = serializers.IntegerField(allow_null=True, help_text="Length of a trial or membership.")
+    issued_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+
+
+class RecommendationSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=[("course", "course"), ("film", "film")])
+    partner = serializers.CharField(help_text="Slug of the partner whose catalog the item is in.")
+    item_id = serializers.CharField(help_text="Course SKU or film id.")
+    title = serializers.CharField()
+    category = serializers.CharField()
+    score = serializers.FloatField(min_value=0, max_value=1, help_text="The user's share of interest in the category.")
+
+
+class UserOffersApi(APIView):
+    """List a user's open offers that the calling partner honours or whose campaign it runs or joins."""
+
+    class OutputSerializer(serializers.Serializer):
+        user_id = serializers.CharField()
+        offers = OpenOfferSerializer(many=True)
+
+    @extend_schema(
+        operation_id="user_offers_list",
+        summary="A user's open offers",
+        description="Offers that can still be redeemed, soonest to expire first. Users this partner may not see "
+                    "(another partner's, without data-sharing consent) are a 404, like unknown ones.",
+        tags=["users"],
+        responses={200: OutputSerializer, **error_responses(404)},
+        examples=[OpenApiExample("One coupon", response_only=True, value={"user_id": "u0001", "offers": [{
+            "code": "7K3M9QX2HV4TBN8C", "kind": "coupon", "status": "issued", "campaign": "economics-in-movies",
+            "honoured_by": None, "deal": None, "amount_off": "20.00", "percent_off": None, "min_spend": "0.00",
+            "days": None, "issued_at": "2026-03-01T09:00:00+08:00", "expires_at": "2026-03-15T09:00:00+08:00",
+        }]})],
+    )
+    def get(self, request, user_id: str):
+        user = enduser_get_visible(partner=request.user, external_id=user_id)
+        offers = offer_list_open_for_user(partner=request.user, user=user)
+        return Response(self.OutputSerializer({"user_id": user.external_id, "offers": offers}).data)
+
+
+class UserRecommendationsApi(APIView):
+    """Recommend courses and films for a user from their interest in categories."""
+
+    class QuerySerializer(serializers.Serializer):
+        limit = serializers.IntegerField(min_value=1, max_value=MAX_RECOMMENDATIONS, default=10)
+
+    class OutputSerializer(serializers.Serializer):
+        user_id = serializers.CharField()
+        recommendations = RecommendationSerializer(many=True)
+
+    @extend_schema(
+        operation_id="user_recommendations_list",
+        summary="Courses and films to recommend to a user",
+        description=(
+            "Ranked by the user's interest in each category, counted from their course and film events "
+            "(a purchase counts three times a view or a watch); without data-sharing consent only this partner's "
+            "own events count. Candidates are this partner's active courses and licensed films and those its "
+            "running campaigns promote, minus what the user already bought or watched. A user without such "
+            "events gets an empty list."
+        ),
+        tags=["users"],
+        parameters=[QuerySerializer],
+        responses={200: OutputSerializer, **error_responses(400, 404)},
+    )
+    def get(self, request, user_id: str):
+        query = self.QuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        user = enduser_get_visible(partner=request.user, external_id=user_id)
+        recommendations = user_recommendations(user=user, partner=request.user, limit=query.validated_data["limit"])
+        return Response(self.OutputSerializer({"user_id": user.external_id, "recommendations": recommendations}).data)
+
+
+class UserEraseApi(APIView):
+    """Erase a user's personal data at the request of their home partner."""
+
+    class OutputSerializer(serializers.Serializer):
+        user_id = serializers.CharField(source="pseudonymous_id")
+        erased_at = serializers.DateTimeField()
+        events_deleted = serializers.IntegerField()
+        offers_revoked = serializers.IntegerField()
+
+    @extend_schema(
+        operation_id="user_erase",
+        summary="Erase a user's personal data",
+        description=(
+            "Only the user's home partner may erase them; for anyone else the user is a 404. Personal fields are "
+            "cleared, consents switched off, the user's events, features and scores deleted and open offers revoked; "
+            "offers, redemptions, conversions and campaign arms stay, no longer linked to this id, so settlements "
+            "and reports still add up. The erasure is logged with the key that asked for it."
+        ),
+        tags=["users"],
+        responses={200: OutputSerializer, **error_responses(404)},
+    )
+    def delete(self, request, user_id: str):
+        entry = user_erase(partner=request.user, external_id=user_id, api_key_prefix=request.auth.prefix)
+        return Response(self.OutputSerializer(entry).data)

@@ -1,0 +1,130 @@
+"""POST events/: a partner's batch is stored once, bad items are named by index, bad bodies get a clear 4xx."""
+
+import json
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from analytics.models import BehaviorEvent, EndUser
+from analytics.services.partner_events import MAX_EVENTS_PER_REQUEST
+from campaigns.api.events import EVENTS_MAX_BODY_BYTES
+
+from .conftest import error_fields
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/events/"
+
+
+def event(n: int, **fields) -> dict:
+    item = {
+        "event_id": f"e{n:05d}", "user_id": f"u{n % 1000:04d}", "kind": "film_watch", "item_id": "F00042",
+        "amount": "0", "occurred_at": "2026-03-01T20:00:00+08:00",
+    }
+    item.update(fields)
+    return item
+
+
+def post(client, body):
+    return client.post(URL, body, format="json")
+
+
+def test_a_full_batch_is_accepted_and_sending_it_again_adds_nothing(ours):
+    # given a batch of the largest size the endpoint takes
+    batch = {"events": [event(n) for n in range(MAX_EVENTS_PER_REQUEST)]}
+
+    # when it is sent
+    first = post(ours.client, batch)
+
+    # then every event is stored, as the calling partner's, with the users first seen in it
+    assert first.status_code == 200, first.content
+    assert first.json() == {"accepted": MAX_EVENTS_PER_REQUEST, "duplicates": 0, "rejected": []}
+    assert BehaviorEvent.objects.filter(partner=ours.partner).count() == MAX_EVENTS_PER_REQUEST
+    assert EndUser.objects.filter(home_partner=ours.partner, external_id__startswith="u").count() == 1000
+
+    # when the same batch is sent again (a retry after a timeout)
+    again = post(ours.client, batch)
+
+    # then nothing is added and every event is counted as a duplicate
+    assert again.json() == {"accepted": 0, "duplicates": MAX_EVENTS_PER_REQUEST, "rejected": []}
+    assert BehaviorEvent.objects.filter(partner=ours.partner).count() == MAX_EVENTS_PER_REQUEST
+
+
+def test_a_batch_with_bad_items_reports_exactly_those_indexes_and_stores_the_rest(ours):
+    # given a batch of 20 where some items are wrong in different ways
+    bad = {
+        2: event(2, event_id=""),
+        5: event(5, amount="-5.00"),
+        7: event(7, kind="teleport"),
+        9: event(9, occurred_at="yesterday"),
+        11: event(11, amount=19.9),
+        13: "not an event",
+        15: event(15, user_id=12345),
+        17: event(17, occurred_at=(timezone.now() + timedelta(days=30)).isoformat()),
+        19: event(19, item_id="x" * 65),
+    }
+    items = [bad.get(n, event(n)) for n in range(20)]
+
+    # when it is sent
+    response = post(ours.client, {"events": items})
+
+    # then exactly the bad indexes are reported, each with its field, and the good items are stored
+    assert response.status_code == 200
+    body = response.json()
+    assert [(item["index"], item["field"]) for item in body["rejected"]] == [
+        (2, "event_id"), (5, "amount"), (7, "kind"), (9, "occurred_at"), (11, "amount"), (13, None), (15, "user_id"),
+        (17, "occurred_at"), (19, "item_id"),
+    ]
+    assert all(item["message"] for item in body["rejected"])
+    assert body["accepted"] == 20 - len(bad) and body["duplicates"] == 0
+    stored = set(BehaviorEvent.objects.values_list("event_id", flat=True))
+    assert stored == {f"e{n:05d}" for n in range(20) if n not in bad}
+
+
+def test_amounts_are_stored_exactly_and_naive_times_read_in_shanghai(ours):
+    post(ours.client, {"events": [event(1, kind="course_purchase", amount="199.90", occurred_at="2026-03-02 10:00:00")]})
+    stored = BehaviorEvent.objects.get(event_id="e00001")
+    assert stored.amount == Decimal("199.90")
+    assert stored.occurred_at.isoformat() == "2026-03-02T02:00:00+00:00"
+
+
+def test_text_the_database_cannot_store_is_rejected_per_item_not_a_500(ours):
+    # a NUL character and a lone surrogate, both valid JSON escapes
+    body = json.dumps({"events": [event(0, user_id="a\x00b"), event(1, kind="\ud800")]})
+    response = ours.client.generic("POST", URL, body, content_type="application/json")
+    assert response.status_code == 200
+    assert [(item["index"], item["field"]) for item in response.json()["rejected"]] == [(0, "user_id"), (1, "kind")]
+
+
+def test_a_batch_larger_than_the_limit_is_413_and_stores_nothing(ours):
+    response = post(ours.client, {"events": [event(n) for n in range(MAX_EVENTS_PER_REQUEST + 1)]})
+    assert response.status_code == 413
+    assert error_fields(response) == [("events", "too_many_events")]
+    assert str(MAX_EVENTS_PER_REQUEST) in response.json()["errors"][0]["message"]
+    assert not BehaviorEvent.objects.exists()
+
+
+def test_a_body_larger_than_the_limit_is_413_before_it_is_parsed(ours):
+    body = json.dumps({"events": [event(0, item_id="x" * (EVENTS_MAX_BODY_BYTES + 1))]})
+    response = ours.client.generic("POST", URL, body, content_type="application/json")
+    assert response.status_code == 413
+    assert error_fields(response) == [(None, "too_large")]
+
+
+@pytest.mark.parametrize("body, content_type, status, fields", [
+    ("{not json", "application/json", 400, [(None, "parse_error")]),
+    ("", "application/json", 400, [("events", "required")]),
+    ('{"events": NaN}', "application/json", 400, [(None, "parse_error")]),
+    ("[" * 100_000, "application/json", 400, [(None, "parse_error")]),
+    ('[{"event_id": "e1"}]', "application/json", 400, [(None, "invalid")]),
+    ('{"events": {"event_id": "e1"}}', "application/json", 400, [("events", "not_a_list")]),
+    ('{"events": []}', "application/json", 400, [("events", "min_length")]),
+    ("event_id,user_id\ne1,u1", "text/csv", 415, [(None, "unsupported_media_type")]),
+], ids=["broken json", "empty body", "NaN", "deep nesting", "bare array", "events not an array", "empty batch", "csv"])
+def test_a_body_that_is_not_a_batch_is_a_clear_4xx(ours, body, content_type, status, fields):
+    response = ours.client.generic("POST", URL, body, content_type=content_type)
+    assert response.status_code == status, response.content
+    assert error_fields(response) == fields
+    assert not BehaviorEvent.objects.exists()
