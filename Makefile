@@ -28,7 +28,7 @@ run: demo
 	$(PY) manage.py runserver $(HOST)
 
 test: $(DEV)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 worker: $(RUNTIME)
 	$(VENV)/bin/celery -A crossmkt_site worker --loglevel=INFO
