@@ -290,3 +290,23 @@ class PlantedUser(models.Model):
     class Meta:
         verbose_name = _("planted user truth")
         verbose_name_plural = _("planted user truth")
+
+
+class ExperimentOutcome(models.Model):
+    """One user's outcome in an experiment run elsewhere (``import_outcomes``), reported like our own campaigns."""
+
+    campaign = models.ForeignKey("campaigns.Campaign", on_delete=models.CASCADE, related_name="imported_outcomes",
+                                 verbose_name=_("campaign"))
+    user_ref = models.CharField(_("user id"), max_length=64)
+    arm = models.CharField(_("arm"), max_length=64, help_text=_("'holdout' is the control; any other name is a treated arm."))
+    converted = models.BooleanField(_("converted"))
+    revenue = MoneyField(_("revenue (CNY)"), default=0)
+    imported_at = models.DateTimeField(_("imported at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("imported experiment outcome")
+        verbose_name_plural = _("imported experiment outcomes")
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "user_ref"], name="one_outcome_per_campaign_user"),
+            models.CheckConstraint(condition=Q(revenue__gte=0), name="outcome_revenue_not_negative"),
+        ]

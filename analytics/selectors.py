@@ -8,6 +8,7 @@ any of those fields for a range of users with one SQL query, deriving ages such 
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
+from datetime import timezone as dt_timezone
 
 import numpy as np
 import pandas as pd
@@ -135,6 +136,8 @@ def user_frame(fields, *, as_of: datetime, id_range: tuple[int, int] | None = No
                user_ids=None) -> pd.DataFrame:
     """Load the named fields for users (optionally an id range or list), indexed by user id."""
     names = list(dict.fromkeys(fields))
+    # In UTC: SQLite compares times as text, so a time with another offset would be compared wrongly.
+    as_of = as_of.astimezone(dt_timezone.utc)
     sql_names = _sql_fields(names)
     selects = ", ".join(f"{USER_FIELDS[name].sql} AS {name}" for name in sql_names)
     aliases = {alias for alias in _JOINS for name in sql_names if f"{alias}." in USER_FIELDS[name].sql}

@@ -5,6 +5,7 @@ observation end (``as_of``), so a model is trained on exactly what it will score
 """
 
 from datetime import datetime
+from datetime import timezone as dt_timezone
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -92,6 +93,8 @@ def features_build(*, full: bool = False) -> int:
 
 def features_frame_as_of(*, as_of: datetime) -> pd.DataFrame:
     """Return every user's event features computed from events before ``as_of`` (for training)."""
+    # In UTC: SQLite compares times as text, so a time with another offset would be compared wrongly.
+    as_of = as_of.astimezone(dt_timezone.utc)
     with connection.cursor() as cursor:
         cursor.execute(features_sql(as_of_param=True), {"zone": settings.TIME_ZONE, "as_of": as_of})
         names = [column[0] for column in cursor.description]

@@ -32,8 +32,19 @@ METHODS = (
 )
 
 
+def _imported_outcome_frame(campaign: Campaign) -> pd.DataFrame:
+    """Return the outcomes of an experiment run elsewhere, in the frame shape of our own campaigns."""
+    from ..models import ExperimentOutcome
+
+    rows = list(ExperimentOutcome.objects.filter(campaign=campaign).values_list("user_ref", "arm", "converted", "revenue"))
+    frame = pd.DataFrame(rows, columns=["user_id", "arm", "converted", "revenue"])
+    return frame.assign(rule="", churned=False, duration_days=float("nan"))
+
+
 def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -> pd.DataFrame:
     """Return one row per assigned user: arm, rule, converted, revenue, and retention time and churn."""
+    if campaign.kind == Campaign.Kind.EXTERNAL:
+        return _imported_outcome_frame(campaign)
     now = now or timezone.now()
     skus = list(campaign.promoted_courses.values_list("sku", flat=True))
     promoted = f"AND p.item_id IN ({', '.join(['%(sku' + str(i) + ')s' for i in range(len(skus))])})" if skus else ""
@@ -97,9 +108,11 @@ def _funnel(campaign: Campaign, frame: pd.DataFrame) -> dict[str, int]:
 
 
 def _arm_data(group: pd.DataFrame, cost: Decimal = ZERO) -> ArmData:
+    followed = group["duration_days"].notna().all() and len(group)
     return ArmData(
         users=len(group), conversions=int(group["converted"].sum()), revenue=list(group["revenue"]), cost=cost,
-        retention_durations=list(group["duration_days"]), retention_churned=list(group["churned"]),
+        retention_durations=list(group["duration_days"]) if followed else None,
+        retention_churned=list(group["churned"]) if followed else None,
     )
 
 

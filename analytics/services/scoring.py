@@ -76,9 +76,12 @@ def score_chunk(*, model: str, id_range: tuple[int, int], as_of: datetime | None
     run = model_run_active(model=model)
     scorer: Scorer = model_run_artifact(run)
     frame = user_frame(scorer.fields, as_of=as_of, id_range=id_range)
-    if len(frame) == 0:  # not frame.empty: a scorer may read no columns and still score every row
-        return 0
-    return scores_write(run=run, scores=scorer.score(frame, as_of=as_of), scored_at=as_of)
+    written = 0
+    if len(frame):  # not frame.empty: a scorer may read no columns and still score every row
+        written = scores_write(run=run, scores=scorer.score(frame, as_of=as_of), scored_at=as_of)
+    # A user the model no longer scores (a member who cancelled, say) must not keep a stale score.
+    UserScore.objects.filter(model=model, user_id__gte=id_range[0], user_id__lt=id_range[1]).exclude(scored_at=as_of).delete()
+    return written
 
 
 def score_all(*, models=SCORED_MODELS, wait: bool = True, on_chunk=None, chunk_users: int = SCORE_CHUNK_USERS) -> dict:

@@ -1,9 +1,12 @@
 """GET campaigns/ and campaigns/{slug}/: the campaigns the calling partner owns or takes part in."""
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from analytics.services.reports import campaign_report
 
 from ..models import Campaign
 from ..selectors import campaign_get_visible, campaign_list_visible
@@ -51,3 +54,23 @@ class CampaignDetailApi(APIView):
                    responses={200: CampaignSerializer, **error_responses(404)})
     def get(self, request, slug: str):
         return Response(CampaignSerializer(campaign_get_visible(partner=request.user, slug=slug)).data)
+
+
+class CampaignReportApi(APIView):
+    """Report what one of the calling partner's campaigns caused: funnel, uplift with intervals, cost and ROI."""
+
+    @extend_schema(
+        operation_id="campaign_report",
+        summary="A campaign's effect report",
+        description=(
+            "The same report as `manage.py campaign_report` and the admin: the funnel, each arm's users, conversions "
+            "and revenue per user, the uplift of each treated arm over the holdout with 95% intervals, cost, "
+            "incremental revenue and ROI, per-rule uplift, and warnings (such as a sample-ratio mismatch) to read "
+            "first. Aggregates only: no user appears in it."
+        ),
+        tags=["campaigns"],
+        responses={200: OpenApiTypes.OBJECT, **error_responses(404)},
+    )
+    def get(self, request, slug: str):
+        campaign = campaign_get_visible(partner=request.user, slug=slug)
+        return Response(campaign_report(campaign=campaign).to_dict())

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from .campaigns import CampaignDetailApi, CampaignListApi
+from .campaigns import CampaignDetailApi, CampaignListApi, CampaignReportApi
 from .conversions import ConversionCreateApi
 from .deals import DealDetailApi, DealListApi
 from .events import EventsIngestApi
@@ -22,4 +22,5 @@ urlpatterns = [
     path("deals/<slug:slug>/", DealDetailApi.as_view(), name="deal-detail"),
     path("campaigns/", CampaignListApi.as_view(), name="campaign-list"),
     path("campaigns/<slug:slug>/", CampaignDetailApi.as_view(), name="campaign-detail"),
+    path("campaigns/<slug:slug>/report/", CampaignReportApi.as_view(), name="campaign-report"),
 ]

@@ -44,6 +44,7 @@ ENDPOINTS: dict[str, Callable[[Side], Call]] = {
     "conversion": conversion_for,
     "deal": lambda side: Call("get", f"/api/v1/deals/{side.deal.slug}/"),
     "campaign": lambda side: Call("get", f"/api/v1/campaigns/{side.campaign.slug}/"),
+    "campaign report": lambda side: Call("get", f"/api/v1/campaigns/{side.campaign.slug}/report/"),
 }
 
 # Endpoints with no object of a partner in the request: lists and the event batch.

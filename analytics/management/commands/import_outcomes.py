@@ -1,0 +1,30 @@
+"""python manage.py import_outcomes FILE.csv --campaign SLUG: an experiment run elsewhere, reported like ours."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from crossmkt_site.errors import ApplicationError
+
+from ...services.outcomes import outcomes_import_file
+from ._reporting import report_import
+
+
+class Command(BaseCommand):
+    help = (
+        "Import per-user outcomes of an experiment run elsewhere: columns user_id,arm,converted,revenue. The arm named "
+        "'holdout' is the control; any number of other arms. A new slug creates an external campaign. "
+        "Then: python manage.py campaign_report SLUG."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("file")
+        parser.add_argument("--campaign", required=True, help="Slug of the (external) campaign to report under.")
+        parser.add_argument("--encoding")
+        parser.add_argument("--no-progress", action="store_true")
+        parser.add_argument("--show-rejected", type=int, default=50)
+
+    def handle(self, *args, file, campaign, encoding, no_progress, show_rejected, **options):
+        try:
+            result = outcomes_import_file(file, campaign_slug=campaign, encoding=encoding, progress=not no_progress)
+        except ApplicationError as error:
+            raise CommandError(error.message) from None
+        report_import(self, result, noun="outcomes", show_rejected=show_rejected)

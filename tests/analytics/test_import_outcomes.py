@@ -1,0 +1,63 @@
+"""An experiment run elsewhere is imported and reported like one of ours, with any number of arms."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+
+from analytics.models import ExperimentOutcome
+from campaigns.models import Campaign
+
+pytestmark = pytest.mark.django_db
+
+
+def write_outcomes(path, arms: dict[str, tuple[int, float]], seed=0, extra_lines=()):
+    rng = np.random.default_rng(seed)
+    lines = ["user_id,arm,converted,revenue"]
+    n = 0
+    for arm, (users, rate) in arms.items():
+        for _ in range(users):
+            converted = rng.random() < rate
+            lines.append(f"x{n},{arm},{int(converted)},{'120.00' if converted else '0'}")
+            n += 1
+    lines.extend(extra_lines)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def test_three_arm_experiment_is_reported_against_its_holdout(tmp_path):
+    # given an outside experiment with a holdout and two treated arms, plus two bad rows
+    path = write_outcomes(tmp_path / "outcomes.csv", {"holdout": (2000, 0.10), "coupon": (2000, 0.16), "ticket": (2000, 0.10)},
+                          extra_lines=["bad1,coupon,maybe,0", "bad2,coupon,1,-3"])
+
+    out = io.StringIO()
+    call_command("import_outcomes", path, "--campaign", "partner-test-q3", "--no-progress", stdout=out)
+
+    # then the good rows are in, the bad ones named, and the campaign is an external one
+    assert "6000 outcomes imported, 0 duplicates skipped, 2 rejected" in out.getvalue()
+    assert "line 6002: converted" in out.getvalue() and "line 6003: revenue" in out.getvalue()
+    assert Campaign.objects.get(slug="partner-test-q3").kind == Campaign.Kind.EXTERNAL
+    # and the report compares each treated arm with the holdout
+    report_out = io.StringIO()
+    call_command("campaign_report", "partner-test-q3", "--format", "json", stdout=report_out)
+    report = json.loads(report_out.getvalue())
+    comparisons = {c["arm"]: c["conversion"] for c in report["uplift"]["comparisons"]}
+    assert set(comparisons) == {"coupon", "ticket"}
+    assert comparisons["coupon"]["difference_lower"] > 0
+    assert comparisons["ticket"]["difference_lower"] < 0 < comparisons["ticket"]["difference_upper"]
+    # re-importing the same file changes nothing
+    again = io.StringIO()
+    call_command("import_outcomes", path, "--campaign", "partner-test-q3", "--no-progress", stdout=again)
+    assert "0 outcomes imported, 6000 duplicates skipped" in again.getvalue()
+    assert ExperimentOutcome.objects.count() == 6000
+
+
+def test_outcomes_cannot_overwrite_one_of_our_campaigns(tmp_path):
+    from tests.factories import CampaignFactory
+
+    CampaignFactory(slug="ours")
+    path = write_outcomes(tmp_path / "o.csv", {"holdout": (5, 0.1)})
+    with pytest.raises(CommandError, match="is one of ours"):
+        call_command("import_outcomes", path, "--campaign", "ours", "--no-progress")
