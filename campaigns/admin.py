@@ -9,6 +9,10 @@ from .models import (
     Bundle, Campaign, CampaignAssignment, Course, Deal, DealGrant, Film, Offer, Partner, PartnerApiKey, RedemptionEntry, Rule,
     StockItem, WebhookAttempt, WebhookDelivery,
 )
+from crossmkt_site.errors import ApplicationError
+
+from .forms import RuleForm
+from .services.campaign_run import campaign_dry_run, campaign_run
 from .services.partners import partner_api_key_create, partner_api_key_revoke
 from .services.webhooks import webhook_redeliver
 
@@ -113,10 +117,11 @@ class DealAdmin(SimpleHistoryAdmin):
 
 class RuleInline(admin.StackedInline):
     model = Rule
+    form = RuleForm
     extra = 0
     fields = [
         ("name", "priority", "exclusive"),
-        "condition",
+        "condition_text",
         ("offer_kind", "benefit_partner", "deal"),
         ("amount_off", "percent_off", "min_spend", "days", "cost"),
         "applicable_courses",
@@ -137,10 +142,40 @@ class CampaignAdmin(SimpleHistoryAdmin):
     filter_horizontal = ["partners", "promoted_films", "promoted_courses", "promoted_bundles"]
     date_hierarchy = "starts_at"
     inlines = [RuleInline]
+    actions = ["preview_campaign", "run_campaign"]
+
+    @admin.action(description=_("Preview: reach and cost per rule (issues nothing)"))
+    def preview_campaign(self, request, queryset):
+        for campaign in queryset:
+            try:
+                forecast = campaign_dry_run(campaign=campaign)
+            except ApplicationError as error:
+                self.message_user(request, f"{campaign.slug}: {error.message}", messages.ERROR)
+                continue
+            rules = "; ".join(f"{rule.rule}: {rule.treated} users, {rule.offers} offers, {rule.cost} CNY" for rule in forecast.rules)
+            self.message_user(request, _("%(campaign)s would reach %(treated)s users (%(holdout)s held out) at %(cost)s CNY — %(rules)s") % {
+                "campaign": campaign.slug, "treated": forecast.eligible - forecast.holdout, "holdout": forecast.holdout,
+                "cost": forecast.cost, "rules": rules,
+            }, messages.INFO)
+
+    @admin.action(description=_("Run: issue offers on the workers"))
+    def run_campaign(self, request, queryset):
+        for campaign in queryset:
+            try:
+                result = campaign_run(campaign=campaign, wait=False)
+            except ApplicationError as error:
+                self.message_user(request, f"{campaign.slug}: {error.message}", messages.ERROR)
+                continue
+            if "group_id" in result:
+                message = _("%(campaign)s: %(chunks)s chunks queued for the workers") % {"campaign": campaign.slug, "chunks": result["chunks"]}
+            else:
+                message = _("%(campaign)s: nothing to issue") % {"campaign": campaign.slug}
+            self.message_user(request, message, messages.SUCCESS)
 
 
 @admin.register(Rule)
 class RuleAdmin(SimpleHistoryAdmin):
+    form = RuleForm
     list_display = ["name", "campaign", "priority", "exclusive", "offer_kind", "amount_off", "percent_off", "cost"]
     list_filter = ["offer_kind", "exclusive", "campaign"]
     search_fields = ["name", "campaign__slug"]

@@ -102,3 +102,34 @@ def test_login_is_locked_after_repeated_failures(client, manager):
     response = client.post(login, {"username": "manager", "password": "a-long-password-1"})
     assert response.status_code == 429
     assert "_auth_user_id" not in client.session
+
+
+def test_a_rule_with_a_bad_condition_is_refused_with_a_pointer(manager_client):
+    campaign = CampaignFactory()
+    data = {"campaign": campaign.pk, "name": "heavy", "priority": 100, "exclusive": "on", "offer_kind": "coupon",
+            "amount_off": "20.00", "min_spend": "0", "cost": "20.00", "condition_text": "watchng_count > 10"}
+    response = manager_client.post(reverse("admin:campaigns_rule_add"), data)
+    page = response.content.decode()
+    assert response.status_code == 200  # the form comes back
+    assert "watchng_count" in page and "watching_count" in page  # names the bad part and suggests the right one
+    data["condition_text"] = "watching_count > 10 and purchasing_count > 5"
+    response = manager_client.post(reverse("admin:campaigns_rule_add"), data)
+    assert response.status_code == 302
+    rule = campaign.rules.get()
+    assert rule.condition == {"all": [{"field": "watching_count", "op": ">", "value": 10},
+                                      {"field": "purchasing_count", "op": ">", "value": 5}]}
+
+
+def test_preview_action_reports_reach_and_cost_without_issuing(manager_client):
+    from analytics.models import ImportedBehavior
+    from campaigns.models import Offer
+    from tests.factories import EndUserFactory
+
+    rule = RuleFactory(condition={"field": "watching_count", "op": ">", "value": 10}, cost="20.00")
+    for watching in (15, 3):
+        ImportedBehavior.objects.create(user=EndUserFactory(), watching_count=watching, purchasing_count=0)
+    response = manager_client.post(reverse("admin:campaigns_campaign_changelist"),
+                                   {"action": "preview_campaign", "_selected_action": [rule.campaign.pk]}, follow=True)
+    text = response.content.decode()
+    assert rule.campaign.slug in text and "CNY" in text
+    assert not Offer.objects.exists()
