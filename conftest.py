@@ -74,9 +74,22 @@ def _mark_requirements(request):
         request.getfixturevalue("require_postgres")
 
 
+@pytest.fixture
+def celery_worker_process(_celery_worker_session):
+    """Send this test's tasks to the real worker (not eagerly); other tests keep running tasks in process."""
+    from crossmkt_site.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = False
+    try:
+        yield _celery_worker_session
+    finally:
+        app.conf.task_always_eager = previous
+
+
 @pytest.fixture(scope="session")
-def celery_worker_process(django_db_setup, django_db_blocker):
-    """Start a real Celery worker (four pool processes) on the test database; yield it with its queue."""
+def _celery_worker_session(django_db_setup, django_db_blocker):
+    """Start a real Celery worker (four pool processes) on the test database, once per test process."""
     from django.db import connection
 
     broker = _broker_url()
@@ -105,8 +118,6 @@ def celery_worker_process(django_db_setup, django_db_blocker):
     )
     from crossmkt_site.celery import app
 
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = False
     try:
         deadline = time.monotonic() + 60
         while not app.control.inspect(destination=[f"{queue}@{os.uname().nodename}"], timeout=1).ping():
@@ -114,7 +125,6 @@ def celery_worker_process(django_db_setup, django_db_blocker):
                 pytest.fail(f"the Celery worker did not start; see {log_path}")
         yield WorkerProcess(worker, queue)
     finally:
-        app.conf.task_always_eager = previous
         worker.terminate()
         try:
             worker.wait(timeout=30)

@@ -49,7 +49,8 @@ def scores_write(*, run: ModelRun, scores: pd.DataFrame, scored_at: datetime) ->
     if scores.empty:
         return 0
     n = len(scores)
-    score = scores["score"].astype(float).where(scores["score"].notna(), None) if "score" in scores else [None] * n
+    # NaN must become NULL: PostgreSQL stores NaN as a number larger than any other.
+    score = [None if pd.isna(v) else float(v) for v in scores["score"]] if "score" in scores else [None] * n
     value = _money(scores["value"]) if "value" in scores else [None] * n
     label = scores["label"].fillna("").astype(str) if "label" in scores else [""] * n
     rows = zip(scores.index.astype("int64"), [run.model] * n, [run.pk] * n, score, value, label, [scored_at] * n)
