@@ -1,6 +1,12 @@
 """Admin views of users, behaviour, model runs and scores; analytics rows are read-only here."""
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
 
 from campaigns.admin import ReadOnlyAdminMixin
 
@@ -28,13 +34,6 @@ class BehaviorEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ["partner", "user"]
     date_hierarchy = "occurred_at"
     show_full_result_count = False
-
-
-@admin.register(ModelRun)
-class ModelRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["model", "version", "is_active", "n_train", "data_end", "created_at"]
-    list_filter = ["model", "is_active"]
-    exclude = ["artifact"]
 
 
 @admin.register(UserScore)
@@ -65,30 +64,28 @@ class ErasureLogEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     date_hierarchy = "erased_at"
 
 
-# The association analysis (关联分析) of the active recommendations run, as a sortable page under model runs.
-from django.core.exceptions import PermissionDenied  # noqa: E402
-from django.template import engines  # noqa: E402
-from django.template.response import TemplateResponse  # noqa: E402
-from django.urls import path, reverse  # noqa: E402
-from django.utils.html import format_html  # noqa: E402
-from django.utils.translation import gettext_lazy as _  # noqa: E402
-
-ASSOCIATIONS_TEMPLATE = """{% extends "admin/base_site.html" %}{% load i18n %}
-{% block breadcrumbs %}<div class="breadcrumbs"><a href="{% url 'admin:index' %}">{% translate 'Home' %}</a>
-&rsaquo; <a href="{% url 'admin:analytics_modelrun_changelist' %}">{{ opts.verbose_name_plural|capfirst }}</a>
-&rsaquo; {{ title }}</div>{% endblock %}
-{% block content %}<div id="content-main">
-{% if run %}<p>{{ run }} · {{ n_users }} {% translate "users" %} · {% translate "pairs seen for at least" %} {{ min_pair_users }} {% translate "users" %}</p>
-<table><thead><tr>{% for label, order in headers %}<th><a href="?o={{ order }}">{{ label }}</a></th>{% endfor %}</tr></thead>
-<tbody>{% for row in rows %}<tr>{% for cell in row %}<td>{{ cell }}</td>{% endfor %}</tr>{% empty %}
-<tr><td colspan="{{ headers|length }}">{% translate "No pair is frequent enough yet." %}</td></tr>{% endfor %}</tbody></table>
-{% else %}<p>{% translate "No active recommendations run; train one with: python manage.py train --model recommendations" %}</p>{% endif %}
-</div>{% endblock %}"""
+def _flatten(data, prefix: str = "") -> dict[str, object]:
+    """Flatten nested params or metrics into dotted keys with scalar values (lists shown by their length)."""
+    flat: dict[str, object] = {}
+    for key, value in (data or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        elif isinstance(value, list):
+            flat[name] = f"[{len(value)} items]"
+        else:
+            flat[name] = round(value, 6) if isinstance(value, float) else value
+    return flat
 
 
-class ModelRunWithAssociationsAdmin(ModelRunAdmin):
-    """Show model runs, and at associations/ the course↔film pairs of the active recommendations run."""
+@admin.register(ModelRun)
+class ModelRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Model runs: versions, metrics, a side-by-side comparison, and the association pairs (关联分析)."""
 
+    list_display = ["model", "version", "is_active", "n_train", "data_end", "created_at", "association_pairs"]
+    list_filter = ["model", "is_active"]
+    exclude = ["artifact"]
+    actions = ["compare_runs"]
     association_columns = (
         ("film_title", _("film")), ("course_title", _("course")), ("users", _("users who did both")),
         ("support", _("support")), ("confidence", _("confidence (course | film)")),
@@ -96,7 +93,8 @@ class ModelRunWithAssociationsAdmin(ModelRunAdmin):
         ("relative_risk", _("vs. non-viewers")), ("in_bundle", _("already bundled")),
     )
 
-    list_display = [*ModelRunAdmin.list_display, "association_pairs"]
+    def get_queryset(self, request):
+        return super().get_queryset(request).defer("artifact")
 
     @admin.display(description=_("course and film pairs"))
     def association_pairs(self, run):
@@ -105,17 +103,40 @@ class ModelRunWithAssociationsAdmin(ModelRunAdmin):
             return ""
         return format_html('<a href="{}">{}</a>', reverse("admin:analytics_modelrun_associations"), _("browse"))
 
+    @admin.action(description=_("Compare the selected runs side by side"))
+    def compare_runs(self, request, queryset):
+        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
+        return HttpResponseRedirect(f"{reverse('admin:analytics_modelrun_compare')}?ids={ids}")
+
     def get_urls(self):
-        associations = path("associations/", self.admin_site.admin_view(self.associations_view),
-                            name="analytics_modelrun_associations")
-        return [associations, *super().get_urls()]
+        return [
+            path("associations/", self.admin_site.admin_view(self.associations_view), name="analytics_modelrun_associations"),
+            path("compare/", self.admin_site.admin_view(self.compare_view), name="analytics_modelrun_compare"),
+            *super().get_urls(),
+        ]
+
+    def _context(self, request, title) -> dict:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return {**self.admin_site.each_context(request), "opts": self.model._meta, "title": title}
+
+    def compare_view(self, request):
+        """Show the parameters and metrics of several runs in one table, one column per run."""
+        ids = [int(pk) for pk in request.GET.get("ids", "").split(",") if pk.isdigit()][:6]
+        runs = list(ModelRun.objects.filter(pk__in=ids).defer("artifact").order_by("model", "version"))
+        flat = [{**{f"params.{k}": v for k, v in _flatten(run.params).items()},
+                 **{f"metrics.{k}": v for k, v in _flatten(run.metrics).items()}} for run in runs]
+        keys = sorted({key for values in flat for key in values})
+        rows = [(key, [values.get(key, "") for values in flat],
+                 len({str(values.get(key, "")) for values in flat}) > 1) for key in keys]
+        context = {**self._context(request, _("Compare model runs")), "runs": runs, "rows": rows}
+        return TemplateResponse(request, "admin/analytics/modelrun/compare.html", context)
 
     def associations_view(self, request):
         """List the active run's pairs, sorted by the column named in ?o= (``-`` first: descending)."""
         from .services.training.recommendations import active_pairs
 
-        if not self.has_view_permission(request):
-            raise PermissionDenied
+        context = self._context(request, _("Course and film pairs"))
         names = [name for name, _label in self.association_columns]
         order = request.GET.get("o", "-lift")
         if order.lstrip("-") not in names:
@@ -123,16 +144,9 @@ class ModelRunWithAssociationsAdmin(ModelRunAdmin):
         run = ModelRun.objects.filter(model=ModelRun.Model.RECOMMENDATIONS, is_active=True).defer("artifact").first()
         associations = run.metrics.get("associations", {}) if run else {}
         pairs = active_pairs(run.metrics, order=order) if run else []
-        context = {
-            **self.admin_site.each_context(request), "opts": self.model._meta, "title": _("Course and film pairs"),
+        context |= {
             "run": run, "n_users": associations.get("n_users"), "min_pair_users": associations.get("min_pair_users"),
-            "headers": [(label, name if order == f"-{name}" else f"-{name}")
-                        for name, label in self.association_columns],
-            "rows": [[("✓" if pair[name] else "") if name == "in_bundle" else pair[name] for name in names]
-                     for pair in pairs],
+            "headers": [(label, name if order == f"-{name}" else f"-{name}") for name, label in self.association_columns],
+            "rows": [[("✓" if pair[name] else "") if name == "in_bundle" else pair[name] for name in names] for pair in pairs],
         }
-        return TemplateResponse(request, engines["django"].from_string(ASSOCIATIONS_TEMPLATE), context)
-
-
-admin.site.unregister(ModelRun)
-admin.site.register(ModelRun, ModelRunWithAssociationsAdmin)
+        return TemplateResponse(request, "admin/analytics/modelrun/associations.html", context)

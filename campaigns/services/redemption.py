@@ -57,7 +57,9 @@ def offer_redeem(*, code: str, partner: Partner, order_amount: Decimal, idempote
     if offer is None:
         raise ApplicationError("no such offer", code="not_found", field="code", status=404)
     now = timezone.now()
-    _refuse(offer, now)
+    if offer.status not in Offer.OPEN_STATUSES or offer.expires_at <= now:
+        # A concurrent request with this same key may have redeemed it a moment ago: that is its answer.
+        return _existing_or_refuse(partner, idempotency_key, offer, now)
     discount = ZERO
     if offer.kind == Rule.OfferKind.COUPON:
         if order_amount < offer.min_spend:
@@ -83,12 +85,17 @@ def offer_redeem(*, code: str, partner: Partner, order_amount: Decimal, idempote
             return entry
     except (_LostRace, IntegrityError):
         # Someone else got there first: the same key retried concurrently gets their entry.
-        existing = _existing_for_key(partner, idempotency_key, code)
-        if existing is not None:
-            return existing
         offer.refresh_from_db()
-        _refuse(offer, now)
-        raise ApplicationError("this offer could not be redeemed; try again", code="conflict", status=409) from None
+        return _existing_or_refuse(partner, idempotency_key, offer, now)
+
+
+def _existing_or_refuse(partner: Partner, idempotency_key: str, offer: Offer, now) -> RedemptionEntry:
+    """Return the entry this key already made for the offer, or raise why the offer cannot be redeemed."""
+    existing = _existing_for_key(partner, idempotency_key, offer.code)
+    if existing is not None:
+        return existing
+    _refuse(offer, now)
+    raise ApplicationError("this offer could not be redeemed; try again", code="conflict", status=409)
 
 
 class _LostRace(Exception):

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.urls import reverse
 
-from analytics.admin import ModelRunWithAssociationsAdmin
+from analytics.admin import ModelRunAdmin
 from analytics.demo.catalog import demo_catalog
 from analytics.demo.truth import planted_truth
 from analytics.demo.world import iter_world
@@ -49,6 +49,15 @@ CATALOG = demo_catalog()
 OBSERVATION_END = dt.datetime.fromisoformat(TRUTH["world"]["observation_end"])
 DATA_END = dt.datetime.fromisoformat(TRUTH["world"]["end"])
 CATEGORIES = [category.slug for category in CATALOG.categories]
+
+
+@pytest.fixture(autouse=True)
+def _english():
+    """Read the reasons in English: the admin and the API follow the user's language, Chinese by default."""
+    from django.utils import translation
+
+    with translation.override("en"):
+        yield
 
 
 def _day_start(day: dt.date) -> pd.Timestamp:
@@ -371,6 +380,6 @@ def test_the_admin_lists_the_active_runs_pairs_sorted_by_the_chosen_column(run, 
     # then
     assert response.status_code == 200
     rows = response.context["rows"]
-    users = [name for name, _label in ModelRunWithAssociationsAdmin.association_columns].index("users")
+    users = [name for name, _label in ModelRunAdmin.association_columns].index("users")
     assert rows and [row[users] for row in rows] == sorted((row[users] for row in rows), reverse=True)
     assert rows[0][0] in response.content.decode()

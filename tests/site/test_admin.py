@@ -133,3 +133,16 @@ def test_preview_action_reports_reach_and_cost_without_issuing(manager_client):
     text = response.content.decode()
     assert rule.campaign.slug in text and "CNY" in text
     assert not Offer.objects.exists()
+
+
+def test_two_model_runs_compare_side_by_side(manager_client):
+    from analytics.models import ModelRun
+
+    first = ModelRun.objects.create(model="propensity", version=1, params={"C": "inf"}, metrics={"auc": 0.84, "n": 10})
+    second = ModelRun.objects.create(model="propensity", version=2, is_active=True, params={"C": "inf"},
+                                     metrics={"auc": 0.86, "n": 10})
+    response = manager_client.post(reverse("admin:analytics_modelrun_changelist"),
+                                   {"action": "compare_runs", "_selected_action": [first.pk, second.pk]}, follow=True)
+    page = response.content.decode()
+    assert "metrics.auc" in page and "0.84" in page and "0.86" in page
+    assert "<strong>metrics.auc</strong>" in page and "<strong>metrics.n</strong>" not in page
