@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
-from django.db import transaction
 from django.utils import timezone
 from lifelines import CoxPHFitter
 
@@ -255,24 +254,6 @@ def test_training_before_any_membership_is_a_clear_error(db):
     with pytest.raises(ApplicationError, match="at least 20 cancelled memberships, got 0"):
         TRAINERS["churn"](observation_end=datetime(2001, 1, 1, tzinfo=UTC))
 
-
-
-@pytest.fixture(scope="module")
-def demo_world(django_db_setup, django_db_blocker):
-    """Load a small demo world once for the module, inside a transaction rolled back at the end."""
-    from analytics.services.demo_world import demo_world_load
-    from analytics.services.features import features_build
-
-    with django_db_blocker.unblock():
-        outer = transaction.atomic()
-        outer.__enter__()
-        try:
-            demo_world_load(n_users=DATABASE_USERS, seed=SEED)
-            features_build(full=True)
-            yield
-        finally:
-            transaction.set_rollback(True)
-            outer.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 import pytest
-from django.db import transaction
 from django.db.models.functions import TruncDate
 
 from analytics.demo.truth import planted_truth
@@ -175,22 +174,6 @@ def test_a_steady_recent_buyer_is_worth_more_than_one_who_stopped_and_a_non_buye
 
 
 # --- the service on a demo world in the database -------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def demo_world(django_db_setup, django_db_blocker):
-    """Load a small demo world once for the module, inside a transaction rolled back at the end."""
-    from analytics.services.demo_world import demo_world_load
-
-    with django_db_blocker.unblock():
-        outer = transaction.atomic()
-        outer.__enter__()
-        try:
-            demo_world_load(n_users=DATABASE_USERS, seed=SEED)
-            yield
-        finally:
-            transaction.set_rollback(True)
-            outer.__exit__(None, None, None)
 
 
 @pytest.fixture

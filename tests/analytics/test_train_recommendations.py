@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from django.db import transaction
 from django.db.models import Count
 from django.urls import reverse
 
@@ -243,22 +242,6 @@ def test_pairs_seen_too_rarely_are_left_out():
 
 
 # --- the service, serving and admin on a demo world in the database ------------------------------
-
-
-@pytest.fixture(scope="module")
-def demo_world(django_db_setup, django_db_blocker):
-    """Load a small demo world once for the module, inside a transaction rolled back at the end."""
-    from analytics.services.demo_world import demo_world_load
-
-    with django_db_blocker.unblock():
-        outer = transaction.atomic()
-        outer.__enter__()
-        try:
-            demo_world_load(n_users=DATABASE_USERS, seed=SEED)
-            yield
-        finally:
-            transaction.set_rollback(True)
-            outer.__exit__(None, None, None)
 
 
 @pytest.fixture

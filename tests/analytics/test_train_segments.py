@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
-from django.db import transaction
 from django.utils import timezone
 
 from analytics.demo.truth import planted_truth
@@ -207,24 +206,6 @@ def test_training_before_anyone_joined_is_a_clear_error(db):
     with pytest.raises(ApplicationError, match="segments need users who joined before 2001-01-01"):
         TRAINERS["segments"](observation_end=datetime(2001, 1, 1, tzinfo=UTC))
 
-
-
-@pytest.fixture(scope="module")
-def demo_world(django_db_setup, django_db_blocker):
-    """Load a small demo world once for the module, inside a transaction rolled back at the end."""
-    from analytics.services.demo_world import demo_world_load
-    from analytics.services.features import features_build
-
-    with django_db_blocker.unblock():
-        outer = transaction.atomic()
-        outer.__enter__()
-        try:
-            demo_world_load(n_users=DATABASE_USERS, seed=SEED)
-            features_build(full=True)
-            yield
-        finally:
-            transaction.set_rollback(True)
-            outer.__exit__(None, None, None)
 
 
 @pytest.fixture
