@@ -2,18 +2,22 @@
 
 from django.contrib import admin, messages
 from django.db import models
+from django.http import HttpResponse
 from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
 from .models import (
     Bundle, Campaign, CampaignAssignment, Course, Deal, DealGrant, Film, Offer, Partner, PartnerApiKey, RedemptionEntry, Rule,
-    StockItem, WebhookAttempt, WebhookDelivery,
+    SettlementLine, SettlementStatement, StockItem, WebhookAttempt, WebhookDelivery,
 )
 from crossmkt_site.errors import ApplicationError
 
 from .forms import RuleForm
 from .services.campaign_run import campaign_dry_run, campaign_run
 from .services.partners import partner_api_key_create, partner_api_key_revoke
+from .services.settlement import (
+    SettlementSheet, deal_zone, period_last_closed, render_csv, settlement_correct, settlement_issue,
+)
 from .services.webhooks import webhook_redeliver
 
 
@@ -269,3 +273,76 @@ class StockItemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ["partner", "offer"]
     date_hierarchy = "expires_at"
     show_full_result_count = False
+
+
+class SettlementLineInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = SettlementLine
+    fields = ["id", "kind", "description", "quantity", "unit_amount", "amount", "direction", "corrects", "recorded_at"]
+    readonly_fields = fields
+    ordering = ["pk"]
+    extra = 0
+
+
+@admin.register(SettlementStatement)
+class SettlementStatementAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Issued statements, read-only: corrections are booked as new lines, and statements export as CSV."""
+
+    list_display = [
+        "period_label", "deal", "status", "source_partner", "target_partner", "grants_count", "grants_amount",
+        "revenue_share_amount", "net_amount", "net_direction", "issued_at",
+    ]
+    list_filter = ["status", "deal", "source_partner", "target_partner"]
+    search_fields = ["deal__slug", "deal__name"]
+    list_select_related = ["deal", "source_partner", "target_partner"]
+    date_hierarchy = "period"
+    inlines = [SettlementLineInline]
+    actions = ["export_csv", "book_corrections"]
+
+    @admin.display(description=_("period"), ordering="period")
+    def period_label(self, statement):
+        return statement.period_label
+
+    @admin.action(description=_("Export as CSV"))
+    def export_csv(self, request, queryset):
+        statements = (queryset.select_related("deal", "source_partner", "target_partner").prefetch_related("lines")
+                      .order_by("period", "deal__slug"))
+        sheets = [SettlementSheet(statement, tuple(statement.lines.all())) for statement in statements]
+        response = HttpResponse(render_csv(sheets), content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = 'attachment; filename="settlement.csv"'
+        return response
+
+    def has_correct_permission(self, request):
+        # The statement rows stay read-only; booking a correction adds lines, granted with that permission.
+        return request.user.has_perm("campaigns.add_settlementline")
+
+    @admin.action(description=_("Book corrections for anything that changed since issue"), permissions=["correct"])
+    def book_corrections(self, request, queryset):
+        booked = sum(len(settlement_correct(statement=statement, reason=f"admin:{request.user.get_username()}"))
+                     for statement in queryset.filter(status=SettlementStatement.Status.ISSUED))
+        self.message_user(request, _("%(count)d correction lines booked.") % {"count": booked}, messages.SUCCESS)
+
+
+class DealWithSettlementAdmin(DealAdmin):
+    """The deal admin, with an action that issues the last finished month's settlement of the selected deals."""
+
+    actions = [*(DealAdmin.actions or ()), "issue_last_month_settlement"]
+
+    def has_issue_settlement_permission(self, request):
+        return request.user.has_perm("campaigns.add_settlementstatement")
+
+    @admin.action(description=_("Issue last month's settlement statement"), permissions=["issue_settlement"])
+    def issue_last_month_settlement(self, request, queryset):
+        issued = 0
+        for deal in queryset.select_related("source_partner", "target_partner"):
+            period = period_last_closed(zone=deal_zone(deal))
+            try:
+                settlement_issue(deal=deal, period=period, issued_by=f"admin:{request.user.get_username()}")
+                issued += 1
+            except ApplicationError as error:
+                self.message_user(request, f"{deal.slug}: {error.message}", messages.WARNING)
+        self.message_user(request, _("%(count)d settlement statements issued (or already issued).") % {"count": issued},
+                          messages.SUCCESS)
+
+
+admin.site.unregister(Deal)
+admin.site.register(Deal, DealWithSettlementAdmin)

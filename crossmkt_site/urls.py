@@ -5,11 +5,14 @@ from django.urls import include, path
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from campaigns.dashboard.views import dashboard_view
+
 admin.site.site_header = _("crossmkt cross-marketing")
 admin.site.site_title = _("crossmkt")
 admin.site.index_title = _("Partnerships, campaigns and analytics")
 
 urlpatterns = [
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("campaigns.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

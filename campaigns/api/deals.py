@@ -31,7 +31,8 @@ class DealSerializer(serializers.Serializer):
     max_amount = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True, help_text="CNY.")
     settlement_price = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="CNY per grant.")
     revenue_share = serializers.DecimalField(max_digits=5, decimal_places=4,
-                                             help_text="Fraction of triggered revenue owed to the target partner.")
+                                             help_text="Fraction of what granted users spend at the target partner "
+                                                       "that the target pays back to the source each month.")
     status = serializers.ChoiceField(choices=Deal.Status.choices)
     granted_count = serializers.IntegerField()
     granted_amount = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="CNY.")

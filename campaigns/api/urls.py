@@ -7,6 +7,7 @@ from .conversions import ConversionCreateApi
 from .deals import DealDetailApi, DealListApi
 from .events import EventsIngestApi
 from .offers import OfferRedeemApi
+from .settlement import SettlementApi
 from .users import UserEraseApi, UserOffersApi, UserRecommendationsApi
 
 app_name = "api"
@@ -20,6 +21,7 @@ urlpatterns = [
     path("conversions/", ConversionCreateApi.as_view(), name="conversion-create"),
     path("deals/", DealListApi.as_view(), name="deal-list"),
     path("deals/<slug:slug>/", DealDetailApi.as_view(), name="deal-detail"),
+    path("deals/<slug:slug>/settlement/", SettlementApi.as_view(), name="deal-settlement"),
     path("campaigns/", CampaignListApi.as_view(), name="campaign-list"),
     path("campaigns/<slug:slug>/", CampaignDetailApi.as_view(), name="campaign-detail"),
     path("campaigns/<slug:slug>/report/", CampaignReportApi.as_view(), name="campaign-report"),

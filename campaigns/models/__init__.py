@@ -4,6 +4,7 @@ from .deals import Deal
 from .grants import DealGrant
 from .offers import Offer, RedemptionEntry
 from .partners import Partner, PartnerApiKey
+from .settlement import Direction, SettlementLine, SettlementStatement
 from .stock import StockItem
 from .webhooks import WebhookAttempt, WebhookDelivery
 
@@ -14,12 +15,15 @@ __all__ = [
     "Course",
     "Deal",
     "DealGrant",
+    "Direction",
     "Film",
     "Offer",
     "Partner",
     "PartnerApiKey",
     "RedemptionEntry",
     "Rule",
+    "SettlementLine",
+    "SettlementStatement",
     "StockItem",
     "WebhookAttempt",
     "WebhookDelivery",

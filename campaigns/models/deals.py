@@ -58,8 +58,11 @@ class Deal(models.Model):
     max_amount = MoneyField(_("money cap (CNY)"), null=True, blank=True)
     settlement_price = MoneyField(_("settlement price per grant (CNY)"), default=0)
     revenue_share = models.DecimalField(
-        _("revenue share to target"), max_digits=5, decimal_places=4, default=0,
-        help_text=_("Fraction of triggered revenue owed to the target partner, 0 to 1."),
+        _("revenue share back to source"), max_digits=5, decimal_places=4, default=0,
+        help_text=_(
+            "Fraction, 0 to 1, of what granted users spend at the target partner from their grant on that the "
+            "target partner pays back to the source partner in each month's settlement."
+        ),
     )
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
     granted_count = models.PositiveIntegerField(_("grants so far"), default=0, editable=False)

@@ -134,6 +134,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "DealStatusEnum": "campaigns.models.Deal.Status",
         "CampaignStatusEnum": "campaigns.models.Campaign.Status",
+        "SettlementDirectionEnum": "campaigns.models.Direction",
         "OfferKindEnum": "campaigns.models.Rule.OfferKind",
         "EventKindEnum": "analytics.models.BehaviorEvent.Kind",
     },

@@ -43,6 +43,7 @@ ENDPOINTS: dict[str, Callable[[Side], Call]] = {
                                       {"HTTP_IDEMPOTENCY_KEY": "redeem-1"}),
     "conversion": conversion_for,
     "deal": lambda side: Call("get", f"/api/v1/deals/{side.deal.slug}/"),
+    "deal settlement": lambda side: Call("get", f"/api/v1/deals/{side.deal.slug}/settlement/?period=2026-11"),
     "campaign": lambda side: Call("get", f"/api/v1/campaigns/{side.campaign.slug}/"),
     "campaign report": lambda side: Call("get", f"/api/v1/campaigns/{side.campaign.slug}/report/"),
 }

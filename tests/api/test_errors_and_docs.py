@@ -57,8 +57,10 @@ def test_the_schema_describes_every_endpoint_and_the_api_key_scheme():
         ("/api/v1/conversions/", "post"),
         ("/api/v1/deals/", "get"),
         ("/api/v1/deals/{slug}/", "get"),
+        ("/api/v1/deals/{slug}/settlement/", "get"),
         ("/api/v1/campaigns/", "get"),
         ("/api/v1/campaigns/{slug}/", "get"),
+        ("/api/v1/campaigns/{slug}/report/", "get"),
     }
     for path, item in schema["paths"].items():
         for method, operation in item.items():

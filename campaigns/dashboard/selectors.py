@@ -1,0 +1,132 @@
+"""The numbers behind the admin dashboard, in a number of queries that does not grow with the data.
+
+Campaign figures come from ``campaign_report``, the one report implementation, for the
+latest few campaigns only; settlement balances come from ``settlements_get`` (issued
+statements where there are, drafts computed now elsewhere), a few queries for all deals.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.db.models import BigIntegerField, Count, F, Q, Sum
+from django.db.models.functions import Cast, Round, TruncDate
+from django.utils import timezone
+
+from analytics.services.reports import campaign_report
+from crossmkt_site.money import ZERO
+
+from ..models import Campaign, Deal, Offer, Partner
+from ..services.settlement import SettlementSheet, period_bounds, settlements_get
+
+# Each report is a handful of queries and a 2,000-resample bootstrap per treated arm: a few keep the page quick.
+LATEST_CAMPAIGNS = 4
+RATIO = Decimal("0.0001")
+
+
+@dataclass
+class CampaignFigures:
+    """One of the latest campaigns: its report (as the API returns it) and its spending by day."""
+
+    campaign: Campaign
+    report: dict
+    spending: list[tuple[date, Decimal]] = field(default_factory=list)
+
+
+@dataclass
+class PartnerBalance:
+    """What a partner is owed (positive) or owes (negative) over all its deals for the month."""
+
+    partner: Partner
+    amount: Decimal
+
+
+@dataclass
+class DashboardFigures:
+    now: datetime
+    period: date
+    active_campaigns: int
+    offers_issued: int
+    offers_redeemed: int
+    budget_spent: Decimal
+    budget_cap: Decimal
+    campaigns: list[CampaignFigures]
+    incremental_revenue: Decimal | None
+    campaign_cost: Decimal
+    roi: Decimal | None
+    balances: list[PartnerBalance]
+    statements_issued: int
+    statements_draft: int
+
+
+def _spending_by_day(campaigns: list[Campaign], zone: ZoneInfo) -> dict[int, list[tuple[date, Decimal]]]:
+    """Return per campaign the cost of offers still holding budget, summed by day of issue, in one query."""
+    rows = (
+        Offer.objects.filter(campaign__in=campaigns).exclude(status__in=[Offer.Status.EXPIRED, Offer.Status.REVOKED])
+        .annotate(day=TruncDate("issued_at", tzinfo=zone))
+        .values_list("campaign_id", "day")
+        # Summed in whole fen, so SQLite's binary floats cannot lose a fen.
+        .annotate(fen=Sum(Cast(Round(F("cost") * 100), BigIntegerField())))
+        .order_by("campaign_id", "day")
+    )
+    by_campaign: dict[int, list[tuple[date, Decimal]]] = defaultdict(list)
+    for campaign_id, day, fen in rows:
+        by_campaign[campaign_id].append((day, Decimal(int(fen or 0)) / 100))
+    return by_campaign
+
+
+def _return_of(reports: list[dict]) -> tuple[Decimal | None, Decimal, Decimal | None]:
+    """Add up incremental revenue and cost over the treated arms of the reports; ROI is of the sums."""
+    returns = [comparison["campaign_return"] for report in reports
+               for comparison in (report.get("uplift") or {}).get("comparisons", [])]
+    if not returns:
+        return None, ZERO, None
+    incremental = sum((Decimal(item["incremental_revenue"]) for item in returns), ZERO)
+    cost = sum((Decimal(item["cost"]) for item in returns), ZERO)
+    roi = ((incremental - cost) / cost).quantize(RATIO) if cost > 0 else None
+    return incremental, cost, roi
+
+
+def partner_balances(sheets: list[SettlementSheet]) -> list[PartnerBalance]:
+    """Net every sheet's balance into one amount per partner: positive is owed to it, negative owed by it."""
+    totals: dict[int, Decimal] = defaultdict(Decimal)
+    partners: dict[int, Partner] = {}
+    for sheet in sheets:
+        statement = sheet.statement
+        signed = sheet.signed_balance
+        totals[statement.target_partner_id] += signed
+        totals[statement.source_partner_id] -= signed
+        partners[statement.target_partner_id] = statement.target_partner
+        partners[statement.source_partner_id] = statement.source_partner
+    return sorted((PartnerBalance(partners[pk], amount) for pk, amount in totals.items()),
+                  key=lambda balance: (-balance.amount, balance.partner.slug))
+
+
+def dashboard_figures(*, period: date, now: datetime | None = None, latest: int = LATEST_CAMPAIGNS) -> DashboardFigures:
+    """Gather the dashboard's KPIs, the latest campaigns' reports and the month's settlement balances."""
+    now = now or timezone.now()
+    offers = Offer.objects.aggregate(issued=Count("pk"), redeemed=Count("pk", filter=Q(status=Offer.Status.REDEEMED)))
+    running = Campaign.objects.running_at(now)
+    budget = running.filter(budget__isnull=False).aggregate(spent=Sum("spent"), cap=Sum("budget"))
+    campaigns = list(Campaign.objects.exclude(status=Campaign.Status.DRAFT).order_by("-starts_at", "-pk")[:latest])
+    spending = _spending_by_day(campaigns, ZoneInfo(settings.TIME_ZONE))
+    figures = [CampaignFigures(campaign, campaign_report(campaign=campaign, now=now).to_dict(), spending.get(campaign.pk, []))
+               for campaign in campaigns]
+    incremental, cost, roi = _return_of([item.report for item in figures])
+    # Deals begun by the end of the month (a day past it in UTC covers every zone); deals that ended still
+    # settle the revenue share of the users they granted.
+    month_end = period_bounds(period, ZoneInfo("UTC"))[1] + timedelta(days=1)
+    deals = list(Deal.objects.exclude(status=Deal.Status.DRAFT).filter(starts_at__lt=month_end)
+                 .select_related("source_partner", "target_partner").order_by("pk"))
+    sheets = list(settlements_get(deals=deals, period=period, now=now).values())
+    return DashboardFigures(
+        now=now, period=period, active_campaigns=running.count(), offers_issued=offers["issued"],
+        offers_redeemed=offers["redeemed"], budget_spent=(budget["spent"] or ZERO).quantize(Decimal("0.01")),
+        budget_cap=(budget["cap"] or ZERO).quantize(Decimal("0.01")), campaigns=figures, incremental_revenue=incremental,
+        campaign_cost=cost, roi=roi, balances=partner_balances(sheets),
+        statements_issued=sum(not sheet.is_draft for sheet in sheets),
+        statements_draft=sum(sheet.is_draft for sheet in sheets),
+    )
