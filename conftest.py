@@ -27,6 +27,25 @@ def pytest_report_header(config):
 _SUMMARY_LINES: list[str] = []
 
 
+def pytest_runtest_logreport(report):
+    # Lines travel with the test's report, so they reach the closing summary from xdist workers too.
+    if report.when == "call":
+        _SUMMARY_LINES.extend(value for key, value in report.user_properties if key == "crossmkt")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _SUMMARY_LINES:
+        terminalreporter.section("crossmkt services")
+        for line in _SUMMARY_LINES:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def report_line(request):
+    """Return a function that adds a line to the run's closing summary (what ran where)."""
+    return lambda line: request.node.user_properties.append(("crossmkt", line))
+
+
 class WorkerProcess:
     """A running Celery worker: its main process and the queue it consumes."""
 
@@ -38,19 +57,6 @@ class WorkerProcess:
         """Return the pids of the worker's pool processes (its children)."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return [int(pid) for pid in children.read_text().split()] if children.exists() else []
-
-
-def pytest_terminal_summary(terminalreporter):
-    if _SUMMARY_LINES:
-        terminalreporter.section("crossmkt services")
-        for line in _SUMMARY_LINES:
-            terminalreporter.write_line(line)
-
-
-@pytest.fixture
-def report_line():
-    """Return a function that adds a line to the run's closing summary (what ran where)."""
-    return _SUMMARY_LINES.append
 
 
 def skip_or_fail(reason: str):

@@ -6,6 +6,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from analytics.selectors import enduser_get_visible, user_recommendations
+from analytics.services import recommend
+from crossmkt_site.errors import ApplicationError
 from analytics.services.erasure import user_erase
 
 from ..models import Offer, Rule
@@ -37,7 +39,18 @@ class RecommendationSerializer(serializers.Serializer):
     item_id = serializers.CharField(help_text="Course SKU or film id.")
     title = serializers.CharField()
     category = serializers.CharField()
-    score = serializers.FloatField(min_value=0, max_value=1, help_text="The user's share of interest in the category.")
+    score = serializers.FloatField(min_value=0, max_value=1, help_text="How strongly the item is recommended, 0 to 1.")
+    reason = serializers.CharField(required=False, help_text="Why, in the user's language (e.g. viewers of a film).")
+
+
+def recommendations_for(*, user, partner, limit: int):
+    """Recommend with the trained model; before one is trained, by the user's category interests."""
+    try:
+        return recommend.user_recommendations(user=user, partner=partner, limit=limit)
+    except ApplicationError as error:
+        if error.code != "not_trained":
+            raise
+        return user_recommendations(user=user, partner=partner, limit=limit)
 
 
 class UserOffersApi(APIView):
@@ -80,11 +93,13 @@ class UserRecommendationsApi(APIView):
         operation_id="user_recommendations_list",
         summary="Courses and films to recommend to a user",
         description=(
-            "Ranked by the user's interest in each category, counted from their course and film events "
-            "(a purchase counts three times a view or a watch); without data-sharing consent only this partner's "
-            "own events count. Candidates are this partner's active courses and licensed films and those its "
-            "running campaigns promote, minus what the user already bought or watched. A user without such "
-            "events gets an empty list."
+            "Cross-domain recommendations from the active recommendations model (item-to-item co-occurrence "
+            "over courses and films, with categories and tags for items and users without history): courses "
+            "for film lovers, films for course buyers; only courses on sale and films inside their licence, "
+            "never what the user already has, only this partner's items and those of its deal and campaign "
+            "counterparts. Without data-sharing consent only this partner's own events count. Before a model is "
+            "trained, items are ranked by the user's interest in their category (a purchase counts three times "
+            "a view or a watch)."
         ),
         tags=["users"],
         parameters=[QuerySerializer],
@@ -94,7 +109,7 @@ class UserRecommendationsApi(APIView):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         user = enduser_get_visible(partner=request.user, external_id=user_id)
-        recommendations = user_recommendations(user=user, partner=request.user, limit=query.validated_data["limit"])
+        recommendations = recommendations_for(user=user, partner=request.user, limit=query.validated_data["limit"])
         return Response(self.OutputSerializer({"user_id": user.external_id, "recommendations": recommendations}).data)
 
 
