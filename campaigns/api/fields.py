@@ -39,3 +39,14 @@ class MoneyInputField(serializers.Field):
 
     def to_representation(self, value):
         return str(value)
+
+
+class StrictCharField(serializers.CharField):
+    """A string that must arrive as a JSON string: a number or a boolean is refused, not turned into text."""
+
+    default_error_messages = {"invalid": "Must be a string."}
+
+    def to_internal_value(self, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)

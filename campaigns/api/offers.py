@@ -12,7 +12,7 @@ from crossmkt_site.errors import ApplicationError
 
 from ..models import Rule
 from ..services.redemption import offer_redeem
-from .fields import MoneyInputField
+from .fields import MoneyInputField, StrictCharField
 from .schema import BODY_ERRORS, error_responses
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -41,6 +41,10 @@ class OfferRedeemApi(APIView):
 
     class InputSerializer(serializers.Serializer):
         order_amount = MoneyInputField(help_text="The order's amount in CNY, before the discount.")
+        item_id = StrictCharField(
+            required=False, allow_blank=True, max_length=64,
+            help_text="The course SKU or bundle slug bought; needed for coupons valid only for some courses or bundles.",
+        )
 
     class OutputSerializer(serializers.Serializer):
         code = serializers.CharField(source="offer.code")
@@ -83,5 +87,5 @@ class OfferRedeemApi(APIView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         entry = offer_redeem(code=code, partner=request.user, order_amount=serializer.validated_data["order_amount"],
-                             idempotency_key=idempotency_key)
+                             idempotency_key=idempotency_key, item_id=serializer.validated_data.get("item_id", ""))
         return Response(self.OutputSerializer(entry).data)

@@ -45,8 +45,29 @@ def _refuse(offer: Offer, now) -> None:
         raise ApplicationError(f"this offer expired at {offer.expires_at.isoformat()}", code="expired", status=409)
 
 
-def offer_redeem(*, code: str, partner: Partner, order_amount: Decimal, idempotency_key: str = "") -> RedemptionEntry:
-    """Redeem an offer for an order; of simultaneous attempts exactly one succeeds, and a repeated key returns it."""
+def _check_applicable(offer: Offer, item_id: str) -> None:
+    """Refuse a coupon limited to some courses or bundles when the order is for something else."""
+    if offer.rule_id is None:
+        return
+    courses = set(offer.rule.applicable_courses.values_list("sku", flat=True))
+    bundles = set(offer.rule.applicable_bundles.values_list("slug", flat=True))
+    if not courses and not bundles:
+        return
+    if not item_id:
+        raise ApplicationError("this coupon is valid only for some courses or bundles: send the order's item_id",
+                               code="item_required", field="item_id", status=422)
+    if item_id not in courses | bundles:
+        raise ApplicationError(f"this coupon is not valid for {item_id!r}; it applies to {', '.join(sorted(courses | bundles))}",
+                               code="not_applicable", field="item_id", status=422)
+
+
+def offer_redeem(*, code: str, partner: Partner, order_amount: Decimal, idempotency_key: str = "",
+                 item_id: str = "") -> RedemptionEntry:
+    """Redeem an offer for an order; of simultaneous attempts exactly one succeeds, and a repeated key returns it.
+
+    ``item_id`` is the course SKU or bundle slug bought; a coupon limited to some courses or
+    bundles needs it.
+    """
     order_amount = to_cny(order_amount)
     if order_amount < 0:
         raise ApplicationError("order_amount cannot be negative", field="order_amount")
@@ -62,6 +83,7 @@ def offer_redeem(*, code: str, partner: Partner, order_amount: Decimal, idempote
         return _existing_or_refuse(partner, idempotency_key, offer, now)
     discount = ZERO
     if offer.kind == Rule.OfferKind.COUPON:
+        _check_applicable(offer, item_id)
         if order_amount < offer.min_spend:
             raise ApplicationError(
                 f"this coupon needs an order of at least {offer.min_spend} CNY", code="below_min_spend", field="order_amount",
