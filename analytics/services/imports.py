@@ -12,7 +12,7 @@ from crossmkt_site.errors import ApplicationError
 
 from .csvfiles import CsvStream
 from .ingest import (
-    EVENT_COLUMNS, IngestResult, Rejection, _Checker, _stage, check_ids, events_ingest, parse_timestamps,
+    EVENT_COLUMNS, IngestResult, Rejection, RowChecker, stage_frame, check_ids, events_ingest, parse_timestamps,
     partner_ids_by_slug, validate_events,
 )
 from .progress import progress_bar
@@ -51,13 +51,13 @@ def _default_home_partner() -> Partner:
     return knowledge[0]
 
 
-def _parse_count(values: pd.Series, column: str, checker: _Checker) -> pd.Series:
+def _parse_count(values: pd.Series, column: str, checker: RowChecker) -> pd.Series:
     ok = values.str.fullmatch(r"\d{1,9}")
     checker.flag(~ok.to_numpy(), column, lambda i: f"not a whole number of at least 0: {values.iloc[i]!r}")
     return pd.to_numeric(values.where(ok, "0"))
 
 
-def _parse_flag(values: pd.Series, column: str, checker: _Checker) -> pd.Series:
+def parse_flag(values: pd.Series, column: str, checker: RowChecker) -> pd.Series:
     lowered = values.str.lower()
     known = lowered.isin(TRUE_WORDS | FALSE_WORDS) | (lowered == "")
     checker.flag(~known.to_numpy(), column, lambda i: f"not yes/no (1/0, true/false, 是/否): {values.iloc[i]!r}")
@@ -70,7 +70,7 @@ def validate_behavior(columns: dict[str, list[str]], positions, *, partner_ids: 
     frame = pd.DataFrame({name: pd.Series(values, dtype=object).astype(str) for name, values in columns.items()})
     if "signup_at" in frame and "signed_up_at" not in frame:
         frame = frame.rename(columns={"signup_at": "signed_up_at"})
-    checker = _Checker(positions)
+    checker = RowChecker(positions)
     check_ids(frame["user_id"], "user_id", checker)
     watching = _parse_count(frame["watching_count"], "watching_count", checker)
     purchasing = _parse_count(frame["purchasing_count"], "purchasing_count", checker)
@@ -80,8 +80,8 @@ def validate_behavior(columns: dict[str, list[str]], positions, *, partner_ids: 
     for name, limit in (("education", 32), ("occupation", 64), ("gender", 16), ("acquisition_channel", 32)):
         if name in frame:
             checker.flag((frame[name].str.len() > limit).to_numpy(), name, f"longer than {limit} characters")
-    purchased = _parse_flag(frame["purchased_course"], "purchased_course", checker)
-    flags = {name: _parse_flag(frame[name], name, checker) if name in frame else pd.Series([None] * len(frame))
+    purchased = parse_flag(frame["purchased_course"], "purchased_course", checker)
+    flags = {name: parse_flag(frame[name], name, checker) if name in frame else pd.Series([None] * len(frame))
              for name in ("marketing_consent", "data_sharing_consent")}
     if "home_partner" in frame:
         home = frame["home_partner"].map(lambda slug: partner_ids.get(slug) if slug else default_partner_id)
@@ -139,7 +139,7 @@ def behavior_ingest(staged: pd.DataFrame) -> IngestResult:
         name: f"COALESCE(s.{name}, u.{name})" for name in _KEEP_IF_ABSENT
     }
     with transaction.atomic(), connection.cursor() as cursor:
-        _stage(cursor, "staging_behavior", ddl, staged, ", ".join(_BEHAVIOR_STAGING))
+        stage_frame(cursor, "staging_behavior", ddl, staged, ", ".join(_BEHAVIOR_STAGING))
         cursor.execute(
             """INSERT INTO analytics_enduser (external_id, home_partner_id, age, education, occupation, gender,
                    acquisition_channel, marketing_consent, data_sharing_consent, signed_up_at, created_at)

@@ -62,7 +62,7 @@ class IngestResult:
         self.rejected.extend(other.rejected)
 
 
-class _Checker:
+class RowChecker:
     """Collect the first problem of each row while columns are checked one after another."""
 
     def __init__(self, positions: Sequence[int]):
@@ -83,7 +83,7 @@ class _Checker:
         return ~self.bad
 
 
-def parse_money(values: pd.Series, column: str, checker: _Checker, *, blank_is_zero: bool = True) -> pd.Series:
+def parse_money(values: pd.Series, column: str, checker: RowChecker, *, blank_is_zero: bool = True) -> pd.Series:
     """Check CNY amounts as text (no float ever touches them) and return them normalised."""
     values = values.str.replace(",", "", regex=False)
     if blank_is_zero:
@@ -97,7 +97,7 @@ def parse_money(values: pd.Series, column: str, checker: _Checker, *, blank_is_z
     return values.str.lstrip("+")
 
 
-def parse_timestamps(values: pd.Series, column: str, checker: _Checker, *, now=None) -> pd.Series:
+def parse_timestamps(values: pd.Series, column: str, checker: RowChecker, *, now=None) -> pd.Series:
     """Parse ISO 8601 times; a time without an offset is read in TIME_ZONE; refuse far-future ones."""
     now = now or timezone.now()
     has_zone = values.map(lambda text: bool(ZONE_SUFFIX.search(text)))
@@ -115,7 +115,7 @@ def parse_timestamps(values: pd.Series, column: str, checker: _Checker, *, now=N
     return parsed
 
 
-def check_ids(values: pd.Series, column: str, checker: _Checker) -> None:
+def check_ids(values: pd.Series, column: str, checker: RowChecker) -> None:
     checker.flag((values == "").to_numpy(), column, "missing")
     checker.flag((values.str.len() > MAX_ID_LENGTH).to_numpy(), column, f"longer than {MAX_ID_LENGTH} characters")
 
@@ -124,7 +124,7 @@ def validate_events(columns: dict[str, Sequence[str]], positions: Sequence[int],
                     now=None) -> tuple[pd.DataFrame, list[Rejection]]:
     """Check event rows given as columns of text; return the good rows ready to stage, and the rejections."""
     frame = pd.DataFrame({name: pd.Series(columns[name], dtype=object).astype(str) for name in EVENT_COLUMNS})
-    checker = _Checker(positions)
+    checker = RowChecker(positions)
     check_ids(frame["event_id"], "event_id", checker)
     check_ids(frame["user_id"], "user_id", checker)
     partner_id = frame["partner"].map(partner_ids)
@@ -152,7 +152,7 @@ def validate_events(columns: dict[str, Sequence[str]], positions: Sequence[int],
 _STAGING_COLUMNS = "position, partner_id, event_id, user_ext, kind, item_id, amount, occurred_at"
 
 
-def _stage(cursor, table: str, ddl: str, frame: pd.DataFrame, columns: str) -> None:
+def stage_frame(cursor, table: str, ddl: str, frame: pd.DataFrame, columns: str) -> None:
     """Create a temporary table and fill it from a frame in one bulk write."""
     cursor.execute(f"DROP TABLE IF EXISTS {table}")
     cursor.execute(f"CREATE TEMPORARY TABLE {table} ({ddl})")
@@ -184,7 +184,7 @@ def events_ingest(staged: pd.DataFrame, *, evaluate_deals: bool = True) -> Inges
         return result
     postgres = connection.vendor == "postgresql"
     with transaction.atomic(), connection.cursor() as cursor:
-        _stage(cursor, "staging_events",
+        stage_frame(cursor, "staging_events",
                "position bigint, partner_id bigint, event_id varchar(64), user_ext varchar(64), kind varchar(32), "
                "item_id varchar(64), amount numeric(14, 2), occurred_at timestamp with time zone",
                staged, _STAGING_COLUMNS)

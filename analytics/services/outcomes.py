@@ -13,8 +13,8 @@ from crossmkt_site.errors import ApplicationError
 
 from ..models import ExperimentOutcome
 from .csvfiles import CsvStream
-from .imports import _parse_flag
-from .ingest import IngestResult, Rejection, _Checker, check_ids, parse_money
+from .imports import parse_flag
+from .ingest import IngestResult, Rejection, RowChecker, check_ids, parse_money
 from .progress import progress_bar
 
 OUTCOME_COLUMNS = ("user_id", "arm", "converted", "revenue")
@@ -47,10 +47,10 @@ def outcomes_import_file(path, *, campaign_slug: str, encoding: str | None = Non
         with progress_bar(f"importing {stream.path.name}", stream.size, unit="bytes", enabled=progress) as advance:
             for batch in stream.batches(on_progress=advance):
                 frame = pd.DataFrame(batch.columns)
-                checker = _Checker(batch.lines)
+                checker = RowChecker(batch.lines)
                 check_ids(frame["user_id"], "user_id", checker)
                 check_ids(frame["arm"], "arm", checker)
-                converted = _parse_flag(frame["converted"], "converted", checker)
+                converted = parse_flag(frame["converted"], "converted", checker)
                 checker.flag((frame["converted"] == "").to_numpy(), "converted", "missing")
                 revenue = parse_money(frame["revenue"], "revenue", checker)
                 good = checker.good
