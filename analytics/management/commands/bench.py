@@ -9,7 +9,7 @@ from ...services.bench import ROOT, STAGES, benchmarks_markdown
 
 class Command(BaseCommand):
     help = ("Measure each stage three ways (the product, a naive per-row baseline, raw COPY as the limit) and write "
-            "the table to BENCHMARKS.md. Built so far: ingest.")
+            "the table to BENCHMARKS.md. Built so far: ingest, features.")
 
     def add_arguments(self, parser):
         parser.add_argument("--stages", nargs="+", choices=sorted(STAGES), default=sorted(STAGES))
