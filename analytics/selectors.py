@@ -211,6 +211,12 @@ def _derive(frame: pd.DataFrame, names, as_of: datetime) -> None:
         frame["is_member"] = (started.notna() & (cancelled.isna() | (cancelled < started))).astype(bool)
 
 
+def user_id_ranges(*, size: int, reachable_only: bool = False) -> list[tuple[int, int]]:
+    """Split the users' id space into ranges of ``size`` ids, the chunks any worker can take."""
+    low, high = user_id_bounds(reachable_only=reachable_only)
+    return [(start, min(start + size, high)) for start in range(low, high, size)]
+
+
 def user_id_bounds(*, reachable_only: bool = False) -> tuple[int, int]:
     """Return (lowest id, highest id + 1) of users, for splitting work into id ranges."""
     where = "WHERE erased_at IS NULL" + (" AND marketing_consent" if reachable_only else "")

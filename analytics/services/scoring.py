@@ -17,9 +17,10 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from crossmkt_site.bulk import bulk_insert
+from crossmkt_site.groups import results_as_they_finish
 
 from ..models import ModelRun, UserScore
-from ..selectors import user_frame, user_id_bounds
+from ..selectors import user_frame, user_id_ranges
 from .registry import model_run_active, model_run_artifact
 
 # About a second of work per model on the benchmark machine; small enough for a fair share per worker.
@@ -35,8 +36,7 @@ class Scorer(Protocol):
 
 
 def score_chunks(*, chunk_users: int = SCORE_CHUNK_USERS) -> list[tuple[int, int]]:
-    low, high = user_id_bounds()
-    return [(start, min(start + chunk_users, high)) for start in range(low, high, chunk_users)]
+    return user_id_ranges(size=chunk_users)
 
 
 def _money(values) -> list:
@@ -98,21 +98,9 @@ def score_all(*, models=SCORED_MODELS, wait: bool = True, on_chunk=None, chunk_u
     if not wait:
         return {"tasks": len(job.results), "group_id": job.id}
     scored = dict.fromkeys(models, 0)
-    pending = list(zip([m for m in models for _ in chunks], job.results))
-    done = 0
-    import time
-
-    while pending:
-        still = []
-        for model, result in pending:
-            if result.ready():
-                scored[model] += result.get(propagate=True)
-                done += 1
-                if on_chunk:
-                    on_chunk(done, len(job.results))
-            else:
-                still.append((model, result))
-        pending = still
-        if pending:
-            time.sleep(0.1)
+    task_models = [model for model in models for _ in chunks]
+    for done, (position, count) in enumerate(results_as_they_finish(job), 1):
+        scored[task_models[position]] += count
+        if on_chunk:
+            on_chunk(done, len(job.results))
     return scored

@@ -22,10 +22,11 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from analytics.selectors import condition_registry, user_frame, user_id_bounds
+from analytics.selectors import condition_registry, user_frame, user_id_ranges
 from campaigns.conditions import ConditionError, evaluate_table, referenced_fields, validate
 from crossmkt_site.bulk import bulk_insert
 from crossmkt_site.errors import ApplicationError
+from crossmkt_site.groups import results_as_they_finish
 from crossmkt_site.money import ZERO
 
 from ..models import Campaign, CampaignAssignment, Offer, Rule
@@ -172,8 +173,7 @@ def _load_chunk(plans: list[RulePlan], id_range: tuple[int, int], as_of: datetim
 
 def campaign_chunks(*, chunk_users: int = CHUNK_USERS) -> list[tuple[int, int]]:
     """Split the reachable users' id space into ranges of about ``chunk_users`` ids."""
-    low, high = user_id_bounds(reachable_only=True)
-    return [(start, min(start + chunk_users, high)) for start in range(low, high, chunk_users)]
+    return user_id_ranges(size=chunk_users, reachable_only=True)
 
 
 def new_codes(count: int) -> list[str]:
@@ -366,7 +366,7 @@ def campaign_run(*, campaign: Campaign, wait: bool = True, on_chunk=None, now: d
     job = group(issue_campaign_chunk.s(campaign.pk, lo, hi, as_of) for lo, hi in chunks).apply_async()
     if not wait:
         return {"chunks": len(chunks), "group_id": job.id}
-    for done, result in enumerate(_results_as_they_finish(job), 1):
+    for done, (_position, result) in enumerate(results_as_they_finish(job), 1):
         for key in ChunkResult.__dataclass_fields__:
             value = result[key]
             setattr(totals, key, getattr(totals, key) + (Decimal(value) if key == "cost" else value))
@@ -374,18 +374,3 @@ def campaign_run(*, campaign: Campaign, wait: bool = True, on_chunk=None, now: d
             on_chunk(done, len(chunks))
     return totals.as_dict()
 
-
-def _results_as_they_finish(job):
-    import time
-
-    pending = list(job.results)
-    while pending:
-        still = []
-        for result in pending:
-            if result.ready():
-                yield result.get(propagate=True)
-            else:
-                still.append(result)
-        pending = still
-        if pending:
-            time.sleep(0.2)
