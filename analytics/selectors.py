@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from campaigns.conditions import FieldSpec
 from campaigns.models import Campaign, Course, Film, Partner
+from crossmkt_site.bulk import query_frame
 from crossmkt_site.errors import ApplicationError
 
 from .models import BehaviorEvent, EndUser
@@ -132,17 +133,36 @@ def _days_between(later: datetime, earlier: pd.Series) -> pd.Series:
     return (pd.Timestamp(later) - earlier).dt.total_seconds() / 86400.0
 
 
+def sql_columns(names) -> dict[str, str] | None:
+    """Map fields to their SQL expressions over ``user_frame``'s tables, or None if one is computed in pandas."""
+    columns = {}
+    for name in names:
+        field = USER_FIELDS.get(name)
+        if field is None or field.sql is None or name in _TIME_FIELDS:
+            return None
+        columns[name] = field.sql
+    return columns
+
+
+def _aliases(expressions) -> set[str]:
+    return {alias for alias in _JOINS for sql in expressions if f"{alias}." in sql}
+
+
 def user_frame(fields, *, as_of: datetime, id_range: tuple[int, int] | None = None, reachable_only: bool = False,
-               user_ids=None) -> pd.DataFrame:
-    """Load the named fields for users (optionally an id range or list), indexed by user id."""
+               user_ids=None, where=None) -> pd.DataFrame:
+    """Load the named fields for users (optionally an id range or list), indexed by user id.
+
+    ``where`` is an extra filter, an object with ``sql`` and ``params`` (a compiled rule
+    condition, say), over the same tables; the fields it names must be among ``fields``.
+    """
     names = list(dict.fromkeys(fields))
     # In UTC: SQLite compares times as text, so a time with another offset would be compared wrongly.
     as_of = as_of.astimezone(dt_timezone.utc)
     sql_names = _sql_fields(names)
     selects = ", ".join(f"{USER_FIELDS[name].sql} AS {name}" for name in sql_names)
-    aliases = {alias for alias in _JOINS for name in sql_names if f"{alias}." in USER_FIELDS[name].sql}
+    aliases = _aliases([USER_FIELDS[name].sql for name in sql_names] + ([where.sql] if where is not None else []))
     joins = " ".join(_JOINS[alias] for alias in _JOINS if alias in aliases)
-    where, params = ["u.erased_at IS NULL"], []
+    extra, where, params = where, ["u.erased_at IS NULL"], []
     if reachable_only:
         where.append("u.marketing_consent")
     if id_range is not None:
@@ -154,23 +174,35 @@ def user_frame(fields, *, as_of: datetime, id_range: tuple[int, int] | None = No
             ids = [-1]
         where.append(f"u.id IN ({', '.join(['%s'] * len(ids))})")
         params.extend(ids)
+    if extra is not None:
+        where.append(extra.sql)
+        params.extend(extra.params)
     sql = f"SELECT u.id AS user_id{', ' + selects if selects else ''} FROM analytics_enduser u {joins} WHERE {' AND '.join(where)} ORDER BY u.id"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        frame = pd.DataFrame(cursor.fetchall(), columns=[c[0] for c in cursor.description])
+    text = [name for name in sql_names if USER_FIELDS[name].spec.type == "category" or name in _TIME_FIELDS]
+    frame = query_frame(sql, params, columns_as_text=text)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["user_id", *sql_names])
     frame = frame.set_index("user_id")
+    frame.index = frame.index.astype("int64")
     for name in sql_names:
         if USER_FIELDS[name].spec.type == "number" and name not in _TIME_FIELDS:
             frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
         elif USER_FIELDS[name].spec.type == "bool":
-            frame[name] = frame[name].astype(bool)
+            frame[name] = _as_bool(frame[name])
         elif name in _TIME_FIELDS:
-            frame[name] = pd.to_datetime(frame[name], utc=True)
+            frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
     _derive(frame, names, as_of)
     category_names = [name for name in names if _category_field(name)]
     if category_names:
         _add_category_counts(frame, category_names, as_of=as_of, id_range=id_range)
     return frame[names]
+
+
+def _as_bool(column: pd.Series) -> pd.Series:
+    """Read a boolean column as it arrives: PostgreSQL's CSV says t/f, SQLite says 1/0."""
+    if column.dtype == object:
+        return column.isin(("t", "true", "True", True, 1, "1"))
+    return column.fillna(False).astype(bool)
 
 
 def _add_category_counts(frame: pd.DataFrame, names: list[str], *, as_of: datetime, id_range) -> None:
