@@ -33,7 +33,7 @@ class Command(BaseCommand):
             self.stdout.write(f"queued {result['chunks']} chunks for {slug} (group {result['group_id']})")
             return
         self.stdout.write(self.style.SUCCESS(
-            f"{slug}: {result['eligible']} eligible, {result['holdout']} held out, {result['issued']} offers issued "
+            f"{slug}: {result['eligible']} newly eligible, {result['holdout']} held out, {result['issued']} offers issued "
             f"costing {result['cost']} CNY; {result['skipped_existing']} already handled, {result['clamped']} not issued "
             "for lack of budget, offer cap or stock"
         ))
