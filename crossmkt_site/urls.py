@@ -7,11 +7,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from campaigns.dashboard.views import dashboard_view
 
+from .health import healthz
+
 admin.site.site_header = _("crossmkt cross-marketing")
 admin.site.site_title = _("crossmkt")
 admin.site.index_title = _("Partnerships, campaigns and analytics")
 
 urlpatterns = [
+    path("healthz/", healthz, name="healthz"),
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("campaigns.api.urls")),

@@ -1,0 +1,415 @@
+"""The benchmark's stages beyond data in: the world, training, scoring, a campaign and its re-run, the API under load.
+
+Each ``stage_*`` function runs in a process of its own (``bench.run_isolated``) and returns
+a ``StageResult``. The product is the code the system runs; the naive baseline is the
+article's notebook style (a Python function per user, one ORM write per row) on a sample;
+the limit moves the same rows with raw ``COPY`` and computes with vectorised NumPy.
+"""
+
+import json
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+from django.db import connection, transaction
+from django.utils import timezone
+
+from crossmkt_site.errors import ApplicationError
+
+from ..models import DemoWorld, EndUser, UserScore
+from .bench import NAN, StageResult, _free_port, _peak_memory_mb, require_postgresql, serve
+
+BENCH_SEED = 2026
+SCORING_MODELS = ("propensity", "churn", "clv")
+NAIVE_USERS = 300
+BENCH_CAMPAIGN_PREFIX = "bench-campaign-"
+
+
+@contextmanager
+def eager_tasks():
+    """Run Celery tasks in this process for the duration: the product's task bodies, without a broker's round trip."""
+    from crossmkt_site.celery import app
+
+    before = app.conf.task_always_eager, app.conf.task_eager_propagates
+    app.conf.task_always_eager = app.conf.task_eager_propagates = True
+    try:
+        yield
+    finally:
+        app.conf.task_always_eager, app.conf.task_eager_propagates = before
+
+
+# ---------------------------------------------------------------------------------------------
+# The demo world
+
+
+def world_status(n_users: int) -> str:
+    """Return "ready" when this database holds the benchmark's world of n_users, "empty" when it holds no users."""
+    if DemoWorld.objects.filter(n_users=n_users, seed=BENCH_SEED).exists():
+        return "ready"
+    if not EndUser.objects.exists():
+        return "empty"
+    worlds = ", ".join(f"{w.n_users:,} users (seed {w.seed})" for w in DemoWorld.objects.all()) or "no demo world"
+    raise ApplicationError(
+        f"this database holds {EndUser.objects.count():,} users and {worlds}, not the benchmark's world of "
+        f"{n_users:,} users (seed {BENCH_SEED}); point DATABASE_URL at an empty database, or pass --users to match"
+    )
+
+
+def stage_world(*, n_users: int, on_progress=None) -> StageResult:
+    """Load the demo world with seed_demo's loader (two processes), timed; nothing to compare it with."""
+    from .demo_world import demo_world_load
+
+    require_postgresql()
+    started = time.perf_counter()
+    summary = demo_world_load(n_users=n_users, seed=BENCH_SEED, processes=2, on_progress=on_progress)
+    seconds = time.perf_counter() - started
+    return StageResult("demo world load (seed_demo, 2 processes)", "users/s", summary["users"], summary["users"] / seconds,
+                       NAN, NAN, "reported", _peak_memory_mb(), seconds,
+                       note=f"{summary['events']:,} events")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training
+
+
+def stage_training(*, model: str) -> StageResult:
+    """Train one model on every user, as ``manage.py train --model`` does; time and memory are the result."""
+    from .training import TRAINERS
+
+    users = EndUser.objects.filter(erased_at__isnull=True).count()
+    started = time.perf_counter()
+    run = TRAINERS[model]()
+    seconds = time.perf_counter() - started
+    return StageResult(f"training: {model}", "users/s", users, users / seconds, NAN, NAN, "reported", _peak_memory_mb(),
+                       seconds, note=f"{run.n_train:,} training rows")
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch scoring
+
+
+def stage_scoring(*, models=SCORING_MODELS) -> StageResult:
+    """Score every user with propensity, churn and CLV, DB to DB, against a per-user loop and COPY + NumPy."""
+    from .registry import model_run_active, model_run_artifact
+    from .scoring import score_all
+
+    require_postgresql()
+    runs = {}
+    for model in models:
+        try:
+            runs[model] = model_run_active(model=model)
+        except ApplicationError:
+            raise ApplicationError(f"no active {model} model to score with: run the training stage first "
+                                   "(bench --stages training scoring)") from None
+    artifacts = {model: model_run_artifact(run) for model, run in runs.items()}
+    as_of = timezone.now()
+
+    sample = list(EndUser.objects.filter(erased_at__isnull=True).order_by("?").values_list("pk", flat=True)[:NAIVE_USERS])
+    baseline = _scoring_naive_rate(sample, runs, artifacts, as_of)
+
+    started = time.perf_counter()
+    with eager_tasks():
+        scored = score_all(models=models)
+    seconds = time.perf_counter() - started
+    rows = sum(scored.values())
+
+    limit = _scoring_copy_numpy_rate(artifacts, as_of)
+    result = StageResult("batch scoring: propensity + churn + CLV, DB → DB", "scores/s", rows, rows / seconds, baseline,
+                         limit, "≥ 1/2 of the limit; ≥ 50× the naive baseline", _peak_memory_mb(), seconds,
+                         note="one process, as one worker runs a chunk")
+    result.met = result.of_limit >= 0.5 and result.over_baseline >= 50
+    return result
+
+
+def _scoring_naive_rate(user_ids, runs, artifacts, as_of) -> float:
+    """The notebook way: per user, read their row, call the model on it, save one score row with the ORM."""
+    from ..selectors import user_frame
+
+    started = time.perf_counter()
+    written = 0
+    for user_id in user_ids:
+        for model, scorer in artifacts.items():
+            row = user_frame(scorer.fields, as_of=as_of, user_ids=[user_id])
+            scores = scorer.score(row, as_of=as_of)
+            if scores.empty:
+                continue
+            first = scores.iloc[0]
+            value = first.get("value")
+            UserScore.objects.update_or_create(user_id=user_id, model=model, defaults={
+                "run": runs[model], "score": None if first.get("score") is None or np.isnan(first.get("score", NAN))
+                else float(first["score"]),
+                "value": None if value is None or value != value else Decimal(str(value)).quantize(Decimal("0.01")),
+                "label": str(first.get("label") or ""), "scored_at": as_of,
+            })
+            written += 1
+    seconds = time.perf_counter() - started
+    return written / seconds if written else NAN
+
+
+def _scoring_copy_numpy_rate(artifacts, as_of) -> float:
+    """COPY every user's fields out in one statement, score with the fitted models, COPY the scores into a bare table."""
+    from ..selectors import user_frame
+
+    started = time.perf_counter()
+    written = 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE bench_scores (user_id bigint, model varchar(32), score double precision, "
+                       "value double precision, label varchar(64)) ON COMMIT DROP")
+        for model, scorer in artifacts.items():
+            frame = user_frame(scorer.fields, as_of=as_of)
+            scores = scorer.score(frame, as_of=as_of)
+            n = len(scores)
+            columns = [scores.index.to_numpy(dtype=np.int64), np.full(n, model, dtype=object),
+                       scores["score"].to_numpy(dtype=float) if "score" in scores else np.full(n, NAN),
+                       scores["value"].to_numpy(dtype=float) if "value" in scores else np.full(n, NAN),
+                       scores["label"].fillna("").astype(str).to_numpy() if "label" in scores else np.full(n, "", dtype=object)]
+            with cursor.cursor.copy("COPY bench_scores FROM STDIN") as copy:
+                for row in zip(*(column.tolist() for column in columns)):
+                    copy.write_row(row)
+            written += n
+    return written / (time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------------------------------------
+# A campaign, issued and re-run
+
+BENCH_RULES = (
+    # (name, condition, offer kind, amount off, days, cost)
+    ("likely buyers: 20 CNY coupon", "propensity >= 0.3", "coupon", Decimal("20.00"), None, Decimal("20.00")),
+    ("at risk: a month of membership", 'churn_risk in ["high", "medium"]', "membership_grant", None, 30, Decimal("12.00")),
+    ("film watchers: 10 CNY coupon", "watching_count >= 2", "coupon", Decimal("10.00"), None, Decimal("10.00")),
+)
+
+
+def bench_campaign_create():
+    """Create a fresh running campaign of three rules over score and feature fields, removing earlier bench campaigns."""
+    from campaigns.conditions import to_json, validate_text
+    from campaigns.models import Campaign, Partner, Rule
+
+    from ..selectors import condition_registry
+
+    bench_campaigns_delete()
+    owner = Partner.objects.filter(kind="knowledge").order_by("pk").first()
+    video = Partner.objects.filter(kind="video").order_by("pk").first() or owner
+    if owner is None:
+        raise ApplicationError("the benchmark's campaign needs a knowledge partner: run the world stage first")
+    now = timezone.now()
+    campaign = Campaign.objects.create(
+        slug=f"{BENCH_CAMPAIGN_PREFIX}{secrets.token_hex(3)}", name="Benchmark campaign", owner=owner,
+        starts_at=now - timedelta(days=1), ends_at=now + timedelta(days=30), timezone="Asia/Shanghai", budget=None,
+        holdout_share=Decimal("0.10"), per_user_limit=2, offer_valid_days=14, status=Campaign.Status.RUNNING,
+    )
+    registry = condition_registry()
+    for rank, (name, condition, kind, amount, days, cost) in enumerate(BENCH_RULES):
+        Rule.objects.create(campaign=campaign, name=name, priority=300 - rank, exclusive=False,
+                            condition=to_json(validate_text(condition, registry)), offer_kind=kind,
+                            benefit_partner=video if kind == "membership_grant" else owner, amount_off=amount, days=days,
+                            cost=cost)
+    return campaign
+
+
+def bench_campaigns_delete() -> None:
+    """Remove the benchmark's campaigns with their assignments and offers (they never have redemptions)."""
+    from campaigns.models import Campaign
+
+    ids = list(Campaign.objects.filter(slug__startswith=BENCH_CAMPAIGN_PREFIX).values_list("pk", flat=True))
+    if not ids:
+        return
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            # Set-based: the ORM's cascade would load every offer of a million-user run into memory first.
+            cursor.execute("DELETE FROM campaigns_offer WHERE campaign_id = ANY(%s)", [ids])
+            cursor.execute("DELETE FROM campaigns_campaignassignment WHERE campaign_id = ANY(%s)", [ids])
+        Campaign.objects.filter(pk__in=ids).delete()
+
+
+def stage_campaign(*, users: int) -> StageResult:
+    """Evaluate the rules over every reachable user and issue offers; against a per-user loop and raw COPY of the offers."""
+    from campaigns.models import Offer
+    from campaigns.services.campaign_run import campaign_run
+
+    require_postgresql()
+    campaign = bench_campaign_create()
+    baseline = _campaign_naive_rate(campaign)
+    started = time.perf_counter()
+    with eager_tasks():
+        totals = campaign_run(campaign=campaign)
+    seconds = time.perf_counter() - started
+    issued = totals["issued"]
+    limit = _offers_copy_rate(campaign)
+    result = StageResult("campaign evaluation + offer issuance", "offers/s", issued, issued / seconds, baseline, limit,
+                         "≥ 1/3 of the limit (raw COPY of the offer rows)", _peak_memory_mb(), seconds,
+                         note=f"{users:,} users, {totals['eligible']:,} eligible, {totals['holdout']:,} held out; "
+                              f"{Offer.objects.filter(campaign=campaign).count():,} offers stored")
+    result.met = result.of_limit >= 1 / 3
+    return result
+
+
+def _campaign_naive_rate(campaign) -> float:
+    """The notebook way, in a throwaway copy of the campaign: per user, read fields, test each rule, one ORM insert per offer."""
+    from campaigns.conditions import evaluate_user
+    from campaigns.models import CampaignAssignment, Offer
+    from campaigns.services.campaign_run import campaign_rule_plans, holdout_draw, new_codes
+
+    from ..selectors import user_frame
+
+    plans = campaign_rule_plans(campaign)
+    fields = sorted({name for plan in plans for name in plan.fields})
+    users = list(EndUser.objects.filter(erased_at__isnull=True, marketing_consent=True).order_by("?")
+                 .values_list("pk", flat=True)[:NAIVE_USERS])
+    now = timezone.now()
+    issued = 0
+    started = time.perf_counter()
+    with transaction.atomic():
+        for user_id in users:
+            values = user_frame(fields, as_of=now, user_ids=[user_id]).iloc[0].to_dict()
+            matching = [plan for plan in plans if plan.condition is None or evaluate_user(plan.condition, values)]
+            if not matching:
+                continue
+            held = holdout_draw(campaign, np.array([user_id]))[0] < float(campaign.holdout_share)
+            CampaignAssignment.objects.create(campaign=campaign, user_id=user_id, rule=matching[0].rule,
+                                              arm=CampaignAssignment.HOLDOUT if held else CampaignAssignment.TREATMENT,
+                                              assigned_at=now)
+            if held:
+                continue
+            for sequence, plan in enumerate(matching[:campaign.per_user_limit]):
+                rule = plan.rule
+                Offer.objects.create(code=new_codes(1)[0], campaign=campaign, rule=rule, user_id=user_id, sequence=sequence,
+                                     allowance=campaign.per_user_limit, kind=rule.offer_kind, partner=rule.benefit_partner,
+                                     amount_off=rule.amount_off, days=rule.days, cost=rule.cost, issued_at=now,
+                                     expires_at=now + timedelta(days=campaign.offer_valid_days))
+                issued += 1
+        seconds = time.perf_counter() - started
+        transaction.set_rollback(True)  # the sample's offers are not kept: the product run issues them
+    return issued / seconds if issued else NAN
+
+
+def _offers_copy_rate(campaign) -> float:
+    """COPY the campaign's offer rows, as issued, into an empty table shaped like the offers table: no framework."""
+    import io
+
+    buffer = io.BytesIO()
+    with transaction.atomic(), connection.cursor() as cursor:
+        with cursor.cursor.copy("COPY (SELECT * FROM campaigns_offer WHERE campaign_id = %s) TO STDOUT", (campaign.pk,)) as copy:
+            for block in copy:
+                buffer.write(block)
+        cursor.execute("CREATE TEMPORARY TABLE bench_offers (LIKE campaigns_offer INCLUDING ALL) ON COMMIT DROP")
+        cursor.execute("SELECT COUNT(*) FROM campaigns_offer WHERE campaign_id = %s", [campaign.pk])
+        rows = cursor.fetchone()[0]
+        data = buffer.getvalue()
+        started = time.perf_counter()
+        with cursor.cursor.copy("COPY bench_offers FROM STDIN") as copy:
+            for offset in range(0, len(data), 1 << 20):
+                copy.write(data[offset:offset + (1 << 20)])
+        seconds = time.perf_counter() - started
+    return rows / seconds if rows else NAN
+
+
+def stage_rerun(*, first_seconds: float, users: int) -> StageResult:
+    """Run the same campaign again: it must issue nothing, in at most a fifth of the first run's time."""
+    from campaigns.models import Campaign
+    from campaigns.services.campaign_run import campaign_run
+
+    campaign = Campaign.objects.filter(slug__startswith=BENCH_CAMPAIGN_PREFIX).order_by("-pk").first()
+    if campaign is None:
+        raise ApplicationError("no benchmark campaign to re-run: run the campaign stage first (bench --stages campaign rerun)")
+    started = time.perf_counter()
+    with eager_tasks():
+        totals = campaign_run(campaign=campaign)
+    seconds = time.perf_counter() - started
+    result = StageResult("re-running the same campaign", "users/s", totals["issued"], users / seconds,
+                         users / first_seconds if first_seconds == first_seconds else NAN, NAN,
+                         "issues nothing, in ≤ 1/5 of the first run's time", _peak_memory_mb(), seconds,
+                         note=f"issued {totals['issued']}; {totals['skipped_existing']:,} already handled; "
+                              "items = offers issued by the re-run, baseline = the first run")
+    result.met = totals["issued"] == 0 and result.over_baseline >= 5
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# GET users/{id}/offers/ under load
+
+WRK_SCRIPT = """
+local paths = {%(paths)s}
+local counter = 0
+local pause = %(pause)s
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", paths[(counter %% #paths) + 1], {["Authorization"] = "%(authorization)s"})
+end
+delay = function() return pause end
+done = function(summary, latency, requests)
+  io.write(string.format('BENCH {"requests": %%d, "seconds": %%.6f, "errors": %%d, "status": %%d, "p50": %%.3f, "p99": %%.3f}\\n',
+    summary.requests, summary.duration / 1e6, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+def _wrk(url_base: str, paths: list[str], *, authorization: str = "", seconds: float, connections: int,
+         pause_ms: float = 0) -> dict:
+    """Drive the server with wrk for a fixed duration; return requests, requests/s, errors and latency percentiles in ms."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise ApplicationError("the load stage needs wrk: apt-get install wrk (Debian's package)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT % {"paths": ", ".join(json.dumps(p) for p in paths), "authorization": authorization,
+                                   "pause": int(pause_ms)})
+    try:
+        output = subprocess.run([wrk, "-t", "2", "-c", str(connections), "-d", f"{max(int(seconds), 1)}s", "--timeout", "5s",
+                                 "-s", script.name, url_base], capture_output=True, text=True, timeout=seconds + 60, check=True)
+    finally:
+        Path(script.name).unlink(missing_ok=True)
+    line = next(line for line in output.stdout.splitlines() if line.startswith("BENCH "))
+    result = json.loads(line[len("BENCH "):])
+    result["rate"] = result["requests"] / result["seconds"]
+    return result
+
+
+def stage_offers_load(*, seconds: float) -> StageResult:
+    """Load GET users/{id}/offers/ through gunicorn against a bare Django JSON view; then p99 at half the rate."""
+    from campaigns.models import Campaign, Offer
+    from campaigns.services.partners import partner_api_key_create
+
+    require_postgresql()
+    campaign = Campaign.objects.filter(slug__startswith=BENCH_CAMPAIGN_PREFIX).order_by("-pk").first()
+    if campaign is None:
+        raise ApplicationError("no benchmark campaign's offers to read: run the campaign stage first")
+    partner = campaign.owner
+    users = list(Offer.objects.filter(campaign=campaign, user__home_partner=partner).order_by("?")
+                 .values_list("user__external_id", flat=True).distinct()[:2_000])
+    if not users:
+        raise ApplicationError("the benchmark campaign issued no offers to its owner's users; nothing to read")
+    key, raw_key = partner_api_key_create(partner=partner, name="bench-load")
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = serve(port)
+    try:
+        paths = [f"/api/v1/users/{user}/offers/" for user in users]
+        _wrk(base, paths[:50], authorization=f"Api-Key {raw_key}", seconds=1, connections=4)  # warm both workers
+        bare = _wrk(base, ["/healthz/"], seconds=seconds, connections=8)
+        full = _wrk(base, paths, authorization=f"Api-Key {raw_key}", seconds=seconds, connections=8)
+        # Half the rate: each of 4 connections waits so that together they ask for half of what was served.
+        half_rate = full["rate"] / 2
+        pause = max(4 / half_rate * 1000 - full["p50"], 0)
+        half = _wrk(base, paths, authorization=f"Api-Key {raw_key}", seconds=seconds, connections=4, pause_ms=pause)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        key.delete()
+    errors = full["errors"] + full["status"] + half["errors"] + half["status"]
+    result = StageResult("GET users/{id}/offers/ under load (gunicorn -w 2, wrk, loopback)", "req/s", full["requests"],
+                         full["rate"], NAN, bare["rate"],
+                         "≥ 70% of a bare Django JSON view; p99 ≤ 25 ms at half that rate", _peak_memory_mb(),
+                         bare["seconds"] + full["seconds"] + half["seconds"],
+                         note=f"limit = bare JSON view; p50 {full['p50']:.1f} ms, p99 {full['p99']:.1f} ms at full load; "
+                              f"p99 {half['p99']:.1f} ms at {half['rate']:,.0f} req/s (half); {errors} errors")
+    result.met = result.of_limit >= 0.7 and half["p99"] <= 25 and errors == 0
+    return result
