@@ -36,7 +36,16 @@ from crossmkt_site.errors import ApplicationError
 from ...models import BehaviorEvent, ModelRun
 from ...stats import bgnbd, markov_clv
 from ..registry import model_run_save
-from .common import as_utc, demo_truth, json_safe, truth_comparison, truth_time, utc_series
+from .common import (
+    as_utc,
+    demo_truth,
+    fetch_frame,
+    json_safe,
+    sql_time,
+    truth_comparison,
+    truth_time,
+    utc_series,
+)
 
 PURCHASE = BehaviorEvent.Kind.COURSE_PURCHASE.value
 # Without a demo world, calibration ends a quarter before now, leaving that quarter to judge the models on.
@@ -94,10 +103,8 @@ def course_purchases_frame(
     if user_id_range is not None:
         where.append("user_id >= %s AND user_id < %s")
         params.extend(user_id_range)
-    sql = f"SELECT user_id, occurred_at, amount FROM {BehaviorEvent._meta.db_table} WHERE {' AND '.join(where)}"
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        frame = pd.DataFrame(cursor.fetchall(), columns=["user_id", "occurred_at", "amount"])
+    sql = f"SELECT user_id, {sql_time('occurred_at')} AS occurred_at, amount FROM {BehaviorEvent._meta.db_table} WHERE {' AND '.join(where)}"
+    frame = fetch_frame(sql, params)
     return pd.DataFrame({
         "user_id": frame["user_id"].astype("int64"),
         "occurred_at": utc_series(frame["occurred_at"]),

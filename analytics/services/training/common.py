@@ -6,19 +6,22 @@ an aware datetime in another zone would be written with its own offset and compa
 
 from __future__ import annotations
 
+import io
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from crossmkt_site.errors import ApplicationError
 
 from ...models import DemoWorld
+from ..features import features_sql
 
 # Stands in for a missing education, occupation or channel, so that such users still count.
 UNKNOWN_LEVEL = "未知"
@@ -43,16 +46,51 @@ def truth_time(text: str) -> datetime:
     return as_utc(datetime.fromisoformat(text))
 
 
+def sql_time(column: str) -> str:
+    """Return the SQL that reads a timestamp column for ``utc_series``: microseconds since 1970 on PostgreSQL.
+
+    A number crosses COPY and pandas' CSV parser as cheaply as any integer, where the text of
+    a timestamp with its offset costs a Python string and a slow parse per row.
+    """
+    if connection.vendor == "postgresql":
+        return f"(EXTRACT(EPOCH FROM {column}) * 1000000)::bigint"
+    return column
+
+
 def utc_series(values: Any) -> pd.Series:
-    """Return database timestamps (text on SQLite, datetimes elsewhere) as a UTC nanosecond series."""
-    return pd.to_datetime(pd.Series(values), utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
+    """Return database timestamps (``sql_time`` numbers, text or datetimes) as a UTC nanosecond series."""
+    series = pd.Series(values)
+    if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series.dtype):
+        return pd.to_datetime(series, unit="us", utc=True).astype("datetime64[ns, UTC]")
+    return pd.to_datetime(series, utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
 
 
-def fetch_frame(sql: str, params: Mapping[str, Any] | list | None = None) -> pd.DataFrame:
-    """Run one SELECT and return its rows as a frame with the query's column names."""
+def fetch_frame(sql: str, params: Mapping[str, Any] | list | None = None, *,
+                text: Iterable[str] = ()) -> pd.DataFrame:
+    """Run one SELECT and return its rows as a frame with the query's column names.
+
+    On PostgreSQL the rows leave through ``COPY (…) TO STDOUT`` as CSV and pandas parses them
+    in C: for a million rows that is several times faster, and far leaner, than building a
+    Python tuple, datetime and Decimal per value. Numbers come back as int64 or float64
+    (NULL as NaN), timestamps as ISO text for ``utc_series`` (``sql_time`` reads them faster);
+    the columns named in ``text`` stay strings (NULL as None) whatever they look like. Booleans
+    would arrive as "t" and "f": select them as numbers. Elsewhere the rows are fetched.
+    """
     with connection.cursor() as cursor:
-        cursor.execute(sql, params or {})
-        return pd.DataFrame(cursor.fetchall(), columns=[column[0] for column in cursor.description])
+        if connection.vendor != "postgresql":
+            cursor.execute(sql, params or {})
+            return pd.DataFrame(cursor.fetchall(), columns=[column[0] for column in cursor.description])
+        buffer = io.BytesIO()
+        with cursor.cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER)", params or None) as copy:
+            for block in copy:
+                buffer.write(block)
+    text = set(text)
+    buffer.seek(0)
+    frame = pd.read_csv(buffer, dtype={name: object for name in text}, keep_default_na=False, na_values=[""],
+                        low_memory=False)
+    for name in text & set(frame.columns):
+        frame[name] = frame[name].where(frame[name].notna(), None)
+    return frame
 
 
 def event_time_bounds() -> tuple[datetime | None, datetime | None]:
@@ -72,30 +110,55 @@ def users_table() -> pd.DataFrame:
     events are the ones the article's imported table speaks for.
     """
     frame = fetch_frame(
-        """
+        f"""
         SELECT u.id AS user_id, u.age, NULLIF(u.education, '') AS education,
             NULLIF(u.occupation, '') AS occupation, NULLIF(u.acquisition_channel, '') AS acquisition_channel,
-            u.signed_up_at,
+            {sql_time("u.signed_up_at")} AS signed_up_at,
             CASE WHEN EXISTS (SELECT 1 FROM analytics_behaviorevent e WHERE e.user_id = u.id) THEN 1 ELSE 0 END
                 AS has_events,
             CASE WHEN b.user_id IS NULL THEN 0 ELSE 1 END AS has_imported,
             b.watching_count AS imported_watching_count, b.purchasing_count AS imported_purchasing_count,
-            b.purchased_course AS imported_purchased_course,
+            CASE WHEN b.purchased_course THEN 1 WHEN NOT b.purchased_course THEN 0 END AS imported_purchased_course,
             p.segment AS planted_segment, p.purchase_probability AS planted_purchase_probability
         FROM analytics_enduser u
         LEFT JOIN analytics_importedbehavior b ON b.user_id = u.id
         LEFT JOIN analytics_planteduser p ON p.user_id = u.id
         WHERE u.erased_at IS NULL
-        """
+        """,
+        text=("education", "occupation", "acquisition_channel", "planted_segment"),
     )
     frame = frame.set_index("user_id")
-    frame["signed_up_at"] = utc_series(frame["signed_up_at"]).to_numpy()
+    frame["signed_up_at"] = utc_series(frame["signed_up_at"]).array
     for column in ("age", "imported_watching_count", "imported_purchasing_count", "imported_purchased_course",
                    "planted_purchase_probability"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     for column in ("has_events", "has_imported"):
         frame[column] = frame[column].astype(bool)
     return frame
+
+
+def user_channels() -> pd.Series:
+    """Return the acquisition channel (None where unknown) of every user who is not erased, by id."""
+    frame = fetch_frame(
+        "SELECT id AS user_id, NULLIF(acquisition_channel, '') AS acquisition_channel FROM analytics_enduser "
+        "WHERE erased_at IS NULL",
+        text=("acquisition_channel",),
+    )
+    return frame.set_index("user_id")["acquisition_channel"]
+
+
+def event_features(*, as_of: datetime, columns: Iterable[str]) -> pd.DataFrame:
+    """Return some of every user's event features as of a time (the stored features' SQL), by user id.
+
+    Only the columns a trainer uses are computed and read: the database skips the others'
+    work, and a million users' worth of timestamps the trainer never looks at stay out of Python.
+    """
+    names = list(columns)
+    selects = ", ".join(sql_time(f"f.{name}") + f" AS {name}" if name.endswith("_at") else f"f.{name}"
+                        for name in names)
+    sql = f"SELECT f.user_id, {selects} FROM ({features_sql(as_of_param=True, columns=names)}) f"
+    frame = fetch_frame(sql, {"zone": settings.TIME_ZONE, "as_of": as_utc(as_of)})
+    return frame.set_index("user_id")
 
 
 def numeric_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -33,13 +33,14 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ...models import ModelRun
-from ..features import PURCHASE, features_frame_as_of
+from ..features import PURCHASE
 from ..registry import model_run_save
 from .common import (
     UNKNOWN_LEVEL,
     as_utc,
     category_levels,
     demo_truth,
+    event_features,
     event_time_bounds,
     fetch_frame,
     json_safe,
@@ -260,8 +261,9 @@ def propensity_rows(*, observation_end: datetime, label_window_days: int = DEFAU
     which, ``true_probability`` carries the planted probability of demo users.
     """
     users = users_table()
-    features = numeric_columns(features_frame_as_of(as_of=as_utc(observation_end)),
-                               ["watching_count", "purchasing_count"]).set_index("user_id")
+    features = numeric_columns(event_features(as_of=observation_end,
+                                              columns=["watching_count", "purchasing_count", "first_event_at"]),
+                               ["watching_count", "purchasing_count"])
     observation_end = as_utc(observation_end)
     label_end = observation_end + timedelta(days=label_window_days)
     buyers = _label_users(start=observation_end, end=label_end, target_course=target_course)

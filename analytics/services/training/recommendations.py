@@ -37,7 +37,7 @@ from crossmkt_site.errors import ApplicationError
 from ...models import BehaviorEvent, ModelRun
 from ..registry import model_run_save
 from .clv import default_observation_end, demo_excluded_items, observed_data_end
-from .common import as_utc, demo_truth, json_safe, utc_series
+from .common import as_utc, demo_truth, fetch_frame, json_safe, sql_time, utc_series
 
 COURSE, FILM = "course", "film"
 DOMAIN_OF_KIND = {"film_watch": FILM, "course_purchase": COURSE, "course_view": COURSE}
@@ -478,16 +478,15 @@ def interaction_counts(catalog: pd.DataFrame, *, split_at: datetime, end: dateti
         (FILM, Film._meta.db_table, "external_id", ("film_watch",)),
         (COURSE, Course._meta.db_table, "sku", ("course_purchase", "course_view")),
     ):
-        sql = (f"SELECT e.user_id, i.id, e.kind, CASE WHEN e.occurred_at < %s THEN 0 ELSE 1 END AS after, "
-               f"COUNT(*), MIN(e.occurred_at) FROM {BehaviorEvent._meta.db_table} e JOIN {table} i "
+        sql = (f"SELECT e.user_id, i.id AS pk, e.kind, CASE WHEN e.occurred_at < %s THEN 0 ELSE 1 END AS after, "
+               f"COUNT(*) AS n, {sql_time('MIN(e.occurred_at)')} AS first_at "
+               f"FROM {BehaviorEvent._meta.db_table} e JOIN {table} i "
                f"ON i.partner_id = e.partner_id AND i.{id_column} = e.item_id "
                f"WHERE e.kind IN ({', '.join(['%s'] * len(kinds))}) AND e.occurred_at < %s "
                f"GROUP BY e.user_id, i.id, e.kind, after")
         params = [connection.ops.adapt_datetimefield_value(split_at), *kinds,
                   connection.ops.adapt_datetimefield_value(end)]
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = pd.DataFrame(cursor.fetchall(), columns=["user_id", "pk", "kind", "after", "n", "first_at"])
+        rows = fetch_frame(sql, params, text=("kind",))
         rows["item"] = position.reindex(pd.MultiIndex.from_arrays([[domain] * len(rows), rows["pk"]])).to_numpy()
         frames.append(rows)
     counts = pd.concat(frames, ignore_index=True)

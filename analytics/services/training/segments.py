@@ -25,12 +25,12 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from ...models import ModelRun
-from ..features import features_frame_as_of
 from ..registry import model_run_save
 from .common import (
     SECONDS_PER_DAY,
     as_utc,
     demo_truth,
+    event_features,
     event_time_bounds,
     json_safe,
     numeric_columns,
@@ -251,7 +251,8 @@ def segments_rows(*, as_of: datetime) -> tuple[pd.DataFrame, pd.Series, pd.Serie
     """
     as_of = as_utc(as_of)
     users = users_table()
-    features = numeric_columns(features_frame_as_of(as_of=as_of), list(COUNT_FIELDS)).set_index("user_id")
+    features = numeric_columns(event_features(as_of=as_of, columns=[*COUNT_FIELDS, "first_event_at"]),
+                               list(COUNT_FIELDS))
     first_event = utc_series(features["first_event_at"]).reindex(users.index)
     joined = users["signed_up_at"].fillna(first_event)
     population = (joined < pd.Timestamp(as_of)) | (joined.isna() & users["has_imported"])
