@@ -152,7 +152,8 @@ def serve(port: int) -> subprocess.Popen:
     db = connection.settings_dict
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "crossmkt_site.settings.local", "DEBUG": "false",
            "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-           "API_RATE_PER_KEY": "1000000/minute", "CONN_MAX_AGE": "60"}  # connections kept, as in production
+           "API_RATE_PER_KEY": "1000000/minute", "CONN_MAX_AGE": "60",  # connections kept, as in production
+           "CROSSMKT_URLCONF": "analytics.bench_urls"}
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "crossmkt_site.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--timeout", "300"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

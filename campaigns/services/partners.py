@@ -4,9 +4,10 @@ import hashlib
 import hmac
 import secrets
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from crossmkt_site.bulk import instance_from_row
 from crossmkt_site.errors import ApplicationError
 
 from ..models import Partner, PartnerApiKey
@@ -18,6 +19,32 @@ def _hash_secret(raw_key: str) -> str:
     # Keys carry 256 random bits, so a fast hash is safe here, unlike for passwords,
     # and keeps the per-request check cheap.
     return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+def _columns(model, alias: str) -> str:
+    return ", ".join(f'{alias}."{field.column}"' for field in model._meta.concrete_fields)
+
+
+def _active_key_with_partner(*, prefix: str) -> PartnerApiKey | None:
+    """Return the active key with this prefix and its (active) partner, loaded in one statement.
+
+    Every API request passes here, so the statement is written out rather than built by
+    the ORM each time (that costs more than running it); the instances are the ORM's own.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT {_columns(PartnerApiKey, 'k')}, {_columns(Partner, 'p')} FROM {PartnerApiKey._meta.db_table} k "
+            f"JOIN {Partner._meta.db_table} p ON p.id = k.partner_id "
+            "WHERE k.prefix = %s AND k.revoked_at IS NULL AND p.is_active ORDER BY k.created_at DESC LIMIT 1",
+            [prefix],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    split = len(PartnerApiKey._meta.concrete_fields)
+    key = instance_from_row(PartnerApiKey, row[:split])
+    key.partner = instance_from_row(Partner, row[split:])
+    return key
 
 
 def partner_create(*, slug: str, kind: str, name: str, webhook_url: str = "") -> Partner:
@@ -70,11 +97,7 @@ def partner_api_key_authenticate(*, raw_key: str) -> PartnerApiKey | None:
     parts = raw_key.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_SCHEME:
         return None
-    key = (
-        PartnerApiKey.objects.select_related("partner")
-        .filter(prefix=parts[1], revoked_at__isnull=True, partner__is_active=True)
-        .first()
-    )
+    key = _active_key_with_partner(prefix=parts[1])
     if key is None or not hmac.compare_digest(key.hashed_key, _hash_secret(raw_key)):
         return None
     now = timezone.now()

@@ -18,9 +18,8 @@ from .webhooks import webhook_offer_redeemed, webhook_offer_redemption_rolled_ba
 def offers_visible_to(partner: Partner):
     """Return offers a partner may see and redeem: those it honours or of campaigns it runs or joins."""
     # A subquery rather than a join, so rows are not repeated and can be locked FOR UPDATE.
-    return Offer.objects.filter(
-        Q(partner=partner) | Q(campaign__owner=partner) | Q(campaign__in=Campaign.objects.filter(partners=partner))
-    )
+    joined = Campaign.partners.through.objects.filter(partner_id=partner.pk).values("campaign_id")
+    return Offer.objects.filter(Q(partner_id=partner.pk) | Q(campaign__owner_id=partner.pk) | Q(campaign_id__in=joined))
 
 
 def _existing_for_key(partner: Partner, idempotency_key: str, code: str) -> RedemptionEntry | None:

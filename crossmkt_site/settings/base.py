@@ -56,7 +56,8 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 
-ROOT_URLCONF = "crossmkt_site.urls"
+# The benchmark serves analytics.bench_urls: these URLs plus a bare Django view to compare the API with.
+ROOT_URLCONF = env("CROSSMKT_URLCONF", default="crossmkt_site.urls")
 WSGI_APPLICATION = "crossmkt_site.wsgi.application"
 
 TEMPLATES = [

@@ -53,6 +53,29 @@ def test_open_offers_are_those_the_partner_honours_or_runs_and_nothing_personal(
     assert set(body) == {"user_id", "offers"}
 
 
+def test_the_offers_answer_shows_each_open_offer_as_the_offer_serializer_would(ours, theirs):
+    # given offers of every visibility, one with a deal-free trial and one with a percentage
+    user = personal_user(ours.partner)
+    joined_campaign = CampaignFactory(owner=theirs.partner)
+    joined_campaign.partners.add(ours.partner)
+    offers = [OfferFactory(campaign=ours.campaign, user=user, amount_off=Decimal("20")),
+              OfferFactory(campaign=joined_campaign, user=user, kind="free_viewing", amount_off=None, days=7,
+                           partner=theirs.partner, expires_at=timezone.now() + timedelta(days=3)),
+              OfferFactory(campaign=CampaignFactory(owner=theirs.partner), user=user, partner=ours.partner,
+                           amount_off=None, percent_off=Decimal("12.5"))]
+
+    # when we ask for them
+    body = ours.client.get("/api/v1/users/u-private/offers/").json()
+
+    # then the hand-written hot path says exactly what the serializer over the ORM's offers says
+    from campaigns.api.users import OpenOfferSerializer
+    from campaigns.selectors import offer_list_open_for_user
+
+    expected = OpenOfferSerializer(offer_list_open_for_user(partner=ours.partner, user=user), many=True).data
+    assert body["offers"] == [dict(offer) for offer in expected]
+    assert [offer["code"] for offer in body["offers"]] == [offers[1].code, offers[0].code, offers[2].code]  # soonest first
+
+
 def test_recommendations_follow_the_users_interest_and_what_the_partner_can_offer(ours, theirs):
     # given a user who shares data, watched economics films at the video partner and viewed a history course
     user = personal_user(ours.partner, data_sharing_consent=True)

@@ -1,0 +1,62 @@
+"""URLs of the benchmark's server only: the product's, and the same offers answer written as a bare Django view.
+
+``bench`` starts gunicorn with ``CROSSMKT_URLCONF=analytics.bench_urls``. The bare view
+does what ``GET /api/v1/users/{id}/offers/`` does (check the key, find the user the partner
+may see, list their open offers) in hand-written SQL with a ``JsonResponse``: the API's
+request rate is compared with it, so the ratio is what the framework (DRF, the ORM,
+serializers, throttling) costs.
+"""
+
+import hmac
+from datetime import datetime, timezone
+
+from django.db import connection
+from django.http import JsonResponse
+from django.urls import path
+
+from campaigns.services.partners import KEY_SCHEME, _hash_secret
+from crossmkt_site.urls import handler404, urlpatterns as product_urlpatterns  # noqa: F401 - handler404 is looked up here
+
+OPEN_OFFERS_SQL = """
+SELECT o.code, o.kind, o.status, c.slug, p.slug, d.slug, o.amount_off, o.percent_off, o.min_spend, o.days,
+       o.issued_at, o.expires_at
+FROM campaigns_offer o
+JOIN campaigns_campaign c ON c.id = o.campaign_id
+LEFT JOIN campaigns_partner p ON p.id = o.partner_id
+LEFT JOIN campaigns_deal d ON d.id = o.deal_id
+WHERE o.user_id = %s AND o.status IN ('issued', 'delivered') AND o.expires_at > %s
+  AND (o.partner_id = %s OR c.owner_id = %s
+       OR c.id IN (SELECT campaign_id FROM campaigns_campaign_partners WHERE partner_id = %s))
+ORDER BY o.expires_at, o.id
+"""
+
+
+def _money(value):
+    return None if value is None else f"{value:.2f}"
+
+
+def bare_user_offers(request, user_id: str):
+    scheme, _, raw_key = request.headers.get("Authorization", "").partition(" ")
+    parts = raw_key.split("_", 2)
+    if scheme != "Api-Key" or len(parts) != 3 or parts[0] != KEY_SCHEME:
+        return JsonResponse({"error": "unauthorized"}, status=401)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT k.partner_id, k.hashed_key FROM campaigns_partnerapikey k JOIN campaigns_partner p "
+                       "ON p.id = k.partner_id WHERE k.prefix = %s AND k.revoked_at IS NULL AND p.is_active", [parts[1]])
+        row = cursor.fetchone()
+        if row is None or not hmac.compare_digest(row[1], _hash_secret(raw_key)):
+            return JsonResponse({"error": "unauthorized"}, status=401)
+        partner_id = row[0]
+        cursor.execute("SELECT id, external_id FROM analytics_enduser WHERE external_id = %s AND erased_at IS NULL "
+                       "AND (home_partner_id = %s OR data_sharing_consent)", [user_id, partner_id])
+        user = cursor.fetchone()
+        if user is None:
+            return JsonResponse({"error": "not found"}, status=404)
+        cursor.execute(OPEN_OFFERS_SQL, [user[0], datetime.now(timezone.utc), partner_id, partner_id, partner_id])
+        offers = [{"code": r[0], "kind": r[1], "status": r[2], "campaign": r[3], "honoured_by": r[4], "deal": r[5],
+                   "amount_off": _money(r[6]), "percent_off": _money(r[7]), "min_spend": _money(r[8]), "days": r[9],
+                   "issued_at": r[10].isoformat(), "expires_at": r[11].isoformat()} for r in cursor.fetchall()]
+    return JsonResponse({"user_id": user[1], "offers": offers})
+
+
+urlpatterns = [path("bench/bare/users/<str:user_id>/offers/", bare_user_offers), *product_urlpatterns]
