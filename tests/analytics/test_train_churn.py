@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from django.utils import timezone
 from lifelines import CoxPHFitter
+from lifelines.statistics import proportional_hazard_test
 
 from analytics.demo.catalog import demo_catalog
 from analytics.demo.truth import planted_truth
@@ -31,6 +32,7 @@ from analytics.services.training.churn import (
     churn_fit,
     membership_events,
     membership_spells,
+    proportional_hazards_test,
 )
 from analytics.services.training.common import truth_time
 from crossmkt_site.errors import ApplicationError
@@ -171,6 +173,41 @@ def test_the_proportional_hazards_check_finds_nothing_wrong_with_a_proportional_
 
     assert set(check["covariates"]) == set(PLANTED["coefficients"])
     assert check["violations_at_1_percent"] == []
+
+
+def test_the_proportional_hazards_test_is_lifelines_on_the_same_spells(generated):
+    # given: lifelines' own test, whose residual loop is quadratic in the spells
+    _, _, spells = generated
+    table = _reference_table(spells)
+    fitter = CoxPHFitter().fit(table, "duration_days", "cancelled")
+    expected = proportional_hazard_test(fitter, table, time_transform="rank").summary
+
+    # when
+    result = proportional_hazards_test(fitter, table)
+
+    # then
+    assert list(result.index) == list(fitter.params_.index)
+    np.testing.assert_allclose(result["test_statistic"], expected.loc[result.index, "test_statistic"], rtol=1e-6)
+    np.testing.assert_allclose(result["p"], expected.loc[result.index, "p"], rtol=1e-6, atol=1e-12)
+
+
+def test_spells_beyond_the_cap_are_fitted_on_a_fixed_sample_that_still_recovers_the_truth(generated, recovery):
+    # given
+    _, _, spells = generated
+    cap = 8_000
+
+    # when
+    fit = churn_fit(spells, reference_level=PLANTED["reference_levels"][CHANNEL],
+                    planted_coefficients=PLANTED["coefficients"], fit_sample=cap)
+    again = churn_fit(spells, reference_level=PLANTED["reference_levels"][CHANNEL], fit_sample=cap)
+
+    # then
+    assert fit.n_train == fit.metrics["spells"] == cap == fit.params["fit_sample"]
+    assert fit.metrics["spells_available"] == recovery.n_train > cap and fit.metrics["cox_fit_sample"]["sampled"]
+    assert fit.metrics["truth"]["all_within_3_se"], fit.metrics["truth"]["coefficients"]
+    assert fit.params["coefficients"] == again.params["coefficients"]
+    curves = fit.metrics["kaplan_meier"]["by_acquisition_channel"]
+    assert sum(curve["spells"] for curve in curves.values()) == recovery.n_train
 
 
 def test_kaplan_meier_curves_by_channel_fall_faster_for_the_riskier_channel(recovery):
