@@ -97,6 +97,7 @@ class ModelRun(models.Model):
         CLV = "clv", _("Lifetime value")
         SEGMENTS = "segments", _("Segments")
         RECOMMENDATIONS = "recommendations", _("Recommendations")
+        UPLIFT = "uplift", _("Offer uplift")
 
     model = models.CharField(_("model"), max_length=32, choices=Model.choices)
     version = models.PositiveIntegerField(_("version"))

@@ -24,14 +24,18 @@ def expire_offers() -> dict:
     name="campaigns.tasks.issue_campaign_chunk", acks_late=True, reject_on_worker_lost=True,
     autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5,
 )
-def issue_campaign_chunk(campaign_id: int, low: int, high: int, as_of: str | None = None) -> dict:
+def issue_campaign_chunk(campaign_id: int, low: int, high: int, as_of: str | None = None,
+                         optimisation: dict | None = None) -> dict:
     """Assign and issue one range of user ids of a campaign; a retry issues nothing twice.
 
     ``as_of`` (ISO 8601) replays a run at a past moment, as the demo does for campaigns whose
     window has passed; production runs leave it empty and use the current time.
+    ``optimisation`` (``{"run": model run id, "multiplier": float}``) is the plan an
+    optimise-mode campaign's chunks choose with.
     """
     now = datetime.fromisoformat(as_of) if as_of else None
-    result = campaign_issue_chunk(campaign_id=campaign_id, id_range=(low, high), now=now).as_dict()
+    result = campaign_issue_chunk(campaign_id=campaign_id, id_range=(low, high), now=now,
+                                  optimisation=optimisation).as_dict()
     result["worker_pid"] = os.getpid()
     return result
 

@@ -20,7 +20,7 @@ Its top-level keys:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -86,29 +86,41 @@ def _price_reduction(rule_offers: Any, order_value: float) -> float:
     return min(reduction, order_value)
 
 
+def planted_package_effects(campaign_slug: str, kinds: Sequence[str], price_reduction: float) -> dict[str, Any]:
+    """Return the planted effect, per segment, of giving one package of offer kinds in a campaign's setting.
+
+    The package's conversion uplifts add up per kind (scaled as the campaign's are), capped
+    at ``MAXIMUM_CONVERSION``; a converted user pays the campaign's order value less
+    ``price_reduction`` (the package's coupons). This is how the catalog's own packages are
+    planted, so any other package (one offer of a kind, say) can be checked against the same truth.
+    """
+    base_scale, uplift_scale, order_value = P.CAMPAIGN_RESPONSE[campaign_slug]
+    reduction = min(float(price_reduction), order_value)
+    revenue_per_conversion = order_value - reduction
+    segments = {}
+    for name in P.SEGMENT_NAMES:
+        base = P.BASE_CONVERSION_BY_SEGMENT[name] * base_scale
+        uplift = uplift_scale * sum(P.CONVERSION_UPLIFT_BY_OFFER_KIND[kind][name] for kind in kinds)
+        treated_conversion = min(base + uplift, P.MAXIMUM_CONVERSION)
+        segments[name] = {
+            "conversion_uplift": round(treated_conversion - base, 6),
+            "treated_conversion": round(treated_conversion, 6),
+            "revenue_uplift_per_user": round(treated_conversion * revenue_per_conversion - base * order_value, 6),
+        }
+    return {"price_reduction": round(reduction, 2), "revenue_per_conversion": round(revenue_per_conversion, 2),
+            "segments": segments}
+
+
 def _campaign_effects(campaign: Campaign) -> dict[str, Any]:
-    base_scale, uplift_scale, order_value = P.CAMPAIGN_RESPONSE[campaign.slug]
+    base_scale, _uplift_scale, order_value = P.CAMPAIGN_RESPONSE[campaign.slug]
     base_conversion = {name: P.BASE_CONVERSION_BY_SEGMENT[name] * base_scale for name in P.SEGMENT_NAMES}
     offers: dict[str, Any] = {}
     for rule in campaign.rules:
-        reduction = _price_reduction(rule.offers, order_value)
-        revenue_per_conversion = order_value - reduction
-        segments = {}
-        for name in P.SEGMENT_NAMES:
-            uplift = uplift_scale * sum(P.CONVERSION_UPLIFT_BY_OFFER_KIND[offer.kind][name] for offer in rule.offers)
-            treated_conversion = min(base_conversion[name] + uplift, P.MAXIMUM_CONVERSION)
-            segments[name] = {
-                "conversion_uplift": round(treated_conversion - base_conversion[name], 6),
-                "treated_conversion": round(treated_conversion, 6),
-                "revenue_uplift_per_user": round(
-                    treated_conversion * revenue_per_conversion - base_conversion[name] * order_value, 6
-                ),
-            }
+        package = planted_package_effects(campaign.slug, [offer.kind for offer in rule.offers],
+                                          _price_reduction(rule.offers, order_value))
         offers[rule.effect_key] = {
             "rules": [other.slug for other in campaign.rules if other.effect_key == rule.effect_key],
-            "price_reduction": round(reduction, 2),
-            "revenue_per_conversion": round(revenue_per_conversion, 2),
-            "segments": segments,
+            **package,
         }
     return {
         "outcome": "a course_purchase of one of target_course_skus within conversion_window_days of the offer "

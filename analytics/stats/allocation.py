@@ -117,6 +117,24 @@ def _relaxed_choice(values: FloatArray, costs: FloatArray, multiplier: float) ->
     return np.where(take, best, NO_OFFER), float(best_reduced[take].sum())
 
 
+def choose_at_multiplier(values: npt.ArrayLike, costs: Sequence[Number], multiplier: float) -> IntArray:
+    """Return each user's offer maximising ``values[u, j] - multiplier * costs[j]`` when positive, else -1.
+
+    This is the Lagrangian choice with a given price per CNY of budget: users decide
+    independently, so a large population can be split into chunks that each choose for
+    their own users with the multiplier ``allocate_offers`` found for everyone.
+    """
+    matrix = np.asarray(values, dtype=float)
+    if matrix.ndim != 2:
+        raise ValueError("values must be a users x offers matrix")
+    float_costs = np.array([float(Decimal(str(cost))) for cost in costs], dtype=float)
+    if float_costs.shape != (matrix.shape[1],):
+        raise ValueError(f"{matrix.shape[1]} offers in values but {len(float_costs)} costs")
+    if not matrix.shape[0] or not matrix.shape[1]:
+        return np.full(matrix.shape[0], NO_OFFER, dtype=np.int64)
+    return _relaxed_choice(matrix, float_costs, float(multiplier))[0].astype(np.int64)
+
+
 def _totals(values: FloatArray, costs: FloatArray, choice: IntArray) -> tuple[float, float]:
     chosen = choice >= 0
     rows = np.flatnonzero(chosen)

@@ -18,6 +18,13 @@ Methods
 * ``transformed_outcome``: with ``p`` the share of the arm among the arm's and control
   users, ``z = y * (t - p) / (p * (1 - p))`` has expectation equal to the uplift given the
   features (Athey and Imbens 2015), so one regressor on ``z`` estimates it directly.
+* ``x_learner`` (Kuenzel et al. 2019): the T-learner's two models ``mu1, mu0`` impute each
+  user's effect, ``y - mu0(x)`` for treated users and ``mu1(x) - y`` for control users; a
+  regressor per group learns those imputed effects (``tau1``, ``tau0``), and the uplift is
+  ``p * tau0 + (1 - p) * tau1``. With a small holdout the control model ``mu0`` is fitted on
+  few users and shrinks towards the average, which the T-learner reads as uplift for users
+  who buy often anyway; the X-learner leans on ``tau0``, whose targets use the well-fitted
+  ``mu1`` and the control users' own outcomes, so that bias largely cancels.
 
 Evaluation (``uplift_curves``), on held-out users ranked by predicted uplift, best first.
 With ``n_t(k), n_c(k)`` the treated and control users among the top ``k`` and
@@ -51,8 +58,8 @@ from analytics.stats.effects import _JsonResult
 
 FloatArray = npt.NDArray[np.float64]
 BoolArray = npt.NDArray[np.bool_]
-Method = Literal["t_learner", "transformed_outcome"]
-METHODS: tuple[Method, ...] = ("t_learner", "transformed_outcome")
+Method = Literal["t_learner", "transformed_outcome", "x_learner"]
+METHODS: tuple[Method, ...] = ("t_learner", "transformed_outcome", "x_learner")
 DEFAULT_CURVE_POINTS = 101
 
 
@@ -88,15 +95,21 @@ class ArmModel:
             if self.value_models:
                 treated_value, control_value = self.value_models
                 value = treated_value.predict(matrix) - control_value.predict(matrix)
+        elif self.method == "x_learner":
+            share = self.treated_share
+            conversion = share * self.conversion_models[3].predict(matrix) + (1 - share) * self.conversion_models[2].predict(matrix)
+            value = None
+            if self.value_models:
+                value = share * self.value_models[3].predict(matrix) + (1 - share) * self.value_models[2].predict(matrix)
         else:
             conversion = self.conversion_models[0].predict(matrix)
             value = self.value_models[0].predict(matrix) if self.value_models else None
         return conversion, value
 
     def predict_control_conversion(self, features: npt.ArrayLike) -> FloatArray:
-        """Predict each user's conversion probability without the offer (T-learner only)."""
-        if self.method != "t_learner":
-            raise ValueError("only the T-learner models the control arm's conversion")
+        """Predict each user's conversion probability without the offer (T- and X-learner only)."""
+        if self.method not in ("t_learner", "x_learner"):
+            raise ValueError("only the T- and X-learner model the control arm's conversion")
         return self.conversion_models[1].predict_proba(np.asarray(features, dtype=float))[:, 1]
 
 
@@ -149,20 +162,43 @@ def _check_inputs(features: npt.ArrayLike, arm: npt.ArrayLike, converted: npt.Ar
 
 
 def _fit_arm(method: Method, arm: str, matrix: FloatArray, treated: BoolArray, outcome: FloatArray,
-             amounts: FloatArray | None, classifier: Callable[[], Any], regressor: Callable[[], Any]) -> ArmModel:
+             amounts: FloatArray | None, classifier: Callable[[], Any], regressor: Callable[[], Any],
+             shares: FloatArray | None = None) -> ArmModel:
     share = float(treated.mean())
     if method == "t_learner":
         conversion_models = tuple(clone(classifier()).fit(matrix[group], outcome[group])
                                   for group in (treated, ~treated))
         value_models = () if amounts is None else tuple(
             clone(regressor()).fit(matrix[group], amounts[group]) for group in (treated, ~treated))
+    elif method == "x_learner":
+        if shares is not None:
+            share = float(np.mean(shares))
+        conversion_models = _x_models(matrix, treated, outcome, classifier, regressor, probability=True)
+        value_models = () if amounts is None else _x_models(matrix, treated, amounts, regressor, regressor,
+                                                            probability=False)
     else:
-        # Inverse-probability weights of the known random assignment make z unbiased for the uplift.
-        weight = (treated.astype(float) - share) / (share * (1.0 - share))
+        # Inverse-probability weights of the known random assignment make z unbiased for the uplift;
+        # pooled experiments with different holdout shares each bring their own probability.
+        p = np.full(len(treated), share) if shares is None else shares
+        weight = (treated.astype(float) - p) / (p * (1.0 - p))
         conversion_models = (clone(regressor()).fit(matrix, outcome * weight),)
         value_models = () if amounts is None else (clone(regressor()).fit(matrix, amounts * weight),)
     return ArmModel(arm=arm, method=method, treated_share=share, conversion_models=conversion_models,
                     value_models=value_models)
+
+
+def _x_models(matrix: FloatArray, treated: BoolArray, outcome: FloatArray, first: Callable[[], Any],
+              second: Callable[[], Any], probability: bool) -> tuple[Any, ...]:
+    """Fit the X-learner's outcome models per group, then its effect models on the imputed effects."""
+    mu1 = clone(first()).fit(matrix[treated], outcome[treated])
+    mu0 = clone(first()).fit(matrix[~treated], outcome[~treated])
+
+    def predict(model: Any, rows: BoolArray) -> FloatArray:
+        return model.predict_proba(matrix[rows])[:, 1] if probability else model.predict(matrix[rows])
+
+    tau1 = clone(second()).fit(matrix[treated], outcome[treated] - predict(mu0, treated))
+    tau0 = clone(second()).fit(matrix[~treated], predict(mu1, ~treated) - outcome[~treated])
+    return mu1, mu0, tau1, tau0
 
 
 def fit_uplift(
@@ -175,15 +211,27 @@ def fit_uplift(
     method: Method = "t_learner",
     classifier: Callable[[], Any] = default_classifier,
     regressor: Callable[[], Any] = default_regressor,
+    treated_share: npt.ArrayLike | None = None,
 ) -> UpliftModel:
     """Fit one uplift model per treated arm against the control arm.
 
     ``classifier`` and ``regressor`` build fresh scikit-learn estimators; the transformed
-    outcome uses only the regressor.
+    outcome uses only the regressor, the X-learner the classifier for conversion and the
+    regressor for everything else. ``treated_share`` (optional, one per user) is the
+    probability each user had of being treated rather than held out, when users of several
+    experiments with different holdout shares are pooled; without it the arm's share of its
+    and the control's users is used for everyone.
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
     matrix, labels, outcome, amounts = _check_inputs(features, arm, converted, value)
+    shares = None
+    if treated_share is not None:
+        shares = np.asarray(treated_share, dtype=float)
+        if shares.shape != (len(matrix),):
+            raise ValueError("treated_share must hold one entry per user")
+        if not ((shares > 0) & (shares < 1)).all():
+            raise ValueError("treated_share must lie strictly between 0 and 1")
     is_control = labels == str(control)
     if not is_control.any():
         raise ValueError(f"no users in the control arm {control!r}")
@@ -194,7 +242,8 @@ def fit_uplift(
     for name in arms:
         pair = is_control | (labels == name)
         models.append(_fit_arm(method, name, matrix[pair], (labels[pair] == name), outcome[pair],
-                               None if amounts is None else amounts[pair], classifier, regressor))
+                               None if amounts is None else amounts[pair], classifier, regressor,
+                               None if shares is None else shares[pair]))
     return UpliftModel(method=method, control=str(control), arms=tuple(models))
 
 

@@ -32,6 +32,10 @@ class Campaign(models.Model):
         RULES = "rules", _("Rule-based")
         EXTERNAL = "external", _("External experiment")
 
+    class Mode(models.TextChoices):
+        RULES = "rules", _("Rules decide")
+        OPTIMISE = "optimise", _("Optimise incremental margin")
+
     class Status(models.TextChoices):
         DRAFT = "draft", _("Draft")
         RUNNING = "running", _("Running")
@@ -42,6 +46,12 @@ class Campaign(models.Model):
     name = models.CharField(_("name"), max_length=200)
     description = models.TextField(_("description"), blank=True)
     kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices, default=Kind.RULES)
+    mode = models.CharField(
+        _("targeting mode"), max_length=16, choices=Mode.choices, default=Mode.RULES,
+        help_text=_("Rules: every matching user gets the offers of the first rules they match. Optimise: the rules' "
+                    "conditions say who may get which offer, and the uplift model chooses at most one offer package per "
+                    "user to earn the most incremental margin within the budget."),
+    )
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
     owner = models.ForeignKey(
         Partner, on_delete=models.PROTECT, related_name="owned_campaigns", null=True, blank=True, verbose_name=_("owner"),

@@ -220,8 +220,13 @@ class ChunkResult:
         return {key: str(value) if isinstance(value, Decimal) else value for key, value in self.__dict__.items()}
 
 
-def campaign_issue_chunk(*, campaign_id: int, id_range: tuple[int, int], now: datetime | None = None) -> ChunkResult:
-    """Assign and issue offers for one range of user ids; running it again issues nothing."""
+def campaign_issue_chunk(*, campaign_id: int, id_range: tuple[int, int], now: datetime | None = None,
+                         optimisation: dict | None = None) -> ChunkResult:
+    """Assign and issue offers for one range of user ids; running it again issues nothing.
+
+    An optimise-mode campaign's chunk chooses with ``optimisation`` (the plan's model run
+    and multiplier, from ``campaign_run``) instead of giving every rule's offer.
+    """
     now = now or timezone.now()
     campaign = Campaign.objects.get(pk=campaign_id)
     campaign_check_runnable(campaign, now)
@@ -229,7 +234,7 @@ def campaign_issue_chunk(*, campaign_id: int, id_range: tuple[int, int], now: da
     lo, hi = id_range
     # Users handled by an earlier run are not read again: a re-run costs one pass over the index.
     handled = CampaignAssignment.objects.filter(campaign=campaign, user_id__gte=lo, user_id__lt=hi).count()
-    plan = plan_chunk(campaign, plans, _load_chunk(plans, id_range, now, unassigned_in=campaign))
+    plan = _chunk_plan(campaign, plans, id_range, now, optimisation, unassigned_in=campaign)
     result = ChunkResult(eligible=len(plan.user_ids), holdout=int(plan.holdout.sum()), skipped_existing=handled)
     if not len(plan.user_ids):
         return result
@@ -292,6 +297,17 @@ def campaign_issue_chunk(*, campaign_id: int, id_range: tuple[int, int], now: da
     return result
 
 
+def _chunk_plan(campaign: Campaign, plans: list[RulePlan], id_range: tuple[int, int], now: datetime,
+                optimisation: dict | None, unassigned_in: Campaign | None = None) -> ChunkPlan:
+    frame = _load_chunk(plans, id_range, now, unassigned_in=unassigned_in)
+    if campaign.mode != Campaign.Mode.OPTIMISE:
+        return plan_chunk(campaign, plans, frame)
+    from .campaign_optimise import optimised_chunk_plan
+
+    return optimised_chunk_plan(campaign=campaign, plans=plans, frame=frame, id_range=id_range, now=now,
+                                optimisation=optimisation)
+
+
 def _within_limits(campaign: Campaign, costs: np.ndarray) -> np.ndarray:
     """Return which of the ordered offers fit in what is left of the budget and the offer cap."""
     keep = np.ones(len(costs), dtype=bool)
@@ -336,6 +352,11 @@ class DryRun:
     rules: list[RuleForecast] = field(default_factory=list)
     budget: Decimal | None = None
     remaining: Decimal | None = None
+    mode: str = Campaign.Mode.RULES
+    # The rule-based and the optimised choice side by side (campaign_optimise.Comparison), or
+    # why they cannot be compared (no uplift model yet).
+    comparison: object | None = None
+    comparison_missing: str | None = None
 
     @property
     def cost(self) -> Decimal:
@@ -347,15 +368,32 @@ class DryRun:
 
 
 def campaign_dry_run(*, campaign: Campaign, now: datetime | None = None, on_chunk=None) -> DryRun:
-    """Forecast reach and cost per rule over every reachable user, writing nothing."""
+    """Forecast reach and cost per rule over every reachable user, writing nothing.
+
+    With an uplift model trained, the forecast also sets the rule-based choice beside the
+    optimised one (spend and expected incremental margin); an optimise-mode campaign's
+    forecast per rule is its optimised choice among the users it has not handled yet.
+    """
+    from .campaign_optimise import campaign_optimise_plan
+
     now = now or timezone.now()
     plans = campaign_rule_plans(campaign)
-    forecast = DryRun(campaign=campaign.slug, budget=campaign.budget,
+    forecast = DryRun(campaign=campaign.slug, budget=campaign.budget, mode=campaign.mode,
                       remaining=None if campaign.budget is None else campaign.budget - campaign.spent,
                       rules=[RuleForecast(plan.rule.name, plan.rule.priority) for plan in plans])
+    optimising = campaign.mode == Campaign.Mode.OPTIMISE
+    optimisation = None
+    try:
+        optimisation = campaign_optimise_plan(campaign=campaign, plans=plans, now=now)
+        forecast.comparison = optimisation.comparison
+    except ApplicationError as error:
+        if optimising:
+            raise
+        forecast.comparison_missing = error.message
     chunks = campaign_chunks()
     for done, id_range in enumerate(chunks, 1):
-        plan = plan_chunk(campaign, plans, _load_chunk(plans, id_range, now))
+        plan = _chunk_plan(campaign, plans, id_range, now, optimisation.as_task() if optimisation else None,
+                           unassigned_in=campaign if optimising else None)
         forecast.eligible += len(plan.user_ids)
         forecast.holdout += int(plan.holdout.sum())
         for index, rule_forecast in enumerate(forecast.rules):
@@ -380,13 +418,19 @@ def campaign_run(*, campaign: Campaign, wait: bool = True, on_chunk=None, now: d
     explicit_now = now is not None
     now = now or timezone.now()
     campaign_check_runnable(campaign, now)
-    campaign_rule_plans(campaign)  # refuse broken rules before any worker starts
+    plans = campaign_rule_plans(campaign)  # refuse broken rules before any worker starts
     chunks = campaign_chunks(chunk_users=chunk_users)
     totals = ChunkResult()
     if not chunks:
         return totals.as_dict()
     as_of = now.isoformat() if explicit_now else None
-    job = group(issue_campaign_chunk.s(campaign.pk, lo, hi, as_of) for lo, hi in chunks).apply_async()
+    optimisation = None
+    if campaign.mode == Campaign.Mode.OPTIMISE:
+        from .campaign_optimise import campaign_optimise_plan
+
+        # One pass over every user prices a CNY of budget; each chunk then chooses for its own users with it.
+        optimisation = campaign_optimise_plan(campaign=campaign, plans=plans, now=now).as_task()
+    job = group(issue_campaign_chunk.s(campaign.pk, lo, hi, as_of, optimisation) for lo, hi in chunks).apply_async()
     if not wait:
         return {"chunks": len(chunks), "group_id": job.id}
     for done, (_position, result) in enumerate(results_as_they_finish(job), 1):

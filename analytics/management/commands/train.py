@@ -1,4 +1,8 @@
-"""python manage.py train --model {propensity,churn,clv,segments,recommendations,all} [--json] [--observation-end DATE]."""
+"""python manage.py train --model {propensity,churn,clv,segments,recommendations,uplift,all} [--json] [--observation-end DATE].
+
+``all`` trains the models that learn from behaviour; ``uplift`` learns from past campaigns
+with a holdout, so it is trained by name once campaigns have run.
+"""
 
 import datetime as dt
 import json
@@ -10,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from crossmkt_site.errors import ApplicationError
 
 MODELS = ("propensity", "churn", "clv", "segments", "recommendations")
+CAMPAIGN_MODELS = ("uplift",)
 
 
 def parse_observation_end(text: str | None) -> dt.datetime | None:
@@ -29,20 +34,21 @@ class Command(BaseCommand):
     help = "Fit a model (or all), store it as a new active version, and print its metrics."
 
     def add_arguments(self, parser):
-        parser.add_argument("--model", choices=[*MODELS, "all"], default="all")
+        parser.add_argument("--model", choices=[*MODELS, *CAMPAIGN_MODELS, "all"], default="all")
         parser.add_argument("--json", action="store_true", help='One JSON object per model: {"model", "version", "n_train", "params", "metrics"}.')
         parser.add_argument("--observation-end", help="End of the calibration / feature period (date or ISO time).")
         parser.add_argument("--no-activate", action="store_true", help="Store the run without making it the active one.")
 
     def handle(self, *args, model, json: bool, observation_end, no_activate, **options):
-        from ...services.training import TRAINERS
+        from ...services.training import CAMPAIGN_TRAINERS, TRAINERS
 
+        trainers = {**TRAINERS, **CAMPAIGN_TRAINERS}
         names = MODELS if model == "all" else (model,)
         end = parse_observation_end(observation_end)
         for name in names:
             started = time.monotonic()
             try:
-                run = TRAINERS[name](observation_end=end, activate=not no_activate)
+                run = trainers[name](observation_end=end, activate=not no_activate)
             except ApplicationError as error:
                 raise CommandError(f"{name}: {error.message}") from None
             if json:

@@ -33,3 +33,7 @@ TRAINERS: dict[str, Trainer] = {
     }.items()
     if trainer is not None
 }
+
+# Trainers that learn from past campaigns rather than from behaviour alone. Not in ``all``:
+# a fresh world has run no campaign yet; ``train --model uplift`` runs them by name.
+CAMPAIGN_TRAINERS: dict[str, Trainer] = {"uplift": _trainer("uplift", "train_uplift")}

@@ -1,0 +1,143 @@
+"""Uplift: who an offer package changes, learned from past experiments with a holdout.
+
+Rows come from ``analytics.services.uplift.experiment_rows`` (our campaigns' records and
+imported experiments; features from events before each experiment's assignment). For each
+offer package, its treated users are compared with the held-out users of the same rules,
+pooled over every experiment that gave it, and two models are fitted
+(``analytics.stats.uplift``): a T-learner and a transformed outcome (each row weighted by its
+own experiment's holdout share). A stable 30% of users is kept out of fitting; on them each
+model's Qini and uplift curves and AUUC are measured, for conversion and for revenue. The
+method with the larger Qini coefficient of conversion over all packages is the one the
+optimiser uses. A baseline classifier of conversion without an offer, fitted on every
+held-out user in training, prices how many would have bought anyway.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+from ...models import ModelRun
+from ...stats.uplift import METHODS, UpliftModel, evaluate_uplift, fit_uplift
+from ..registry import model_run_save
+from ..uplift import ANY_STRATUM, CONTROL, FEATURES, UpliftBundle, experiment_rows, held_out_mask
+from .common import as_utc, json_safe, require
+
+HELD_OUT_SHARE = 0.3
+CURVE_POINTS = 21
+# A package is learned only with at least this many treated and held-out users in training.
+MINIMUM_USERS = 40
+MINIMUM_CONVERSIONS = 5
+
+
+def _leaf_size(rows: int) -> int:
+    """Return the smallest leaf for this many rows: small samples still split, large ones stay smooth."""
+    return int(np.clip(rows // 30, 20, 200))
+
+
+def _classifier(rows: int):
+    return lambda: HistGradientBoostingClassifier(max_iter=120, learning_rate=0.05, max_leaf_nodes=8,
+                                                  min_samples_leaf=_leaf_size(rows), l2_regularization=1.0,
+                                                  random_state=0)
+
+
+def _regressor(rows: int):
+    return lambda: HistGradientBoostingRegressor(max_iter=120, learning_rate=0.05, max_leaf_nodes=8,
+                                                 min_samples_leaf=_leaf_size(rows), l2_regularization=1.0,
+                                                 random_state=0)
+
+
+def _curves(curves) -> dict[str, Any] | None:
+    if curves is None:
+        return None
+    return {key: getattr(curves, key) for key in (
+        "users", "users_treated", "users_control", "auuc", "auuc_random", "auuc_lift", "qini_area",
+        "qini_coefficient", "fraction", "qini", "uplift", "random_qini", "random_uplift")}
+
+
+def train_uplift(*, observation_end: datetime | None = None, activate: bool = True) -> ModelRun:
+    """Fit the uplift models on every past experiment with a holdout and store them as a versioned run."""
+    # Many small fits: one thread each is several times faster than OpenMP threads contending for the cores.
+    with threadpool_limits(limits=1):
+        return _train(observation_end=observation_end, activate=activate)
+
+
+def _train(*, observation_end: datetime | None, activate: bool) -> ModelRun:
+    rows = experiment_rows()
+    frame, features = rows.frame, rows.features
+    if observation_end is not None:
+        cutoff = as_utc(observation_end).isoformat()
+        early = {source["campaign"] for source in rows.sources if source["as_of"] < cutoff}
+        keep = frame["experiment"].isin(early).to_numpy()
+        frame, features = frame[keep].reset_index(drop=True), features[keep].reset_index(drop=True)
+        rows.sources = [source for source in rows.sources if source["campaign"] in early]
+    require(not frame.empty, "no past experiment with a holdout to learn uplift from: run a campaign with a holdout "
+                             "share above 0 (and let its conversion window pass), or import one with import_outcomes")
+    matrix = features[list(FEATURES)].to_numpy(dtype=float)
+    held = held_out_mask(frame["user_id"].to_numpy(), HELD_OUT_SHARE)
+    treated = (frame["role"] == "treated").to_numpy()
+    control = ~treated
+    converted = frame["converted"].to_numpy(dtype=float)
+    revenue = frame["revenue"].to_numpy(dtype=float)
+    arms: dict[str, list] = {method: [] for method in METHODS}
+    evaluation: dict[str, dict] = {method: {} for method in METHODS}
+    skipped = list(rows.skipped)
+    for package in sorted(set(frame.loc[treated, "package"])):
+        gets = treated & (frame["package"] == package).to_numpy()
+        experiments = set(frame.loc[gets, "experiment"])
+        matched = control & frame["package"].isin([package, ANY_STRATUM]).to_numpy() \
+            & frame["experiment"].isin(experiments).to_numpy()
+        pair = gets | matched
+        train, test = pair & ~held, pair & held
+        counts = (int((gets & ~held).sum()), int((matched & ~held).sum()))
+        if min(counts) < MINIMUM_USERS or converted[train].sum() < MINIMUM_CONVERSIONS or not (gets & held).any() \
+                or not (matched & held).any():
+            skipped.append(f"{package}: too few users to learn from ({counts[0]} treated, {counts[1]} held out in training)")
+            continue
+        # Each experiment's own probability of treatment among this package's users.
+        share = np.zeros(len(frame))
+        for experiment in experiments:
+            same = (frame["experiment"] == experiment).to_numpy()
+            n_treated, n_control = int((gets & same).sum()), int((matched & same).sum())
+            share[same] = n_treated / (n_treated + n_control) if n_control else 0.5
+        share = np.clip(share, 0.02, 0.98)
+        labels = np.where(gets, package, CONTROL)
+        for method in METHODS:
+            model = fit_uplift(matrix[train], labels[train], converted[train], revenue[train], control=CONTROL,
+                               method=method, classifier=_classifier(int(train.sum())),
+                               regressor=_regressor(int(train.sum())), treated_share=share[train])
+            arms[method].append(model.arms[0])
+            result = evaluate_uplift(model, matrix[test], labels[test], converted[test], revenue[test],
+                                     n_points=CURVE_POINTS)[0]
+            evaluation[method][package] = {"conversion": _curves(result.conversion), "value": _curves(result.value)}
+    require(bool(arms[METHODS[0]]), "no offer package has enough users to learn its uplift: " + "; ".join(skipped))
+    baseline_rows = control & ~held
+    baseline = _classifier(int(baseline_rows.sum()))().fit(matrix[baseline_rows], converted[baseline_rows])
+    scores = {method: float(np.mean([item["conversion"]["qini_coefficient"] for item in evaluation[method].values()]))
+              for method in METHODS}
+    selected = max(METHODS, key=lambda method: (scores[method], method == "t_learner"))
+    bundle = UpliftBundle(feature_names=FEATURES, selected=selected, baseline=baseline,
+                          models={method: UpliftModel(method=method, control=CONTROL, arms=tuple(arms[method]))
+                                  for method in METHODS})
+    metrics = {
+        "selected_method": selected,
+        "packages": ", ".join(bundle.packages),
+        "experiments": len(rows.sources),
+        "held_out_users": int(held.sum()),
+        **{f"qini_coefficient_{method}": scores[method] for method in METHODS},
+        "evaluation": evaluation,
+        "sources": rows.sources,
+        "skipped": skipped,
+    }
+    params = {"methods": list(METHODS), "features": list(FEATURES), "held_out_share": HELD_OUT_SHARE,
+              "curve_points": CURVE_POINTS, "selected_method": selected}
+    moments = [as_utc(datetime.fromisoformat(source["as_of"])) for source in rows.sources]
+    return model_run_save(
+        model=ModelRun.Model.UPLIFT, params=json_safe(params), metrics=json_safe(metrics), n_train=int((~held).sum()),
+        artifact=bundle, data_start=min(moments) if moments else None, data_end=max(moments) if moments else None,
+        activate=activate,
+    )

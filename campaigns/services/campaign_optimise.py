@@ -1,0 +1,343 @@
+"""Optimise mode: spend the budget on the users an offer changes, at most one offer package each.
+
+The campaign's rules give the candidates: each *package* (a rule, or rules with the same
+condition chained by non-exclusive ones, as ``analytics.services.uplift.rule_packages``
+groups them) is one candidate, with its offer kinds, its cost (the sum of its rules' costs)
+and its condition as the eligibility filter: a user may get a package only when they match
+its condition, and only users with marketing consent are read at all.
+
+The value of giving package ``j`` to user ``u`` is its expected incremental margin in CNY::
+
+    value[u, j] = uplift[u, j] * (order_value - discount[j] + retained[u]) - baseline[u] * discount[j]
+
+where ``uplift`` is the active uplift model's incremental conversion probability for the
+package, ``baseline`` its probability of buying anyway, ``order_value`` the mean list price
+of the campaign's promoted courses (all courses on sale when it promotes none), ``discount``
+the money its coupons take off an order (so buyers who would have paid in full cost the
+discount), and ``retained[u] = churn_probability[u] * clv[u]``: the lifetime value at risk
+that a purchase keeps, from the churn and lifetime-value scores (0 for a user without them).
+
+``campaign_optimise_plan`` reads every reachable user once, predicts these values and solves
+the multiple-choice knapsack (``analytics.stats.allocation.allocate_offers``) for the
+remaining budget; what it hands to the issuing chunks is only the multiplier it found, the
+price of one CNY of budget. Each chunk then gives each of its users the package with the
+largest ``value - multiplier * cost`` when that is positive (``choose_at_multiplier``), so
+any worker can take any chunk and together they make the global choice. Values tied between
+users (trees predict the same value for many) are broken by the campaign's stable "reach"
+draw, so the choice at one multiplier fits the budget instead of taking or dropping a whole
+group of equal users.
+
+A holdout is always kept: of the users the optimiser chooses, the campaign's
+``holdout_share`` (drawn by the same stable hash as in rules mode) get nothing and are
+recorded as held out under the package they would have got, so treated and held-out users
+are alike and the report measures the effect of each package. The optimiser is therefore
+given ``remaining / (1 - holdout_share)`` to choose for, and issuance goes through
+``campaign_issue_chunk`` like any campaign: under the campaign row lock, clamped to the
+budget, one offer per user and rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from functools import lru_cache
+
+import numpy as np
+import pandas as pd
+
+from analytics.models import ModelRun
+from analytics.selectors import user_frame
+from analytics.services.registry import model_run_active, model_run_artifact
+from analytics.services.uplift import UpliftBundle, package_name, rule_packages, uplift_features
+from analytics.stats.allocation import allocate_offers, choose_at_multiplier
+from campaigns.conditions import evaluate_table
+from crossmkt_site.errors import ApplicationError
+from crossmkt_site.money import ZERO
+
+from ..models import Campaign, Course
+from .campaign_run import ChunkPlan, RulePlan, _load_chunk, campaign_chunks, holdout_draw, plan_chunk
+
+# A package a user may not get, or whose uplift no model knows, is worth this: never chosen.
+BLOCKED = -1e9
+# Breaks ties between users of equal value by the reach draw; a millionth of a fen per CNY.
+_TIE_BREAK = 1e-6
+CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One package the optimiser may give: its rules (indexes into the rule plans), kinds, cost and discount."""
+
+    rules: tuple[int, ...]
+    package: str
+    label: str
+    cost: Decimal
+    discount: Decimal
+
+
+def campaign_order_value(campaign: Campaign) -> Decimal:
+    """Return the mean list price of the campaign's promoted courses (of every course on sale when it promotes none)."""
+    prices = list(campaign.promoted_courses.values_list("price", flat=True)) or list(
+        Course.objects.filter(is_active=True).values_list("price", flat=True))
+    if not prices:
+        raise ApplicationError(f"campaign {campaign.slug!r}: no course on sale to price a conversion; add courses first",
+                               field="promoted_courses")
+    return (sum(prices, ZERO) / len(prices)).quantize(CENT)
+
+
+def campaign_candidates(campaign: Campaign, plans: list[RulePlan], order_value: Decimal) -> list[Candidate]:
+    """Return the campaign's offer packages as candidates, each cut to the per-user offer limit."""
+    candidates = []
+    for members in rule_packages([plan.rule for plan in plans]):
+        members = members[: campaign.per_user_limit]
+        rules = [plans[index].rule for index in members]
+        discount = ZERO
+        for rule in rules:
+            if rule.offer_kind == rule.OfferKind.COUPON:
+                discount += rule.amount_off if rule.amount_off is not None else order_value * rule.percent_off / 100
+        candidates.append(Candidate(
+            rules=tuple(members), package=package_name(rule.offer_kind for rule in rules),
+            label=" + ".join(rule.name for rule in rules), cost=sum((rule.cost for rule in rules), ZERO),
+            discount=min(discount, order_value).quantize(CENT),
+        ))
+    return candidates
+
+
+@lru_cache(maxsize=4)
+def _bundle(run_id: int) -> UpliftBundle:
+    # A stored run never changes, so each worker unpickles it once.
+    return model_run_artifact(ModelRun.objects.get(pk=run_id))
+
+
+@dataclass
+class ChunkValues:
+    """The optimiser's view of one chunk: matched users, who may get which candidate, and what each is worth."""
+
+    user_ids: np.ndarray
+    masks: list[np.ndarray]  # per rule, over the matched users
+    allowed: np.ndarray  # users x candidates
+    values: np.ndarray  # users x candidates, BLOCKED where not allowed or unknown
+    draw: np.ndarray
+    reach: np.ndarray
+
+
+def chunk_values(*, campaign: Campaign, plans: list[RulePlan], candidates: list[Candidate], bundle: UpliftBundle,
+                 frame: pd.DataFrame, id_range: tuple[int, int], now: datetime, order_value: Decimal) -> ChunkValues:
+    """Predict the value of every candidate for every user of a chunk who matches some rule."""
+    ids = frame.index.to_numpy(dtype=np.int64)
+    masks = [np.ones(len(ids), dtype=bool) if plan.condition is None else evaluate_table(plan.condition, frame)
+             for plan in plans]
+    matched = np.logical_or.reduce(masks) if masks else np.zeros(len(ids), dtype=bool)
+    ids, masks = ids[matched], [mask[matched] for mask in masks]
+    allowed = np.column_stack([masks[candidate.rules[0]] for candidate in candidates]) if candidates else \
+        np.zeros((len(ids), 0), dtype=bool)
+    uplift, baseline = bundle.predict(uplift_features(ids, as_of=now))
+    scores = user_frame(["churn_probability", "clv"], as_of=now, id_range=id_range, reachable_only=True).reindex(ids)
+    retained = (scores["churn_probability"].clip(0, 1) * scores["clv"].clip(lower=0)).fillna(0.0).to_numpy(dtype=float)
+    values = np.full((len(ids), len(candidates)), BLOCKED)
+    price = float(order_value)
+    for column, candidate in enumerate(candidates):
+        if candidate.package not in uplift:
+            continue
+        gain = np.clip(uplift[candidate.package], -1.0, 1.0)
+        discount = float(candidate.discount)
+        worth = gain * (price - discount + retained) - np.clip(baseline, 0.0, 1.0) * discount
+        values[:, column] = np.where(allowed[:, column], worth, BLOCKED)
+    return ChunkValues(user_ids=ids, masks=masks, allowed=allowed, values=values,
+                       draw=holdout_draw(campaign, ids), reach=holdout_draw(campaign, ids, "reach"))
+
+
+def _tie_broken(values: np.ndarray, costs: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    return np.where(values > 0, values + _TIE_BREAK * reach[:, None] * costs[None, :], values)
+
+
+@dataclass
+class Strategy:
+    """What one way of choosing would do: users treated and held out, offers, spend and expected incremental margin."""
+
+    name: str
+    users: int = 0
+    holdout: int = 0
+    offers: int = 0
+    spend: Decimal = ZERO
+    expected_margin: Decimal | None = ZERO
+    unknown_users: int = 0
+
+    @property
+    def margin_per_cny(self) -> Decimal | None:
+        if self.expected_margin is None or not self.spend:
+            return None
+        return (self.expected_margin / self.spend).quantize(Decimal("0.001"))
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "users": self.users, "holdout": self.holdout, "offers": self.offers,
+                "spend": str(self.spend), "expected_margin": None if self.expected_margin is None else str(self.expected_margin),
+                "margin_per_cny": None if self.margin_per_cny is None else str(self.margin_per_cny),
+                "unknown_users": self.unknown_users}
+
+
+@dataclass
+class Comparison:
+    """The rule-based and the optimised campaign side by side, valued by the same uplift model."""
+
+    model: str
+    method: str
+    order_value: Decimal
+    rules: Strategy
+    optimised: Strategy
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "method": self.method, "order_value": str(self.order_value),
+                "rules": self.rules.as_dict(), "optimised": self.optimised.as_dict(), "notes": self.notes}
+
+
+@dataclass
+class OptimisePlan:
+    """The optimiser's decision for a run: the model run and the multiplier every chunk chooses with."""
+
+    run_id: int
+    multiplier: float
+    candidates: list[Candidate]
+    order_value: Decimal
+    comparison: Comparison
+    # Per user, for checks against a known truth: id, chosen candidate (-1: none), held out, rule-based candidates.
+    choices: pd.DataFrame
+
+    def as_task(self) -> dict:
+        """Return what an issuing chunk needs, as JSON-safe values."""
+        return {"run": self.run_id, "multiplier": self.multiplier}
+
+
+def _money(amount: float) -> Decimal:
+    return Decimal(f"{amount:.2f}")
+
+
+def campaign_optimise_plan(*, campaign: Campaign, plans: list[RulePlan], now: datetime, on_chunk=None) -> OptimisePlan:
+    """Value every candidate for every reachable user, solve the knapsack, and compare with the rules' own choice."""
+    run = model_run_active(model=ModelRun.Model.UPLIFT)
+    bundle = _bundle(run.pk)
+    order_value = campaign_order_value(campaign)
+    candidates = campaign_candidates(campaign, plans, order_value)
+    costs = np.array([float(candidate.cost) for candidate in candidates])
+    rule_candidate = {rule: column for column, candidate in enumerate(candidates) for rule in candidate.rules}
+    share = float(campaign.holdout_share)
+    parts: list[tuple[ChunkValues, np.ndarray, np.ndarray]] = []
+    chunks = campaign_chunks()
+    for done, id_range in enumerate(chunks, 1):
+        frame = _load_chunk(plans, id_range, now, unassigned_in=campaign)
+        values = chunk_values(campaign=campaign, plans=plans, candidates=candidates, bundle=bundle, frame=frame,
+                              id_range=id_range, now=now, order_value=order_value)
+        # The rules' own choice for the same users: which candidates each treated user would get.
+        rules_plan = plan_chunk(campaign, plans, frame)
+        given = np.zeros(values.allowed.shape, dtype=bool)
+        position = {user: row for row, user in enumerate(values.user_ids.tolist())}
+        rows = np.array([position[user] for user in rules_plan.pick_users.tolist()], dtype=np.int64)
+        if len(rows):
+            given[rows, [rule_candidate[rule] for rule in rules_plan.pick_rules.tolist()]] = True
+        rules_held = np.isin(values.user_ids, rules_plan.user_ids[rules_plan.holdout])
+        parts.append((values, given, rules_held))
+        if on_chunk:
+            on_chunk(done, len(chunks))
+    user_ids = np.concatenate([part[0].user_ids for part in parts]) if parts else np.zeros(0, dtype=np.int64)
+    matrix = np.vstack([part[0].values for part in parts]) if parts else np.zeros((0, len(candidates)))
+    reach = np.concatenate([part[0].reach for part in parts]) if parts else np.zeros(0)
+    draw = np.concatenate([part[0].draw for part in parts]) if parts else np.zeros(0)
+    given = np.vstack([part[1] for part in parts]) if parts else np.zeros((0, len(candidates)), dtype=bool)
+    rules_held = np.concatenate([part[2] for part in parts]) if parts else np.zeros(0, dtype=bool)
+    remaining = None if campaign.budget is None else max(campaign.budget - campaign.spent, ZERO)
+    broken = _tie_broken(matrix, costs, reach)
+    multiplier = 0.0
+    if remaining is not None and len(user_ids) and len(candidates):
+        # The holdout's share of the chosen users is not issued, so the choice covers a little more than what is left.
+        budget = (remaining / (1 - campaign.holdout_share)).quantize(CENT, rounding="ROUND_FLOOR")
+        multiplier = allocate_offers(broken, [candidate.cost for candidate in candidates], budget).multiplier
+    choice = choose_at_multiplier(broken, costs, multiplier) if len(candidates) else np.full(len(user_ids), -1)
+    held = (choice >= 0) & (draw < share)
+    comparison = Comparison(
+        model=f"uplift v{run.version}", method=bundle.selected, order_value=order_value,
+        rules=_rules_strategy(matrix, given, rules_held, reach, costs, candidates, remaining),
+        optimised=_optimised_strategy(matrix, choice, held, reach, costs, remaining),
+    )
+    unknown = sorted({candidate.package for candidate in candidates if candidate.package not in bundle.packages})
+    if unknown:
+        comparison.notes.append(
+            f"the uplift model has not learned {', '.join(unknown)} yet: the optimiser does not give it, and the "
+            "rules' users who get it count with an unknown margin")
+    choices = pd.DataFrame({"user_id": user_ids, "choice": choice, "holdout": held,
+                            "rules_choice": [tuple(np.flatnonzero(row).tolist()) for row in given],
+                            "rules_holdout": rules_held})
+    return OptimisePlan(run_id=run.pk, multiplier=float(multiplier), candidates=candidates, order_value=order_value,
+                        comparison=comparison, choices=choices)
+
+
+def _clamp(order: np.ndarray, cost: np.ndarray, remaining: Decimal | None) -> np.ndarray:
+    """Return which users, taken in ``order``, fit in what is left of the budget (as issuance clamps them)."""
+    keep = np.zeros(len(cost), dtype=bool)
+    if remaining is None:
+        keep[order] = True
+        return keep
+    fen = np.rint(cost[order] * 100).astype(np.int64)
+    keep[order] = np.cumsum(fen) <= int(remaining * 100)
+    return keep
+
+
+def _rules_strategy(matrix, given, held, reach, costs, candidates, remaining) -> Strategy:
+    treated = given.any(axis=1) & ~held
+    rows = np.flatnonzero(treated)
+    cost = (given[rows] * costs[None, :]).sum(axis=1)
+    keep = _clamp(np.argsort(reach[rows], kind="stable"), cost, remaining)
+    rows, cost = rows[keep], cost[keep]
+    worth = np.where(given[rows], matrix[rows], 0.0)
+    unknown = (given[rows] & (matrix[rows] <= BLOCKED / 2)).any(axis=1)
+    offers = int((given[rows] * np.array([len(candidate.rules) for candidate in candidates])[None, :]).sum())
+    strategy = Strategy(name="rules", users=len(rows), holdout=int((given.any(axis=1) & held).sum()), offers=offers,
+                        spend=_money(float(cost.sum())), unknown_users=int(unknown.sum()))
+    strategy.expected_margin = None if unknown.any() else _money(float(worth.sum()))
+    return strategy
+
+
+def _optimised_strategy(matrix, choice, held, reach, costs, remaining) -> Strategy:
+    rows = np.flatnonzero((choice >= 0) & ~held)
+    cost = costs[choice[rows]]
+    keep = _clamp(np.argsort(reach[rows], kind="stable"), cost, remaining)
+    rows = rows[keep]
+    return Strategy(name="optimised", users=len(rows), holdout=int(held.sum()), offers=len(rows),
+                    spend=_money(float(costs[choice[rows]].sum())),
+                    expected_margin=_money(float(matrix[rows, choice[rows]].sum())))
+
+
+def optimised_chunk_plan(*, campaign: Campaign, plans: list[RulePlan], frame: pd.DataFrame, id_range: tuple[int, int],
+                         now: datetime, optimisation: dict | None) -> ChunkPlan:
+    """Choose the offers of one chunk with the plan's multiplier: the same choice the plan made for these users."""
+    if not optimisation or "run" not in optimisation or "multiplier" not in optimisation:
+        raise ApplicationError(f"campaign {campaign.slug!r} optimises its offers: run it with run_campaign (or the "
+                               "admin), which plans the allocation before issuing", field="mode")
+    bundle = _bundle(int(optimisation["run"]))
+    order_value = campaign_order_value(campaign)
+    candidates = campaign_candidates(campaign, plans, order_value)
+    costs = np.array([float(candidate.cost) for candidate in candidates])
+    values = chunk_values(campaign=campaign, plans=plans, candidates=candidates, bundle=bundle, frame=frame,
+                          id_range=id_range, now=now, order_value=order_value)
+    choice = choose_at_multiplier(_tie_broken(values.values, costs, values.reach), costs, float(optimisation["multiplier"]))
+    chosen = choice >= 0
+    holdout = chosen & (values.draw < float(campaign.holdout_share))
+    first_match = np.argmax(np.vstack(values.masks), axis=0) if values.masks and len(values.user_ids) else \
+        np.zeros(len(values.user_ids), dtype=np.int64)
+    first_rule = np.array([candidates[column].rules[0] for column in np.maximum(choice, 0)], dtype=np.int64) \
+        if len(candidates) else first_match
+    matched_rule = np.where(chosen, first_rule, first_match)
+    users, rules, sequences = [], [], []
+    for column, candidate in enumerate(candidates):
+        take = values.user_ids[chosen & ~holdout & (choice == column)]
+        for sequence, rule in enumerate(candidate.rules):
+            users.append(take)
+            rules.append(np.full(len(take), rule, dtype=np.int64))
+            sequences.append(np.full(len(take), sequence, dtype=np.int64))
+    empty = np.empty(0, dtype=np.int64)
+    return ChunkPlan(
+        user_ids=values.user_ids, draw=values.draw, holdout=holdout, matched_rule=matched_rule,
+        pick_users=np.concatenate(users) if users else empty, pick_rules=np.concatenate(rules) if rules else empty,
+        pick_sequence=np.concatenate(sequences) if sequences else empty,
+    )
