@@ -8,7 +8,6 @@ user and model with a set-based upsert, so scoring twice leaves exactly one row 
 """
 
 from datetime import datetime
-from decimal import Decimal
 from typing import Protocol
 
 import numpy as np
@@ -16,7 +15,7 @@ import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
-from crossmkt_site.bulk import bulk_insert
+from crossmkt_site.bulk import insert_frame
 from crossmkt_site.groups import results_as_they_finish
 
 from ..models import ModelRun, UserScore
@@ -39,27 +38,29 @@ def score_chunks(*, chunk_users: int = SCORE_CHUNK_USERS) -> list[tuple[int, int
     return user_id_ranges(size=chunk_users)
 
 
-def _money(values) -> list:
-    return [None if value is None or (isinstance(value, float) and np.isnan(value))
-            else Decimal(str(value)).quantize(Decimal("0.01")) for value in values]
-
-
 def scores_write(*, run: ModelRun, scores: pd.DataFrame, scored_at: datetime) -> int:
     """Upsert one current score row per user for a run's model; return how many rows were written."""
     if scores.empty:
         return 0
     n = len(scores)
-    # NaN must become NULL: PostgreSQL stores NaN as a number larger than any other.
-    score = [None if pd.isna(v) else float(v) for v in scores["score"]] if "score" in scores else [None] * n
-    value = _money(scores["value"]) if "value" in scores else [None] * n
-    label = scores["label"].fillna("").astype(str) if "label" in scores else [""] * n
-    rows = zip(scores.index.astype("int64"), [run.model] * n, [run.pk] * n, score, value, label, [scored_at] * n)
-    columns = ["user_id", "model", "run_id", "score", "value", "label", "scored_at"]
+    nothing = pd.Series(np.nan, index=scores.index)
+    rows = pd.DataFrame({
+        "user_id": scores.index.to_numpy(dtype=np.int64), "model": run.model, "run_id": run.pk,
+        # NaN goes in as NULL: PostgreSQL would store NaN as a number larger than any other.
+        "score": pd.to_numeric(scores["score"] if "score" in scores else nothing, errors="coerce").astype(float).to_numpy(),
+        # Money to the fen, as the numeric(14, 2) column keeps it.
+        "value": pd.to_numeric(scores["value"] if "value" in scores else nothing, errors="coerce").astype(float).round(2)
+        .to_numpy(),
+        "label": (scores["label"].fillna("").astype(str) if "label" in scores else pd.Series([""] * n, index=scores.index))
+        .to_numpy(dtype=object),
+        "scored_at": pd.Timestamp(scored_at),
+    })
+    columns = list(rows.columns)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS staging_scores")
         cursor.execute("CREATE TEMPORARY TABLE staging_scores (user_id bigint, model varchar(32), run_id bigint, "
                        "score double precision, value numeric(14, 2), label varchar(64), scored_at timestamp with time zone)")
-        bulk_insert(cursor, "staging_scores", columns, rows)
+        insert_frame(cursor, "staging_scores", rows)
         cursor.execute(
             f"""INSERT INTO {UserScore._meta.db_table} ({", ".join(columns)})
                 SELECT {", ".join(columns)} FROM staging_scores WHERE TRUE
