@@ -106,16 +106,19 @@ def event_time_bounds() -> tuple[datetime | None, datetime | None]:
 def users_table() -> pd.DataFrame:
     """Return every user who is not erased with demographics, imported counts and planted truth, by id.
 
-    ``has_events`` says whether the user has any behaviour event at all; users without
-    events are the ones the article's imported table speaks for.
+    ``imported_has_events`` says whether a user with a row of the article's imported table
+    also has behaviour events (users without events are the ones that table speaks for); it
+    is false without an imported row, so the database probes the events of those users only
+    rather than of every user.
     """
     frame = fetch_frame(
         f"""
         SELECT u.id AS user_id, u.age, NULLIF(u.education, '') AS education,
             NULLIF(u.occupation, '') AS occupation, NULLIF(u.acquisition_channel, '') AS acquisition_channel,
             {sql_time("u.signed_up_at")} AS signed_up_at,
-            CASE WHEN EXISTS (SELECT 1 FROM analytics_behaviorevent e WHERE e.user_id = u.id) THEN 1 ELSE 0 END
-                AS has_events,
+            CASE WHEN b.user_id IS NULL THEN 0
+                WHEN EXISTS (SELECT 1 FROM analytics_behaviorevent e WHERE e.user_id = u.id) THEN 1 ELSE 0 END
+                AS imported_has_events,
             CASE WHEN b.user_id IS NULL THEN 0 ELSE 1 END AS has_imported,
             b.watching_count AS imported_watching_count, b.purchasing_count AS imported_purchasing_count,
             CASE WHEN b.purchased_course THEN 1 WHEN NOT b.purchased_course THEN 0 END AS imported_purchased_course,
@@ -132,7 +135,7 @@ def users_table() -> pd.DataFrame:
     for column in ("age", "imported_watching_count", "imported_purchasing_count", "imported_purchased_course",
                    "planted_purchase_probability"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    for column in ("has_events", "has_imported"):
+    for column in ("imported_has_events", "has_imported"):
         frame[column] = frame[column].astype(bool)
     return frame
 

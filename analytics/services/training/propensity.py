@@ -270,14 +270,14 @@ def propensity_rows(*, observation_end: datetime, label_window_days: int = DEFAU
 
     first_event = utc_series(features["first_event_at"]).reindex(users.index)
     joined = users["signed_up_at"].fillna(first_event)
-    from_events = (users["has_events"] | ~users["has_imported"]) & (joined < pd.Timestamp(observation_end))
+    from_events = (users["imported_has_events"] | ~users["has_imported"]) & (joined < pd.Timestamp(observation_end))
     event_rows = pd.DataFrame({
         "watching_count": features["watching_count"].reindex(users.index).fillna(0.0),
         "purchasing_count": features["purchasing_count"].reindex(users.index).fillna(0.0),
         LABEL: users.index.isin(buyers).astype(int),
         "source": "events",
     }, index=users.index)[from_events.to_numpy()]
-    imported = users["has_imported"] & ~users["has_events"] & users["imported_purchased_course"].notna()
+    imported = users["has_imported"] & ~users["imported_has_events"] & users["imported_purchased_course"].notna()
     imported_rows = pd.DataFrame({
         "watching_count": users["imported_watching_count"],
         "purchasing_count": users["imported_purchasing_count"],
