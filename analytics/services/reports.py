@@ -126,6 +126,40 @@ def _arm_summary(arm: str, group: pd.DataFrame) -> dict:
     }
 
 
+def uplift_models_summary(*, campaign: Campaign | None = None) -> dict | None:
+    """Return the active uplift run's held-out evaluation: per method and offer package, AUUC and the Qini curve.
+
+    None while no uplift model is trained. ``learned_from_this_campaign`` says whether the
+    campaign's own records were among the experiments the models learned from.
+    """
+    from ..models import ModelRun
+
+    run = ModelRun.objects.filter(model=ModelRun.Model.UPLIFT, is_active=True).defer("artifact").first()
+    if run is None:
+        return None
+    metrics = run.metrics or {}
+    models = []
+    for method, packages in (metrics.get("evaluation") or {}).items():
+        for package, curves in packages.items():
+            conversion, value = curves["conversion"], curves.get("value") or {}
+            models.append({
+                "method": method, "package": package, "users": conversion["users"],
+                "users_treated": conversion["users_treated"], "users_control": conversion["users_control"],
+                "auuc": conversion["auuc"], "auuc_random": conversion["auuc_random"], "auuc_lift": conversion["auuc_lift"],
+                "qini_coefficient": conversion["qini_coefficient"], "revenue_auuc_lift": value.get("auuc_lift"),
+                "qini_curve": {"fraction": conversion["fraction"], "qini": conversion["qini"],
+                               "random": conversion["random_qini"]},
+            })
+    sources = [source["campaign"] for source in metrics.get("sources", [])]
+    return {
+        "model": f"uplift v{run.version}", "trained_at": run.created_at.isoformat(),
+        "selected_method": metrics.get("selected_method"), "sources": sources,
+        "learned_from_this_campaign": campaign is not None and campaign.slug in sources,
+        "outcome": "conversion (0/1) of held-out users of the experiments; AUUC and Qini per user of that set",
+        "models": models,
+    }
+
+
 @dataclass
 class CampaignReport:
     """The report as data; ``to_dict`` is what the API returns and the command prints as JSON."""
@@ -137,11 +171,12 @@ class CampaignReport:
     evaluation: dict | None
     warnings: list
     methods: str = METHODS
+    uplift_models: dict | None = None
 
     def to_dict(self) -> dict:
         return {
             "campaign": self.campaign, "funnel": self.funnel, "warnings": self.warnings, "arms": self.arms,
-            "uplift": self.evaluation, "rules": self.rules, "methods": self.methods,
+            "uplift": self.evaluation, "rules": self.rules, "methods": self.methods, "uplift_models": self.uplift_models,
         }
 
 
@@ -173,8 +208,10 @@ def campaign_report(*, campaign: Campaign, now: datetime | None = None, confiden
             "starts_at": campaign.starts_at.isoformat(), "ends_at": campaign.ends_at.isoformat(),
             "timezone": str(campaign.timezone), "budget": None if campaign.budget is None else str(campaign.budget),
             "spent": str(campaign.spent), "holdout_share": str(campaign.holdout_share), "as_of": now.isoformat(),
+            "mode": campaign.mode,
         },
         funnel=_funnel(campaign, frame), arms=arms, rules=rules, evaluation=evaluation, warnings=warnings,
+        uplift_models=uplift_models_summary(campaign=campaign),
     )
 
 
@@ -219,12 +256,28 @@ def render_text(report: CampaignReport) -> str:
         uplift = rule.get("conversion_uplift")
         detail = "no holdout" if uplift is None else f"{uplift['difference']:+.4f} ({uplift['difference_lower']:+.4f} to {uplift['difference_upper']:+.4f})"
         lines.append(f"  rule {rule['rule']}: treated {rule['treated']['users']}, holdout {rule['holdout']['users']}, conversion uplift {detail}")
+    models = data["uplift_models"]
+    if models:
+        lines.append(f"Uplift models ({models['model']}, the optimiser uses {models['selected_method']}; learned from "
+                     f"{', '.join(models['sources'])}), on held-out users:")
+        for model in models["models"]:
+            curve = model["qini_curve"]
+            points = ", ".join(f"{fraction:.0%} {qini:+.4f}" for fraction, qini in zip(curve["fraction"], curve["qini"])
+                               if round(fraction * 100) in (10, 20, 50, 100))
+            lines.append(f"  {model['method']} {model['package']}: AUUC {model['auuc']:.4f} (random {model['auuc_random']:.4f}, "
+                         f"lift {model['auuc_lift']:+.4f}), Qini coefficient {model['qini_coefficient']:+.4f}; "
+                         f"Qini curve {points} ({model['users']} users)")
     lines.append(f"Methods: {data['methods']}")
     return "\n".join(lines)
 
 
 def render_csv(report: CampaignReport) -> str:
-    """Render the per-arm and per-rule figures as CSV rows (section, name, users, conversions, rate, revenue, uplift, lower, upper)."""
+    """Render the per-arm and per-rule figures as CSV rows (section, name, users, conversions, rate, revenue, uplift, lower, upper).
+
+    Uplift models follow as ``uplift_model`` rows named ``method:package`` (users: held-out
+    users; uplift: AUUC; lower: AUUC of a random ranking; upper: Qini coefficient) and
+    ``qini_curve`` rows named ``method:package@fraction`` (uplift: the Qini curve there).
+    """
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["section", "name", "users", "conversions", "conversion_rate", "revenue", "uplift", "uplift_lower", "uplift_upper"])
@@ -241,4 +294,10 @@ def render_csv(report: CampaignReport) -> str:
                          conv.get("difference"), conv.get("difference_lower"), conv.get("difference_upper")])
     for key, value in data["funnel"].items():
         writer.writerow(["funnel", key, value, "", "", "", "", "", ""])
+    for model in (data["uplift_models"] or {}).get("models", []):
+        name = f"{model['method']}:{model['package']}"
+        writer.writerow(["uplift_model", name, model["users"], "", "", "", model["auuc"], model["auuc_random"],
+                         model["qini_coefficient"]])
+        for fraction, qini in zip(model["qini_curve"]["fraction"], model["qini_curve"]["qini"]):
+            writer.writerow(["qini_curve", f"{name}@{fraction:.2f}", "", "", "", "", qini, "", ""])
     return out.getvalue()

@@ -66,11 +66,17 @@ class CampaignReportApi(APIView):
             "The same report as `manage.py campaign_report` and the admin: the funnel, each arm's users, conversions "
             "and revenue per user, the uplift of each treated arm over the holdout with 95% intervals, cost, "
             "incremental revenue and ROI, per-rule uplift, and warnings (such as a sample-ratio mismatch) to read "
-            "first. Aggregates only: no user appears in it."
+            "first; with an uplift model trained, `uplift_models` gives each model's AUUC and Qini curve on held-out "
+            "users (the campaigns it learned from are listed only where the partner may see them). Aggregates only: "
+            "no user appears in it."
         ),
         tags=["campaigns"],
         responses={200: OpenApiTypes.OBJECT, **error_responses(404)},
     )
     def get(self, request, slug: str):
         campaign = campaign_get_visible(partner=request.user, slug=slug)
-        return Response(campaign_report(campaign=campaign).to_dict())
+        report = campaign_report(campaign=campaign).to_dict()
+        if report["uplift_models"]:
+            visible = set(Campaign.objects.visible_to(request.user).values_list("slug", flat=True))
+            report["uplift_models"]["sources"] = [name for name in report["uplift_models"]["sources"] if name in visible]
+        return Response(report)

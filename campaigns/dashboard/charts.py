@@ -288,13 +288,15 @@ def line_chart(*, title: str, series: Sequence[Series], x_ticks: Sequence[tuple[
     x_low, x_high = min(xs), max(xs)
     x_span = (x_high - x_low) or 1.0
     y_values = [float(y) for item in drawn for _, y in item.points] + ([float(cap)] if cap is not None else [])
-    y_ticks = nice_ticks(0.0, max(y_values) or 1.0, 4)
+    # From zero, or from below it when a line dips negative (a Qini curve can).
+    y_low = min(0.0, min(y_values))
+    y_ticks = nice_ticks(y_low, max(y_values) or (1.0 if y_low == 0 else 0.0), 4)
 
     def x_of(value: float) -> float:
         return left + (value - x_low) / x_span * plot_width
 
     def y_of(value: float) -> float:
-        return top + (1 - value / y_ticks[-1]) * plot_height
+        return top + (1 - (value - y_ticks[0]) / ((y_ticks[-1] - y_ticks[0]) or 1.0)) * plot_height
 
     extra = [(cap_label, COLORS["cap"], True)] if cap is not None else []
     parts = _open("line", title, width, height)
@@ -308,7 +310,8 @@ def line_chart(*, title: str, series: Sequence[Series], x_ticks: Sequence[tuple[
     for item in drawn:
         points = _thin([(float(x), float(y)) for x, y in item.points])
         coordinates = " ".join(f"{_num(x_of(x))},{_num(y_of(y))}" for x, y in points)
-        parts.append(f'<polyline class="series" points="{coordinates}" fill="none" stroke="{item.color}" stroke-width="2" '
+        dash = ' stroke-dasharray="6 4"' if item.dashed else ""
+        parts.append(f'<polyline class="series" points="{coordinates}" fill="none" stroke="{item.color}" stroke-width="2"{dash} '
                      f'data-value="{escape(str(item.points[-1][1]))}"><title>{escape(item.label)}</title></polyline>')
         x, y = points[-1]
         parts.append(f'<circle cx="{_num(x_of(x))}" cy="{_num(y_of(y))}" r="3" fill="{item.color}"/>')

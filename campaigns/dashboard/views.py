@@ -88,6 +88,39 @@ def _uplift_charts(figures: DashboardFigures) -> list[str]:
     ]
 
 
+def _qini_charts() -> list[str]:
+    """Draw, per offer package the uplift models know, each method's Qini curve on held-out users against random targeting."""
+    from analytics.services.reports import uplift_models_summary
+
+    summary = uplift_models_summary()
+    if summary is None:
+        return []
+    by_package: dict[str, list[dict]] = {}
+    for model in summary["models"]:
+        by_package.setdefault(model["package"], []).append(model)
+    drawn = []
+    for package, models in by_package.items():
+        colors = iter(charts.SERIES_COLORS)
+        series = [
+            charts.Series(
+                _("%(method)s: AUUC %(auuc).4f, Qini %(qini)+.4f") % {
+                    "method": model["method"], "auuc": model["auuc"], "qini": model["qini_coefficient"]},
+                list(zip(model["qini_curve"]["fraction"], model["qini_curve"]["qini"])),
+                color=next(colors, charts.COLORS["treated"]),
+            )
+            for model in models
+        ]
+        random = models[0]["qini_curve"]
+        series.append(charts.Series(_("random targeting"), list(zip(random["fraction"], random["random"])),
+                                    color=charts.COLORS["holdout"], dashed=True))
+        drawn.append(charts.line_chart(
+            title=_("Qini curve of %(package)s (%(model)s, held-out users)") % {"package": package, "model": summary["model"]},
+            series=series, x_ticks=[(0, "0%"), (0.5, "50%"), (1, "100%")],
+            y_label=_("incremental conversions per user"), empty=_("No uplift model trained yet."),
+        ))
+    return drawn
+
+
 def _funnel_chart(item: CampaignFigures) -> str:
     steps = [
         ("eligible", _("eligible")), ("treated", _("treated")), ("holdout", _("held out")), ("issued", _("offers issued")),
@@ -166,7 +199,8 @@ def dashboard_view(request):
         "title": _("Dashboard"),
         "period": f"{period:%Y-%m}",
         "cards": _cards(figures),
-        "overview_charts": [mark_safe(chart) for chart in (*_uplift_charts(figures), _balance_chart(figures))],
+        "overview_charts": [mark_safe(chart) for chart in (*_uplift_charts(figures), _balance_chart(figures),
+                                                               *_qini_charts())],
         "panels": panels,
         "as_of": timezone.localtime(now),
     }
