@@ -134,13 +134,36 @@ class RuleInline(admin.StackedInline):
     filter_horizontal = ["applicable_courses", "applicable_bundles"]
 
 
+def _comparison_message(campaign, forecast) -> str:
+    """Say side by side what the rule-based and the optimised campaign would spend and earn."""
+    comparison = forecast.comparison
+    if comparison is None:
+        return _("%(campaign)s: rules and optimisation not compared: %(reason)s") % {
+            "campaign": campaign.slug, "reason": forecast.comparison_missing}
+
+    def margin(strategy) -> str:
+        return _("unknown") if strategy.expected_margin is None else str(strategy.expected_margin)
+
+    text = _(
+        "%(campaign)s, rules vs optimised (valued by %(model)s): rules spend %(rules_spend)s CNY on %(rules_users)s users "
+        "for an expected incremental margin of %(rules_margin)s CNY; optimised spend %(optimised_spend)s CNY on "
+        "%(optimised_users)s users (%(optimised_holdout)s held out) for %(optimised_margin)s CNY"
+    ) % {
+        "campaign": campaign.slug, "model": comparison.model, "rules_spend": comparison.rules.spend,
+        "rules_users": comparison.rules.users, "rules_margin": margin(comparison.rules),
+        "optimised_spend": comparison.optimised.spend, "optimised_users": comparison.optimised.users,
+        "optimised_holdout": comparison.optimised.holdout, "optimised_margin": margin(comparison.optimised),
+    }
+    return " ".join([text, *comparison.notes])
+
+
 @admin.register(Campaign)
 class CampaignAdmin(SimpleHistoryAdmin):
     list_display = [
-        "slug", "name", "kind", "status", "owner", "starts_at", "ends_at", "budget", "spent",
+        "slug", "name", "kind", "mode", "status", "owner", "starts_at", "ends_at", "budget", "spent",
         "issued_count", "holdout_share",
     ]
-    list_filter = ["status", "kind", "owner"]
+    list_filter = ["status", "kind", "mode", "owner"]
     search_fields = ["slug", "name"]
     readonly_fields = ["spent", "issued_count", "created_at", "updated_at"]
     filter_horizontal = ["partners", "promoted_films", "promoted_courses", "promoted_bundles"]
@@ -161,6 +184,7 @@ class CampaignAdmin(SimpleHistoryAdmin):
                 "campaign": campaign.slug, "treated": forecast.eligible - forecast.holdout, "holdout": forecast.holdout,
                 "cost": forecast.cost, "rules": rules,
             }, messages.INFO)
+            self.message_user(request, _comparison_message(campaign, forecast), messages.INFO)
 
     @admin.action(description=_("Run: issue offers on the workers"))
     def run_campaign(self, request, queryset):

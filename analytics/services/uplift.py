@@ -79,8 +79,9 @@ def _days(later: datetime, earlier: pd.Series) -> np.ndarray:
 def uplift_features(user_ids: Sequence[int] | np.ndarray, *, as_of: datetime) -> pd.DataFrame:
     """Return the model's features of these users from their events before ``as_of``, one row per id in order.
 
-    Users without events get zero counts and missing ages of their last event (the
-    gradient-boosted models take missing values as a value of their own).
+    Users without events get zero counts; a missing time or amount (no purchase yet, no
+    membership, no age) is -1, below every real value, so the trees set such users apart
+    (and a column missing for everyone still bins).
     """
     ids = np.asarray(user_ids, dtype=np.int64)
     if not len(ids):
@@ -112,7 +113,7 @@ def uplift_features(user_ids: Sequence[int] | np.ndarray, *, as_of: datetime) ->
     exposure = np.maximum(np.nan_to_num(_days(as_of, events["first_event_at"]), nan=0.0), MINIMUM_EXPOSURE_DAYS)
     for rate, count in _RATES.items():
         frame[rate] = frame[count].to_numpy() * 365.0 / exposure
-    return frame[list(FEATURES)]
+    return frame[list(FEATURES)].fillna(-1.0)
 
 
 def rule_packages(rules: Sequence[Rule]) -> list[list[int]]:

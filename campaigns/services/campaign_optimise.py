@@ -336,8 +336,11 @@ def optimised_chunk_plan(*, campaign: Campaign, plans: list[RulePlan], frame: pd
             rules.append(np.full(len(take), rule, dtype=np.int64))
             sequences.append(np.full(len(take), sequence, dtype=np.int64))
     empty = np.empty(0, dtype=np.int64)
+    # Only the chosen users take part in the run: the treated and, held out under the package
+    # they would have got, the holdout; the others are left for a later run to reach.
     return ChunkPlan(
-        user_ids=values.user_ids, draw=values.draw, holdout=holdout, matched_rule=matched_rule,
+        user_ids=values.user_ids[chosen], draw=values.draw[chosen], holdout=holdout[chosen],
+        matched_rule=matched_rule[chosen],
         pick_users=np.concatenate(users) if users else empty, pick_rules=np.concatenate(rules) if rules else empty,
         pick_sequence=np.concatenate(sequences) if sequences else empty,
     )

@@ -2,7 +2,7 @@
 
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from analytics.models import DemoWorld
 from analytics.services.demo_run import demo_campaigns_play
@@ -38,6 +38,11 @@ class Command(BaseCommand):
                 continue
             self.stdout.write(f"played {played['campaign']}: {played['issued']} offers issued, {played['holdout']} held out, "
                               f"{played['converted']} conversions drawn from the planted effects")
+        # The played campaigns' holdouts are what the uplift models learn from (and the optimise mode spends by).
+        try:
+            call_command("train", "--model", "uplift", stdout=self.stdout)
+        except CommandError as error:
+            self.stdout.write(self.style.WARNING(f"uplift model not trained: {error}"))
         for campaign in Campaign.objects.filter(assignments__isnull=False).distinct().order_by("starts_at"):
             self.stdout.write("")
             self.stdout.write(render_text(campaign_report(campaign=campaign)))

@@ -52,3 +52,23 @@ class Command(BaseCommand):
         if forecast.remaining is not None:
             verdict = "fits" if forecast.cost <= forecast.remaining else "does NOT fit: issuance will stop when it runs out"
             self.stdout.write(f"budget {forecast.budget} CNY, {forecast.remaining} CNY left: the forecast {verdict}")
+        self.print_comparison(forecast)
+
+    def print_comparison(self, forecast):
+        comparison = forecast.comparison
+        if comparison is None:
+            self.stdout.write(f"Rules vs optimised: not compared ({forecast.comparison_missing})")
+            return
+        self.stdout.write(
+            f"Rules vs optimised ({forecast.mode} mode runs; valued by {comparison.model}, {comparison.method}, a "
+            f"conversion worth {comparison.order_value} CNY; within the budget left):"
+        )
+        self.stdout.write(f"{'':<12} {'users':>9} {'holdout':>9} {'offers':>9} {'spend (CNY)':>14} "
+                          f"{'incr. margin (CNY)':>19} {'per CNY':>8}")
+        for strategy in (comparison.rules, comparison.optimised):
+            margin = "unknown" if strategy.expected_margin is None else str(strategy.expected_margin)
+            per_cny = "-" if strategy.margin_per_cny is None else str(strategy.margin_per_cny)
+            self.stdout.write(f"{strategy.name:<12} {strategy.users:>9} {strategy.holdout:>9} {strategy.offers:>9} "
+                              f"{strategy.spend:>14} {margin:>19} {per_cny:>8}")
+        for note in comparison.notes:
+            self.stdout.write(f"note: {note}")
