@@ -1,0 +1,188 @@
+"""Optimise mode end to end on a small world: learn uplift from an imported experiment, spend by it, report it.
+
+Half the users are bargain hunters (they redeemed offers before) whom a coupon moves from
+5% to 45% conversion; the others buy 20% of the time with or without it. An outside
+experiment with a coupon arm and a holdout is imported; the uplift models learn from it.
+"""
+
+import json
+import re
+from datetime import timedelta
+from decimal import Decimal
+from io import StringIO
+
+import numpy as np
+import pytest
+from django.core.management import CommandError, call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from analytics.models import BehaviorEvent, EndUser, ExperimentOutcome, ModelRun
+from analytics.services.reports import campaign_report, render_csv, render_text
+from analytics.services.training.uplift import train_uplift
+from campaigns.models import Campaign, CampaignAssignment, Offer
+from campaigns.services.campaign_run import campaign_dry_run, campaign_issue_chunk, campaign_run
+from crossmkt_site.errors import ApplicationError
+from tests.factories import CampaignFactory, CourseFactory, PartnerFactory, RuleFactory
+
+USERS = 600
+
+
+@pytest.fixture
+def world(db):
+    """Users with and without a history of redeeming offers, and an imported coupon experiment on them."""
+    rng = np.random.default_rng(0)
+    partner = PartnerFactory()
+    CourseFactory(partner=partner, price=Decimal("100.00"))
+    now = timezone.now()
+    users = EndUser.objects.bulk_create(
+        EndUser(external_id=f"shopper-{i}", home_partner=partner, marketing_consent=True, age=20 + i % 30,
+                signed_up_at=now - timedelta(days=400)) for i in range(USERS))
+    bargain = np.arange(USERS) % 2 == 0
+    BehaviorEvent.objects.bulk_create(
+        BehaviorEvent(partner=partner, event_id=f"e-{user.pk}-{n}", user=user, kind=kind,
+                      occurred_at=now - timedelta(days=30 + n))
+        for user, hunter in zip(users, bargain)
+        for n, kind in enumerate(["offer_redeem"] * 5 if hunter else ["film_watch"] * 5))
+    experiment = Campaign.objects.create(slug="pilot", name="pilot", kind=Campaign.Kind.EXTERNAL,
+                                         status=Campaign.Status.ENDED, starts_at=now - timedelta(days=10),
+                                         ends_at=now - timedelta(days=3), holdout_share=0)
+    arm = np.where(rng.random(USERS) < 0.5, "coupon", "holdout")
+    rate = np.where(bargain, np.where(arm == "coupon", 0.45, 0.05), 0.20)
+    converted = rng.random(USERS) < rate
+    ExperimentOutcome.objects.bulk_create(
+        ExperimentOutcome(campaign=experiment, user_ref=user.external_id, arm=name, converted=bool(bought),
+                          revenue=Decimal("100.00") if bought else Decimal("0"))
+        for user, name, bought in zip(users, arm, converted))
+    return {"partner": partner, "users": users, "bargain": {user.pk for user, hunter in zip(users, bargain) if hunter},
+            "experiment": experiment}
+
+
+def _optimised(world, **fields) -> Campaign:
+    fields = {"mode": Campaign.Mode.OPTIMISE, **fields}
+    campaign = CampaignFactory(owner=world["partner"], budget=Decimal("1000.00"), holdout_share=Decimal("0.200"), **fields)
+    RuleFactory(campaign=campaign, name="20 CNY coupon", condition={}, amount_off=Decimal("20.00"), cost=Decimal("20.00"))
+    return campaign
+
+
+def test_uplift_is_learned_from_an_imported_experiment_and_ranks_the_users_it_changes_first(world):
+    # when the uplift models are trained
+    run = train_uplift()
+
+    # then each method was evaluated on held-out users with its Qini curve and AUUC
+    evaluation = run.metrics["evaluation"]
+    assert set(evaluation) == {"t_learner", "transformed_outcome", "x_learner"}
+    for method in evaluation.values():
+        curves = method["coupon"]["conversion"]
+        assert len(curves["fraction"]) == len(curves["qini"]) == 21
+        assert curves["auuc_lift"] > 0
+    assert run.metrics["sources"][0]["campaign"] == "pilot"
+    # and the selected model predicts a larger uplift for the bargain hunters than for the others
+    from analytics.services.registry import model_run_artifact
+    from analytics.services.uplift import uplift_features
+
+    bundle = model_run_artifact(run)
+    ids = np.array([user.pk for user in world["users"]])
+    uplift, _ = bundle.predict(uplift_features(ids, as_of=timezone.now()))
+    hunters = np.isin(ids, list(world["bargain"]))
+    assert uplift["coupon"][hunters].mean() > uplift["coupon"][~hunters].mean() + 0.2
+
+
+def test_train_command_learns_uplift_by_name_and_says_clearly_when_there_is_nothing_to_learn_from(world):
+    out = StringIO()
+    call_command("train", "--model", "uplift", "--json", stdout=out)
+    data = json.loads(out.getvalue())
+    assert data["model"] == "uplift" and data["metrics"]["packages"] == "coupon"
+
+    ExperimentOutcome.objects.all().delete()
+    with pytest.raises(CommandError, match="uplift: no past experiment with a holdout"):
+        call_command("train", "--model", "uplift")
+
+
+def test_optimise_run_spends_the_budget_on_the_users_the_offer_changes_and_keeps_a_holdout(world):
+    # given uplift learned from the pilot, and an optimise campaign whose budget reaches 50 of 600 users
+    train_uplift()
+    campaign = _optimised(world)
+
+    # when it is previewed, then run
+    forecast = campaign_dry_run(campaign=campaign)
+    result = campaign_run(campaign=campaign)
+
+    # then it stays within the budget, and the coupons go to bargain hunters
+    campaign.refresh_from_db()
+    offered = set(Offer.objects.filter(campaign=campaign).values_list("user_id", flat=True))
+    assert result["issued"] == len(offered) > 0
+    assert campaign.spent <= campaign.budget and campaign.spent >= Decimal("900.00")
+    assert len(offered & world["bargain"]) >= 0.9 * len(offered)
+    # and a holdout of alike users was kept and got nothing
+    held = set(CampaignAssignment.objects.filter(campaign=campaign, arm=CampaignAssignment.HOLDOUT)
+               .values_list("user_id", flat=True))
+    assert held and not held & offered
+    assert len(held & world["bargain"]) >= 0.9 * len(held)
+    # and the preview forecast what was issued
+    assert forecast.comparison.optimised.spend == campaign.spent
+    assert forecast.offers == result["issued"] and forecast.holdout == len(held)
+    # and running it again issues nothing
+    assert campaign_run(campaign=campaign)["issued"] == 0
+
+
+def test_dry_run_prints_the_rule_based_and_the_optimised_campaign_side_by_side(world):
+    # given a rule-based campaign that gives everyone a coupon, and uplift learned from the pilot
+    train_uplift()
+    campaign = _optimised(world, mode=Campaign.Mode.RULES)
+
+    # when it is previewed
+    out = StringIO()
+    call_command("run_campaign", campaign.slug, "--dry-run", "--no-progress", stdout=out)
+
+    # then both choices are shown with their spend and expected incremental margin, and nothing is issued
+    text = out.getvalue()
+    assert "Rules vs optimised" in text
+    rows = {match[0]: match for match in re.findall(r"^(rules|optimised) +(\d+) +(\d+) +(\d+) +([\d.]+) +(-?[\d.]+)", text, re.M)}
+    assert set(rows) == {"rules", "optimised"}
+    for name in rows:
+        assert Decimal(rows[name][4]) <= campaign.budget
+    rules_per_cny = Decimal(rows["rules"][5]) / Decimal(rows["rules"][4])
+    optimised_per_cny = Decimal(rows["optimised"][5]) / Decimal(rows["optimised"][4])
+    assert optimised_per_cny > rules_per_cny
+    assert not Offer.objects.filter(campaign=campaign).exists()
+
+
+def test_without_an_uplift_model_optimise_mode_says_how_to_train_one_and_rules_still_preview(world):
+    campaign = _optimised(world)
+    with pytest.raises(ApplicationError, match="train --model uplift"):
+        campaign_dry_run(campaign=campaign)
+    # an issuing chunk refuses to guess without the run's plan
+    train_uplift()
+    with pytest.raises(ApplicationError, match="run it with run_campaign"):
+        campaign_issue_chunk(campaign_id=campaign.pk, id_range=(0, 10**9))
+
+    ModelRun.objects.filter(model=ModelRun.Model.UPLIFT).update(is_active=False)
+    campaign.mode = Campaign.Mode.RULES
+    campaign.save()
+    forecast = campaign_dry_run(campaign=campaign)
+    assert forecast.comparison is None and "train --model uplift" in forecast.comparison_missing
+    assert forecast.offers > 0
+
+
+def test_report_and_dashboard_show_each_uplift_models_qini_curve_and_auuc(world, admin_client):
+    # given uplift learned from the pilot
+    train_uplift()
+
+    # when the pilot's report is read as data, text and CSV, and the dashboard is opened
+    report = campaign_report(campaign=world["experiment"])
+    data = report.to_dict()["uplift_models"]
+    text, table = render_text(report), render_csv(report)
+    page = admin_client.get(reverse("admin-dashboard")).content.decode()
+
+    # then every model's AUUC and Qini curve are there
+    assert data["learned_from_this_campaign"]
+    assert {model["method"] for model in data["models"]} == {"t_learner", "transformed_outcome", "x_learner"}
+    for model in data["models"]:
+        assert len(model["qini_curve"]["qini"]) == 21 and model["auuc"] > model["auuc_random"]
+        assert f"{model['method']} coupon: AUUC {model['auuc']:.4f}" in text
+        assert f"uplift_model,{model['method']}:coupon," in table
+    assert "qini_curve,t_learner:coupon@1.00," in table
+    assert re.search(r'data-chart="line"[^>]*aria-label="[^"]*coupon[^"]*Qini', page) or \
+        re.search(r'data-chart="line"[^>]*aria-label="[^"]*Qini[^"]*coupon', page)
+    assert len(re.findall(r'<polyline class="series"[^>]*><title>(?:t_learner|x_learner|transformed_outcome)\W+AUUC', page)) == 3
