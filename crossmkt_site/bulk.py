@@ -64,7 +64,7 @@ def _copy_text(column) -> list[str]:
         return [value if value != "NaT" else _COPY_NULL for value in text]
     if dtype.kind == "b":
         return np.where(column.to_numpy(), "t", "f").tolist()
-    if dtype.kind in "iu":
+    if dtype.kind in "iu" and not column.hasnans:  # a nullable Int64 column with gaps is handled below
         return list(map(str, column.to_numpy().tolist()))
     if dtype.kind == "f":
         return [repr(value) if value == value else _COPY_NULL for value in column.to_numpy().tolist()]
@@ -83,7 +83,7 @@ def _sqlite_value(value):
     """Adapt a DataFrame value for SQLite: pandas times to naive UTC text, missing values to NULL."""
     import pandas as pd
 
-    if value is None or value is pd.NaT or isinstance(value, float) and value != value:
+    if value is None or value is pd.NaT or value is pd.NA or isinstance(value, float) and value != value:
         return None
     if isinstance(value, pd.Timestamp):
         if value.tzinfo is not None:
@@ -150,34 +150,3 @@ def instance_from_row(model, values: Sequence):
         converted.append(value)
     return model.from_db(connection.alias, [field.attname for field in fields], converted)
 
-
-def insert_frame(cursor, table: str, frame) -> None:
-    """Insert a DataFrame's rows into the table's columns of the same names, NaN and None as NULL.
-
-    On PostgreSQL pandas writes the rows as one block of COPY text (no Python call per row);
-    elsewhere they go through ``bulk_insert``.
-    """
-    import io
-
-    import pandas as pd
-
-    if connection.vendor != "postgresql":
-        rows = frame.astype(object).where(frame.notna(), None).itertuples(index=False, name=None)
-        bulk_insert(cursor, table, list(frame.columns), rows)
-        return
-    text = frame.copy()
-    for name in text.columns:
-        if text[name].dtype == object:  # COPY's text format escapes backslash, tab and line breaks
-            text[name] = text[name].map(_copy_escape, na_action="ignore")
-        elif isinstance(text[name].dtype, pd.DatetimeTZDtype):
-            text[name] = text[name].map(lambda moment: moment.isoformat(), na_action="ignore")
-    buffer = io.StringIO()
-    text.to_csv(buffer, sep="\t", header=False, index=False, na_rep="\\N", quoting=3, escapechar=None)  # 3: QUOTE_NONE
-    with cursor.cursor.copy(f"COPY {table} ({', '.join(frame.columns)}) FROM STDIN") as copy:
-        copy.write(buffer.getvalue())
-    if table.startswith("staging_"):
-        cursor.execute(f"ANALYZE {table}")
-
-
-def _copy_escape(value) -> str:
-    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")

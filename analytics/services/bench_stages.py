@@ -24,7 +24,7 @@ from django.utils import timezone
 from crossmkt_site.errors import ApplicationError
 
 from ..models import DemoWorld, EndUser, UserScore
-from .bench import NAN, StageResult, _free_port, _peak_memory_mb, require_postgresql, serve
+from .bench import NAN, StageResult, _free_port, _peak_memory_mb, require_postgresql, serve, table_like
 
 BENCH_SEED = 2026
 SCORING_MODELS = ("propensity", "churn", "clv")
@@ -120,7 +120,7 @@ def stage_scoring(*, models=SCORING_MODELS) -> StageResult:
     seconds = time.perf_counter() - started
     rows = sum(scored.values())
 
-    limit = _scoring_copy_numpy_rate(artifacts, as_of)
+    limit = _scoring_copy_numpy_rate(runs, artifacts, as_of)
     result = StageResult("batch scoring: propensity + churn + CLV, DB → DB", "scores/s", rows, rows / seconds, baseline,
                          limit, "≥ 1/2 of the limit; ≥ 50× the naive baseline", _peak_memory_mb(), seconds,
                          note="one process, as one worker runs a chunk")
@@ -153,28 +153,29 @@ def _scoring_naive_rate(user_ids, runs, artifacts, as_of) -> float:
     return written / seconds if written else NAN
 
 
-def _scoring_copy_numpy_rate(artifacts, as_of) -> float:
-    """COPY every user's fields out in one statement, score with the fitted models, COPY the scores into a bare table."""
+def _scoring_copy_numpy_rate(runs, artifacts, as_of) -> float:
+    """COPY every user's fields out in one statement, score with the fitted models, COPY the scores into a table like ours."""
     from ..selectors import user_frame
 
-    started = time.perf_counter()
-    written = 0
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("CREATE TEMPORARY TABLE bench_scores (user_id bigint, model varchar(32), score double precision, "
-                       "value double precision, label varchar(64)) ON COMMIT DROP")
-        for model, scorer in artifacts.items():
-            frame = user_frame(scorer.fields, as_of=as_of)
-            scores = scorer.score(frame, as_of=as_of)
-            n = len(scores)
-            columns = [scores.index.to_numpy(dtype=np.int64), np.full(n, model, dtype=object),
-                       scores["score"].to_numpy(dtype=float) if "score" in scores else np.full(n, NAN),
-                       scores["value"].to_numpy(dtype=float) if "value" in scores else np.full(n, NAN),
-                       scores["label"].fillna("").astype(str).to_numpy() if "label" in scores else np.full(n, "", dtype=object)]
-            with cursor.cursor.copy("COPY bench_scores FROM STDIN") as copy:
-                for row in zip(*(column.tolist() for column in columns)):
-                    copy.write_row(row)
-            written += n
-    return written / (time.perf_counter() - started)
+    with table_like(UserScore._meta.db_table) as table:
+        started = time.perf_counter()
+        written = 0
+        with transaction.atomic(), connection.cursor() as cursor:
+            for model, scorer in artifacts.items():
+                frame = user_frame(scorer.fields, as_of=as_of)
+                scores = scorer.score(frame, as_of=as_of)
+                n = len(scores)
+                columns = [scores.index.to_numpy(dtype=np.int64), np.full(n, model, dtype=object), np.full(n, runs[model].pk),
+                           scores["score"].to_numpy(dtype=float) if "score" in scores else np.full(n, NAN),
+                           np.round(scores["value"].to_numpy(dtype=float), 2) if "value" in scores else np.full(n, NAN),
+                           scores["label"].fillna("").astype(str).to_numpy() if "label" in scores
+                           else np.full(n, "", dtype=object), np.full(n, as_of, dtype=object)]
+                with cursor.cursor.copy(f"COPY {table} (user_id, model, run_id, score, value, label, scored_at) "
+                                        "FROM STDIN") as copy:
+                    for row in zip(*(column.tolist() for column in columns)):
+                        copy.write_row([None if isinstance(v, float) and v != v else v for v in row])
+                written += n
+        return written / (time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,22 +293,23 @@ def _campaign_naive_rate(campaign) -> float:
 
 
 def _offers_copy_rate(campaign) -> float:
-    """COPY the campaign's offer rows, as issued, into an empty table shaped like the offers table: no framework."""
+    """COPY the campaign's offer rows, as issued, into an empty table like the offers table (foreign keys too), committed."""
     import io
 
     buffer = io.BytesIO()
-    with transaction.atomic(), connection.cursor() as cursor:
+    with connection.cursor() as cursor:
         with cursor.cursor.copy("COPY (SELECT * FROM campaigns_offer WHERE campaign_id = %s) TO STDOUT", (campaign.pk,)) as copy:
             for block in copy:
                 buffer.write(block)
-        cursor.execute("CREATE TEMPORARY TABLE bench_offers (LIKE campaigns_offer INCLUDING ALL) ON COMMIT DROP")
         cursor.execute("SELECT COUNT(*) FROM campaigns_offer WHERE campaign_id = %s", [campaign.pk])
         rows = cursor.fetchone()[0]
-        data = buffer.getvalue()
+    data = buffer.getvalue()
+    with table_like("campaigns_offer") as table:
         started = time.perf_counter()
-        with cursor.cursor.copy("COPY bench_offers FROM STDIN") as copy:
-            for offset in range(0, len(data), 1 << 20):
-                copy.write(data[offset:offset + (1 << 20)])
+        with transaction.atomic(), connection.cursor() as cursor:
+            with cursor.cursor.copy(f"COPY {table} FROM STDIN") as copy:
+                for offset in range(0, len(data), 1 << 20):
+                    copy.write(data[offset:offset + (1 << 20)])
         seconds = time.perf_counter() - started
     return rows / seconds if rows else NAN
 

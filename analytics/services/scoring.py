@@ -15,7 +15,7 @@ import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
-from crossmkt_site.bulk import insert_frame
+from crossmkt_site.bulk import bulk_insert_frame
 from crossmkt_site.groups import results_as_they_finish
 
 from ..models import ModelRun, UserScore
@@ -60,7 +60,7 @@ def scores_write(*, run: ModelRun, scores: pd.DataFrame, scored_at: datetime) ->
         cursor.execute("DROP TABLE IF EXISTS staging_scores")
         cursor.execute("CREATE TEMPORARY TABLE staging_scores (user_id bigint, model varchar(32), run_id bigint, "
                        "score double precision, value numeric(14, 2), label varchar(64), scored_at timestamp with time zone)")
-        insert_frame(cursor, "staging_scores", rows)
+        bulk_insert_frame(cursor, "staging_scores", rows)
         cursor.execute(
             f"""INSERT INTO {UserScore._meta.db_table} ({", ".join(columns)})
                 SELECT {", ".join(columns)} FROM staging_scores WHERE TRUE

@@ -172,7 +172,9 @@ class CampaignAssignment(models.Model):
     HOLDOUT = "holdout"
     TREATMENT = "treatment"
 
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="assignments", verbose_name=_("campaign"))
+    # The campaign's assignments are found through the unique (campaign, user) index; no index of its own.
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="assignments", verbose_name=_("campaign"),
+                                 db_index=False)
     user = models.ForeignKey("analytics.EndUser", on_delete=models.CASCADE, related_name="assignments", verbose_name=_("user"))
     arm = models.CharField(_("arm"), max_length=64, help_text=_("'holdout' is the control; other names are treated arms."))
     rule = models.ForeignKey(Rule, on_delete=models.SET_NULL, null=True, blank=True, related_name="assignments", verbose_name=_("rule"))

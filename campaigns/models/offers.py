@@ -38,10 +38,15 @@ class Offer(models.Model):
 
     OPEN_STATUSES = (Status.ISSUED, Status.DELIVERED)
 
-    code = models.CharField(_("code"), max_length=32, unique=True, default=new_offer_code, editable=False)
-    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="offers", verbose_name=_("campaign"))
+    # Indexes are what issuance pays for per row, so each one here earns its place: a code is
+    # looked up by equality (the unique constraint below, without the LIKE index unique=True
+    # adds), a campaign's offers by the unique slot's leading column, a user's by (user, status).
+    code = models.CharField(_("code"), max_length=32, default=new_offer_code, editable=False)
+    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="offers", verbose_name=_("campaign"),
+                                 db_index=False)
     rule = models.ForeignKey(Rule, on_delete=models.PROTECT, null=True, blank=True, related_name="offers", verbose_name=_("rule"))
-    user = models.ForeignKey("analytics.EndUser", on_delete=models.PROTECT, related_name="offers", verbose_name=_("user"))
+    user = models.ForeignKey("analytics.EndUser", on_delete=models.PROTECT, related_name="offers", verbose_name=_("user"),
+                             db_index=False)
     sequence = models.PositiveSmallIntegerField(_("sequence"), default=0)
     allowance = models.PositiveSmallIntegerField(_("allowance"), default=1)
     kind = models.CharField(_("kind"), max_length=32, choices=Rule.OfferKind.choices)
@@ -54,7 +59,7 @@ class Offer(models.Model):
     min_spend = MoneyField(_("minimum spend (CNY)"), default=0)
     days = models.PositiveSmallIntegerField(_("days"), null=True, blank=True)
     cost = MoneyField(_("cost (CNY)"), default=0)
-    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.ISSUED, db_index=True)
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.ISSUED)
     issued_at = models.DateTimeField(_("issued at"))
     expires_at = models.DateTimeField(_("expires at"), db_index=True)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
@@ -66,6 +71,7 @@ class Offer(models.Model):
         verbose_name = _("offer")
         verbose_name_plural = _("offers")
         constraints = [
+            models.UniqueConstraint(fields=["code"], name="offer_code_unique"),
             models.UniqueConstraint(fields=["campaign", "user", "sequence"], name="one_offer_per_campaign_user_slot"),
             models.CheckConstraint(condition=Q(sequence__lt=F("allowance")), name="offer_within_user_allowance"),
             models.CheckConstraint(

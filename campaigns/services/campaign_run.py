@@ -25,7 +25,7 @@ from django.utils import timezone
 from analytics.selectors import condition_registry, sql_columns, user_frame, user_id_ranges
 from campaigns.conditions import (AnyOf, ConditionError, SqlFragment, compile_sql, evaluate_table, referenced_fields,
                                   validate)
-from crossmkt_site.bulk import bulk_insert
+from crossmkt_site.bulk import bulk_insert_frame
 from crossmkt_site.errors import ApplicationError
 from crossmkt_site.groups import results_as_they_finish
 from crossmkt_site.money import ZERO
@@ -276,15 +276,15 @@ def campaign_issue_chunk(*, campaign_id: int, id_range: tuple[int, int], now: da
             holdout_reached = holdout_draw(campaign, assign_users, "reach") <= (served.max() if len(served) else -1.0)
         keep_assignment = (assign_holdout & holdout_reached) | np.isin(assign_users, pick_users)
         rule_ids = np.array([plans[i].rule.pk for i in plan.matched_rule[fresh]], dtype=np.int64)
+        codes = new_codes(len(pick_users))
         with connection.cursor() as cursor:
-            bulk_insert(cursor, CampaignAssignment._meta.db_table, ["campaign_id", "user_id", "arm", "rule_id", "assigned_at"], (
-                (campaign.pk, int(user), HOLDOUT if held else TREATMENT, int(rule), now)
-                for user, held, rule, keep_row in zip(assign_users, assign_holdout, rule_ids, keep_assignment) if keep_row
-            ))
-            codes = new_codes(len(pick_users))
-            bulk_insert(cursor, Offer._meta.db_table, _OFFER_COLUMNS, (
-                _offer_row(campaign, plans[int(r)].rule, int(user), int(seq), code, now, expires_at)
-                for user, r, seq, code in zip(pick_users, pick_rules, pick_sequence, codes)
+            bulk_insert_frame(cursor, CampaignAssignment._meta.db_table, pd.DataFrame({
+                "campaign_id": campaign.pk, "user_id": assign_users[keep_assignment],
+                "arm": np.where(assign_holdout[keep_assignment], HOLDOUT, TREATMENT).astype(object),
+                "rule_id": rule_ids[keep_assignment], "assigned_at": pd.Timestamp(now),
+            }))
+            bulk_insert_frame(cursor, Offer._meta.db_table, _offers_frame(
+                campaign, [p.rule for p in plans], pick_users, pick_rules, pick_sequence, codes, now, expires_at,
             ))
         items = stock.hand_out(pick_rules)
         stock_assign(campaign_id=campaign.pk, id_range=id_range, issued_at=now, codes=codes, items=items)
@@ -320,16 +320,25 @@ def _within_limits(campaign: Campaign, costs: np.ndarray) -> np.ndarray:
     return keep
 
 
-_OFFER_COLUMNS = [
-    "code", "campaign_id", "rule_id", "user_id", "sequence", "allowance", "kind", "partner_id", "deal_id", "amount_off",
-    "percent_off", "min_spend", "days", "cost", "status", "issued_at", "expires_at",
-]
+def _offers_frame(campaign, rules, users, rule_indexes, sequences, codes, now, expires_at) -> pd.DataFrame:
+    """The offer rows to write, column by column: each rule's terms spread over the users it picked."""
 
+    def per_rule(values, dtype=object):
+        return pd.array(values, dtype=dtype)[rule_indexes] if len(rules) else pd.array([], dtype=dtype)
 
-def _offer_row(campaign, rule, user_id, sequence, code, now, expires_at):
-    return (code, campaign.pk, rule.pk, user_id, sequence, campaign.per_user_limit, rule.offer_kind, rule.benefit_partner_id,
-            rule.deal_id, rule.amount_off, rule.percent_off, rule.min_spend, rule.days, rule.cost, Offer.Status.ISSUED,
-            now, expires_at)
+    return pd.DataFrame({
+        "code": np.asarray(codes, dtype=object), "campaign_id": campaign.pk,
+        "rule_id": per_rule([rule.pk for rule in rules], "Int64"), "user_id": users.astype(np.int64),
+        "sequence": sequences.astype(np.int64), "allowance": campaign.per_user_limit,
+        "kind": per_rule([rule.offer_kind for rule in rules]),
+        "partner_id": per_rule([rule.benefit_partner_id for rule in rules], "Int64"),
+        "deal_id": per_rule([rule.deal_id for rule in rules], "Int64"),
+        "amount_off": per_rule([rule.amount_off for rule in rules]),
+        "percent_off": per_rule([rule.percent_off for rule in rules]),
+        "min_spend": per_rule([rule.min_spend for rule in rules]), "days": per_rule([rule.days for rule in rules], "Int64"),
+        "cost": per_rule([rule.cost for rule in rules]), "status": Offer.Status.ISSUED.value,
+        "issued_at": pd.Timestamp(now), "expires_at": pd.Timestamp(expires_at),
+    })
 
 
 @dataclass
