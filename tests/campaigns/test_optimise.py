@@ -122,8 +122,17 @@ def test_optimise_run_spends_the_budget_on_the_users_the_offer_changes_and_keeps
     # and the preview forecast what was issued
     assert forecast.comparison.optimised.spend == campaign.spent
     assert forecast.offers == result["issued"] and forecast.holdout == len(held)
-    # and running it again issues nothing
-    assert campaign_run(campaign=campaign)["issued"] == 0
+    # and running it again reaches nobody twice: at most what is left of the budget goes to users not handled yet
+    left = campaign.budget - campaign.spent
+    handled = set(CampaignAssignment.objects.filter(campaign=campaign).values_list("user_id", flat=True))
+    again = campaign_run(campaign=campaign)
+    campaign.refresh_from_db()
+    assert Decimal(again["cost"]) <= left and campaign.spent <= campaign.budget
+    assert not set(Offer.objects.filter(campaign=campaign).exclude(user_id__in=offered)
+                   .values_list("user_id", flat=True)) & handled
+    # and once the budget cannot buy another coupon, a run issues nothing
+    if campaign.budget - campaign.spent < Decimal("20.00"):
+        assert campaign_run(campaign=campaign)["issued"] == 0
 
 
 def test_dry_run_prints_the_rule_based_and_the_optimised_campaign_side_by_side(world):
