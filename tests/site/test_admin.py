@@ -70,7 +70,7 @@ def test_changes_to_a_campaign_are_kept_in_its_history(manager_client, manager):
     campaign = CampaignFactory(name="Before", starts_at=starts, ends_at=ends)
     # when the manager renames it in the admin
     data = {
-        "slug": campaign.slug, "name": "After", "kind": campaign.kind, "status": campaign.status,
+        "slug": campaign.slug, "name": "After", "kind": campaign.kind, "mode": campaign.mode, "status": campaign.status,
         "owner": campaign.owner_id, "starts_at_0": f"{starts:%Y-%m-%d}", "starts_at_1": f"{starts:%H:%M:%S}",
         "ends_at_0": f"{ends:%Y-%m-%d}", "ends_at_1": f"{ends:%H:%M:%S}", "timezone": "Asia/Shanghai", "budget": "1000.00",
         "per_user_limit": 1, "holdout_share": "0.100", "offer_valid_days": 14, "conversion_window_days": 14,
