@@ -1,7 +1,7 @@
 """Writing many rows at once: COPY on PostgreSQL, executemany elsewhere."""
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 
 from django.db import connection
@@ -86,9 +86,10 @@ def _sqlite_value(value):
     if value is None or value is pd.NaT or value is pd.NA or isinstance(value, float) and value != value:
         return None
     if isinstance(value, pd.Timestamp):
-        if value.tzinfo is not None:
-            value = value.tz_convert("UTC").tz_localize(None)
-        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+        # As Django writes it (UTC, microseconds only when there are some), so text comparisons with ORM rows hold.
+        value = value.floor("us").to_pydatetime()
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
     return _adapt(value)
 
 

@@ -72,10 +72,11 @@ SPELL_COLUMNS = {"user_id": object, "item_id": object, "started_at": "datetime64
 
 def membership_events(*, before: datetime, user_range: tuple[int, int] | None = None) -> pd.DataFrame:
     """Return the membership starts and cancels before a time, and the activity joins of members, by SQL."""
-    users = ""
+    users = members = ""
     params: dict[str, Any] = {"before": as_utc(before)}
     if user_range is not None:
         users = "AND e.user_id >= %(low)s AND e.user_id < %(high)s"
+        members = "AND s.user_id >= %(low)s AND s.user_id < %(high)s"  # else every member's start is read for a chunk
         params |= {"low": int(user_range[0]), "high": int(user_range[1])}
     frame = fetch_frame(
         f"""
@@ -85,7 +86,7 @@ def membership_events(*, before: datetime, user_range: tuple[int, int] | None = 
           AND (e.kind IN ('{START}', '{CANCEL}')
                OR (e.kind = '{JOIN}' AND e.user_id IN (
                    SELECT s.user_id FROM analytics_behaviorevent s
-                   WHERE s.kind = '{START}' AND s.occurred_at < %(before)s)))
+                   WHERE s.kind = '{START}' AND s.occurred_at < %(before)s {members})))
         """,
         params,
         text=("kind", "item_id"),
