@@ -161,7 +161,15 @@ def user_frame(fields, *, as_of: datetime, id_range: tuple[int, int] | None = No
     sql_names = _sql_fields(names)
     selects = ", ".join(f"{USER_FIELDS[name].sql} AS {name}" for name in sql_names)
     aliases = _aliases([USER_FIELDS[name].sql for name in sql_names] + ([where.sql] if where is not None else []))
-    joins = " ".join(_JOINS[alias] for alias in _JOINS if alias in aliases)
+    joined = [alias for alias in _JOINS if alias in aliases]
+    join_params: list = []
+    if id_range is not None:
+        # The range again on each joined table's key: PostgreSQL does not carry u.id's range
+        # over the join, and would otherwise hash the whole table for every chunk.
+        joins = " ".join(f"{_JOINS[alias]} AND {alias}.user_id >= %s AND {alias}.user_id < %s" for alias in joined)
+        join_params = [bound for _ in joined for bound in id_range]
+    else:
+        joins = " ".join(_JOINS[alias] for alias in joined)
     extra, where, params = where, ["u.erased_at IS NULL"], []
     if reachable_only:
         where.append("u.marketing_consent")
@@ -178,6 +186,7 @@ def user_frame(fields, *, as_of: datetime, id_range: tuple[int, int] | None = No
         where.append(extra.sql)
         params.extend(extra.params)
     sql = f"SELECT u.id AS user_id{', ' + selects if selects else ''} FROM analytics_enduser u {joins} WHERE {' AND '.join(where)} ORDER BY u.id"
+    params = join_params + params
     text = [name for name in sql_names if USER_FIELDS[name].spec.type == "category" or name in _TIME_FIELDS]
     frame = query_frame(sql, params, columns_as_text=text)
     if frame.empty:

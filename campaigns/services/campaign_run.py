@@ -176,17 +176,18 @@ def _load_chunk(plans: list[RulePlan], id_range: tuple[int, int], as_of: datetim
     """
     fields = sorted({name for plan in plans for name in plan.fields})
     return user_frame(fields, as_of=as_of, id_range=id_range, reachable_only=True,
-                      where=_chunk_filter(plans, unassigned_in))
+                      where=_chunk_filter(plans, unassigned_in, id_range))
 
 
-def _chunk_filter(plans: list[RulePlan], unassigned_in: Campaign | None) -> SqlFragment | None:
+def _chunk_filter(plans: list[RulePlan], unassigned_in: Campaign | None, id_range: tuple[int, int]) -> SqlFragment | None:
     parts: list[SqlFragment] = []
     columns = sql_columns({name for plan in plans for name in plan.fields})
     if columns is not None and all(plan.condition is not None for plan in plans):
         parts.append(compile_sql(AnyOf(tuple(plan.condition for plan in plans)), columns))
     if unassigned_in is not None:
         parts.append(SqlFragment(f"NOT EXISTS (SELECT 1 FROM {CampaignAssignment._meta.db_table} a "
-                                 "WHERE a.campaign_id = %s AND a.user_id = u.id)", (unassigned_in.pk,)))
+                                 "WHERE a.campaign_id = %s AND a.user_id = u.id AND a.user_id >= %s AND a.user_id < %s)",
+                                 (unassigned_in.pk, *id_range)))
     if not parts:
         return None
     return SqlFragment(" AND ".join(part.sql for part in parts), tuple(p for part in parts for p in part.params))
