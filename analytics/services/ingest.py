@@ -2,9 +2,11 @@
 
 The CSV imports and the partner API share this path. Rows are validated a batch at a
 time with vectorised checks; every bad row is reported with its line (or index),
-column and reason and writes nothing; good rows go into a staging table (``COPY`` on
-PostgreSQL) and from there into users and events with ``ON CONFLICT DO NOTHING``, so
-importing the same rows twice adds nothing.
+column and reason and writes nothing. For the good rows, users are looked up by their ids
+in one query and the new ones created; on PostgreSQL the events are then copied straight
+into the events table (``COPY``), and a batch that repeats a stored event goes through a
+staging table and ``ON CONFLICT DO NOTHING`` instead, so importing the same rows twice
+adds nothing.
 """
 
 import re
@@ -17,10 +19,11 @@ import pandas as pd
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
+from psycopg.errors import UniqueViolation
 
 from campaigns.models import Partner
 from campaigns.services.deals import deals_evaluate_on_commit
-from crossmkt_site.bulk import bulk_insert
+from crossmkt_site.bulk import bulk_insert_frame
 
 from ..models import BehaviorEvent
 
@@ -32,6 +35,9 @@ FUTURE_GRACE = timedelta(days=1)
 MONEY_PATTERN = r"[0-9]{1,12}(\.[0-9]{1,2})?"
 NUMBER_PATTERN = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
 ZONE_SUFFIX = re.compile(r"(Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
+_NUMBER = re.compile(NUMBER_PATTERN)
+_MONEY = re.compile(MONEY_PATTERN)
+_NEGATIVE_ZERO = re.compile(r"-0*(\.0*)?")
 
 
 @dataclass(frozen=True)
@@ -84,23 +90,31 @@ class RowChecker:
 
 
 def parse_money(values: pd.Series, column: str, checker: RowChecker, *, blank_is_zero: bool = True) -> pd.Series:
-    """Check CNY amounts as text (no float ever touches them) and return them normalised."""
-    values = values.str.replace(",", "", regex=False)
+    """Check CNY amounts as text (no float ever touches them) and return them normalised.
+
+    A batch repeats a few prices many times, so each distinct text is checked once.
+    """
+    codes, distinct = pd.factorize(values.to_numpy(dtype=object))
+    texts = [text.replace(",", "") for text in distinct]
     if blank_is_zero:
-        values = values.mask(values == "", "0")
-    numeric = values.str.fullmatch(NUMBER_PATTERN)
-    negative = numeric & values.str.startswith("-") & (values.str.strip("-0.") != "")
-    checker.flag(~numeric, column, lambda i: f"not a number: {values.iloc[i]!r}")
-    checker.flag(negative, column, lambda i: f"negative amount: {values.iloc[i]}")
-    checker.flag(~values.str.fullmatch(MONEY_PATTERN) & ~values.str.fullmatch(r"-0*(\.0*)?"), column,
-                 lambda i: f"not an amount in CNY with at most two decimals: {values.iloc[i]}")
-    return values.str.lstrip("+")
+        texts = [text or "0" for text in texts]
+    numeric = np.array([_NUMBER.fullmatch(text) is not None for text in texts], dtype=bool)
+    negative = numeric & np.array([text.startswith("-") and text.strip("-0.") != "" for text in texts], dtype=bool)
+    money = np.array([_MONEY.fullmatch(text) is not None or _NEGATIVE_ZERO.fullmatch(text) is not None for text in texts],
+                     dtype=bool)
+    shown = np.array(texts, dtype=object)[codes]
+    checker.flag(~numeric[codes], column, lambda i: f"not a number: {shown[i]!r}")
+    checker.flag(negative[codes], column, lambda i: f"negative amount: {shown[i]}")
+    checker.flag(~money[codes], column, lambda i: f"not an amount in CNY with at most two decimals: {shown[i]}")
+    return pd.Series(np.array([text.lstrip("+") for text in texts], dtype=object)[codes], index=values.index, dtype=object)
 
 
 def parse_timestamps(values: pd.Series, column: str, checker: RowChecker, *, now=None) -> pd.Series:
     """Parse ISO 8601 times; a time without an offset is read in TIME_ZONE; refuse far-future ones."""
     now = now or timezone.now()
-    has_zone = values.map(lambda text: bool(ZONE_SUFFIX.search(text)))
+    has_zone = pd.Series(np.fromiter(
+        (text.endswith(("Z", "z")) or ZONE_SUFFIX.search(text) is not None for text in values.to_numpy(dtype=object)),
+        dtype=bool, count=len(values)), index=values.index)
     parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
     if has_zone.any():
         parsed[has_zone] = pd.to_datetime(values[has_zone], format="ISO8601", errors="coerce", utc=True)
@@ -143,82 +157,115 @@ def validate_events(columns: dict[str, Sequence[str]], positions: Sequence[int],
         "kind": frame["kind"][good].to_numpy(),
         "item_id": frame["item_id"][good].to_numpy(),
         "amount": amount[good].to_numpy(),
-        "occurred_at": occurred_at[good].to_numpy(),
+        "occurred_at": occurred_at[good].array,
     })
     checker.rejections.sort(key=lambda rejection: rejection.position)
     return staged, checker.rejections
-
-
-_STAGING_COLUMNS = "position, partner_id, event_id, user_ext, kind, item_id, amount, occurred_at"
 
 
 def stage_frame(cursor, table: str, ddl: str, frame: pd.DataFrame, columns: str) -> None:
     """Create a temporary table and fill it from a frame in one bulk write."""
     cursor.execute(f"DROP TABLE IF EXISTS {table}")
     cursor.execute(f"CREATE TEMPORARY TABLE {table} ({ddl})")
-    names = [name.strip() for name in columns.split(",")]
-    rows = frame[names].itertuples(index=False, name=None)
-    if connection.vendor != "postgresql":
-        rows = (tuple(_sqlite_value(v) for v in row) for row in rows)
-    bulk_insert(cursor, table, names, rows)
+    bulk_insert_frame(cursor, table, frame[[name.strip() for name in columns.split(",")]])
 
 
-def _sqlite_value(value):
-    if isinstance(value, pd.Timestamp):
-        return value.tz_convert("UTC").strftime("%Y-%m-%d %H:%M:%S.%f")
-    if isinstance(value, np.datetime64):
-        return pd.Timestamp(value).strftime("%Y-%m-%d %H:%M:%S.%f")
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
+# Ids looked up per query; SQLite takes at most 32,766 parameters.
+_LOOKUP_CHUNK = 5_000
+_EVENT_STAGING_DDL = ("partner_id bigint, event_id varchar(64), user_id bigint, kind varchar(32), item_id varchar(64), "
+                      "amount numeric(14, 2), occurred_at timestamp with time zone, received_at timestamp with time zone")
 
 
 def events_ingest(staged: pd.DataFrame, *, evaluate_deals: bool = True) -> IngestResult:
     """Insert validated events (and users first seen in them); duplicates by (partner, event id) are skipped.
 
-    New events can trigger deals; a bulk loader that evaluates deals once at the end passes
-    ``evaluate_deals=False``.
+    ``staged`` has the columns ``validate_events`` returns. New events can trigger deals; a
+    bulk loader that evaluates deals once at the end passes ``evaluate_deals=False``.
     """
     result = IngestResult()
     if staged.empty:
         return result
-    postgres = connection.vendor == "postgresql"
+    now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
-        stage_frame(cursor, "staging_events",
-               "position bigint, partner_id bigint, event_id varchar(64), user_ext varchar(64), kind varchar(32), "
-               "item_id varchar(64), amount numeric(14, 2), occurred_at timestamp with time zone",
-               staged, _STAGING_COLUMNS)
-        # A user first seen here belongs to the partner of their earliest row; without a
-        # record of consent they get no offers and are shared with no one.
-        first_rows = (
-            "SELECT DISTINCT ON (user_ext) user_ext, partner_id FROM staging_events ORDER BY user_ext, position"
-            if postgres else
-            # SQLite takes a bare column from the row that holds the MIN() of its group.
-            "SELECT user_ext, partner_id, MIN(position) AS first_position FROM staging_events GROUP BY user_ext"
-        )
-        cursor.execute(
-            f"""INSERT INTO analytics_enduser (external_id, home_partner_id, education, occupation, gender,
-                    acquisition_channel, marketing_consent, data_sharing_consent, created_at)
-                SELECT f.user_ext, f.partner_id, '', '', '', '', FALSE, FALSE, %s FROM ({first_rows}) f
-                WHERE NOT EXISTS (SELECT 1 FROM analytics_enduser u WHERE u.external_id = f.user_ext)
-                ON CONFLICT (external_id) DO NOTHING""",
-            [timezone.now()],
-        )
-        result.users_created = cursor.rowcount
-        cursor.execute(
-            """INSERT INTO analytics_behaviorevent (partner_id, event_id, user_id, kind, item_id, amount, occurred_at, received_at)
-               SELECT s.partner_id, s.event_id, u.id, s.kind, s.item_id, s.amount, s.occurred_at, %s
-               FROM staging_events s JOIN analytics_enduser u ON u.external_id = s.user_ext
-               WHERE TRUE
-               ON CONFLICT (partner_id, event_id) DO NOTHING""",
-            [timezone.now()],
-        )
-        result.imported = cursor.rowcount
+        user_ids, result.users_created = _user_ids_ensure(cursor, staged, now)
+        result.imported = _events_insert(cursor, pd.DataFrame({
+            "partner_id": staged["partner_id"].to_numpy(dtype="int64"), "event_id": staged["event_id"].to_numpy(),
+            "user_id": user_ids, "kind": staged["kind"].to_numpy(), "item_id": staged["item_id"].to_numpy(),
+            "amount": staged["amount"].to_numpy(),
+            "occurred_at": pd.to_datetime(staged["occurred_at"], utc=True).dt.tz_localize(None).to_numpy(),
+            "received_at": np.full(len(staged), pd.Timestamp(now).tz_convert("UTC").tz_localize(None).to_datetime64()),
+        }))
         result.duplicates = len(staged) - result.imported
         if result.imported and evaluate_deals:
             deals_evaluate_on_commit(user_external_ids=staged["user_ext"].unique().tolist())
-        cursor.execute("DROP TABLE staging_events")
     return result
+
+
+def _events_insert(cursor, events: pd.DataFrame) -> int:
+    """Insert the events whose (partner, event id) is not stored yet; return how many were inserted."""
+    if connection.vendor == "postgresql":
+        # Most batches hold only new events: COPY them straight into the table. One that holds
+        # an event stored before (or twice) fails on the unique constraint, and is upserted instead.
+        try:
+            with transaction.atomic():
+                bulk_insert_frame(cursor, "analytics_behaviorevent", events)
+            return len(events)
+        except UniqueViolation:
+            pass
+    columns = ", ".join(events.columns)
+    cursor.execute("DROP TABLE IF EXISTS event_batch")
+    cursor.execute(f"CREATE TEMPORARY TABLE event_batch ({_EVENT_STAGING_DDL})")
+    bulk_insert_frame(cursor, "event_batch", events)
+    # SQLite needs the WHERE to read ON CONFLICT as an upsert. No ANALYZE: nothing is joined.
+    cursor.execute(f"INSERT INTO analytics_behaviorevent ({columns}) SELECT {columns} FROM event_batch "
+                   "WHERE TRUE ON CONFLICT (partner_id, event_id) DO NOTHING")
+    inserted = cursor.rowcount
+    cursor.execute("DROP TABLE event_batch")
+    return inserted
+
+
+def _user_ids_ensure(cursor, staged: pd.DataFrame, now) -> tuple[np.ndarray, int]:
+    """Return the user id of each staged row, creating the users not seen before; and how many were created.
+
+    A user first seen here belongs to the partner of their earliest row; without a record of
+    consent they get no offers and are shared with no one.
+    """
+    firsts = staged.sort_values("position", kind="stable").drop_duplicates("user_ext")
+    ids = user_ids_by_external_id(cursor, firsts["user_ext"].tolist())
+    new = firsts[~firsts["user_ext"].isin(ids.keys())]
+    created = 0
+    if len(new):
+        cursor.execute("DROP TABLE IF EXISTS user_batch")
+        cursor.execute("CREATE TEMPORARY TABLE user_batch (external_id varchar(64), home_partner_id bigint)")
+        bulk_insert_frame(cursor, "user_batch", pd.DataFrame({
+            "external_id": new["user_ext"].to_numpy(), "home_partner_id": new["partner_id"].to_numpy(dtype="int64"),
+        }))
+        # Another request may be creating some of them right now: theirs stand, ours are skipped.
+        cursor.execute(
+            """INSERT INTO analytics_enduser (external_id, home_partner_id, education, occupation, gender,
+                   acquisition_channel, marketing_consent, data_sharing_consent, created_at)
+               SELECT external_id, home_partner_id, '', '', '', '', FALSE, FALSE, %s FROM user_batch
+               WHERE TRUE ON CONFLICT (external_id) DO NOTHING""",
+            [connection.ops.adapt_datetimefield_value(now)],
+        )
+        created = cursor.rowcount
+        cursor.execute("DROP TABLE user_batch")
+        ids.update(user_ids_by_external_id(cursor, new["user_ext"].tolist()))
+    return staged["user_ext"].map(ids).to_numpy(dtype="int64"), created
+
+
+def user_ids_by_external_id(cursor, external_ids: list[str]) -> dict[str, int]:
+    """Map the external ids that exist to their user ids."""
+    found: dict[str, int] = {}
+    for start in range(0, len(external_ids), _LOOKUP_CHUNK):
+        chunk = external_ids[start:start + _LOOKUP_CHUNK]
+        if connection.vendor == "postgresql":
+            cursor.execute("SELECT external_id, id FROM analytics_enduser WHERE external_id = ANY(%s)", [chunk])
+        else:
+            placeholders = ", ".join(["%s"] * len(chunk))
+            cursor.execute(f"SELECT external_id, id FROM analytics_enduser WHERE external_id IN ({placeholders})", chunk)
+        found.update(cursor.fetchall())
+    return found
 
 
 def partner_ids_by_slug() -> dict[str, int]:

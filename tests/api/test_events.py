@@ -52,6 +52,20 @@ def test_a_full_batch_is_accepted_and_sending_it_again_adds_nothing(ours):
     assert BehaviorEvent.objects.filter(partner=ours.partner).count() == MAX_EVENTS_PER_REQUEST
 
 
+def test_a_batch_partly_sent_before_or_naming_an_event_twice_stores_each_new_event_once(ours):
+    # given 30 events already stored
+    assert post(ours.client, {"events": [event(n) for n in range(30)]}).json()["accepted"] == 30
+
+    # when a batch repeats 10 of them, brings 20 new ones and names one new event twice
+    batch = [event(n) for n in range(20, 50)] + [event(45, item_id="F00043")]
+    response = post(ours.client, {"events": batch})
+
+    # then only the new events are stored, once each, the first time they appear
+    assert response.json() == {"accepted": 20, "duplicates": 11, "rejected": []}
+    assert BehaviorEvent.objects.filter(partner=ours.partner).count() == 50
+    assert BehaviorEvent.objects.get(partner=ours.partner, event_id="e00045").item_id == "F00042"
+
+
 def test_a_batch_with_bad_items_reports_exactly_those_indexes_and_stores_the_rest(ours):
     # given a batch of 20 where some items are wrong in different ways
     bad = {
