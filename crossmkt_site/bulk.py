@@ -42,11 +42,11 @@ def bulk_insert_frame(cursor, table: str, frame) -> None:
         bulk_insert(cursor, table, columns, (tuple(_sqlite_value(v) for v in row)
                                              for row in frame.itertuples(index=False, name=None)))
         return
-    texts = [_copy_text(frame[name]) for name in columns]
     with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+        # Block by block, so that only one block's text is held at a time.
         for start in range(0, len(frame), COPY_BLOCK_ROWS):
-            block = [text[start:start + COPY_BLOCK_ROWS] for text in texts]
-            copy.write("\n".join(map("\t".join, zip(*block))) + "\n")
+            block = frame.iloc[start:start + COPY_BLOCK_ROWS]
+            copy.write("\n".join(map("\t".join, zip(*(_copy_text(block[name]) for name in columns)))) + "\n")
     if table.startswith("staging_"):
         cursor.execute(f"ANALYZE {table}")
 

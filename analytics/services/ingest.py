@@ -245,12 +245,15 @@ def _user_ids_ensure(cursor, staged: pd.DataFrame, now) -> tuple[np.ndarray, int
             """INSERT INTO analytics_enduser (external_id, home_partner_id, education, occupation, gender,
                    acquisition_channel, marketing_consent, data_sharing_consent, created_at)
                SELECT external_id, home_partner_id, '', '', '', '', FALSE, FALSE, %s FROM user_batch
-               WHERE TRUE ON CONFLICT (external_id) DO NOTHING""",
+               WHERE TRUE ON CONFLICT (external_id) DO NOTHING RETURNING external_id, id""",
             [connection.ops.adapt_datetimefield_value(now)],
         )
-        created = cursor.rowcount
+        inserted = dict(cursor.fetchall())
+        created = len(inserted)
         cursor.execute("DROP TABLE user_batch")
-        ids.update(user_ids_by_external_id(cursor, new["user_ext"].tolist()))
+        ids.update(inserted)
+        if created < len(new):
+            ids.update(user_ids_by_external_id(cursor, [user for user in new["user_ext"] if user not in inserted]))
     return staged["user_ext"].map(ids).to_numpy(dtype="int64"), created
 
 
