@@ -1,7 +1,10 @@
 """Loading the demo world into the database: catalog, users, a year of events, and the planted truth.
 
-Users and events go through the same staging and set-based upserts as the imports, so a
-second ``seed_demo`` with the same seed adds nothing, and the demo exercises the real path.
+Users and events go through staging tables and set-based upserts, so a second ``seed_demo``
+with the same seed adds nothing, and a load over part of the world adds the rest. When no
+event of the demo partners is stored yet (PostgreSQL), the events are gathered in a load table
+and moved into the events table in one transaction that builds its indexes and foreign keys
+afterwards, instead of maintaining them row by row.
 """
 
 import datetime as dt
@@ -14,15 +17,16 @@ from django.utils import timezone
 
 from campaigns.conditions import to_json, validate_text
 from campaigns.models import Bundle, Campaign, Course, Deal, Film, Partner, Rule
-from crossmkt_site.bulk import bulk_insert
+from crossmkt_site.bulk import bulk_insert_frame
 
 from ..demo import catalog as demo
 from ..demo.truth import planted_truth
 from ..demo.world import iter_world
+from ..models import BehaviorEvent
 from ..selectors import condition_registry
 from campaigns.services.deals import deals_evaluate
 
-from .ingest import events_ingest, partner_ids_by_slug
+from .ingest import events_ingest, partner_ids_by_slug, user_ids_by_external_id
 
 SHANGHAI = demo.SHANGHAI
 TRIGGERS = {"course_in_set": Deal.Trigger.COURSE_PURCHASE, "spend_at_least": Deal.Trigger.SPEND_AT_LEAST,
@@ -123,49 +127,51 @@ USER_COLUMNS = ["external_id", "home_partner_id", "age", "education", "occupatio
                 "marketing_consent", "data_sharing_consent", "signed_up_at", "created_at"]
 
 
-def _users_ingest(users: pd.DataFrame, partner_ids: dict[str, int], now: dt.datetime) -> int:
-    """Insert the chunk's users who are not there yet; return how many were new."""
+def _users_ingest(cursor, users: pd.DataFrame, partner_ids: dict[str, int], now: dt.datetime) -> tuple[dict[str, int], int]:
+    """Insert the chunk's users who are not there yet; return every user's id by external id, and how many were new."""
+    ids = user_ids_by_external_id(cursor, users["user_id"].tolist())
+    new = users[~users["user_id"].isin(list(ids))]
+    if new.empty:
+        return ids, 0
     rows = pd.DataFrame({
-        "external_id": users["user_id"], "home_partner_id": users["home_partner"].map(partner_ids).astype("int64"),
-        "age": users["age"].astype("int64"), "education": users["education"], "occupation": users["occupation"],
-        "gender": users["gender"].fillna(""), "acquisition_channel": users["acquisition_channel"],
-        "marketing_consent": users["marketing_consent"].astype(bool),
-        "data_sharing_consent": users["data_sharing_consent"].astype(bool),
-        "signed_up_at": pd.to_datetime(users["signup_at"], utc=True), "created_at": now,
+        "external_id": new["user_id"], "home_partner_id": new["home_partner"].map(partner_ids).astype("int64"),
+        "age": new["age"].astype("int64"), "education": new["education"], "occupation": new["occupation"],
+        "gender": new["gender"].fillna(""), "acquisition_channel": new["acquisition_channel"],
+        "marketing_consent": new["marketing_consent"].astype(bool),
+        "data_sharing_consent": new["data_sharing_consent"].astype(bool),
+        "signed_up_at": pd.to_datetime(new["signup_at"], utc=True), "created_at": now,
     })
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS staging_users")
-        cursor.execute("CREATE TEMPORARY TABLE staging_users AS SELECT * FROM analytics_enduser WHERE FALSE")
-        bulk_insert(cursor, "staging_users", USER_COLUMNS, (
-            tuple(None if value is pd.NaT else value for value in row) for row in rows.itertuples(index=False, name=None)
-        ))
-        columns = ", ".join(USER_COLUMNS)
-        cursor.execute(
-            f"INSERT INTO analytics_enduser ({columns}) SELECT {columns} FROM staging_users s "
-            "WHERE NOT EXISTS (SELECT 1 FROM analytics_enduser u WHERE u.external_id = s.external_id)"
-        )
-        created = cursor.rowcount
-        cursor.execute("DROP TABLE staging_users")
-    return created
+    cursor.execute("DROP TABLE IF EXISTS demo_user_batch")
+    cursor.execute("CREATE TEMPORARY TABLE demo_user_batch AS SELECT * FROM analytics_enduser WHERE FALSE")
+    bulk_insert_frame(cursor, "demo_user_batch", rows[USER_COLUMNS])
+    columns = ", ".join(USER_COLUMNS)
+    # Looked up first, so the upsert only guards against another loader of the same world.
+    cursor.execute(f"INSERT INTO analytics_enduser ({columns}) SELECT {columns} FROM demo_user_batch "
+                   "WHERE TRUE ON CONFLICT (external_id) DO NOTHING RETURNING external_id, id")
+    created = dict(cursor.fetchall())
+    cursor.execute("DROP TABLE demo_user_batch")
+    ids.update(created)
+    if len(created) < len(new):
+        ids.update(user_ids_by_external_id(cursor, [user for user in new["user_id"] if user not in created]))
+    return ids, len(created)
 
 
-def _planted_ingest(users: pd.DataFrame) -> None:
+def _planted_ingest(cursor, users: pd.DataFrame, user_ids: dict[str, int]) -> None:
     """Store each user's planted segment and label probability, kept apart from anything a model reads."""
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TABLE IF EXISTS staging_planted")
-        cursor.execute("CREATE TEMPORARY TABLE staging_planted (external_id varchar(64), segment varchar(32), "
-                       "top_category varchar(32), purchase_probability double precision)")
-        bulk_insert(cursor, "staging_planted", ["external_id", "segment", "top_category", "purchase_probability"], zip(
-            users["user_id"], users["latent_segment"], users["latent_top_category"],
-            users["latent_purchase_probability"].astype(float),
-        ))
-        cursor.execute(
-            "INSERT INTO analytics_planteduser (user_id, segment, top_category, purchase_probability) "
-            "SELECT u.id, s.segment, s.top_category, s.purchase_probability FROM staging_planted s "
-            "JOIN analytics_enduser u ON u.external_id = s.external_id "
-            "WHERE NOT EXISTS (SELECT 1 FROM analytics_planteduser p WHERE p.user_id = u.id)"
-        )
-        cursor.execute("DROP TABLE staging_planted")
+    cursor.execute("DROP TABLE IF EXISTS demo_planted_batch")
+    cursor.execute("CREATE TEMPORARY TABLE demo_planted_batch (user_id bigint, segment varchar(32), "
+                   "top_category varchar(32), purchase_probability double precision)")
+    bulk_insert_frame(cursor, "demo_planted_batch", pd.DataFrame({
+        "user_id": users["user_id"].map(user_ids).to_numpy(dtype="int64"), "segment": users["latent_segment"].to_numpy(),
+        "top_category": users["latent_top_category"].to_numpy(),
+        "purchase_probability": users["latent_purchase_probability"].to_numpy(dtype=float),
+    }))
+    cursor.execute(
+        "INSERT INTO analytics_planteduser (user_id, segment, top_category, purchase_probability) "
+        "SELECT user_id, segment, top_category, purchase_probability FROM demo_planted_batch "
+        "WHERE TRUE ON CONFLICT (user_id) DO NOTHING"
+    )
+    cursor.execute("DROP TABLE demo_planted_batch")
 
 
 def _staged_events(events: pd.DataFrame, partner_ids: dict[str, int]) -> pd.DataFrame:
@@ -174,12 +180,17 @@ def _staged_events(events: pd.DataFrame, partner_ids: dict[str, int]) -> pd.Data
         "position": np.arange(len(events)), "partner_id": events["partner"].map(partner_ids).to_numpy(dtype="int64"),
         "event_id": events["event_id"].to_numpy(), "user_ext": events["user_id"].to_numpy(),
         "kind": events["kind"].to_numpy(), "item_id": events["item_id"].to_numpy(), "amount": events["amount"].to_numpy(),
-        "occurred_at": events["occurred_at"].to_numpy(),
+        "occurred_at": events["occurred_at"].to_numpy(dtype="datetime64[ns]"),
     })
 
 
-def _load_users(n_users: int, seed: int, start: int, end: int, now: dt.datetime, progress) -> tuple[int, int, int]:
-    """Load users start..end-1 of the world and their events; report each chunk's size to progress."""
+def _load_users(n_users: int, seed: int, start: int, end: int, now: dt.datetime, bulk: bool,
+                progress) -> tuple[int, int, int]:
+    """Load users start..end-1 of the world and their events; report each chunk's size to progress.
+
+    Return the users created, the events stored and the events already there; with ``bulk``,
+    the events go to the load table for ``_events_bulk_load`` instead, and are counted as stored.
+    """
     partner_ids = partner_ids_by_slug()
     users_created = events_imported = duplicates = 0
     for chunk in iter_world(n_users=end, seed=seed, start=start):
@@ -188,13 +199,116 @@ def _load_users(n_users: int, seed: int, start: int, end: int, now: dt.datetime,
                 # A bulk load that can simply be run again need not wait for each commit to reach disk.
                 with connection.cursor() as cursor:
                     cursor.execute("SET LOCAL synchronous_commit TO OFF")
-            users_created += _users_ingest(chunk.users, partner_ids, now)
-            _planted_ingest(chunk.users)
-            result = events_ingest(_staged_events(chunk.events, partner_ids), evaluate_deals=False)
-        events_imported += result.imported
-        duplicates += result.duplicates
+            with connection.cursor() as cursor:
+                user_ids, created = _users_ingest(cursor, chunk.users, partner_ids, now)
+                _planted_ingest(cursor, chunk.users, user_ids)
+                if bulk:
+                    _events_stage(cursor, _staged_events(chunk.events, partner_ids), user_ids)
+                    events_imported += len(chunk.events)
+            users_created += created
+            if not bulk:
+                result = events_ingest(_staged_events(chunk.events, partner_ids), evaluate_deals=False)
+                events_imported += result.imported
+                duplicates += result.duplicates
         progress(len(chunk.users))
     return users_created, events_imported, duplicates
+
+
+# Roughly how many events the generator draws per user (10.6), rounded down.
+EVENTS_PER_USER = 10
+# The world's events wait here (an unlogged table, so that every loader process can write
+# it) until one transaction moves them all into the events table.
+EVENT_LOAD_TABLE = "demo_event_load"
+
+
+def _bulk_load_applies(n_users: int) -> bool:
+    """Whether the events can be loaded in bulk: PostgreSQL, and no event of the demo partners stored yet.
+
+    Then no event of the world can be a duplicate, and the events table's indexes and
+    foreign keys can be built once after the load instead of maintained row by row, as
+    long as what is already there is small next to what comes.
+    """
+    if connection.vendor != "postgresql" or _demo_events_exist():
+        return False
+    if not BehaviorEvent.objects.exists():
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reltuples FROM pg_class WHERE oid = 'analytics_behaviorevent'::regclass")
+        (stored_estimate,) = cursor.fetchone()
+    return stored_estimate < EVENTS_PER_USER * n_users
+
+
+def _demo_events_exist() -> bool:
+    slugs = [p.slug for p in demo.demo_catalog().partners]
+    return BehaviorEvent.objects.filter(partner__slug__in=slugs).exists()
+
+
+def _events_stage(cursor, staged: pd.DataFrame, user_ids: dict[str, int]) -> None:
+    """Write a chunk's events to the load table with the ids of their users."""
+    bulk_insert_frame(cursor, EVENT_LOAD_TABLE, pd.DataFrame({
+        "partner_id": staged["partner_id"], "event_id": staged["event_id"],
+        "user_id": staged["user_ext"].map(user_ids).to_numpy(dtype="int64"), "kind": staged["kind"],
+        "item_id": staged["item_id"], "amount": staged["amount"], "occurred_at": staged["occurred_at"],
+    }))
+
+
+def _events_bulk_load(now: dt.datetime) -> int:
+    """Move the load table into the events table in one transaction; return how many events were stored.
+
+    The events table's unique constraint, secondary indexes and foreign keys are dropped and
+    built again afterwards (with their names and definitions as the database has them): one
+    sort per index and one join per foreign key instead of an index update and two lookups
+    per row. A failure anywhere rolls all of it back. If events of the demo partners appeared
+    meanwhile, the rows are upserted with everything in place instead.
+    """
+    table = BehaviorEvent._meta.db_table
+    columns = "partner_id, event_id, user_id, kind, item_id, amount, occurred_at"
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        # Foreign keys cannot be dropped from under checks still pending in this transaction
+        # (there are some when an outer transaction wrote the users): run those checks now.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+        dropped = [] if _demo_events_exist() else _secondary_structures(cursor, table)
+        # Sorting for an index and hashing users for a foreign key check are faster in memory.
+        cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
+        cursor.execute("SET LOCAL work_mem = '256MB'")
+        for name, kind, _definition in dropped:
+            cursor.execute(f"DROP INDEX {connection.ops.quote_name(name)}" if kind == "index" else
+                           f"ALTER TABLE {table} DROP CONSTRAINT {connection.ops.quote_name(name)}")
+        upsert = "" if dropped else "ON CONFLICT (partner_id, event_id) DO NOTHING"
+        cursor.execute(f"INSERT INTO {table} ({columns}, received_at) SELECT {columns}, %s FROM {EVENT_LOAD_TABLE} {upsert}",
+                       [now])
+        stored = cursor.rowcount
+        for name, kind, definition in dropped:
+            cursor.execute(definition if kind == "index" else
+                           f"ALTER TABLE {table} ADD CONSTRAINT {connection.ops.quote_name(name)} {definition}")
+    with connection.cursor() as cursor:
+        cursor.execute(f"ANALYZE {table}")
+    return stored
+
+
+def _secondary_structures(cursor, table: str) -> list[tuple[str, str, str]]:
+    """List the table's unique constraints, then its other non-primary indexes, then its foreign keys.
+
+    Each as (name, "unique" | "index" | "foreign", definition), in the order they are to be
+    built again: indexes first, so that foreign keys are checked last.
+    """
+    cursor.execute(
+        """SELECT conname, CASE contype WHEN 'u' THEN 'unique' ELSE 'foreign' END, pg_get_constraintdef(oid)
+           FROM pg_constraint WHERE conrelid = %s::regclass AND contype IN ('u', 'f')
+           ORDER BY contype DESC, conname""", [table])
+    constraints = cursor.fetchall()
+    cursor.execute(
+        """SELECT c.relname, 'index', pg_get_indexdef(i.indexrelid)
+           FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+           WHERE i.indrelid = %s::regclass AND NOT EXISTS (
+               SELECT 1 FROM pg_constraint k WHERE k.conrelid = i.indrelid AND k.conindid = i.indexrelid)
+           ORDER BY c.relname""", [table])
+    indexes = cursor.fetchall()
+    unique = [row for row in constraints if row[1] == "unique"]
+    foreign = [row for row in constraints if row[1] == "foreign"]
+    return unique + indexes + foreign
 
 
 def _load_in_child(args, queue) -> None:
@@ -210,7 +324,8 @@ def _load_in_child(args, queue) -> None:
         queue.put(("error", repr(error)))
 
 
-def _load_parallel(n_users: int, seed: int, now: dt.datetime, processes: int, on_progress) -> tuple[int, int, int]:
+def _load_parallel(n_users: int, seed: int, now: dt.datetime, bulk: bool, processes: int,
+                   on_progress) -> tuple[int, int, int]:
     """Load the users in contiguous ranges, one forked process per range, each with its own connection."""
     import multiprocessing
 
@@ -221,7 +336,7 @@ def _load_parallel(n_users: int, seed: int, now: dt.datetime, processes: int, on
     connections.close_all()
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
-    children = [context.Process(target=_load_in_child, args=((n_users, seed, lo, hi, now), queue)) for lo, hi in ranges]
+    children = [context.Process(target=_load_in_child, args=((n_users, seed, lo, hi, now, bulk), queue)) for lo, hi in ranges]
     for child in children:
         child.start()
     totals, finished, done = [0, 0, 0], 0, 0
@@ -253,18 +368,33 @@ def demo_world_load(*, n_users: int, seed: int, on_progress=None, processes: int
 
     now = timezone.now()
     summary = demo_catalog_load(now=now)
-    if processes > 1 and connection.vendor == "postgresql" and n_users >= 2 * 50_000:
-        users_created, events_imported, duplicates = _load_parallel(n_users, seed, now, processes, on_progress)
-    else:
-        done = 0
+    bulk = _bulk_load_applies(n_users)
+    if bulk:
+        with connection.cursor() as cursor:
+            cursor.execute(f"DROP TABLE IF EXISTS {EVENT_LOAD_TABLE}")
+            cursor.execute(f"CREATE UNLOGGED TABLE {EVENT_LOAD_TABLE} (partner_id bigint, event_id varchar(64), "
+                           "user_id bigint, kind varchar(32), item_id varchar(64), amount numeric(14, 2), "
+                           "occurred_at timestamp with time zone)")
+    try:
+        if processes > 1 and connection.vendor == "postgresql" and n_users >= 2 * 50_000:
+            users_created, events_imported, duplicates = _load_parallel(n_users, seed, now, bulk, processes, on_progress)
+        else:
+            done = 0
 
-        def progress(n):
-            nonlocal done
-            done += n
-            if on_progress:
-                on_progress(done)
+            def progress(n):
+                nonlocal done
+                done += n
+                if on_progress:
+                    on_progress(done)
 
-        users_created, events_imported, duplicates = _load_users(n_users, seed, 0, n_users, now, progress)
+            users_created, events_imported, duplicates = _load_users(n_users, seed, 0, n_users, now, bulk, progress)
+        if bulk:
+            staged, events_imported = events_imported, _events_bulk_load(now)
+            duplicates = staged - events_imported
+    finally:
+        if bulk:
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP TABLE IF EXISTS {EVENT_LOAD_TABLE}")
     deals_evaluate()
     DemoWorld.objects.update_or_create(seed=seed, n_users=n_users, defaults={
         "truth": planted_truth(n_users=n_users, seed=seed), "catalog": demo.demo_catalog().to_dict(),
