@@ -342,7 +342,7 @@ def _ratio(value: float, suffix: str = "") -> str:
     return "—" if value != value else f"{value:.2f}{suffix}" if value < 10 else f"{value:,.0f}{suffix}"
 
 
-def benchmarks_markdown(results: list[StageResult], *, scale: str, notes: str = "") -> str:
+def benchmarks_markdown(results: list[StageResult], *, scale: str, wall_seconds: float | None = None, notes: str = "") -> str:
     """Render the results as the BENCHMARKS.md table, with the machine, scale, versions and date."""
     import django
 
@@ -355,7 +355,8 @@ def benchmarks_markdown(results: list[StageResult], *, scale: str, notes: str = 
         "# Benchmarks", "",
         f"Run {timezone.now():%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, {memory_gb:.0f} GiB, {platform.platform()}; "
         f"Python {platform.python_version()}, Django {django.get_version()}, PostgreSQL {postgres}; scale: {scale}; "
-        f"the stages took {total / 60:.1f} min of measured work.", "",
+        + (f"the whole run took {wall_seconds / 60:.1f} min, " if wall_seconds else "")
+        + f"of which the product measurements (column s) {total / 60:.1f} min.", "",
         "| stage | items | product | naive baseline | limit | product / limit | product / baseline | target | met | "
         "peak MB | s | note |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -42,7 +42,7 @@ class Command(BaseCommand):
         except ApplicationError as error:
             raise CommandError(error.message) from None
         scale = f"{users:,} users, {events or bench_events(users):,} events through the API"
-        table = benchmarks_markdown(results, scale=scale)
+        table = benchmarks_markdown(results, scale=scale, wall_seconds=time.monotonic() - started)
         path = Path(output)
         kept = ""
         if path.exists():
