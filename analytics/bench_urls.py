@@ -2,7 +2,7 @@
 
 ``bench`` starts gunicorn with ``CROSSMKT_URLCONF=analytics.bench_urls``. The bare view
 does what ``GET /api/v1/users/{id}/offers/`` does (check the key, find the user the partner
-may see, list their open offers) in hand-written SQL with a ``JsonResponse``: the API's
+may see, list their open offers) in plain SQL with a ``JsonResponse``, no DRF: the API's
 request rate is compared with it, so the ratio is what the framework (DRF, the ORM,
 serializers, throttling) costs.
 """
@@ -14,21 +14,10 @@ from django.db import connection
 from django.http import JsonResponse
 from django.urls import path
 
+from campaigns.models import Offer
+from campaigns.selectors import OPEN_OFFERS_SQL
 from campaigns.services.partners import KEY_SCHEME, _hash_secret
 from crossmkt_site.urls import handler404, urlpatterns as product_urlpatterns  # noqa: F401 - handler404 is looked up here
-
-OPEN_OFFERS_SQL = """
-SELECT o.code, o.kind, o.status, c.slug, p.slug, d.slug, o.amount_off, o.percent_off, o.min_spend, o.days,
-       o.issued_at, o.expires_at
-FROM campaigns_offer o
-JOIN campaigns_campaign c ON c.id = o.campaign_id
-LEFT JOIN campaigns_partner p ON p.id = o.partner_id
-LEFT JOIN campaigns_deal d ON d.id = o.deal_id
-WHERE o.user_id = %s AND o.status IN ('issued', 'delivered') AND o.expires_at > %s
-  AND (o.partner_id = %s OR c.owner_id = %s
-       OR c.id IN (SELECT campaign_id FROM campaigns_campaign_partners WHERE partner_id = %s))
-ORDER BY o.expires_at, o.id
-"""
 
 
 def _money(value):
@@ -52,7 +41,9 @@ def bare_user_offers(request, user_id: str):
         user = cursor.fetchone()
         if user is None:
             return JsonResponse({"error": "not found"}, status=404)
-        cursor.execute(OPEN_OFFERS_SQL, [user[0], datetime.now(timezone.utc), partner_id, partner_id, partner_id])
+        # The API's own statement: the comparison is about everything around it.
+        cursor.execute(OPEN_OFFERS_SQL, [user[0], *Offer.OPEN_STATUSES, datetime.now(timezone.utc), partner_id, partner_id,
+                                         partner_id])
         offers = [{"code": r[0], "kind": r[1], "status": r[2], "campaign": r[3], "honoured_by": r[4], "deal": r[5],
                    "amount_off": _money(r[6]), "percent_off": _money(r[7]), "min_spend": _money(r[8]), "days": r[9],
                    "issued_at": r[10].isoformat(), "expires_at": r[11].isoformat()} for r in cursor.fetchall()]

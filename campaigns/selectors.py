@@ -76,7 +76,7 @@ OPEN_OFFER_FIELDS = ("code", "kind", "status", "campaign", "honoured_by", "deal"
                      "days", "issued_at", "expires_at")
 # The rows of offer_list_open_for_user, visibility as in offers_visible_to: the partner honours
 # the offer, or runs or joins its campaign.
-_OPEN_OFFERS_SQL = """
+OPEN_OFFERS_SQL = """
 SELECT o.code, o.kind, o.status, c.slug, p.slug, d.slug, o.amount_off, o.percent_off, o.min_spend, o.days,
        o.issued_at, o.expires_at
 FROM campaigns_offer o
@@ -99,7 +99,7 @@ def offer_rows_open_for_user(*, partner: Partner, user_id: int, now=None) -> lis
     """
     now = now or timezone.now()
     with connection.cursor() as cursor:
-        cursor.execute(_OPEN_OFFERS_SQL, [user_id, *Offer.OPEN_STATUSES, connection.ops.adapt_datetimefield_value(now),
+        cursor.execute(OPEN_OFFERS_SQL, [user_id, *Offer.OPEN_STATUSES, connection.ops.adapt_datetimefield_value(now),
                                           partner.pk, partner.pk, partner.pk])
         return [_open_offer(dict(zip(OPEN_OFFER_FIELDS, row))) for row in cursor.fetchall()]
 
