@@ -62,8 +62,10 @@ def demo_campaign_play(*, campaign: Campaign, truth: dict, seed: int, now: dt.da
     campaign_check_runnable(campaign, started)
     _stock_for(campaign, started)
     result = campaign_run(campaign=campaign, now=started)
-    assignments = pd.DataFrame(CampaignAssignment.objects.filter(campaign=campaign).values(
-        "user_id", "user__external_id", "arm", "rule_id"))
+    columns = ["user_id", "user__external_id", "arm", "rule_id"]
+    # Named columns, so a campaign that reached nobody (no scores yet, say) plays as an empty one.
+    assignments = pd.DataFrame(list(CampaignAssignment.objects.filter(campaign=campaign).values_list(*columns)),
+                               columns=columns)
     planted = dict(PlantedUser.objects.filter(user_id__in=assignments["user_id"]).values_list("user_id", "segment"))
     assignments = assignments[assignments["user_id"].isin(planted)]
     keys = _effect_keys(campaign)

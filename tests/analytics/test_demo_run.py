@@ -1,0 +1,30 @@
+"""Playing the demo campaigns: a campaign that reaches nobody plays as an empty one."""
+
+import pytest
+from django.utils import timezone
+
+from campaigns.conditions import to_json, validate_text
+
+DATABASE_USERS = 1_500
+SEED = 11
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_demo_campaign_that_reaches_nobody_plays_with_no_outcomes(demo_world):
+    # given a started demo campaign whose rules match no one (no propensity scores exist yet)
+    from analytics.models import DemoWorld
+    from analytics.selectors import condition_registry
+    from analytics.services.demo_run import demo_campaign_play
+    from campaigns.models import Campaign
+
+    campaign = Campaign.objects.filter(starts_at__lte=timezone.now(), kind=Campaign.Kind.RULES).order_by("starts_at").first()
+    campaign.rules.update(condition=to_json(validate_text("propensity >= 0.5", condition_registry())))
+    world = DemoWorld.objects.get()
+
+    # when it is played
+    result = demo_campaign_play(campaign=campaign, truth=world.truth, seed=world.seed, now=timezone.now())
+
+    # then it issues nothing and records no conversions, rather than failing
+    assert result["issued"] == 0 and result["converted"] == 0 and result["revenue"] == "0.00"
+    assert not campaign.assignments.exists()
