@@ -19,6 +19,7 @@ from analytics.demo.truth import planted_package_effects
 
 DATABASE_USERS = 20_000
 SEED = 5
+PIN_IDS = True  # the same world whichever tests ran before (see conftest)
 PLAYED_AT = dt.datetime(2026, 12, 10, tzinfo=dt.UTC)
 NEXT_MEMBER_DAY = dt.datetime(2026, 12, 11, 1, 0, tzinfo=dt.UTC)
 SETTING = "member-day-rewards"

@@ -28,6 +28,7 @@ from ..uplift import ANY_STRATUM, CONTROL, FEATURES, UpliftBundle, experiment_ro
 from .common import as_utc, json_safe, require
 
 HELD_OUT_SHARE = 0.3
+SELECTABLE_METHODS = tuple(method for method in METHODS if method != "transformed_outcome")
 CURVE_POINTS = 21
 # A package is learned only with at least this many treated and held-out users in training.
 MINIMUM_USERS = 40
@@ -119,7 +120,11 @@ def _train(*, observation_end: datetime | None, activate: bool) -> ModelRun:
     baseline = _classifier(int(baseline_rows.sum()))().fit(matrix[baseline_rows], converted[baseline_rows])
     scores = {method: float(np.mean([item["conversion"]["qini_coefficient"] for item in evaluation[method].values()]))
               for method in METHODS}
-    selected = max(METHODS, key=lambda method: (scores[method], method == "t_learner"))
+    # The optimiser needs each user's uplift in CNY, not only a ranking: the transformed outcome
+    # ranks well on some worlds but its per-user estimates are too noisy to spend on (on the demo
+    # world it earned 0.97-1.17x the best rule per CNY where the two-model learners earned 1.5-2x).
+    # It is fitted and its Qini curve reported for comparison; the choice is between the others.
+    selected = max(SELECTABLE_METHODS, key=lambda method: (scores[method], method == "t_learner"))
     bundle = UpliftBundle(feature_names=FEATURES, selected=selected, baseline=baseline,
                           models={method: UpliftModel(method=method, control=CONTROL, arms=tuple(arms[method]))
                                   for method in METHODS})
