@@ -280,18 +280,12 @@ def enduser_id_visible(*, partner: Partner, external_id: str, field: str | None 
     return row[0]
 
 
-def enduser_get_visible(*, partner: Partner, external_id: str, field: str | None = "user_id", only=None) -> EndUser:
-    """Return the user with this pseudonymous id if the partner may see them, or a 404 error naming field.
-
-    ``only`` names the fields to load when the caller needs no more (the personal ones stay in the database).
-    """
+def enduser_get_visible(*, partner: Partner, external_id: str, field: str | None = "user_id") -> EndUser:
+    """Return the user with this pseudonymous id if the partner may see them, or a 404 error naming field."""
     user = None
     # An id no user can have is answered without a query (PostgreSQL refuses NUL characters outright).
     if len(external_id) <= EndUser._meta.get_field("external_id").max_length and "\x00" not in external_id:
-        users = EndUser.objects.visible_to(partner).filter(external_id=external_id)
-        # The external id is unique: no ordering needed to take the one row.
-        user = (users.only(*only) if only else users).order_by()[:1]
-        user = user[0] if user else None
+        user = EndUser.objects.visible_to(partner).filter(external_id=external_id).first()
     if user is None:
         raise ApplicationError("no such user", code="not_found", field=field, status=404)
     return user

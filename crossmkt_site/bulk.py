@@ -1,6 +1,6 @@
 """Writing many rows at once: COPY on PostgreSQL, executemany elsewhere."""
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -104,7 +104,7 @@ def _adapt(value):
     return value
 
 
-def query_frame(sql: str, params: Sequence = (), *, columns_as_text: Iterable[str] = ()):
+def query_frame(sql: str, params: Sequence | Mapping = (), *, columns_as_text: Iterable[str] = ()):
     """Run a SELECT and return its rows as a DataFrame, parsed in C rather than row by row.
 
     On PostgreSQL the rows leave as CSV through ``COPY (…) TO STDOUT`` and pandas parses
@@ -125,10 +125,8 @@ def query_frame(sql: str, params: Sequence = (), *, columns_as_text: Iterable[st
             for block in copy:
                 buffer.write(block)
     buffer.seek(0)
-    header = buffer.readline().decode().rstrip("\r\n").split(",")
-    buffer.seek(0)
-    frame = pd.read_csv(buffer, dtype={name: object for name in header if name in text_columns},
-                        keep_default_na=False, na_values=[""], low_memory=False)
+    frame = pd.read_csv(buffer, dtype=dict.fromkeys(text_columns, object), keep_default_na=False, na_values=[""],
+                        low_memory=False)
     for name in text_columns & set(frame.columns):
         frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
     return frame

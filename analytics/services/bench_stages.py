@@ -18,9 +18,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
+from crossmkt_site.bulk import bulk_insert_frame
 from crossmkt_site.errors import ApplicationError
 
 from ..models import DemoWorld, EndUser, UserScore
@@ -165,15 +167,14 @@ def _scoring_copy_numpy_rate(runs, artifacts, as_of) -> float:
                 frame = user_frame(scorer.fields, as_of=as_of)
                 scores = scorer.score(frame, as_of=as_of)
                 n = len(scores)
-                columns = [scores.index.to_numpy(dtype=np.int64), np.full(n, model, dtype=object), np.full(n, runs[model].pk),
-                           scores["score"].to_numpy(dtype=float) if "score" in scores else np.full(n, NAN),
-                           np.round(scores["value"].to_numpy(dtype=float), 2) if "value" in scores else np.full(n, NAN),
-                           scores["label"].fillna("").astype(str).to_numpy() if "label" in scores
-                           else np.full(n, "", dtype=object), np.full(n, as_of, dtype=object)]
-                with cursor.cursor.copy(f"COPY {table} (user_id, model, run_id, score, value, label, scored_at) "
-                                        "FROM STDIN") as copy:
-                    for row in zip(*(column.tolist() for column in columns)):
-                        copy.write_row([None if isinstance(v, float) and v != v else v for v in row])
+                nothing = np.full(n, NAN)
+                bulk_insert_frame(cursor, table, pd.DataFrame({
+                    "user_id": scores.index.to_numpy(dtype=np.int64), "model": model, "run_id": runs[model].pk,
+                    "score": scores["score"].to_numpy(dtype=float) if "score" in scores else nothing,
+                    "value": np.round(scores["value"].to_numpy(dtype=float), 2) if "value" in scores else nothing,
+                    "label": scores["label"].fillna("").astype(str).to_numpy() if "label" in scores else "",
+                    "scored_at": pd.Timestamp(as_of),
+                }))
                 written += n
         return written / (time.perf_counter() - started)
 

@@ -6,7 +6,6 @@ an aware datetime in another zone would be written with its own offset and compa
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from crossmkt_site.bulk import query_frame
 from crossmkt_site.errors import ApplicationError
 
 from ...models import DemoWorld
@@ -67,30 +67,13 @@ def utc_series(values: Any) -> pd.Series:
 
 def fetch_frame(sql: str, params: Mapping[str, Any] | list | None = None, *,
                 text: Iterable[str] = ()) -> pd.DataFrame:
-    """Run one SELECT and return its rows as a frame with the query's column names.
+    """Run one SELECT and return its rows as a frame (``crossmkt_site.bulk.query_frame``: COPY and pandas' C parser).
 
-    On PostgreSQL the rows leave through ``COPY (…) TO STDOUT`` as CSV and pandas parses them
-    in C: for a million rows that is several times faster, and far leaner, than building a
-    Python tuple, datetime and Decimal per value. Numbers come back as int64 or float64
-    (NULL as NaN), timestamps as ISO text for ``utc_series`` (``sql_time`` reads them faster);
-    the columns named in ``text`` stay strings (NULL as None) whatever they look like. Booleans
-    would arrive as "t" and "f": select them as numbers. Elsewhere the rows are fetched.
+    Numbers come back as int64 or float64 (NULL as NaN), timestamps as ISO text for
+    ``utc_series`` (``sql_time`` reads them faster); the columns named in ``text`` stay strings
+    (NULL as None). Booleans would arrive as "t" and "f": select them as numbers.
     """
-    with connection.cursor() as cursor:
-        if connection.vendor != "postgresql":
-            cursor.execute(sql, params or {})
-            return pd.DataFrame(cursor.fetchall(), columns=[column[0] for column in cursor.description])
-        buffer = io.BytesIO()
-        with cursor.cursor.copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER)", params or None) as copy:
-            for block in copy:
-                buffer.write(block)
-    text = set(text)
-    buffer.seek(0)
-    frame = pd.read_csv(buffer, dtype={name: object for name in text}, keep_default_na=False, na_values=[""],
-                        low_memory=False)
-    for name in text & set(frame.columns):
-        frame[name] = frame[name].where(frame[name].notna(), None)
-    return frame
+    return query_frame(sql, params or {}, columns_as_text=text)
 
 
 def event_time_bounds() -> tuple[datetime | None, datetime | None]:
