@@ -56,7 +56,7 @@ from crossmkt_site.errors import ApplicationError
 from crossmkt_site.money import ZERO
 
 from ..models import Campaign, Course
-from .campaign_run import ChunkPlan, RulePlan, _load_chunk, campaign_chunks, holdout_draw, plan_chunk
+from .campaign_planning import ChunkPlan, RulePlan, campaign_chunks, holdout_draw, load_chunk, plan_chunk
 
 # A package a user may not get, or whose uplift no model knows, is worth this: never chosen.
 BLOCKED = -1e9
@@ -226,7 +226,7 @@ def campaign_optimise_plan(*, campaign: Campaign, plans: list[RulePlan], now: da
     parts: list[tuple[ChunkValues, np.ndarray, np.ndarray]] = []
     chunks = campaign_chunks()
     for done, id_range in enumerate(chunks, 1):
-        frame = _load_chunk(plans, id_range, now, unassigned_in=campaign)
+        frame = load_chunk(plans, id_range, now, unassigned_in=campaign)
         values = chunk_values(campaign=campaign, plans=plans, candidates=candidates, bundle=bundle, frame=frame,
                               id_range=id_range, now=now, order_value=order_value)
         # The rules' own choice for the same users: which candidates each treated user would get.

@@ -1,6 +1,7 @@
 """Running a campaign: who qualifies, who is held out, which offer each treated user gets.
 
-A run is split into ranges of user ids that any worker can take (``campaign_issue_chunk``).
+A run is split into ranges of user ids that any worker can take (``campaign_issue_chunk``),
+planned by ``campaign_planning`` (or chosen by ``campaign_optimise`` in optimise mode).
 Each chunk evaluates every rule over its users at once, draws the holdout by a stable hash
 of (campaign, user), applies priority, exclusivity and the per-user limit, and then, holding
 the campaign row's lock, skips users already handled, clamps to the budget and the offer
@@ -10,74 +11,33 @@ each take an item of their partner's stock pool in the same transaction, and the
 issues nothing the second time; the database constraints back every one of these limits.
 """
 
-import hashlib
-import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
 import numpy as np
 import pandas as pd
+from celery import group, signature
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from analytics.selectors import condition_registry, sql_columns, user_frame, user_id_ranges
-from campaigns.conditions import (AnyOf, ConditionError, SqlFragment, compile_sql, evaluate_table, referenced_fields,
-                                  validate)
 from crossmkt_site.bulk import bulk_insert_frame
 from crossmkt_site.errors import ApplicationError
 from crossmkt_site.groups import results_as_they_finish
 from crossmkt_site.money import ZERO
 
-from ..models import Campaign, CampaignAssignment, Offer, Rule
-from ..models.offers import CODE_ALPHABET, CODE_LENGTH
+from ..models import Campaign, CampaignAssignment, Offer
+from .campaign_optimise import campaign_optimise_plan, optimised_chunk_plan
+from .campaign_planning import (CHUNK_USERS, ChunkPlan, RulePlan, campaign_chunks, campaign_rule_plans, holdout_draw,
+                                load_chunk, new_codes, plan_chunk)
 from .stock import stock_assign, stock_hold
 from .webhooks import webhook_offers_issued
 
-# Users per chunk: about 0.5 s of evaluation and one COPY of at most this many offers on
-# the benchmark machine, short enough that a killed worker's retry costs little.
-CHUNK_USERS = 50_000
+# The task that issues one chunk, queued by name: the task module builds on this one, not the other way round.
+ISSUE_CHUNK_TASK = "campaigns.tasks.issue_campaign_chunk"
 HOLDOUT = CampaignAssignment.HOLDOUT
 TREATMENT = CampaignAssignment.TREATMENT
-
-
-@dataclass(frozen=True)
-class RulePlan:
-    rule: Rule
-    condition: object | None  # a validated condition, or None: everyone reachable qualifies
-
-    @property
-    def fields(self) -> tuple[str, ...]:
-        return referenced_fields(self.condition) if self.condition is not None else ()
-
-
-def campaign_get(*, slug: str) -> Campaign:
-    """Return the campaign with this slug, or a clear error."""
-    campaign = Campaign.objects.filter(slug=slug).first()
-    if campaign is None:
-        raise ApplicationError(f"no campaign {slug!r}; list them in the admin or with GET /api/v1/campaigns/",
-                               code="not_found", field="slug", status=404)
-    return campaign
-
-
-def rule_condition(rule: Rule, registry=None):
-    """Validate a rule's stored condition; an empty condition means every reachable user."""
-    if not rule.condition:
-        return None
-    try:
-        return validate(rule.condition, registry or condition_registry())
-    except ConditionError as error:
-        raise ApplicationError(f"rule {rule.name!r}: {error}", field="condition") from None
-
-
-def campaign_rule_plans(campaign: Campaign) -> list[RulePlan]:
-    """Return the campaign's rules, validated, highest priority first."""
-    rules = list(campaign.rules.order_by("-priority", "pk"))
-    if not rules:
-        raise ApplicationError(f"campaign {campaign.slug!r} has no rules; add one in the admin", field="rules")
-    registry = condition_registry()
-    return [RulePlan(rule, rule_condition(rule, registry)) for rule in rules]
 
 
 def campaign_check_runnable(campaign: Campaign, now: datetime) -> None:
@@ -102,110 +62,6 @@ def campaign_check_runnable(campaign: Campaign, now: datetime) -> None:
             f"campaign {campaign.slug!r} promotes films outside their licence window: {', '.join(unlicensed)}",
             code="licence", field="promoted_films",
         )
-
-
-def _campaign_seed(campaign: Campaign, purpose: str) -> np.uint64:
-    name = f"crossmkt:{campaign.pk}:{campaign.slug}" + (f":{purpose}" if purpose != "holdout" else "")
-    return np.uint64(int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big"))
-
-
-def holdout_draw(campaign: Campaign, user_ids: np.ndarray, purpose: str = "holdout") -> np.ndarray:
-    """Return a stable uniform number in [0, 1) per user for this campaign (splitmix64 of seed and id).
-
-    ``purpose`` gives an independent draw for another use: "reach" orders users when the
-    budget cannot serve them all.
-    """
-    with np.errstate(over="ignore"):
-        z = np.asarray(user_ids, dtype=np.uint64) + _campaign_seed(campaign, purpose)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-
-
-@dataclass
-class ChunkPlan:
-    """What one chunk would do: eligible users, holdout, and (user, rule, sequence) picks for the treated."""
-
-    user_ids: np.ndarray
-    draw: np.ndarray
-    holdout: np.ndarray
-    matched_rule: np.ndarray  # index of the first (highest-priority) matching rule per eligible user
-    pick_users: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    pick_rules: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-    pick_sequence: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64))
-
-
-def plan_chunk(campaign: Campaign, plans: list[RulePlan], frame: pd.DataFrame) -> ChunkPlan:
-    """Evaluate every rule over a frame of reachable users and pick offers, all column-wise."""
-    user_ids = frame.index.to_numpy(dtype=np.int64)
-    n = len(user_ids)
-    masks = [np.ones(n, dtype=bool) if plan.condition is None else evaluate_table(plan.condition, frame) for plan in plans]
-    any_match = np.logical_or.reduce(masks) if masks else np.zeros(n, dtype=bool)
-    first_rule = np.where(any_match, np.argmax(np.vstack(masks), axis=0) if masks else -1, -1)
-    draw = holdout_draw(campaign, user_ids)
-    holdout = any_match & (draw < float(campaign.holdout_share))
-    treated = any_match & ~holdout
-
-    count = np.zeros(n, dtype=np.int64)
-    blocked = np.zeros(n, dtype=bool)
-    users, rules, sequences = [], [], []
-    for index, (plan, mask) in enumerate(zip(plans, masks)):
-        take = treated & mask & ~blocked & (count < campaign.per_user_limit)
-        users.append(user_ids[take])
-        rules.append(np.full(int(take.sum()), index, dtype=np.int64))
-        sequences.append(count[take])
-        count[take] += 1
-        if plan.rule.exclusive:
-            blocked |= mask
-    eligible = any_match
-    return ChunkPlan(
-        user_ids=user_ids[eligible], draw=draw[eligible], holdout=holdout[eligible], matched_rule=first_rule[eligible],
-        pick_users=np.concatenate(users) if users else np.empty(0, dtype=np.int64),
-        pick_rules=np.concatenate(rules) if rules else np.empty(0, dtype=np.int64),
-        pick_sequence=np.concatenate(sequences) if sequences else np.empty(0, dtype=np.int64),
-    )
-
-
-def _load_chunk(plans: list[RulePlan], id_range: tuple[int, int], as_of: datetime,
-                unassigned_in: Campaign | None = None) -> pd.DataFrame:
-    """Load the reachable users of a range that match some rule (and, given a campaign, have no assignment in it).
-
-    Where every rule's condition has an SQL form, the database does the first cut, so a
-    run reads only the users it may act on; ``plan_chunk`` then evaluates each rule exactly.
-    """
-    fields = sorted({name for plan in plans for name in plan.fields})
-    return user_frame(fields, as_of=as_of, id_range=id_range, reachable_only=True,
-                      where=_chunk_filter(plans, unassigned_in, id_range))
-
-
-def _chunk_filter(plans: list[RulePlan], unassigned_in: Campaign | None, id_range: tuple[int, int]) -> SqlFragment | None:
-    parts: list[SqlFragment] = []
-    columns = sql_columns({name for plan in plans for name in plan.fields})
-    if columns is not None and all(plan.condition is not None for plan in plans):
-        parts.append(compile_sql(AnyOf(tuple(plan.condition for plan in plans)), columns))
-    if unassigned_in is not None:
-        parts.append(SqlFragment(f"NOT EXISTS (SELECT 1 FROM {CampaignAssignment._meta.db_table} a "
-                                 "WHERE a.campaign_id = %s AND a.user_id = u.id AND a.user_id >= %s AND a.user_id < %s)",
-                                 (unassigned_in.pk, *id_range)))
-    if not parts:
-        return None
-    return SqlFragment(" AND ".join(part.sql for part in parts), tuple(p for part in parts for p in part.params))
-
-
-def campaign_chunks(*, chunk_users: int = CHUNK_USERS) -> list[tuple[int, int]]:
-    """Split the reachable users' id space into ranges of about ``chunk_users`` ids."""
-    return user_id_ranges(size=chunk_users, reachable_only=True)
-
-
-def new_codes(count: int) -> list[str]:
-    """Return ``count`` fresh unguessable codes (80 random bits each), drawn in one go."""
-    if count == 0:
-        return []
-    # 256 is a multiple of 32, so taking each byte modulo 32 keeps every symbol equally likely.
-    symbols = np.frombuffer(secrets.token_bytes(count * CODE_LENGTH), dtype=np.uint8) % len(CODE_ALPHABET)
-    alphabet = np.frombuffer(CODE_ALPHABET.encode(), dtype=np.uint8)
-    return alphabet[symbols].view(f"S{CODE_LENGTH}").astype(str).tolist()
 
 
 @dataclass
@@ -300,11 +156,9 @@ def campaign_issue_chunk(*, campaign_id: int, id_range: tuple[int, int], now: da
 
 def _chunk_plan(campaign: Campaign, plans: list[RulePlan], id_range: tuple[int, int], now: datetime,
                 optimisation: dict | None, unassigned_in: Campaign | None = None) -> ChunkPlan:
-    frame = _load_chunk(plans, id_range, now, unassigned_in=unassigned_in)
+    frame = load_chunk(plans, id_range, now, unassigned_in=unassigned_in)
     if campaign.mode != Campaign.Mode.OPTIMISE:
         return plan_chunk(campaign, plans, frame)
-    from .campaign_optimise import optimised_chunk_plan
-
     return optimised_chunk_plan(campaign=campaign, plans=plans, frame=frame, id_range=id_range, now=now,
                                 optimisation=optimisation)
 
@@ -384,8 +238,6 @@ def campaign_dry_run(*, campaign: Campaign, now: datetime | None = None, on_chun
     optimised one (spend and expected incremental margin); an optimise-mode campaign's
     forecast per rule is its optimised choice among the users it has not handled yet.
     """
-    from .campaign_optimise import campaign_optimise_plan
-
     now = now or timezone.now()
     plans = campaign_rule_plans(campaign)
     forecast = DryRun(campaign=campaign.slug, budget=campaign.budget, mode=campaign.mode,
@@ -421,10 +273,6 @@ def campaign_dry_run(*, campaign: Campaign, now: datetime | None = None, on_chun
 def campaign_run(*, campaign: Campaign, wait: bool = True, on_chunk=None, now: datetime | None = None,
                  chunk_users: int = CHUNK_USERS) -> dict:
     """Check the campaign can run, then issue chunk by chunk on the workers (in process when tasks are eager)."""
-    from celery import group
-
-    from ..tasks import issue_campaign_chunk
-
     explicit_now = now is not None
     now = now or timezone.now()
     campaign_check_runnable(campaign, now)
@@ -436,11 +284,10 @@ def campaign_run(*, campaign: Campaign, wait: bool = True, on_chunk=None, now: d
     as_of = now.isoformat() if explicit_now else None
     optimisation = None
     if campaign.mode == Campaign.Mode.OPTIMISE:
-        from .campaign_optimise import campaign_optimise_plan
-
         # One pass over every user prices a CNY of budget; each chunk then chooses for its own users with it.
         optimisation = campaign_optimise_plan(campaign=campaign, plans=plans, now=now).as_task()
-    job = group(issue_campaign_chunk.s(campaign.pk, lo, hi, as_of, optimisation) for lo, hi in chunks).apply_async()
+    job = group(signature(ISSUE_CHUNK_TASK, args=(campaign.pk, lo, hi, as_of, optimisation))
+                for lo, hi in chunks).apply_async()
     if not wait:
         return {"chunks": len(chunks), "group_id": job.id}
     for done, (_position, result) in enumerate(results_as_they_finish(job), 1):
