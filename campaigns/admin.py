@@ -18,7 +18,7 @@ from .services.partners import partner_api_key_create, partner_api_key_revoke
 from .services.settlement import (
     SettlementSheet, deal_zone, period_last_closed, render_csv, settlement_correct, settlement_issue,
 )
-from .services.webhooks import webhook_redeliver
+from .services.webhook_outbox import webhook_redeliver
 
 
 class ReadOnlyAdminMixin:

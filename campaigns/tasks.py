@@ -1,4 +1,8 @@
-"""Celery tasks of the campaigns app; each takes JSON-safe arguments and is safe to run twice."""
+"""Celery tasks of the campaigns app; each takes JSON-safe arguments and is safe to run twice.
+
+Services queue these by name (``ISSUE_CHUNK_TASK`` and the like), so this module is the only
+one of the two that imports the other.
+"""
 
 import os
 from datetime import datetime
@@ -7,11 +11,11 @@ from celery import shared_task
 from django.db import OperationalError
 
 from .models.webhooks import DEFAULT_MAX_ATTEMPTS
-from .services.campaign_run import campaign_issue_chunk
-from .services.deals import deals_evaluate
+from .services.campaign_run import ISSUE_CHUNK_TASK, campaign_issue_chunk
+from .services.deals import EVALUATE_DEALS_TASK, deals_evaluate
 from .services.offers import offer_expire_due
 from .services.stock import stock_expire_due
-from .services.webhooks import webhook_attempt, webhooks_requeue_due
+from .services.webhook_outbox import DELIVER_TASK, webhook_attempt, webhooks_requeue_due
 
 
 @shared_task(name="campaigns.tasks.expire_offers", acks_late=True)
@@ -21,7 +25,7 @@ def expire_offers() -> dict:
 
 
 @shared_task(
-    name="campaigns.tasks.issue_campaign_chunk", acks_late=True, reject_on_worker_lost=True,
+    name=ISSUE_CHUNK_TASK, acks_late=True, reject_on_worker_lost=True,
     autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5,
 )
 def issue_campaign_chunk(campaign_id: int, low: int, high: int, as_of: str | None = None,
@@ -41,7 +45,7 @@ def issue_campaign_chunk(campaign_id: int, low: int, high: int, as_of: str | Non
 
 
 @shared_task(
-    name="campaigns.tasks.deliver_webhook", bind=True, acks_late=True, reject_on_worker_lost=True,
+    name=DELIVER_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
     autoretry_for=(OperationalError,), retry_backoff=True, max_retries=DEFAULT_MAX_ATTEMPTS,
 )
 def deliver_webhook(self, delivery_id: int, attempt: int = 1) -> dict:
@@ -63,7 +67,7 @@ def requeue_webhooks() -> dict:
 
 
 @shared_task(
-    name="campaigns.tasks.evaluate_deals", acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True,
+    name=EVALUATE_DEALS_TASK, acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True,
     max_retries=5,
 )
 def evaluate_deals(user_external_ids: list[str] | None = None) -> dict:

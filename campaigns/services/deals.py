@@ -21,8 +21,8 @@ anything: the target partner has to learn who they are.
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 
+from celery import signature
 from django.db import connection, transaction
 from django.db.models import Count, F, Sum
 from django.utils import timezone
@@ -31,13 +31,15 @@ from analytics.models import BehaviorEvent, EndUser
 from crossmkt_site.money import ZERO
 
 from ..models import Course, Deal, DealGrant, WebhookDelivery
-from .webhooks import EVENT_BATCH_SIZE, listening_partners, webhook_deliveries_create
+from .webhook_outbox import EVENT_BATCH_SIZE, listening_partners, webhook_deliveries_create
 
 # Triggers met by a single event of a kind (a course purchase also has to be of a course in the deal's set).
 TRIGGER_EVENT_KINDS = {
     Deal.Trigger.COURSE_PURCHASE: BehaviorEvent.Kind.COURSE_PURCHASE,
     Deal.Trigger.MEMBERSHIP_START: BehaviorEvent.Kind.MEMBERSHIP_START,
 }
+# The task that evaluates the deals, queued by name: the task module builds on this one, not the other way round.
+EVALUATE_DEALS_TASK = "campaigns.tasks.evaluate_deals"
 # User ids per IN list: well under SQLite's limit on bound variables, and a short index scan on PostgreSQL.
 USER_CHUNK = 5_000
 
@@ -218,16 +220,16 @@ def deals_evaluate(*, user_external_ids: Sequence[str] | None = None, now: datet
 
 def deals_evaluate_on_commit(*, user_external_ids: Sequence[str]) -> None:
     """Queue an evaluation of the active deals for these users once the current transaction commits."""
-    from ..tasks import evaluate_deals
-
+    task = signature(EVALUATE_DEALS_TASK, kwargs={"user_external_ids": list(user_external_ids)})
     # robust: new events are committed whatever the broker says; the beat schedule catches up.
-    transaction.on_commit(partial(evaluate_deals.delay, user_external_ids=list(user_external_ids)), robust=True)
+    transaction.on_commit(task.delay, robust=True)
 
 
 def deal_grants_settle(*, delivery: WebhookDelivery) -> int:
     """Confirm the grants a delivered webhook announced, or compensate them if it failed for good; return how many.
 
-    Call inside the transaction that records the delivery's outcome.
+    Call inside the transaction that records the delivery's outcome: the outbox does, as the
+    ``deal.granted`` outcome handler registered in ``CampaignsConfig.ready``.
     """
     now = timezone.now()
     pending = DealGrant.objects.filter(delivery=delivery, status=DealGrant.Status.RESERVED)

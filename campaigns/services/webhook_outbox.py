@@ -1,4 +1,4 @@
-"""Telling partners what happened: signed webhooks, written with the change, retried until delivered or given up.
+"""The webhook outbox: signed deliveries, written with the change, retried until delivered or given up.
 
 A change that a partner must hear about writes a ``WebhookDelivery`` row in its own
 transaction (an outbox), and the delivery task is queued once that transaction commits.
@@ -8,6 +8,11 @@ failure (connection error, timeout, HTTP 5xx or 429) schedules the next attempt 
 exponential back-off and jitter, up to the delivery's attempt limit. Anything else
 (3xx, other 4xx) fails for good at once. A periodic sweep re-queues deliveries whose
 message was lost, so a broker outage delays events but loses none.
+
+The outbox knows nothing of what an event means: ``webhooks`` builds each event's payload,
+and a module that must act on the final outcome of its events (``deals`` confirms or
+compensates the grants a ``deal.granted`` event announced) registers a handler for its event
+type with ``webhook_outcome_handler_register`` (done in ``CampaignsConfig.ready``).
 
 Signature: ``X-Crossmkt-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>`` over
 ``"<t>.<raw body>"`` with the partner's webhook secret; see README.md, "Webhooks".
@@ -22,19 +27,17 @@ import random
 import time
 import urllib.error
 import urllib.request
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
 
+from celery import signature
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
-from analytics.models import EndUser
-
-from ..models import Campaign, Offer, Partner, RedemptionEntry, Rule, WebhookAttempt, WebhookDelivery
+from ..models import Partner, WebhookAttempt, WebhookDelivery
 from ..models.webhooks import DEFAULT_MAX_ATTEMPTS
 
 logger = logging.getLogger("crossmkt.webhooks")
@@ -60,6 +63,22 @@ SWEEP_BATCH = 1000
 EVENT_BATCH_SIZE = 1000
 RESPONSE_EXCERPT_CHARS = 300
 USER_AGENT = "crossmkt-webhooks/1"
+# The task that makes one attempt, queued by name: the task module builds on this one, not the other way round.
+DELIVER_TASK = "campaigns.tasks.deliver_webhook"
+
+OutcomeHandler = Callable[..., object]
+# Per event type, what to do once a delivery is delivered or given up for good (see webhook_outcome_handler_register).
+_outcome_handlers: dict[str, OutcomeHandler] = {}
+
+
+def webhook_outcome_handler_register(*, event_type: str, handler: OutcomeHandler) -> None:
+    """Have ``handler(delivery=...)`` called when a delivery of this event type is delivered or given up for good.
+
+    The handler runs inside the transaction that records the outcome, with the delivery's
+    final status set. Deliveries of such an event type are final: ``webhook_redeliver``
+    leaves them alone once their failure has been acted on. Registering again replaces.
+    """
+    _outcome_handlers[event_type] = handler
 
 
 def webhook_sign(secret: str, body: bytes, timestamp: int) -> str:
@@ -136,113 +155,18 @@ def webhook_deliveries_create(*, events: Sequence[tuple[Partner, str, dict]],
     return created
 
 
-def _queue_on_commit(delivery_ids: list[int]) -> None:
-    from ..tasks import deliver_webhook
+def _deliver_later(delivery_id: int, attempt: int) -> None:
+    signature(DELIVER_TASK, args=(delivery_id, attempt)).delay()
 
+
+def _queue_on_commit(delivery_ids: list[int]) -> None:
     def queue():
         for pk in delivery_ids:
-            deliver_webhook.delay(pk, 1)
+            _deliver_later(pk, 1)
 
     # robust: a broker that is down must not fail the change that was just committed; the
     # sweep queues these deliveries later.
     transaction.on_commit(queue, robust=True)
-
-
-def _offer_partner_ids(offer: Offer, campaign: Campaign) -> set[int]:
-    """Return who hears about an offer: the partner that honours it (the owner if none is named) and the owner."""
-    return {pk for pk in (offer.partner_id or campaign.owner_id, campaign.owner_id) if pk is not None}
-
-
-def _money(value) -> str | None:
-    return None if value is None else str(value)
-
-
-def _offer_event(*, offer: Offer, event_type: str, data: dict) -> list[WebhookDelivery]:
-    campaign = Campaign.objects.only("pk", "slug", "owner_id").get(pk=offer.campaign_id)
-    partners = listening_partners(_offer_partner_ids(offer, campaign))
-    payload = {"code": offer.code, "campaign": campaign.slug, "kind": offer.kind, **data}
-    return webhook_deliveries_create(events=[(partner, event_type, payload) for partner in partners.values()])
-
-
-def webhook_offer_redeemed(*, offer: Offer, entry: RedemptionEntry) -> list[WebhookDelivery]:
-    """Tell the offer's partners that it was redeemed (inside the redemption's transaction)."""
-    return _offer_event(offer=offer, event_type=WebhookDelivery.Event.OFFER_REDEEMED, data={
-        "redeemed_at": entry.created_at.isoformat(),
-        "redeemed_by": entry.partner.slug,
-        "order_amount": _money(entry.order_amount),
-        "discount": _money(entry.discount),
-        "ledger_entry": entry.pk,
-    })
-
-
-def webhook_offer_redemption_rolled_back(*, offer: Offer, entry: RedemptionEntry) -> list[WebhookDelivery]:
-    """Tell the offer's partners that its redemption was undone and what state it is in now."""
-    return _offer_event(offer=offer, event_type=WebhookDelivery.Event.OFFER_REDEMPTION_ROLLED_BACK, data={
-        "rolled_back_at": entry.created_at.isoformat(),
-        "rolled_back_by": entry.partner.slug,
-        "ledger_entry": entry.pk,
-        "reverses": entry.reverses_id,
-        "status": offer.status,
-    })
-
-
-def webhook_offer_revoked(*, offer: Offer) -> list[WebhookDelivery]:
-    """Tell the offer's partners that it was revoked and must no longer be honoured."""
-    return _offer_event(offer=offer, event_type=WebhookDelivery.Event.OFFER_REVOKED, data={
-        "revoked_at": offer.revoked_at.isoformat() if offer.revoked_at else None,
-    })
-
-
-def webhook_offers_issued(*, campaign: Campaign, rules: Sequence[Rule], user_ids: Sequence[int], rule_indexes: Sequence[int],
-                          codes: Sequence[str], stock: Sequence[tuple[int, str] | None], issued_at: datetime,
-                          expires_at: datetime) -> list[WebhookDelivery]:
-    """Tell each listening partner about the offers of one issuance chunk, in events of at most EVENT_BATCH_SIZE offers.
-
-    Offers are given as columns: user, index into ``rules``, code, and the pool item (id,
-    partner's code) or None. A partner sees a user's pseudonymous id only if the user is
-    its own or consented to data sharing; the code alone is enough to honour the offer.
-    """
-    if not len(codes):
-        return []
-    recipients = [{rule.benefit_partner_id or campaign.owner_id, campaign.owner_id} - {None} for rule in rules]
-    partners = listening_partners(pk for pks in recipients for pk in pks)
-    if not partners:
-        return []
-    users = {
-        pk: (external_id, home_partner_id, shares)
-        for pk, external_id, home_partner_id, shares in EndUser.objects.filter(pk__gte=min(user_ids), pk__lte=max(user_ids))
-        .values_list("pk", "external_id", "home_partner_id", "data_sharing_consent")
-    }
-    slugs = dict(Partner.objects.filter(pk__in={rule.benefit_partner_id for rule in rules} - {None}).values_list("pk", "slug"))
-    by_partner: dict[int, list[dict]] = defaultdict(list)
-    for user_id, index, code, item in zip(user_ids, rule_indexes, codes, stock):
-        rule = rules[int(index)]
-        listeners = recipients[int(index)] & partners.keys()
-        if not listeners:
-            continue
-        external_id, home_partner_id, shares = users[int(user_id)]
-        for partner_id in listeners:
-            by_partner[partner_id].append({
-                "code": code,
-                "kind": rule.offer_kind,
-                "user_id": external_id if shares or home_partner_id == partner_id else None,
-                "honoured_by": slugs.get(rule.benefit_partner_id),
-                "amount_off": _money(rule.amount_off),
-                "percent_off": _money(rule.percent_off),
-                "min_spend": _money(rule.min_spend),
-                "days": rule.days,
-                "stock_code": item[1] if item else None,
-            })
-    events = []
-    for partner_id, items in by_partner.items():
-        for start in range(0, len(items), EVENT_BATCH_SIZE):
-            events.append((partners[partner_id], WebhookDelivery.Event.OFFERS_ISSUED, {
-                "campaign": campaign.slug,
-                "issued_at": issued_at.isoformat(),
-                "expires_at": expires_at.isoformat(),
-                "offers": items[start:start + EVENT_BATCH_SIZE],
-            }))
-    return webhook_deliveries_create(events=events, now=issued_at)
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -374,13 +298,11 @@ def _record(*, delivery_id: int, attempt: int, response: _Response, outcome: str
 
 
 def _settle(delivery: WebhookDelivery) -> None:
-    """Finish what waited on a delivery's final outcome: deal grants are confirmed or compensated."""
-    if delivery.event_type != WebhookDelivery.Event.DEAL_GRANTED or delivery.status == WebhookDelivery.Status.PENDING:
+    """Finish what waited on a delivery's final outcome (deal grants are confirmed or compensated)."""
+    handler = _outcome_handlers.get(delivery.event_type)
+    if handler is None or delivery.status == WebhookDelivery.Status.PENDING:
         return
-    # deals.py builds on this module, so it is imported where it is needed.
-    from .deals import deal_grants_settle
-
-    deal_grants_settle(delivery=delivery)
+    handler(delivery=delivery)
 
 
 def webhooks_requeue_due(*, now: datetime | None = None, limit: int = SWEEP_BATCH) -> int:
@@ -396,13 +318,11 @@ def webhooks_requeue_due(*, now: datetime | None = None, limit: int = SWEEP_BATC
     )
     if not due:
         return 0
-    from ..tasks import deliver_webhook
-
     for pk, attempts, attempt_limit in due:
         if attempts >= attempt_limit:
             _give_up(delivery_id=pk, attempts=attempts)
         else:
-            deliver_webhook.delay(pk, attempts + 1)
+            _deliver_later(pk, attempts + 1)
     return len(due)
 
 
@@ -421,12 +341,13 @@ def _give_up(*, delivery_id: int, attempts: int) -> None:
 def webhook_redeliver(*, delivery_ids: Sequence[int]) -> int:
     """Send failed events again (same event id) with a fresh round of attempts; return how many.
 
-    Deal grant events are left alone: their failure already gave the grants back.
+    Events with an outcome handler are left alone: their failure was already acted on (a
+    failed deal grant event gave its grants back).
     """
     deliveries = list(
         WebhookDelivery.objects.select_for_update()
         .filter(pk__in=delivery_ids, status=WebhookDelivery.Status.FAILED)
-        .exclude(event_type=WebhookDelivery.Event.DEAL_GRANTED)
+        .exclude(event_type__in=list(_outcome_handlers))
     )
     now = timezone.now()
     for delivery in deliveries:
@@ -434,8 +355,6 @@ def webhook_redeliver(*, delivery_ids: Sequence[int]) -> int:
         delivery.attempt_limit = delivery.attempts + DEFAULT_MAX_ATTEMPTS
         delivery.next_attempt_at = now
     WebhookDelivery.objects.bulk_update(deliveries, ["status", "attempt_limit", "next_attempt_at"])
-    from ..tasks import deliver_webhook
-
     for delivery in deliveries:
-        transaction.on_commit(partial(deliver_webhook.delay, delivery.pk, delivery.attempts + 1), robust=True)
+        transaction.on_commit(partial(_deliver_later, delivery.pk, delivery.attempts + 1), robust=True)
     return len(deliveries)

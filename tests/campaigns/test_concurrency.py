@@ -46,7 +46,8 @@ def run_in_processes(target, args_list):
 
 
 def issue_all_chunks(campaign_id, seed):
-    from campaigns.services.campaign_run import campaign_chunks, campaign_issue_chunk
+    from campaigns.services.campaign_planning import campaign_chunks
+    from campaigns.services.campaign_run import campaign_issue_chunk
 
     chunks = campaign_chunks(chunk_users=25)
     random.Random(seed).shuffle(chunks)

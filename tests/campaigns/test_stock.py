@@ -153,7 +153,7 @@ def test_a_stock_file_loads_all_or_nothing(cinema, tmp_path):
 
 
 def issue_in_random_order(campaign_id, seed):
-    from campaigns.services.campaign_run import campaign_chunks
+    from campaigns.services.campaign_planning import campaign_chunks
 
     chunks = campaign_chunks(chunk_users=10)
     random.Random(seed).shuffle(chunks)

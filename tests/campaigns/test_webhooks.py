@@ -11,11 +11,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from campaigns.models import Offer, Partner, Rule, StockItem, WebhookAttempt, WebhookDelivery
-from campaigns.services import webhooks
+from campaigns.services import webhook_outbox
 from campaigns.services.campaign_run import campaign_run
 from campaigns.services.offers import offer_revoke
 from campaigns.services.redemption import offer_redeem, offer_redemption_rollback
-from campaigns.services.webhooks import (
+from campaigns.services.webhook_outbox import (
     webhook_attempt, webhook_backoff, webhook_deliveries_create, webhook_redeliver, webhook_sign, webhook_verify,
     webhooks_requeue_due,
 )
@@ -113,7 +113,7 @@ def test_a_client_error_fails_at_once_without_retrying(endpoint, django_capture_
 
 
 def test_timeouts_and_429_are_retried(endpoint, monkeypatch, django_capture_on_commit_callbacks):
-    monkeypatch.setattr(webhooks, "TIMEOUT_SECONDS", 0.2)
+    monkeypatch.setattr(webhook_outbox, "TIMEOUT_SECONDS", 0.2)
     server = endpoint(Reply(429), Reply(200, delay=1.0))
     cinema = listening_partner(server.url)
     offer = OfferFactory(partner=cinema)
@@ -145,7 +145,7 @@ def test_an_unreachable_endpoint_is_tried_up_to_the_limit_then_given_up(endpoint
 
 def test_back_off_grows_exponentially_with_jitter_and_a_cap():
     for attempt in range(1, 12):
-        ceiling = min(webhooks.BACKOFF_CAP_SECONDS, webhooks.BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
+        ceiling = min(webhook_outbox.BACKOFF_CAP_SECONDS, webhook_outbox.BACKOFF_BASE_SECONDS * 2 ** (attempt - 1))
         waits = [webhook_backoff(attempt) for _ in range(200)]
         assert all(ceiling / 2 <= wait <= ceiling for wait in waits)
         assert len(set(waits)) > 1  # jittered

@@ -11,9 +11,8 @@ from django.utils import timezone
 
 from analytics.models import EndUser
 from campaigns.models import Offer
-from campaigns.services.campaign_run import (
-    _load_chunk, campaign_chunks, campaign_rule_plans, campaign_run, plan_chunk,
-)
+from campaigns.services.campaign_planning import campaign_chunks, campaign_rule_plans, load_chunk, plan_chunk
+from campaigns.services.campaign_run import campaign_run
 from tests.factories import CampaignFactory, PartnerFactory, RuleFactory
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -26,7 +25,7 @@ def expected_offers(campaign):
     plans = campaign_rule_plans(campaign)
     expected = set()
     for id_range in campaign_chunks(chunk_users=CHUNK):
-        plan = plan_chunk(campaign, plans, _load_chunk(plans, id_range, timezone.now()))
+        plan = plan_chunk(campaign, plans, load_chunk(plans, id_range, timezone.now()))
         expected |= {(int(u), plans[int(r)].rule.pk, int(s)) for u, r, s in zip(plan.pick_users, plan.pick_rules, plan.pick_sequence)}
     return expected
 
