@@ -6,18 +6,18 @@ from django.http import HttpResponse
 from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
+from crossmkt_site.errors import ApplicationError
+
+from .forms import RuleForm
 from .models import (
     Bundle, Campaign, CampaignAssignment, Course, Deal, DealGrant, Film, Offer, Partner, PartnerApiKey, RedemptionEntry, Rule,
     SettlementLine, SettlementStatement, StockItem, WebhookAttempt, WebhookDelivery,
 )
-from crossmkt_site.errors import ApplicationError
-
-from .forms import RuleForm
+from .presenters.settlement import render_csv
+from .selectors.settlement import SettlementSheet, deal_zone, period_last_closed
 from .services.campaign_run import campaign_dry_run, campaign_run
 from .services.partners import partner_api_key_create, partner_api_key_revoke
-from .services.settlement import (
-    SettlementSheet, deal_zone, period_last_closed, render_csv, settlement_correct, settlement_issue,
-)
+from .services.settlement import settlement_correct, settlement_issue
 from .services.webhook_outbox import webhook_redeliver
 
 

@@ -9,8 +9,9 @@ from rest_framework.views import APIView
 from crossmkt_site.errors import ApplicationError
 
 from ..models import Direction, SettlementLine, SettlementStatement
+from ..presenters.settlement import settlement_as_dict
 from ..selectors import deal_get_visible
-from ..services.settlement import PERIOD_HELP, PERIOD_PATTERN, period_parse, settlement_as_dict, settlement_get
+from ..selectors.settlement import PERIOD_HELP, PERIOD_PATTERN, period_parse, settlement_get
 from .schema import error_responses
 
 MONEY = {"max_digits": 14, "decimal_places": 2}

@@ -1,4 +1,7 @@
-"""Reading deals, campaigns and offers as one partner may see them; anything else does not exist for it."""
+"""Reading partners, deals, campaigns and offers; as one partner may see them, anything else does not exist for it.
+
+Settlement statements are read (and drafts computed) in ``campaigns.selectors.settlement``.
+"""
 
 from datetime import timezone as dt_timezone
 from decimal import Decimal
@@ -10,12 +13,37 @@ from django.utils.dateparse import parse_datetime
 
 from crossmkt_site.errors import ApplicationError
 
-from .models import Campaign, Deal, Offer, Partner
-from .services.redemption import offers_visible_to
+from ..models import Campaign, Deal, Offer, Partner
 
 
 def _not_found(what: str, field: str | None) -> ApplicationError:
     return ApplicationError(f"no such {what}", code="not_found", field=field, status=404)
+
+
+def partner_get(*, slug: str) -> Partner:
+    """Return the partner with this slug, or a clear error."""
+    try:
+        return Partner.objects.get(slug=slug)
+    except Partner.DoesNotExist:
+        raise ApplicationError(
+            f"no partner {slug!r}; see 'manage.py partner list'", code="not_found", field="slug", status=404,
+        ) from None
+
+
+def campaign_get(*, slug: str) -> Campaign:
+    """Return the campaign with this slug, or a clear error."""
+    campaign = Campaign.objects.filter(slug=slug).first()
+    if campaign is None:
+        raise ApplicationError(f"no campaign {slug!r}; list them in the admin or with GET /api/v1/campaigns/",
+                               code="not_found", field="slug", status=404)
+    return campaign
+
+
+def offers_visible_to(partner: Partner) -> QuerySet[Offer]:
+    """Return offers a partner may see and redeem: those it honours or of campaigns it runs or joins."""
+    # A subquery rather than a join, so rows are not repeated and can be locked FOR UPDATE.
+    joined = Campaign.partners.through.objects.filter(partner_id=partner.pk).values("campaign_id")
+    return Offer.objects.filter(Q(partner_id=partner.pk) | Q(campaign__owner_id=partner.pk) | Q(campaign_id__in=joined))
 
 
 def deal_list_visible(*, partner: Partner) -> QuerySet[Deal]:

@@ -1,4 +1,4 @@
-"""Settlement between the two partners of a deal, one calendar month at a time: computed, issued, corrected.
+"""Settlement between the two partners of a deal, one calendar month at a time: computed and read.
 
 The arithmetic, per deal and month (the month read in the deal's time zone, so an event
 at 23:59 Shanghai time on the 30th of November is November's for a deal in
@@ -20,17 +20,14 @@ Asia/Shanghai, although it is still the 30th in UTC a minute after 16:00):
 * **Net balance.** Grants minus revenue share; a positive difference is paid by the
   source partner, a negative one by the target partner.
 
-Issuing freezes a month: the statement copies the month's bounds, the partners and the
-share, and its lines never change (the database refuses it on PostgreSQL). Anything
-found later (a grant confirmed after issue, a late event, a grant reversed by hand) is
-booked by ``settlement_correct`` as correction lines pointing at the line they correct,
-bringing the statement's balance to what a fresh computation of the same frozen month
-gives. Net redemptions of the deal's offers are shown for reference; campaign offers are
-paid from the campaign's budget, not between the partners.
+Net redemptions of the deal's offers are shown for reference; campaign offers are paid
+from the campaign's budget, not between the partners.
+
+This module reads: it computes drafts and returns issued statements, storing nothing.
+Issuing and correcting are ``campaigns.services.settlement``; rendering is
+``campaigns.presenters.settlement``.
 """
 
-import csv
-import io
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -39,7 +36,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from django.db import connection, transaction
+from django.db import connection
 from django.db.models import Count
 from django.utils import timezone
 
@@ -82,7 +79,7 @@ def period_last_closed(*, zone: ZoneInfo, now: datetime | None = None) -> date:
 
 
 @dataclass
-class _Figures:
+class SettlementFigures:
     """What one deal's month adds up to in the database right now."""
 
     grants: dict[Decimal, int] = field(default_factory=dict)
@@ -91,17 +88,17 @@ class _Figures:
 
 
 @dataclass(frozen=True)
-class _Window:
+class SettlementWindow:
     deal_id: int
     target_partner_id: int
     start: datetime
     end: datetime
 
 
-def _figures(windows: Sequence[_Window]) -> dict[int, _Figures]:
+def settlement_figures(windows: Sequence[SettlementWindow]) -> dict[int, SettlementFigures]:
     """Count confirmed grants, revenue of granted users and redemptions per deal, three queries per distinct window."""
-    figures = {window.deal_id: _Figures() for window in windows}
-    by_window: dict[tuple[datetime, datetime], list[_Window]] = defaultdict(list)
+    figures = {window.deal_id: SettlementFigures() for window in windows}
+    by_window: dict[tuple[datetime, datetime], list[SettlementWindow]] = defaultdict(list)
     for window in windows:
         by_window[(window.start, window.end)].append(window)
     for (start, end), group in by_window.items():
@@ -177,7 +174,7 @@ def _share_description(base: Decimal, share: Decimal) -> str:
     return f"revenue share {share * 100:.2f}% of {base} CNY spent at the target partner by granted users"
 
 
-def _draft(deal: Deal, period: date, figures: _Figures, start: datetime, end: datetime, now: datetime) -> SettlementSheet:
+def _draft(deal: Deal, period: date, figures: SettlementFigures, start: datetime, end: datetime, now: datetime) -> SettlementSheet:
     """Build the unsaved statement and lines for a deal's month from its figures."""
     lines = []
     for price in sorted(figures.grants) or [deal.settlement_price]:
@@ -210,7 +207,7 @@ def settlements_compute(*, deals: Iterable[Deal], period: date, now: datetime | 
     now = now or timezone.now()
     deals = list(deals)
     bounds = {deal.pk: period_bounds(period, deal_zone(deal)) for deal in deals}
-    figures = _figures([_Window(deal.pk, deal.target_partner_id, *bounds[deal.pk]) for deal in deals])
+    figures = settlement_figures([SettlementWindow(deal.pk, deal.target_partner_id, *bounds[deal.pk]) for deal in deals])
     return {deal.pk: _draft(deal, period, figures[deal.pk], *bounds[deal.pk], now) for deal in deals}
 
 
@@ -235,191 +232,3 @@ def settlements_get(*, deals: Iterable[Deal], period: date, now: datetime | None
 def settlement_get(*, deal: Deal, period: date, now: datetime | None = None) -> SettlementSheet:
     """Return the deal's issued statement for the month, or the draft computed now if it was not issued."""
     return settlements_get(deals=[deal], period=period, now=now)[deal.pk]
-
-
-def settlement_issue(*, deal: Deal, period: date, now: datetime | None = None, issued_by: str = "") -> SettlementSheet:
-    """Freeze a deal's finished month as an issued statement; issuing a month again returns the statement it has."""
-    now = now or timezone.now()
-    start, end = period_bounds(period, deal_zone(deal))
-    label = f"{period:%Y-%m}"
-    if end > now:
-        raise ApplicationError(
-            f"{label} has not ended yet in {deal.timezone}; a month can be issued once it is over (a draft is shown until then)",
-            code="period_open", field="period",
-        )
-    if end <= deal.starts_at:
-        raise ApplicationError(f"deal {deal.slug!r} starts after {label}; there is nothing to settle", code="invalid",
-                               field="period")
-    with transaction.atomic():
-        # The deal's row lock makes concurrent issuers of the same month wait and then find the statement.
-        deal = (Deal.objects.select_for_update(of=("self",)).select_related("source_partner", "target_partner")
-                .get(pk=deal.pk))
-        existing = SettlementStatement.objects.filter(deal=deal, period=period).first()
-        if existing is not None:
-            return SettlementSheet(existing, tuple(existing.lines.order_by("pk")))
-        draft = settlement_compute(deal=deal, period=period, now=now)
-        statement = draft.statement
-        statement.status, statement.issued_at, statement.issued_by = SettlementStatement.Status.ISSUED, now, issued_by[:150]
-        statement.save()
-        for line in draft.lines:
-            line.statement = statement
-        SettlementLine.objects.bulk_create(draft.lines)
-    return SettlementSheet(statement, tuple(statement.lines.order_by("pk")))
-
-
-def settlement_correct(*, statement: SettlementStatement, now: datetime | None = None, reason: str = "") -> list[SettlementLine]:
-    """Book correction lines that bring an issued statement to what its frozen month adds up to now; return them.
-
-    The month's bounds, partners and revenue share are the statement's own; only the data
-    is read afresh. Running it again without new data books nothing.
-    """
-    now = now or timezone.now()
-    with transaction.atomic():
-        statement = SettlementStatement.objects.select_for_update().get(pk=statement.pk)
-        if statement.status != SettlementStatement.Status.ISSUED:
-            raise ApplicationError("only an issued statement can be corrected; a draft is simply computed again",
-                                   code="not_issued", field="statement")
-        lines = list(statement.lines.select_related("corrects").order_by("pk"))
-        window = _Window(statement.deal_id, statement.target_partner_id, statement.period_start, statement.period_end)
-        figures = _figures([window])[statement.deal_id]
-        suffix = f" ({reason})" if reason else ""
-        corrections = [
-            *_grant_corrections(lines, figures, now, suffix),
-            *_revenue_corrections(statement, lines, figures, now, suffix),
-        ]
-        for line in corrections:
-            line.statement = statement
-        SettlementLine.objects.bulk_create(corrections)
-    return corrections
-
-
-def _root_kind(line: SettlementLine) -> str:
-    return line.corrects.kind if line.kind == Kind.CORRECTION else line.kind
-
-
-def _grant_corrections(lines: list[SettlementLine], figures: _Figures, now: datetime, suffix: str) -> list[SettlementLine]:
-    originals = [line for line in lines if line.kind == Kind.GRANTS]
-    booked: dict[Decimal, Decimal] = defaultdict(Decimal)
-    for line in lines:
-        if _root_kind(line) == Kind.GRANTS:
-            booked[line.unit_amount.quantize(Decimal("0.01"))] += line.quantity
-    corrections = []
-    for price in sorted(set(booked) | set(figures.grants)):
-        change = Decimal(figures.grants.get(price, 0)) - booked[price]
-        if not change:
-            continue
-        corrected = next((line for line in originals if line.unit_amount == price), originals[0])
-        corrections.append(SettlementLine(
-            kind=Kind.CORRECTION, description=f"confirmed grants at {price} CNY recounted: {change:+.0f}{suffix}",
-            quantity=change, unit_amount=price, amount=price * change, direction=Direction.SOURCE_TO_TARGET,
-            corrects=corrected, recorded_at=now,
-        ))
-    return corrections
-
-
-def _revenue_corrections(statement: SettlementStatement, lines: list[SettlementLine], figures: _Figures, now: datetime,
-                         suffix: str) -> list[SettlementLine]:
-    original = next(line for line in lines if line.kind == Kind.REVENUE_SHARE)
-    booked = [line for line in lines if _root_kind(line) == Kind.REVENUE_SHARE]
-    base_change = figures.revenue_base - sum((line.quantity for line in booked), ZERO)
-    # The corrected total is the share of the corrected base, rounded once, as a fresh statement would have it.
-    amount_change = to_cny(figures.revenue_base * statement.revenue_share) - sum((line.amount for line in booked), ZERO)
-    if not base_change and not amount_change:
-        return []
-    return [SettlementLine(
-        kind=Kind.CORRECTION, description=f"revenue of granted users recounted: {base_change:+} CNY{suffix}",
-        quantity=base_change, unit_amount=statement.revenue_share, amount=amount_change,
-        direction=Direction.TARGET_TO_SOURCE, corrects=original, recorded_at=now,
-    )]
-
-
-def settlement_as_dict(sheet: SettlementSheet) -> dict:
-    """Return the sheet as JSON-safe data: money as decimal strings, times in ISO 8601 in the deal's zone."""
-    statement = sheet.statement
-    zone = ZoneInfo(statement.timezone)
-    balance, direction = sheet.balance
-    payer, payee = statement.source_partner.slug, statement.target_partner.slug
-    if direction == Direction.TARGET_TO_SOURCE:
-        payer, payee = payee, payer
-    return {
-        "deal": statement.deal.slug,
-        "period": statement.period_label,
-        "status": statement.status,
-        "draft": sheet.is_draft,
-        "note": (
-            "draft: computed now from the data so far; it changes until the month is issued"
-            if sheet.is_draft else "issued: frozen; anything found later is a correction line"
-        ),
-        "timezone": statement.timezone,
-        "period_start": statement.period_start.astimezone(zone).isoformat(),
-        "period_end": statement.period_end.astimezone(zone).isoformat(),
-        "issued_at": statement.issued_at.astimezone(zone).isoformat() if statement.issued_at else None,
-        "source_partner": statement.source_partner.slug,
-        "target_partner": statement.target_partner.slug,
-        "totals": {
-            "grants": statement.grants_count,
-            "grants_amount": str(statement.grants_amount),
-            "revenue_base": str(statement.revenue_base),
-            "revenue_share": str(statement.revenue_share),
-            "revenue_share_amount": str(statement.revenue_share_amount),
-            "redemptions": statement.redemptions,
-            "net_amount": str(statement.net_amount),
-            "net_direction": statement.net_direction,
-        },
-        "balance": {"amount": str(balance), "direction": direction, "payer": payer, "payee": payee},
-        "lines": [
-            {
-                "line": line.pk, "kind": line.kind, "description": line.description, "quantity": str(line.quantity),
-                "unit_amount": str(line.unit_amount), "amount": str(line.amount), "direction": line.direction,
-                "corrects": line.corrects_id, "recorded_at": line.recorded_at.astimezone(zone).isoformat(),
-            }
-            for line in sheet.lines
-        ],
-    }
-
-
-CSV_COLUMNS = [
-    "deal", "period", "status", "line", "kind", "description", "quantity", "unit_amount", "amount", "direction",
-    "corrects", "recorded_at",
-]
-
-
-def render_csv(sheets: Iterable[SettlementSheet]) -> str:
-    """Render statements as CSV: one row per line, then a ``balance`` row per statement with the netted balance."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    for sheet in sheets:
-        data = settlement_as_dict(sheet)
-        head = [data["deal"], data["period"], data["status"]]
-        for line in data["lines"]:
-            writer.writerow([*head, line["line"] or "", line["kind"], line["description"], line["quantity"],
-                             line["unit_amount"], line["amount"], line["direction"], line["corrects"] or "",
-                             line["recorded_at"]])
-        balance = data["balance"]
-        writer.writerow([*head, "", "balance", f"{balance['payer']} pays {balance['payee']}", "", "", balance["amount"],
-                         balance["direction"], "", data["issued_at"] or ""])
-    return out.getvalue()
-
-
-def render_text(sheet: SettlementSheet) -> str:
-    """Render one statement for a terminal: heading, lines, totals and who pays whom."""
-    data = settlement_as_dict(sheet)
-    totals, balance = data["totals"], data["balance"]
-    state = "DRAFT (not issued; computed now)" if data["draft"] else f"issued {data['issued_at']}"
-    lines = [
-        f"Settlement {data['deal']} {data['period']} ({data['timezone']}): {state}",
-        f"source {data['source_partner']} -> target {data['target_partner']}; "
-        f"month {data['period_start']} to {data['period_end']}",
-        f"{'#':>6} {'kind':<14} {'quantity':>14} {'unit':>10} {'amount':>14} {'paid':<17} description",
-    ]
-    for line in data["lines"]:
-        corrects = f" (corrects #{line['corrects']})" if line["corrects"] else ""
-        lines.append(f"{line['line'] or '-':>6} {line['kind']:<14} {line['quantity']:>14} {line['unit_amount']:>10} "
-                     f"{line['amount']:>14} {line['direction']:<17} {line['description']}{corrects}")
-    lines.append(
-        f"grants {totals['grants']} = {totals['grants_amount']} CNY; revenue share {totals['revenue_share']} of "
-        f"{totals['revenue_base']} = {totals['revenue_share_amount']} CNY; redemptions {totals['redemptions']}"
-    )
-    lines.append(f"balance: {balance['payer']} pays {balance['payee']} {balance['amount']} CNY")
-    return "\n".join(lines)

@@ -59,16 +59,6 @@ def partner_create(*, slug: str, kind: str, name: str, webhook_url: str = "") ->
     return partner
 
 
-def partner_get(*, slug: str) -> Partner:
-    """Return the partner with this slug, or a clear error."""
-    try:
-        return Partner.objects.get(slug=slug)
-    except Partner.DoesNotExist:
-        raise ApplicationError(
-            f"no partner {slug!r}; see 'manage.py partner list'", code="not_found", field="slug", status=404,
-        ) from None
-
-
 @transaction.atomic
 def partner_api_key_create(*, partner: Partner, name: str = "") -> tuple[PartnerApiKey, str]:
     """Issue a new API key; return it with the raw key, which is never stored and shown only now."""

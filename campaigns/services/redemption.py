@@ -3,23 +3,17 @@
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F
 from django.utils import timezone
 
 from crossmkt_site.errors import ApplicationError
 from crossmkt_site.money import ZERO, to_cny
 
 from ..models import Campaign, Offer, Partner, RedemptionEntry, Rule
+from ..selectors import offers_visible_to
 from .pricing import coupon_discount
 from .stock import stock_release
 from .webhooks import webhook_offer_redeemed, webhook_offer_redemption_rolled_back
-
-
-def offers_visible_to(partner: Partner):
-    """Return offers a partner may see and redeem: those it honours or of campaigns it runs or joins."""
-    # A subquery rather than a join, so rows are not repeated and can be locked FOR UPDATE.
-    joined = Campaign.partners.through.objects.filter(partner_id=partner.pk).values("campaign_id")
-    return Offer.objects.filter(Q(partner_id=partner.pk) | Q(campaign__owner_id=partner.pk) | Q(campaign_id__in=joined))
 
 
 def _existing_for_key(partner: Partner, idempotency_key: str, code: str) -> RedemptionEntry | None:

@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from analytics.models import BehaviorEvent
 from campaigns.models import Deal, DealGrant, Direction, SettlementLine, SettlementStatement
 from campaigns.services.partners import partner_api_key_create
-from campaigns.services.settlement import (
-    period_bounds, period_last_closed, period_parse, settlement_compute, settlement_correct, settlement_get,
-    settlement_issue,
+from campaigns.selectors.settlement import (
+    period_bounds, period_last_closed, period_parse, settlement_compute, settlement_get,
 )
+from campaigns.services.settlement import settlement_correct, settlement_issue
 from crossmkt_site.errors import ApplicationError
 from tests.api.conftest import client_with_key
 from tests.factories import BehaviorEventFactory, DealFactory, EndUserFactory, PartnerFactory

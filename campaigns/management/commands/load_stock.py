@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from crossmkt_site.errors import ApplicationError
 
 from ...models import StockItem
-from ...services.partners import partner_get
+from ...selectors import partner_get
 from ...services.stock import stock_load_file
 
 

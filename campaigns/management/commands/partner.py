@@ -5,7 +5,8 @@ from django.core.management.base import BaseCommand, CommandError
 from crossmkt_site.errors import ApplicationError
 
 from ...models import Partner
-from ...services.partners import partner_api_key_create, partner_api_key_revoke, partner_create, partner_get
+from ...selectors import partner_get
+from ...services.partners import partner_api_key_create, partner_api_key_revoke, partner_create
 
 
 class Command(BaseCommand):

@@ -5,7 +5,9 @@ from django.core.management.base import BaseCommand, CommandError
 from analytics.services.progress import progress_bar
 from crossmkt_site.errors import ApplicationError
 
-from ...services.campaign_run import campaign_chunks, campaign_dry_run, campaign_get, campaign_run
+from ...selectors import campaign_get
+from ...services.campaign_planning import campaign_chunks
+from ...services.campaign_run import campaign_dry_run, campaign_run
 
 
 class Command(BaseCommand):

@@ -7,10 +7,9 @@ from django.core.management.base import BaseCommand, CommandError
 from crossmkt_site.errors import ApplicationError
 
 from ...models import Deal, SettlementStatement
-from ...services.settlement import (
-    PERIOD_HELP, period_parse, render_csv, render_text, settlement_as_dict, settlement_correct, settlement_get,
-    settlement_issue,
-)
+from ...presenters.settlement import render_csv, render_text, settlement_as_dict
+from ...selectors.settlement import PERIOD_HELP, period_parse, settlement_get
+from ...services.settlement import settlement_correct, settlement_issue
 
 
 class Command(BaseCommand):
