@@ -258,7 +258,7 @@ def _campaign_naive_rate(campaign) -> float:
     """The notebook way, in a throwaway copy of the campaign: per user, read fields, test each rule, one ORM insert per offer."""
     from campaigns.conditions import evaluate_user
     from campaigns.models import CampaignAssignment, Offer
-    from campaigns.services.campaign_run import campaign_rule_plans, holdout_draw, new_codes
+    from campaigns.services.campaign_planning import campaign_rule_plans, holdout_draw, new_codes
 
     from ..selectors import user_frame
 

@@ -20,7 +20,7 @@ from analytics.services.reports import campaign_report
 from crossmkt_site.money import ZERO
 
 from ..models import Campaign, Deal, Offer, Partner
-from ..services.settlement import SettlementSheet, period_bounds, settlements_get
+from ..selectors.settlement import SettlementSheet, period_bounds, settlements_get
 
 # Each report is a handful of queries and a 2,000-resample bootstrap per treated arm: a few keep the page quick.
 LATEST_CAMPAIGNS = 4

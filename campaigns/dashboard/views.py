@@ -14,7 +14,7 @@ from django.utils.translation import gettext as _
 
 from crossmkt_site.errors import ApplicationError
 
-from ..services.settlement import period_last_closed, period_parse
+from ..selectors.settlement import period_last_closed, period_parse
 from . import charts
 from .selectors import CampaignFigures, DashboardFigures, dashboard_figures
 

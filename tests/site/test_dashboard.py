@@ -18,7 +18,8 @@ from django.utils import timezone
 from analytics.models import BehaviorEvent, EndUser
 from campaigns.dashboard import charts
 from campaigns.models import CampaignAssignment, Deal, DealGrant, Offer
-from campaigns.services.settlement import period_bounds, period_last_closed, settlement_issue
+from campaigns.selectors.settlement import period_bounds, period_last_closed
+from campaigns.services.settlement import settlement_issue
 from conftest import ROOT, skip_or_fail
 from tests.factories import CampaignFactory, DealFactory, PartnerFactory, RuleFactory
 

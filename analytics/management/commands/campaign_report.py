@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from campaigns.services.campaign_run import campaign_get
+from campaigns.selectors import campaign_get
 from crossmkt_site.errors import ApplicationError
 
 from ...services.reports import campaign_report, render_csv, render_text
