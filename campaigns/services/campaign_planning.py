@@ -6,6 +6,8 @@ every matching rule's offer as ``plan_chunk`` picks it, and optimise mode
 by ``load_chunk`` and split by the same stable holdout draw. Nothing here writes.
 """
 
+from __future__ import annotations
+
 import hashlib
 import secrets
 from dataclasses import dataclass, field
@@ -15,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from analytics.selectors import condition_registry, sql_columns, user_frame, user_id_ranges
-from campaigns.conditions import (AnyOf, ConditionError, SqlFragment, compile_sql, evaluate_table, referenced_fields,
-                                  validate)
+from campaigns.conditions import (AnyOf, Condition, ConditionError, Registry, SqlFragment, compile_sql, evaluate_table,
+                                  referenced_fields, validate)
 from crossmkt_site.errors import ApplicationError
 
 from ..models import Campaign, CampaignAssignment, Rule
@@ -35,7 +37,9 @@ class RulePlan:
     @property
     def fields(self) -> tuple[str, ...]:
         return referenced_fields(self.condition) if self.condition is not None else ()
-def rule_condition(rule: Rule, registry=None):
+
+
+def rule_condition(rule: Rule, registry: Registry | None = None) -> Condition | None:
     """Validate a rule's stored condition; an empty condition means every reachable user."""
     if not rule.condition:
         return None
@@ -90,7 +94,8 @@ def plan_chunk(campaign: Campaign, plans: list[RulePlan], frame: pd.DataFrame) -
     """Evaluate every rule over a frame of reachable users and pick offers, all column-wise."""
     user_ids = frame.index.to_numpy(dtype=np.int64)
     n = len(user_ids)
-    masks = [np.ones(n, dtype=bool) if plan.condition is None else evaluate_table(plan.condition, frame) for plan in plans]
+    masks = [np.ones(n, dtype=bool) if plan.condition is None else evaluate_table(plan.condition, frame)
+             for plan in plans]
     any_match = np.logical_or.reduce(masks) if masks else np.zeros(n, dtype=bool)
     first_rule = np.where(any_match, np.argmax(np.vstack(masks), axis=0) if masks else -1, -1)
     draw = holdout_draw(campaign, user_ids)
@@ -129,15 +134,18 @@ def load_chunk(plans: list[RulePlan], id_range: tuple[int, int], as_of: datetime
                       where=_chunk_filter(plans, unassigned_in, id_range))
 
 
-def _chunk_filter(plans: list[RulePlan], unassigned_in: Campaign | None, id_range: tuple[int, int]) -> SqlFragment | None:
+def _chunk_filter(plans: list[RulePlan], unassigned_in: Campaign | None,
+                  id_range: tuple[int, int]) -> SqlFragment | None:
     parts: list[SqlFragment] = []
     columns = sql_columns({name for plan in plans for name in plan.fields})
     if columns is not None and all(plan.condition is not None for plan in plans):
         parts.append(compile_sql(AnyOf(tuple(plan.condition for plan in plans)), columns))
     if unassigned_in is not None:
-        parts.append(SqlFragment(f"NOT EXISTS (SELECT 1 FROM {CampaignAssignment._meta.db_table} a "
-                                 "WHERE a.campaign_id = %s AND a.user_id = u.id AND a.user_id >= %s AND a.user_id < %s)",
-                                 (unassigned_in.pk, *id_range)))
+        parts.append(SqlFragment(
+            f"NOT EXISTS (SELECT 1 FROM {CampaignAssignment._meta.db_table} a "
+            "WHERE a.campaign_id = %s AND a.user_id = u.id AND a.user_id >= %s AND a.user_id < %s)",
+            (unassigned_in.pk, *id_range),
+        ))
     if not parts:
         return None
     return SqlFragment(" AND ".join(part.sql for part in parts), tuple(p for part in parts for p in part.params))

@@ -32,7 +32,8 @@ def settlement_issue(*, deal: Deal, period: date, now: datetime | None = None, i
     label = f"{period:%Y-%m}"
     if end > now:
         raise ApplicationError(
-            f"{label} has not ended yet in {deal.timezone}; a month can be issued once it is over (a draft is shown until then)",
+            f"{label} has not ended yet in {deal.timezone}; a month can be issued once it is over "
+            "(a draft is shown until then)",
             code="period_open", field="period",
         )
     if end <= deal.starts_at:
@@ -47,7 +48,8 @@ def settlement_issue(*, deal: Deal, period: date, now: datetime | None = None, i
             return SettlementSheet(existing, tuple(existing.lines.order_by("pk")))
         draft = settlement_compute(deal=deal, period=period, now=now)
         statement = draft.statement
-        statement.status, statement.issued_at, statement.issued_by = SettlementStatement.Status.ISSUED, now, issued_by[:150]
+        statement.status, statement.issued_at = SettlementStatement.Status.ISSUED, now
+        statement.issued_by = issued_by[:150]
         statement.save()
         for line in draft.lines:
             line.statement = statement
@@ -55,7 +57,8 @@ def settlement_issue(*, deal: Deal, period: date, now: datetime | None = None, i
     return SettlementSheet(statement, tuple(statement.lines.order_by("pk")))
 
 
-def settlement_correct(*, statement: SettlementStatement, now: datetime | None = None, reason: str = "") -> list[SettlementLine]:
+def settlement_correct(*, statement: SettlementStatement, now: datetime | None = None,
+                       reason: str = "") -> list[SettlementLine]:
     """Book correction lines that bring an issued statement to what its frozen month adds up to now; return them.
 
     The month's bounds, partners and revenue share are the statement's own; only the data
@@ -68,7 +71,8 @@ def settlement_correct(*, statement: SettlementStatement, now: datetime | None =
             raise ApplicationError("only an issued statement can be corrected; a draft is simply computed again",
                                    code="not_issued", field="statement")
         lines = list(statement.lines.select_related("corrects").order_by("pk"))
-        window = SettlementWindow(statement.deal_id, statement.target_partner_id, statement.period_start, statement.period_end)
+        window = SettlementWindow(statement.deal_id, statement.target_partner_id, statement.period_start,
+                                  statement.period_end)
         figures = settlement_figures([window])[statement.deal_id]
         suffix = f" ({reason})" if reason else ""
         corrections = [
@@ -85,7 +89,8 @@ def _root_kind(line: SettlementLine) -> str:
     return line.corrects.kind if line.kind == Kind.CORRECTION else line.kind
 
 
-def _grant_corrections(lines: list[SettlementLine], figures: SettlementFigures, now: datetime, suffix: str) -> list[SettlementLine]:
+def _grant_corrections(lines: list[SettlementLine], figures: SettlementFigures, now: datetime,
+                       suffix: str) -> list[SettlementLine]:
     originals = [line for line in lines if line.kind == Kind.GRANTS]
     booked: dict[Decimal, Decimal] = defaultdict(Decimal)
     for line in lines:
@@ -105,8 +110,8 @@ def _grant_corrections(lines: list[SettlementLine], figures: SettlementFigures, 
     return corrections
 
 
-def _revenue_corrections(statement: SettlementStatement, lines: list[SettlementLine], figures: SettlementFigures, now: datetime,
-                         suffix: str) -> list[SettlementLine]:
+def _revenue_corrections(statement: SettlementStatement, lines: list[SettlementLine], figures: SettlementFigures,
+                         now: datetime, suffix: str) -> list[SettlementLine]:
     original = next(line for line in lines if line.kind == Kind.REVENUE_SHARE)
     booked = [line for line in lines if _root_kind(line) == Kind.REVENUE_SHARE]
     base_change = figures.revenue_base - sum((line.quantity for line in booked), ZERO)

@@ -20,7 +20,7 @@ def _offer_partner_ids(offer: Offer, campaign: Campaign) -> set[int]:
     return {pk for pk in (offer.partner_id or campaign.owner_id, campaign.owner_id) if pk is not None}
 
 
-def _money(value) -> str | None:
+def _money(value: object) -> str | None:
     return None if value is None else str(value)
 
 
@@ -60,8 +60,9 @@ def webhook_offer_revoked(*, offer: Offer) -> list[WebhookDelivery]:
     })
 
 
-def webhook_offers_issued(*, campaign: Campaign, rules: Sequence[Rule], user_ids: Sequence[int], rule_indexes: Sequence[int],
-                          codes: Sequence[str], stock: Sequence[tuple[int, str] | None], issued_at: datetime,
+def webhook_offers_issued(*, campaign: Campaign, rules: Sequence[Rule], user_ids: Sequence[int],
+                          rule_indexes: Sequence[int], codes: Sequence[str],
+                          stock: Sequence[tuple[int, str] | None], issued_at: datetime,
                           expires_at: datetime) -> list[WebhookDelivery]:
     """Tell each listening partner about the offers of one issuance chunk, in events of at most EVENT_BATCH_SIZE offers.
 
@@ -75,12 +76,11 @@ def webhook_offers_issued(*, campaign: Campaign, rules: Sequence[Rule], user_ids
     partners = listening_partners(pk for pks in recipients for pk in pks)
     if not partners:
         return []
-    users = {
-        pk: (external_id, home_partner_id, shares)
-        for pk, external_id, home_partner_id, shares in EndUser.objects.filter(pk__gte=min(user_ids), pk__lte=max(user_ids))
-        .values_list("pk", "external_id", "home_partner_id", "data_sharing_consent")
-    }
-    slugs = dict(Partner.objects.filter(pk__in={rule.benefit_partner_id for rule in rules} - {None}).values_list("pk", "slug"))
+    rows = EndUser.objects.filter(pk__gte=min(user_ids), pk__lte=max(user_ids)).values_list(
+        "pk", "external_id", "home_partner_id", "data_sharing_consent")
+    users = {pk: (external_id, home_partner_id, shares) for pk, external_id, home_partner_id, shares in rows}
+    benefit_partner_ids = {rule.benefit_partner_id for rule in rules} - {None}
+    slugs = dict(Partner.objects.filter(pk__in=benefit_partner_ids).values_list("pk", "slug"))
     by_partner: dict[int, list[dict]] = defaultdict(list)
     for user_id, index, code, item in zip(user_ids, rule_indexes, codes, stock):
         rule = rules[int(index)]
