@@ -43,8 +43,11 @@ def _join(field: str | None, key) -> str | None:
 def flatten_detail(detail, field: str | None = None, *, default_code: str = "invalid") -> list[dict]:
     """Turn DRF's nested error detail into flat items whose field is a dotted path (``events.3.amount``)."""
     if isinstance(detail, dict):
-        return [item for key, value in detail.items()
-                for item in flatten_detail(value, _join(field, key), default_code=default_code)]
+        return [
+            item
+            for key, value in detail.items()
+            for item in flatten_detail(value, _join(field, key), default_code=default_code)
+        ]
     if isinstance(detail, list):
         items = []
         for index, value in enumerate(detail):

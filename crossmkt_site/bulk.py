@@ -1,7 +1,7 @@
 """Writing many rows at once: COPY on PostgreSQL, executemany elsewhere."""
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db import connection
@@ -20,7 +20,9 @@ def bulk_insert(cursor, table: str, columns: Sequence[str], rows: Iterable[Seque
             cursor.execute(f"ANALYZE {table}")
     else:
         placeholders = ", ".join(["%s"] * len(columns))
-        cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({placeholders})", [tuple(map(_adapt, row)) for row in rows])
+        cursor.executemany(
+            f"INSERT INTO {table} ({names}) VALUES ({placeholders})", [tuple(map(_adapt, row)) for row in rows]
+        )
 
 
 # Rows per write to COPY: large enough to amortise the call, small enough to keep the text a few MB.
@@ -39,14 +41,20 @@ def bulk_insert_frame(cursor, table: str, frame) -> None:
     """
     columns = list(frame.columns)
     if connection.vendor != "postgresql":
-        bulk_insert(cursor, table, columns, (tuple(_sqlite_value(v) for v in row)
-                                             for row in frame.itertuples(index=False, name=None)))
+        bulk_insert(
+            cursor,
+            table,
+            columns,
+            (tuple(_sqlite_value(v) for v in row) for row in frame.itertuples(index=False, name=None)),
+        )
         return
     with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         # Block by block, so that only one block's text is held at a time.
         for start in range(0, len(frame), COPY_BLOCK_ROWS):
-            block = frame.iloc[start:start + COPY_BLOCK_ROWS]
-            copy.write("\n".join(map("\t".join, zip(*(_copy_text(block[name]) for name in columns)))) + "\n")
+            block = frame.iloc[start : start + COPY_BLOCK_ROWS]
+            copy.write(
+                "\n".join(map("\t".join, zip(*(_copy_text(block[name]) for name in columns), strict=True))) + "\n"
+            )
     if table.startswith("staging_"):
         cursor.execute(f"ANALYZE {table}")
 
@@ -68,8 +76,10 @@ def _copy_text(column) -> list[str]:
         return list(map(str, column.to_numpy().tolist()))
     if dtype.kind == "f":
         return [repr(value) if value == value else _COPY_NULL for value in column.to_numpy().tolist()]
-    text = [value if value.__class__ is str else None if value is None or value is pd.NA or value != value else str(value)
-            for value in column.to_numpy(dtype=object).tolist()]
+    text = [
+        value if value.__class__ is str else None if value is None or value is pd.NA or value != value else str(value)
+        for value in column.to_numpy(dtype=object).tolist()
+    ]
     missing = None in text
     joined = "".join(value for value in text if value is not None) if missing else "".join(text)
     if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
@@ -83,13 +93,13 @@ def _sqlite_value(value):
     """Adapt a DataFrame value for SQLite: pandas times to naive UTC text, missing values to NULL."""
     import pandas as pd
 
-    if value is None or value is pd.NaT or value is pd.NA or isinstance(value, float) and value != value:
+    if value is None or value is pd.NaT or value is pd.NA or (isinstance(value, float) and value != value):
         return None
     if isinstance(value, pd.Timestamp):
         # As Django writes it (UTC, microseconds only when there are some), so text comparisons with ORM rows hold.
         value = value.floor("us").to_pydatetime()
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
     return _adapt(value)
 
 
@@ -125,8 +135,9 @@ def query_frame(sql: str, params: Sequence | Mapping = (), *, columns_as_text: I
             for block in copy:
                 buffer.write(block)
     buffer.seek(0)
-    frame = pd.read_csv(buffer, dtype=dict.fromkeys(text_columns, object), keep_default_na=False, na_values=[""],
-                        low_memory=False)
+    frame = pd.read_csv(
+        buffer, dtype=dict.fromkeys(text_columns, object), keep_default_na=False, na_values=[""], low_memory=False
+    )
     for name in text_columns & set(frame.columns):
         frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
     return frame
@@ -142,10 +153,9 @@ def instance_from_row(model, values: Sequence):
 
     fields = model._meta.concrete_fields
     converted = []
-    for field, value in zip(fields, values):
+    for field, value in zip(fields, values, strict=True):
         expression = Col(model._meta.db_table, field)
         for convert in connection.ops.get_db_converters(expression) + field.get_db_converters(connection):
             value = convert(value, expression, connection)
         converted.append(value)
     return model.from_db(connection.alias, [field.attname for field in fields], converted)
-
