@@ -1,13 +1,23 @@
 """Writing many rows at once: COPY on PostgreSQL, executemany elsewhere."""
 
+from __future__ import annotations
+
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import connection
+from django.db.models import Model
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from django.db.backends.utils import CursorWrapper
+
+ModelT = TypeVar("ModelT", bound=Model)
 
 
-def bulk_insert(cursor, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+def bulk_insert(cursor: CursorWrapper, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """Insert rows into a table in one round of COPY (PostgreSQL) or executemany (SQLite)."""
     names = ", ".join(columns)
     if connection.vendor == "postgresql":
@@ -31,7 +41,7 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 _COPY_NULL = "\\N"
 
 
-def bulk_insert_frame(cursor, table: str, frame) -> None:
+def bulk_insert_frame(cursor: CursorWrapper, table: str, frame: pd.DataFrame) -> None:
     """Insert a DataFrame into the table's columns of the same names: COPY text built a column at a time (PostgreSQL).
 
     Each column is turned into text in one vectorised pass, so a million rows cost a few
@@ -59,7 +69,7 @@ def bulk_insert_frame(cursor, table: str, frame) -> None:
         cursor.execute(f"ANALYZE {table}")
 
 
-def _copy_text(column) -> list[str]:
+def _copy_text(column: pd.Series) -> list[str]:
     """Render one column as COPY text values: escaped, with NULL as \\N."""
     import numpy as np
     import pandas as pd
@@ -89,7 +99,7 @@ def _copy_text(column) -> list[str]:
     return text
 
 
-def _sqlite_value(value):
+def _sqlite_value(value: Any) -> Any:
     """Adapt a DataFrame value for SQLite: pandas times to naive UTC text, missing values to NULL."""
     import pandas as pd
 
@@ -103,7 +113,7 @@ def _sqlite_value(value):
     return _adapt(value)
 
 
-def _adapt(value):
+def _adapt(value: Any) -> Any:
     """Store values the way Django's SQLite backend does, so SQL comparisons with ORM-written rows hold."""
     if isinstance(value, datetime):
         return connection.ops.adapt_datetimefield_value(value)
@@ -114,7 +124,9 @@ def _adapt(value):
     return value
 
 
-def query_frame(sql: str, params: Sequence | Mapping = (), *, columns_as_text: Iterable[str] = ()):
+def query_frame(
+    sql: str, params: Sequence[Any] | Mapping[str, Any] = (), *, columns_as_text: Iterable[str] = ()
+) -> pd.DataFrame:
     """Run a SELECT and return its rows as a DataFrame, parsed in C rather than row by row.
 
     On PostgreSQL the rows leave as CSV through ``COPY (…) TO STDOUT`` and pandas parses
@@ -143,7 +155,7 @@ def query_frame(sql: str, params: Sequence | Mapping = (), *, columns_as_text: I
     return frame
 
 
-def instance_from_row(model, values: Sequence):
+def instance_from_row(model: type[ModelT], values: Sequence[Any]) -> ModelT:
     """Build a model instance from a row of its concrete columns, in field order, converted as the ORM would.
 
     For hot paths that write their SELECT out: the backend's and the fields' converters
