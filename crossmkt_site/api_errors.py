@@ -6,8 +6,10 @@ all come out in this shape, so a partner's client needs one error parser. Anythi
 else is a bug of ours: it is left to Django, logged, and answered with a 500.
 """
 
+from typing import Any
+
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.defaults import page_not_found
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -25,26 +27,29 @@ class PayloadTooLarge(exceptions.APIException):
     default_code = "too_large"
 
 
-def error_body(errors: list[dict]) -> dict:
+def error_body(errors: list[dict[str, Any]]) -> dict[str, Any]:
     """Return the error envelope for a list of ``{"field", "code", "message"}`` items."""
     return {"errors": errors}
 
 
-def error_item(message, *, code: str, field: str | None = None) -> dict:
+def error_item(message: object, *, code: str, field: str | None = None) -> dict[str, Any]:
     return {"field": field, "code": code, "message": str(message)}
 
 
-def _join(field: str | None, key) -> str | None:
+def _join(field: str | None, key: object) -> str | None:
     if key in (api_settings.NON_FIELD_ERRORS_KEY, "detail"):
         return field
     return str(key) if field is None else f"{field}.{key}"
 
 
-def flatten_detail(detail, field: str | None = None, *, default_code: str = "invalid") -> list[dict]:
+def flatten_detail(detail: Any, field: str | None = None, *, default_code: str = "invalid") -> list[dict[str, Any]]:
     """Turn DRF's nested error detail into flat items whose field is a dotted path (``events.3.amount``)."""
     if isinstance(detail, dict):
-        return [item for key, value in detail.items()
-                for item in flatten_detail(value, _join(field, key), default_code=default_code)]
+        return [
+            item
+            for key, value in detail.items()
+            for item in flatten_detail(value, _join(field, key), default_code=default_code)
+        ]
     if isinstance(detail, list):
         items = []
         for index, value in enumerate(detail):
@@ -55,7 +60,7 @@ def flatten_detail(detail, field: str | None = None, *, default_code: str = "inv
     return [error_item(detail, code=getattr(detail, "code", None) or default_code, field=field)]
 
 
-def api_exception_handler(exc, context):
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     """Answer a user-caused error in the one error format; return None for our own bugs (a 500)."""
     if isinstance(exc, ApplicationError):
         return Response(error_body([error_item(exc.message, code=exc.code, field=exc.field)]), status=exc.status)
@@ -65,13 +70,13 @@ def api_exception_handler(exc, context):
         exc = exceptions.PermissionDenied()
     # DRF's handler sets WWW-Authenticate on a 401 and Retry-After on a 429; keep its headers.
     response = drf_exception_handler(exc, context)
-    if response is None:
-        return None
+    if response is None or not isinstance(exc, exceptions.APIException):  # DRF answers APIExceptions only
+        return response
     response.data = error_body(flatten_detail(exc.detail, default_code=exc.default_code))
     return response
 
 
-def not_found(request, exception=None):
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """Answer an unknown URL under /api/ in the API's error format; elsewhere with Django's page."""
     if request.path.startswith(API_PREFIX):
         body = error_body([error_item(f"no such endpoint: {request.path}", code="not_found")])

@@ -1,13 +1,23 @@
 """Writing many rows at once: COPY on PostgreSQL, executemany elsewhere."""
 
+from __future__ import annotations
+
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.db import connection
+from django.db.models import Model
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from django.db.backends.utils import CursorWrapper
+
+ModelT = TypeVar("ModelT", bound=Model)
 
 
-def bulk_insert(cursor, table: str, columns: Sequence[str], rows: Iterable[Sequence]) -> None:
+def bulk_insert(cursor: CursorWrapper, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """Insert rows into a table in one round of COPY (PostgreSQL) or executemany (SQLite)."""
     names = ", ".join(columns)
     if connection.vendor == "postgresql":
@@ -20,7 +30,9 @@ def bulk_insert(cursor, table: str, columns: Sequence[str], rows: Iterable[Seque
             cursor.execute(f"ANALYZE {table}")
     else:
         placeholders = ", ".join(["%s"] * len(columns))
-        cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({placeholders})", [tuple(map(_adapt, row)) for row in rows])
+        cursor.executemany(
+            f"INSERT INTO {table} ({names}) VALUES ({placeholders})", [tuple(map(_adapt, row)) for row in rows]
+        )
 
 
 # Rows per write to COPY: large enough to amortise the call, small enough to keep the text a few MB.
@@ -29,7 +41,7 @@ _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\
 _COPY_NULL = "\\N"
 
 
-def bulk_insert_frame(cursor, table: str, frame) -> None:
+def bulk_insert_frame(cursor: CursorWrapper, table: str, frame: pd.DataFrame) -> None:
     """Insert a DataFrame into the table's columns of the same names: COPY text built a column at a time (PostgreSQL).
 
     Each column is turned into text in one vectorised pass, so a million rows cost a few
@@ -39,19 +51,25 @@ def bulk_insert_frame(cursor, table: str, frame) -> None:
     """
     columns = list(frame.columns)
     if connection.vendor != "postgresql":
-        bulk_insert(cursor, table, columns, (tuple(_sqlite_value(v) for v in row)
-                                             for row in frame.itertuples(index=False, name=None)))
+        bulk_insert(
+            cursor,
+            table,
+            columns,
+            (tuple(_sqlite_value(v) for v in row) for row in frame.itertuples(index=False, name=None)),
+        )
         return
     with cursor.cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
         # Block by block, so that only one block's text is held at a time.
         for start in range(0, len(frame), COPY_BLOCK_ROWS):
-            block = frame.iloc[start:start + COPY_BLOCK_ROWS]
-            copy.write("\n".join(map("\t".join, zip(*(_copy_text(block[name]) for name in columns)))) + "\n")
+            block = frame.iloc[start : start + COPY_BLOCK_ROWS]
+            copy.write(
+                "\n".join(map("\t".join, zip(*(_copy_text(block[name]) for name in columns), strict=True))) + "\n"
+            )
     if table.startswith("staging_"):
         cursor.execute(f"ANALYZE {table}")
 
 
-def _copy_text(column) -> list[str]:
+def _copy_text(column: pd.Series) -> list[str]:
     """Render one column as COPY text values: escaped, with NULL as \\N."""
     import numpy as np
     import pandas as pd
@@ -68,8 +86,10 @@ def _copy_text(column) -> list[str]:
         return list(map(str, column.to_numpy().tolist()))
     if dtype.kind == "f":
         return [repr(value) if value == value else _COPY_NULL for value in column.to_numpy().tolist()]
-    text = [value if value.__class__ is str else None if value is None or value is pd.NA or value != value else str(value)
-            for value in column.to_numpy(dtype=object).tolist()]
+    text = [
+        value if value.__class__ is str else None if value is None or value is pd.NA or value != value else str(value)
+        for value in column.to_numpy(dtype=object).tolist()
+    ]
     missing = None in text
     joined = "".join(value for value in text if value is not None) if missing else "".join(text)
     if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
@@ -79,21 +99,21 @@ def _copy_text(column) -> list[str]:
     return text
 
 
-def _sqlite_value(value):
+def _sqlite_value(value: Any) -> Any:
     """Adapt a DataFrame value for SQLite: pandas times to naive UTC text, missing values to NULL."""
     import pandas as pd
 
-    if value is None or value is pd.NaT or value is pd.NA or isinstance(value, float) and value != value:
+    if value is None or value is pd.NaT or value is pd.NA or (isinstance(value, float) and value != value):
         return None
     if isinstance(value, pd.Timestamp):
         # As Django writes it (UTC, microseconds only when there are some), so text comparisons with ORM rows hold.
         value = value.floor("us").to_pydatetime()
         if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
+            value = value.replace(tzinfo=UTC)
     return _adapt(value)
 
 
-def _adapt(value):
+def _adapt(value: Any) -> Any:
     """Store values the way Django's SQLite backend does, so SQL comparisons with ORM-written rows hold."""
     if isinstance(value, datetime):
         return connection.ops.adapt_datetimefield_value(value)
@@ -104,7 +124,9 @@ def _adapt(value):
     return value
 
 
-def query_frame(sql: str, params: Sequence | Mapping = (), *, columns_as_text: Iterable[str] = ()):
+def query_frame(
+    sql: str, params: Sequence[Any] | Mapping[str, Any] = (), *, columns_as_text: Iterable[str] = ()
+) -> pd.DataFrame:
     """Run a SELECT and return its rows as a DataFrame, parsed in C rather than row by row.
 
     On PostgreSQL the rows leave as CSV through ``COPY (…) TO STDOUT`` and pandas parses
@@ -125,14 +147,15 @@ def query_frame(sql: str, params: Sequence | Mapping = (), *, columns_as_text: I
             for block in copy:
                 buffer.write(block)
     buffer.seek(0)
-    frame = pd.read_csv(buffer, dtype=dict.fromkeys(text_columns, object), keep_default_na=False, na_values=[""],
-                        low_memory=False)
+    frame = pd.read_csv(
+        buffer, dtype=dict.fromkeys(text_columns, object), keep_default_na=False, na_values=[""], low_memory=False
+    )
     for name in text_columns & set(frame.columns):
         frame[name] = frame[name].astype(object).where(frame[name].notna(), None)
     return frame
 
 
-def instance_from_row(model, values: Sequence):
+def instance_from_row(model: type[ModelT], values: Sequence[Any]) -> ModelT:
     """Build a model instance from a row of its concrete columns, in field order, converted as the ORM would.
 
     For hot paths that write their SELECT out: the backend's and the fields' converters
@@ -142,10 +165,9 @@ def instance_from_row(model, values: Sequence):
 
     fields = model._meta.concrete_fields
     converted = []
-    for field, value in zip(fields, values):
+    for field, value in zip(fields, values, strict=True):
         expression = Col(model._meta.db_table, field)
         for convert in connection.ops.get_db_converters(expression) + field.get_db_converters(connection):
             value = convert(value, expression, connection)
         converted.append(value)
     return model.from_db(connection.alias, [field.attname for field in fields], converted)
-

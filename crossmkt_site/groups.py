@@ -1,12 +1,18 @@
 """Following a Celery group: its results as each task finishes, in whatever order the workers finish them."""
 
+from __future__ import annotations
+
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from celery.result import GroupResult
 
 POLL_SECONDS = 0.1
 
 
-def results_as_they_finish(job) -> Iterator[tuple[int, object]]:
+def results_as_they_finish(job: GroupResult) -> Iterator[tuple[int, object]]:
     """Yield (position in the group, result) for each task as it finishes; a task's error is raised."""
     pending = list(enumerate(job.results))
     while pending:

@@ -1,8 +1,12 @@
 """Money in crossmkt: CNY as Decimal with two places (fen), never float."""
 
 from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Any
 
 from django.db import models
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 FEN = Decimal("0.01")
 ZERO = Decimal("0.00")
@@ -15,7 +19,7 @@ def to_cny(value: Decimal | int | str) -> Decimal:
     return Decimal(value).quantize(FEN, rounding=ROUND_HALF_UP)
 
 
-def MoneyField(verbose_name=None, **kwargs) -> models.DecimalField:  # noqa: N802 - reads as a field class
+def MoneyField(verbose_name: "StrOrPromise | None" = None, **kwargs: Any) -> models.DecimalField:  # noqa: N802 - reads as a field class
     """Return a DecimalField for CNY: 14 digits, two decimal places."""
     kwargs.setdefault("max_digits", 14)
     kwargs.setdefault("decimal_places", 2)

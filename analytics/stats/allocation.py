@@ -79,19 +79,25 @@ class Allocation(_JsonResult):
 
 
 def _as_float_vector(items: Sequence[Number] | npt.ArrayLike, name: str) -> FloatArray:
-    array = np.array([float(Decimal(str(item))) if isinstance(item, str) else float(item)
-                      for item in np.ravel(np.asarray(items, dtype=object))], dtype=float)
+    array = np.array(
+        [
+            float(Decimal(str(item))) if isinstance(item, str) else float(item)
+            for item in np.ravel(np.asarray(items, dtype=object))
+        ],
+        dtype=float,
+    )
     if not np.isfinite(array).all():
         raise ValueError(f"{name} must be finite")
     return array
 
 
-def _prepare(values: npt.ArrayLike, costs: Sequence[Number], budget: Number,
-             holdout: npt.ArrayLike | None) -> tuple[FloatArray, FloatArray, list[Decimal], Decimal, BoolArray]:
+def _prepare(
+    values: npt.ArrayLike, costs: Sequence[Number], budget: Number, holdout: npt.ArrayLike | None
+) -> tuple[FloatArray, FloatArray, list[Decimal], Decimal, BoolArray]:
     raw = np.asarray(values, dtype=object)
     if raw.ndim != 2:
         raise ValueError("values must be a users x offers matrix")
-    matrix = _as_float_vector(raw, "values").reshape(raw.shape)
+    matrix: FloatArray = _as_float_vector(raw, "values").reshape(raw.shape)
     exact_costs = [Decimal(str(cost)) for cost in costs]
     if len(exact_costs) != matrix.shape[1]:
         raise ValueError(f"{matrix.shape[1]} offers in values but {len(exact_costs)} costs")
@@ -100,7 +106,7 @@ def _prepare(values: npt.ArrayLike, costs: Sequence[Number], budget: Number,
     exact_budget = Decimal(str(budget))
     if exact_budget < 0:
         raise ValueError("budget must be >= 0")
-    held = np.zeros(matrix.shape[0], dtype=bool) if holdout is None else np.asarray(holdout, dtype=bool)
+    held = np.zeros(matrix.shape[0], dtype=np.bool_) if holdout is None else np.asarray(holdout, dtype=np.bool_)
     if held.shape != (matrix.shape[0],):
         raise ValueError("holdout must hold one flag per user")
     # A held-out user must never be chosen: every offer is worth minus infinity to them.
@@ -205,8 +211,9 @@ def _best_pair(values: FloatArray, costs: FloatArray, choice: IntArray, budget: 
     gain = np.nan_to_num(target_value - value[user_of_move], nan=-np.inf, neginf=-np.inf)
     extra = target_cost - cost[user_of_move]
     pair_gain = gain[:, None] + gain[None, :]
-    allowed = ((extra[:, None] + extra[None, :] <= budget - spend + _TOLERANCE)
-               & (user_of_move[:, None] < user_of_move[None, :]))
+    allowed = (extra[:, None] + extra[None, :] <= budget - spend + _TOLERANCE) & (
+        user_of_move[:, None] < user_of_move[None, :]
+    )
     scored = np.where(allowed, pair_gain, -np.inf)
     first, second = np.unravel_index(np.argmax(scored), scored.shape)
     changed = choice.copy()
@@ -222,7 +229,7 @@ def _exchange(values: FloatArray, costs: FloatArray, choice: IntArray, budget: f
     spends it on the best two-user change of the others.
     """
     choice = _fill(values, costs, choice, budget, by_ratio=False)
-    user_of_move, target_of_move, target_value, target_cost = _moves(values, costs)
+    user_of_move, target_of_move, _, target_cost = _moves(values, costs)
     while True:
         current_value = _totals(values, costs, choice)[0]
         gain, changed = _best_pair(values, costs, choice, budget)
@@ -231,7 +238,7 @@ def _exchange(values: FloatArray, costs: FloatArray, choice: IntArray, budget: f
             continue
         if not deep:
             return choice
-        value, cost = _current(values, costs, choice)
+        _, cost = _current(values, costs, choice)
         freeing = np.flatnonzero(target_cost < cost[user_of_move] - _TOLERANCE)
         best_value, best_choice = current_value, choice
         for move in freeing.tolist():
@@ -303,23 +310,40 @@ def allocate_offers(
     ]
     moves = matrix.shape[0] * (matrix.shape[1] + 1)
     if moves <= _EXCHANGE_MOVES:
-        candidates = [_exchange(matrix, float_costs, candidate, float_budget, moves <= _DEEP_EXCHANGE_MOVES)
-                      for candidate in candidates]
+        candidates = [
+            _exchange(matrix, float_costs, candidate, float_budget, moves <= _DEEP_EXCHANGE_MOVES)
+            for candidate in candidates
+        ]
     best = max(candidates, key=lambda candidate: _totals(matrix, float_costs, candidate)[0])
     return _result(matrix, exact_costs, exact_budget, held, best, multiplier, upper_bound, "lagrangian+greedy")
 
 
-def _result(values: FloatArray, exact_costs: list[Decimal], exact_budget: Decimal, held: BoolArray,
-            choice: IntArray, multiplier: float, upper_bound: float, method: str) -> Allocation:
+def _result(
+    values: FloatArray,
+    exact_costs: list[Decimal],
+    exact_budget: Decimal,
+    held: BoolArray,
+    choice: IntArray,
+    multiplier: float,
+    upper_bound: float,
+    method: str,
+) -> Allocation:
     chosen = choice >= 0
     value = float(values[np.flatnonzero(chosen), choice[chosen]].sum())
     spend = sum((exact_costs[offer] for offer in choice[chosen].tolist()), Decimal("0")).quantize(CENT)
     if spend > exact_budget:
         raise AssertionError(f"allocation spends {spend} over the budget {exact_budget}")
     return Allocation(
-        choice=tuple(int(offer) for offer in choice), value=value, spend=spend, budget=exact_budget,
-        multiplier=multiplier, upper_bound=max(upper_bound, value), gap=max(upper_bound - value, 0.0),
-        users_offered=int(chosen.sum()), users_held_out=int(held.sum()), method=method,
+        choice=tuple(int(offer) for offer in choice),
+        value=value,
+        spend=spend,
+        budget=exact_budget,
+        multiplier=multiplier,
+        upper_bound=max(upper_bound, value),
+        gap=max(upper_bound - value, 0.0),
+        users_offered=int(chosen.sum()),
+        users_held_out=int(held.sum()),
+        method=method,
     )
 
 
@@ -336,7 +360,7 @@ def allocate_offers_exactly(
     """
     matrix, _, exact_costs, exact_budget, held = _prepare(values, costs, budget, holdout)
     fen_costs = np.array([int((cost / CENT).to_integral_value()) for cost in exact_costs], dtype=np.int64)
-    if any(Decimal(int(fen)) * CENT != cost for fen, cost in zip(fen_costs.tolist(), exact_costs)):
+    if any(Decimal(int(fen)) * CENT != cost for fen, cost in zip(fen_costs.tolist(), exact_costs, strict=True)):
         raise ValueError("the exact solver needs costs in whole fen")
     capacity = int((exact_budget / CENT).to_integral_value(rounding="ROUND_FLOOR"))
     n_users, n_offers = matrix.shape
@@ -366,6 +390,7 @@ def allocate_offers_exactly(
 
 def allocation_summary(allocation: Allocation, offer_names: Sequence[str]) -> dict[str, Any]:
     """Return how many users get each offer, by name, for a report."""
-    counts = np.bincount(np.asarray([offer for offer in allocation.choice if offer >= 0], dtype=np.int64),
-                         minlength=len(offer_names))
-    return {name: int(count) for name, count in zip(offer_names, counts.tolist())}
+    counts = np.bincount(
+        np.asarray([offer for offer in allocation.choice if offer >= 0], dtype=np.int64), minlength=len(offer_names)
+    )
+    return {name: int(count) for name, count in zip(offer_names, counts.tolist(), strict=True)}

@@ -27,12 +27,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import astuple, dataclass
 from datetime import date
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 from scipy import optimize, special
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -111,9 +114,7 @@ def summarise_transactions(
         # Groups are sorted by day, so "first" is the first purchase day's spend.
         repeat_spend = per_customer["amount"].sum() - per_customer["amount"].first()
         with np.errstate(invalid="ignore", divide="ignore"):
-            average_repeat_spend = np.where(
-                frequency > 0, repeat_spend.to_numpy(dtype=np.float64) / frequency, np.nan
-            )
+            average_repeat_spend = np.where(frequency > 0, repeat_spend.to_numpy(dtype=np.float64) / frequency, np.nan)
 
     return PurchaseSummary(
         customer_ids=first_day.index.to_numpy(),
@@ -143,7 +144,7 @@ def _as_float_array(values: npt.ArrayLike) -> FloatArray:
 # --------------------------------------------------------------------------
 
 
-Parameters = TypeVar("Parameters")
+Parameters = TypeVar("Parameters", bound="DataclassInstance")
 
 
 @dataclass(frozen=True)
@@ -205,16 +206,12 @@ def _maximise_log_likelihood(
     )
     log_estimates = result.x
     estimates = np.exp(log_estimates)
-    at_bound = bool(
-        np.any(np.isclose(log_estimates[:, np.newaxis], _LOG_PARAMETER_BOUNDS, rtol=0, atol=1e-6))
-    )
+    at_bound = bool(np.any(np.isclose(log_estimates[:, np.newaxis], _LOG_PARAMETER_BOUNDS, rtol=0, atol=1e-6)))
     if at_bound:
         standard_errors = np.full_like(estimates, np.nan)
         note = "an estimate sits on the optimiser's bound: the likelihood has no interior maximum"
     else:
-        hessian = _central_difference_jacobian(
-            lambda point: negative_on_log_scale(point)[1], log_estimates
-        )
+        hessian = _central_difference_jacobian(lambda point: negative_on_log_scale(point)[1], log_estimates)
         standard_errors, note = _standard_errors_from_log_scale_hessian(hessian, estimates)
 
     return MaximumLikelihoodFit(
@@ -229,9 +226,7 @@ def _maximise_log_likelihood(
     )
 
 
-def _central_difference_jacobian(
-    function: Callable[[FloatArray], FloatArray], point: FloatArray
-) -> FloatArray:
+def _central_difference_jacobian(function: Callable[[FloatArray], FloatArray], point: FloatArray) -> FloatArray:
     """Differentiate a vector function by central differences and symmetrise the result."""
     columns = []
     for index in range(len(point)):
@@ -242,9 +237,7 @@ def _central_difference_jacobian(
     return (jacobian + jacobian.T) / 2
 
 
-def _standard_errors_from_log_scale_hessian(
-    hessian: FloatArray, estimates: FloatArray
-) -> tuple[FloatArray, str]:
+def _standard_errors_from_log_scale_hessian(hessian: FloatArray, estimates: FloatArray) -> tuple[FloatArray, str]:
     """Turn the log-scale Hessian of the negative log-likelihood into natural-scale errors."""
     try:
         np.linalg.cholesky(hessian)
@@ -334,11 +327,7 @@ def _bgnbd_log_likelihood(
             - dropout_weight * np.log(alpha + t_x),
             r / alpha - (r + x) * (alive_weight / (alpha + big_t) + dropout_weight / (alpha + t_x)),
             digamma(a + b) - digamma(a + b + x) + dropout_weight / a,
-            digamma(b + x)
-            - digamma(b)
-            + digamma(a + b)
-            - digamma(a + b + x)
-            - dropout_weight / b_plus_x_minus_1,
+            digamma(b + x) - digamma(b) + digamma(a + b) - digamma(a + b + x) - dropout_weight / b_plus_x_minus_1,
         ]
     ).sum(axis=1)
     return float(per_customer.sum()), gradient
@@ -360,9 +349,7 @@ def probability_alive(
     return _probability_alive(parameters, x, t_x, big_t)
 
 
-def _probability_alive(
-    parameters: BgNbdParameters, x: FloatArray, t_x: FloatArray, big_t: FloatArray
-) -> FloatArray:
+def _probability_alive(parameters: BgNbdParameters, x: FloatArray, t_x: FloatArray, big_t: FloatArray) -> FloatArray:
     """Compute P(alive) as 1 / (1 + odds of having dropped out), the odds taken in log space."""
     r, alpha, a, b = astuple(parameters)
     has_repeats = x > 0
@@ -373,7 +360,8 @@ def _probability_alive(
         + (r + x) * (np.log(alpha + big_t) - np.log(alpha + t_x)),
         -np.inf,
     )
-    return special.expit(-log_odds_dead)
+    probability: FloatArray = special.expit(-log_odds_dead)
+    return probability
 
 
 def expected_purchases_conditional(
@@ -397,21 +385,17 @@ def expected_purchases_conditional(
     )
 
 
-def expected_purchases_new_customer(
-    parameters: BgNbdParameters, *, horizon_weeks: npt.ArrayLike
-) -> FloatArray:
+def expected_purchases_new_customer(parameters: BgNbdParameters, *, horizon_weeks: npt.ArrayLike) -> FloatArray:
     """Return E[X(t)], a newly acquired customer's expected repeat purchases in t weeks.
 
     This is eq. 9 of FHL (2005).
     """
     horizon = np.asarray(horizon_weeks, dtype=np.float64)
-    return _expected_purchases_while_alive(
-        parameters, horizon=horizon, x=np.zeros(()), big_t=np.zeros(())
-    )
+    return _expected_purchases_while_alive(parameters, horizon=horizon, x=np.zeros(()), big_t=np.zeros(()))
 
 
 def _expected_purchases_while_alive(
-    parameters: BgNbdParameters, *, horizon: FloatArray, x: FloatArray, big_t: FloatArray
+    parameters: BgNbdParameters, *, horizon: FloatArray | np.float64, x: FloatArray, big_t: FloatArray
 ) -> FloatArray:
     """Return expected purchases in (T, T + t] for a customer known to be alive at T.
 
@@ -427,7 +411,8 @@ def _expected_purchases_while_alive(
     r, alpha, a, b = astuple(parameters)
     z = horizon / (alpha + big_t + horizon)
     hypergeometric = special.hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
-    return (a + b + x - 1) / (a - 1) * (1 - (1 - z) ** (a - 1) * hypergeometric)
+    expected: FloatArray = (a + b + x - 1) / (a - 1) * (1 - (1 - z) ** (a - 1) * hypergeometric)
+    return expected
 
 
 def _validated_purchase_summary(
@@ -486,9 +471,7 @@ def fit_gamma_gamma(
     if len(x) == 0:
         raise ValueError("no customer has a repeat purchase; the spend model has nothing to fit")
     if not np.all(np.isfinite(spend)) or np.any(spend <= 0):
-        raise ValueError(
-            "average_repeat_spend must be positive and finite for customers with repeat purchases"
-        )
+        raise ValueError("average_repeat_spend must be positive and finite for customers with repeat purchases")
     return _maximise_log_likelihood(
         lambda parameters: _gamma_gamma_log_likelihood(parameters, x, spend),
         parameter_type=GammaGammaParameters,
@@ -497,9 +480,7 @@ def fit_gamma_gamma(
     )
 
 
-def _gamma_gamma_log_likelihood(
-    parameters: FloatArray, x: FloatArray, spend: FloatArray
-) -> tuple[float, FloatArray]:
+def _gamma_gamma_log_likelihood(parameters: FloatArray, x: FloatArray, spend: FloatArray) -> tuple[float, FloatArray]:
     """Return the Gamma-Gamma log-likelihood of (x, m_x) and its gradient in (p, q, v).
 
     The density of the mean of x purchase values (Hardie's note, eq. 3) is
@@ -546,7 +527,8 @@ def expected_average_spend(
         raise ValueError("the population mean spend is infinite when q <= 1")
     x = np.asarray(frequency, dtype=np.float64)
     spend = np.where(x > 0, _as_float_array(average_repeat_spend), 0.0)
-    return p * (v + x * spend) / (p * x + q - 1)
+    expected: FloatArray = p * (v + x * spend) / (p * x + q - 1)
+    return expected
 
 
 # --------------------------------------------------------------------------

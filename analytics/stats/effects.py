@@ -43,7 +43,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, is_dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -97,7 +97,7 @@ class _JsonResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as JSON-safe data: Decimal as string, non-finite floats as None."""
-        return _json_safe(self)
+        return cast(dict[str, Any], _json_safe(self))
 
 
 @dataclass(frozen=True)
@@ -292,9 +292,7 @@ def _count_arrays(successes: npt.ArrayLike, trials: npt.ArrayLike) -> tuple[Floa
     raw_trials = np.asarray(trials)
     if raw_successes.dtype == np.bool_ or raw_trials.dtype == np.bool_:
         raise TypeError("counts must be integers, not bools")
-    success_counts, trial_counts = np.broadcast_arrays(
-        raw_successes.astype(np.float64), raw_trials.astype(np.float64)
-    )
+    success_counts, trial_counts = np.broadcast_arrays(raw_successes.astype(np.float64), raw_trials.astype(np.float64))
     if not (np.all(np.isfinite(success_counts)) and np.all(np.isfinite(trial_counts))):
         raise ValueError("counts must be finite")
     if np.any(success_counts != np.floor(success_counts)) or np.any(trial_counts != np.floor(trial_counts)):
@@ -814,9 +812,7 @@ def sample_ratio_mismatch(
     if len(arms) < 2:
         raise ValueError("a sample-ratio check needs at least two arms")
     if set(arms) != set(configured_shares):
-        raise ValueError(
-            f"configured shares name {sorted(configured_shares)} but observed arms are {sorted(arms)}"
-        )
+        raise ValueError(f"configured shares name {sorted(configured_shares)} but observed arms are {sorted(arms)}")
     level = float(threshold)
     if not 0.0 < level < 1.0:
         raise ValueError(f"threshold must lie strictly between 0 and 1, got {threshold!r}")
@@ -836,7 +832,9 @@ def sample_ratio_mismatch(
     mismatch = p_value < level
     warning = None
     if mismatch:
-        observed_split = " / ".join(f"{arm} {count:,} ({count / total:.1%})" for arm, count in zip(arms, observed))
+        observed_split = " / ".join(
+            f"{arm} {count:,} ({count / total:.1%})" for arm, count in zip(arms, observed, strict=True)
+        )
         configured_split = " / ".join(f"{share:.1%}" for share in shares)
         warning = (
             f"Sample ratio mismatch: observed {observed_split} against a configured split of "
@@ -861,9 +859,7 @@ def sample_ratio_mismatch(
 # --------------------------------------------------------------------------- retention
 
 
-def _retention_sample(
-    arm: str, durations: Sequence[float], churned: Sequence[bool]
-) -> tuple[FloatArray, BoolArray]:
+def _retention_sample(arm: str, durations: Sequence[float], churned: Sequence[bool]) -> tuple[FloatArray, BoolArray]:
     """Return validated durations and churn flags of one arm."""
     times = np.asarray(durations, dtype=np.float64)
     flags = np.asarray(churned)

@@ -83,9 +83,7 @@ def activity_states(
     labels = np.full(spend.shape, None, dtype=object)
     is_customer = last_active_month >= 0
     labels[is_customer & (months_inactive == 0)] = ACTIVE
-    labels[
-        is_customer & (months_inactive > 0) & (months_inactive < churn_after_inactive_months)
-    ] = LAPSED
+    labels[is_customer & (months_inactive > 0) & (months_inactive < churn_after_inactive_months)] = LAPSED
     labels[is_customer & (months_inactive >= churn_after_inactive_months)] = CHURNED
     return labels
 
@@ -133,13 +131,14 @@ def current_states(state_matrix: npt.ArrayLike | pd.DataFrame) -> np.ndarray:
     labels = np.asarray(state_matrix, dtype=object)
     if labels.ndim != 2:
         raise ValueError("state_matrix must be a 2-D customers x months array")
-    observed = ~pd.isna(labels)
+    observed: npt.NDArray[np.bool_] = ~pd.isna(labels)
     if labels.shape[1] == 0:
         return np.full(labels.shape[0], None, dtype=object)
     months_after_last = np.argmax(observed[:, ::-1], axis=1)
     last_observed = labels.shape[1] - 1 - months_after_last
-    latest = labels[np.arange(labels.shape[0]), last_observed]
-    return np.where(observed.any(axis=1), latest, None)
+    latest: npt.NDArray[np.object_] = labels[np.arange(labels.shape[0]), last_observed]
+    latest[~observed.any(axis=1)] = None
+    return latest
 
 
 # --------------------------------------------------------------------------
@@ -192,21 +191,17 @@ def estimate_transition_matrix(
     from_codes, to_codes = codes[:, :-1].ravel(), codes[:, 1:].ravel()
     both_observed = (from_codes >= 0) & (to_codes >= 0)
     n_states = len(states)
-    counts = np.bincount(
-        from_codes[both_observed] * n_states + to_codes[both_observed], minlength=n_states**2
-    ).reshape(n_states, n_states)
+    counts = np.bincount(from_codes[both_observed] * n_states + to_codes[both_observed], minlength=n_states**2).reshape(
+        n_states, n_states
+    )
 
     pseudo_counts = counts + smoothing
     absorbing = np.isin(states, absorbing_states)
     row_totals = pseudo_counts.sum(axis=1)
     if unseen := [
-        state
-        for state, total, fixed in zip(states, row_totals, absorbing, strict=True)
-        if total == 0 and not fixed
+        state for state, total, fixed in zip(states, row_totals, absorbing, strict=True) if total == 0 and not fixed
     ]:
-        raise ValueError(
-            f"no transitions observed out of {unseen}; add smoothing or drop those states"
-        )
+        raise ValueError(f"no transitions observed out of {unseen}; add smoothing or drop those states")
     with np.errstate(invalid="ignore", divide="ignore"):
         transition_matrix = pseudo_counts / row_totals[:, np.newaxis]
     transition_matrix[absorbing] = np.eye(n_states)[absorbing]
@@ -246,14 +241,12 @@ def expected_margin_per_state(
     return margin_fraction * mean_spend
 
 
-def _state_codes(
-    state_matrix: npt.ArrayLike | pd.DataFrame, states: tuple[str, ...]
-) -> npt.NDArray[np.int64]:
+def _state_codes(state_matrix: npt.ArrayLike | pd.DataFrame, states: tuple[str, ...]) -> npt.NDArray[np.int64]:
     """Map labels to indices into ``states``; unobserved cells become -1, unknown labels raise."""
     labels = np.asarray(state_matrix, dtype=object)
     if labels.ndim != 2:
         raise ValueError("state_matrix must be a 2-D customers x months array")
-    codes = pd.Categorical(labels.ravel(), categories=list(states)).codes.astype(np.int64)
+    codes: npt.NDArray[np.int64] = pd.Categorical(labels.ravel(), categories=list(states)).codes.astype(np.int64)
     unknown = (codes < 0) & ~pd.isna(labels.ravel())
     if unknown.any():
         raise ValueError(f"labels not among the states: {sorted(set(labels.ravel()[unknown]))}")
@@ -317,9 +310,7 @@ def customer_lifetime_values(
     ``current_state_labels`` typically comes from :func:`current_states`;
     customers with no observed state (None) get NaN.
     """
-    codes = _state_codes(
-        np.asarray(current_state_labels, dtype=object)[:, np.newaxis], tuple(states)
-    ).ravel()
+    codes = _state_codes(np.asarray(current_state_labels, dtype=object)[:, np.newaxis], tuple(states)).ravel()
     values = _as_float_array(value_per_state)
     return np.where(codes >= 0, values[np.maximum(codes, 0)], np.nan)
 

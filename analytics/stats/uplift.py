@@ -65,14 +65,16 @@ DEFAULT_CURVE_POINTS = 101
 
 def default_classifier() -> ClassifierMixin:
     """Return the default conversion model: shallow, regularised gradient boosting."""
-    return HistGradientBoostingClassifier(max_iter=150, learning_rate=0.05, max_leaf_nodes=15,
-                                          min_samples_leaf=200, l2_regularization=1.0, random_state=0)
+    return HistGradientBoostingClassifier(
+        max_iter=150, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=200, l2_regularization=1.0, random_state=0
+    )
 
 
 def default_regressor() -> RegressorMixin:
     """Return the default regression model: shallow, regularised gradient boosting."""
-    return HistGradientBoostingRegressor(max_iter=150, learning_rate=0.05, max_leaf_nodes=15,
-                                         min_samples_leaf=200, l2_regularization=1.0, random_state=0)
+    return HistGradientBoostingRegressor(
+        max_iter=150, learning_rate=0.05, max_leaf_nodes=15, min_samples_leaf=200, l2_regularization=1.0, random_state=0
+    )
 
 
 @dataclass(frozen=True)
@@ -97,10 +99,14 @@ class ArmModel:
                 value = treated_value.predict(matrix) - control_value.predict(matrix)
         elif self.method == "x_learner":
             share = self.treated_share
-            conversion = share * self.conversion_models[3].predict(matrix) + (1 - share) * self.conversion_models[2].predict(matrix)
+            conversion = share * self.conversion_models[3].predict(matrix) + (1 - share) * self.conversion_models[
+                2
+            ].predict(matrix)
             value = None
             if self.value_models:
-                value = share * self.value_models[3].predict(matrix) + (1 - share) * self.value_models[2].predict(matrix)
+                value = share * self.value_models[3].predict(matrix) + (1 - share) * self.value_models[2].predict(
+                    matrix
+                )
         else:
             conversion = self.conversion_models[0].predict(matrix)
             value = self.value_models[0].predict(matrix) if self.value_models else None
@@ -110,7 +116,8 @@ class ArmModel:
         """Predict each user's conversion probability without the offer (T- and X-learner only)."""
         if self.method not in ("t_learner", "x_learner"):
             raise ValueError("only the T- and X-learner model the control arm's conversion")
-        return self.conversion_models[1].predict_proba(np.asarray(features, dtype=float))[:, 1]
+        probability: FloatArray = self.conversion_models[1].predict_proba(np.asarray(features, dtype=float))[:, 1]
+        return probability
 
 
 @dataclass(frozen=True)
@@ -130,8 +137,8 @@ class UpliftModel:
         """Predict every user's incremental conversion and value under every treated arm."""
         predictions = [model.predict(features) for model in self.arms]
         conversion = np.column_stack([conversion for conversion, _ in predictions])
-        values = [value for _, value in predictions]
-        value = None if any(item is None for item in values) else np.column_stack(values)
+        values = [value for _, value in predictions if value is not None]
+        value = np.column_stack(values) if len(values) == len(predictions) else None
         return UpliftPrediction(arms=self.arm_names, conversion=conversion, value=value)
 
 
@@ -144,9 +151,9 @@ class UpliftPrediction:
     value: FloatArray | None
 
 
-def _check_inputs(features: npt.ArrayLike, arm: npt.ArrayLike, converted: npt.ArrayLike,
-                  value: npt.ArrayLike | None) -> tuple[FloatArray, npt.NDArray[np.object_], FloatArray,
-                                                       FloatArray | None]:
+def _check_inputs(
+    features: npt.ArrayLike, arm: npt.ArrayLike, converted: npt.ArrayLike, value: npt.ArrayLike | None
+) -> tuple[FloatArray, npt.NDArray[np.object_], FloatArray, FloatArray | None]:
     matrix = np.asarray(features, dtype=float)
     if matrix.ndim != 2:
         raise ValueError("features must be a users x features matrix")
@@ -161,21 +168,34 @@ def _check_inputs(features: npt.ArrayLike, arm: npt.ArrayLike, converted: npt.Ar
     return matrix, labels, outcome, amounts
 
 
-def _fit_arm(method: Method, arm: str, matrix: FloatArray, treated: BoolArray, outcome: FloatArray,
-             amounts: FloatArray | None, classifier: Callable[[], Any], regressor: Callable[[], Any],
-             shares: FloatArray | None = None) -> ArmModel:
+def _fit_arm(
+    method: Method,
+    arm: str,
+    matrix: FloatArray,
+    treated: BoolArray,
+    outcome: FloatArray,
+    amounts: FloatArray | None,
+    classifier: Callable[[], Any],
+    regressor: Callable[[], Any],
+    shares: FloatArray | None = None,
+) -> ArmModel:
     share = float(treated.mean())
     if method == "t_learner":
-        conversion_models = tuple(clone(classifier()).fit(matrix[group], outcome[group])
-                                  for group in (treated, ~treated))
-        value_models = () if amounts is None else tuple(
-            clone(regressor()).fit(matrix[group], amounts[group]) for group in (treated, ~treated))
+        conversion_models = tuple(
+            clone(classifier()).fit(matrix[group], outcome[group]) for group in (treated, ~treated)
+        )
+        value_models = (
+            ()
+            if amounts is None
+            else tuple(clone(regressor()).fit(matrix[group], amounts[group]) for group in (treated, ~treated))
+        )
     elif method == "x_learner":
         if shares is not None:
             share = float(np.mean(shares))
         conversion_models = _x_models(matrix, treated, outcome, classifier, regressor, probability=True)
-        value_models = () if amounts is None else _x_models(matrix, treated, amounts, regressor, regressor,
-                                                            probability=False)
+        value_models = (
+            () if amounts is None else _x_models(matrix, treated, amounts, regressor, regressor, probability=False)
+        )
     else:
         # Inverse-probability weights of the known random assignment make z unbiased for the uplift;
         # pooled experiments with different holdout shares each bring their own probability.
@@ -183,18 +203,26 @@ def _fit_arm(method: Method, arm: str, matrix: FloatArray, treated: BoolArray, o
         weight = (treated.astype(float) - p) / (p * (1.0 - p))
         conversion_models = (clone(regressor()).fit(matrix, outcome * weight),)
         value_models = () if amounts is None else (clone(regressor()).fit(matrix, amounts * weight),)
-    return ArmModel(arm=arm, method=method, treated_share=share, conversion_models=conversion_models,
-                    value_models=value_models)
+    return ArmModel(
+        arm=arm, method=method, treated_share=share, conversion_models=conversion_models, value_models=value_models
+    )
 
 
-def _x_models(matrix: FloatArray, treated: BoolArray, outcome: FloatArray, first: Callable[[], Any],
-              second: Callable[[], Any], probability: bool) -> tuple[Any, ...]:
+def _x_models(
+    matrix: FloatArray,
+    treated: BoolArray,
+    outcome: FloatArray,
+    first: Callable[[], Any],
+    second: Callable[[], Any],
+    probability: bool,
+) -> tuple[Any, ...]:
     """Fit the X-learner's outcome models per group, then its effect models on the imputed effects."""
     mu1 = clone(first()).fit(matrix[treated], outcome[treated])
     mu0 = clone(first()).fit(matrix[~treated], outcome[~treated])
 
     def predict(model: Any, rows: BoolArray) -> FloatArray:
-        return model.predict_proba(matrix[rows])[:, 1] if probability else model.predict(matrix[rows])
+        predicted: FloatArray = model.predict_proba(matrix[rows])[:, 1] if probability else model.predict(matrix[rows])
+        return predicted
 
     tau1 = clone(second()).fit(matrix[treated], outcome[treated] - predict(mu0, treated))
     tau0 = clone(second()).fit(matrix[~treated], predict(mu1, ~treated) - outcome[~treated])
@@ -241,9 +269,19 @@ def fit_uplift(
     models = []
     for name in arms:
         pair = is_control | (labels == name)
-        models.append(_fit_arm(method, name, matrix[pair], (labels[pair] == name), outcome[pair],
-                               None if amounts is None else amounts[pair], classifier, regressor,
-                               None if shares is None else shares[pair]))
+        models.append(
+            _fit_arm(
+                method,
+                name,
+                matrix[pair],
+                (labels[pair] == name),
+                outcome[pair],
+                None if amounts is None else amounts[pair],
+                classifier,
+                regressor,
+                None if shares is None else shares[pair],
+            )
+        )
     return UpliftModel(method=method, control=str(control), arms=tuple(models))
 
 
@@ -307,11 +345,19 @@ def uplift_curves(
     qini_area = float(np.trapezoid(qini, fraction))
     auuc_random = float(uplift[-1]) / 2.0
     return UpliftCurves(
-        users=users, users_treated=int(is_treated.sum()), users_control=int((~is_treated).sum()),
-        fraction=tuple(fraction.tolist()), qini=tuple(qini.tolist()), uplift=tuple(uplift.tolist()),
-        random_qini=tuple(random_qini.tolist()), random_uplift=tuple(random_uplift.tolist()),
-        auuc=auuc, auuc_random=auuc_random, auuc_lift=auuc - auuc_random,
-        qini_area=qini_area, qini_coefficient=qini_area - float(qini[-1]) / 2.0,
+        users=users,
+        users_treated=int(is_treated.sum()),
+        users_control=int((~is_treated).sum()),
+        fraction=tuple(fraction.tolist()),
+        qini=tuple(qini.tolist()),
+        uplift=tuple(uplift.tolist()),
+        random_qini=tuple(random_qini.tolist()),
+        random_uplift=tuple(random_uplift.tolist()),
+        auuc=auuc,
+        auuc_random=auuc_random,
+        auuc_lift=auuc - auuc_random,
+        qini_area=qini_area,
+        qini_coefficient=qini_area - float(qini[-1]) / 2.0,
     )
 
 

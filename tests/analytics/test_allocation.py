@@ -81,7 +81,8 @@ def test_reported_spend_and_value_match_the_choice():
     assert json.loads(json.dumps(allocation.to_dict()))["spend"] == str(allocation.spend)
     names = [f"offer-{offer}" for offer in range(len(costs))]
     assert allocation_summary(allocation, names) == {
-        name: sum(offer == index for _, offer in chosen) for index, name in enumerate(names)}
+        name: sum(offer == index for _, offer in chosen) for index, name in enumerate(names)
+    }
 
 
 def test_an_ample_budget_gives_every_user_their_best_positive_offer_and_nothing_negative():

@@ -55,9 +55,7 @@ def cdnow_directory() -> Path:
         pytest.skip(f"CDNOW sample data not installed; run `{CDNOW_INSTALL_HINT}`")
     directory = Path(str(distribution.locate_file("lifetimes/datasets")))
     if not (directory / "CDNOW_sample.txt").is_file():
-        pytest.skip(
-            f"installed {CDNOW_DATA_PACKAGE} lacks its CDNOW files; run `{CDNOW_INSTALL_HINT}`"
-        )
+        pytest.skip(f"installed {CDNOW_DATA_PACKAGE} lacks its CDNOW files; run `{CDNOW_INSTALL_HINT}`")
     return directory
 
 
@@ -69,9 +67,7 @@ def cdnow_summary(cdnow_directory: Path) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def cdnow_bgnbd_fit(cdnow_summary: pd.DataFrame) -> BgNbdFit:
-    return fit_bgnbd(
-        frequency=cdnow_summary["x"], recency=cdnow_summary["t_x"], age=cdnow_summary["T"]
-    )
+    return fit_bgnbd(frequency=cdnow_summary["x"], recency=cdnow_summary["t_x"], age=cdnow_summary["T"])
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +99,7 @@ def test_summary_from_cdnow_log_reproduces_hardies_calibration_summary(
     np.testing.assert_allclose(summary.recency, published["t_x"], atol=0.005)
     np.testing.assert_allclose(summary.age, published["T"], atol=0.005)
     has_repeats = summary.frequency > 0
-    np.testing.assert_allclose(
-        summary.average_repeat_spend[has_repeats], published["zbar"][has_repeats], atol=0.005
-    )
+    np.testing.assert_allclose(summary.average_repeat_spend[has_repeats], published["zbar"][has_repeats], atol=0.005)
     assert np.isnan(summary.average_repeat_spend[~has_repeats]).all()
 
 
@@ -119,8 +113,7 @@ def test_bgnbd_fit_reproduces_published_cdnow_estimates(cdnow_bgnbd_fit: BgNbdFi
     assert fit.log_likelihood == pytest.approx(PUBLISHED_BGNBD_LOG_LIKELIHOOD, abs=0.1)
     assert fit.standard_error_note == ""
     assert all(
-        0 < se < estimate
-        for se, estimate in zip(astuple(fit.standard_errors), astuple(fit.parameters), strict=True)
+        0 < se < estimate for se, estimate in zip(astuple(fit.standard_errors), astuple(fit.parameters), strict=True)
     )
 
 
@@ -168,9 +161,7 @@ def test_expectations_match_hardies_bgnbd_spreadsheet(cdnow_bgnbd_fit: BgNbdFit)
     # The sheet's 78-week value is 1.8576 while the converged 2F1 gives 1.8580;
     # summing its series for only ~150 terms at z = 0.95 reproduces the sheet,
     # so allow for that truncation there.
-    assert expected_purchases_new_customer(fit.parameters, horizon_weeks=78.0) == pytest.approx(
-        1.8576, abs=5e-4
-    )
+    assert expected_purchases_new_customer(fit.parameters, horizon_weeks=78.0) == pytest.approx(1.8576, abs=5e-4)
     conditional = expected_purchases_conditional(
         fit.parameters, horizon_weeks=39, frequency=2, recency=30.43, age=38.86
     )
@@ -183,17 +174,13 @@ def test_gamma_gamma_fit_reproduces_published_cdnow_estimates(cdnow_summary: pd.
     assert fit.converged, fit.optimizer_message
     assert fit.n_customers == 946
     # Published to two decimals: agree within one unit of the last digit.
-    for estimate, published in zip(
-        astuple(fit.parameters), astuple(PUBLISHED_GAMMA_GAMMA), strict=True
-    ):
+    for estimate, published in zip(astuple(fit.parameters), astuple(PUBLISHED_GAMMA_GAMMA), strict=True):
         assert estimate == pytest.approx(published, abs=1e-2)
 
     # Hardie's Gamma-Gamma spreadsheet, first ten CDNOW customers, in dollars.
     first_ten = cdnow_summary.head(10)
     spreadsheet = [24.65, 18.91, 35.17, 35.17, 35.17, 71.46, 18.91, 35.17, 27.28, 35.17]
-    expected = expected_average_spend(
-        fit.parameters, frequency=first_ten["x"], average_repeat_spend=first_ten["zbar"]
-    )
+    expected = expected_average_spend(fit.parameters, frequency=first_ten["x"], average_repeat_spend=first_ten["zbar"])
     np.testing.assert_allclose(expected, spreadsheet, atol=0.01)
 
 
@@ -239,9 +226,7 @@ def simulate_bgnbd_purchases(
     return np.concatenate(buyers_by_round), np.concatenate(weeks_by_round), dropped_at
 
 
-def summarise_simulated(
-    customers: np.ndarray, weeks: np.ndarray, ages: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def summarise_simulated(customers: np.ndarray, weeks: np.ndarray, ages: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return (x, t_x) for purchases up to each customer's age."""
     observed = weeks <= ages[customers]
     frequency = np.bincount(customers[observed], minlength=len(ages)).astype(float)
@@ -278,17 +263,13 @@ def test_predictions_are_unbiased_on_simulated_customers() -> None:
     rng = np.random.default_rng(20050102)
     holdout_weeks = 39.0
     ages = rng.uniform(*SIMULATED_AGE_RANGE, size=50_000)
-    customers, weeks, dropped_at = simulate_bgnbd_purchases(
-        rng, SIMULATED_BGNBD, ages + holdout_weeks
-    )
+    customers, weeks, dropped_at = simulate_bgnbd_purchases(rng, SIMULATED_BGNBD, ages + holdout_weeks)
     frequency, recency = summarise_simulated(customers, weeks, ages)
     in_holdout = weeks > ages[customers]
     holdout_purchases = np.bincount(customers[in_holdout], minlength=len(ages))
     history = {"frequency": frequency, "recency": recency, "age": ages}
 
-    assert_mean_residual_is_noise(
-        frequency, expected_purchases_new_customer(SIMULATED_BGNBD, horizon_weeks=ages)
-    )
+    assert_mean_residual_is_noise(frequency, expected_purchases_new_customer(SIMULATED_BGNBD, horizon_weeks=ages))
     assert_mean_residual_is_noise(dropped_at > ages, probability_alive(SIMULATED_BGNBD, **history))
     assert_mean_residual_is_noise(
         holdout_purchases,
@@ -351,9 +332,7 @@ def test_customer_lifetime_value_matches_simulated_discounted_margin() -> None:
     nu = rng.gamma(SIMULATED_GAMMA_GAMMA.q, 1 / SIMULATED_GAMMA_GAMMA.v, len(ages))
     values = rng.gamma(SIMULATED_GAMMA_GAMMA.p, 1 / nu[customers])
     in_calibration = weeks <= ages[customers]
-    calibration_spend = np.bincount(
-        customers[in_calibration], weights=values[in_calibration], minlength=len(ages)
-    )
+    calibration_spend = np.bincount(customers[in_calibration], weights=values[in_calibration], minlength=len(ages))
     with np.errstate(invalid="ignore"):
         average_spend = calibration_spend / frequency
 
@@ -361,9 +340,7 @@ def test_customer_lifetime_value_matches_simulated_discounted_margin() -> None:
     future = ~in_calibration
     weeks_ahead = np.ceil(weeks[future] - ages[customers[future]])
     discount = (1 + annual_discount_rate) ** (-weeks_ahead / 52)
-    realised = np.bincount(
-        customers[future], weights=margin_fraction * values[future] * discount, minlength=len(ages)
-    )
+    realised = np.bincount(customers[future], weights=margin_fraction * values[future] * discount, minlength=len(ages))
 
     predicted = customer_lifetime_value(
         SIMULATED_BGNBD,
@@ -407,10 +384,7 @@ def test_analytic_gradient_matches_finite_differences(log_likelihood, parameters
     _, gradient = log_likelihood(parameters, *data)
     step = 1e-6
     numerical = [
-        (
-            log_likelihood(parameters + step * unit, *data)[0]
-            - log_likelihood(parameters - step * unit, *data)[0]
-        )
+        (log_likelihood(parameters + step * unit, *data)[0] - log_likelihood(parameters - step * unit, *data)[0])
         / (2 * step)
         for unit in np.eye(len(parameters))
     ]
@@ -424,29 +398,15 @@ def test_conditional_expectation_agrees_with_the_papers_untransformed_formula() 
     paper = (
         (a + b + x - 1)
         / (a - 1)
-        * (
-            1
-            - ((alpha + age) / (alpha + age + horizon)) ** (r + x)
-            * hyp2f1(r + x, b + x, a + b + x - 1, z)
-        )
-        / (
-            1
-            + (x > 0)
-            * a
-            / np.maximum(b + x - 1, 1e-12)
-            * ((alpha + age) / (alpha + t_x)) ** (r + x)
-        )
+        * (1 - ((alpha + age) / (alpha + age + horizon)) ** (r + x) * hyp2f1(r + x, b + x, a + b + x - 1, z))
+        / (1 + (x > 0) * a / np.maximum(b + x - 1, 1e-12) * ((alpha + age) / (alpha + t_x)) ** (r + x))
     )
-    ours = expected_purchases_conditional(
-        PUBLISHED_BGNBD, horizon_weeks=horizon, frequency=x, recency=t_x, age=age
-    )
+    ours = expected_purchases_conditional(PUBLISHED_BGNBD, horizon_weeks=horizon, frequency=x, recency=t_x, age=age)
     np.testing.assert_allclose(ours, paper, rtol=1e-10)
 
 
 def test_heavy_buyer_expectation_stays_finite() -> None:
-    expected = expected_purchases_conditional(
-        PUBLISHED_BGNBD, horizon_weeks=52, frequency=400, recency=38.8, age=38.86
-    )
+    expected = expected_purchases_conditional(PUBLISHED_BGNBD, horizon_weeks=52, frequency=400, recency=38.8, age=38.86)
     # An alive customer buys at the posterior mean rate (r + x) / (alpha + T);
     # possible drop-out can only lower that, and after 400 purchases not by much.
     r, alpha, _, _ = astuple(PUBLISHED_BGNBD)
@@ -488,9 +448,7 @@ def test_summarise_transactions_merges_days_and_cuts_at_the_observation_end() ->
         ],
         columns=["customer", "at", "amount"],
     )
-    summary = summarise_transactions(
-        log["customer"], log["at"], observation_end="2024-01-29", amounts=log["amount"]
-    )
+    summary = summarise_transactions(log["customer"], log["at"], observation_end="2024-01-29", amounts=log["amount"])
 
     assert list(summary.customer_ids) == ["alice", "bob"]
     np.testing.assert_array_equal(summary.frequency, [2, 0])
@@ -502,9 +460,7 @@ def test_summarise_transactions_merges_days_and_cuts_at_the_observation_end() ->
 def test_summarise_transactions_uses_local_calendar_days() -> None:
     # 23:30 and 00:30 Shanghai time are different days, though the same UTC day.
     purchased_at = (
-        pd.to_datetime(["2024-03-01 15:30", "2024-03-01 16:30"])
-        .tz_localize("UTC")
-        .tz_convert("Asia/Shanghai")
+        pd.to_datetime(["2024-03-01 15:30", "2024-03-01 16:30"]).tz_localize("UTC").tz_convert("Asia/Shanghai")
     )
     summary = summarise_transactions(["c1", "c1"], purchased_at, observation_end="2024-03-09")
     np.testing.assert_array_equal(summary.frequency, [1])
@@ -562,9 +518,7 @@ def test_customer_lifetime_value_discounts_a_period_at_its_end() -> None:
         period_weeks=13,
     )
     purchases = expected_purchases_conditional(PUBLISHED_BGNBD, horizon_weeks=13, **history)
-    spend = expected_average_spend(
-        PUBLISHED_GAMMA_GAMMA, frequency=[3.0], average_repeat_spend=[40.0]
-    )
+    spend = expected_average_spend(PUBLISHED_GAMMA_GAMMA, frequency=[3.0], average_repeat_spend=[40.0])
     np.testing.assert_allclose(one_period, 0.5 * purchases * spend / 1.1 ** (13 / 52), rtol=1e-12)
     with pytest.raises(ValueError, match="whole number of periods"):
         customer_lifetime_value(
@@ -580,9 +534,7 @@ def test_customer_lifetime_value_discounts_a_period_at_its_end() -> None:
 
 
 def test_expected_average_spend_shrinks_towards_population_mean() -> None:
-    population_mean = (
-        PUBLISHED_GAMMA_GAMMA.p * PUBLISHED_GAMMA_GAMMA.v / (PUBLISHED_GAMMA_GAMMA.q - 1)
-    )
+    population_mean = PUBLISHED_GAMMA_GAMMA.p * PUBLISHED_GAMMA_GAMMA.v / (PUBLISHED_GAMMA_GAMMA.q - 1)
     expected = expected_average_spend(
         PUBLISHED_GAMMA_GAMMA,
         frequency=[0, 1, 1000],

@@ -39,9 +39,7 @@ def _json_round_trip(data: dict) -> dict:
     return json.loads(json.dumps(data, allow_nan=False))
 
 
-def _zero_inflated_lognormal(
-    rng: np.random.Generator, conversion: float, size: tuple[int, ...] | int
-) -> np.ndarray:
+def _zero_inflated_lognormal(rng: np.random.Generator, conversion: float, size: tuple[int, ...] | int) -> np.ndarray:
     """Return revenue per user: a lognormal basket for buyers, zero for everyone else."""
     return rng.binomial(1, conversion, size) * rng.lognormal(LOG_MEAN, LOG_SIGMA, size)
 
@@ -241,9 +239,7 @@ def test_welch_matches_scipy_ttest_ind_unequal_variances():
     reference_interval = reference.confidence_interval(0.95)
 
     lower, upper = welch_interval(treated, control)
-    assert (float(lower), float(upper)) == pytest.approx(
-        (reference_interval.low, reference_interval.high), rel=1e-10
-    )
+    assert (float(lower), float(upper)) == pytest.approx((reference_interval.low, reference_interval.high), rel=1e-10)
 
     result = revenue_uplift(treated, control, resamples=200)
     assert result.t == pytest.approx(reference.statistic, rel=1e-10)
@@ -371,9 +367,7 @@ def test_revenue_with_no_spread_is_json_safe():
 
 
 def _uplift_pair(treated_revenue, control_revenue, treated_conversions, control_conversions):
-    conversion = conversion_uplift(
-        treated_conversions, len(treated_revenue), control_conversions, len(control_revenue)
-    )
+    conversion = conversion_uplift(treated_conversions, len(treated_revenue), control_conversions, len(control_revenue))
     return conversion, revenue_uplift(treated_revenue, control_revenue, resamples=200)
 
 
@@ -479,7 +473,7 @@ def test_kaplan_meier_by_hand():
     assert second.survival == pytest.approx((1, 3 / 4, 1 / 2, 1 / 2, 0))
     assert second.at_risk == (4, 4, 3, 2, 1)
     assert (first.median_time, second.median_time) == (2.0, 3.0)
-    assert all(low <= s <= high for low, s, high in zip(first.lower, first.survival, first.upper))
+    assert all(low <= s <= high for low, s, high in zip(first.lower, first.survival, first.upper, strict=True))
 
 
 def test_log_rank_by_hand_and_against_lifelines():
@@ -496,9 +490,7 @@ def test_log_rank_by_hand_and_against_lifelines():
     by_hand = float((observed - expected) ** 2 / variance)
 
     result = retention_comparison(TINY_DURATIONS, TINY_CHURNED).log_rank
-    direct = logrank_test(
-        TINY_DURATIONS["a"], TINY_DURATIONS["b"], TINY_CHURNED["a"], TINY_CHURNED["b"]
-    )
+    direct = logrank_test(TINY_DURATIONS["a"], TINY_DURATIONS["b"], TINY_CHURNED["a"], TINY_CHURNED["b"])
     assert result.statistic == pytest.approx(by_hand, rel=1e-12)
     assert result.statistic == pytest.approx(direct.test_statistic, rel=1e-12)
     assert result.p_value == pytest.approx(stats.chi2.sf(by_hand, 1), rel=1e-9)
@@ -514,9 +506,9 @@ def test_retention_with_three_arms_uses_the_multivariate_log_rank_and_is_json_sa
         churned[arm] = (times < 60.0).tolist()
     result = retention_comparison(durations, churned)
     direct = multivariate_logrank_test(
-        sum(durations.values(), []),
-        sum(([arm] * 200 for arm in durations), []),
-        sum(churned.values(), []),
+        [duration for arm_durations in durations.values() for duration in arm_durations],
+        [arm for arm in durations for _ in range(200)],
+        [flag for arm_churned in churned.values() for flag in arm_churned],
     )
     assert result.log_rank.statistic == pytest.approx(direct.test_statistic, rel=1e-10)
     assert result.log_rank.degrees_of_freedom == 2
@@ -533,7 +525,10 @@ def test_retention_with_three_arms_uses_the_multivariate_log_rank_and_is_json_sa
 def _simulated_arm(rng: np.random.Generator, users: int, conversion: float, cost: str) -> ArmData:
     converted = rng.random(users) < conversion
     baskets = np.round(rng.lognormal(LOG_MEAN, LOG_SIGMA, users), 2)
-    revenue = [Decimal(repr(float(amount))) if bought else Decimal("0") for amount, bought in zip(baskets, converted)]
+    revenue = [
+        Decimal(repr(float(amount))) if bought else Decimal("0")
+        for amount, bought in zip(baskets, converted, strict=True)
+    ]
     return ArmData(users=users, conversions=int(converted.sum()), revenue=revenue, cost=Decimal(cost))
 
 
@@ -545,9 +540,7 @@ def test_compare_arms_compares_each_treated_arm_with_the_control():
         "email": _simulated_arm(rng, 6000, planted["email"], "1500"),
         "sms": _simulated_arm(rng, 6000, planted["sms"], "0"),
     }
-    evaluation = compare_arms(
-        arms, "control", configured_shares={"control": 1, "email": 1, "sms": 1}, resamples=400
-    )
+    evaluation = compare_arms(arms, "control", configured_shares={"control": 1, "email": 1, "sms": 1}, resamples=400)
     assert [comparison.arm for comparison in evaluation.comparisons] == ["email", "sms"]
     assert not evaluation.sample_ratio.mismatch
     assert evaluation.retention is None
@@ -563,9 +556,7 @@ def test_compare_arms_compares_each_treated_arm_with_the_control():
     data = _json_round_trip(evaluation.to_dict())
     assert data["comparisons"][0]["campaign_return"]["cost"] == "1500.00"
 
-    reordered = compare_arms(
-        {name: arms[name] for name in ("sms", "control", "email")}, "control", resamples=400
-    )
+    reordered = compare_arms({name: arms[name] for name in ("sms", "control", "email")}, "control", resamples=400)
     by_arm = {comparison.arm: comparison for comparison in reordered.comparisons}
     assert by_arm["email"].revenue == evaluation.comparisons[0].revenue
 

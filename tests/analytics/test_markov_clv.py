@@ -70,21 +70,13 @@ def test_two_state_value_has_the_textbook_retention_closed_form() -> None:
     transition = [[retention, 1 - retention], [0.0, 1.0]]
     q = retention / (1 + monthly_rate)
 
-    forever = state_lifetime_values(
-        transition, [margin, 0.0], annual_discount_rate=annual_rate, horizon_months=None
-    )
-    np.testing.assert_allclose(
-        forever, [margin * retention / (1 + monthly_rate - retention), 0.0], rtol=1e-12
-    )
+    forever = state_lifetime_values(transition, [margin, 0.0], annual_discount_rate=annual_rate, horizon_months=None)
+    np.testing.assert_allclose(forever, [margin * retention / (1 + monthly_rate - retention), 0.0], rtol=1e-12)
 
-    two_years = state_lifetime_values(
-        transition, [margin, 0.0], annual_discount_rate=annual_rate, horizon_months=24
-    )
+    two_years = state_lifetime_values(transition, [margin, 0.0], annual_discount_rate=annual_rate, horizon_months=24)
     np.testing.assert_allclose(two_years, [margin * q * (1 - q**24) / (1 - q), 0.0], rtol=1e-12)
 
-    undiscounted = state_lifetime_values(
-        transition, [margin, 0.0], annual_discount_rate=0.0, horizon_months=3
-    )
+    undiscounted = state_lifetime_values(transition, [margin, 0.0], annual_discount_rate=0.0, horizon_months=3)
     np.testing.assert_allclose(undiscounted, [margin * (0.8 + 0.64 + 0.512), 0.0], rtol=1e-12)
 
 
@@ -95,9 +87,7 @@ def test_long_finite_horizon_converges_to_the_infinite_one() -> None:
     infinite = state_lifetime_values(TRUE_TRANSITIONS, margin, horizon_months=None, **kwargs)
     np.testing.assert_allclose(finite, infinite, rtol=1e-9)
     with pytest.raises(ValueError, match="positive discount rate"):
-        state_lifetime_values(
-            TRUE_TRANSITIONS, margin, annual_discount_rate=0.0, horizon_months=None
-        )
+        state_lifetime_values(TRUE_TRANSITIONS, margin, annual_discount_rate=0.0, horizon_months=None)
 
 
 def test_activity_states_follow_the_documented_thresholds() -> None:
@@ -116,9 +106,7 @@ def test_activity_states_follow_the_documented_thresholds() -> None:
 
 def test_activity_states_accept_decimal_and_missing_spend() -> None:
     spend = np.array([[Decimal("0.00"), Decimal("12.30"), None]], dtype=object)
-    assert activity_states(spend, churn_after_inactive_months=1).tolist() == [
-        [None, "active", "churned"]
-    ]
+    assert activity_states(spend, churn_after_inactive_months=1).tolist() == [[None, "active", "churned"]]
 
 
 def test_counts_smoothing_and_absorbing_rows_by_hand() -> None:
@@ -128,15 +116,11 @@ def test_counts_smoothing_and_absorbing_rows_by_hand() -> None:
     ]
     plain = estimate_transition_matrix(labels, states=STATES)
     np.testing.assert_array_equal(plain.transition_counts, [[1, 2, 0], [1, 0, 1], [1, 0, 0]])
-    np.testing.assert_allclose(
-        plain.transition_matrix, [[1 / 3, 2 / 3, 0], [0.5, 0, 0.5], [0, 0, 1]]
-    )
+    np.testing.assert_allclose(plain.transition_matrix, [[1 / 3, 2 / 3, 0], [0.5, 0, 0.5], [0, 0, 1]])
     assert plain.ignored_exits_from_absorbing == 1
 
     laplace = estimate_transition_matrix(labels, states=STATES, smoothing=1.0)
-    np.testing.assert_allclose(
-        laplace.transition_matrix, [[2 / 6, 3 / 6, 1 / 6], [2 / 5, 1 / 5, 2 / 5], [0, 0, 1]]
-    )
+    np.testing.assert_allclose(laplace.transition_matrix, [[2 / 6, 3 / 6, 1 / 6], [2 / 5, 1 / 5, 2 / 5], [0, 0, 1]])
 
     comebacks_allowed = estimate_transition_matrix(labels, states=STATES, absorbing_states=())
     np.testing.assert_allclose(comebacks_allowed.transition_matrix[2], [1, 0, 0])
@@ -177,13 +161,9 @@ def test_customer_values_from_spend_end_to_end() -> None:
     labels = activity_states(monthly_spend, churn_after_inactive_months=3)
     model = estimate_transition_matrix(labels, states=STATES, smoothing=1.0)
     margin = expected_margin_per_state(labels, monthly_spend, states=STATES, margin_fraction=0.25)
-    np.testing.assert_allclose(
-        margin, [0.25 * np.mean([100, 120, 80, 90, 110, 60, 50, 70]), 0.0, 0.0]
-    )
+    np.testing.assert_allclose(margin, [0.25 * np.mean([100, 120, 80, 90, 110, 60, 50, 70]), 0.0, 0.0])
 
-    by_state = state_lifetime_values(
-        model.transition_matrix, margin, annual_discount_rate=0.1, horizon_months=12
-    )
+    by_state = state_lifetime_values(model.transition_matrix, margin, annual_discount_rate=0.1, horizon_months=12)
     values = customer_lifetime_values(current_states(labels), by_state, states=STATES)
 
     assert values[0] == pytest.approx(by_state[0])  # active now
