@@ -23,8 +23,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from analytics.selectors import condition_registry, sql_columns, user_frame, user_id_ranges
-from campaigns.conditions import (AnyOf, ConditionError, SqlFragment, compile_sql, evaluate_table, referenced_fields,
-                                  validate)
+from campaigns.rules import (AnyOf, ConditionError, SqlFragment, compile_sql, evaluate_table, referenced_fields,
+                             validate)
 from crossmkt_site.bulk import bulk_insert_frame
 from crossmkt_site.errors import ApplicationError
 from crossmkt_site.groups import results_as_they_finish
