@@ -5,8 +5,8 @@ from django.utils.translation import gettext_lazy as _
 
 from analytics.selectors import condition_registry
 
-from .conditions import ConditionError, render, to_json, validate_text
 from .models import Rule
+from .rules import ConditionError, render, to_json, validate_text
 
 
 class RuleForm(forms.ModelForm):

@@ -51,7 +51,7 @@ from analytics.selectors import user_frame
 from analytics.services.registry import model_run_active, model_run_artifact
 from analytics.services.uplift import UpliftBundle, package_name, rule_packages, uplift_features
 from analytics.stats.allocation import allocate_offers, choose_at_multiplier
-from campaigns.conditions import evaluate_table
+from campaigns.rules import evaluate_table
 from crossmkt_site.errors import ApplicationError
 from crossmkt_site.money import ZERO
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analytics.selectors import condition_registry, sql_columns, user_frame, user_id_ranges
-from campaigns.conditions import (AnyOf, Condition, ConditionError, Registry, SqlFragment, compile_sql, evaluate_table,
+from campaigns.rules import (AnyOf, Condition, ConditionError, Registry, SqlFragment, compile_sql, evaluate_table,
                                   referenced_fields, validate)
 from crossmkt_site.errors import ApplicationError
 

@@ -3,7 +3,7 @@
 import pytest
 from django.utils import timezone
 
-from campaigns.conditions import to_json, validate_text
+from campaigns.rules import to_json, validate_text
 
 DATABASE_USERS = 1_500
 SEED = 11
