@@ -10,6 +10,7 @@ from .models import (
     Bundle, Campaign, CampaignAssignment, Course, Deal, DealGrant, Film, Offer, Partner, PartnerApiKey, RedemptionEntry, Rule,
     SettlementLine, SettlementStatement, StockItem, WebhookAttempt, WebhookDelivery,
 )
+from crossmkt_site.admin_mixins import ReadOnlyAdminMixin
 from crossmkt_site.errors import ApplicationError
 
 from .forms import RuleForm
@@ -19,19 +20,6 @@ from .services.settlement import (
     SettlementSheet, deal_zone, period_last_closed, render_csv, settlement_correct, settlement_issue,
 )
 from .services.webhooks import webhook_redeliver
-
-
-class ReadOnlyAdminMixin:
-    """Show rows without letting anyone add, change or delete them (ledgers and logs)."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class ApiKeyInline(ReadOnlyAdminMixin, admin.TabularInline):
