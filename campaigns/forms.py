@@ -3,10 +3,9 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from analytics.selectors import condition_registry
-
 from .conditions import ConditionError, render, to_json, validate_text
 from .models import Rule
+from .rule_fields import condition_registry
 
 
 class RuleForm(forms.ModelForm):

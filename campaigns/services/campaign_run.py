@@ -22,7 +22,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from analytics.selectors import condition_registry, sql_columns, user_frame, user_id_ranges
+from analytics.selectors import sql_columns, user_frame, user_id_ranges
 from campaigns.conditions import (AnyOf, ConditionError, SqlFragment, compile_sql, evaluate_table, referenced_fields,
                                   validate)
 from crossmkt_site.bulk import bulk_insert_frame
@@ -32,6 +32,7 @@ from crossmkt_site.money import ZERO
 
 from ..models import Campaign, CampaignAssignment, Offer, Rule
 from ..models.offers import CODE_ALPHABET, CODE_LENGTH
+from ..rule_fields import condition_registry, item_category_sources
 from .stock import stock_assign, stock_hold
 from .webhooks import webhook_offers_issued
 
@@ -176,7 +177,7 @@ def _load_chunk(plans: list[RulePlan], id_range: tuple[int, int], as_of: datetim
     """
     fields = sorted({name for plan in plans for name in plan.fields})
     return user_frame(fields, as_of=as_of, id_range=id_range, reachable_only=True,
-                      where=_chunk_filter(plans, unassigned_in, id_range))
+                      where=_chunk_filter(plans, unassigned_in, id_range), item_categories=item_category_sources())
 
 
 def _chunk_filter(plans: list[RulePlan], unassigned_in: Campaign | None, id_range: tuple[int, int]) -> SqlFragment | None:
