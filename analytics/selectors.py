@@ -26,7 +26,7 @@ CHURN_BANDS = ("low", "medium", "high")
 
 @dataclass(frozen=True)
 class UserField:
-    """Describe a user field: its type ("number", "category" or "bool"), meaning, allowed values and where it comes from."""
+    """Describe a user field: its type ("number", "category" or "bool"), meaning, allowed values and source."""
 
     type: str
     description: str
@@ -80,11 +80,14 @@ USER_FIELDS: dict[str, UserField] = {
     "recency_days": _number("days since the last purchase", None, ("last_purchase_at",)),
     "tenure_days": _number("days since sign-up (or the first event)", None, ("signed_up_at", "first_event_at")),
     "frequency": _number("repeat purchase days (distinct purchase days − 1)", None, ("purchase_days",)),
-    "is_member": UserField("bool", "has a running membership", None, ("membership_started_at", "membership_cancelled_at")),
+    "is_member": UserField("bool", "has a running membership", None,
+                           ("membership_started_at", "membership_cancelled_at")),
 }
 _TIME_FIELDS = {name for name, field in USER_FIELDS.items() if name.endswith("_at")}
 # The fields a rule condition may name: every user field but the raw times.
-CONDITION_FIELDS: dict[str, UserField] = {name: field for name, field in USER_FIELDS.items() if name not in _TIME_FIELDS}
+CONDITION_FIELDS: dict[str, UserField] = {
+    name: field for name, field in USER_FIELDS.items() if name not in _TIME_FIELDS
+}
 
 
 @dataclass(frozen=True)

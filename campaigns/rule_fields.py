@@ -32,5 +32,6 @@ def condition_registry() -> dict[str, FieldSpec]:
     for prefix, count in CATEGORY_COUNTS.items():
         model, _ = _ITEM_TABLES[count.event_kind]
         for category in model.objects.values_list("category", flat=True).distinct():
-            registry[f"{prefix}{category}"] = FieldSpec("number", description=count.description.format(category=category))
+            description = count.description.format(category=category)
+            registry[f"{prefix}{category}"] = FieldSpec("number", description=description)
     return registry

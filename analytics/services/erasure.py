@@ -31,7 +31,7 @@ PERSONAL_FIELDS = ("age", "education", "occupation", "gender", "acquisition_chan
 
 
 def enduser_lock_erasable(*, partner_id: int, external_id: str) -> EndUser:
-    """Return one of the partner's own users, locked for erasure; anyone else's user is a 404. Call inside a transaction."""
+    """Return one of the partner's own users, locked for erasure (inside a transaction); anyone else's is a 404."""
     user = None
     if len(external_id) <= EndUser._meta.get_field("external_id").max_length and "\x00" not in external_id:
         user = (

@@ -136,13 +136,14 @@ class Experiment:
 
 
 def experiment_rows(experiments: Iterable[Experiment], *, skipped: Sequence[str] = ()) -> ExperimentRows:
-    """Collect the training rows of these experiments, features included; ``skipped`` says which were left out and why."""
+    """Collect the training rows of these experiments, features included; ``skipped`` says which were left out."""
     frames, feature_frames, sources = [], [], []
     for experiment in experiments:
         rows = experiment.rows.assign(experiment=experiment.name).reset_index(drop=True)
         rows["converted"] = rows["converted"].astype(float)
         rows["revenue"] = rows["revenue"].astype(float)
-        feature_frames.append(uplift_features(rows["user_id"].to_numpy(), as_of=experiment.as_of).reset_index(drop=True))
+        features = uplift_features(rows["user_id"].to_numpy(), as_of=experiment.as_of)
+        feature_frames.append(features.reset_index(drop=True))
         frames.append(rows)
         sources.append({
             "campaign": experiment.name, "kind": experiment.kind, "as_of": experiment.as_of.isoformat(),

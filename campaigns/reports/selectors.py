@@ -80,7 +80,7 @@ def campaign_arm_costs(campaign: Campaign) -> dict[str, Decimal]:
 
 
 def campaign_funnel(campaign: Campaign, frame: pd.DataFrame) -> dict[str, int]:
-    """Count the campaign's funnel: users in the frame by arm, then its offers issued, delivered, redeemed, converted."""
+    """Count the campaign's funnel: users by arm, then offers issued, delivered and redeemed, and conversions."""
     offers = Offer.objects.filter(campaign=campaign)
     treated = frame[frame["arm"] != HOLDOUT] if not frame.empty else frame
     return {

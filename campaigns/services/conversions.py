@@ -15,7 +15,8 @@ from ..selectors import campaign_get_visible, offer_get_visible
 
 
 def conversion_record(*, partner: Partner, conversion_id: str, user_id: str, amount: Decimal, occurred_at: datetime,
-                      offer_code: str = "", campaign_slug: str = "", now: datetime | None = None) -> tuple[Conversion, bool]:
+                      offer_code: str = "", campaign_slug: str = "",
+                      now: datetime | None = None) -> tuple[Conversion, bool]:
     """Record a partner's conversion; return it and whether it is new. A repeat returns the first report.
 
     The user, the offer and the campaign must be ones the partner may see (404 otherwise);

@@ -17,7 +17,7 @@ from .offers import offer_revoke
 
 @transaction.atomic
 def user_erase(*, partner: Partner, external_id: str, api_key_prefix: str = "") -> ErasureLogEntry:
-    """Erase the personal data of one of the partner's own users and revoke their open offers; anyone else's is a 404."""
+    """Revoke the open offers of one of the partner's own users and erase their data; anyone else's is a 404."""
     user = enduser_lock_erasable(partner_id=partner.pk, external_id=external_id)
     open_codes = list(Offer.objects.filter(user=user, status__in=Offer.OPEN_STATUSES).values_list("code", flat=True))
     offers_revoked = 0

@@ -48,7 +48,7 @@ def _only_knowledge_partner_id() -> int | None:
 
 def behavior_import_file(path: str | Path, *, partner: str | None = None, encoding: str | None = None,
                          progress: bool = False) -> IngestResult:
-    """Import the article's per-user table; new users belong to ``partner`` (a slug), or to the only knowledge platform."""
+    """Import the article's per-user table; new users belong to ``partner`` (a slug) or the only knowledge platform."""
     partner_ids = partner_ids_by_slug()
     if partner is not None and partner not in partner_ids:
         raise ApplicationError(f"no partner {partner!r}; see 'manage.py partner list'", field="partner")

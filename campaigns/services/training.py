@@ -1,4 +1,4 @@
-"""Training every model ``python manage.py train`` knows: analytics fits them, the catalog and past campaigns come from here.
+"""Train every model ``manage.py train`` knows: analytics fits them; the catalog and past campaigns come from here.
 
 ``TRAINERS`` maps the model names to trainers called as ``trainer(*, observation_end=None,
 activate=True)``, in the order ``--model all`` runs them; ``CAMPAIGN_TRAINERS`` holds those that

@@ -37,7 +37,8 @@ def test_per_category_counts_follow_the_catalog_the_campaigns_side_passes_in():
     user = EndUserFactory(home_partner=school)
     earlier = timezone.now() - timedelta(days=1)
     for film in films:
-        BehaviorEventFactory(user=user, partner=cinema, kind="film_watch", item_id=film.external_id, occurred_at=earlier)
+        BehaviorEventFactory(user=user, partner=cinema, kind="film_watch", item_id=film.external_id,
+                             occurred_at=earlier)
     BehaviorEventFactory(user=user, partner=school, kind="course_purchase", item_id=course.sku, occurred_at=earlier)
     BehaviorEventFactory(user=user, partner=cinema, kind="film_watch", item_id="unknown", occurred_at=earlier)
     fields = ["watching_count_history", "purchasing_count_finance", "watching_count_drama"]

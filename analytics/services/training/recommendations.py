@@ -457,13 +457,15 @@ def interaction_counts(catalog: pd.DataFrame, *, split_at: datetime, end: dateti
     over the events gives both the calibration and the holdout. The catalog's items are
     staged in a temporary table for the database to join the events to.
     """
-    items = pd.DataFrame({"domain": catalog["kind"].to_numpy(), "partner_id": catalog["partner"].to_numpy(dtype=np.int64),
-                          "item_id": catalog["item_id"].to_numpy(), "item": np.arange(len(catalog), dtype=np.int64)})
+    items = pd.DataFrame({
+        "domain": catalog["kind"].to_numpy(), "partner_id": catalog["partner"].to_numpy(dtype=np.int64),
+        "item_id": catalog["item_id"].to_numpy(), "item": np.arange(len(catalog), dtype=np.int64),
+    })
     frames = []
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS catalog_items")
-        cursor.execute("CREATE TEMPORARY TABLE catalog_items (domain varchar(8), partner_id bigint, item_id varchar(64), "
-                       "item bigint)")
+        cursor.execute("CREATE TEMPORARY TABLE catalog_items "
+                       "(domain varchar(8), partner_id bigint, item_id varchar(64), item bigint)")
         bulk_insert_frame(cursor, "catalog_items", items)
         if connection.vendor == "postgresql":
             cursor.execute("ANALYZE catalog_items")

@@ -62,7 +62,7 @@ def _curves(curves) -> dict[str, Any] | None:
 
 
 def train_uplift(*, rows: ExperimentRows, observation_end: datetime | None = None, activate: bool = True) -> ModelRun:
-    """Fit the uplift models on past experiments with a holdout (``experiment_rows``) and store them as a versioned run."""
+    """Fit the uplift models on past experiments with a holdout (``experiment_rows``); store them as a run."""
     # Many small fits: one thread each is several times faster than OpenMP threads contending for the cores.
     with threadpool_limits(limits=1):
         return _train(rows=rows, observation_end=observation_end, activate=activate)
