@@ -8,7 +8,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from campaigns.admin import ReadOnlyAdminMixin
+from crossmkt_site.admin_mixins import ReadOnlyAdminMixin
 
 from .models import BehaviorEvent, Conversion, EndUser, ErasureLogEntry, ModelRun, UserScore
 

@@ -1,11 +1,12 @@
 """Reading users as the campaign engine and the models see them: one row per user, named fields.
 
-``USER_FIELDS`` is the registry rule conditions are checked against; ``user_frame`` loads
+``USER_FIELDS`` describes every field (``CONDITION_FIELDS`` those a rule may name, from which
+the campaigns side builds the registry conditions are checked against); ``user_frame`` loads
 any of those fields for a range of users with one SQL query, deriving ages such as
 ``days_since_last_activity`` from stored times at the moment asked for.
 """
 
-from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from datetime import timezone as dt_timezone
@@ -13,36 +14,37 @@ from datetime import timezone as dt_timezone
 import numpy as np
 import pandas as pd
 from django.db import connection
-from django.db.models import Count, Q
-from django.utils import timezone
+from django.db.models import Model
 
-from campaigns.conditions import FieldSpec
-from campaigns.models import Campaign, Course, Film, Partner
 from crossmkt_site.bulk import query_frame
 from crossmkt_site.errors import ApplicationError
 
-from .models import BehaviorEvent, EndUser
+from .models import EndUser, ModelRun
 
 CHURN_BANDS = ("low", "medium", "high")
 
 
 @dataclass(frozen=True)
 class UserField:
-    spec: FieldSpec
+    """Describe a user field: its type ("number", "category" or "bool"), meaning, allowed values and source."""
+
+    type: str
+    description: str
     sql: str | None  # a column expression over the joined tables, or None when derived in pandas
     needs: tuple[str, ...] = ()  # the SQL fields a derived field is computed from
+    allowed_values: tuple[str, ...] | None = None
 
 
 def _number(description: str, sql: str | None, needs: tuple[str, ...] = ()) -> UserField:
-    return UserField(FieldSpec("number", description=description), sql, needs)
+    return UserField("number", description, sql, needs)
 
 
-def _category(description: str, sql: str, allowed=None) -> UserField:
-    return UserField(FieldSpec("category", allowed_values=allowed, description=description), sql)
+def _category(description: str, sql: str, allowed: tuple[str, ...] | None = None) -> UserField:
+    return UserField("category", description, sql, allowed_values=allowed)
 
 
 def _flag(description: str, sql: str) -> UserField:
-    return UserField(FieldSpec("bool", description=description), sql)
+    return UserField("bool", description, sql)
 
 
 # Features from events win; the imported per-user table stands in for users without events.
@@ -67,23 +69,41 @@ USER_FIELDS: dict[str, UserField] = {
     "clv": _number("predicted lifetime value, CNY", "sv.value"),
     "segment": _category("segment name", "NULLIF(ss.label, '')"),
     # Stored times, from which the derived ages below are computed.
-    "last_event_at": UserField(FieldSpec("number", description="time of the last event"), "f.last_event_at"),
-    "last_purchase_at": UserField(FieldSpec("number", description="time of the last purchase"), "f.last_purchase_at"),
-    "first_purchase_at": UserField(FieldSpec("number", description="time of the first purchase"), "f.first_purchase_at"),
-    "first_event_at": UserField(FieldSpec("number", description="time of the first event"), "f.first_event_at"),
-    "signed_up_at": UserField(FieldSpec("number", description="sign-up time"), "u.signed_up_at"),
-    "membership_started_at": UserField(FieldSpec("number", description="membership start"), "f.membership_started_at"),
-    "membership_cancelled_at": UserField(FieldSpec("number", description="membership end"), "f.membership_cancelled_at"),
+    "last_event_at": _number("time of the last event", "f.last_event_at"),
+    "last_purchase_at": _number("time of the last purchase", "f.last_purchase_at"),
+    "first_purchase_at": _number("time of the first purchase", "f.first_purchase_at"),
+    "first_event_at": _number("time of the first event", "f.first_event_at"),
+    "signed_up_at": _number("sign-up time", "u.signed_up_at"),
+    "membership_started_at": _number("membership start", "f.membership_started_at"),
+    "membership_cancelled_at": _number("membership end", "f.membership_cancelled_at"),
     "days_since_last_activity": _number("days since the last event", None, ("last_event_at",)),
     "recency_days": _number("days since the last purchase", None, ("last_purchase_at",)),
     "tenure_days": _number("days since sign-up (or the first event)", None, ("signed_up_at", "first_event_at")),
     "frequency": _number("repeat purchase days (distinct purchase days − 1)", None, ("purchase_days",)),
-    "is_member": UserField(FieldSpec("bool", description="has a running membership"), None,
+    "is_member": UserField("bool", "has a running membership", None,
                            ("membership_started_at", "membership_cancelled_at")),
 }
 _TIME_FIELDS = {name for name, field in USER_FIELDS.items() if name.endswith("_at")}
-# Per-category counts: ``watching_count_<film category>`` and ``purchasing_count_<course category>``.
-CATEGORY_COUNTS = {"watching_count_": ("film_watch", "campaigns_film"), "purchasing_count_": ("course_purchase", "campaigns_course")}
+# The fields a rule condition may name: every user field but the raw times.
+CONDITION_FIELDS: dict[str, UserField] = {
+    name: field for name, field in USER_FIELDS.items() if name not in _TIME_FIELDS
+}
+
+
+@dataclass(frozen=True)
+class CategoryCount:
+    """A family of per-category counts: ``<prefix><category>`` counts a user's events of one kind per item category."""
+
+    event_kind: str
+    description: str  # with ``{category}`` where the category's name goes
+
+
+# Per-category counts: ``watching_count_<film category>`` and ``purchasing_count_<course category>``. Which
+# category an item is in is the catalog's to say: ``user_frame`` takes it as ``item_categories``.
+CATEGORY_COUNTS = {
+    "watching_count_": CategoryCount("film_watch", "films watched in category {category}"),
+    "purchasing_count_": CategoryCount("course_purchase", "courses bought in category {category}"),
+}
 
 
 def _category_field(name: str) -> tuple[str, str] | None:
@@ -92,18 +112,6 @@ def _category_field(name: str) -> tuple[str, str] | None:
         if name.startswith(prefix) and len(name) > len(prefix):
             return prefix, name[len(prefix):]
     return None
-
-
-def condition_registry() -> dict[str, FieldSpec]:
-    """Return what a rule may refer to: every user field but raw times, and a count per catalog category."""
-    registry = {name: field.spec for name, field in USER_FIELDS.items() if name not in _TIME_FIELDS}
-    from campaigns.models import Course, Film
-
-    for category in Film.objects.values_list("category", flat=True).distinct():
-        registry[f"watching_count_{category}"] = FieldSpec("number", description=f"films watched in category {category}")
-    for category in Course.objects.values_list("category", flat=True).distinct():
-        registry[f"purchasing_count_{category}"] = FieldSpec("number", description=f"courses bought in category {category}")
-    return registry
 
 
 _JOINS = {
@@ -149,11 +157,13 @@ def _aliases(expressions) -> set[str]:
 
 
 def user_frame(fields, *, as_of: datetime, id_range: tuple[int, int] | None = None, reachable_only: bool = False,
-               user_ids=None, where=None) -> pd.DataFrame:
+               user_ids=None, where=None, item_categories: Mapping[str, str] | None = None) -> pd.DataFrame:
     """Load the named fields for users (optionally an id range or list), indexed by user id.
 
     ``where`` is an extra filter, an object with ``sql`` and ``params`` (a compiled rule
     condition, say), over the same tables; the fields it names must be among ``fields``.
+    Per-category counts need ``item_categories``: per event kind, an SQL query giving the
+    ``partner_id``, ``item_id`` and ``category`` of every item an event of that kind may name.
     """
     names = list(dict.fromkeys(fields))
     # In UTC: SQLite compares times as text, so a time with another offset would be compared wrongly.
@@ -187,23 +197,25 @@ def user_frame(fields, *, as_of: datetime, id_range: tuple[int, int] | None = No
         params.extend(extra.params)
     sql = f"SELECT u.id AS user_id{', ' + selects if selects else ''} FROM analytics_enduser u {joins} WHERE {' AND '.join(where)} ORDER BY u.id"
     params = join_params + params
-    text = [name for name in sql_names if USER_FIELDS[name].spec.type == "category" or name in _TIME_FIELDS]
+    text = [name for name in sql_names if USER_FIELDS[name].type == "category" or name in _TIME_FIELDS]
     frame = query_frame(sql, params, columns_as_text=text)
     if frame.empty:
         frame = pd.DataFrame(columns=["user_id", *sql_names])
     frame = frame.set_index("user_id")
     frame.index = frame.index.astype("int64")
     for name in sql_names:
-        if USER_FIELDS[name].spec.type == "number" and name not in _TIME_FIELDS:
+        if USER_FIELDS[name].type == "number" and name not in _TIME_FIELDS:
             frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
-        elif USER_FIELDS[name].spec.type == "bool":
+        elif USER_FIELDS[name].type == "bool":
             frame[name] = _as_bool(frame[name])
         elif name in _TIME_FIELDS:
             frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
     _derive(frame, names, as_of)
     category_names = [name for name in names if _category_field(name)]
     if category_names:
-        _add_category_counts(frame, category_names, as_of=as_of, id_range=id_range)
+        if item_categories is None:
+            raise ValueError(f"{category_names[0]!r} is a per-category count: pass item_categories")
+        _add_category_counts(frame, category_names, as_of=as_of, id_range=id_range, item_categories=item_categories)
     return frame[names]
 
 
@@ -214,11 +226,11 @@ def _as_bool(column: pd.Series) -> pd.Series:
     return column.fillna(False).astype(bool)
 
 
-def _add_category_counts(frame: pd.DataFrame, names: list[str], *, as_of: datetime, id_range) -> None:
+def _add_category_counts(frame: pd.DataFrame, names: list[str], *, as_of: datetime, id_range,
+                         item_categories: Mapping[str, str]) -> None:
     """Count each user's events per catalog category (films watched, courses bought) up to as_of."""
     for prefix in {_category_field(name)[0] for name in names}:
-        kind, table = CATEGORY_COUNTS[prefix]
-        item_key = "external_id" if table == "campaigns_film" else "sku"
+        kind = CATEGORY_COUNTS[prefix].event_kind
         where, params = ["e.kind = %s", "e.occurred_at < %s"], [kind, as_of]
         if id_range is not None:
             where.append("e.user_id >= %s AND e.user_id < %s")
@@ -226,7 +238,7 @@ def _add_category_counts(frame: pd.DataFrame, names: list[str], *, as_of: dateti
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT e.user_id, i.category, COUNT(*) FROM analytics_behaviorevent e "
-                f"JOIN {table} i ON i.partner_id = e.partner_id AND i.{item_key} = e.item_id "
+                f"JOIN ({item_categories[kind]}) i ON i.partner_id = e.partner_id AND i.item_id = e.item_id "
                 f"WHERE {' AND '.join(where)} GROUP BY e.user_id, i.category", params,
             )
             counts = pd.DataFrame(cursor.fetchall(), columns=["user_id", "category", "n"])
@@ -267,7 +279,7 @@ def user_id_bounds(*, reachable_only: bool = False) -> tuple[int, int]:
     return (0, 0) if low is None else (low, high + 1)
 
 
-def enduser_id_visible(*, partner: Partner, external_id: str, field: str | None = "user_id") -> int:
+def enduser_id_visible(*, partner: Model, external_id: str, field: str | None = "user_id") -> int:
     """Return the id of the user ``enduser_get_visible`` would return, in one written-out statement (a hot path)."""
     row = None
     if len(external_id) <= EndUser._meta.get_field("external_id").max_length and "\x00" not in external_id:
@@ -280,7 +292,7 @@ def enduser_id_visible(*, partner: Partner, external_id: str, field: str | None 
     return row[0]
 
 
-def enduser_get_visible(*, partner: Partner, external_id: str, field: str | None = "user_id") -> EndUser:
+def enduser_get_visible(*, partner: Model, external_id: str, field: str | None = "user_id") -> EndUser:
     """Return the user with this pseudonymous id if the partner may see them, or a 404 error naming field."""
     user = None
     # An id no user can have is answered without a query (PostgreSQL refuses NUL characters outright).
@@ -291,82 +303,33 @@ def enduser_get_visible(*, partner: Partner, external_id: str, field: str | None
     return user
 
 
-# How much one event says about interest in its item's category. A purchase is a stronger
-# signal than a view or a watch; these are stated judgements, not fitted values.
-INTEREST_WEIGHTS = {"course_purchase": 3.0, "course_view": 1.0, "film_watch": 1.0}
-COURSE_KINDS = ("course_purchase", "course_view")
+def uplift_models_summary(*, campaign_slug: str | None = None) -> dict | None:
+    """Return the active uplift run's held-out evaluation: per method and offer package, AUUC and the Qini curve.
 
-
-@dataclass(frozen=True)
-class Recommendation:
-    kind: str  # "course" or "film"
-    partner: str  # slug of the partner whose catalog the item is in
-    item_id: str  # the course SKU or the film's external id
-    title: str
-    category: str
-    score: float  # the user's share of interest in this category, 0 to 1
-
-
-def _interest_by_category(counts) -> Counter:
-    course_keys = {(partner_id, item) for partner_id, kind, item, _n in counts if kind in COURSE_KINDS}
-    film_keys = {(partner_id, item) for partner_id, kind, item, _n in counts if kind not in COURSE_KINDS}
-    course_category = {
-        (partner_id, sku): category for partner_id, sku, category in Course.objects.filter(
-            partner_id__in={key[0] for key in course_keys}, sku__in={key[1] for key in course_keys},
-        ).values_list("partner_id", "sku", "category")
-    }
-    film_category = {
-        (partner_id, external_id): category for partner_id, external_id, category in Film.objects.filter(
-            partner_id__in={key[0] for key in film_keys}, external_id__in={key[1] for key in film_keys},
-        ).values_list("partner_id", "external_id", "category")
-    }
-    interest = Counter()
-    for partner_id, kind, item, n in counts:
-        category = (course_category if kind in COURSE_KINDS else film_category).get((partner_id, item))
-        if category:
-            interest[category] += INTEREST_WEIGHTS[kind] * n
-    return interest
-
-
-def user_recommendations(*, user: EndUser, partner: Partner, limit: int = 10,
-                         now: datetime | None = None) -> list[Recommendation]:
-    """Recommend courses and films the partner can offer, ranked by the user's interest in their categories.
-
-    Interest is counted from the user's course and film events whose items are in the
-    catalog; without data-sharing consent only the events this partner sent count.
-    Candidates are the partner's own active courses and licensed films and those its
-    running campaigns promote; courses the user bought and films they watched are left
-    out. A user with no such events gets no recommendations rather than a guess.
+    None while no uplift model is trained. ``learned_from_this_campaign`` says whether the
+    records of the campaign named by ``campaign_slug`` were among the experiments the models learned from.
     """
-    now = now or timezone.now()
-    events = BehaviorEvent.objects.filter(user=user, kind__in=INTEREST_WEIGHTS).exclude(item_id="")
-    if not user.data_sharing_consent:
-        events = events.filter(partner=partner)
-    counts = list(events.values_list("partner_id", "kind", "item_id").annotate(n=Count("id")).order_by())
-    interest = _interest_by_category(counts)
-    if not interest:
-        return []
-    total = sum(interest.values())
-    bought = {(partner_id, item) for partner_id, kind, item, _n in counts if kind == "course_purchase"}
-    watched = {(partner_id, item) for partner_id, kind, item, _n in counts if kind == "film_watch"}
-    campaigns = Campaign.objects.visible_to(partner).running_at(now).values("pk")
-    courses = (
-        Course.objects.filter(Q(partner=partner) | Q(campaigns__in=campaigns), is_active=True, category__in=interest)
-        .select_related("partner").distinct()
-    )
-    films = (
-        Film.objects.filter(Q(partner=partner) | Q(campaigns__in=campaigns), category__in=interest,
-                            licence_start__lte=now, licence_end__gt=now)
-        .select_related("partner").distinct()
-    )
-    candidates = [
-        Recommendation("course", course.partner.slug, course.sku, course.title, course.category,
-                       round(interest[course.category] / total, 4))
-        for course in courses if (course.partner_id, course.sku) not in bought
-    ] + [
-        Recommendation("film", film.partner.slug, film.external_id, film.title, film.category,
-                       round(interest[film.category] / total, 4))
-        for film in films if (film.partner_id, film.external_id) not in watched
-    ]
-    candidates.sort(key=lambda item: (-item.score, item.title, item.partner, item.item_id))
-    return candidates[:limit]
+    run = ModelRun.objects.filter(model=ModelRun.Model.UPLIFT, is_active=True).defer("artifact").first()
+    if run is None:
+        return None
+    metrics = run.metrics or {}
+    models = []
+    for method, packages in (metrics.get("evaluation") or {}).items():
+        for package, curves in packages.items():
+            conversion, value = curves["conversion"], curves.get("value") or {}
+            models.append({
+                "method": method, "package": package, "users": conversion["users"],
+                "users_treated": conversion["users_treated"], "users_control": conversion["users_control"],
+                "auuc": conversion["auuc"], "auuc_random": conversion["auuc_random"], "auuc_lift": conversion["auuc_lift"],
+                "qini_coefficient": conversion["qini_coefficient"], "revenue_auuc_lift": value.get("auuc_lift"),
+                "qini_curve": {"fraction": conversion["fraction"], "qini": conversion["qini"],
+                               "random": conversion["random_qini"]},
+            })
+    sources = [source["campaign"] for source in metrics.get("sources", [])]
+    return {
+        "model": f"uplift v{run.version}", "trained_at": run.created_at.isoformat(),
+        "selected_method": metrics.get("selected_method"), "sources": sources,
+        "learned_from_this_campaign": campaign_slug is not None and campaign_slug in sources,
+        "outcome": "conversion (0/1) of held-out users of the experiments; AUUC and Qini per user of that set",
+        "models": models,
+    }

@@ -6,6 +6,7 @@ from django.http import HttpResponse
 from django.utils.translation import gettext_lazy as _
 from simple_history.admin import SimpleHistoryAdmin
 
+from crossmkt_site.admin_mixins import ReadOnlyAdminMixin
 from crossmkt_site.errors import ApplicationError
 
 from .forms import RuleForm
@@ -19,19 +20,6 @@ from .services.campaign_run import campaign_dry_run, campaign_run
 from .services.partners import partner_api_key_create, partner_api_key_revoke
 from .services.settlement import settlement_correct, settlement_issue
 from .services.webhook_outbox import webhook_redeliver
-
-
-class ReadOnlyAdminMixin:
-    """Show rows without letting anyone add, change or delete them (ledgers and logs)."""
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 class ApiKeyInline(ReadOnlyAdminMixin, admin.TabularInline):

@@ -3,9 +3,8 @@
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
-from analytics.selectors import condition_registry
-
 from .models import Rule
+from .rule_fields import condition_registry
 from .rules import ConditionError, render, to_json, validate_text
 
 

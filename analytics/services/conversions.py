@@ -1,18 +1,14 @@
-"""Conversions partners report: recorded once per (partner, conversion id), attributed only to what the partner may see."""
+"""Conversions partners report: recorded once per (partner, conversion id); a repeat returns the first report."""
 
 from datetime import datetime
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
-from campaigns.models import Partner
-from campaigns.selectors import campaign_get_visible, offer_get_visible
 from crossmkt_site.errors import ApplicationError
 from crossmkt_site.money import to_cny
 
-from ..models import Conversion
-from ..selectors import enduser_get_visible
+from ..models import Conversion, EndUser
 from .ingest import FUTURE_GRACE
 
 
@@ -20,8 +16,8 @@ def _same_report(conversion: Conversion, values: dict) -> bool:
     return all(getattr(conversion, name) == value for name, value in values.items())
 
 
-def _first_report(*, partner: Partner, conversion_id: str, values: dict) -> Conversion:
-    conversion = Conversion.objects.get(partner=partner, conversion_id=conversion_id)
+def _first_report(*, partner_id: int, conversion_id: str, values: dict) -> Conversion:
+    conversion = Conversion.objects.get(partner_id=partner_id, conversion_id=conversion_id)
     if not _same_report(conversion, values):
         raise ApplicationError(
             f"conversion {conversion_id!r} was already reported with different data; use a new conversion_id",
@@ -30,36 +26,31 @@ def _first_report(*, partner: Partner, conversion_id: str, values: dict) -> Conv
     return conversion
 
 
-def conversion_record(*, partner: Partner, conversion_id: str, user_id: str, amount: Decimal, occurred_at: datetime,
-                      offer_code: str = "", campaign_slug: str = "", now: datetime | None = None) -> tuple[Conversion, bool]:
-    """Record a partner's conversion; return it and whether it is new. A repeat returns the first report.
-
-    The user, the offer and the campaign must be ones the partner may see (404 otherwise);
-    an offer must be the user's, and a campaign given with an offer must be the offer's.
-    """
-    now = now or timezone.now()
+def conversion_amount_check(*, amount: Decimal, occurred_at: datetime, now: datetime) -> Decimal:
+    """Return the amount in CNY; refuse a negative amount or a time more than a day in the future."""
     amount = to_cny(amount)
     if amount < 0:
         raise ApplicationError("a conversion amount cannot be negative", field="amount")
     if occurred_at > now + FUTURE_GRACE:
         raise ApplicationError(f"occurred_at is in the future: {occurred_at.isoformat()}", field="occurred_at", status=422)
-    user = enduser_get_visible(partner=partner, external_id=user_id, field="user_id")
-    offer = offer_get_visible(partner=partner, code=offer_code, field="offer_code") if offer_code else None
-    if offer is not None and offer.user_id != user.pk:
-        raise ApplicationError("this offer was issued to another user", field="offer_code", status=422)
-    campaign = campaign_get_visible(partner=partner, slug=campaign_slug, field="campaign") if campaign_slug else None
-    if offer is not None and campaign is not None and offer.campaign_id != campaign.pk:
-        raise ApplicationError("the offer belongs to another campaign", field="campaign", status=422)
-    if campaign is None and offer is not None:
-        campaign = offer.campaign
-    values = {"user": user, "amount": amount, "occurred_at": occurred_at, "offer": offer, "campaign": campaign}
-    if Conversion.objects.filter(partner=partner, conversion_id=conversion_id).exists():
-        return _first_report(partner=partner, conversion_id=conversion_id, values=values), False
+    return amount
+
+
+def conversion_create(*, partner_id: int, conversion_id: str, user: EndUser, amount: Decimal, occurred_at: datetime,
+                      offer_id: int | None = None, campaign_id: int | None = None) -> tuple[Conversion, bool]:
+    """Store a checked conversion once per (partner, conversion id); return it and whether it is new.
+
+    A repeat with the same data returns the first report; with different data it is a 409.
+    """
+    values = {"user": user, "amount": amount, "occurred_at": occurred_at, "offer_id": offer_id,
+              "campaign_id": campaign_id}
+    if Conversion.objects.filter(partner_id=partner_id, conversion_id=conversion_id).exists():
+        return _first_report(partner_id=partner_id, conversion_id=conversion_id, values=values), False
     try:
         with transaction.atomic():
-            return Conversion.objects.create(partner=partner, conversion_id=conversion_id, **values), True
+            return Conversion.objects.create(partner_id=partner_id, conversion_id=conversion_id, **values), True
     except IntegrityError:
         # The same report arrived twice at once and the other request committed first.
-        if not Conversion.objects.filter(partner=partner, conversion_id=conversion_id).exists():
+        if not Conversion.objects.filter(partner_id=partner_id, conversion_id=conversion_id).exists():
             raise
-        return _first_report(partner=partner, conversion_id=conversion_id, values=values), False
+        return _first_report(partner_id=partner_id, conversion_id=conversion_id, values=values), False

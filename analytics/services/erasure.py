@@ -1,4 +1,4 @@
-"""Erasing a user at their home partner's request: personal data goes, money records and anonymous counts stay.
+"""Erasing a user's analytics data at their home partner's request: personal data goes, anonymous counts stay.
 
 What happens to a user's data on erasure:
 
@@ -10,7 +10,8 @@ What happens to a user's data on erasure:
 - behaviour events, per-user features, the imported per-user row and per-user scores are
   deleted: they are a profile of the person. Trained model runs (aggregates over all
   users) are kept;
-- offers still open are revoked, and the money they reserved goes back to the campaign;
+- offers still open are revoked first, by the campaigns side (``campaigns.services.erasure``),
+  which tells this erasure how many it revoked;
 - an ``ErasureLogEntry`` records who asked (partner and key prefix), the pseudonymous id
   as the partner knew it, when, and what was removed. It is read-only in the admin.
 
@@ -22,8 +23,6 @@ import secrets
 from django.db import transaction
 from django.utils import timezone
 
-from campaigns.models import Offer, Partner
-from campaigns.services.offers import offer_revoke
 from crossmkt_site.errors import ApplicationError
 
 from ..models import BehaviorEvent, EndUser, ErasureLogEntry, ImportedBehavior, UserFeatures, UserScore
@@ -31,33 +30,29 @@ from ..models import BehaviorEvent, EndUser, ErasureLogEntry, ImportedBehavior, 
 PERSONAL_FIELDS = ("age", "education", "occupation", "gender", "acquisition_channel", "signed_up_at")
 
 
-@transaction.atomic
-def user_erase(*, partner: Partner, external_id: str, api_key_prefix: str = "") -> ErasureLogEntry:
-    """Erase the personal data of one of the partner's own users; anyone else's user is a 404."""
+def enduser_lock_erasable(*, partner_id: int, external_id: str) -> EndUser:
+    """Return one of the partner's own users, locked for erasure (inside a transaction); anyone else's is a 404."""
     user = None
     if len(external_id) <= EndUser._meta.get_field("external_id").max_length and "\x00" not in external_id:
         user = (
             EndUser.objects.select_for_update()
-            .filter(external_id=external_id, home_partner=partner, erased_at__isnull=True)
+            .filter(external_id=external_id, home_partner_id=partner_id, erased_at__isnull=True)
             .first()
         )
     if user is None:
         raise ApplicationError("no such user", code="not_found", field="user_id", status=404)
+    return user
+
+
+@transaction.atomic
+def enduser_erase(*, user: EndUser, pseudonymous_id: str, partner_id: int, api_key_prefix: str = "",
+                  offers_revoked: int = 0) -> ErasureLogEntry:
+    """Delete the user's profile data, clear their personal fields and log the erasure with what was removed."""
     now = timezone.now()
     _, deleted = BehaviorEvent.objects.filter(user=user).delete()
     events_deleted = deleted.get(BehaviorEvent._meta.label, 0)
     for model in (UserFeatures, ImportedBehavior, UserScore):
         model.objects.filter(user=user).delete()
-    open_codes = list(Offer.objects.filter(user=user, status__in=Offer.OPEN_STATUSES).values_list("code", flat=True))
-    offers_revoked = 0
-    for code in open_codes:
-        try:
-            offer_revoke(code=code)
-            offers_revoked += 1
-        except ApplicationError as error:
-            # Redeemed or expired since it was listed: there is nothing left to revoke.
-            if error.code != "not_open":
-                raise
     user.age = None
     user.signed_up_at = None
     user.education = user.occupation = user.gender = user.acquisition_channel = ""
@@ -67,6 +62,6 @@ def user_erase(*, partner: Partner, external_id: str, api_key_prefix: str = "") 
     user.external_id = f"erased-{secrets.token_hex(16)}"
     user.save(update_fields=[*PERSONAL_FIELDS, "marketing_consent", "data_sharing_consent", "erased_at", "external_id"])
     return ErasureLogEntry.objects.create(
-        user=user, pseudonymous_id=external_id, partner=partner, api_key_prefix=api_key_prefix, erased_at=now,
+        user=user, pseudonymous_id=pseudonymous_id, partner_id=partner_id, api_key_prefix=api_key_prefix, erased_at=now,
         events_deleted=events_deleted, offers_revoked=offers_revoked,
     )

@@ -1,19 +1,19 @@
 """CSV imports of users and events: stream a file, validate in batches, upsert, report every bad row."""
 
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
-from campaigns.models import Partner
 from crossmkt_site.errors import ApplicationError
 
 from .csvfiles import CsvStream
 from .ingest import (
     EVENT_COLUMNS, IngestResult, Rejection, RowChecker, stage_frame, check_ids, events_ingest, parse_timestamps,
-    partner_ids_by_slug, validate_events,
+    validate_events,
 )
 from .progress import progress_bar
 
@@ -27,28 +27,26 @@ TRUE_WORDS = {"1", "true", "yes", "y", "t", "是", "真"}
 FALSE_WORDS = {"0", "false", "no", "n", "f", "否", "假"}
 
 
-def events_import_file(path, *, encoding: str | None = None, progress: bool = False) -> IngestResult:
-    """Import an events CSV batch by batch; good rows are kept, bad rows named with line, column and reason."""
-    partner_ids = partner_ids_by_slug()
+def events_import_file(path, *, partner_ids: dict[str, int], encoding: str | None = None, progress: bool = False,
+                       on_batch: Callable[[IngestResult], None] | None = None) -> IngestResult:
+    """Import an events CSV batch by batch; good rows are kept, bad rows named with line, column and reason.
+
+    ``partner_ids`` maps the partner slugs a file may name to their ids; ``on_batch`` hears of
+    each batch once it is stored (its ``users_with_new_events`` among the rest).
+    """
     result = IngestResult()
     with CsvStream(path, required=EVENT_COLUMNS, encoding=encoding) as stream, \
             progress_bar(f"importing {stream.path.name}", stream.size, unit="bytes", enabled=progress) as advance:
         for batch in stream.batches(on_progress=advance):
             staged, rejected = validate_events(batch.columns, batch.lines, partner_ids=partner_ids)
-            result.add(events_ingest(staged))
+            stored = events_ingest(staged)
+            if on_batch is not None:
+                on_batch(stored)
+            result.add(stored)
             result.rejected.extend(rejected)
         result.rejected.extend(Rejection(row.line, "*", row.reason) for row in stream.malformed)
     result.rejected.sort(key=lambda rejection: rejection.position)
     return result
-
-
-def _default_home_partner() -> Partner:
-    knowledge = list(Partner.objects.filter(kind=Partner.Kind.KNOWLEDGE)[:2])
-    if len(knowledge) != 1:
-        raise ApplicationError(
-            "cannot tell whose users these are: pass --partner SLUG (or add a home_partner column)", field="partner",
-        )
-    return knowledge[0]
 
 
 def _parse_count(values: pd.Series, column: str, checker: RowChecker) -> pd.Series:
@@ -190,18 +188,26 @@ def behavior_ingest(staged: pd.DataFrame) -> IngestResult:
     return result
 
 
-def behavior_import_file(path, *, partner: str | None = None, encoding: str | None = None,
+def behavior_import_file(path, *, partner_ids: dict[str, int], partner_id: int | None = None,
+                         fallback_partner_id: int | None = None, encoding: str | None = None,
                          progress: bool = False) -> IngestResult:
-    """Import the article's per-user table; unknown extra columns are kept with the row."""
-    partner_ids = partner_ids_by_slug()
-    if partner is not None and partner not in partner_ids:
-        raise ApplicationError(f"no partner {partner!r}; see 'manage.py partner list'", field="partner")
+    """Import the article's per-user table; unknown extra columns are kept with the row.
+
+    ``partner_ids`` maps the slugs a ``home_partner`` column may name to their ids; new users
+    without one belong to ``partner_id``, or when none is given and the file has no such
+    column, to ``fallback_partner_id`` (the only knowledge platform, if there is one).
+    """
     result = IngestResult()
     with CsvStream(path, required=BEHAVIOR_COLUMNS, optional=BEHAVIOR_OPTIONAL, encoding=encoding, keep_extra=True) as stream:
-        if partner is None and "home_partner" not in stream.header:
-            default_partner_id = _default_home_partner().pk
+        if partner_id is None and "home_partner" not in stream.header:
+            if fallback_partner_id is None:
+                raise ApplicationError(
+                    "cannot tell whose users these are: pass --partner SLUG (or add a home_partner column)",
+                    field="partner",
+                )
+            default_partner_id = fallback_partner_id
         else:
-            default_partner_id = partner_ids.get(partner) if partner else None
+            default_partner_id = partner_id
         with progress_bar(f"importing {stream.path.name}", stream.size, unit="bytes", enabled=progress) as advance:
             for batch in stream.batches(on_progress=advance):
                 staged, rejected = validate_behavior(batch.columns, batch.lines, partner_ids=partner_ids,

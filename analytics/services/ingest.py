@@ -21,8 +21,6 @@ from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.errors import UniqueViolation
 
-from campaigns.models import Partner
-from campaigns.services.deals import deals_evaluate_on_commit
 from crossmkt_site.bulk import bulk_insert_frame
 
 from ..models import BehaviorEvent
@@ -54,12 +52,17 @@ class Rejection:
 
 @dataclass
 class IngestResult:
-    """What an import or a bulk request did."""
+    """What an import or a bulk request did.
+
+    ``users_with_new_events`` are the external ids of the users of one batch some of whose events
+    were stored now (what may trigger deals); ``add`` sums counts and rejections, not these.
+    """
 
     imported: int = 0
     duplicates: int = 0
     users_created: int = 0
     rejected: list[Rejection] = field(default_factory=list)
+    users_with_new_events: list[str] = field(default_factory=list)
 
     def add(self, other: "IngestResult") -> None:
         self.imported += other.imported
@@ -176,11 +179,11 @@ _EVENT_STAGING_DDL = ("partner_id bigint, event_id varchar(64), user_id bigint, 
                       "amount numeric(14, 2), occurred_at timestamp with time zone, received_at timestamp with time zone")
 
 
-def events_ingest(staged: pd.DataFrame, *, evaluate_deals: bool = True) -> IngestResult:
+def events_ingest(staged: pd.DataFrame) -> IngestResult:
     """Insert validated events (and users first seen in them); duplicates by (partner, event id) are skipped.
 
-    ``staged`` has the columns ``validate_events`` returns. New events can trigger deals; a
-    bulk loader that evaluates deals once at the end passes ``evaluate_deals=False``.
+    ``staged`` has the columns ``validate_events`` returns. The result names the users with
+    new events, for the caller to act on (new events can trigger deals).
     """
     result = IngestResult()
     if staged.empty:
@@ -196,8 +199,8 @@ def events_ingest(staged: pd.DataFrame, *, evaluate_deals: bool = True) -> Inges
             "received_at": np.full(len(staged), pd.Timestamp(now).tz_convert("UTC").tz_localize(None).to_datetime64()),
         }))
         result.duplicates = len(staged) - result.imported
-        if result.imported and evaluate_deals:
-            deals_evaluate_on_commit(user_external_ids=staged["user_ext"].unique().tolist())
+        if result.imported:
+            result.users_with_new_events = staged["user_ext"].unique().tolist()
     return result
 
 
@@ -269,7 +272,3 @@ def user_ids_by_external_id(cursor, external_ids: list[str]) -> dict[str, int]:
             cursor.execute(f"SELECT external_id, id FROM analytics_enduser WHERE external_id IN ({placeholders})", chunk)
         found.update(cursor.fetchall())
     return found
-
-
-def partner_ids_by_slug() -> dict[str, int]:
-    return dict(Partner.objects.values_list("slug", "id"))

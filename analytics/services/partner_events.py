@@ -10,7 +10,6 @@ from collections.abc import Sequence
 
 from django.utils import timezone
 
-from campaigns.models import Partner
 from crossmkt_site.errors import ApplicationError
 
 from .ingest import IngestResult, Rejection, events_ingest, validate_events
@@ -70,8 +69,8 @@ def _check_column(name: str, values: list, first_problem: dict[int, Rejection]) 
                 first_problem.setdefault(index, Rejection(index, name, problem))
 
 
-def events_ingest_items(*, partner: Partner, items: Sequence, now=None) -> IngestResult:
-    """Ingest a partner's batch of event objects; return counts and every rejected item by its index."""
+def events_ingest_items(*, partner_id: int, partner_slug: str, items: Sequence, now=None) -> IngestResult:
+    """Ingest a partner's batch of event objects; return counts, the users with new events and every rejected item."""
     check_batch_size(len(items))
     first_problem: dict[int, Rejection] = {}
     rows = []
@@ -91,8 +90,8 @@ def events_ingest_items(*, partner: Partner, items: Sequence, now=None) -> Inges
     if positions:
         if first_problem:
             columns = {name: [values[index] for index in positions] for name, values in columns.items()}
-        columns["partner"] = [partner.slug] * len(positions)
-        staged, invalid = validate_events(columns, positions, partner_ids={partner.slug: partner.pk},
+        columns["partner"] = [partner_slug] * len(positions)
+        staged, invalid = validate_events(columns, positions, partner_ids={partner_slug: partner_id},
                                           now=now or timezone.now())
         result = events_ingest(staged)
         rejected.extend(invalid)

@@ -1,13 +1,11 @@
-"""Serve cross-domain recommendations for one user from the active recommendations run.
+"""Rank today's catalog for one user with the active recommendations run.
 
-The fitted model is loaded once per process and run version, so a request costs a few small
-queries (which run is active, the user's history, the catalog, the asking partner's
-counterparts) and some NumPy operations over the catalog. Only courses on sale and films
-inside their licence window at the moment of asking are recommended, never an item the user
-already has (a film watched, a course bought). Asked on behalf of a partner, the list holds
-that partner's items and those of the partners on the other side of its active deals and
-running campaigns; without the user's data-sharing consent only the events that partner
-sent are used.
+The fitted model is loaded once per process and run version, so a call costs a few small
+queries (which run is active, the user's history) and some NumPy operations over the
+catalog, which the caller passes in. Only courses on sale and films inside their licence
+window at the moment of asking are recommended, never an item the user already has (a film
+watched, a course bought). Asked on behalf of a partner, only the events that partner sent
+are used unless the user consented to data sharing; the caller says whose items may be listed.
 """
 
 from __future__ import annotations
@@ -20,12 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
-from campaigns.models import Campaign, Deal, Partner
 from crossmkt_site.errors import ApplicationError
 
 from ..models import BehaviorEvent, EndUser, ModelRun
@@ -38,7 +35,6 @@ from .training.recommendations import (
     OWNING_KINDS,
     CooccurrenceRecommender,
     candidate_mask,
-    catalog_frame,
     content_similarity,
 )
 
@@ -82,46 +78,32 @@ def _active_model() -> _LoadedModel:
     return cached
 
 
-def _working_partner_ids(partner: Partner, now: datetime) -> set[int]:
-    """Return the partner and its counterparts now: the other side of an active deal or of a running campaign.
-
-    Two partners who only take part in the same campaign are not counterparts: a video
-    platform does not promote another video platform's films.
-    """
-    ids = {partner.pk}
-    deals = Deal.objects.filter(Q(source_partner=partner) | Q(target_partner=partner), status=Deal.Status.ACTIVE,
-                                starts_at__lte=now, ends_at__gt=now)
-    for source, target in deals.values_list("source_partner_id", "target_partner_id"):
-        ids.update((source, target))
-    running = Campaign.objects.running_at(now)
-    ids.update(running.filter(partners=partner).exclude(owner=None).values_list("owner_id", flat=True))
-    ids.update(Partner.objects.filter(campaigns__in=running.filter(owner=partner)).values_list("pk", flat=True))
-    return ids
-
-
-def _history(user: EndUser, partner: Partner | None) -> pd.DataFrame:
+def _history(user: EndUser, partner_id: int | None) -> pd.DataFrame:
     """Return the user's interactions per item: kind, partner, item_id, n."""
     events = BehaviorEvent.objects.filter(user=user, kind__in=list(INTERACTION_WEIGHTS)).exclude(item_id="")
-    if partner is not None and not user.data_sharing_consent:
-        events = events.filter(partner=partner)
+    if partner_id is not None and not user.data_sharing_consent:
+        events = events.filter(partner_id=partner_id)
     rows = events.values_list("kind", "partner_id", "item_id").annotate(n=Count("id")).order_by()
     return pd.DataFrame(list(rows), columns=["kind", "partner", "item_id", "n"])
 
 
-def user_recommendations(*, user: EndUser, partner: Partner | None = None, limit: int = 10,
+def recommendations_rank(*, user: EndUser, catalog: pd.DataFrame, partner_id: int | None = None,
+                         partner_ids: set[int] | None = None, limit: int = 10,
                          now: datetime | None = None) -> list[dict[str, Any]]:
     """Recommend courses and films for one user, best first: kind, partner, item_id, title, category, score, reason.
 
-    ``score`` is the mean similarity (0 to 1) of the item to the user's history, or for a user
-    without history the item's popularity relative to the most popular item of its kind.
+    ``catalog`` is today's catalog (``CATALOG_COLUMNS``); ``partner_id`` is the partner asking,
+    whose events alone count without data-sharing consent, and ``partner_ids`` the partners
+    whose items may be listed (None: any). ``score`` is the mean similarity (0 to 1) of the item
+    to the user's history, or for a user without history the item's popularity relative to the
+    most popular item of its kind.
     """
     if user.erased_at is not None or limit <= 0:
         return []
     now = now or timezone.now()
     loaded = _active_model()
     model = loaded.model
-    catalog = catalog_frame()
-    history = _history(user, partner)
+    history = _history(user, partner_id)
 
     # The history as a vector over the model's items, plus the items the model has never seen.
     history_domain = history["kind"].map(DOMAIN_OF_KIND)
@@ -151,8 +133,8 @@ def user_recommendations(*, user: EndUser, partner: Partner | None = None, limit
     owned = set(zip(history_domain[owning], history["partner"][owning], history["item_id"][owning]))
     allowed = candidate_mask(catalog, at=now) & ~np.array(
         [key in owned for key in zip(catalog["kind"], catalog["partner"], catalog["item_id"])], dtype=bool)
-    if partner is not None:
-        allowed &= catalog["partner"].isin(_working_partner_ids(partner, now)).to_numpy()
+    if partner_ids is not None:
+        allowed &= catalog["partner"].isin(partner_ids).to_numpy()
     ranking = pd.DataFrame({"score": scores, "title": catalog["title"]})[allowed]
     chosen = ranking.sort_values(["score", "title"], ascending=[False, True]).index.to_numpy()[:limit]
     reasons = _reasons(model, loaded, catalog, chosen, vector, history, in_model, catalog_position, has_history)

@@ -1,8 +1,9 @@
 """Uplift data: past experiments with a holdout as training rows, features as of each experiment, predictions.
 
 An *experiment* is one of our campaigns that kept a holdout (its assignments, offers and the
-purchases after them) or an outside experiment imported with ``import_outcomes``. Each
-user of one is a row:
+purchases after them) or an outside experiment imported with ``import_outcomes``; the
+campaigns side reads them (``campaigns.uplift_experiments``) and passes them in. Each user of
+one is a row:
 
 - treated users are labelled with the *package* of offer kinds they received, the kinds
   joined by ``+`` in a fixed order (``coupon``, ``coupon+free_viewing``, ``membership_grant``);
@@ -33,12 +34,9 @@ import pandas as pd
 from django.conf import settings
 from django.db import connection
 
-from campaigns.models import Campaign, CampaignAssignment, Offer, Rule
-
 from ..stats.uplift import UpliftModel
 from .features import features_sql
 
-OFFER_KINDS: tuple[str, ...] = tuple(Rule.OfferKind.values)
 CONTROL = "control"
 ANY_STRATUM = "*"
 FEATURES: tuple[str, ...] = (
@@ -55,20 +53,6 @@ _RATES = {"watching_per_year": "watching_count", "course_views_per_year": "cours
           "redemptions_per_year": "discounts_received"}
 _COUNTS = ("watching_count", "course_view_count", "purchasing_count", "purchase_days", "total_spend", "activity_count",
            "discounts_received")
-
-
-def package_name(kinds: Iterable[str]) -> str:
-    """Return the canonical name of a package of offer kinds: distinct kinds joined by '+' in a fixed order."""
-    present = set(kinds)
-    return "+".join(kind for kind in OFFER_KINDS if kind in present)
-
-
-def parse_package(name: str) -> str | None:
-    """Return the canonical package an arm name stands for ('coupon+free_viewing'), or None if it names none."""
-    parts = [part.strip() for part in str(name).split("+")]
-    if not parts or any(part not in OFFER_KINDS for part in parts):
-        return None
-    return package_name(parts)
 
 
 def _days(later: datetime, earlier: pd.Series) -> np.ndarray:
@@ -116,23 +100,6 @@ def uplift_features(user_ids: Sequence[int] | np.ndarray, *, as_of: datetime) ->
     return frame[list(FEATURES)].fillna(-1.0)
 
 
-def rule_packages(rules: Sequence[Rule]) -> list[list[int]]:
-    """Group a campaign's rules (highest priority first) into the offer packages they give together.
-
-    A package is a run of rules with the same condition in which every rule but the last is
-    not exclusive (the README's "a coupon and a free week": two rules, the first not
-    exclusive); every other rule is a package of its own. Returns lists of indexes into ``rules``.
-    """
-    packages: list[list[int]] = []
-    for index, rule in enumerate(rules):
-        previous = rules[index - 1] if index else None
-        if previous is not None and not previous.exclusive and previous.condition == rule.condition:
-            packages[-1].append(index)
-        else:
-            packages.append([index])
-    return packages
-
-
 @dataclass
 class ExperimentRows:
     """Training rows of every experiment: one per user and experiment."""
@@ -141,57 +108,6 @@ class ExperimentRows:
     features: pd.DataFrame  # one row per row of ``frame``, FEATURES columns
     sources: list[dict] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-
-
-def _our_campaign_rows(campaign: Campaign) -> tuple[pd.DataFrame, datetime | None, str | None]:
-    """Return an experiment's rows from our records, the moment it assigned its users, or why it is skipped."""
-    from .reports import campaign_outcome_frame
-
-    assignments = pd.DataFrame(
-        CampaignAssignment.objects.filter(campaign=campaign).values_list("user_id", "arm", "rule_id", "assigned_at"),
-        columns=["user_id", "arm", "rule_id", "assigned_at"],
-    )
-    if assignments.empty or not (assignments["arm"] == CampaignAssignment.HOLDOUT).any():
-        return pd.DataFrame(), None, "no holdout"
-    outcomes = campaign_outcome_frame(campaign)[["user_id", "converted", "revenue"]]
-    rows = assignments.merge(outcomes, on="user_id", how="inner")
-    kinds = pd.DataFrame(Offer.objects.filter(campaign=campaign).values_list("user_id", "kind"), columns=["user_id", "kind"])
-    received = kinds.groupby("user_id")["kind"].agg(package_name)
-    rules = list(campaign.rules.order_by("-priority", "pk"))
-    stratum = {}
-    for members in rule_packages(rules):
-        name = package_name(rules[index].offer_kind for index in members)
-        stratum.update({rules[index].pk: name for index in members})
-    held = rows["arm"] == CampaignAssignment.HOLDOUT
-    rows["role"] = np.where(held, CONTROL, "treated")
-    rows["package"] = np.where(held, rows["rule_id"].map(stratum).fillna(""), rows["user_id"].map(received).fillna(""))
-    rows = rows[rows["package"] != ""]
-    moment = pd.to_datetime(assignments["assigned_at"], utc=True, format="ISO8601").min().to_pydatetime()
-    return rows[["user_id", "role", "package", "converted", "revenue"]], moment, None
-
-
-def _imported_rows(campaign: Campaign) -> tuple[pd.DataFrame, str | None]:
-    """Return an imported experiment's rows (users we know, arms that name offer packages), or why it is skipped."""
-    from ..models import EndUser, ExperimentOutcome
-
-    outcomes = pd.DataFrame(
-        ExperimentOutcome.objects.filter(campaign=campaign).values_list("user_ref", "arm", "converted", "revenue"),
-        columns=["user_ref", "arm", "converted", "revenue"],
-    )
-    if outcomes.empty or not (outcomes["arm"] == CampaignAssignment.HOLDOUT).any():
-        return pd.DataFrame(), "no holdout arm"
-    known = dict(EndUser.objects.filter(external_id__in=list(outcomes["user_ref"]), erased_at__isnull=True)
-                 .values_list("external_id", "id"))
-    outcomes["user_id"] = outcomes["user_ref"].map(known)
-    outcomes = outcomes[outcomes["user_id"].notna()]
-    held = outcomes["arm"] == CampaignAssignment.HOLDOUT
-    outcomes["role"] = np.where(held, CONTROL, "treated")
-    outcomes["package"] = np.where(held, ANY_STRATUM, outcomes["arm"].map(parse_package).fillna(""))
-    outcomes = outcomes[outcomes["package"] != ""]
-    if not (outcomes["role"] == "treated").any():
-        return pd.DataFrame(), "no arm named after offer kinds (coupon, free_viewing, movie_ticket, membership_grant)"
-    outcomes["user_id"] = outcomes["user_id"].astype(np.int64)
-    return outcomes[["user_id", "role", "package", "converted", "revenue"]], None
 
 
 def _treated_shares(rows: pd.DataFrame) -> pd.Series:
@@ -205,37 +121,42 @@ def _treated_shares(rows: pd.DataFrame) -> pd.Series:
     return shares
 
 
-def experiment_rows(*, campaigns: Iterable[Campaign] | None = None) -> ExperimentRows:
-    """Collect the rows of every experiment with a holdout (or of the given campaigns), features included."""
-    chosen = list(campaigns) if campaigns is not None else list(
-        Campaign.objects.filter(kind__in=[Campaign.Kind.RULES, Campaign.Kind.EXTERNAL]).order_by("starts_at", "pk"))
-    frames, feature_frames, sources, skipped = [], [], [], []
-    for campaign in chosen:
-        if campaign.kind == Campaign.Kind.EXTERNAL:
-            rows, reason = _imported_rows(campaign)
-            moment = campaign.starts_at
-        else:
-            rows, moment, reason = _our_campaign_rows(campaign)
-        if reason is not None or rows.empty:
-            if reason != "no holdout" or campaign.kind == Campaign.Kind.EXTERNAL:
-                skipped.append(f"{campaign.slug}: {reason or 'no usable rows'}")
-            continue
-        rows = rows.assign(experiment=campaign.slug).reset_index(drop=True)
+@dataclass(frozen=True)
+class Experiment:
+    """One past experiment's users, as the campaigns side reads them from its records or an import.
+
+    ``rows`` holds user_id, role (treated/control), package, converted and revenue; features
+    are computed from events before ``as_of``, the moment its users were assigned.
+    """
+
+    name: str
+    kind: str
+    as_of: datetime
+    rows: pd.DataFrame
+
+
+def experiment_rows(experiments: Iterable[Experiment], *, skipped: Sequence[str] = ()) -> ExperimentRows:
+    """Collect the training rows of these experiments, features included; ``skipped`` says which were left out."""
+    frames, feature_frames, sources = [], [], []
+    for experiment in experiments:
+        rows = experiment.rows.assign(experiment=experiment.name).reset_index(drop=True)
         rows["converted"] = rows["converted"].astype(float)
         rows["revenue"] = rows["revenue"].astype(float)
-        feature_frames.append(uplift_features(rows["user_id"].to_numpy(), as_of=moment).reset_index(drop=True))
+        features = uplift_features(rows["user_id"].to_numpy(), as_of=experiment.as_of)
+        feature_frames.append(features.reset_index(drop=True))
         frames.append(rows)
         sources.append({
-            "campaign": campaign.slug, "kind": campaign.kind, "as_of": moment.isoformat(), "users": len(rows),
-            "treated": int((rows["role"] == "treated").sum()), "control": int((rows["role"] == CONTROL).sum()),
+            "campaign": experiment.name, "kind": experiment.kind, "as_of": experiment.as_of.isoformat(),
+            "users": len(rows), "treated": int((rows["role"] == "treated").sum()),
+            "control": int((rows["role"] == CONTROL).sum()),
             "packages": sorted(set(rows.loc[rows["role"] == "treated", "package"])),
         })
     if not frames:
         empty = pd.DataFrame(columns=["experiment", "user_id", "role", "package", "converted", "revenue", "share"])
-        return ExperimentRows(empty, pd.DataFrame(columns=list(FEATURES)), sources, skipped)
+        return ExperimentRows(empty, pd.DataFrame(columns=list(FEATURES)), sources, list(skipped))
     frame = pd.concat(frames, ignore_index=True)
     frame["share"] = _treated_shares(frame)
-    return ExperimentRows(frame, pd.concat(feature_frames, ignore_index=True), sources, skipped)
+    return ExperimentRows(frame, pd.concat(feature_frames, ignore_index=True), sources, list(skipped))
 
 
 def held_out_mask(user_ids: np.ndarray, share: float) -> np.ndarray:

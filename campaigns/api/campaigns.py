@@ -6,9 +6,8 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analytics.services.reports import campaign_report
-
 from ..models import Campaign
+from ..reports.campaign_report import campaign_report
 from ..selectors import campaign_get_visible, campaign_list_visible
 from .fields import RelatedSlugsField
 from .filters import CAMPAIGN_FILTER_PARAMETERS, CampaignFilter, filter_queryset

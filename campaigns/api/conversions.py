@@ -5,8 +5,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analytics.services.conversions import conversion_record
-
+from ..services.conversions import conversion_record
 from .fields import MoneyInputField
 from .schema import BODY_ERRORS, error_responses
 

@@ -7,8 +7,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from analytics.models import BehaviorEvent
-from analytics.services.partner_events import MAX_EVENTS_PER_REQUEST, WHOLE_ITEM, check_batch_size, events_ingest_items
+from analytics.services.partner_events import MAX_EVENTS_PER_REQUEST, WHOLE_ITEM, check_batch_size
 
+from ..services.intake import events_accept
 from .fields import MoneyInputField
 from .schema import BODY_ERRORS, error_responses
 
@@ -106,7 +107,7 @@ class EventsIngestApi(APIView):
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        result = events_ingest_items(partner=request.user, items=serializer.validated_data["events"])
+        result = events_accept(partner=request.user, items=serializer.validated_data["events"])
         rejected = [
             {"index": rejection.position, "field": None if rejection.column == WHOLE_ITEM else rejection.column,
              "code": "invalid", "message": rejection.reason}

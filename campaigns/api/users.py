@@ -5,13 +5,12 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analytics.selectors import enduser_get_visible, enduser_id_visible, user_recommendations
-from analytics.services import recommend
-from crossmkt_site.errors import ApplicationError
-from analytics.services.erasure import user_erase
+from analytics.selectors import enduser_get_visible, enduser_id_visible
 
 from ..models import Offer, Rule
+from ..recommendations import user_recommendations
 from ..selectors import offer_rows_open_for_user
+from ..services.erasure import user_erase
 from .schema import error_responses
 
 MAX_RECOMMENDATIONS = 50
@@ -41,16 +40,6 @@ class RecommendationSerializer(serializers.Serializer):
     category = serializers.CharField()
     score = serializers.FloatField(min_value=0, max_value=1, help_text="How strongly the item is recommended, 0 to 1.")
     reason = serializers.CharField(required=False, help_text="Why, in the user's language (e.g. viewers of a film).")
-
-
-def recommendations_for(*, user, partner, limit: int):
-    """Recommend with the trained model; before one is trained, by the user's category interests."""
-    try:
-        return recommend.user_recommendations(user=user, partner=partner, limit=limit)
-    except ApplicationError as error:
-        if error.code != "not_trained":
-            raise
-        return user_recommendations(user=user, partner=partner, limit=limit)
 
 
 class UserOffersApi(APIView):
@@ -109,7 +98,7 @@ class UserRecommendationsApi(APIView):
         query = self.QuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
         user = enduser_get_visible(partner=request.user, external_id=user_id)
-        recommendations = recommendations_for(user=user, partner=request.user, limit=query.validated_data["limit"])
+        recommendations = user_recommendations(user=user, partner=request.user, limit=query.validated_data["limit"])
         return Response(self.OutputSerializer({"user_id": user.external_id, "recommendations": recommendations}).data)
 
 

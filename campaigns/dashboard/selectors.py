@@ -16,10 +16,10 @@ from django.db.models import BigIntegerField, Count, F, Q, Sum
 from django.db.models.functions import Cast, Round, TruncDate
 from django.utils import timezone
 
-from analytics.services.reports import campaign_report
 from crossmkt_site.money import ZERO
 
 from ..models import Campaign, Deal, Offer, Partner
+from ..reports.campaign_report import campaign_report
 from ..selectors.settlement import SettlementSheet, period_bounds, settlements_get
 
 # Each report is a handful of queries and a 2,000-resample bootstrap per treated arm: a few keep the page quick.

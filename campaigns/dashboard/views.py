@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext as _
 
+from analytics.selectors import uplift_models_summary
 from crossmkt_site.errors import ApplicationError
 
 from ..selectors.settlement import period_last_closed, period_parse
@@ -90,8 +91,6 @@ def _uplift_charts(figures: DashboardFigures) -> list[str]:
 
 def _qini_charts() -> list[str]:
     """Draw, per offer package the uplift models know, each method's Qini curve on held-out users against random targeting."""
-    from analytics.services.reports import uplift_models_summary
-
     summary = uplift_models_summary()
     if summary is None:
         return []

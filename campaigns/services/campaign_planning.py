@@ -16,13 +16,14 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from analytics.selectors import condition_registry, sql_columns, user_frame, user_id_ranges
+from analytics.selectors import sql_columns, user_frame, user_id_ranges
 from campaigns.rules import (AnyOf, Condition, ConditionError, Registry, SqlFragment, compile_sql, evaluate_table,
                                   referenced_fields, validate)
 from crossmkt_site.errors import ApplicationError
 
 from ..models import Campaign, CampaignAssignment, Rule
 from ..models.offers import CODE_ALPHABET, CODE_LENGTH
+from ..rule_fields import condition_registry, item_category_sources
 
 # Users per chunk: about 0.5 s of evaluation and one COPY of at most this many offers on
 # the benchmark machine, short enough that a killed worker's retry costs little.
@@ -131,7 +132,7 @@ def load_chunk(plans: list[RulePlan], id_range: tuple[int, int], as_of: datetime
     """
     fields = sorted({name for plan in plans for name in plan.fields})
     return user_frame(fields, as_of=as_of, id_range=id_range, reachable_only=True,
-                      where=_chunk_filter(plans, unassigned_in, id_range))
+                      where=_chunk_filter(plans, unassigned_in, id_range), item_categories=item_category_sources())
 
 
 def _chunk_filter(plans: list[RulePlan], unassigned_in: Campaign | None,

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.django_db
 def test_a_demo_campaign_that_reaches_nobody_plays_with_no_outcomes(demo_world):
     # given a started demo campaign whose rules match no one (no propensity scores exist yet)
     from analytics.models import DemoWorld
-    from analytics.selectors import condition_registry
+    from campaigns.rule_fields import condition_registry
     from analytics.services.demo_run import demo_campaign_play
     from campaigns.models import Campaign
 

@@ -33,17 +33,17 @@ NOBODY = "purchasing_count < 0"
 def uplift_trained(demo_world, django_db_blocker):
     """Play the demo campaigns whose window has begun, then learn uplift from their holdouts."""
     from analytics.services.demo_run import demo_campaigns_play
-    from analytics.services.training.uplift import train_uplift
+    from campaigns.services.training import uplift_train
 
     with django_db_blocker.unblock():
         played = demo_campaigns_play(now=PLAYED_AT)
-        run = train_uplift()
+        run = uplift_train()
     return played, run
 
 
 def _campaign(slug: str, *, mode: str, package_a: str, package_b: str):
     """Create a next member day with the article's two packages, each for the users its condition names."""
-    from analytics.selectors import condition_registry
+    from campaigns.rule_fields import condition_registry
     from campaigns.models import Campaign, Rule
     from campaigns.rules import to_json, validate_text
 

@@ -25,7 +25,6 @@ from analytics.demo.truth import planted_truth
 from analytics.demo.world import iter_world
 from analytics.models import BehaviorEvent, EndUser, ModelRun
 from analytics.services import recommend
-from analytics.services.recommend import user_recommendations
 from analytics.services.training.clv import demo_excluded_items
 from analytics.services.training.recommendations import (
     DOMAIN_OF_KIND,
@@ -34,9 +33,10 @@ from analytics.services.training.recommendations import (
     cooccurrence_fit,
     interaction_data,
     recommendations_fit,
-    train_recommendations,
 )
 from campaigns.models import Film, Partner
+from campaigns.recommendations import model_recommendations
+from campaigns.services.training import recommendations_train
 from crossmkt_site.errors import ApplicationError
 
 SEED = 2026
@@ -246,7 +246,7 @@ def test_pairs_seen_too_rarely_are_left_out():
 
 @pytest.fixture
 def run(demo_world, db) -> ModelRun:
-    return train_recommendations()
+    return recommendations_train()
 
 
 def test_training_stores_an_active_run_that_beats_popularity_and_lists_pairs(run):
@@ -279,7 +279,7 @@ def test_a_heavy_watcher_gets_courses_and_licensed_films_and_nothing_they_alread
                    .values_list("external_id", flat=True))
 
     # when
-    items = user_recommendations(user=user, limit=10, now=now)
+    items = model_recommendations(user=user, limit=10, now=now)
 
     # then
     assert len(items) == 10
@@ -296,7 +296,7 @@ def test_a_heavy_watcher_gets_courses_and_licensed_films_and_nothing_they_alread
 def test_a_user_without_history_gets_popular_items(run):
     user = EndUser.objects.exclude(events__kind__in=list(DOMAIN_OF_KIND)).first()
 
-    items = user_recommendations(user=user, limit=6, now=DATA_END)
+    items = model_recommendations(user=user, limit=6, now=DATA_END)
 
     assert len(items) == 6 and {item["kind"] for item in items} == {"course", "film"}
     assert {item["reason"] for item in items} == {"popular with other users"}
@@ -309,11 +309,11 @@ def test_a_partner_sees_only_its_items_and_those_of_partners_it_works_with(run):
     loner = Partner.objects.create(slug="loner", name="Loner", kind="video")
 
     # when
-    items = user_recommendations(user=user, partner=cinema, now=DATA_END)
+    items = model_recommendations(user=user, partner=cinema, now=DATA_END)
 
     # then
     assert items and {item["partner"] for item in items} <= {"xingguang", "zhixue"}
-    assert user_recommendations(user=user, partner=loner, now=DATA_END) == []
+    assert model_recommendations(user=user, partner=loner, now=DATA_END) == []
 
 
 def test_without_data_sharing_consent_only_the_asking_partners_events_count(run):
@@ -324,28 +324,28 @@ def test_without_data_sharing_consent_only_the_asking_partners_events_count(run)
     cinema = Partner.objects.get(slug="xingguang")
 
     # when
-    items = user_recommendations(user=user, partner=cinema, now=DATA_END)
+    items = model_recommendations(user=user, partner=cinema, now=DATA_END)
 
     # then: no history is seen, so the list is the popular one
     assert items and {item["reason"] for item in items} == {"popular with other users"}
     assert any(reason.startswith("because you") for reason in
-               (item["reason"] for item in user_recommendations(user=user, now=DATA_END)))
+               (item["reason"] for item in model_recommendations(user=user, now=DATA_END)))
 
 
 def test_an_erased_user_gets_nothing(run):
     user = _heavy_user()
     user.erased_at = DATA_END
 
-    assert user_recommendations(user=user, now=DATA_END) == []
+    assert model_recommendations(user=user, now=DATA_END) == []
 
 
 def test_the_model_is_loaded_once_per_active_run(run):
     user = _heavy_user()
     with mock.patch.object(recommend, "model_run_artifact", wraps=recommend.model_run_artifact) as load:
-        first = user_recommendations(user=user, now=DATA_END)
-        assert user_recommendations(user=user, now=DATA_END) == first
-        newer = train_recommendations(observation_end=dt.datetime(2026, 8, 1, tzinfo=SHANGHAI))
-        user_recommendations(user=user, now=DATA_END)
+        first = model_recommendations(user=user, now=DATA_END)
+        assert model_recommendations(user=user, now=DATA_END) == first
+        newer = recommendations_train(observation_end=dt.datetime(2026, 8, 1, tzinfo=SHANGHAI))
+        model_recommendations(user=user, now=DATA_END)
 
     assert newer.is_active and load.call_count == 2
     assert recommend._loaded["recommendations"].run_key[0] == newer.pk
@@ -353,7 +353,7 @@ def test_the_model_is_loaded_once_per_active_run(run):
 
 def test_serving_without_a_trained_model_says_how_to_train_one(demo_world, db):
     with pytest.raises(ApplicationError, match="train --model recommendations"):
-        user_recommendations(user=EndUser.objects.first())
+        model_recommendations(user=EndUser.objects.first())
 
 
 def test_the_admin_lists_the_active_runs_pairs_sorted_by_the_chosen_column(run, admin_client):

@@ -41,7 +41,7 @@ def test_each_played_demo_campaign_reports_its_planted_effect_within_three_stand
     from analytics.services.demo_run import _effect_keys, demo_campaigns_play
     from analytics.services.demo_world import demo_world_load
     from analytics.services.features import features_build
-    from analytics.services.reports import campaign_report
+    from campaigns.reports.campaign_report import campaign_report
     from campaigns.models import Campaign, CampaignAssignment
 
     # given a demo world whose campaigns were played, outcomes drawn from the truth

@@ -161,7 +161,7 @@ def test_codes_are_unguessable_and_distinct():
 
 def test_budget_clamp_keeps_the_holdout_in_proportion(article_campaign):
     # given 2,000 heavy users, a 30% holdout, and a budget for about half of the treated users
-    from analytics.services.reports import campaign_report
+    from campaigns.reports.campaign_report import campaign_report
 
     campaign, partner = article_campaign
     Campaign.objects.filter(pk=campaign.pk).update(holdout_share=Decimal("0.300"), budget=Decimal("14000.00"))

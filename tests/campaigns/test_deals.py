@@ -8,9 +8,9 @@ import pytest
 from django.conf import settings
 from django.utils import timezone
 
-from analytics.services.partner_events import events_ingest_items
 from campaigns.models import Deal, DealGrant, Partner, WebhookDelivery
 from campaigns.services.deals import deal_evaluate, deals_evaluate
+from campaigns.services.intake import events_accept
 from tests.campaigns.partner_endpoint import PartnerEndpoint, Reply
 from tests.campaigns.test_concurrency import run_in_processes
 from tests.factories import BehaviorEventFactory, CourseFactory, DealFactory, EndUserFactory, PartnerFactory
@@ -252,7 +252,7 @@ def test_ingested_events_trigger_the_deal_once_committed(econ_deal, zhixue, djan
 
     # when zhixue sends the purchase through the API path
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        result = events_ingest_items(partner=zhixue, items=[purchase])
+        result = events_accept(partner=zhixue, items=[purchase])
         assert not DealGrant.objects.exists()  # nothing before the events are committed
 
     # then the evaluation queued on commit granted the deal

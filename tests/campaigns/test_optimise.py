@@ -18,10 +18,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from analytics.models import BehaviorEvent, EndUser, ExperimentOutcome, ModelRun
-from analytics.services.reports import campaign_report, render_csv, render_text
-from analytics.services.training.uplift import train_uplift
 from campaigns.models import Campaign, CampaignAssignment, Offer
+from campaigns.presenters.campaign_report import render_csv, render_text
+from campaigns.reports.campaign_report import campaign_report
 from campaigns.services.campaign_run import campaign_dry_run, campaign_issue_chunk, campaign_run
+from campaigns.services.training import uplift_train
 from crossmkt_site.errors import ApplicationError
 from tests.factories import CampaignFactory, CourseFactory, PartnerFactory, RuleFactory
 
@@ -67,7 +68,7 @@ def _optimised(world, **fields) -> Campaign:
 
 def test_uplift_is_learned_from_an_imported_experiment_and_ranks_the_users_it_changes_first(world):
     # when the uplift models are trained
-    run = train_uplift()
+    run = uplift_train()
 
     # then each method was evaluated on held-out users with its Qini curve and AUUC
     evaluation = run.metrics["evaluation"]
@@ -101,7 +102,7 @@ def test_train_command_learns_uplift_by_name_and_says_clearly_when_there_is_noth
 
 def test_optimise_run_spends_the_budget_on_the_users_the_offer_changes_and_keeps_a_holdout(world):
     # given uplift learned from the pilot, and an optimise campaign whose budget reaches 50 of 600 users
-    train_uplift()
+    uplift_train()
     campaign = _optimised(world)
 
     # when it is previewed, then run
@@ -142,7 +143,7 @@ def test_optimise_run_spends_the_budget_on_the_users_the_offer_changes_and_keeps
 
 def test_dry_run_prints_the_rule_based_and_the_optimised_campaign_side_by_side(world):
     # given a rule-based campaign that gives everyone a coupon, and uplift learned from the pilot
-    train_uplift()
+    uplift_train()
     campaign = _optimised(world, mode=Campaign.Mode.RULES)
 
     # when it is previewed
@@ -167,7 +168,7 @@ def test_without_an_uplift_model_optimise_mode_says_how_to_train_one_and_rules_s
     with pytest.raises(ApplicationError, match="train --model uplift"):
         campaign_dry_run(campaign=campaign)
     # an issuing chunk refuses to guess without the run's plan
-    train_uplift()
+    uplift_train()
     with pytest.raises(ApplicationError, match="run it with run_campaign"):
         campaign_issue_chunk(campaign_id=campaign.pk, id_range=(0, 10**9))
 
@@ -181,7 +182,7 @@ def test_without_an_uplift_model_optimise_mode_says_how_to_train_one_and_rules_s
 
 def test_report_and_dashboard_show_each_uplift_models_qini_curve_and_auuc(world, admin_client):
     # given uplift learned from the pilot
-    train_uplift()
+    uplift_train()
 
     # when the pilot's report is read as data, text and CSV, and the dashboard is opened
     report = campaign_report(campaign=world["experiment"])

@@ -1,9 +1,11 @@
 """Trainers: one function per model that reads the database, fits, and stores a versioned model run.
 
-Every trainer is called as ``train_<model>(*, observation_end=None, activate=True)`` and
-returns the stored ``ModelRun``, whose ``params`` and ``metrics`` are JSON-safe. ``TRAINERS``
-maps the names ``python manage.py train --model`` accepts to them, in the order ``all`` runs.
-A model's line names its module and function; a module not written yet is left out.
+Every trainer returns the stored ``ModelRun``, whose ``params`` and ``metrics`` are JSON-safe.
+``TRAINERS`` maps the models that learn from behaviour alone to theirs, called as
+``train_<model>(*, observation_end=None, activate=True)``. The recommendations and uplift
+trainers also take the catalog and past experiments, which the campaigns side reads and passes
+in (``campaigns.services.training``, behind ``python manage.py train``). A model's line names
+its module and function; a module not written yet is left out.
 """
 
 from collections.abc import Callable
@@ -29,11 +31,6 @@ TRAINERS: dict[str, Trainer] = {
         "churn": _trainer("churn", "train_churn"),
         "clv": _trainer("clv", "train_clv"),
         "segments": _trainer("segments", "train_segments"),
-        "recommendations": _trainer("recommendations", "train_recommendations"),
     }.items()
     if trainer is not None
 }
-
-# Trainers that learn from past campaigns rather than from behaviour alone. Not in ``all``:
-# a fresh world has run no campaign yet; ``train --model uplift`` runs them by name.
-CAMPAIGN_TRAINERS: dict[str, Trainer] = {"uplift": _trainer("uplift", "train_uplift")}

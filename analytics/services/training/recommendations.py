@@ -31,7 +31,7 @@ import scipy.sparse as sp
 from django.db import connection
 from django.utils import timezone
 
-from campaigns.models import Bundle, Course, Film
+from crossmkt_site.bulk import bulk_insert_frame
 from crossmkt_site.errors import ApplicationError
 
 from ...models import BehaviorEvent, ModelRun
@@ -450,45 +450,36 @@ def recommendations_fit(catalog: pd.DataFrame, *, calibration: pd.DataFrame, hol
     return RecommendationTraining(serving_model, params, metrics, len(serving_data.user_ids))
 
 
-def catalog_frame() -> pd.DataFrame:
-    """Return every course and film as one frame in a fixed order: its kind, partner, ids and description."""
-    courses = pd.DataFrame(list(Course.objects.values_list(
-        "id", "partner_id", "partner__slug", "sku", "title", "category", "tags", "is_active")),
-        columns=["pk", "partner", "partner_slug", "item_id", "title", "category", "tags", "is_active"])
-    films = pd.DataFrame(list(Film.objects.values_list(
-        "id", "partner_id", "partner__slug", "external_id", "title", "category", "tags", "licence_start",
-        "licence_end")),
-        columns=["pk", "partner", "partner_slug", "item_id", "title", "category", "tags", "licence_start",
-                 "licence_end"])
-    frame = pd.concat([courses.assign(kind=COURSE), films.assign(kind=FILM, is_active=True)], ignore_index=True)
-    frame["tags"] = [tuple(tags or ()) for tags in frame["tags"]]
-    frame["category"] = frame["category"].fillna("")
-    return frame.sort_values(["kind", "partner", "item_id"], ignore_index=True)[["pk", *CATALOG_COLUMNS]]
-
-
 def interaction_counts(catalog: pd.DataFrame, *, split_at: datetime, end: datetime) -> pd.DataFrame:
     """Count each user's interactions per catalog item and kind before ``end``, with the first time, in SQL.
 
     Rows are split at ``split_at``: ``after`` says on which side of it they lie, so one pass
-    over the events gives both the calibration and the holdout.
+    over the events gives both the calibration and the holdout. The catalog's items are
+    staged in a temporary table for the database to join the events to.
     """
-    position = pd.Series(np.arange(len(catalog)), index=pd.MultiIndex.from_arrays([catalog["kind"], catalog["pk"]]))
+    items = pd.DataFrame({
+        "domain": catalog["kind"].to_numpy(), "partner_id": catalog["partner"].to_numpy(dtype=np.int64),
+        "item_id": catalog["item_id"].to_numpy(), "item": np.arange(len(catalog), dtype=np.int64),
+    })
     frames = []
-    for domain, table, id_column, kinds in (
-        (FILM, Film._meta.db_table, "external_id", ("film_watch",)),
-        (COURSE, Course._meta.db_table, "sku", ("course_purchase", "course_view")),
-    ):
-        sql = (f"SELECT e.user_id, i.id AS pk, e.kind, CASE WHEN e.occurred_at < %s THEN 0 ELSE 1 END AS after, "
-               f"COUNT(*) AS n, {sql_time('MIN(e.occurred_at)')} AS first_at "
-               f"FROM {BehaviorEvent._meta.db_table} e JOIN {table} i "
-               f"ON i.partner_id = e.partner_id AND i.{id_column} = e.item_id "
-               f"WHERE e.kind IN ({', '.join(['%s'] * len(kinds))}) AND e.occurred_at < %s "
-               f"GROUP BY e.user_id, i.id, e.kind, after")
-        params = [connection.ops.adapt_datetimefield_value(split_at), *kinds,
-                  connection.ops.adapt_datetimefield_value(end)]
-        rows = fetch_frame(sql, params, text=("kind",))
-        rows["item"] = position.reindex(pd.MultiIndex.from_arrays([[domain] * len(rows), rows["pk"]])).to_numpy()
-        frames.append(rows)
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TABLE IF EXISTS catalog_items")
+        cursor.execute("CREATE TEMPORARY TABLE catalog_items "
+                       "(domain varchar(8), partner_id bigint, item_id varchar(64), item bigint)")
+        bulk_insert_frame(cursor, "catalog_items", items)
+        if connection.vendor == "postgresql":
+            cursor.execute("ANALYZE catalog_items")
+        for domain, kinds in ((FILM, ("film_watch",)), (COURSE, ("course_purchase", "course_view"))):
+            sql = (f"SELECT e.user_id, i.item, e.kind, CASE WHEN e.occurred_at < %s THEN 0 ELSE 1 END AS after, "
+                   f"COUNT(*) AS n, {sql_time('MIN(e.occurred_at)')} AS first_at "
+                   f"FROM {BehaviorEvent._meta.db_table} e JOIN catalog_items i "
+                   f"ON i.domain = %s AND i.partner_id = e.partner_id AND i.item_id = e.item_id "
+                   f"WHERE e.kind IN ({', '.join(['%s'] * len(kinds))}) AND e.occurred_at < %s "
+                   f"GROUP BY e.user_id, i.item, e.kind, after")
+            params = [connection.ops.adapt_datetimefield_value(split_at), domain, *kinds,
+                      connection.ops.adapt_datetimefield_value(end)]
+            frames.append(fetch_frame(sql, params, text=("kind",)))
+        cursor.execute("DROP TABLE catalog_items")
     counts = pd.concat(frames, ignore_index=True)
     return pd.DataFrame({
         "user_id": counts["user_id"].astype(np.int64), "item": counts["item"].astype(np.int64),
@@ -497,20 +488,13 @@ def interaction_counts(catalog: pd.DataFrame, *, split_at: datetime, end: dateti
     })
 
 
-def bundled_pairs() -> set[tuple[int, str, int, str]]:
-    """Return (course partner id, sku, film partner id, film id) of every course and film sold in one bundle."""
-    courses = Bundle.courses.through.objects.values_list("bundle_id", "course__partner_id", "course__sku")
-    films = Bundle.films.through.objects.values_list("bundle_id", "film__partner_id", "film__external_id")
-    films_by_bundle: dict[int, list[tuple[int, str]]] = {}
-    for bundle_id, partner_id, film_id in films:
-        films_by_bundle.setdefault(bundle_id, []).append((partner_id, film_id))
-    return {(course_partner, sku, film_partner, film_id)
-            for bundle_id, course_partner, sku in courses
-            for film_partner, film_id in films_by_bundle.get(bundle_id, [])}
-
-
-def train_recommendations(*, observation_end: datetime | None = None, activate: bool = True) -> ModelRun:
+def train_recommendations(*, catalog: pd.DataFrame, bundled: set[tuple[Any, str, Any, str]] | None = None,
+                          observation_end: datetime | None = None, activate: bool = True) -> ModelRun:
     """Fit the cross-domain recommender, judge it against popularity after the observation end, and store it as a run.
+
+    ``catalog`` holds every course and film (``CATALOG_COLUMNS``, one row per item, in a fixed
+    order) and ``bundled`` the (course partner, sku, film partner, film id) sold together in a
+    bundle; the catalog's owner reads both and passes them in.
 
     The defaults follow the lifetime-value training: the demo truth's observation end when a
     demo world is loaded, else 13 weeks before now; the held-out period runs to the demo
@@ -520,7 +504,6 @@ def train_recommendations(*, observation_end: datetime | None = None, activate: 
     truth = demo_truth()
     observation_end = as_utc(observation_end) if observation_end else default_observation_end(truth=truth, now=now)
     data_end = max(observed_data_end(truth=truth, now=now), observation_end)
-    catalog = catalog_frame()
     if catalog.empty:
         raise ApplicationError("the catalog has no courses or films to recommend; add them first",
                                code="no_data", field="model")
@@ -528,10 +511,10 @@ def train_recommendations(*, observation_end: datetime | None = None, activate: 
     everything = counts.groupby(["user_id", "item", "kind"], as_index=False, sort=False).agg(
         n=("n", "sum"), first_at=("first_at", "min"))
     training = recommendations_fit(
-        catalog.drop(columns="pk"), calibration=counts[~counts["after"]], holdout=counts[counts["after"]],
+        catalog, calibration=counts[~counts["after"]], holdout=counts[counts["after"]],
         everything=everything,
         observation_end=observation_end, data_end=data_end, excluded_items=demo_excluded_items(truth),
-        bundled=bundled_pairs(),
+        bundled=bundled,
     )
     return model_run_save(
         model=ModelRun.Model.RECOMMENDATIONS, params=json_safe(training.params), metrics=json_safe(training.metrics),

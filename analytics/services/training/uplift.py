@@ -1,7 +1,8 @@
 """Uplift: who an offer package changes, learned from past experiments with a holdout.
 
-Rows come from ``analytics.services.uplift.experiment_rows`` (our campaigns' records and
-imported experiments; features from events before each experiment's assignment). For each
+Rows come from ``analytics.services.uplift.experiment_rows`` over the experiments the campaigns
+side passes in (our campaigns' records and imported experiments; features from events before
+each experiment's assignment). For each
 offer package, its treated users are compared with the held-out users of the same rules,
 pooled over every experiment that gave it, and two models are fitted
 (``analytics.stats.uplift``): a T-learner and a transformed outcome (each row weighted by its
@@ -24,7 +25,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from ...models import ModelRun
 from ...stats.uplift import METHODS, UpliftModel, evaluate_uplift, fit_uplift
 from ..registry import model_run_save
-from ..uplift import ANY_STRATUM, CONTROL, FEATURES, UpliftBundle, experiment_rows, held_out_mask
+from ..uplift import ANY_STRATUM, CONTROL, FEATURES, ExperimentRows, UpliftBundle, held_out_mask
 from .common import as_utc, json_safe, require
 
 HELD_OUT_SHARE = 0.3
@@ -60,15 +61,14 @@ def _curves(curves) -> dict[str, Any] | None:
         "qini_coefficient", "fraction", "qini", "uplift", "random_qini", "random_uplift")}
 
 
-def train_uplift(*, observation_end: datetime | None = None, activate: bool = True) -> ModelRun:
-    """Fit the uplift models on every past experiment with a holdout and store them as a versioned run."""
+def train_uplift(*, rows: ExperimentRows, observation_end: datetime | None = None, activate: bool = True) -> ModelRun:
+    """Fit the uplift models on past experiments with a holdout (``experiment_rows``); store them as a run."""
     # Many small fits: one thread each is several times faster than OpenMP threads contending for the cores.
     with threadpool_limits(limits=1):
-        return _train(observation_end=observation_end, activate=activate)
+        return _train(rows=rows, observation_end=observation_end, activate=activate)
 
 
-def _train(*, observation_end: datetime | None, activate: bool) -> ModelRun:
-    rows = experiment_rows()
+def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: bool) -> ModelRun:
     frame, features = rows.frame, rows.features
     if observation_end is not None:
         cutoff = as_utc(observation_end).isoformat()

@@ -7,7 +7,8 @@ from django.core.management.base import BaseCommand, CommandError
 from campaigns.selectors import campaign_get
 from crossmkt_site.errors import ApplicationError
 
-from ...services.reports import campaign_report, render_csv, render_text
+from ...presenters.campaign_report import render_csv, render_text
+from ...reports.campaign_report import campaign_report
 
 
 class Command(BaseCommand):

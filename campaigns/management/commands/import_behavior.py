@@ -2,9 +2,10 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from analytics.services.imports import BEHAVIOR_OPTIONAL
 from crossmkt_site.errors import ApplicationError
 
-from ...services.imports import BEHAVIOR_OPTIONAL, behavior_import_file
+from ...services.intake import behavior_import_file
 from ._reporting import report_import
 
 

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from crossmkt_site.errors import ApplicationError
 
-from ...services.imports import events_import_file
+from ...services.intake import events_import_file
 from ._reporting import report_import
 
 

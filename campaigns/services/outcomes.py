@@ -7,15 +7,15 @@ import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
-from campaigns.models import Campaign
+from analytics.models import ExperimentOutcome
+from analytics.services.csvfiles import CsvStream
+from analytics.services.imports import parse_flag
+from analytics.services.ingest import IngestResult, Rejection, RowChecker, check_ids, parse_money
+from analytics.services.progress import progress_bar
 from crossmkt_site.bulk import bulk_insert
 from crossmkt_site.errors import ApplicationError
 
-from ..models import ExperimentOutcome
-from .csvfiles import CsvStream
-from .imports import parse_flag
-from .ingest import IngestResult, Rejection, RowChecker, check_ids, parse_money
-from .progress import progress_bar
+from ..models import Campaign
 
 OUTCOME_COLUMNS = ("user_id", "arm", "converted", "revenue")
 

@@ -13,6 +13,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from crossmkt_site.errors import ApplicationError
 
+from ...services.training import CAMPAIGN_TRAINERS, TRAINERS
+
 MODELS = ("propensity", "churn", "clv", "segments", "recommendations")
 CAMPAIGN_MODELS = ("uplift",)
 
@@ -40,8 +42,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-activate", action="store_true", help="Store the run without making it the active one.")
 
     def handle(self, *args, model, json: bool, observation_end, no_activate, **options):
-        from ...services.training import CAMPAIGN_TRAINERS, TRAINERS
-
         trainers = {**TRAINERS, **CAMPAIGN_TRAINERS}
         names = MODELS if model == "all" else (model,)
         end = parse_observation_end(observation_end)

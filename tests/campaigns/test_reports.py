@@ -11,8 +11,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from analytics.models import BehaviorEvent, EndUser
-from analytics.services.reports import campaign_report
 from campaigns.models import CampaignAssignment, Offer
+from campaigns.reports.campaign_report import campaign_report
 from tests.factories import CampaignFactory, PartnerFactory, RuleFactory
 
 pytestmark = pytest.mark.django_db

@@ -1,0 +1,94 @@
+"""What the campaign report reads: each assigned user's outcome, each arm's cost, the offers' funnel.
+
+Outcomes are read per assigned user: conversion is a purchase of one of the campaign's
+promoted courses (any course when it promotes none) within the campaign's conversion window
+after the user's assignment (and before now); revenue is the sum of those purchases.
+An experiment run elsewhere is read from its imported outcomes.
+"""
+
+from datetime import datetime
+from decimal import Decimal
+
+import pandas as pd
+from django.db import connection
+from django.utils import timezone
+
+from analytics.models import ExperimentOutcome
+
+from ..models import Campaign, CampaignAssignment, Offer
+
+HOLDOUT = CampaignAssignment.HOLDOUT
+
+
+def _imported_outcome_frame(campaign: Campaign) -> pd.DataFrame:
+    """Return the outcomes of an experiment run elsewhere, in the frame shape of our own campaigns."""
+    rows = list(ExperimentOutcome.objects.filter(campaign=campaign).values_list("user_ref", "arm", "converted", "revenue"))
+    frame = pd.DataFrame(rows, columns=["user_id", "arm", "converted", "revenue"])
+    return frame.assign(rule="", churned=False, duration_days=float("nan"))
+
+
+def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -> pd.DataFrame:
+    """Return one row per assigned user: arm, rule, converted, revenue, and retention time and churn."""
+    if campaign.kind == Campaign.Kind.EXTERNAL:
+        return _imported_outcome_frame(campaign)
+    now = now or timezone.now()
+    skus = list(campaign.promoted_courses.values_list("sku", flat=True))
+    promoted = f"AND p.item_id IN ({', '.join(['%(sku' + str(i) + ')s' for i in range(len(skus))])})" if skus else ""
+    window = f"{int(campaign.conversion_window_days) * 86400} seconds"
+    window_end = ("a.assigned_at + CAST(%(window)s AS interval)" if connection.vendor == "postgresql"
+                  else "datetime(a.assigned_at, %(window)s)")
+    sql = f"""
+        SELECT a.user_id, a.arm, COALESCE(r.name, '') AS rule, a.assigned_at,
+               COUNT(p.id) AS purchases, COALESCE(SUM(p.amount), 0) AS revenue,
+               MIN(c.occurred_at) AS cancelled_at
+        FROM campaigns_campaignassignment a
+        LEFT JOIN campaigns_rule r ON r.id = a.rule_id
+        LEFT JOIN analytics_behaviorevent p ON p.user_id = a.user_id AND p.kind = 'course_purchase' {promoted}
+             AND p.occurred_at >= a.assigned_at AND p.occurred_at < {window_end} AND p.occurred_at < %(now)s
+        LEFT JOIN analytics_behaviorevent c ON c.user_id = a.user_id AND c.kind = 'membership_cancel'
+             AND c.occurred_at >= a.assigned_at AND c.occurred_at < %(now)s
+        WHERE a.campaign_id = %(campaign)s
+        GROUP BY a.user_id, a.arm, r.name, a.assigned_at
+        ORDER BY a.user_id
+    """
+    with connection.cursor() as cursor:
+        params = {"campaign": campaign.pk, "now": now, "window": window} | {f"sku{i}": sku for i, sku in enumerate(skus)}
+        cursor.execute(sql, params)
+        frame = pd.DataFrame(cursor.fetchall(), columns=[column[0] for column in cursor.description])
+    if frame.empty:
+        return frame.assign(converted=pd.Series(dtype=bool), duration_days=pd.Series(dtype=float), churned=pd.Series(dtype=bool))
+    frame["converted"] = frame["purchases"] > 0
+    frame["revenue"] = frame["revenue"].map(lambda value: Decimal(value).quantize(Decimal("0.01")))
+    assigned = pd.to_datetime(frame["assigned_at"], utc=True)
+    cancelled = pd.to_datetime(frame["cancelled_at"], utc=True)
+    frame["churned"] = cancelled.notna()
+    frame["duration_days"] = ((cancelled.fillna(pd.Timestamp(now)) - assigned).dt.total_seconds() / 86400).clip(lower=0)
+    return frame
+
+
+def campaign_arm_costs(campaign: Campaign) -> dict[str, Decimal]:
+    """Money each arm's offers hold or used: issued and redeemed offers, not expired or revoked ones."""
+    sql = """
+        SELECT a.arm, COALESCE(SUM(o.cost), 0) FROM campaigns_offer o
+        JOIN campaigns_campaignassignment a ON a.campaign_id = o.campaign_id AND a.user_id = o.user_id
+        WHERE o.campaign_id = %s AND o.status NOT IN ('expired', 'revoked')
+        GROUP BY a.arm
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [campaign.pk])
+        return {arm: Decimal(cost).quantize(Decimal("0.01")) for arm, cost in cursor.fetchall()}
+
+
+def campaign_funnel(campaign: Campaign, frame: pd.DataFrame) -> dict[str, int]:
+    """Count the campaign's funnel: users by arm, then offers issued, delivered and redeemed, and conversions."""
+    offers = Offer.objects.filter(campaign=campaign)
+    treated = frame[frame["arm"] != HOLDOUT] if not frame.empty else frame
+    return {
+        "eligible": len(frame),
+        "treated": len(treated),
+        "holdout": int((frame["arm"] == HOLDOUT).sum()) if not frame.empty else 0,
+        "issued": offers.count(),
+        "delivered": offers.filter(delivered_at__isnull=False).count(),
+        "redeemed": offers.filter(status=Offer.Status.REDEEMED).count(),
+        "converted": int(treated["converted"].sum()) if not treated.empty else 0,
+    }
