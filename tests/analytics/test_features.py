@@ -1,11 +1,10 @@
 """Features built from events are what an analyst would count by hand, and stay right incrementally."""
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.utils import timezone
 
 from analytics.models import UserFeatures
 from analytics.services.features import features_build, features_frame_as_of

@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from analytics.models import ImportedBehavior
 from campaigns.models import Campaign, CampaignAssignment, Offer
 from campaigns.services.campaign_planning import holdout_draw, new_codes
-from campaigns.services.campaign_run import campaign_dry_run, campaign_issue_chunk, campaign_run
+from campaigns.services.campaign_run import campaign_dry_run, campaign_run
 from tests.factories import CampaignFactory, EndUserFactory, PartnerFactory, RuleFactory
 
 pytestmark = pytest.mark.django_db

@@ -11,7 +11,7 @@ from django.utils import timezone
 from campaigns.models import Deal, DealGrant, Partner, WebhookDelivery
 from campaigns.services.deals import deal_evaluate, deals_evaluate
 from campaigns.services.intake import events_accept
-from tests.campaigns.partner_endpoint import PartnerEndpoint, Reply
+from tests.campaigns.partner_endpoint import Reply
 from tests.campaigns.test_concurrency import run_in_processes
 from tests.factories import BehaviorEventFactory, CourseFactory, DealFactory, EndUserFactory, PartnerFactory
 
@@ -40,19 +40,6 @@ def econ_deal(zhixue, yingshi):
                        settlement_price=Decimal("8.00"))
     deal.trigger_courses.add(course)
     return deal
-
-
-@pytest.fixture
-def endpoint():
-    started = []
-
-    def start(*script: Reply) -> PartnerEndpoint:
-        started.append(PartnerEndpoint(list(script)))
-        return started[-1]
-
-    yield start
-    for server in started:
-        server.close()
 
 
 def member(partner, **kwargs):

@@ -8,7 +8,6 @@ from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 from django.urls import reverse
@@ -370,13 +369,6 @@ def test_api_hides_the_deal_from_a_partner_who_is_not_a_side_of_it(deal):
 
 
 # --------------------------------------------------------------------------- the admin
-
-
-@pytest.fixture
-def manager_client(client):
-    manager = get_user_model().objects.create_superuser("manager", "m@example.com", "a-long-password-1")
-    client.force_login(manager)
-    return client
 
 
 def test_admin_issues_last_month_and_exports_statements_as_csv(time_machine_after_november, manager_client,

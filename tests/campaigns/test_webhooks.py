@@ -19,24 +19,10 @@ from campaigns.services.webhook_outbox import (
     webhook_attempt, webhook_backoff, webhook_deliveries_create, webhook_redeliver, webhook_sign, webhook_verify,
     webhooks_requeue_due,
 )
-from tests.campaigns.partner_endpoint import PartnerEndpoint, Reply
+from tests.campaigns.partner_endpoint import Reply
 from tests.factories import CampaignFactory, EndUserFactory, OfferFactory, PartnerFactory, RuleFactory
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def endpoint():
-    """Start partner endpoints that answer from a script of replies; all are stopped after the test."""
-    started = []
-
-    def start(*script: Reply) -> PartnerEndpoint:
-        started.append(PartnerEndpoint(list(script)))
-        return started[-1]
-
-    yield start
-    for server in started:
-        server.close()
 
 
 def listening_partner(url: str, kind: str = Partner.Kind.CINEMA, **kwargs) -> Partner:

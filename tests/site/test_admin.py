@@ -16,17 +16,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def manager(django_user_model):
-    return django_user_model.objects.create_superuser("manager", "m@example.com", "a-long-password-1")
-
-
-@pytest.fixture
-def manager_client(client, manager):
-    client.force_login(manager)
-    return client
-
-
-@pytest.fixture
 def some_of_everything():
     rule = RuleFactory()
     OfferFactory(campaign=rule.campaign, rule=rule)

@@ -92,17 +92,6 @@ def world(db):
     return campaigns, deals
 
 
-@pytest.fixture
-def manager(django_user_model):
-    return django_user_model.objects.create_superuser("manager", "m@example.com", "a-long-password-1")
-
-
-@pytest.fixture
-def manager_client(client, manager):
-    client.force_login(manager)
-    return client
-
-
 def svg_charts(page: str) -> list[str]:
     return re.findall(r'<svg class="chart".*?</svg>', page, flags=re.S)
 

@@ -308,13 +308,6 @@ def test_every_string_our_code_marks_for_translation_is_in_the_catalog(messages)
 # --- what a partnership manager sees ---------------------------------------------------------
 
 
-@pytest.fixture
-def manager_client(client, django_user_model):
-    manager = django_user_model.objects.create_superuser("manager", "manager@example.com", "a-long-password-1")
-    client.force_login(manager)
-    return client
-
-
 def in_english(client):
     client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
     return client
