@@ -3,7 +3,7 @@
 from celery import shared_task
 
 from .services.features import features_build
-from .services.scoring import score_chunk
+from .services.scoring import SCORE_CHUNK_TASK, score_chunk
 
 
 @shared_task(name="analytics.tasks.build_features", acks_late=True)
@@ -12,7 +12,7 @@ def build_features(full: bool = False) -> dict:
     return {"users": features_build(full=full)}
 
 
-@shared_task(name="analytics.tasks.score_users_chunk", acks_late=True, reject_on_worker_lost=True)
+@shared_task(name=SCORE_CHUNK_TASK, acks_late=True, reject_on_worker_lost=True)
 def score_users_chunk(model: str, low: int, high: int) -> int:
     """Score one range of user ids with a model's active run; scoring twice leaves one row per user."""
     return score_chunk(model=model, id_range=(low, high))

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 import pandas as pd
+from celery import group, signature
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -25,6 +26,8 @@ from .registry import model_run_active, model_run_artifact
 # About a second of work per model on the benchmark machine; small enough for a fair share per worker.
 SCORE_CHUNK_USERS = 100_000
 SCORED_MODELS = ("propensity", "churn", "clv", "segments")
+# Queued by name (analytics/tasks.py registers it), so this module and the tasks never import each other.
+SCORE_CHUNK_TASK = "analytics.tasks.score_users_chunk"
 
 
 class Scorer(Protocol):
@@ -88,14 +91,10 @@ def score_chunk(*, model: str, id_range: tuple[int, int], as_of: datetime | None
 
 def score_all(*, models=SCORED_MODELS, wait: bool = True, on_chunk=None, chunk_users: int = SCORE_CHUNK_USERS) -> dict:
     """Score every user with each model's active run, chunk by chunk on the workers (in process when eager)."""
-    from celery import group
-
-    from ..tasks import score_users_chunk
-
     for model in models:
         model_run_active(model=model)  # a clear error before any worker starts
     chunks = score_chunks(chunk_users=chunk_users)
-    job = group(score_users_chunk.s(model, lo, hi) for model in models for lo, hi in chunks).apply_async()
+    job = group(signature(SCORE_CHUNK_TASK, args=(model, lo, hi)) for model in models for lo, hi in chunks).apply_async()
     if not wait:
         return {"tasks": len(job.results), "group_id": job.id}
     scored = dict.fromkeys(models, 0)
