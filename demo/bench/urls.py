@@ -1,6 +1,6 @@
 """URLs of the benchmark's server only: the product's, and the same offers answer written as a bare Django view.
 
-``bench`` starts gunicorn with ``CROSSMKT_URLCONF=analytics.bench_urls``. The bare view
+``bench`` starts gunicorn with ``CROSSMKT_URLCONF=demo.bench.urls``. The bare view
 does what ``GET /api/v1/users/{id}/offers/`` does (check the key, find the user the partner
 may see, list their open offers) in plain SQL with a ``JsonResponse``, no DRF: the API's
 request rate is compared with it, so the ratio is what the framework (DRF, the ORM,
@@ -17,7 +17,8 @@ from django.urls import path
 from campaigns.models import Offer
 from campaigns.selectors import OPEN_OFFERS_SQL
 from campaigns.services.partners import KEY_SCHEME, _hash_secret
-from crossmkt_site.urls import handler404, urlpatterns as product_urlpatterns  # noqa: F401 - handler404 is looked up here
+from crossmkt_site.urls import handler404  # noqa: F401 - handler404 is looked up here
+from crossmkt_site.urls import urlpatterns as product_urlpatterns
 
 
 def _money(value):

@@ -15,18 +15,22 @@ import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
-from campaigns.conditions import to_json, validate_text
+from analytics.models import BehaviorEvent
+from analytics.selectors import condition_registry
+from analytics.services.ingest import (
+    events_ingest,
+    partner_ids_by_slug,
+    user_ids_by_external_id,
+)
 from campaigns.models import Bundle, Campaign, Course, Deal, Film, Partner, Rule
+from campaigns.rules import to_json, validate_text
+from campaigns.services.deals import deals_evaluate
 from crossmkt_site.bulk import bulk_insert_frame
 
-from ..demo import catalog as demo
-from ..demo.truth import planted_truth
-from ..demo.world import iter_world
-from ..models import BehaviorEvent
-from ..selectors import condition_registry
-from campaigns.services.deals import deals_evaluate
-
-from .ingest import events_ingest, partner_ids_by_slug, user_ids_by_external_id
+from ..models import DemoWorld, PlantedUser
+from ..world import catalog as demo
+from ..world.generator import iter_world
+from ..world.truth import planted_truth
 
 SHANGHAI = demo.SHANGHAI
 TRIGGERS = {"course_in_set": Deal.Trigger.COURSE_PURCHASE, "spend_at_least": Deal.Trigger.SPEND_AT_LEAST,
@@ -167,7 +171,7 @@ def _planted_ingest(cursor, users: pd.DataFrame, user_ids: dict[str, int]) -> No
         "purchase_probability": users["latent_purchase_probability"].to_numpy(dtype=float),
     }))
     cursor.execute(
-        "INSERT INTO analytics_planteduser (user_id, segment, top_category, purchase_probability) "
+        f"INSERT INTO {PlantedUser._meta.db_table} (user_id, segment, top_category, purchase_probability) "
         "SELECT user_id, segment, top_category, purchase_probability FROM demo_planted_batch "
         "WHERE TRUE ON CONFLICT (user_id) DO NOTHING"
     )
@@ -364,8 +368,6 @@ def demo_world_load(*, n_users: int, seed: int, on_progress=None, processes: int
     With ``processes`` > 1 (PostgreSQL only), ranges of users are generated and written by
     that many processes at once; the world is the same.
     """
-    from ..models import DemoWorld
-
     now = timezone.now()
     summary = demo_catalog_load(now=now)
     bulk = _bulk_load_applies(n_users)

@@ -5,10 +5,11 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from analytics.services.progress import progress_bar
 from crossmkt_site.errors import ApplicationError
 
-from ...services.bench import ROOT, STAGE_ORDER, bench_events, bench_run, benchmarks_markdown
-from ...services.progress import progress_bar
+from ...bench.measure import ROOT
+from ...bench.run import STAGE_ORDER, bench_events, bench_run, benchmarks_markdown
 
 NOTES_HEADING = "\n## "
 

@@ -4,9 +4,10 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ...services.demo_world import demo_world_load
-from ...services.features import features_build
-from ...services.progress import progress_bar
+from analytics.services.features import features_build
+from analytics.services.progress import progress_bar
+
+from ...services.world_load import demo_world_load
 
 
 class Command(BaseCommand):
