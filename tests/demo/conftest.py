@@ -1,4 +1,4 @@
-"""Fixtures of the analytics tests."""
+"""Fixtures of the demo tests, and of the analytics tests that train on a demo world."""
 
 import pytest
 from django.db import transaction
@@ -7,8 +7,8 @@ from django.db import transaction
 @pytest.fixture(scope="module")
 def demo_world(request, django_db_setup, django_db_blocker):
     """Load the module's demo world (its DATABASE_USERS and SEED) once, in a transaction rolled back at the end."""
-    from analytics.services.demo_world import demo_world_load
     from analytics.services.features import features_build
+    from demo.services.world_load import demo_world_load
 
     with django_db_blocker.unblock():
         outer = transaction.atomic()
