@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ def require_postgresql() -> None:
 
 
 @contextmanager
-def table_like(source: str):
+def table_like(source: str) -> Iterator[str]:
     """Yield the name of a new, empty, ordinary table shaped like ``source``: columns, indexes, constraints and
     foreign keys; dropped afterwards.
 

@@ -7,17 +7,24 @@ users/{id}/offers/`` under load. Each stage runs in a forked process of its own,
 peak memory is its own. Results are throughputs; the table gives the ratios.
 """
 
+import io
 import json
+import multiprocessing
 import os
 import platform
 import secrets
 import time
+import traceback
 import urllib.request
-from contextlib import nullcontext
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
+from typing import Any, TypeVar
 
 import django
-from django.db import connection, transaction
+import numpy as np
+import pandas as pd
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
 from analytics.models import BehaviorEvent, EndUser, UserFeatures
@@ -39,27 +46,23 @@ from .measure import (
     table_like,
 )
 
+T = TypeVar("T")
 BATCH = 10_000
 BASELINE_SAMPLE = 2_000
 BENCH_PARTNER = "bench-ingest"
 
 
-def run_isolated(function, /, **kwargs):
+def run_isolated(function: Callable[..., T], /, **kwargs: Any) -> T:
     """Run function(**kwargs) in a forked process and return its result, so its memory peak is its own.
 
     The child opens its own database connection; an ApplicationError in it is raised here
     with the same message, anything else as a RuntimeError naming the original.
     """
-    import multiprocessing
-    import traceback
-
-    from django.db import connections
-
     connections.close_all()
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
 
-    def child():
+    def child() -> None:
         for conn in connections.all(initialized_only=True):
             conn.inc_thread_sharing()
             conn.close()
@@ -207,11 +210,6 @@ def _features_naive_rate(user_ids: list[int]) -> float:
 
 def _features_copy_numpy_rate() -> float:
     """COPY the events out, aggregate per user with NumPy, COPY the result back in: no framework."""
-    import io
-
-    import numpy as np
-    import pandas as pd
-
     started = time.perf_counter()
     buffer = io.BytesIO()
     with connection.cursor() as cursor:
@@ -275,7 +273,7 @@ def benchmarks_markdown(results: list[StageResult], *, scale: str, wall_seconds:
     return "\n".join(lines) + "\n"
 
 
-def analyze_all(echo) -> None:
+def analyze_all(echo: Callable[[str], object]) -> None:
     """Refresh the planner's statistics, as autovacuum would have by now on a live database (it may be off here)."""
     started = time.perf_counter()
     with connection.cursor() as cursor:
@@ -291,8 +289,10 @@ def bench_events(n_users: int) -> int:
     return min(max(n_users // 5, 1_000), 200_000)
 
 
-def bench_run(*, n_users: int, stages=STAGE_ORDER, n_events: int | None = None, load_seconds: float | None = None,
-              echo=lambda line: None, world_progress=None) -> list[StageResult]:
+def bench_run(*, n_users: int, stages: Sequence[str] = STAGE_ORDER, n_events: int | None = None,
+              load_seconds: float | None = None, echo: Callable[[str], object] = lambda line: None,
+              world_progress: Callable[[], AbstractContextManager[Callable[[int], None] | None]] | None = None,
+              ) -> list[StageResult]:
     """Run the chosen stages in order, each in a process of its own, and return their results.
 
     ``world_progress()``, if given, is a context manager yielding a function that takes the

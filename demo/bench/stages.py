@@ -6,23 +6,26 @@ article's notebook style (a Python function per user, one ORM write per row) on 
 the limit moves the same rows with raw ``COPY`` and computes with vectorised NumPy.
 """
 
+import io
 import json
 import secrets
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
-from analytics.models import EndUser, UserScore
+from analytics.models import EndUser, ModelRun, UserScore
 from analytics.selectors import condition_registry, user_frame
 from analytics.services.registry import model_run_active, model_run_artifact
 from analytics.services.scoring import score_all
@@ -60,7 +63,7 @@ BENCH_CAMPAIGN_PREFIX = "bench-campaign-"
 
 
 @contextmanager
-def eager_tasks():
+def eager_tasks() -> Iterator[None]:
     """Run Celery tasks in this process for the duration: the product's task bodies, without a broker's round trip."""
     before = app.conf.task_always_eager, app.conf.task_eager_propagates
     app.conf.task_always_eager = app.conf.task_eager_propagates = True
@@ -87,7 +90,7 @@ def world_status(n_users: int) -> str:
     )
 
 
-def stage_world(*, n_users: int, on_progress=None) -> StageResult:
+def stage_world(*, n_users: int, on_progress: Callable[[int], None] | None = None) -> StageResult:
     """Load the demo world with seed_demo's loader (two processes), timed; nothing to compare it with."""
     require_postgresql()
     started = time.perf_counter()
@@ -119,7 +122,7 @@ def stage_training(*, model: str) -> StageResult:
 # Batch scoring
 
 
-def stage_scoring(*, models=SCORING_MODELS) -> StageResult:
+def stage_scoring(*, models: Sequence[str] = SCORING_MODELS) -> StageResult:
     """Score every user with propensity, churn and CLV, DB to DB, against a per-user loop and COPY + NumPy."""
     require_postgresql()
     runs = {}
@@ -149,7 +152,8 @@ def stage_scoring(*, models=SCORING_MODELS) -> StageResult:
     return result
 
 
-def _scoring_naive_rate(user_ids, runs, artifacts, as_of) -> float:
+def _scoring_naive_rate(user_ids: list[int], runs: dict[str, ModelRun], artifacts: dict[str, Any],
+                        as_of: datetime) -> float:
     """The notebook way: per user, read their row, call the model on it, save one score row with the ORM."""
     started = time.perf_counter()
     written = 0
@@ -172,7 +176,7 @@ def _scoring_naive_rate(user_ids, runs, artifacts, as_of) -> float:
     return written / seconds if written else NAN
 
 
-def _scoring_copy_numpy_rate(runs, artifacts, as_of) -> float:
+def _scoring_copy_numpy_rate(runs: dict[str, ModelRun], artifacts: dict[str, Any], as_of: datetime) -> float:
     """COPY every user's fields out in one statement, score with the fitted models, COPY the scores into a table like ours."""
     with table_like(UserScore._meta.db_table) as table:
         started = time.perf_counter()
@@ -205,7 +209,7 @@ BENCH_RULES = (
 )
 
 
-def bench_campaign_create():
+def bench_campaign_create() -> Campaign:
     """Create a fresh running campaign of three rules over score and feature fields, removing earlier bench campaigns."""
     bench_campaigns_delete()
     owner = Partner.objects.filter(kind="knowledge").order_by("pk").first()
@@ -259,7 +263,7 @@ def stage_campaign(*, users: int) -> StageResult:
     return result
 
 
-def _campaign_naive_rate(campaign) -> float:
+def _campaign_naive_rate(campaign: Campaign) -> float:
     """The notebook way, in a throwaway copy of the campaign: per user, read fields, test each rule, one ORM insert per offer."""
     plans = campaign_rule_plans(campaign)
     fields = sorted({name for plan in plans for name in plan.fields})
@@ -292,10 +296,8 @@ def _campaign_naive_rate(campaign) -> float:
     return issued / seconds if issued else NAN
 
 
-def _offers_copy_rate(campaign) -> float:
+def _offers_copy_rate(campaign: Campaign) -> float:
     """COPY the campaign's offer rows, as issued, into an empty table like the offers table (foreign keys too), committed."""
-    import io
-
     buffer = io.BytesIO()
     with connection.cursor() as cursor:
         with cursor.cursor.copy("COPY (SELECT * FROM campaigns_offer WHERE campaign_id = %s) TO STDOUT", (campaign.pk,)) as copy:

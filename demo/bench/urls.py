@@ -9,9 +9,10 @@ serializers, throttling) costs.
 
 import hmac
 from datetime import datetime, timezone
+from decimal import Decimal
 
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
 from campaigns.models import Offer
@@ -21,11 +22,11 @@ from crossmkt_site.urls import handler404  # noqa: F401 - handler404 is looked u
 from crossmkt_site.urls import urlpatterns as product_urlpatterns
 
 
-def _money(value):
+def _money(value: Decimal | None) -> str | None:
     return None if value is None else f"{value:.2f}"
 
 
-def bare_user_offers(request, user_id: str):
+def bare_user_offers(request: HttpRequest, user_id: str) -> JsonResponse:
     scheme, _, raw_key = request.headers.get("Authorization", "").partition(" ")
     parts = raw_key.split("_", 2)
     if scheme != "Api-Key" or len(parts) != 3 or parts[0] != KEY_SCHEME:

@@ -4,7 +4,7 @@ import time
 
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from analytics.management.commands._reporting import report_training
 from analytics.models import ModelRun
@@ -26,12 +26,12 @@ class Command(BaseCommand):
     help = ("Create the demo admin login; load the demo world if the database has none; train, score, play the demo "
             "campaigns whose window has begun, and print their reports.")
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--users", type=int, default=20_000, help="Size of the demo world when one is loaded.")
         parser.add_argument("--seed", type=int, default=2026)
         parser.add_argument("--no-progress", action="store_true")
 
-    def handle(self, *args, users, seed, no_progress, **options):
+    def handle(self, *args: object, users: int, seed: int, no_progress: bool, **options: object) -> None:
         self.ensure_admin()
         quiet = ["--no-progress"] if no_progress else []
         if not demo_world_exists():
@@ -77,7 +77,7 @@ class Command(BaseCommand):
                 error = clv_compare(params=run.params, truth=truth)["max_relative_error"]
                 self.stdout.write(f"  max_relative_error_vs_truth: {round(error, 4)}")
 
-    def ensure_admin(self):
+    def ensure_admin(self) -> None:
         users = get_user_model().objects
         if not users.filter(username=DEMO_USERNAME).exists():
             users.create_superuser(DEMO_USERNAME, "admin@example.com", DEMO_PASSWORD)
