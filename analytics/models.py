@@ -266,37 +266,6 @@ class ErasureLogEntry(models.Model):
         return f"{self.pseudonymous_id} @ {self.erased_at:%Y-%m-%d %H:%M}"
 
 
-class DemoWorld(models.Model):
-    """A loaded demo world: its seed and size, and the planted truth every model is checked against."""
-
-    seed = models.BigIntegerField(_("seed"))
-    n_users = models.PositiveIntegerField(_("users"))
-    truth = models.JSONField(_("planted truth"))
-    catalog = models.JSONField(_("catalog"), default=dict)
-    loaded_at = models.DateTimeField(_("loaded at"), auto_now=True)
-
-    class Meta:
-        verbose_name = _("demo world")
-        verbose_name_plural = _("demo worlds")
-        constraints = [models.UniqueConstraint(fields=["seed", "n_users"], name="demo_world_unique")]
-
-    def __str__(self) -> str:
-        return f"seed {self.seed}, {self.n_users} users"
-
-
-class PlantedUser(models.Model):
-    """A demo user's planted (latent) truth; never read by a model, only by checks against the truth."""
-
-    user = models.OneToOneField(EndUser, on_delete=models.CASCADE, primary_key=True, related_name="planted")
-    segment = models.CharField(_("planted segment"), max_length=32)
-    top_category = models.CharField(_("planted favourite category"), max_length=32)
-    purchase_probability = models.FloatField(_("true propensity"))
-
-    class Meta:
-        verbose_name = _("planted user truth")
-        verbose_name_plural = _("planted user truth")
-
-
 class ExperimentOutcome(models.Model):
     """One user's outcome in an experiment run elsewhere (``import_outcomes``), reported like our own campaigns."""
 

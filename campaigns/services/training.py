@@ -6,7 +6,7 @@ learn from past campaigns, not in ``all``: a fresh world has run no campaign yet
 ``train --model uplift`` runs them by name.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from analytics.models import ModelRun
@@ -19,10 +19,11 @@ from ..recommendations import bundled_pairs, catalog_frame
 from ..uplift_experiments import uplift_experiments
 
 
-def recommendations_train(*, observation_end: datetime | None = None, activate: bool = True) -> ModelRun:
+def recommendations_train(*, observation_end: datetime | None = None, data_end: datetime | None = None,
+                          excluded_items: Sequence[str] = (), activate: bool = True) -> ModelRun:
     """Train the cross-domain recommender on today's catalog and its bundles."""
     return train_recommendations(catalog=catalog_frame(), bundled=bundled_pairs(), observation_end=observation_end,
-                                 activate=activate)
+                                 data_end=data_end, excluded_items=excluded_items, activate=activate)
 
 
 def uplift_train(*, observation_end: datetime | None = None, activate: bool = True) -> ModelRun:

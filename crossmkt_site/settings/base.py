@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "simple_history",
     "campaigns",
     "analytics",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -57,7 +58,7 @@ AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
 ]
 
-# The benchmark serves analytics.bench_urls: these URLs plus a bare Django view to compare the API with.
+# The benchmark serves demo.bench.urls: these URLs plus a bare Django view to compare the API with.
 ROOT_URLCONF = env("CROSSMKT_URLCONF", default="crossmkt_site.urls")
 WSGI_APPLICATION = "crossmkt_site.wsgi.application"
 

@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 from django.core.management import call_command
 
-from analytics.demo.export import export_demo_csvs
+from demo.world.export import export_demo_csvs
 from analytics.models import BehaviorEvent, EndUser, UserFeatures
-from analytics.services.demo_world import demo_world_load
+from demo.services.world_load import demo_world_load
 from analytics.services.features import features_build
 from campaigns.models import DealGrant
 

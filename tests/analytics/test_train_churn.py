@@ -17,9 +17,6 @@ from django.utils import timezone
 from lifelines import CoxPHFitter
 from lifelines.statistics import proportional_hazard_test
 
-from analytics.demo.catalog import demo_catalog
-from analytics.demo.truth import planted_truth
-from analytics.demo.world import iter_world
 from analytics.models import BehaviorEvent, EndUser, ModelRun, UserScore
 from analytics.selectors import CHURN_BANDS, user_frame
 from analytics.services.registry import model_run_artifact
@@ -34,8 +31,13 @@ from analytics.services.training.churn import (
     membership_spells,
     proportional_hazards_test,
 )
-from analytics.services.training.common import truth_time
 from crossmkt_site.errors import ApplicationError
+from demo.comparison import churn_compare, truth_time
+from demo.selectors import demo_world_latest, model_run_truth
+from demo.services.training import demo_model_train
+from demo.world.catalog import demo_catalog
+from demo.world.generator import iter_world
+from demo.world.truth import planted_truth
 
 SEED = 2026
 RECOVERY_USERS = 60_000
@@ -71,8 +73,7 @@ def generated():
 @pytest.fixture(scope="module")
 def recovery(generated):
     _, _, spells = generated
-    return churn_fit(spells, reference_level=PLANTED["reference_levels"][CHANNEL],
-                     planted_coefficients=PLANTED["coefficients"])
+    return churn_fit(spells, reference_level=PLANTED["reference_levels"][CHANNEL])
 
 
 def _reference_table(spells: pd.DataFrame) -> pd.DataFrame:
@@ -144,7 +145,7 @@ def test_a_spell_ends_at_the_next_cancel_of_the_same_plan_and_counts_only_joins_
 
 
 def test_every_planted_cox_coefficient_is_recovered_within_three_standard_errors(recovery):
-    truth = recovery.metrics["truth"]
+    truth = churn_compare(metrics=recovery.metrics, planted=PLANTED)
 
     assert set(truth["coefficients"]) == set(PLANTED["coefficients"])
     z_scores = {name: row["z"] for name, row in truth["coefficients"].items()}
@@ -197,14 +198,15 @@ def test_spells_beyond_the_cap_are_fitted_on_a_fixed_sample_that_still_recovers_
     cap = 8_000
 
     # when
-    fit = churn_fit(spells, reference_level=PLANTED["reference_levels"][CHANNEL],
-                    planted_coefficients=PLANTED["coefficients"], fit_sample=cap)
+    fit = churn_fit(spells, reference_level=PLANTED["reference_levels"][CHANNEL], fit_sample=cap)
     again = churn_fit(spells, reference_level=PLANTED["reference_levels"][CHANNEL], fit_sample=cap)
 
     # then
     assert fit.n_train == fit.metrics["spells"] == cap == fit.params["fit_sample"]
     assert fit.metrics["spells_available"] == recovery.n_train > cap and fit.metrics["cox_fit_sample"]["sampled"]
-    assert fit.metrics["truth"]["all_within_3_se"], fit.metrics["truth"]["coefficients"]
+    truth = churn_compare(metrics=fit.metrics, planted=PLANTED)
+    assert truth["all_within_3_se"], truth["coefficients"]
+    assert "truth" not in fit.metrics
     assert fit.params["coefficients"] == again.params["coefficients"]
     curves = fit.metrics["kaplan_meier"]["by_acquisition_channel"]
     assert sum(curve["spells"] for curve in curves.values()) == recovery.n_train
@@ -295,7 +297,7 @@ def test_training_before_any_membership_is_a_clear_error(db):
 
 @pytest.fixture
 def churn_run(demo_world, db) -> ModelRun:
-    return TRAINERS["churn"]()
+    return demo_model_train(model="churn", truth=demo_world_latest().truth)
 
 
 def test_the_spells_read_from_the_database_are_the_generators(demo_world, db):
@@ -323,7 +325,7 @@ def test_training_on_the_demo_world_stores_an_active_run_that_recovers_the_truth
     list_prices = {plan.plan_id: float(plan.list_price) for plan in demo_catalog().membership_plans}
     assert run.params["list_prices"] == list_prices
     json.dumps({"params": run.params, "metrics": run.metrics}, allow_nan=False)
-    truth = run.metrics["truth"]
+    truth = model_run_truth(run=run, truth=demo_world_latest().truth)
     assert truth["all_within_3_se"], {name: row["z"] for name, row in truth["coefficients"].items()}
 
 

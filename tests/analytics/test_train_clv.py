@@ -18,8 +18,6 @@ import pandas as pd
 import pytest
 from django.db.models.functions import TruncDate
 
-from analytics.demo.truth import planted_truth
-from analytics.demo.world import iter_world
 from analytics.models import BehaviorEvent, ModelRun, UserScore
 from analytics.services.registry import model_run_artifact
 from analytics.services.scoring import score_chunk, score_chunks
@@ -28,13 +26,16 @@ from analytics.services.training.clv import (
     NO_PURCHASE_LABEL,
     BgNbdClvScorer,
     clv_models_fit,
-    demo_excluded_items,
     summarise_purchases,
     train_clv,
-    planted_parameters_comparison,
 )
 from analytics.stats.bgnbd import BgNbdParameters, GammaGammaParameters
 from crossmkt_site.errors import ApplicationError
+from demo.comparison import clv_compare
+from demo.selectors import demo_world_latest, model_run_truth
+from demo.services.training import demo_excluded_items, demo_model_train
+from demo.world.generator import iter_world
+from demo.world.truth import planted_truth
 
 SEED = 2026
 RECOVERY_USERS = 200_000
@@ -73,7 +74,7 @@ def recovery_fit():
 @pytest.mark.slow
 def test_bgnbd_and_gamma_gamma_recover_every_planted_parameter_within_ten_percent(recovery_fit):
     # when
-    comparison = planted_parameters_comparison(recovery_fit.params, TRUTH)
+    comparison = clv_compare(params=recovery_fit.params, truth=TRUTH)
 
     # then
     rows = comparison["coefficients"]
@@ -178,7 +179,7 @@ def test_a_steady_recent_buyer_is_worth_more_than_one_who_stopped_and_a_non_buye
 
 @pytest.fixture
 def clv_run(demo_world, db) -> ModelRun:
-    return train_clv()
+    return demo_model_train(model="clv", truth=demo_world_latest().truth)
 
 
 def test_training_on_the_demo_world_stores_an_active_run_with_the_fitted_parameters(clv_run):
@@ -193,7 +194,7 @@ def test_training_on_the_demo_world_stores_an_active_run_with_the_fitted_paramet
 
 
 def test_the_demo_world_fit_agrees_with_the_planted_parameters_within_its_standard_errors(clv_run):
-    truth = clv_run.metrics["truth"]["coefficients"]
+    truth = model_run_truth(run=clv_run, truth=demo_world_latest().truth)["coefficients"]
 
     assert set(truth) == set(FITTED_PARAMETERS)
     # a small world gives wide errors; the 10% check needs the large world above

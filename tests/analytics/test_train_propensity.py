@@ -16,14 +16,10 @@ import pandas as pd
 import pytest
 from django.utils import timezone
 
-from analytics.demo.truth import planted_truth
-from analytics.demo.world import iter_world
 from analytics.models import EndUser, ImportedBehavior, ModelRun, UserScore
 from analytics.selectors import user_frame
 from analytics.services.registry import model_run_artifact
 from analytics.services.scoring import score_chunk, score_chunks
-from analytics.services.training import TRAINERS
-from analytics.services.training.common import truth_time
 from analytics.services.training.propensity import (
     CALIBRATION_BINS,
     FEATURES,
@@ -32,6 +28,11 @@ from analytics.services.training.propensity import (
     train_propensity,
 )
 from crossmkt_site.errors import ApplicationError
+from demo.comparison import propensity_compare, truth_time
+from demo.selectors import demo_world_latest, model_run_truth, planted_users
+from demo.services.training import demo_model_train
+from demo.world.generator import iter_world
+from demo.world.truth import planted_truth
 from tests.factories import BehaviorEventFactory, EndUserFactory, PartnerFactory
 
 SEED = 2026
@@ -62,20 +63,22 @@ def _generator_rows(n_users: int) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def recovery():
     rows = _generator_rows(RECOVERY_USERS)
-    fit = propensity_fit(rows, reference_levels=PLANTED["reference_levels"],
-                         planted_coefficients=PLANTED["coefficients"])
+    fit = propensity_fit(rows, reference_levels=PLANTED["reference_levels"])
     return rows, fit
+
+
+@pytest.fixture(scope="module")
+def recovered(recovery):
+    rows, fit = recovery
+    return propensity_compare(params=fit.params, metrics=fit.metrics, scorer=fit.scorer, rows=rows, planted=PLANTED)
 
 
 # --- the fit on the generator's rows --------------------------------------------------------
 
 
-def test_every_planted_coefficient_is_recovered_within_three_standard_errors(recovery):
-    # given
-    _, fit = recovery
-
+def test_every_planted_coefficient_is_recovered_within_three_standard_errors(recovered):
     # when
-    truth = fit.metrics["truth"]
+    truth = recovered
 
     # then
     assert set(truth["coefficients"]) == set(PLANTED["coefficients"])
@@ -105,9 +108,9 @@ def test_the_standard_errors_are_those_of_the_fisher_information_at_the_true_coe
     np.testing.assert_allclose(errors, expected_errors, rtol=0.1)
 
 
-def test_the_auc_is_within_0_01_of_the_auc_of_the_true_probabilities_on_the_same_test_users(recovery):
+def test_the_auc_is_within_0_01_of_the_auc_of_the_true_probabilities_on_the_same_test_users(recovery, recovered):
     _, fit = recovery
-    truth = fit.metrics["truth"]
+    truth = recovered
 
     assert truth["n_test_with_truth"] == fit.metrics["n_test"] == RECOVERY_USERS // 4
     assert abs(truth["auc_model_same_users"] - truth["auc_true_probabilities"]) < 0.01
@@ -201,7 +204,7 @@ def test_too_few_buyers_is_a_clear_error(recovery):
 
 @pytest.fixture
 def propensity_run(demo_world, db) -> ModelRun:
-    return TRAINERS["propensity"]()
+    return demo_model_train(model="propensity", truth=demo_world_latest().truth)
 
 
 def test_imported_rows_stand_in_for_users_without_events(db):
@@ -244,12 +247,14 @@ def test_the_training_rows_in_the_database_are_the_truths_definitions(demo_world
     # when
     rows = propensity_rows(observation_end=truth_time(PLANTED["observation_end"]),
                            target_course=PLANTED["target_course"])
+    true_probability = planted_users()["purchase_probability"].reindex(rows.index)
 
     # then
     rows.index = rows.index.map(external_ids)
     columns = ["watching_count", "purchasing_count", "age", "education", "occupation", "purchased_course"]
     pd.testing.assert_frame_equal(rows.loc[expected.index, columns], expected[columns], check_dtype=False)
-    np.testing.assert_allclose(rows.loc[expected.index, "true_probability"], expected["true_probability"])
+    true_probability.index = true_probability.index.map(external_ids)
+    np.testing.assert_allclose(true_probability.loc[expected.index], expected["true_probability"])
 
 
 def test_training_on_the_demo_world_stores_an_active_run_that_recovers_the_truth(propensity_run):
@@ -261,7 +266,8 @@ def test_training_on_the_demo_world_stores_an_active_run_that_recovers_the_truth
     assert run.params["rows_by_source"] == {"events": DATABASE_USERS}
     assert run.n_train == DATABASE_USERS - run.metrics["n_test"]
     json.dumps({"params": run.params, "metrics": run.metrics}, allow_nan=False)
-    truth = run.metrics["truth"]
+    assert "truth" not in run.metrics
+    truth = model_run_truth(run=run, truth=demo_world_latest().truth)
     assert truth["all_within_3_se"], {name: row["z"] for name, row in truth["coefficients"].items()}
     assert abs(truth["auc_gap"]) < 0.01
 

@@ -20,12 +20,8 @@ from django.db.models import Count
 from django.urls import reverse
 
 from analytics.admin import ModelRunAdmin
-from analytics.demo.catalog import demo_catalog
-from analytics.demo.truth import planted_truth
-from analytics.demo.world import iter_world
 from analytics.models import BehaviorEvent, EndUser, ModelRun
 from analytics.services import recommend
-from analytics.services.training.clv import demo_excluded_items
 from analytics.services.training.recommendations import (
     DOMAIN_OF_KIND,
     CooccurrenceRecommender,
@@ -38,6 +34,11 @@ from campaigns.models import Film, Partner
 from campaigns.recommendations import model_recommendations
 from campaigns.services.training import recommendations_train
 from crossmkt_site.errors import ApplicationError
+from demo.selectors import demo_world_latest
+from demo.services.training import demo_excluded_items, demo_model_train
+from demo.world.catalog import demo_catalog
+from demo.world.generator import iter_world
+from demo.world.truth import planted_truth
 
 SEED = 2026
 GENERATOR_USERS = 40_000
@@ -246,7 +247,7 @@ def test_pairs_seen_too_rarely_are_left_out():
 
 @pytest.fixture
 def run(demo_world, db) -> ModelRun:
-    return recommendations_train()
+    return demo_model_train(model="recommendations", truth=demo_world_latest().truth)
 
 
 def test_training_stores_an_active_run_that_beats_popularity_and_lists_pairs(run):

@@ -16,14 +16,11 @@ import pandas as pd
 import pytest
 from django.utils import timezone
 
-from analytics.demo.truth import planted_truth
-from analytics.demo.world import iter_world
 from analytics.models import EndUser, ModelRun, UserScore
 from analytics.selectors import user_frame
 from analytics.services.registry import model_run_artifact
 from analytics.services.scoring import score_chunk, score_chunks
 from analytics.services.training import TRAINERS
-from analytics.services.training.common import truth_time
 from analytics.services.training.segments import (
     COUNT_FIELDS,
     DEFAULT_K,
@@ -35,6 +32,11 @@ from analytics.services.training.segments import (
     segments_rows,
 )
 from crossmkt_site.errors import ApplicationError
+from demo.comparison import segments_compare, truth_time
+from demo.selectors import demo_world_latest, model_run_truth, planted_users
+from demo.services.training import demo_model_train
+from demo.world.generator import iter_world
+from demo.world.truth import planted_truth
 
 SEED = 2026
 RECOVERY_USERS = 60_000
@@ -70,14 +72,21 @@ def behaviour():
 def recovery(behaviour):
     counts, tenure, planted = behaviour
     exposure = exposure_days(tenure, as_of=WORLD_END, data_start=WORLD_START)
-    return segments_fit(counts, exposure, data_start=WORLD_START.to_pydatetime(), planted_segments=planted)
+    return segments_fit(counts, exposure, data_start=WORLD_START.to_pydatetime())
+
+
+@pytest.fixture(scope="module")
+def recovered(behaviour, recovery):
+    counts, tenure, planted = behaviour
+    exposure = exposure_days(tenure, as_of=WORLD_END, data_start=WORLD_START)
+    return segments_compare(scorer=recovery.scorer, counts=counts, exposure=exposure, planted=planted)
 
 
 # --- the clustering on the generator's behaviour -----------------------------------------
 
 
-def test_the_segments_agree_with_the_planted_ones(recovery):
-    truth = recovery.metrics["truth"]
+def test_the_segments_agree_with_the_planted_ones(recovery, recovered):
+    truth = recovered
 
     assert recovery.params["k"] == DEFAULT_K == 4
     assert truth["users_with_truth"] == RECOVERY_USERS
@@ -85,8 +94,8 @@ def test_the_segments_agree_with_the_planted_ones(recovery):
     assert truth["adjusted_rand_index"] > 0.4
 
 
-def test_each_large_planted_segment_lands_mostly_in_the_segment_named_after_it(recovery):
-    crosstab = pd.DataFrame(recovery.metrics["truth"]["crosstab"]).T
+def test_each_large_planted_segment_lands_mostly_in_the_segment_named_after_it(recovery, recovered):
+    crosstab = pd.DataFrame(recovered["crosstab"]).T
 
     for planted, name in PLANTED_NAMES.items():
         assert crosstab[planted].idxmax() == name, crosstab[planted].to_dict()
@@ -137,10 +146,12 @@ def test_k_is_configurable(behaviour):
     counts, tenure, planted = behaviour
     exposure = exposure_days(tenure, as_of=WORLD_END, data_start=WORLD_START)
 
-    fit = segments_fit(counts.iloc[:20_000], exposure.iloc[:20_000], k=5, planted_segments=planted.iloc[:20_000])
+    fit = segments_fit(counts.iloc[:20_000], exposure.iloc[:20_000], k=5)
 
     assert len(fit.metrics["profile"]) == 5 == len(set(fit.scorer.names_en))
-    assert fit.metrics["truth"]["adjusted_rand_index"] > 0.35
+    truth = segments_compare(scorer=fit.scorer, counts=counts.iloc[:20_000], exposure=exposure.iloc[:20_000],
+                             planted=planted.iloc[:20_000])
+    assert truth["adjusted_rand_index"] > 0.35
 
 
 @pytest.mark.parametrize(("centre", "trait"), [
@@ -210,7 +221,7 @@ def test_training_before_anyone_joined_is_a_clear_error(db):
 
 @pytest.fixture
 def segments_run(demo_world, db) -> ModelRun:
-    return TRAINERS["segments"]()
+    return demo_model_train(model="segments", truth=demo_world_latest().truth)
 
 
 def test_the_behaviour_read_from_the_database_is_the_generators(demo_world, db):
@@ -219,7 +230,8 @@ def test_the_behaviour_read_from_the_database_is_the_generators(demo_world, db):
     external_ids = dict(EndUser.objects.values_list("pk", "external_id"))
 
     # when
-    rows, exposure, stored_planted = segments_rows(as_of=truth_time(TRUTH["world"]["end"]))
+    rows, exposure = segments_rows(as_of=truth_time(TRUTH["world"]["end"]))
+    stored_planted = planted_users()["segment"].reindex(rows.index)
 
     # then
     rows.index = exposure.index = stored_planted.index = rows.index.map(external_ids)
@@ -238,7 +250,8 @@ def test_training_on_the_demo_world_stores_an_active_run_with_named_segments(seg
     json.dumps({"params": run.params, "metrics": run.metrics}, allow_nan=False)
     assert [row["segment"] for row in run.params["names"]] == [1, 2, 3, 4]
     assert {row["name_en"] for row in run.params["names"]} == set(PLANTED_NAMES.values())
-    assert run.metrics["truth"]["adjusted_rand_index"] > 0.35
+    assert "truth" not in run.metrics
+    assert model_run_truth(run=run, truth=demo_world_latest().truth)["adjusted_rand_index"] > 0.35
 
 
 def test_batch_scoring_labels_every_user_with_a_segment_name(segments_run):

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.demo.catalog import demo_catalog
-from analytics.demo.truth import EVENT_KINDS, planted_truth, simulate_campaign_outcomes
-from analytics.demo.world import iter_world
+from demo.world.catalog import demo_catalog
+from demo.world.truth import EVENT_KINDS, planted_truth, simulate_campaign_outcomes
+from demo.world.generator import iter_world
 from analytics.stats.allocation import allocate_offers
 from analytics.stats.uplift import evaluate_uplift, fit_uplift, uplift_curves
 

@@ -2,7 +2,7 @@
 
 A spell runs from a ``membership_start`` to the user's next ``membership_cancel`` of the same
 plan (``item_id``) and is censored at the data end when no cancel came. Its covariates are
-those the article names, defined as the demo world's truth defines them:
+those the article names (the demo world plants them with the same definitions):
 
 - ``acquisition_channel_<channel>``: one dummy per channel but the reference level;
 - ``discount_depth`` = 1 − paid / list price, the list price of a plan being the highest
@@ -36,15 +36,12 @@ from .common import (
     UNKNOWN_LEVEL,
     as_utc,
     category_levels,
-    demo_truth,
     event_time_bounds,
     fetch_frame,
     json_safe,
     known_levels,
     require,
     sql_time,
-    truth_comparison,
-    truth_time,
     user_channels,
     utc_series,
 )
@@ -325,15 +322,15 @@ def proportional_hazards_test(fitter: CoxPHFitter, table: pd.DataFrame) -> pd.Da
 
 
 def churn_fit(spells: pd.DataFrame, *, reference_level: str | None = None,
-              planted_coefficients: Mapping[str, float] | None = None,
               horizon_days: float = DEFAULT_HORIZON_DAYS,
               band_thresholds: tuple[float, float] = CHURN_BAND_THRESHOLDS,
               fit_sample: int = COX_FIT_SAMPLE) -> ChurnFit:
     """Fit the Cox model on spells with duration_days, cancelled, the covariates and acquisition_channel.
 
     Reports hazard ratios with 95% intervals, the concordance, the proportional-hazards
-    test (scaled Schoenfeld residuals against the rank of time), Kaplan-Meier curves by
-    channel and, with ``planted_coefficients``, the z-score of every planted coefficient.
+    test (scaled Schoenfeld residuals against the rank of time) and Kaplan-Meier curves by
+    channel. ``reference_level`` is the channel the others are contrasted with (where it
+    occurs; else the most frequent one).
     More spells than ``fit_sample`` are fitted on a fixed random sample of that many (the
     metrics and params say so); the Kaplan-Meier curves use every spell.
     """
@@ -388,9 +385,6 @@ def churn_fit(spells: pd.DataFrame, *, reference_level: str | None = None,
         "kaplan_meier": {"by_acquisition_channel": _kaplan_meier(table["duration_days"], table["cancelled"],
                                                                  channels.reset_index(drop=True))},
     }
-    if planted_coefficients:
-        metrics["truth"] = truth_comparison(summary["coef"].to_dict(), summary["se(coef)"].to_dict(),
-                                            planted_coefficients)
     params = {
         "covariates": list(fitter.params_.index),
         "dropped_constant_covariates": constant,
@@ -407,12 +401,10 @@ def churn_fit(spells: pd.DataFrame, *, reference_level: str | None = None,
     return ChurnFit(scorer=scorer, params=params, metrics=metrics, n_train=len(fitted))
 
 
-def _data_end(observation_end: datetime | None, truth: Mapping[str, Any] | None) -> datetime:
-    """Return when the observation stops: as asked, else the demo world's end, else the last event (not after now)."""
+def _data_end(observation_end: datetime | None) -> datetime:
+    """Return when the observation stops: as asked, else just after the last event (not after now)."""
     if observation_end is not None:
         return as_utc(observation_end)
-    if truth is not None:
-        return truth_time(truth["world"]["end"])
     _, last_event = event_time_bounds()
     require(last_event is not None, "churn needs membership events; none are loaded")
     # Just after the last event, so that it counts.
@@ -427,20 +419,22 @@ def _segment_labels() -> pd.Series:
 
 
 def train_churn(*, observation_end: datetime | None = None, activate: bool = True,
-                horizon_days: float = DEFAULT_HORIZON_DAYS,
+                reference_level: str | None = None, horizon_days: float = DEFAULT_HORIZON_DAYS,
                 band_thresholds: tuple[float, float] = CHURN_BAND_THRESHOLDS) -> ModelRun:
-    """Fit the churn model on every membership spell before the data end and store it as the next run."""
-    truth = demo_truth()
-    end = _data_end(observation_end, truth)
+    """Fit the churn model on every membership spell before the data end and store it as the next run.
+
+    The data end is ``observation_end`` (default: just after the last event); spells still
+    running then are censored there. ``reference_level`` is the acquisition channel the
+    others are contrasted with (default: the most frequent one).
+    """
+    end = _data_end(observation_end)
     events = membership_events(before=end)
     list_prices = plan_list_prices(events)
     spells = membership_spells(events, data_end=end, list_prices=list_prices)
     channels = user_channels()
     spells = spells[spells["user_id"].isin(channels.index)]
     spells = spells.assign(**{CHANNEL: channels.loc[spells["user_id"]].to_numpy()})
-    planted = truth["churn"] if truth else {}
-    fit = churn_fit(spells, reference_level=(planted.get("reference_levels") or {}).get(CHANNEL),
-                    planted_coefficients=planted.get("coefficients"), horizon_days=horizon_days,
+    fit = churn_fit(spells, reference_level=reference_level, horizon_days=horizon_days,
                     band_thresholds=band_thresholds)
     fit.scorer.list_prices = list_prices
     segments = _segment_labels()

@@ -18,7 +18,7 @@ in CNY (the discounted expected margin over a horizon) and P(alive) as the score
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,17 +38,14 @@ from ...stats import bgnbd, markov_clv
 from ..registry import model_run_save
 from .common import (
     as_utc,
-    demo_truth,
     fetch_frame,
     json_safe,
     sql_time,
-    truth_comparison,
-    truth_time,
     utc_series,
 )
 
 PURCHASE = BehaviorEvent.Kind.COURSE_PURCHASE.value
-# Without a demo world, calibration ends a quarter before now, leaving that quarter to judge the models on.
+# By default calibration ends a quarter before now, leaving that quarter to judge the models on.
 DEFAULT_HOLDOUT_WEEKS = 13
 ANNUAL_DISCOUNT_RATE = 0.10
 # The article values a customer at revenue (收益); a contribution margin below 1 scales every value down.
@@ -74,14 +71,6 @@ FloatArray = npt.NDArray[np.float64]
 # --------------------------------------------------------------------------
 # Reading the data
 # --------------------------------------------------------------------------
-
-
-def demo_excluded_items(truth: Mapping[str, Any] | None) -> tuple[str, ...]:
-    """Return the course SKUs whose purchases the demo truth leaves out of the purchase process."""
-    if truth is None:
-        return ()
-    # The propensity label alone plants purchases of the target course, after the observation end.
-    return (truth["propensity"]["target_course"],)
 
 
 def _sql_time(moment: datetime) -> Any:
@@ -110,13 +99,6 @@ def course_purchases_frame(
         "occurred_at": utc_series(frame["occurred_at"]),
         "amount": frame["amount"].astype(float),
     })
-
-
-def observed_data_end(*, truth: Mapping[str, Any] | None, now: datetime) -> datetime:
-    """Return where the observed data ends: now, or a loaded demo world's end (its generator stops there)."""
-    if truth is None:
-        return now
-    return min(now, truth_time(truth["world"]["end"]))
 
 
 # --------------------------------------------------------------------------
@@ -439,34 +421,21 @@ def _distribution(values: FloatArray) -> dict[str, float]:
             "p90": float(np.quantile(values, 0.9)), "total": float(np.sum(values))}
 
 
-def planted_parameters_comparison(params: Mapping[str, Any], truth: Mapping[str, Any]) -> dict[str, Any]:
-    """Compare fitted r, alpha, a, b, p, q, v with the demo world's planted ones: z-score and relative error."""
-    process = truth["purchase_process"]
-    planted = {**process["parameters"], **process["spend"]["parameters"]}
-    comparison = truth_comparison({name: params[name] for name in FITTED_PARAMETERS}, params["standard_errors"],
-                                  {name: planted[name] for name in FITTED_PARAMETERS})
-    for row in comparison["coefficients"].values():
-        row["relative_error"] = row["estimate"] / row["true"] - 1
-    comparison["max_relative_error"] = max(abs(row["relative_error"]) for row in comparison["coefficients"].values())
-    comparison["within_10_percent"] = comparison["max_relative_error"] <= 0.10
-    return comparison
-
-
 # --------------------------------------------------------------------------
 # The service
 # --------------------------------------------------------------------------
 
 
-def default_observation_end(*, truth: Mapping[str, Any] | None, now: datetime) -> datetime:
-    """Return the demo truth's calibration end when a demo world is loaded, else a quarter before now."""
-    if truth is not None:
-        return truth_time(truth["purchase_process"]["fitting_convention"]["calibration_end"])
+def default_observation_end(*, now: datetime) -> datetime:
+    """Return the default calibration end: a quarter before now."""
     return now - timedelta(weeks=DEFAULT_HOLDOUT_WEEKS)
 
 
 def train_clv(
     *,
     observation_end: datetime | None = None,
+    data_end: datetime | None = None,
+    excluded_items: Sequence[str] = (),
     activate: bool = True,
     margin_fraction: float = MARGIN_FRACTION,
     annual_discount_rate: float = ANNUAL_DISCOUNT_RATE,
@@ -474,27 +443,22 @@ def train_clv(
 ) -> ModelRun:
     """Fit both lifetime-value models, compare them on the holdout period, and store the BG/NBD scorer as a run.
 
-    A naive ``observation_end`` is read in ``TIME_ZONE``. With a demo world loaded, the demo
-    target course is left out (its purchases are planted by the propensity label, not by the
-    purchase process) and the metrics carry the fitted parameters against the planted ones.
+    A naive ``observation_end`` is read in ``TIME_ZONE`` (default: a quarter before now). The
+    holdout runs from there to ``data_end`` (default: now). Purchases of ``excluded_items``
+    (course SKUs that some other process sells) are left out of both.
     """
     now = timezone.now()
-    truth = demo_truth()
-    observation_end = as_utc(observation_end) if observation_end else default_observation_end(truth=truth, now=now)
-    excluded = demo_excluded_items(truth)
-    holdout_end = observed_data_end(truth=truth, now=now)
+    observation_end = as_utc(observation_end) if observation_end else default_observation_end(now=now)
+    holdout_end = as_utc(data_end) if data_end else now
+    excluded = tuple(excluded_items)
     training = clv_models_fit(
         course_purchases_frame(before=max(holdout_end, observation_end), excluded_items=excluded),
         observation_end=observation_end, holdout_end=holdout_end, time_zone=settings.TIME_ZONE,
         excluded_items=excluded, margin_fraction=margin_fraction, annual_discount_rate=annual_discount_rate,
         horizon_weeks=horizon_weeks,
     )
-    metrics = dict(training.metrics)
-    if truth is not None:
-        metrics["truth"] = planted_parameters_comparison(training.params, truth)
-        metrics["max_relative_error_vs_truth"] = metrics["truth"]["max_relative_error"]
     return model_run_save(
-        model=ModelRun.Model.CLV, params=json_safe(training.params), metrics=json_safe(metrics),
+        model=ModelRun.Model.CLV, params=json_safe(training.params), metrics=json_safe(training.metrics),
         n_train=training.n_customers, artifact=training.scorer, data_start=training.data_start,
         data_end=observation_end, activate=activate,
     )

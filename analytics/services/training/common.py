@@ -1,4 +1,4 @@
-"""Shared pieces of the trainers: the loaded demo world's truth, data windows, user tables, JSON-safe output.
+"""Shared pieces of the trainers: data windows, user tables, JSON-safe output.
 
 Times handed to raw SQL are converted to UTC first: SQLite compares timestamps as text, and
 an aware datetime in another zone would be written with its own offset and compare wrongly.
@@ -20,7 +20,6 @@ from django.utils import timezone
 from crossmkt_site.bulk import query_frame
 from crossmkt_site.errors import ApplicationError
 
-from ...models import DemoWorld
 from ..features import features_sql
 
 # Stands in for a missing education, occupation or channel, so that such users still count.
@@ -28,22 +27,11 @@ UNKNOWN_LEVEL = "未知"
 SECONDS_PER_DAY = 86_400.0
 
 
-def demo_truth() -> dict[str, Any] | None:
-    """Return the planted truth of the most recently loaded demo world, or None without one."""
-    world = DemoWorld.objects.order_by("-loaded_at", "-pk").only("truth").first()
-    return world.truth if world is not None else None
-
-
 def as_utc(moment: datetime) -> datetime:
     """Return an aware datetime in UTC (a naive one is read in TIME_ZONE, as Django does)."""
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment)
     return moment.astimezone(UTC)
-
-
-def truth_time(text: str) -> datetime:
-    """Return a timestamp of the planted truth (ISO 8601) as an aware UTC datetime."""
-    return as_utc(datetime.fromisoformat(text))
 
 
 def sql_time(column: str) -> str:
@@ -87,7 +75,7 @@ def event_time_bounds() -> tuple[datetime | None, datetime | None]:
 
 
 def users_table() -> pd.DataFrame:
-    """Return every user who is not erased with demographics, imported counts and planted truth, by id.
+    """Return every user who is not erased with demographics and imported counts, by id.
 
     ``imported_has_events`` says whether a user with a row of the article's imported table
     also has behaviour events (users without events are the ones that table speaks for); it
@@ -104,19 +92,16 @@ def users_table() -> pd.DataFrame:
                 AS imported_has_events,
             CASE WHEN b.user_id IS NULL THEN 0 ELSE 1 END AS has_imported,
             b.watching_count AS imported_watching_count, b.purchasing_count AS imported_purchasing_count,
-            CASE WHEN b.purchased_course THEN 1 WHEN NOT b.purchased_course THEN 0 END AS imported_purchased_course,
-            p.segment AS planted_segment, p.purchase_probability AS planted_purchase_probability
+            CASE WHEN b.purchased_course THEN 1 WHEN NOT b.purchased_course THEN 0 END AS imported_purchased_course
         FROM analytics_enduser u
         LEFT JOIN analytics_importedbehavior b ON b.user_id = u.id
-        LEFT JOIN analytics_planteduser p ON p.user_id = u.id
         WHERE u.erased_at IS NULL
         """,
-        text=("education", "occupation", "acquisition_channel", "planted_segment"),
+        text=("education", "occupation", "acquisition_channel"),
     )
     frame = frame.set_index("user_id")
     frame["signed_up_at"] = utc_series(frame["signed_up_at"]).array
-    for column in ("age", "imported_watching_count", "imported_purchasing_count", "imported_purchased_course",
-                   "planted_purchase_probability"):
+    for column in ("age", "imported_watching_count", "imported_purchasing_count", "imported_purchased_course"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     for column in ("imported_has_events", "has_imported"):
         frame[column] = frame[column].astype(bool)
@@ -155,8 +140,8 @@ def numeric_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 def category_levels(values: pd.Series, *, stated_reference: str | None = None) -> tuple[list[str], str]:
     """Return the levels of a categorical column, most frequent first, and its reference level.
 
-    The reference is the one the truth states when it occurs, so that coefficients compare
-    with the planted ones; otherwise the most frequent level, the usual choice for stable
+    The reference is the one stated when it occurs (a caller comparing coefficients with known
+    ones states theirs); otherwise the most frequent level, the usual choice for stable
     contrasts. Ties are broken by the level's name, so the choice does not depend on row order.
     """
     counts = values.value_counts()
@@ -171,22 +156,6 @@ def known_levels(values: pd.Series, levels: list[str], reference: str) -> pd.Ser
     """Return the values with missing ones as UNKNOWN_LEVEL and levels unseen in training as the reference."""
     filled = values.astype(object).where(values.notna(), UNKNOWN_LEVEL)
     return filled.where(filled.isin(levels), reference)
-
-
-def truth_comparison(estimates: Mapping[str, float], standard_errors: Mapping[str, float],
-                     planted: Mapping[str, float]) -> dict[str, Any]:
-    """Compare each planted coefficient with its estimate: the z-score (estimate - true) / SE."""
-    rows = {}
-    for name, true_value in planted.items():
-        estimate, error = estimates.get(name), standard_errors.get(name)
-        z = None if estimate is None or not error else (estimate - true_value) / error
-        rows[name] = {"true": true_value, "estimate": estimate, "se": error, "z": z}
-    z_scores = [abs(row["z"]) for row in rows.values() if row["z"] is not None]
-    return {
-        "coefficients": rows,
-        "max_abs_z": max(z_scores) if z_scores else None,
-        "all_within_3_se": len(z_scores) == len(rows) and max(z_scores, default=0.0) < 3.0,
-    }
 
 
 def json_safe(value: Any) -> Any:

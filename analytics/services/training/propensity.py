@@ -2,15 +2,15 @@
 
 Training rows come from two sources. Users with behaviour events get their counts from the
 events before the observation end (the same SQL as the stored features) and their label from
-a course purchase in the label window after it: of the demo's target course when a demo world
-is loaded, of any course otherwise. Users without events but with a row of the article's
+a course purchase in the label window after it: of a target course when one is named, of any
+course otherwise. Users without events but with a row of the article's
 imported table bring its counts and its ``purchased_course`` label.
 
 The fit is a scikit-learn pipeline (one-hot education and occupation with a stated reference
 level dropped, scaled numbers, unpenalised logistic regression) on a stratified training
 split; the metrics are measured on the held-out split. Coefficients are reported in original
 units (per film, per course, per year of age) with standard errors from the Fisher
-information, so they can be read as odds ratios and compared with the planted truth.
+information, so they can be read as odds ratios and compared with known ones.
 """
 
 from __future__ import annotations
@@ -39,7 +39,6 @@ from .common import (
     UNKNOWN_LEVEL,
     as_utc,
     category_levels,
-    demo_truth,
     event_features,
     event_time_bounds,
     fetch_frame,
@@ -47,8 +46,6 @@ from .common import (
     known_levels,
     numeric_columns,
     require,
-    truth_comparison,
-    truth_time,
     users_table,
     utc_series,
 )
@@ -163,23 +160,31 @@ def _calibration_table(labels: np.ndarray, predicted: np.ndarray) -> list[dict[s
     return table.reset_index().to_dict("records")
 
 
-def propensity_fit(rows: pd.DataFrame, *, reference_levels: Mapping[str, str] | None = None,
-                   planted_coefficients: Mapping[str, float] | None = None, test_share: float = TEST_SHARE,
-                   random_state: int = RANDOM_STATE) -> PropensityFit:
-    """Fit the propensity pipeline on labelled rows and measure it on a stratified held-out split.
-
-    ``rows`` holds the FEATURES and ``purchased_course`` (0/1), optionally ``true_probability``
-    (the planted probability, NaN where unknown). Rows without an age are left out of the fit.
-    With ``planted_coefficients`` the metrics compare every planted coefficient with its
-    estimate, and the model's AUC with the AUC of the true probabilities on the same test users.
-    """
-    without_age = int(rows["age"].isna().sum())
+def propensity_split(rows: pd.DataFrame, *, test_share: float = TEST_SHARE,
+                     random_state: int = RANDOM_STATE) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Return the rows a fit uses (those with an age) and the positions of its stratified train and test split."""
     rows = rows[rows["age"].notna()]
     labels = rows[LABEL].astype(int).to_numpy()
     positives = int(labels.sum())
     require(min(positives, len(labels) - positives) >= MINIMUM_PER_CLASS,
             f"propensity needs at least {MINIMUM_PER_CLASS} buyers and non-buyers, got {positives} of {len(labels)}; "
             "load more behaviour or choose another --observation-end")
+    train, test = train_test_split(np.arange(len(rows)), test_size=test_share, stratify=labels,
+                                   random_state=random_state)
+    return rows, train, test
+
+
+def propensity_fit(rows: pd.DataFrame, *, reference_levels: Mapping[str, str] | None = None,
+                   test_share: float = TEST_SHARE, random_state: int = RANDOM_STATE) -> PropensityFit:
+    """Fit the propensity pipeline on labelled rows and measure it on a stratified held-out split.
+
+    ``rows`` holds the FEATURES and ``purchased_course`` (0/1). Rows without an age are left
+    out of the fit. ``reference_levels`` names the level of each categorical feature that the
+    coefficients are contrasts with (where it occurs; else the most frequent level).
+    """
+    without_age = int(rows["age"].isna().sum())
+    rows, train, test = propensity_split(rows, test_share=test_share, random_state=random_state)
+    labels = rows[LABEL].astype(int).to_numpy()
     stated = reference_levels or {}
     levels, references = {}, {}
     for name in CATEGORICAL_FEATURES:
@@ -187,8 +192,6 @@ def propensity_fit(rows: pd.DataFrame, *, reference_levels: Mapping[str, str] | 
                                                          stated_reference=stated.get(name))
     scorer = PropensityScorer(pipeline=_pipeline(levels, references), levels=levels, reference_levels=references)
     inputs = scorer.prepare(rows)
-    train, test = train_test_split(np.arange(len(rows)), test_size=test_share, stratify=labels,
-                                   random_state=random_state)
     scorer.pipeline.fit(inputs.iloc[train], labels[train])
 
     coefficients = _coefficients_in_original_units(scorer.pipeline)
@@ -216,17 +219,6 @@ def propensity_fit(rows: pd.DataFrame, *, reference_levels: Mapping[str, str] | 
             for name in coefficients.index
         },
     }
-    if planted_coefficients:
-        comparison = truth_comparison(coefficients.to_dict(), errors.to_dict(), planted_coefficients)
-        truth_probability = (rows["true_probability"].to_numpy(float)[test] if "true_probability" in rows
-                             else np.full(len(test), np.nan))
-        known = np.isfinite(truth_probability)
-        if 0 < labels[test][known].sum() < known.sum():
-            comparison["n_test_with_truth"] = int(known.sum())
-            comparison["auc_true_probabilities"] = roc_auc_score(labels[test][known], truth_probability[known])
-            comparison["auc_model_same_users"] = roc_auc_score(labels[test][known], predicted[known])
-            comparison["auc_gap"] = comparison["auc_true_probabilities"] - comparison["auc_model_same_users"]
-        metrics["truth"] = comparison
     params = {
         "features": list(FEATURES),
         "numeric_features": list(NUMERIC_FEATURES),
@@ -258,7 +250,7 @@ def propensity_rows(*, observation_end: datetime, label_window_days: int = DEFAU
     Users with events are those signed up before the observation end (or, without a sign-up
     time, with an event before it); users with neither events nor an imported row but signed
     up before the observation end count too, with zero counts. ``source`` says which rows are
-    which, ``true_probability`` carries the planted probability of demo users.
+    which.
     """
     users = users_table()
     features = numeric_columns(event_features(as_of=observation_end,
@@ -285,43 +277,30 @@ def propensity_rows(*, observation_end: datetime, label_window_days: int = DEFAU
         "source": "imported",
     }, index=users.index)[imported.to_numpy()]
     rows = pd.concat([event_rows, imported_rows])
-    demographics = users.loc[rows.index, ["age", "education", "occupation", "planted_purchase_probability"]]
-    return rows.join(demographics.rename(columns={"planted_purchase_probability": "true_probability"}))
-
-
-def _defaults(observation_end: datetime | None, label_window_days: int | None,
-              truth: Mapping[str, Any] | None) -> tuple[datetime, int, str | None, bool]:
-    """Return (observation end, label window in days, target course, whether the truth's setup is used)."""
-    planted = (truth or {}).get("propensity")
-    truth_end = truth_time(planted["observation_end"]) if planted else None
-    truth_window = (truth_time(planted["label_window_end"]) - truth_end).days if planted else None
-    window = label_window_days or truth_window or DEFAULT_LABEL_WINDOW_DAYS
-    end = as_utc(observation_end) if observation_end else truth_end or (timezone.now() - timedelta(days=window))
-    target = planted["target_course"] if planted else None
-    return end, window, target, bool(planted) and end == truth_end and window == truth_window
+    return rows.join(users.loc[rows.index, ["age", "education", "occupation"]])
 
 
 def train_propensity(*, observation_end: datetime | None = None, activate: bool = True,
-                     label_window_days: int | None = None) -> ModelRun:
+                     label_window_days: int | None = None, target_course: str | None = None,
+                     reference_levels: Mapping[str, str] | None = None) -> ModelRun:
     """Fit purchase propensity on the database and store it as the next model run.
 
-    Defaults: with a demo world loaded, its truth's observation end, label window and target
-    course (and the truth's reference levels); otherwise now minus 28 days, 28 days, any course.
+    Defaults: the label window (28 days) before now, a purchase of any course as the label,
+    the most frequent education and occupation as the reference levels.
     """
-    truth = demo_truth()
-    end, window, target, truth_setup = _defaults(observation_end, label_window_days, truth)
+    window = label_window_days or DEFAULT_LABEL_WINDOW_DAYS
+    end = as_utc(observation_end) if observation_end else timezone.now() - timedelta(days=window)
     label_end = end + timedelta(days=window)
     require(label_end <= timezone.now(),
             f"the label window ends {label_end:%Y-%m-%d %H:%M} UTC, in the future; "
             "choose an --observation-end at least the label window before now", code="invalid")
-    rows = propensity_rows(observation_end=end, label_window_days=window, target_course=target)
-    planted = truth["propensity"] if truth else {}
-    fit = propensity_fit(rows, reference_levels=planted.get("reference_levels"),
-                         planted_coefficients=planted.get("coefficients") if truth_setup else None)
+    rows = propensity_rows(observation_end=end, label_window_days=window, target_course=target_course)
+    fit = propensity_fit(rows, reference_levels=reference_levels)
     first_event, _ = event_time_bounds()
     params = fit.params | {
         "observation_end": end, "label_window_days": window, "label_window_end": label_end,
-        "target_course": target, "label": f"a purchase of {target or 'any course'} in the label window",
+        "target_course": target_course,
+        "label": f"a purchase of {target_course or 'any course'} in the label window",
         "rows_by_source": rows["source"].value_counts().to_dict(),
     }
     return model_run_save(

@@ -36,8 +36,8 @@ from crossmkt_site.errors import ApplicationError
 
 from ...models import BehaviorEvent, ModelRun
 from ..registry import model_run_save
-from .clv import default_observation_end, demo_excluded_items, observed_data_end
-from .common import as_utc, demo_truth, fetch_frame, json_safe, sql_time, utc_series
+from .clv import default_observation_end
+from .common import as_utc, fetch_frame, json_safe, sql_time, utc_series
 
 COURSE, FILM = "course", "film"
 DOMAIN_OF_KIND = {"film_watch": FILM, "course_purchase": COURSE, "course_view": COURSE}
@@ -489,21 +489,21 @@ def interaction_counts(catalog: pd.DataFrame, *, split_at: datetime, end: dateti
 
 
 def train_recommendations(*, catalog: pd.DataFrame, bundled: set[tuple[Any, str, Any, str]] | None = None,
-                          observation_end: datetime | None = None, activate: bool = True) -> ModelRun:
+                          observation_end: datetime | None = None, data_end: datetime | None = None,
+                          excluded_items: Sequence[str] = (), activate: bool = True) -> ModelRun:
     """Fit the cross-domain recommender, judge it against popularity after the observation end, and store it as a run.
 
     ``catalog`` holds every course and film (``CATALOG_COLUMNS``, one row per item, in a fixed
     order) and ``bundled`` the (course partner, sku, film partner, film id) sold together in a
     bundle; the catalog's owner reads both and passes them in.
 
-    The defaults follow the lifetime-value training: the demo truth's observation end when a
-    demo world is loaded, else 13 weeks before now; the held-out period runs to the demo
-    world's end or to now, and the stored model is refitted on all of it.
+    The defaults follow the lifetime-value training: the observation end 13 weeks before now,
+    the held-out period from there to ``data_end`` (default: now); the stored model is refitted
+    on all of it. ``excluded_items`` are left out of the held-out targets.
     """
     now = timezone.now()
-    truth = demo_truth()
-    observation_end = as_utc(observation_end) if observation_end else default_observation_end(truth=truth, now=now)
-    data_end = max(observed_data_end(truth=truth, now=now), observation_end)
+    observation_end = as_utc(observation_end) if observation_end else default_observation_end(now=now)
+    data_end = max(as_utc(data_end) if data_end else now, observation_end)
     if catalog.empty:
         raise ApplicationError("the catalog has no courses or films to recommend; add them first",
                                code="no_data", field="model")
@@ -513,7 +513,7 @@ def train_recommendations(*, catalog: pd.DataFrame, bundled: set[tuple[Any, str,
     training = recommendations_fit(
         catalog, calibration=counts[~counts["after"]], holdout=counts[counts["after"]],
         everything=everything,
-        observation_end=observation_end, data_end=data_end, excluded_items=demo_excluded_items(truth),
+        observation_end=observation_end, data_end=data_end, excluded_items=tuple(excluded_items),
         bundled=bundled,
     )
     return model_run_save(

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from django.utils import timezone
 from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.metrics import silhouette_score
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
@@ -29,7 +29,6 @@ from ..registry import model_run_save
 from .common import (
     SECONDS_PER_DAY,
     as_utc,
-    demo_truth,
     event_features,
     event_time_bounds,
     json_safe,
@@ -169,21 +168,18 @@ def _k_scan(points: np.ndarray, rng: np.random.Generator) -> dict[int, float]:
 
 
 def segments_fit(counts: pd.DataFrame, exposure: pd.Series, *, k: int = DEFAULT_K,
-                 data_start: datetime | None = None, planted_segments: pd.Series | None = None) -> SegmentsFit:
+                 data_start: datetime | None = None) -> SegmentsFit:
     """Cluster users on their standardised log1p behaviour rates and describe each cluster.
 
-    ``counts`` holds COUNT_FIELDS per user and ``exposure`` their days in the data. With
-    ``planted_segments`` (NaN where unknown) the metrics give the adjusted Rand index against
-    them and the cross-table of segments by planted segment.
+    ``counts`` holds COUNT_FIELDS per user and ``exposure`` their days in the data.
     """
     # k-means on five columns is memory-bound: OpenMP threads only add synchronisation, which
     # made it three times slower with two threads than with one on a busy two-core machine.
     with threadpool_limits(limits=1):
-        return _segments_fit(counts, exposure, k=k, data_start=data_start, planted_segments=planted_segments)
+        return _segments_fit(counts, exposure, k=k, data_start=data_start)
 
 
-def _segments_fit(counts: pd.DataFrame, exposure: pd.Series, *, k: int, data_start: datetime | None,
-                  planted_segments: pd.Series | None) -> SegmentsFit:
+def _segments_fit(counts: pd.DataFrame, exposure: pd.Series, *, k: int, data_start: datetime | None) -> SegmentsFit:
     require(k >= 2, "segments need k of at least 2", code="invalid")
     require(len(counts) >= 10 * k, f"segments need at least {10 * k} users for k={k}, got {len(counts)}")
     counts = counts[list(COUNT_FIELDS)].astype(float).fillna(0.0)
@@ -225,14 +221,6 @@ def _segments_fit(counts: pd.DataFrame, exposure: pd.Series, *, k: int, data_sta
         "profile": profile,
         "overall_mean_rates_per_year": rates.mean().to_dict(),
     }
-    if planted_segments is not None and planted_segments.notna().any():
-        known = planted_segments.notna().to_numpy()
-        metrics["truth"] = {
-            "adjusted_rand_index": adjusted_rand_score(planted_segments[known], segment[known]),
-            "users_with_truth": int(known.sum()),
-            "crosstab": pd.crosstab(np.array(scorer.names_en, dtype=object)[segment[known]],
-                                    planted_segments[known].to_numpy()).to_dict("index"),
-        }
     params = {
         "k": k, "features": list(COUNT_FIELDS),
         "transform": "count per year of exposure (at least 30 days), log1p, standardised",
@@ -243,8 +231,8 @@ def _segments_fit(counts: pd.DataFrame, exposure: pd.Series, *, k: int, data_sta
     return SegmentsFit(scorer=scorer, params=params, metrics=metrics, n_train=len(counts))
 
 
-def segments_rows(*, as_of: datetime) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
-    """Return (counts, exposure days, planted segment) of every user signed up before as_of, by user id.
+def segments_rows(*, as_of: datetime) -> tuple[pd.DataFrame, pd.Series]:
+    """Return (counts, exposure days) of every user signed up before as_of, by user id.
 
     Counts come from events before as_of; users without events but with an imported row
     take its film and course counts, as the stored features do for scoring.
@@ -264,16 +252,15 @@ def segments_rows(*, as_of: datetime) -> tuple[pd.DataFrame, pd.Series, pd.Serie
     counts.loc[imported_only, "purchasing_count"] = users.loc[imported_only, "imported_purchasing_count"]
     tenure = (pd.Timestamp(as_of) - joined[users.index]).dt.total_seconds() / SECONDS_PER_DAY
     first_event_time, _ = event_time_bounds()
-    return counts.fillna(0.0), exposure_days(tenure, as_of=as_of, data_start=first_event_time), users["planted_segment"]
+    return counts.fillna(0.0), exposure_days(tenure, as_of=as_of, data_start=first_event_time)
 
 
 def train_segments(*, observation_end: datetime | None = None, activate: bool = True, k: int = DEFAULT_K) -> ModelRun:
     """Cluster users' behaviour as of the observation end (default now) and store the next segments run."""
     as_of = as_utc(observation_end) if observation_end else timezone.now()
-    counts, exposure, planted = segments_rows(as_of=as_of)
+    counts, exposure = segments_rows(as_of=as_of)
     data_start, _ = event_time_bounds()
-    fit = segments_fit(counts, exposure, k=k, data_start=data_start,
-                       planted_segments=planted if demo_truth() is not None else None)
+    fit = segments_fit(counts, exposure, k=k, data_start=data_start)
     params = fit.params | {"as_of": as_of}
     return model_run_save(
         model=ModelRun.Model.SEGMENTS, params=json_safe(params), metrics=json_safe(fit.metrics), n_train=fit.n_train,

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 from crossmkt_site.errors import ApplicationError
 
 from ...services.training import CAMPAIGN_TRAINERS, TRAINERS
+from ._reporting import report_training
 
 MODELS = ("propensity", "churn", "clv", "segments", "recommendations")
 CAMPAIGN_MODELS = ("uplift",)
@@ -55,19 +56,8 @@ class Command(BaseCommand):
                 self.stdout.write(_json({"model": run.model, "version": run.version, "n_train": run.n_train,
                                          "params": run.params, "metrics": run.metrics}))
             else:
-                self.stdout.write(self.style.SUCCESS(
-                    f"{name} v{run.version}: trained on {run.n_train} rows in {time.monotonic() - started:.1f} s"
-                    f"{'' if run.is_active else ' (not activated)'}"
-                ))
-                for key, value in _headline(run.metrics).items():
-                    self.stdout.write(f"  {key}: {value}")
+                report_training(self, run, name=name, seconds=time.monotonic() - started)
 
 
 def _json(data) -> str:
     return json.dumps(data, ensure_ascii=False, default=str)
-
-
-def _headline(metrics: dict) -> dict:
-    """Pick the scalar metrics worth a line each."""
-    return {key: (round(value, 4) if isinstance(value, float) else value)
-            for key, value in metrics.items() if isinstance(value, (int, float, str)) and not isinstance(value, bool)}

@@ -2,11 +2,12 @@
 
 import time
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...services.demo_world import demo_world_load
-from ...services.features import features_build
-from ...services.progress import progress_bar
+from analytics.services.features import features_build
+from analytics.services.progress import progress_bar
+
+from ...services.world_load import demo_world_load
 
 
 class Command(BaseCommand):
@@ -16,14 +17,15 @@ class Command(BaseCommand):
         "Deterministic per seed; loading the same world again adds nothing."
     )
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--users", type=int, default=20_000)
         parser.add_argument("--seed", type=int, default=2026)
         parser.add_argument("--processes", type=int, default=2,
                             help="Parallel loader processes on PostgreSQL (default 2, one per core of the reference machine).")
         parser.add_argument("--no-progress", action="store_true")
 
-    def handle(self, *args, users, seed, processes, no_progress, **options):
+    def handle(self, *args: object, users: int, seed: int, processes: int, no_progress: bool,
+               **options: object) -> None:
         if users < 1:
             raise CommandError("--users must be at least 1")
         started = time.monotonic()

@@ -5,8 +5,9 @@ import io
 import pytest
 from django.core.management import call_command
 
-from analytics.models import DemoWorld, ModelRun, UserScore
+from analytics.models import ModelRun, UserScore
 from campaigns.models import CampaignAssignment, Partner
+from demo.models import DemoWorld
 
 pytestmark = pytest.mark.django_db
 

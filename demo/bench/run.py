@@ -7,121 +7,62 @@ users/{id}/offers/`` under load. Each stage runs in a forked process of its own,
 peak memory is its own. Results are throughputs; the table gives the ratios.
 """
 
+import io
 import json
+import multiprocessing
 import os
 import platform
-import resource
 import secrets
-import socket
-import subprocess
-import sys
 import time
+import traceback
 import urllib.request
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
-from pathlib import Path
+from typing import Any, TypeVar
 
-from django.conf import settings
-from django.db import connection, transaction
+import django
+import numpy as np
+import pandas as pd
+from django.db import connection, connections, transaction
 from django.utils import timezone
 
+from analytics.models import BehaviorEvent, EndUser, UserFeatures
+from analytics.services.features import features_build
 from campaigns.models import Partner
 from campaigns.services.partners import partner_api_key_create
+from campaigns.services.training import TRAINERS
 from crossmkt_site.errors import ApplicationError
 
-from ..demo.world import iter_world
-from ..models import BehaviorEvent, EndUser
+from ..world.generator import iter_world
+from . import stages as s
+from .measure import (
+    NAN,
+    StageResult,
+    free_port,
+    peak_memory_mb,
+    require_postgresql,
+    serve,
+    table_like,
+)
 
-ROOT = Path(settings.BASE_DIR)
+T = TypeVar("T")
 BATCH = 10_000
 BASELINE_SAMPLE = 2_000
 BENCH_PARTNER = "bench-ingest"
 
 
-NAN = float("nan")
-
-
-@dataclass
-class StageResult:
-    """One stage: throughput of the product, the naive baseline and the limit, the target and whether it is met.
-
-    ``met`` is None where the stage has no target (it is only reported). ``note`` carries
-    what the three numbers do not say (a latency, a model's training rows).
-    """
-
-    stage: str
-    unit: str
-    items: int
-    product: float
-    baseline: float
-    limit: float
-    target: str
-    peak_memory_mb: float
-    seconds: float = NAN
-    met: bool | None = None
-    note: str = ""
-
-    @property
-    def of_limit(self) -> float:
-        return self.product / self.limit if self.limit else NAN
-
-    @property
-    def over_baseline(self) -> float:
-        return self.product / self.baseline if self.baseline else NAN
-
-
-def _peak_memory_mb() -> float:
-    """The largest resident size of this process and of any child it has waited for (a gunicorn server, say)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024
-
-
-def require_postgresql() -> None:
-    if connection.vendor != "postgresql":
-        raise ApplicationError("the benchmark runs on PostgreSQL: set DATABASE_URL=postgres://…")
-
-
-@contextmanager
-def table_like(source: str):
-    """Yield the name of a new, empty, ordinary table shaped like ``source``: columns, indexes, constraints and
-    foreign keys; dropped afterwards.
-
-    The limits write into it: the same rows, as durably (WAL-logged, not a temporary table)
-    and under the same integrity checks as the product, with no framework in between.
-    """
-    name = f"bench_limit_{source}"[:63]
-    with connection.cursor() as cursor:
-        cursor.execute(f"DROP TABLE IF EXISTS {name}")
-        cursor.execute(f"CREATE TABLE {name} (LIKE {source} INCLUDING ALL)")
-        cursor.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f'",
-                       [source])
-        for (definition,) in cursor.fetchall():
-            cursor.execute(f"ALTER TABLE {name} ADD {definition}")
-    try:
-        yield name
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE IF EXISTS {name}")
-
-
-def run_isolated(function, /, **kwargs):
+def run_isolated(function: Callable[..., T], /, **kwargs: Any) -> T:
     """Run function(**kwargs) in a forked process and return its result, so its memory peak is its own.
 
     The child opens its own database connection; an ApplicationError in it is raised here
     with the same message, anything else as a RuntimeError naming the original.
     """
-    import multiprocessing
-    import traceback
-
-    from django.db import connections
-
     connections.close_all()
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
 
-    def child():
+    def child() -> None:
         for conn in connections.all(initialized_only=True):
             conn.inc_thread_sharing()
             conn.close()
@@ -165,34 +106,6 @@ def _event_items(n_events: int, run: str) -> list[dict]:
     return items
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def serve(port: int) -> subprocess.Popen:
-    """Start gunicorn with two workers on loopback against this database; return once it answers."""
-    db = connection.settings_dict
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "crossmkt_site.settings.local", "DEBUG": "false",
-           "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-           "API_RATE_PER_KEY": "1000000/minute", "CONN_MAX_AGE": "60",  # connections kept, as in production
-           "CROSSMKT_URLCONF": "analytics.bench_urls"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "crossmkt_site.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--timeout", "300"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/deals/", timeout=2)
-        except urllib.error.HTTPError:
-            return server  # 401: up and answering
-        except OSError:
-            time.sleep(0.2)
-    server.kill()
-    raise ApplicationError("gunicorn did not start for the benchmark")
-
 
 def stage_ingest(*, n_events: int) -> StageResult:
     """Measure bulk event ingest through the API against one ORM write per event and raw COPY."""
@@ -203,7 +116,7 @@ def stage_ingest(*, n_events: int) -> StageResult:
     items = _event_items(n_events, run)
     bodies = [json.dumps({"events": items[i:i + BATCH]}).encode() for i in range(0, len(items), BATCH)]
 
-    port = _free_port()
+    port = free_port()
     server = serve(port)
     try:
         started = time.perf_counter()
@@ -223,7 +136,7 @@ def stage_ingest(*, n_events: int) -> StageResult:
     baseline = _orm_rate(items[:BASELINE_SAMPLE], partner, f"{run}b")
     _clean_up(partner, run)
     result = StageResult("bulk event ingest through the API (10k events per request)", "events/s", len(items),
-                         product, baseline, limit, "≥ 1/4 of raw COPY", _peak_memory_mb(), seconds)
+                         product, baseline, limit, "≥ 1/4 of raw COPY", peak_memory_mb(), seconds)
     result.met = result.of_limit >= 1 / 4
     return result
 
@@ -268,8 +181,6 @@ def _clean_up(partner: Partner, run: str) -> None:
 def stage_features() -> StageResult:
     """Measure the feature build over every user against a per-user loop and COPY out/in with NumPy."""
     require_postgresql()
-    from .features import features_build
-
     users = list(EndUser.objects.filter(events__isnull=False).distinct().values_list("pk", flat=True)[:BASELINE_SAMPLE // 4])
     baseline = _features_naive_rate(users)
     started = time.perf_counter()
@@ -277,15 +188,13 @@ def stage_features() -> StageResult:
     seconds = time.perf_counter() - started
     limit = _features_copy_numpy_rate()
     result = StageResult("feature build from events", "users/s", built, built / seconds, baseline, limit,
-                         "≥ 1/3 of the limit", _peak_memory_mb(), seconds)
+                         "≥ 1/3 of the limit", peak_memory_mb(), seconds)
     result.met = result.of_limit >= 1 / 3
     return result
 
 
 def _features_naive_rate(user_ids: list[int]) -> float:
     """The notebook way: each user's events through the ORM, counted in Python, one write per user."""
-    from ..models import UserFeatures
-
     started = time.perf_counter()
     for user_id in user_ids:
         counts: dict[str, int] = {}
@@ -301,11 +210,6 @@ def _features_naive_rate(user_ids: list[int]) -> float:
 
 def _features_copy_numpy_rate() -> float:
     """COPY the events out, aggregate per user with NumPy, COPY the result back in: no framework."""
-    import io
-
-    import numpy as np
-    import pandas as pd
-
     started = time.perf_counter()
     buffer = io.BytesIO()
     with connection.cursor() as cursor:
@@ -344,8 +248,6 @@ def _ratio(value: float, suffix: str = "") -> str:
 
 def benchmarks_markdown(results: list[StageResult], *, scale: str, wall_seconds: float | None = None, notes: str = "") -> str:
     """Render the results as the BENCHMARKS.md table, with the machine, scale, versions and date."""
-    import django
-
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
@@ -371,7 +273,7 @@ def benchmarks_markdown(results: list[StageResult], *, scale: str, wall_seconds:
     return "\n".join(lines) + "\n"
 
 
-def analyze_all(echo) -> None:
+def analyze_all(echo: Callable[[str], object]) -> None:
     """Refresh the planner's statistics, as autovacuum would have by now on a live database (it may be off here)."""
     started = time.perf_counter()
     with connection.cursor() as cursor:
@@ -387,18 +289,15 @@ def bench_events(n_users: int) -> int:
     return min(max(n_users // 5, 1_000), 200_000)
 
 
-def bench_run(*, n_users: int, stages=STAGE_ORDER, n_events: int | None = None, load_seconds: float | None = None,
-              echo=lambda line: None, world_progress=None) -> list[StageResult]:
+def bench_run(*, n_users: int, stages: Sequence[str] = STAGE_ORDER, n_events: int | None = None,
+              load_seconds: float | None = None, echo: Callable[[str], object] = lambda line: None,
+              world_progress: Callable[[], AbstractContextManager[Callable[[int], None] | None]] | None = None,
+              ) -> list[StageResult]:
     """Run the chosen stages in order, each in a process of its own, and return their results.
 
     ``world_progress()``, if given, is a context manager yielding a function that takes the
     number of users loaded so far (the world is loaded here: its loader forks its own workers).
     """
-    from contextlib import nullcontext
-
-    from . import bench_stages as s
-    from .training import TRAINERS
-
     require_postgresql()
     wanted = [name for name in STAGE_ORDER if name in stages]
     n_events = n_events or bench_events(n_users)

@@ -4,10 +4,11 @@ load of PostgreSQL leaves the events table's indexes and keys as it found them, 
 import pytest
 from django.db import DatabaseError, connection
 
-from analytics.demo.world import iter_world
-from analytics.models import BehaviorEvent, EndUser, PlantedUser
-from analytics.services import demo_world
-from analytics.services.demo_world import EVENT_LOAD_TABLE, demo_world_load
+from analytics.models import BehaviorEvent, EndUser
+from demo.models import PlantedUser
+from demo.services import world_load
+from demo.services.world_load import EVENT_LOAD_TABLE, demo_world_load
+from demo.world.generator import iter_world
 
 pytestmark = pytest.mark.django_db
 
@@ -70,7 +71,7 @@ def test_a_world_loaded_over_part_of_it_stores_exactly_what_is_missing():
 def test_a_bulk_load_builds_the_events_tables_indexes_and_keys_again_as_they_were():
     # given an events table without events of the demo partners: the bulk load applies
     before = events_table_structure()
-    assert demo_world._bulk_load_applies(USERS)
+    assert world_load._bulk_load_applies(USERS)
 
     # when the world is loaded
     demo_world_load(n_users=USERS, seed=SEED)
@@ -86,8 +87,8 @@ def test_a_bulk_load_builds_the_events_tables_indexes_and_keys_again_as_they_wer
 def test_a_bulk_load_that_fails_leaves_the_events_table_as_it_was(monkeypatch):
     # given an index that cannot be built again, so the load fails after moving the events
     before = events_table_structure()
-    listed = demo_world._secondary_structures
-    monkeypatch.setattr(demo_world, "_secondary_structures", lambda cursor, table: [
+    listed = world_load._secondary_structures
+    monkeypatch.setattr(world_load, "_secondary_structures", lambda cursor, table: [
         *listed(cursor, table), ("impossible", "index", "CREATE INDEX impossible ON no_such_table (no_column)"),
     ])
 

@@ -6,27 +6,52 @@ article's notebook style (a Python function per user, one ORM write per row) on 
 the limit moves the same rows with raw ``COPY`` and computes with vectorised NumPy.
 """
 
+import io
 import json
 import secrets
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
+from analytics.models import EndUser, ModelRun, UserScore
+from analytics.selectors import user_frame
+from analytics.services.registry import model_run_active, model_run_artifact
+from analytics.services.scoring import score_all
+from campaigns.models import Campaign, CampaignAssignment, Offer, Partner, Rule
+from campaigns.rule_fields import condition_registry, item_category_sources
+from campaigns.rules import evaluate_user, to_json, validate_text
+from campaigns.services.campaign_planning import campaign_rule_plans, holdout_draw, new_codes
+from campaigns.services.campaign_run import campaign_run
+from campaigns.services.partners import partner_api_key_create
 from crossmkt_site.bulk import bulk_insert_frame
+from crossmkt_site.celery import app
 from crossmkt_site.errors import ApplicationError
 
-from ..models import DemoWorld, EndUser, UserScore
-from .bench import NAN, StageResult, _free_port, _peak_memory_mb, require_postgresql, serve, table_like
+from ..models import DemoWorld
+from ..selectors import demo_world_latest
+from ..services.training import demo_model_train
+from ..services.world_load import demo_world_load
+from .measure import (
+    NAN,
+    StageResult,
+    free_port,
+    peak_memory_mb,
+    require_postgresql,
+    serve,
+    table_like,
+)
 
 BENCH_SEED = 2026
 SCORING_MODELS = ("propensity", "churn", "clv")
@@ -35,10 +60,8 @@ BENCH_CAMPAIGN_PREFIX = "bench-campaign-"
 
 
 @contextmanager
-def eager_tasks():
+def eager_tasks() -> Iterator[None]:
     """Run Celery tasks in this process for the duration: the product's task bodies, without a broker's round trip."""
-    from crossmkt_site.celery import app
-
     before = app.conf.task_always_eager, app.conf.task_eager_propagates
     app.conf.task_always_eager = app.conf.task_eager_propagates = True
     try:
@@ -64,16 +87,14 @@ def world_status(n_users: int) -> str:
     )
 
 
-def stage_world(*, n_users: int, on_progress=None) -> StageResult:
+def stage_world(*, n_users: int, on_progress: Callable[[int], None] | None = None) -> StageResult:
     """Load the demo world with seed_demo's loader (two processes), timed; nothing to compare it with."""
-    from .demo_world import demo_world_load
-
     require_postgresql()
     started = time.perf_counter()
     summary = demo_world_load(n_users=n_users, seed=BENCH_SEED, processes=2, on_progress=on_progress)
     seconds = time.perf_counter() - started
     return StageResult("demo world load (seed_demo, 2 processes)", "users/s", summary["users"], summary["users"] / seconds,
-                       NAN, NAN, "reported", _peak_memory_mb(), seconds,
+                       NAN, NAN, "reported", peak_memory_mb(), seconds,
                        note=f"{summary['events']:,} events")
 
 
@@ -82,14 +103,15 @@ def stage_world(*, n_users: int, on_progress=None) -> StageResult:
 
 
 def stage_training(*, model: str) -> StageResult:
-    """Train one model on every user, as ``manage.py train --model`` does; time and memory are the result."""
-    from .training import TRAINERS
-
+    """Train one model on every user as ``manage.py demo`` does; time and memory are the result."""
     users = EndUser.objects.filter(erased_at__isnull=True).count()
+    world = demo_world_latest()
+    if world is None:
+        raise ApplicationError("no demo world to train on: run the world stage first")
     started = time.perf_counter()
-    run = TRAINERS[model]()
+    run = demo_model_train(model=model, truth=world.truth)
     seconds = time.perf_counter() - started
-    return StageResult(f"training: {model}", "users/s", users, users / seconds, NAN, NAN, "reported", _peak_memory_mb(),
+    return StageResult(f"training: {model}", "users/s", users, users / seconds, NAN, NAN, "reported", peak_memory_mb(),
                        seconds, note=f"{run.n_train:,} training rows")
 
 
@@ -97,11 +119,8 @@ def stage_training(*, model: str) -> StageResult:
 # Batch scoring
 
 
-def stage_scoring(*, models=SCORING_MODELS) -> StageResult:
+def stage_scoring(*, models: Sequence[str] = SCORING_MODELS) -> StageResult:
     """Score every user with propensity, churn and CLV, DB to DB, against a per-user loop and COPY + NumPy."""
-    from .registry import model_run_active, model_run_artifact
-    from .scoring import score_all
-
     require_postgresql()
     runs = {}
     for model in models:
@@ -124,16 +143,15 @@ def stage_scoring(*, models=SCORING_MODELS) -> StageResult:
 
     limit = _scoring_copy_numpy_rate(runs, artifacts, as_of)
     result = StageResult("batch scoring: propensity + churn + CLV, DB → DB", "scores/s", rows, rows / seconds, baseline,
-                         limit, "≥ 1/2 of the limit; ≥ 50× the naive baseline", _peak_memory_mb(), seconds,
+                         limit, "≥ 1/2 of the limit; ≥ 50× the naive baseline", peak_memory_mb(), seconds,
                          note="one process, as one worker runs a chunk")
     result.met = result.of_limit >= 0.5 and result.over_baseline >= 50
     return result
 
 
-def _scoring_naive_rate(user_ids, runs, artifacts, as_of) -> float:
+def _scoring_naive_rate(user_ids: list[int], runs: dict[str, ModelRun], artifacts: dict[str, Any],
+                        as_of: datetime) -> float:
     """The notebook way: per user, read their row, call the model on it, save one score row with the ORM."""
-    from ..selectors import user_frame
-
     started = time.perf_counter()
     written = 0
     for user_id in user_ids:
@@ -155,10 +173,8 @@ def _scoring_naive_rate(user_ids, runs, artifacts, as_of) -> float:
     return written / seconds if written else NAN
 
 
-def _scoring_copy_numpy_rate(runs, artifacts, as_of) -> float:
+def _scoring_copy_numpy_rate(runs: dict[str, ModelRun], artifacts: dict[str, Any], as_of: datetime) -> float:
     """COPY every user's fields out in one statement, score with the fitted models, COPY the scores into a table like ours."""
-    from ..selectors import user_frame
-
     with table_like(UserScore._meta.db_table) as table:
         started = time.perf_counter()
         written = 0
@@ -190,13 +206,8 @@ BENCH_RULES = (
 )
 
 
-def bench_campaign_create():
+def bench_campaign_create() -> Campaign:
     """Create a fresh running campaign of three rules over score and feature fields, removing earlier bench campaigns."""
-    from campaigns.conditions import to_json, validate_text
-    from campaigns.models import Campaign, Partner, Rule
-
-    from ..selectors import condition_registry
-
     bench_campaigns_delete()
     owner = Partner.objects.filter(kind="knowledge").order_by("pk").first()
     video = Partner.objects.filter(kind="video").order_by("pk").first() or owner
@@ -219,8 +230,6 @@ def bench_campaign_create():
 
 def bench_campaigns_delete() -> None:
     """Remove the benchmark's campaigns with their assignments and offers (they never have redemptions)."""
-    from campaigns.models import Campaign
-
     ids = list(Campaign.objects.filter(slug__startswith=BENCH_CAMPAIGN_PREFIX).values_list("pk", flat=True))
     if not ids:
         return
@@ -234,9 +243,6 @@ def bench_campaigns_delete() -> None:
 
 def stage_campaign(*, users: int) -> StageResult:
     """Evaluate the rules over every reachable user and issue offers; against a per-user loop and raw COPY of the offers."""
-    from campaigns.models import Offer
-    from campaigns.services.campaign_run import campaign_run
-
     require_postgresql()
     campaign = bench_campaign_create()
     baseline = _campaign_naive_rate(campaign)
@@ -247,31 +253,26 @@ def stage_campaign(*, users: int) -> StageResult:
     issued = totals["issued"]
     limit = _offers_copy_rate(campaign)
     result = StageResult("campaign evaluation + offer issuance", "offers/s", issued, issued / seconds, baseline, limit,
-                         "≥ 1/3 of the limit (raw COPY of the offer rows)", _peak_memory_mb(), seconds,
+                         "≥ 1/3 of the limit (raw COPY of the offer rows)", peak_memory_mb(), seconds,
                          note=f"{users:,} users, {totals['eligible']:,} eligible, {totals['holdout']:,} held out; "
                               f"{Offer.objects.filter(campaign=campaign).count():,} offers stored")
     result.met = result.of_limit >= 1 / 3
     return result
 
 
-def _campaign_naive_rate(campaign) -> float:
+def _campaign_naive_rate(campaign: Campaign) -> float:
     """The notebook way, in a throwaway copy of the campaign: per user, read fields, test each rule, one ORM insert per offer."""
-    from campaigns.conditions import evaluate_user
-    from campaigns.models import CampaignAssignment, Offer
-    from campaigns.services.campaign_planning import campaign_rule_plans, holdout_draw, new_codes
-
-    from ..selectors import user_frame
-
     plans = campaign_rule_plans(campaign)
     fields = sorted({name for plan in plans for name in plan.fields})
     users = list(EndUser.objects.filter(erased_at__isnull=True, marketing_consent=True).order_by("?")
                  .values_list("pk", flat=True)[:NAIVE_USERS])
     now = timezone.now()
+    categories = item_category_sources()
     issued = 0
     started = time.perf_counter()
     with transaction.atomic():
         for user_id in users:
-            values = user_frame(fields, as_of=now, user_ids=[user_id]).iloc[0].to_dict()
+            values = user_frame(fields, as_of=now, user_ids=[user_id], item_categories=categories).iloc[0].to_dict()
             matching = [plan for plan in plans if plan.condition is None or evaluate_user(plan.condition, values)]
             if not matching:
                 continue
@@ -293,10 +294,8 @@ def _campaign_naive_rate(campaign) -> float:
     return issued / seconds if issued else NAN
 
 
-def _offers_copy_rate(campaign) -> float:
+def _offers_copy_rate(campaign: Campaign) -> float:
     """COPY the campaign's offer rows, as issued, into an empty table like the offers table (foreign keys too), committed."""
-    import io
-
     buffer = io.BytesIO()
     with connection.cursor() as cursor:
         with cursor.cursor.copy("COPY (SELECT * FROM campaigns_offer WHERE campaign_id = %s) TO STDOUT", (campaign.pk,)) as copy:
@@ -317,9 +316,6 @@ def _offers_copy_rate(campaign) -> float:
 
 def stage_rerun(*, first_seconds: float, users: int) -> StageResult:
     """Run the same campaign again: it must issue nothing, in at most a fifth of the first run's time."""
-    from campaigns.models import Campaign
-    from campaigns.services.campaign_run import campaign_run
-
     campaign = Campaign.objects.filter(slug__startswith=BENCH_CAMPAIGN_PREFIX).order_by("-pk").first()
     if campaign is None:
         raise ApplicationError("no benchmark campaign to re-run: run the campaign stage first (bench --stages campaign rerun)")
@@ -329,7 +325,7 @@ def stage_rerun(*, first_seconds: float, users: int) -> StageResult:
     seconds = time.perf_counter() - started
     result = StageResult("re-running the same campaign", "users/s", totals["issued"], users / seconds,
                          users / first_seconds if first_seconds == first_seconds else NAN, NAN,
-                         "issues nothing, in ≤ 1/5 of the first run's time", _peak_memory_mb(), seconds,
+                         "issues nothing, in ≤ 1/5 of the first run's time", peak_memory_mb(), seconds,
                          note=f"issued {totals['issued']}; {totals['skipped_existing']:,} already handled; "
                               "items = offers issued by the re-run, baseline = the first run")
     result.met = totals["issued"] == 0 and result.over_baseline >= 5
@@ -390,9 +386,6 @@ def _wrk_at_rate(url_base: str, paths: list[str], *, authorization: str, seconds
 
 def stage_offers_load(*, seconds: float) -> StageResult:
     """Load GET users/{id}/offers/ through gunicorn against the same answer from a bare Django view; then p99 at half rate."""
-    from campaigns.models import Campaign, Offer
-    from campaigns.services.partners import partner_api_key_create
-
     require_postgresql()
     campaign = Campaign.objects.filter(slug__startswith=BENCH_CAMPAIGN_PREFIX).order_by("-pk").first()
     if campaign is None:
@@ -404,7 +397,7 @@ def stage_offers_load(*, seconds: float) -> StageResult:
         raise ApplicationError("the benchmark campaign issued no offers to its owner's users; nothing to read")
     key, raw_key = partner_api_key_create(partner=partner, name="bench-load")
     authorization = f"Api-Key {raw_key}"
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = serve(port)
     try:
@@ -423,7 +416,7 @@ def stage_offers_load(*, seconds: float) -> StageResult:
     errors = sum(run["errors"] + run["status"] for run in (bare, full, half))
     result = StageResult("GET users/{id}/offers/ under load (gunicorn -w 2, wrk, loopback)", "req/s", full["requests"],
                          full["rate"], NAN, bare["rate"],
-                         "≥ 70% of a bare Django JSON view; p99 ≤ 25 ms at half that rate", _peak_memory_mb(),
+                         "≥ 70% of a bare Django JSON view; p99 ≤ 25 ms at half that rate", peak_memory_mb(),
                          sum(run["seconds"] for run in (health, bare, full, half)),
                          note=f"limit = the same answer from a bare Django view in raw SQL ({health['rate']:,.0f} req/s for "
                               f"a view that reads nothing); p50 {full['p50']:.1f} ms, p99 {full['p99']:.1f} ms at full load; "

@@ -27,8 +27,8 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from analytics.demo import parameters as P
-from analytics.demo.catalog import Campaign, demo_catalog
+from demo.world import parameters as P
+from demo.world.catalog import Campaign, demo_catalog
 
 EVENT_KINDS = (
     "film_watch",

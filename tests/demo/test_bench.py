@@ -6,8 +6,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from analytics.models import BehaviorEvent, DemoWorld
+from analytics.models import BehaviorEvent
 from campaigns.models import Campaign, Offer
+from demo.models import DemoWorld
 from tests.factories import EndUserFactory
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]

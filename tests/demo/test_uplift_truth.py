@@ -4,10 +4,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics.demo.catalog import demo_catalog
-from analytics.demo.truth import expected_campaign_uplift, planted_truth, simulate_campaign_outcomes
-from analytics.demo.world import iter_world
 from analytics.stats.effects import conversion_uplift
+from demo.world.catalog import demo_catalog
+from demo.world.generator import iter_world
+from demo.world.truth import (
+    expected_campaign_uplift,
+    planted_truth,
+    simulate_campaign_outcomes,
+)
 
 CAMPAIGN = "member-day-rewards"
 
@@ -37,12 +41,12 @@ def test_intervals_cover_the_planted_uplift_about_95_times_in_100():
 
 @pytest.mark.django_db
 def test_each_played_demo_campaign_reports_its_planted_effect_within_three_standard_errors():
-    from analytics.models import DemoWorld, PlantedUser
-    from analytics.services.demo_run import _effect_keys, demo_campaigns_play
-    from analytics.services.demo_world import demo_world_load
     from analytics.services.features import features_build
     from campaigns.reports.campaign_report import campaign_report
     from campaigns.models import Campaign, CampaignAssignment
+    from demo.models import DemoWorld, PlantedUser
+    from demo.services.play import _effect_keys, demo_campaigns_play
+    from demo.services.world_load import demo_world_load
 
     # given a demo world whose campaigns were played, outcomes drawn from the truth
     demo_world_load(n_users=8000, seed=5)

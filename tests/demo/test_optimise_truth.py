@@ -15,7 +15,7 @@ from decimal import Decimal
 import pytest
 from django.db.models import Count
 
-from analytics.demo.truth import planted_package_effects
+from demo.world.truth import planted_package_effects
 
 DATABASE_USERS = 20_000
 SEED = 5
@@ -32,8 +32,8 @@ NOBODY = "purchasing_count < 0"
 @pytest.fixture(scope="module")
 def uplift_trained(demo_world, django_db_blocker):
     """Play the demo campaigns whose window has begun, then learn uplift from their holdouts."""
-    from analytics.services.demo_run import demo_campaigns_play
     from campaigns.services.training import uplift_train
+    from demo.services.play import demo_campaigns_play
 
     with django_db_blocker.unblock():
         played = demo_campaigns_play(now=PLAYED_AT)
@@ -69,8 +69,8 @@ def _campaign(slug: str, *, mode: str, package_a: str, package_b: str):
 
 def _true_margin(campaign) -> tuple[Decimal, float]:
     """Return what the campaign spent and the incremental margin its issued packages earn by the planted truth."""
-    from analytics.models import PlantedUser
     from campaigns.models import CampaignAssignment, Offer
+    from demo.models import PlantedUser
 
     offers = list(Offer.objects.filter(campaign=campaign).values_list("user_id", "kind", "amount_off"))
     packages: dict[int, list] = {}

@@ -1,7 +1,7 @@
 """Playing the demo campaigns: issue offers at each campaign's start, then draw what users did from the truth.
 
 Campaigns whose window has begun are run as of their start; the planted treatment effects
-(``analytics.demo.truth``) then decide who converts and for how much, and those purchases
+(``demo.world.truth``) then decide who converts and for how much, and those purchases
 enter as ordinary behaviour events, so the campaign report measures them like real ones.
 """
 
@@ -13,16 +13,22 @@ import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
+from analytics.services.ingest import events_ingest
 from campaigns.models import Campaign, CampaignAssignment, StockItem
-from campaigns.services.campaign_run import campaign_check_runnable, campaign_dry_run, campaign_run
+from campaigns.services.campaign_run import (
+    campaign_check_runnable,
+    campaign_dry_run,
+    campaign_run,
+)
+from campaigns.services.intake import partner_ids_by_slug
 from campaigns.services.stock import rule_needs_stock
 from crossmkt_site.bulk import bulk_insert
 from crossmkt_site.errors import ApplicationError
 
-from ..demo import catalog as demo
-from ..demo.truth import simulate_campaign_outcomes
-from ..models import DemoWorld, PlantedUser
-from .ingest import events_ingest, partner_ids_by_slug
+from ..models import PlantedUser
+from ..selectors import demo_world_latest
+from ..world import catalog as demo
+from ..world.truth import simulate_campaign_outcomes
 
 STARTED_AFTER = dt.timedelta(minutes=5)
 
@@ -90,7 +96,7 @@ def demo_campaign_play(*, campaign: Campaign, truth: dict, seed: int, now: dt.da
         "amount": [f"{value:.2f}" for value in revenue[converted]],
         "occurred_at": pd.to_datetime(started, utc=True) + pd.to_timedelta(offsets, unit="s"),
     })
-    events_ingest(events, evaluate_deals=False)
+    events_ingest(events)
     if campaign.ends_at <= now:
         Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.ENDED)
     return {"campaign": campaign.slug, **result, "converted": int(converted.sum()),
@@ -100,7 +106,7 @@ def demo_campaign_play(*, campaign: Campaign, truth: dict, seed: int, now: dt.da
 def demo_campaigns_play(*, now: dt.datetime | None = None) -> list[dict]:
     """Play every demo campaign whose window has begun and that has not been played yet."""
     now = now or timezone.now()
-    world = DemoWorld.objects.order_by("-loaded_at").first()
+    world = demo_world_latest()
     if world is None:
         return []
     played = []

@@ -3,12 +3,13 @@
 import time
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from analytics.services.progress import progress_bar
 from crossmkt_site.errors import ApplicationError
 
-from ...services.bench import ROOT, STAGE_ORDER, bench_events, bench_run, benchmarks_markdown
-from ...services.progress import progress_bar
+from ...bench.measure import ROOT
+from ...bench.run import STAGE_ORDER, bench_events, bench_run, benchmarks_markdown
 
 NOTES_HEADING = "\n## "
 
@@ -17,7 +18,7 @@ class Command(BaseCommand):
     help = ("Measure each stage three ways (the product, a naive per-row baseline, raw COPY + NumPy as the limit) on "
             "a demo world of --users users (loaded first into an empty database) and write the table to BENCHMARKS.md.")
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--users", type=int, default=1_000_000, help="Users in the demo world (default 1,000,000).")
         parser.add_argument("--stages", nargs="+", choices=STAGE_ORDER, default=list(STAGE_ORDER),
                             help="Stages to run, in this order: " + ", ".join(STAGE_ORDER) + " (default: all).")
@@ -28,7 +29,8 @@ class Command(BaseCommand):
                             help="Where to write the table; its sections after the table (## headings) are kept.")
         parser.add_argument("--no-progress", action="store_true")
 
-    def handle(self, *args, users, stages, events, load_seconds, output, no_progress, **options):
+    def handle(self, *args: object, users: int, stages: list[str], events: int | None, load_seconds: float | None,
+               output: str, no_progress: bool, **options: object) -> None:
         if users < 1000:
             raise CommandError("--users must be at least 1,000 (the models need that many to train)")
         if events is not None and events < 1:

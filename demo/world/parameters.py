@@ -10,7 +10,15 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analytics.demo.catalog import CATEGORIES, KNOWLEDGE, LANYING, GUANGNIAN, CINEMA, STUDIO, TARGET_COURSE_SKU
+from demo.world.catalog import (
+    CATEGORIES,
+    CINEMA,
+    GUANGNIAN,
+    KNOWLEDGE,
+    LANYING,
+    STUDIO,
+    TARGET_COURSE_SKU,
+)
 
 # The world's clock. Fixed dates, not today's, so that a seed always gives the same world.
 WORLD_START = pd.Timestamp("2025-11-01T00:00:00Z")

@@ -13,10 +13,10 @@ pytestmark = pytest.mark.django_db
 
 def test_a_demo_campaign_that_reaches_nobody_plays_with_no_outcomes(demo_world):
     # given a started demo campaign whose rules match no one (no propensity scores exist yet)
-    from analytics.models import DemoWorld
     from campaigns.rule_fields import condition_registry
-    from analytics.services.demo_run import demo_campaign_play
     from campaigns.models import Campaign
+    from demo.models import DemoWorld
+    from demo.services.play import demo_campaign_play
 
     campaign = Campaign.objects.filter(starts_at__lte=timezone.now(), kind=Campaign.Kind.RULES).order_by("starts_at").first()
     campaign.rules.update(condition=to_json(validate_text("propensity >= 0.5", condition_registry())))

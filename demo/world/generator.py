@@ -56,9 +56,15 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from analytics.demo import parameters as P
-from analytics.demo.catalog import CATEGORIES, KNOWLEDGE, PARTNERS, TARGET_COURSE_SKU, demo_catalog
-from analytics.demo.truth import EVENT_KINDS, propensity_log_odds
+from demo.world import parameters as P
+from demo.world.catalog import (
+    CATEGORIES,
+    KNOWLEDGE,
+    PARTNERS,
+    TARGET_COURSE_SKU,
+    demo_catalog,
+)
+from demo.world.truth import EVENT_KINDS, propensity_log_odds
 
 # Users per independently seeded block. Small enough that a block's per-event weight
 # matrices (events x films) stay a few MB, large enough that NumPy call overhead is noise.

@@ -21,17 +21,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from analytics.demo import parameters as P
-from analytics.demo.catalog import OFFER_KINDS, PARTNER_KINDS, SHANGHAI, demo_catalog
-from analytics.demo.export import BEHAVIOR_COLUMNS, behavior_table, export_demo_csvs
-from analytics.demo.truth import (
+from demo.world import parameters as P
+from demo.world.catalog import OFFER_KINDS, PARTNER_KINDS, SHANGHAI, demo_catalog
+from demo.world.export import BEHAVIOR_COLUMNS, behavior_table, export_demo_csvs
+from demo.world.generator import BLOCK_SIZE, EVENT_COLUMNS, iter_world
+from demo.world.truth import (
     EVENT_KINDS,
     expected_campaign_uplift,
     planted_truth,
     simulate_campaign_outcomes,
     true_purchase_probability,
 )
-from analytics.demo.world import BLOCK_SIZE, EVENT_COLUMNS, iter_world
 
 SEED = 2026
 SMALL_USERS = 6_000

@@ -8,25 +8,31 @@ afterwards, instead of maintaining them row by row.
 """
 
 import datetime as dt
+import multiprocessing
+import multiprocessing.queues
+from collections.abc import Callable, Mapping
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
+from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
-from campaigns.conditions import to_json, validate_text
+from analytics.models import BehaviorEvent
+from analytics.services.ingest import events_ingest, user_ids_by_external_id
 from campaigns.models import Bundle, Campaign, Course, Deal, Film, Partner, Rule
+from campaigns.rule_fields import condition_registry
+from campaigns.rules import to_json, validate_text
+from campaigns.services.deals import deals_evaluate
+from campaigns.services.intake import partner_ids_by_slug
 from crossmkt_site.bulk import bulk_insert_frame
 
-from ..demo import catalog as demo
-from ..demo.truth import planted_truth
-from ..demo.world import iter_world
-from ..models import BehaviorEvent
-from ..selectors import condition_registry
-from campaigns.services.deals import deals_evaluate
-
-from .ingest import events_ingest, partner_ids_by_slug, user_ids_by_external_id
+from ..models import DemoWorld, PlantedUser
+from ..world import catalog as demo
+from ..world.generator import iter_world
+from ..world.truth import planted_truth
 
 SHANGHAI = demo.SHANGHAI
 TRIGGERS = {"course_in_set": Deal.Trigger.COURSE_PURCHASE, "spend_at_least": Deal.Trigger.SPEND_AT_LEAST,
@@ -84,7 +90,8 @@ def demo_catalog_load(*, now: dt.datetime | None = None) -> dict[str, int]:
             "campaigns": len(catalog.campaigns)}
 
 
-def _campaign_load(c, partners, courses, films, deals, registry, now) -> Campaign:
+def _campaign_load(c: demo.Campaign, partners: dict[str, Partner], courses: dict[str, Course], films: dict[str, Film],
+                   deals: dict[str, Deal], registry: Mapping[str, Any], now: dt.datetime) -> Campaign:
     status = Campaign.Status.RUNNING if c.starts_at <= now < c.ends_at else (
         Campaign.Status.ENDED if c.ends_at <= now else Campaign.Status.DRAFT)
     package = max(len(rule.offers) for rule in c.rules)
@@ -127,7 +134,7 @@ USER_COLUMNS = ["external_id", "home_partner_id", "age", "education", "occupatio
                 "marketing_consent", "data_sharing_consent", "signed_up_at", "created_at"]
 
 
-def _users_ingest(cursor, users: pd.DataFrame, partner_ids: dict[str, int], now: dt.datetime) -> tuple[dict[str, int], int]:
+def _users_ingest(cursor: CursorWrapper, users: pd.DataFrame, partner_ids: dict[str, int], now: dt.datetime) -> tuple[dict[str, int], int]:
     """Insert the chunk's users who are not there yet; return every user's id by external id, and how many were new."""
     ids = user_ids_by_external_id(cursor, users["user_id"].tolist())
     new = users[~users["user_id"].isin(list(ids))]
@@ -156,7 +163,7 @@ def _users_ingest(cursor, users: pd.DataFrame, partner_ids: dict[str, int], now:
     return ids, len(created)
 
 
-def _planted_ingest(cursor, users: pd.DataFrame, user_ids: dict[str, int]) -> None:
+def _planted_ingest(cursor: CursorWrapper, users: pd.DataFrame, user_ids: dict[str, int]) -> None:
     """Store each user's planted segment and label probability, kept apart from anything a model reads."""
     cursor.execute("DROP TABLE IF EXISTS demo_planted_batch")
     cursor.execute("CREATE TEMPORARY TABLE demo_planted_batch (user_id bigint, segment varchar(32), "
@@ -167,7 +174,7 @@ def _planted_ingest(cursor, users: pd.DataFrame, user_ids: dict[str, int]) -> No
         "purchase_probability": users["latent_purchase_probability"].to_numpy(dtype=float),
     }))
     cursor.execute(
-        "INSERT INTO analytics_planteduser (user_id, segment, top_category, purchase_probability) "
+        f"INSERT INTO {PlantedUser._meta.db_table} (user_id, segment, top_category, purchase_probability) "
         "SELECT user_id, segment, top_category, purchase_probability FROM demo_planted_batch "
         "WHERE TRUE ON CONFLICT (user_id) DO NOTHING"
     )
@@ -185,7 +192,7 @@ def _staged_events(events: pd.DataFrame, partner_ids: dict[str, int]) -> pd.Data
 
 
 def _load_users(n_users: int, seed: int, start: int, end: int, now: dt.datetime, bulk: bool,
-                progress) -> tuple[int, int, int]:
+                progress: Callable[[int], None]) -> tuple[int, int, int]:
     """Load users start..end-1 of the world and their events; report each chunk's size to progress.
 
     Return the users created, the events stored and the events already there; with ``bulk``,
@@ -207,7 +214,7 @@ def _load_users(n_users: int, seed: int, start: int, end: int, now: dt.datetime,
                     events_imported += len(chunk.events)
             users_created += created
             if not bulk:
-                result = events_ingest(_staged_events(chunk.events, partner_ids), evaluate_deals=False)
+                result = events_ingest(_staged_events(chunk.events, partner_ids))
                 events_imported += result.imported
                 duplicates += result.duplicates
         progress(len(chunk.users))
@@ -243,7 +250,7 @@ def _demo_events_exist() -> bool:
     return BehaviorEvent.objects.filter(partner__slug__in=slugs).exists()
 
 
-def _events_stage(cursor, staged: pd.DataFrame, user_ids: dict[str, int]) -> None:
+def _events_stage(cursor: CursorWrapper, staged: pd.DataFrame, user_ids: dict[str, int]) -> None:
     """Write a chunk's events to the load table with the ids of their users."""
     bulk_insert_frame(cursor, EVENT_LOAD_TABLE, pd.DataFrame({
         "partner_id": staged["partner_id"], "event_id": staged["event_id"],
@@ -288,7 +295,7 @@ def _events_bulk_load(now: dt.datetime) -> int:
     return stored
 
 
-def _secondary_structures(cursor, table: str) -> list[tuple[str, str, str]]:
+def _secondary_structures(cursor: CursorWrapper, table: str) -> list[tuple[str, str, str]]:
     """List the table's unique constraints, then its other non-primary indexes, then its foreign keys.
 
     Each as (name, "unique" | "index" | "foreign", definition), in the order they are to be
@@ -311,9 +318,7 @@ def _secondary_structures(cursor, table: str) -> list[tuple[str, str, str]]:
     return unique + indexes + foreign
 
 
-def _load_in_child(args, queue) -> None:
-    from django.db import connections
-
+def _load_in_child(args: tuple, queue: multiprocessing.queues.Queue) -> None:
     for conn in connections.all(initialized_only=True):
         conn.inc_thread_sharing()
         conn.close()
@@ -325,12 +330,8 @@ def _load_in_child(args, queue) -> None:
 
 
 def _load_parallel(n_users: int, seed: int, now: dt.datetime, bulk: bool, processes: int,
-                   on_progress) -> tuple[int, int, int]:
+                   on_progress: Callable[[int], None] | None) -> tuple[int, int, int]:
     """Load the users in contiguous ranges, one forked process per range, each with its own connection."""
-    import multiprocessing
-
-    from django.db import connections
-
     step = -(-n_users // processes)
     ranges = [(start, min(start + step, n_users)) for start in range(0, n_users, step)]
     connections.close_all()
@@ -358,14 +359,13 @@ def _load_parallel(n_users: int, seed: int, now: dt.datetime, bulk: bool, proces
     return tuple(totals)
 
 
-def demo_world_load(*, n_users: int, seed: int, on_progress=None, processes: int = 1) -> dict[str, int]:
+def demo_world_load(*, n_users: int, seed: int, on_progress: Callable[[int], None] | None = None,
+                    processes: int = 1) -> dict[str, int]:
     """Load the demo world of n_users users for a seed; loading the same world twice adds nothing.
 
     With ``processes`` > 1 (PostgreSQL only), ranges of users are generated and written by
     that many processes at once; the world is the same.
     """
-    from ..models import DemoWorld
-
     now = timezone.now()
     summary = demo_catalog_load(now=now)
     bulk = _bulk_load_applies(n_users)
@@ -381,7 +381,7 @@ def demo_world_load(*, n_users: int, seed: int, on_progress=None, processes: int
         else:
             done = 0
 
-            def progress(n):
+            def progress(n: int) -> None:
                 nonlocal done
                 done += n
                 if on_progress:

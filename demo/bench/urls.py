@@ -1,6 +1,6 @@
 """URLs of the benchmark's server only: the product's, and the same offers answer written as a bare Django view.
 
-``bench`` starts gunicorn with ``CROSSMKT_URLCONF=analytics.bench_urls``. The bare view
+``bench`` starts gunicorn with ``CROSSMKT_URLCONF=demo.bench.urls``. The bare view
 does what ``GET /api/v1/users/{id}/offers/`` does (check the key, find the user the partner
 may see, list their open offers) in plain SQL with a ``JsonResponse``, no DRF: the API's
 request rate is compared with it, so the ratio is what the framework (DRF, the ORM,
@@ -9,22 +9,24 @@ serializers, throttling) costs.
 
 import hmac
 from datetime import datetime, timezone
+from decimal import Decimal
 
 from django.db import connection
-from django.http import JsonResponse
+from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
 from campaigns.models import Offer
 from campaigns.selectors import OPEN_OFFERS_SQL
 from campaigns.services.partners import KEY_SCHEME, _hash_secret
-from crossmkt_site.urls import handler404, urlpatterns as product_urlpatterns  # noqa: F401 - handler404 is looked up here
+from crossmkt_site.urls import handler404  # noqa: F401 - handler404 is looked up here
+from crossmkt_site.urls import urlpatterns as product_urlpatterns
 
 
-def _money(value):
+def _money(value: Decimal | None) -> str | None:
     return None if value is None else f"{value:.2f}"
 
 
-def bare_user_offers(request, user_id: str):
+def bare_user_offers(request: HttpRequest, user_id: str) -> JsonResponse:
     scheme, _, raw_key = request.headers.get("Authorization", "").partition(" ")
     parts = raw_key.split("_", 2)
     if scheme != "Api-Key" or len(parts) != 3 or parts[0] != KEY_SCHEME:

@@ -1,13 +1,23 @@
 """python manage.py demo: the whole demo end to end — data, models, scores, campaigns, report — and the login."""
 
+import time
+
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from analytics.models import DemoWorld
-from analytics.services.demo_run import demo_campaigns_play
-from analytics.services.reports import campaign_report, render_text
+from campaigns.management.commands._reporting import report_training
+from analytics.models import ModelRun
 from campaigns.models import Campaign
+from campaigns.presenters.campaign_report import render_text
+from campaigns.reports.campaign_report import campaign_report
+from campaigns.services.training import TRAINERS
+from crossmkt_site.errors import ApplicationError
+
+from ...comparison import clv_compare
+from ...selectors import demo_world_exists, demo_world_latest
+from ...services.play import demo_campaigns_play
+from ...services.training import demo_model_train
 
 DEMO_USERNAME = "admin"
 DEMO_PASSWORD = "crossmkt-demo"
@@ -17,20 +27,20 @@ class Command(BaseCommand):
     help = ("Create the demo admin login; load the demo world if the database has none; train, score, play the demo "
             "campaigns whose window has begun, and print their reports.")
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--users", type=int, default=20_000, help="Size of the demo world when one is loaded.")
         parser.add_argument("--seed", type=int, default=2026)
         parser.add_argument("--no-progress", action="store_true")
 
-    def handle(self, *args, users, seed, no_progress, **options):
+    def handle(self, *args: object, users: int, seed: int, no_progress: bool, **options: object) -> None:
         self.ensure_admin()
         quiet = ["--no-progress"] if no_progress else []
-        if not DemoWorld.objects.exists():
+        if not demo_world_exists():
             call_command("seed_demo", "--users", users, "--seed", seed, *quiet, stdout=self.stdout)
         else:
             self.stdout.write("A demo world is already loaded; keeping it.")
         call_command("build_features", stdout=self.stdout)
-        call_command("train", "--model", "all", stdout=self.stdout)
+        self.train(demo_world_latest().truth)
         call_command("score", *quiet, stdout=self.stdout)
         for played in demo_campaigns_play():
             if "refused" in played:
@@ -52,7 +62,23 @@ class Command(BaseCommand):
         self.stdout.write(f"  Login:    {DEMO_USERNAME} / {DEMO_PASSWORD}   (demo only; change it anywhere else)")
         self.stdout.write("  API docs: http://127.0.0.1:8000/api/docs/")
 
-    def ensure_admin(self):
+    def train(self, truth: dict) -> None:
+        """Train every behaviour model with the setup the planted truth states, as ``train --model all`` reports it.
+
+        The lifetime-value parameters are then held against the planted ones.
+        """
+        for name in TRAINERS:
+            started = time.monotonic()
+            try:
+                run = demo_model_train(model=name, truth=truth)
+            except ApplicationError as error:
+                raise CommandError(f"{name}: {error.message}") from None
+            report_training(self, run, name=name, seconds=time.monotonic() - started)
+            if run.model == ModelRun.Model.CLV:
+                error = clv_compare(params=run.params, truth=truth)["max_relative_error"]
+                self.stdout.write(f"  max_relative_error_vs_truth: {round(error, 4)}")
+
+    def ensure_admin(self) -> None:
         users = get_user_model().objects
         if not users.filter(username=DEMO_USERNAME).exists():
             users.create_superuser(DEMO_USERNAME, "admin@example.com", DEMO_PASSWORD)

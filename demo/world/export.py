@@ -11,7 +11,7 @@
 - ``truth.json`` and ``catalog.json``.
 
 Timestamps are written as ISO 8601 in UTC (``2026-03-01T08:15:30+00:00``), amounts as
-Decimal strings with two places. Run ``python -m analytics.demo.export --users N --seed S
+Decimal strings with two places. Run ``python -m demo.world.export --users N --seed S
 --out DIR``.
 """
 
@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from analytics.demo import parameters as P
-from analytics.demo.catalog import demo_catalog
-from analytics.demo.truth import planted_truth
-from analytics.demo.world import DEFAULT_CHUNK_SIZE, EVENT_COLUMNS, iter_world
+from demo.world import parameters as P
+from demo.world.catalog import demo_catalog
+from demo.world.generator import DEFAULT_CHUNK_SIZE, EVENT_COLUMNS, iter_world
+from demo.world.truth import planted_truth
 
 BEHAVIOR_COLUMNS = ("user_id", "watching_count", "purchasing_count", "age", "education", "occupation",
                     "purchased_course")
