@@ -104,7 +104,9 @@ def _celery_worker_session(django_db_setup, django_db_blocker):
     if connection.vendor != "postgresql":
         skip_or_fail("the worker tests share the test database with a worker process, which needs PostgreSQL")
     db = connection.settings_dict
-    database_url = f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    database_url = (
+        f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
     queue = settings.CELERY_TASK_DEFAULT_QUEUE
     env = {
         **os.environ,
@@ -118,9 +120,27 @@ def _celery_worker_session(django_db_setup, django_db_blocker):
     log_path.parent.mkdir(exist_ok=True)
     log = log_path.open("w")
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "crossmkt_site", "worker", "--loglevel=INFO", "--concurrency=4",
-         "--pool=prefork", "--without-gossip", "--without-mingle", "-Q", queue, "-n", f"{queue}@%h"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "crossmkt_site",
+            "worker",
+            "--loglevel=INFO",
+            "--concurrency=4",
+            "--pool=prefork",
+            "--without-gossip",
+            "--without-mingle",
+            "-Q",
+            queue,
+            "-n",
+            f"{queue}@%h",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     from crossmkt_site.celery import app
 

@@ -16,8 +16,15 @@ from .models import BehaviorEvent, Conversion, EndUser, ErasureLogEntry, ModelRu
 @admin.register(EndUser)
 class EndUserAdmin(admin.ModelAdmin):
     list_display = [
-        "external_id", "home_partner", "age", "education", "occupation", "acquisition_channel",
-        "marketing_consent", "data_sharing_consent", "erased_at",
+        "external_id",
+        "home_partner",
+        "age",
+        "education",
+        "occupation",
+        "acquisition_channel",
+        "marketing_consent",
+        "data_sharing_consent",
+        "erased_at",
     ]
     list_filter = ["home_partner", "marketing_consent", "data_sharing_consent", "education", "acquisition_channel"]
     search_fields = ["external_id"]
@@ -87,10 +94,15 @@ class ModelRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     exclude = ["artifact"]
     actions = ["compare_runs"]
     association_columns = (
-        ("film_title", _("film")), ("course_title", _("course")), ("users", _("users who did both")),
-        ("support", _("support")), ("confidence", _("confidence (course | film)")),
-        ("confidence_reverse", _("confidence (film | course)")), ("lift", _("lift")),
-        ("relative_risk", _("vs. non-viewers")), ("in_bundle", _("already bundled")),
+        ("film_title", _("film")),
+        ("course_title", _("course")),
+        ("users", _("users who did both")),
+        ("support", _("support")),
+        ("confidence", _("confidence (course | film)")),
+        ("confidence_reverse", _("confidence (film | course)")),
+        ("lift", _("lift")),
+        ("relative_risk", _("vs. non-viewers")),
+        ("in_bundle", _("already bundled")),
     )
 
     def get_queryset(self, request):
@@ -110,7 +122,11 @@ class ModelRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_urls(self):
         return [
-            path("associations/", self.admin_site.admin_view(self.associations_view), name="analytics_modelrun_associations"),
+            path(
+                "associations/",
+                self.admin_site.admin_view(self.associations_view),
+                name="analytics_modelrun_associations",
+            ),
             path("compare/", self.admin_site.admin_view(self.compare_view), name="analytics_modelrun_compare"),
             *super().get_urls(),
         ]
@@ -124,11 +140,18 @@ class ModelRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         """Show the parameters and metrics of several runs in one table, one column per run."""
         ids = [int(pk) for pk in request.GET.get("ids", "").split(",") if pk.isdigit()][:6]
         runs = list(ModelRun.objects.filter(pk__in=ids).defer("artifact").order_by("model", "version"))
-        flat = [{**{f"params.{k}": v for k, v in _flatten(run.params).items()},
-                 **{f"metrics.{k}": v for k, v in _flatten(run.metrics).items()}} for run in runs]
+        flat = [
+            {
+                **{f"params.{k}": v for k, v in _flatten(run.params).items()},
+                **{f"metrics.{k}": v for k, v in _flatten(run.metrics).items()},
+            }
+            for run in runs
+        ]
         keys = sorted({key for values in flat for key in values})
-        rows = [(key, [values.get(key, "") for values in flat],
-                 len({str(values.get(key, "")) for values in flat}) > 1) for key in keys]
+        rows = [
+            (key, [values.get(key, "") for values in flat], len({str(values.get(key, "")) for values in flat}) > 1)
+            for key in keys
+        ]
         context = {**self._context(request, _("Compare model runs")), "runs": runs, "rows": rows}
         return TemplateResponse(request, "admin/analytics/modelrun/compare.html", context)
 
@@ -145,8 +168,14 @@ class ModelRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         associations = run.metrics.get("associations", {}) if run else {}
         pairs = active_pairs(run.metrics, order=order) if run else []
         context |= {
-            "run": run, "n_users": associations.get("n_users"), "min_pair_users": associations.get("min_pair_users"),
-            "headers": [(label, name if order == f"-{name}" else f"-{name}") for name, label in self.association_columns],
-            "rows": [[("✓" if pair[name] else "") if name == "in_bundle" else pair[name] for name in names] for pair in pairs],
+            "run": run,
+            "n_users": associations.get("n_users"),
+            "min_pair_users": associations.get("min_pair_users"),
+            "headers": [
+                (label, name if order == f"-{name}" else f"-{name}") for name, label in self.association_columns
+            ],
+            "rows": [
+                [("✓" if pair[name] else "") if name == "in_bundle" else pair[name] for name in names] for pair in pairs
+            ],
         }
         return TemplateResponse(request, "admin/analytics/modelrun/associations.html", context)

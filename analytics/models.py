@@ -24,7 +24,10 @@ class EndUser(models.Model):
 
     external_id = models.CharField(_("pseudonymous id"), max_length=64, unique=True)
     home_partner = models.ForeignKey(
-        "campaigns.Partner", on_delete=models.PROTECT, related_name="home_users", verbose_name=_("home partner"),
+        "campaigns.Partner",
+        on_delete=models.PROTECT,
+        related_name="home_users",
+        verbose_name=_("home partner"),
         help_text=_("The partner that first brought this user to us."),
     )
     age = models.PositiveSmallIntegerField(_("age"), null=True, blank=True)
@@ -65,11 +68,13 @@ class BehaviorEvent(models.Model):
 
     # No index of their own: (partner, event_id) and (user, occurred_at) below lead with them,
     # and every index is maintained on each of the millions of inserts.
-    partner = models.ForeignKey("campaigns.Partner", on_delete=models.PROTECT, related_name="events", verbose_name=_("partner"),
-                                db_index=False)
+    partner = models.ForeignKey(
+        "campaigns.Partner", on_delete=models.PROTECT, related_name="events", verbose_name=_("partner"), db_index=False
+    )
     event_id = models.CharField(_("event id"), max_length=64)
-    user = models.ForeignKey(EndUser, on_delete=models.CASCADE, related_name="events", verbose_name=_("user"),
-                             db_index=False)
+    user = models.ForeignKey(
+        EndUser, on_delete=models.CASCADE, related_name="events", verbose_name=_("user"), db_index=False
+    )
     kind = models.CharField(_("kind"), max_length=32, choices=Kind.choices)
     item_id = models.CharField(_("item id"), max_length=64, blank=True)
     amount = MoneyField(_("amount (CNY)"), default=0)
@@ -207,17 +212,29 @@ class Conversion(models.Model):
     """
 
     partner = models.ForeignKey(
-        "campaigns.Partner", on_delete=models.PROTECT, related_name="conversions", verbose_name=_("partner"),
+        "campaigns.Partner",
+        on_delete=models.PROTECT,
+        related_name="conversions",
+        verbose_name=_("partner"),
     )
     conversion_id = models.CharField(_("conversion id"), max_length=64)
     user = models.ForeignKey(EndUser, on_delete=models.PROTECT, related_name="conversions", verbose_name=_("user"))
     amount = MoneyField(_("amount (CNY)"))
     occurred_at = models.DateTimeField(_("occurred at"))
     offer = models.ForeignKey(
-        "campaigns.Offer", on_delete=models.PROTECT, null=True, blank=True, related_name="conversions", verbose_name=_("offer"),
+        "campaigns.Offer",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="conversions",
+        verbose_name=_("offer"),
     )
     campaign = models.ForeignKey(
-        "campaigns.Campaign", on_delete=models.PROTECT, null=True, blank=True, related_name="conversions",
+        "campaigns.Campaign",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="conversions",
         verbose_name=_("campaign"),
     )
     received_at = models.DateTimeField(_("received at"), auto_now_add=True)
@@ -249,7 +266,10 @@ class ErasureLogEntry(models.Model):
     user = models.ForeignKey(EndUser, on_delete=models.PROTECT, related_name="erasures", verbose_name=_("user"))
     pseudonymous_id = models.CharField(_("pseudonymous id"), max_length=64)
     partner = models.ForeignKey(
-        "campaigns.Partner", on_delete=models.PROTECT, related_name="erasures_requested", verbose_name=_("requested by"),
+        "campaigns.Partner",
+        on_delete=models.PROTECT,
+        related_name="erasures_requested",
+        verbose_name=_("requested by"),
     )
     api_key_prefix = models.CharField(_("API key prefix"), max_length=16, blank=True)
     erased_at = models.DateTimeField(_("erased at"))
@@ -269,10 +289,13 @@ class ErasureLogEntry(models.Model):
 class ExperimentOutcome(models.Model):
     """One user's outcome in an experiment run elsewhere (``import_outcomes``), reported like our own campaigns."""
 
-    campaign = models.ForeignKey("campaigns.Campaign", on_delete=models.CASCADE, related_name="imported_outcomes",
-                                 verbose_name=_("campaign"))
+    campaign = models.ForeignKey(
+        "campaigns.Campaign", on_delete=models.CASCADE, related_name="imported_outcomes", verbose_name=_("campaign")
+    )
     user_ref = models.CharField(_("user id"), max_length=64)
-    arm = models.CharField(_("arm"), max_length=64, help_text=_("'holdout' is the control; any other name is a treated arm."))
+    arm = models.CharField(
+        _("arm"), max_length=64, help_text=_("'holdout' is the control; any other name is a treated arm.")
+    )
     converted = models.BooleanField(_("converted"))
     revenue = MoneyField(_("revenue (CNY)"), default=0)
     imported_at = models.DateTimeField(_("imported at"), auto_now=True)

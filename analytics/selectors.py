@@ -8,8 +8,7 @@ any of those fields for a range of users with one SQL query, deriving ages such 
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -80,8 +79,9 @@ USER_FIELDS: dict[str, UserField] = {
     "recency_days": _number("days since the last purchase", None, ("last_purchase_at",)),
     "tenure_days": _number("days since sign-up (or the first event)", None, ("signed_up_at", "first_event_at")),
     "frequency": _number("repeat purchase days (distinct purchase days − 1)", None, ("purchase_days",)),
-    "is_member": UserField("bool", "has a running membership", None,
-                           ("membership_started_at", "membership_cancelled_at")),
+    "is_member": UserField(
+        "bool", "has a running membership", None, ("membership_started_at", "membership_cancelled_at")
+    ),
 }
 _TIME_FIELDS = {name for name, field in USER_FIELDS.items() if name.endswith("_at")}
 # The fields a rule condition may name: every user field but the raw times.
@@ -110,7 +110,7 @@ def _category_field(name: str) -> tuple[str, str] | None:
     """Return (prefix, category) when name is a per-category count, else None."""
     for prefix in CATEGORY_COUNTS:
         if name.startswith(prefix) and len(name) > len(prefix):
-            return prefix, name[len(prefix):]
+            return prefix, name[len(prefix) :]
     return None
 
 
@@ -130,7 +130,7 @@ def _sql_fields(names) -> list[str]:
         if _category_field(name):
             continue
         field = USER_FIELDS[name]
-        for part in (field.needs if field.sql is None else (name,)):
+        for part in field.needs if field.sql is None else (name,):
             if part not in wanted:
                 wanted.append(part)
     return wanted
@@ -156,8 +156,16 @@ def _aliases(expressions) -> set[str]:
     return {alias for alias in _JOINS for sql in expressions if f"{alias}." in sql}
 
 
-def user_frame(fields, *, as_of: datetime, id_range: tuple[int, int] | None = None, reachable_only: bool = False,
-               user_ids=None, where=None, item_categories: Mapping[str, str] | None = None) -> pd.DataFrame:
+def user_frame(
+    fields,
+    *,
+    as_of: datetime,
+    id_range: tuple[int, int] | None = None,
+    reachable_only: bool = False,
+    user_ids=None,
+    where=None,
+    item_categories: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
     """Load the named fields for users (optionally an id range or list), indexed by user id.
 
     ``where`` is an extra filter, an object with ``sql`` and ``params`` (a compiled rule
@@ -167,7 +175,7 @@ def user_frame(fields, *, as_of: datetime, id_range: tuple[int, int] | None = No
     """
     names = list(dict.fromkeys(fields))
     # In UTC: SQLite compares times as text, so a time with another offset would be compared wrongly.
-    as_of = as_of.astimezone(dt_timezone.utc)
+    as_of = as_of.astimezone(UTC)
     sql_names = _sql_fields(names)
     selects = ", ".join(f"{USER_FIELDS[name].sql} AS {name}" for name in sql_names)
     aliases = _aliases([USER_FIELDS[name].sql for name in sql_names] + ([where.sql] if where is not None else []))
@@ -226,8 +234,9 @@ def _as_bool(column: pd.Series) -> pd.Series:
     return column.fillna(False).astype(bool)
 
 
-def _add_category_counts(frame: pd.DataFrame, names: list[str], *, as_of: datetime, id_range,
-                         item_categories: Mapping[str, str]) -> None:
+def _add_category_counts(
+    frame: pd.DataFrame, names: list[str], *, as_of: datetime, id_range, item_categories: Mapping[str, str]
+) -> None:
     """Count each user's events per catalog category (films watched, courses bought) up to as_of."""
     for prefix in {_category_field(name)[0] for name in names}:
         kind = CATEGORY_COUNTS[prefix].event_kind
@@ -239,7 +248,8 @@ def _add_category_counts(frame: pd.DataFrame, names: list[str], *, as_of: dateti
             cursor.execute(
                 f"SELECT e.user_id, i.category, COUNT(*) FROM analytics_behaviorevent e "
                 f"JOIN ({item_categories[kind]}) i ON i.partner_id = e.partner_id AND i.item_id = e.item_id "
-                f"WHERE {' AND '.join(where)} GROUP BY e.user_id, i.category", params,
+                f"WHERE {' AND '.join(where)} GROUP BY e.user_id, i.category",
+                params,
             )
             counts = pd.DataFrame(cursor.fetchall(), columns=["user_id", "category", "n"])
         table_counts = counts.pivot_table(index="user_id", columns="category", values="n", aggfunc="sum", fill_value=0)
@@ -284,8 +294,11 @@ def enduser_id_visible(*, partner: Model, external_id: str, field: str | None = 
     row = None
     if len(external_id) <= EndUser._meta.get_field("external_id").max_length and "\x00" not in external_id:
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT id FROM {EndUser._meta.db_table} WHERE external_id = %s AND erased_at IS NULL "
-                           "AND (home_partner_id = %s OR data_sharing_consent)", [external_id, partner.pk])
+            cursor.execute(
+                f"SELECT id FROM {EndUser._meta.db_table} WHERE external_id = %s AND erased_at IS NULL "
+                "AND (home_partner_id = %s OR data_sharing_consent)",
+                [external_id, partner.pk],
+            )
             row = cursor.fetchone()
     if row is None:
         raise ApplicationError("no such user", code="not_found", field=field, status=404)
@@ -317,18 +330,31 @@ def uplift_models_summary(*, campaign_slug: str | None = None) -> dict | None:
     for method, packages in (metrics.get("evaluation") or {}).items():
         for package, curves in packages.items():
             conversion, value = curves["conversion"], curves.get("value") or {}
-            models.append({
-                "method": method, "package": package, "users": conversion["users"],
-                "users_treated": conversion["users_treated"], "users_control": conversion["users_control"],
-                "auuc": conversion["auuc"], "auuc_random": conversion["auuc_random"], "auuc_lift": conversion["auuc_lift"],
-                "qini_coefficient": conversion["qini_coefficient"], "revenue_auuc_lift": value.get("auuc_lift"),
-                "qini_curve": {"fraction": conversion["fraction"], "qini": conversion["qini"],
-                               "random": conversion["random_qini"]},
-            })
+            models.append(
+                {
+                    "method": method,
+                    "package": package,
+                    "users": conversion["users"],
+                    "users_treated": conversion["users_treated"],
+                    "users_control": conversion["users_control"],
+                    "auuc": conversion["auuc"],
+                    "auuc_random": conversion["auuc_random"],
+                    "auuc_lift": conversion["auuc_lift"],
+                    "qini_coefficient": conversion["qini_coefficient"],
+                    "revenue_auuc_lift": value.get("auuc_lift"),
+                    "qini_curve": {
+                        "fraction": conversion["fraction"],
+                        "qini": conversion["qini"],
+                        "random": conversion["random_qini"],
+                    },
+                }
+            )
     sources = [source["campaign"] for source in metrics.get("sources", [])]
     return {
-        "model": f"uplift v{run.version}", "trained_at": run.created_at.isoformat(),
-        "selected_method": metrics.get("selected_method"), "sources": sources,
+        "model": f"uplift v{run.version}",
+        "trained_at": run.created_at.isoformat(),
+        "selected_method": metrics.get("selected_method"),
+        "sources": sources,
         "learned_from_this_campaign": campaign_slug is not None and campaign_slug in sources,
         "outcome": "conversion (0/1) of held-out users of the experiments; AUUC and Qini per user of that set",
         "models": models,

@@ -11,8 +11,23 @@ from crossmkt_site.errors import ApplicationError
 
 from .forms import RuleForm
 from .models import (
-    Bundle, Campaign, CampaignAssignment, Course, Deal, DealGrant, Film, Offer, Partner, PartnerApiKey, RedemptionEntry, Rule,
-    SettlementLine, SettlementStatement, StockItem, WebhookAttempt, WebhookDelivery,
+    Bundle,
+    Campaign,
+    CampaignAssignment,
+    Course,
+    Deal,
+    DealGrant,
+    Film,
+    Offer,
+    Partner,
+    PartnerApiKey,
+    RedemptionEntry,
+    Rule,
+    SettlementLine,
+    SettlementStatement,
+    StockItem,
+    WebhookAttempt,
+    WebhookDelivery,
 )
 from .presenters.settlement import render_csv
 from .selectors.settlement import SettlementSheet, deal_zone, period_last_closed
@@ -43,7 +58,9 @@ class PartnerAdmin(SimpleHistoryAdmin):
         for partner in queryset:
             _key, raw_key = partner_api_key_create(partner=partner, name=f"admin:{request.user.get_username()}")
             self.message_user(
-                request, _("New key for %(partner)s (copy it now, it is not shown again): %(key)s") % {"partner": partner.slug, "key": raw_key},
+                request,
+                _("New key for %(partner)s (copy it now, it is not shown again): %(key)s")
+                % {"partner": partner.slug, "key": raw_key},
                 messages.WARNING,
             )
 
@@ -97,8 +114,18 @@ class BundleAdmin(SimpleHistoryAdmin):
 @admin.register(Deal)
 class DealAdmin(SimpleHistoryAdmin):
     list_display = [
-        "slug", "name", "source_partner", "target_partner", "trigger", "benefit", "status",
-        "starts_at", "ends_at", "granted_count", "max_grants", "settlement_price",
+        "slug",
+        "name",
+        "source_partner",
+        "target_partner",
+        "trigger",
+        "benefit",
+        "status",
+        "starts_at",
+        "ends_at",
+        "granted_count",
+        "max_grants",
+        "settlement_price",
     ]
     list_filter = ["status", "trigger", "benefit", "source_partner", "target_partner"]
     search_fields = ["slug", "name"]
@@ -127,7 +154,9 @@ def _comparison_message(campaign, forecast) -> str:
     comparison = forecast.comparison
     if comparison is None:
         return _("%(campaign)s: rules and optimisation not compared: %(reason)s") % {
-            "campaign": campaign.slug, "reason": forecast.comparison_missing}
+            "campaign": campaign.slug,
+            "reason": forecast.comparison_missing,
+        }
 
     def margin(strategy) -> str:
         return _("unknown") if strategy.expected_margin is None else str(strategy.expected_margin)
@@ -137,10 +166,15 @@ def _comparison_message(campaign, forecast) -> str:
         "for an expected incremental margin of %(rules_margin)s CNY; optimised spend %(optimised_spend)s CNY on "
         "%(optimised_users)s users (%(optimised_holdout)s held out) for %(optimised_margin)s CNY"
     ) % {
-        "campaign": campaign.slug, "model": comparison.model, "rules_spend": comparison.rules.spend,
-        "rules_users": comparison.rules.users, "rules_margin": margin(comparison.rules),
-        "optimised_spend": comparison.optimised.spend, "optimised_users": comparison.optimised.users,
-        "optimised_holdout": comparison.optimised.holdout, "optimised_margin": margin(comparison.optimised),
+        "campaign": campaign.slug,
+        "model": comparison.model,
+        "rules_spend": comparison.rules.spend,
+        "rules_users": comparison.rules.users,
+        "rules_margin": margin(comparison.rules),
+        "optimised_spend": comparison.optimised.spend,
+        "optimised_users": comparison.optimised.users,
+        "optimised_holdout": comparison.optimised.holdout,
+        "optimised_margin": margin(comparison.optimised),
     }
     return " ".join([text, *comparison.notes])
 
@@ -148,8 +182,18 @@ def _comparison_message(campaign, forecast) -> str:
 @admin.register(Campaign)
 class CampaignAdmin(SimpleHistoryAdmin):
     list_display = [
-        "slug", "name", "kind", "mode", "status", "owner", "starts_at", "ends_at", "budget", "spent",
-        "issued_count", "holdout_share",
+        "slug",
+        "name",
+        "kind",
+        "mode",
+        "status",
+        "owner",
+        "starts_at",
+        "ends_at",
+        "budget",
+        "spent",
+        "issued_count",
+        "holdout_share",
     ]
     list_filter = ["status", "kind", "mode", "owner"]
     search_fields = ["slug", "name"]
@@ -167,11 +211,21 @@ class CampaignAdmin(SimpleHistoryAdmin):
             except ApplicationError as error:
                 self.message_user(request, f"{campaign.slug}: {error.message}", messages.ERROR)
                 continue
-            rules = "; ".join(f"{rule.rule}: {rule.treated} users, {rule.offers} offers, {rule.cost} CNY" for rule in forecast.rules)
-            self.message_user(request, _("%(campaign)s would reach %(treated)s users (%(holdout)s held out) at %(cost)s CNY — %(rules)s") % {
-                "campaign": campaign.slug, "treated": forecast.eligible - forecast.holdout, "holdout": forecast.holdout,
-                "cost": forecast.cost, "rules": rules,
-            }, messages.INFO)
+            rules = "; ".join(
+                f"{rule.rule}: {rule.treated} users, {rule.offers} offers, {rule.cost} CNY" for rule in forecast.rules
+            )
+            self.message_user(
+                request,
+                _("%(campaign)s would reach %(treated)s users (%(holdout)s held out) at %(cost)s CNY — %(rules)s")
+                % {
+                    "campaign": campaign.slug,
+                    "treated": forecast.eligible - forecast.holdout,
+                    "holdout": forecast.holdout,
+                    "cost": forecast.cost,
+                    "rules": rules,
+                },
+                messages.INFO,
+            )
             self.message_user(request, _comparison_message(campaign, forecast), messages.INFO)
 
     @admin.action(description=_("Run: issue offers on the workers"))
@@ -183,7 +237,10 @@ class CampaignAdmin(SimpleHistoryAdmin):
                 self.message_user(request, f"{campaign.slug}: {error.message}", messages.ERROR)
                 continue
             if "group_id" in result:
-                message = _("%(campaign)s: %(chunks)s chunks queued for the workers") % {"campaign": campaign.slug, "chunks": result["chunks"]}
+                message = _("%(campaign)s: %(chunks)s chunks queued for the workers") % {
+                    "campaign": campaign.slug,
+                    "chunks": result["chunks"],
+                }
             else:
                 message = _("%(campaign)s: nothing to issue") % {"campaign": campaign.slug}
             self.message_user(request, message, messages.SUCCESS)
@@ -235,7 +292,16 @@ class WebhookAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
 
 @admin.register(WebhookDelivery)
 class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["created_at", "partner", "event_type", "status", "attempts", "next_attempt_at", "delivered_at", "event_id"]
+    list_display = [
+        "created_at",
+        "partner",
+        "event_type",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "delivered_at",
+        "event_id",
+    ]
     list_filter = ["status", "event_type", "partner"]
     search_fields = ["event_id", "last_error"]
     list_select_related = ["partner"]
@@ -252,8 +318,10 @@ class WebhookDeliveryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def send_again(self, request, queryset):
         count = webhook_redeliver(delivery_ids=list(queryset.values_list("pk", flat=True)))
         self.message_user(
-            request, _("%(count)d failed events queued again; deal grant events are not resent, their grants were given back.")
-            % {"count": count}, messages.SUCCESS,
+            request,
+            _("%(count)d failed events queued again; deal grant events are not resent, their grants were given back.")
+            % {"count": count},
+            messages.SUCCESS,
         )
 
 
@@ -279,7 +347,17 @@ class DealGrantAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(StockItem)
 class StockItemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["code", "partner", "kind", "status", "face_value", "expires_at", "offer", "assigned_at", "returned_at"]
+    list_display = [
+        "code",
+        "partner",
+        "kind",
+        "status",
+        "face_value",
+        "expires_at",
+        "offer",
+        "assigned_at",
+        "returned_at",
+    ]
     list_filter = ["status", "kind", "partner"]
     search_fields = ["code", "offer__code"]
     list_select_related = ["partner", "offer"]
@@ -300,8 +378,17 @@ class SettlementStatementAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Issued statements, read-only: corrections are booked as new lines, and statements export as CSV."""
 
     list_display = [
-        "period_label", "deal", "status", "source_partner", "target_partner", "grants_count", "grants_amount",
-        "revenue_share_amount", "net_amount", "net_direction", "issued_at",
+        "period_label",
+        "deal",
+        "status",
+        "source_partner",
+        "target_partner",
+        "grants_count",
+        "grants_amount",
+        "revenue_share_amount",
+        "net_amount",
+        "net_direction",
+        "issued_at",
     ]
     list_filter = ["status", "deal", "source_partner", "target_partner"]
     search_fields = ["deal__slug", "deal__name"]
@@ -316,8 +403,11 @@ class SettlementStatementAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Export as CSV"))
     def export_csv(self, request, queryset):
-        statements = (queryset.select_related("deal", "source_partner", "target_partner").prefetch_related("lines")
-                      .order_by("period", "deal__slug"))
+        statements = (
+            queryset.select_related("deal", "source_partner", "target_partner")
+            .prefetch_related("lines")
+            .order_by("period", "deal__slug")
+        )
         sheets = [SettlementSheet(statement, tuple(statement.lines.all())) for statement in statements]
         response = HttpResponse(render_csv(sheets), content_type="text/csv; charset=utf-8")
         response["Content-Disposition"] = 'attachment; filename="settlement.csv"'
@@ -329,8 +419,10 @@ class SettlementStatementAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description=_("Book corrections for anything that changed since issue"), permissions=["correct"])
     def book_corrections(self, request, queryset):
-        booked = sum(len(settlement_correct(statement=statement, reason=f"admin:{request.user.get_username()}"))
-                     for statement in queryset.filter(status=SettlementStatement.Status.ISSUED))
+        booked = sum(
+            len(settlement_correct(statement=statement, reason=f"admin:{request.user.get_username()}"))
+            for statement in queryset.filter(status=SettlementStatement.Status.ISSUED)
+        )
         self.message_user(request, _("%(count)d correction lines booked.") % {"count": booked}, messages.SUCCESS)
 
 
@@ -352,8 +444,11 @@ class DealWithSettlementAdmin(DealAdmin):
                 issued += 1
             except ApplicationError as error:
                 self.message_user(request, f"{deal.slug}: {error.message}", messages.WARNING)
-        self.message_user(request, _("%(count)d settlement statements issued (or already issued).") % {"count": issued},
-                          messages.SUCCESS)
+        self.message_user(
+            request,
+            _("%(count)d settlement statements issued (or already issued).") % {"count": issued},
+            messages.SUCCESS,
+        )
 
 
 admin.site.unregister(Deal)

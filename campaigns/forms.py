@@ -12,9 +12,13 @@ class RuleForm(forms.ModelForm):
     """Edit a rule with its condition as text (``watching_count > 10 and purchasing_count > 5``)."""
 
     condition_text = forms.CharField(
-        label=_("condition"), required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 80, "class": "vLargeTextField"}),
-        help_text=_("Which users qualify, e.g. purchasing_count > 5 and watching_count > 10, propensity >= 0.6, "
-                    "segment in [\"film buffs\"], churn_risk == \"high\". Empty: every user with marketing consent."),
+        label=_("condition"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "cols": 80, "class": "vLargeTextField"}),
+        help_text=_(
+            "Which users qualify, e.g. purchasing_count > 5 and watching_count > 10, propensity >= 0.6, "
+            'segment in ["film buffs"], churn_risk == "high". Empty: every user with marketing consent.'
+        ),
     )
 
     class Meta:

@@ -27,12 +27,27 @@ def catalog_frame() -> pd.DataFrame:
     The columns are ``analytics.services.training.recommendations.CATALOG_COLUMNS``, the shape the
     recommendations model trains and serves on.
     """
-    courses = pd.DataFrame(list(Course.objects.values_list(
-        "partner_id", "partner__slug", "sku", "title", "category", "tags", "is_active")),
-        columns=["partner", "partner_slug", "item_id", "title", "category", "tags", "is_active"])
-    films = pd.DataFrame(list(Film.objects.values_list(
-        "partner_id", "partner__slug", "external_id", "title", "category", "tags", "licence_start", "licence_end")),
-        columns=["partner", "partner_slug", "item_id", "title", "category", "tags", "licence_start", "licence_end"])
+    courses = pd.DataFrame(
+        list(
+            Course.objects.values_list("partner_id", "partner__slug", "sku", "title", "category", "tags", "is_active")
+        ),
+        columns=["partner", "partner_slug", "item_id", "title", "category", "tags", "is_active"],
+    )
+    films = pd.DataFrame(
+        list(
+            Film.objects.values_list(
+                "partner_id",
+                "partner__slug",
+                "external_id",
+                "title",
+                "category",
+                "tags",
+                "licence_start",
+                "licence_end",
+            )
+        ),
+        columns=["partner", "partner_slug", "item_id", "title", "category", "tags", "licence_start", "licence_end"],
+    )
     frame = pd.concat([courses.assign(kind=COURSE), films.assign(kind=FILM, is_active=True)], ignore_index=True)
     frame["tags"] = [tuple(tags or ()) for tags in frame["tags"]]
     frame["category"] = frame["category"].fillna("")
@@ -46,9 +61,11 @@ def bundled_pairs() -> set[tuple[int, str, int, str]]:
     films_by_bundle: dict[int, list[tuple[int, str]]] = {}
     for bundle_id, partner_id, film_id in films:
         films_by_bundle.setdefault(bundle_id, []).append((partner_id, film_id))
-    return {(course_partner, sku, film_partner, film_id)
-            for bundle_id, course_partner, sku in courses
-            for film_partner, film_id in films_by_bundle.get(bundle_id, [])}
+    return {
+        (course_partner, sku, film_partner, film_id)
+        for bundle_id, course_partner, sku in courses
+        for film_partner, film_id in films_by_bundle.get(bundle_id, [])
+    }
 
 
 def partner_counterpart_ids(partner: Partner, now: datetime) -> set[int]:
@@ -58,8 +75,12 @@ def partner_counterpart_ids(partner: Partner, now: datetime) -> set[int]:
     platform does not promote another video platform's films.
     """
     ids = {partner.pk}
-    deals = Deal.objects.filter(Q(source_partner=partner) | Q(target_partner=partner), status=Deal.Status.ACTIVE,
-                                starts_at__lte=now, ends_at__gt=now)
+    deals = Deal.objects.filter(
+        Q(source_partner=partner) | Q(target_partner=partner),
+        status=Deal.Status.ACTIVE,
+        starts_at__lte=now,
+        ends_at__gt=now,
+    )
     for source, target in deals.values_list("source_partner_id", "target_partner_id"):
         ids.update((source, target))
     running = Campaign.objects.running_at(now)
@@ -68,8 +89,9 @@ def partner_counterpart_ids(partner: Partner, now: datetime) -> set[int]:
     return ids
 
 
-def model_recommendations(*, user: EndUser, partner: Partner | None = None, limit: int = 10,
-                          now: datetime | None = None) -> list[dict[str, Any]]:
+def model_recommendations(
+    *, user: EndUser, partner: Partner | None = None, limit: int = 10, now: datetime | None = None
+) -> list[dict[str, Any]]:
     """Recommend with the active recommendations model: for a partner, its items and its counterparts' only.
 
     An ``ApplicationError`` with code ``not_trained`` says no model is trained yet.
@@ -78,8 +100,12 @@ def model_recommendations(*, user: EndUser, partner: Partner | None = None, limi
         return []
     now = now or timezone.now()
     return recommendations_rank(
-        user=user, catalog=catalog_frame(), partner_id=None if partner is None else partner.pk,
-        partner_ids=None if partner is None else partner_counterpart_ids(partner, now), limit=limit, now=now,
+        user=user,
+        catalog=catalog_frame(),
+        partner_id=None if partner is None else partner.pk,
+        partner_ids=None if partner is None else partner_counterpart_ids(partner, now),
+        limit=limit,
+        now=now,
     )
 
 
@@ -103,13 +129,17 @@ def _interest_by_category(counts) -> Counter:
     course_keys = {(partner_id, item) for partner_id, kind, item, _n in counts if kind in COURSE_KINDS}
     film_keys = {(partner_id, item) for partner_id, kind, item, _n in counts if kind not in COURSE_KINDS}
     course_category = {
-        (partner_id, sku): category for partner_id, sku, category in Course.objects.filter(
-            partner_id__in={key[0] for key in course_keys}, sku__in={key[1] for key in course_keys},
+        (partner_id, sku): category
+        for partner_id, sku, category in Course.objects.filter(
+            partner_id__in={key[0] for key in course_keys},
+            sku__in={key[1] for key in course_keys},
         ).values_list("partner_id", "sku", "category")
     }
     film_category = {
-        (partner_id, external_id): category for partner_id, external_id, category in Film.objects.filter(
-            partner_id__in={key[0] for key in film_keys}, external_id__in={key[1] for key in film_keys},
+        (partner_id, external_id): category
+        for partner_id, external_id, category in Film.objects.filter(
+            partner_id__in={key[0] for key in film_keys},
+            external_id__in={key[1] for key in film_keys},
         ).values_list("partner_id", "external_id", "category")
     }
     interest = Counter()
@@ -120,8 +150,9 @@ def _interest_by_category(counts) -> Counter:
     return interest
 
 
-def interest_recommendations(*, user: EndUser, partner: Partner, limit: int = 10,
-                             now: datetime | None = None) -> list[Recommendation]:
+def interest_recommendations(
+    *, user: EndUser, partner: Partner, limit: int = 10, now: datetime | None = None
+) -> list[Recommendation]:
     """Recommend courses and films the partner can offer, ranked by the user's interest in their categories.
 
     Interest is counted from the user's course and film events whose items are in the
@@ -144,21 +175,41 @@ def interest_recommendations(*, user: EndUser, partner: Partner, limit: int = 10
     campaigns = Campaign.objects.visible_to(partner).running_at(now).values("pk")
     courses = (
         Course.objects.filter(Q(partner=partner) | Q(campaigns__in=campaigns), is_active=True, category__in=interest)
-        .select_related("partner").distinct()
+        .select_related("partner")
+        .distinct()
     )
     films = (
-        Film.objects.filter(Q(partner=partner) | Q(campaigns__in=campaigns), category__in=interest,
-                            licence_start__lte=now, licence_end__gt=now)
-        .select_related("partner").distinct()
+        Film.objects.filter(
+            Q(partner=partner) | Q(campaigns__in=campaigns),
+            category__in=interest,
+            licence_start__lte=now,
+            licence_end__gt=now,
+        )
+        .select_related("partner")
+        .distinct()
     )
     candidates = [
-        Recommendation("course", course.partner.slug, course.sku, course.title, course.category,
-                       round(interest[course.category] / total, 4))
-        for course in courses if (course.partner_id, course.sku) not in bought
+        Recommendation(
+            "course",
+            course.partner.slug,
+            course.sku,
+            course.title,
+            course.category,
+            round(interest[course.category] / total, 4),
+        )
+        for course in courses
+        if (course.partner_id, course.sku) not in bought
     ] + [
-        Recommendation("film", film.partner.slug, film.external_id, film.title, film.category,
-                       round(interest[film.category] / total, 4))
-        for film in films if (film.partner_id, film.external_id) not in watched
+        Recommendation(
+            "film",
+            film.partner.slug,
+            film.external_id,
+            film.title,
+            film.category,
+            round(interest[film.category] / total, 4),
+        )
+        for film in films
+        if (film.partner_id, film.external_id) not in watched
     ]
     candidates.sort(key=lambda item: (-item.score, item.title, item.partner, item.item_id))
     return candidates[:limit]

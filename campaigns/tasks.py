@@ -25,11 +25,16 @@ def expire_offers() -> dict:
 
 
 @shared_task(
-    name=ISSUE_CHUNK_TASK, acks_late=True, reject_on_worker_lost=True,
-    autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5,
+    name=ISSUE_CHUNK_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
 )
-def issue_campaign_chunk(campaign_id: int, low: int, high: int, as_of: str | None = None,
-                         optimisation: dict | None = None) -> dict:
+def issue_campaign_chunk(
+    campaign_id: int, low: int, high: int, as_of: str | None = None, optimisation: dict | None = None
+) -> dict:
     """Assign and issue one range of user ids of a campaign; a retry issues nothing twice.
 
     ``as_of`` (ISO 8601) replays a run at a past moment, as the demo does for campaigns whose
@@ -38,15 +43,21 @@ def issue_campaign_chunk(campaign_id: int, low: int, high: int, as_of: str | Non
     optimise-mode campaign's chunks choose with.
     """
     now = datetime.fromisoformat(as_of) if as_of else None
-    result = campaign_issue_chunk(campaign_id=campaign_id, id_range=(low, high), now=now,
-                                  optimisation=optimisation).as_dict()
+    result = campaign_issue_chunk(
+        campaign_id=campaign_id, id_range=(low, high), now=now, optimisation=optimisation
+    ).as_dict()
     result["worker_pid"] = os.getpid()
     return result
 
 
 @shared_task(
-    name=DELIVER_TASK, bind=True, acks_late=True, reject_on_worker_lost=True,
-    autoretry_for=(OperationalError,), retry_backoff=True, max_retries=DEFAULT_MAX_ATTEMPTS,
+    name=DELIVER_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=DEFAULT_MAX_ATTEMPTS,
 )
 def deliver_webhook(self, delivery_id: int, attempt: int = 1) -> dict:
     """Make one attempt at a webhook delivery; after a transient failure, retry later with the next attempt number."""
@@ -67,7 +78,10 @@ def requeue_webhooks() -> dict:
 
 
 @shared_task(
-    name=EVALUATE_DEALS_TASK, acks_late=True, autoretry_for=(OperationalError,), retry_backoff=True,
+    name=EVALUATE_DEALS_TASK,
+    acks_late=True,
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
     max_retries=5,
 )
 def evaluate_deals(user_external_ids: list[str] | None = None) -> dict:

@@ -66,7 +66,9 @@ def _our_campaign_rows(campaign: Campaign) -> tuple[pd.DataFrame, datetime | Non
         return pd.DataFrame(), None, "no holdout"
     outcomes = campaign_outcome_frame(campaign)[["user_id", "converted", "revenue"]]
     rows = assignments.merge(outcomes, on="user_id", how="inner")
-    kinds = pd.DataFrame(Offer.objects.filter(campaign=campaign).values_list("user_id", "kind"), columns=["user_id", "kind"])
+    kinds = pd.DataFrame(
+        Offer.objects.filter(campaign=campaign).values_list("user_id", "kind"), columns=["user_id", "kind"]
+    )
     received = kinds.groupby("user_id")["kind"].agg(package_name)
     rules = list(campaign.rules.order_by("-priority", "pk"))
     stratum = {}
@@ -89,8 +91,11 @@ def _imported_rows(campaign: Campaign) -> tuple[pd.DataFrame, str | None]:
     )
     if outcomes.empty or not (outcomes["arm"] == CampaignAssignment.HOLDOUT).any():
         return pd.DataFrame(), "no holdout arm"
-    known = dict(EndUser.objects.filter(external_id__in=list(outcomes["user_ref"]), erased_at__isnull=True)
-                 .values_list("external_id", "id"))
+    known = dict(
+        EndUser.objects.filter(external_id__in=list(outcomes["user_ref"]), erased_at__isnull=True).values_list(
+            "external_id", "id"
+        )
+    )
     outcomes["user_id"] = outcomes["user_ref"].map(known)
     outcomes = outcomes[outcomes["user_id"].notna()]
     held = outcomes["arm"] == CampaignAssignment.HOLDOUT
@@ -105,8 +110,13 @@ def _imported_rows(campaign: Campaign) -> tuple[pd.DataFrame, str | None]:
 
 def uplift_experiments(*, campaigns: Iterable[Campaign] | None = None) -> tuple[list[Experiment], list[str]]:
     """Return every experiment with a holdout (or the given campaigns'), and why others were skipped."""
-    chosen = list(campaigns) if campaigns is not None else list(
-        Campaign.objects.filter(kind__in=[Campaign.Kind.RULES, Campaign.Kind.EXTERNAL]).order_by("starts_at", "pk"))
+    chosen = (
+        list(campaigns)
+        if campaigns is not None
+        else list(
+            Campaign.objects.filter(kind__in=[Campaign.Kind.RULES, Campaign.Kind.EXTERNAL]).order_by("starts_at", "pk")
+        )
+    )
     experiments: list[Experiment] = []
     skipped: list[str] = []
     for campaign in chosen:

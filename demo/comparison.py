@@ -30,8 +30,9 @@ def truth_time(text: str) -> datetime:
     return as_utc(datetime.fromisoformat(text))
 
 
-def coefficients_compare(estimates: Mapping[str, float], standard_errors: Mapping[str, float],
-                         planted: Mapping[str, float]) -> dict[str, Any]:
+def coefficients_compare(
+    estimates: Mapping[str, float], standard_errors: Mapping[str, float], planted: Mapping[str, float]
+) -> dict[str, Any]:
     """Compare each planted coefficient with its estimate: the z-score (estimate - true) / SE."""
     rows = {}
     for name, true_value in planted.items():
@@ -46,8 +47,14 @@ def coefficients_compare(estimates: Mapping[str, float], standard_errors: Mappin
     }
 
 
-def propensity_compare(*, params: Mapping[str, Any], metrics: Mapping[str, Any], scorer: PropensityScorer,
-                       rows: pd.DataFrame, planted: Mapping[str, Any]) -> dict[str, Any]:
+def propensity_compare(
+    *,
+    params: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    scorer: PropensityScorer,
+    rows: pd.DataFrame,
+    planted: Mapping[str, Any],
+) -> dict[str, Any]:
     """Compare a propensity fit with the planted logistic regression (``truth["propensity"]``).
 
     ``rows`` are the rows the model was fitted on, with ``true_probability`` (NaN where
@@ -60,8 +67,9 @@ def propensity_compare(*, params: Mapping[str, Any], metrics: Mapping[str, Any],
     used, _, test = propensity_split(rows, test_share=params["test_share"], random_state=params["random_state"])
     tested = used.iloc[test]
     labels = tested[LABEL].astype(int).to_numpy()
-    truth_probability = (tested["true_probability"].to_numpy(float) if "true_probability" in tested
-                         else np.full(len(tested), np.nan))
+    truth_probability = (
+        tested["true_probability"].to_numpy(float) if "true_probability" in tested else np.full(len(tested), np.nan)
+    )
     known = np.isfinite(truth_probability)
     if 0 < labels[known].sum() < known.sum():
         predicted = scorer.probability(tested)
@@ -75,16 +83,22 @@ def propensity_compare(*, params: Mapping[str, Any], metrics: Mapping[str, Any],
 def churn_compare(*, metrics: Mapping[str, Any], planted: Mapping[str, Any]) -> dict[str, Any]:
     """Compare a churn fit's Cox coefficients with the planted ones (``truth["churn"]``)."""
     ratios = metrics["hazard_ratios"]
-    return coefficients_compare({name: row["coefficient"] for name, row in ratios.items()},
-                                {name: row["se"] for name, row in ratios.items()}, planted["coefficients"])
+    return coefficients_compare(
+        {name: row["coefficient"] for name, row in ratios.items()},
+        {name: row["se"] for name, row in ratios.items()},
+        planted["coefficients"],
+    )
 
 
 def clv_compare(*, params: Mapping[str, Any], truth: Mapping[str, Any]) -> dict[str, Any]:
     """Compare fitted r, alpha, a, b, p, q, v with the demo world's planted ones: z-score and relative error."""
     process = truth["purchase_process"]
     planted = {**process["parameters"], **process["spend"]["parameters"]}
-    comparison = coefficients_compare({name: params[name] for name in FITTED_PARAMETERS}, params["standard_errors"],
-                                      {name: planted[name] for name in FITTED_PARAMETERS})
+    comparison = coefficients_compare(
+        {name: params[name] for name in FITTED_PARAMETERS},
+        params["standard_errors"],
+        {name: planted[name] for name in FITTED_PARAMETERS},
+    )
     for row in comparison["coefficients"].values():
         row["relative_error"] = row["estimate"] / row["true"] - 1
     comparison["max_relative_error"] = max(abs(row["relative_error"]) for row in comparison["coefficients"].values())
@@ -92,8 +106,9 @@ def clv_compare(*, params: Mapping[str, Any], truth: Mapping[str, Any]) -> dict[
     return comparison
 
 
-def segments_compare(*, scorer: SegmentScorer, counts: pd.DataFrame, exposure: pd.Series,
-                     planted: pd.Series) -> dict[str, Any]:
+def segments_compare(
+    *, scorer: SegmentScorer, counts: pd.DataFrame, exposure: pd.Series, planted: pd.Series
+) -> dict[str, Any]:
     """Compare the segments the scorer gives users with their planted segments (NaN where unknown).
 
     Returns the adjusted Rand index and the cross-table of found segment by planted segment.
@@ -104,6 +119,7 @@ def segments_compare(*, scorer: SegmentScorer, counts: pd.DataFrame, exposure: p
     return {
         "adjusted_rand_index": adjusted_rand_score(planted[known], segment[known]),
         "users_with_truth": int(known.sum()),
-        "crosstab": pd.crosstab(np.array(scorer.names_en, dtype=object)[segment[known]],
-                                planted[known].to_numpy()).to_dict("index"),
+        "crosstab": pd.crosstab(
+            np.array(scorer.names_en, dtype=object)[segment[known]], planted[known].to_numpy()
+        ).to_dict("index"),
     }

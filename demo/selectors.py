@@ -40,12 +40,19 @@ def model_run_truth(*, run: ModelRun, truth: dict[str, Any]) -> dict[str, Any] |
     segments run should be compared before the data it was trained on changes.
     """
     if run.model == ModelRun.Model.PROPENSITY:
-        rows = propensity_rows(observation_end=datetime.fromisoformat(run.params["observation_end"]),
-                               label_window_days=run.params["label_window_days"],
-                               target_course=run.params["target_course"])
+        rows = propensity_rows(
+            observation_end=datetime.fromisoformat(run.params["observation_end"]),
+            label_window_days=run.params["label_window_days"],
+            target_course=run.params["target_course"],
+        )
         rows["true_probability"] = planted_users()["purchase_probability"].reindex(rows.index)
-        return propensity_compare(params=run.params, metrics=run.metrics, scorer=model_run_artifact(run), rows=rows,
-                                  planted=truth["propensity"])
+        return propensity_compare(
+            params=run.params,
+            metrics=run.metrics,
+            scorer=model_run_artifact(run),
+            rows=rows,
+            planted=truth["propensity"],
+        )
     if run.model == ModelRun.Model.CHURN:
         return churn_compare(metrics=run.metrics, planted=truth["churn"])
     if run.model == ModelRun.Model.CLV:

@@ -21,7 +21,9 @@ def _first_report(*, partner_id: int, conversion_id: str, values: dict) -> Conve
     if not _same_report(conversion, values):
         raise ApplicationError(
             f"conversion {conversion_id!r} was already reported with different data; use a new conversion_id",
-            code="conflict", field="conversion_id", status=409,
+            code="conflict",
+            field="conversion_id",
+            status=409,
         )
     return conversion
 
@@ -32,18 +34,33 @@ def conversion_amount_check(*, amount: Decimal, occurred_at: datetime, now: date
     if amount < 0:
         raise ApplicationError("a conversion amount cannot be negative", field="amount")
     if occurred_at > now + FUTURE_GRACE:
-        raise ApplicationError(f"occurred_at is in the future: {occurred_at.isoformat()}", field="occurred_at", status=422)
+        raise ApplicationError(
+            f"occurred_at is in the future: {occurred_at.isoformat()}", field="occurred_at", status=422
+        )
     return amount
 
 
-def conversion_create(*, partner_id: int, conversion_id: str, user: EndUser, amount: Decimal, occurred_at: datetime,
-                      offer_id: int | None = None, campaign_id: int | None = None) -> tuple[Conversion, bool]:
+def conversion_create(
+    *,
+    partner_id: int,
+    conversion_id: str,
+    user: EndUser,
+    amount: Decimal,
+    occurred_at: datetime,
+    offer_id: int | None = None,
+    campaign_id: int | None = None,
+) -> tuple[Conversion, bool]:
     """Store a checked conversion once per (partner, conversion id); return it and whether it is new.
 
     A repeat with the same data returns the first report; with different data it is a 409.
     """
-    values = {"user": user, "amount": amount, "occurred_at": occurred_at, "offer_id": offer_id,
-              "campaign_id": campaign_id}
+    values = {
+        "user": user,
+        "amount": amount,
+        "occurred_at": occurred_at,
+        "offer_id": offer_id,
+        "campaign_id": campaign_id,
+    }
     if Conversion.objects.filter(partner_id=partner_id, conversion_id=conversion_id).exists():
         return _first_report(partner_id=partner_id, conversion_id=conversion_id, values=values), False
     try:

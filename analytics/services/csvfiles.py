@@ -46,7 +46,8 @@ def detect_encoding(sample: bytes) -> str:
         return CHINESE_ENCODING
     except UnicodeDecodeError:
         raise ApplicationError(
-            "cannot tell the file's encoding (not UTF-8 or GBK); convert it to UTF-8 or pass --encoding", code="encoding",
+            "cannot tell the file's encoding (not UTF-8 or GBK); convert it to UTF-8 or pass --encoding",
+            code="encoding",
         ) from None
 
 
@@ -75,8 +76,16 @@ class CsvStream:
     fields are reported as malformed, never guessed at.
     """
 
-    def __init__(self, path: str | os.PathLike, *, required: tuple[str, ...], optional: tuple[str, ...] = (),
-                 encoding: str | None = None, batch_rows: int = 50_000, keep_extra: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        required: tuple[str, ...],
+        optional: tuple[str, ...] = (),
+        encoding: str | None = None,
+        batch_rows: int = 50_000,
+        keep_extra: bool = False,
+    ):
         self.path = Path(path)
         self.required = required
         self.optional = optional
@@ -106,9 +115,13 @@ class CsvStream:
         try:
             header = [name.strip().lower() for name in next(self._reader)]
         except StopIteration:
-            raise ApplicationError(f"{self.path} is empty; expected a header: {','.join(self.required)}", code="header") from None
+            raise ApplicationError(
+                f"{self.path} is empty; expected a header: {','.join(self.required)}", code="header"
+            ) from None
         except UnicodeDecodeError:
-            raise ApplicationError(f"{self.path} is not valid {self.encoding}; pass --encoding", code="encoding") from None
+            raise ApplicationError(
+                f"{self.path} is not valid {self.encoding}; pass --encoding", code="encoding"
+            ) from None
         missing = [name for name in self.required if name not in header]
         if missing:
             raise ApplicationError(
@@ -117,7 +130,9 @@ class CsvStream:
             )
         duplicated = sorted({name for name in header if header.count(name) > 1})
         if duplicated:
-            raise ApplicationError(f"wrong header in {self.path}: column {', '.join(duplicated)} appears twice", code="header")
+            raise ApplicationError(
+                f"wrong header in {self.path}: column {', '.join(duplicated)} appears twice", code="header"
+            )
         self.extra_columns = [name for name in header if name not in self.required and name not in self.optional]
         return header
 
@@ -150,7 +165,8 @@ class CsvStream:
                         on_progress(self.bytes_read)
         except UnicodeDecodeError:
             raise ApplicationError(
-                f"{self.path} is not valid {self.encoding} near line {line}; pass --encoding", code="encoding",
+                f"{self.path} is not valid {self.encoding} near line {line}; pass --encoding",
+                code="encoding",
             ) from None
         except csv.Error as error:
             raise ApplicationError(f"{self.path} line {line}: {error}", code="malformed") from None

@@ -45,8 +45,9 @@ def enduser_lock_erasable(*, partner_id: int, external_id: str) -> EndUser:
 
 
 @transaction.atomic
-def enduser_erase(*, user: EndUser, pseudonymous_id: str, partner_id: int, api_key_prefix: str = "",
-                  offers_revoked: int = 0) -> ErasureLogEntry:
+def enduser_erase(
+    *, user: EndUser, pseudonymous_id: str, partner_id: int, api_key_prefix: str = "", offers_revoked: int = 0
+) -> ErasureLogEntry:
     """Delete the user's profile data, clear their personal fields and log the erasure with what was removed."""
     now = timezone.now()
     _, deleted = BehaviorEvent.objects.filter(user=user).delete()
@@ -62,6 +63,11 @@ def enduser_erase(*, user: EndUser, pseudonymous_id: str, partner_id: int, api_k
     user.external_id = f"erased-{secrets.token_hex(16)}"
     user.save(update_fields=[*PERSONAL_FIELDS, "marketing_consent", "data_sharing_consent", "erased_at", "external_id"])
     return ErasureLogEntry.objects.create(
-        user=user, pseudonymous_id=pseudonymous_id, partner_id=partner_id, api_key_prefix=api_key_prefix, erased_at=now,
-        events_deleted=events_deleted, offers_revoked=offers_revoked,
+        user=user,
+        pseudonymous_id=pseudonymous_id,
+        partner_id=partner_id,
+        api_key_prefix=api_key_prefix,
+        erased_at=now,
+        events_deleted=events_deleted,
+        offers_revoked=offers_revoked,
     )

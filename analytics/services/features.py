@@ -5,8 +5,7 @@ observation end (``as_of``), so a model is trained on exactly what it will score
 """
 
 from collections.abc import Sequence
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -69,9 +68,20 @@ def features_sql(*, as_of_param: bool, user_filter: str = "", columns: Sequence[
 
 
 _FEATURE_COLUMNS = [
-    "watching_count", "course_view_count", "purchasing_count", "purchase_days", "total_spend", "activity_count",
-    "discounts_received", "first_event_at", "last_event_at", "first_purchase_at", "last_purchase_at",
-    "membership_started_at", "membership_cancelled_at", "membership_paid",
+    "watching_count",
+    "course_view_count",
+    "purchasing_count",
+    "purchase_days",
+    "total_spend",
+    "activity_count",
+    "discounts_received",
+    "first_event_at",
+    "last_event_at",
+    "first_purchase_at",
+    "last_purchase_at",
+    "membership_started_at",
+    "membership_cancelled_at",
+    "membership_paid",
 ]
 
 
@@ -87,9 +97,7 @@ def features_build(*, full: bool = False) -> int:
     if not full:
         watermark = UserFeatures.objects.aggregate(last=Max("built_at"))["last"]
         if watermark is not None:
-            user_filter = (
-                "AND e.user_id IN (SELECT DISTINCT user_id FROM analytics_behaviorevent WHERE received_at >= %(watermark)s)"
-            )
+            user_filter = "AND e.user_id IN (SELECT DISTINCT user_id FROM analytics_behaviorevent WHERE received_at >= %(watermark)s)"
             params["watermark"] = watermark
     columns = ", ".join(_FEATURE_COLUMNS)
     updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in _FEATURE_COLUMNS + ["built_at"])
@@ -108,7 +116,7 @@ def features_build(*, full: bool = False) -> int:
 def features_frame_as_of(*, as_of: datetime) -> pd.DataFrame:
     """Return every user's event features computed from events before ``as_of`` (for training)."""
     # In UTC: SQLite compares times as text, so a time with another offset would be compared wrongly.
-    as_of = as_of.astimezone(dt_timezone.utc)
+    as_of = as_of.astimezone(UTC)
     with connection.cursor() as cursor:
         cursor.execute(features_sql(as_of_param=True), {"zone": settings.TIME_ZONE, "as_of": as_of})
         names = [column[0] for column in cursor.description]

@@ -12,31 +12,59 @@ from crossmkt_site.errors import ApplicationError
 
 from .csvfiles import CsvStream
 from .ingest import (
-    EVENT_COLUMNS, IngestResult, Rejection, RowChecker, stage_frame, check_ids, events_ingest, parse_timestamps,
+    EVENT_COLUMNS,
+    IngestResult,
+    Rejection,
+    RowChecker,
+    check_ids,
+    events_ingest,
+    parse_timestamps,
+    stage_frame,
     validate_events,
 )
 from .progress import progress_bar
 
-BEHAVIOR_COLUMNS = ("user_id", "watching_count", "purchasing_count", "age", "education", "occupation", "purchased_course")
+BEHAVIOR_COLUMNS = (
+    "user_id",
+    "watching_count",
+    "purchasing_count",
+    "age",
+    "education",
+    "occupation",
+    "purchased_course",
+)
 # Columns of the per-user table we understand beyond the article's; anything else is kept in `extra`.
 BEHAVIOR_OPTIONAL = (
-    "gender", "acquisition_channel", "marketing_consent", "data_sharing_consent", "signed_up_at", "signup_at",
+    "gender",
+    "acquisition_channel",
+    "marketing_consent",
+    "data_sharing_consent",
+    "signed_up_at",
+    "signup_at",
     "home_partner",
 )
 TRUE_WORDS = {"1", "true", "yes", "y", "t", "是", "真"}
 FALSE_WORDS = {"0", "false", "no", "n", "f", "否", "假"}
 
 
-def events_import_file(path, *, partner_ids: dict[str, int], encoding: str | None = None, progress: bool = False,
-                       on_batch: Callable[[IngestResult], None] | None = None) -> IngestResult:
+def events_import_file(
+    path,
+    *,
+    partner_ids: dict[str, int],
+    encoding: str | None = None,
+    progress: bool = False,
+    on_batch: Callable[[IngestResult], None] | None = None,
+) -> IngestResult:
     """Import an events CSV batch by batch; good rows are kept, bad rows named with line, column and reason.
 
     ``partner_ids`` maps the partner slugs a file may name to their ids; ``on_batch`` hears of
     each batch once it is stored (its ``users_with_new_events`` among the rest).
     """
     result = IngestResult()
-    with CsvStream(path, required=EVENT_COLUMNS, encoding=encoding) as stream, \
-            progress_bar(f"importing {stream.path.name}", stream.size, unit="bytes", enabled=progress) as advance:
+    with (
+        CsvStream(path, required=EVENT_COLUMNS, encoding=encoding) as stream,
+        progress_bar(f"importing {stream.path.name}", stream.size, unit="bytes", enabled=progress) as advance,
+    ):
         for batch in stream.batches(on_progress=advance):
             staged, rejected = validate_events(batch.columns, batch.lines, partner_ids=partner_ids)
             stored = events_ingest(staged)
@@ -62,8 +90,14 @@ def parse_flag(values: pd.Series, column: str, checker: RowChecker) -> pd.Series
     return lowered.map(lambda word: True if word in TRUE_WORDS else False if word in FALSE_WORDS else None)
 
 
-def validate_behavior(columns: dict[str, list[str]], positions, *, partner_ids: dict[str, int], default_partner_id: int,
-                      extra_names: list[str]) -> tuple[pd.DataFrame, list[Rejection]]:
+def validate_behavior(
+    columns: dict[str, list[str]],
+    positions,
+    *,
+    partner_ids: dict[str, int],
+    default_partner_id: int,
+    extra_names: list[str],
+) -> tuple[pd.DataFrame, list[Rejection]]:
     """Check rows of the per-user table; return good rows ready to stage, and the rejections."""
     frame = pd.DataFrame({name: pd.Series(values, dtype=object).astype(str) for name, values in columns.items()})
     if "signup_at" in frame and "signed_up_at" not in frame:
@@ -73,50 +107,76 @@ def validate_behavior(columns: dict[str, list[str]], positions, *, partner_ids: 
     watching = _parse_count(frame["watching_count"], "watching_count", checker)
     purchasing = _parse_count(frame["purchasing_count"], "purchasing_count", checker)
     age_text = frame["age"]
-    age_ok = age_text.str.fullmatch(r"\d{1,3}") & (pd.to_numeric(age_text.where(age_text.str.fullmatch(r"\d{1,3}"), "0")) <= 130)
-    checker.flag((~age_ok & (age_text != "")).to_numpy(), "age", lambda i: f"not an age between 0 and 130: {age_text.iloc[i]!r}")
+    age_ok = age_text.str.fullmatch(r"\d{1,3}") & (
+        pd.to_numeric(age_text.where(age_text.str.fullmatch(r"\d{1,3}"), "0")) <= 130
+    )
+    checker.flag(
+        (~age_ok & (age_text != "")).to_numpy(), "age", lambda i: f"not an age between 0 and 130: {age_text.iloc[i]!r}"
+    )
     for name, limit in (("education", 32), ("occupation", 64), ("gender", 16), ("acquisition_channel", 32)):
         if name in frame:
             checker.flag((frame[name].str.len() > limit).to_numpy(), name, f"longer than {limit} characters")
     purchased = parse_flag(frame["purchased_course"], "purchased_course", checker)
-    flags = {name: parse_flag(frame[name], name, checker) if name in frame else pd.Series([None] * len(frame))
-             for name in ("marketing_consent", "data_sharing_consent")}
+    flags = {
+        name: parse_flag(frame[name], name, checker) if name in frame else pd.Series([None] * len(frame))
+        for name in ("marketing_consent", "data_sharing_consent")
+    }
     if "home_partner" in frame:
         home = frame["home_partner"].map(lambda slug: partner_ids.get(slug) if slug else default_partner_id)
-        checker.flag(home.isna().to_numpy(), "home_partner", lambda i: f"unknown partner {frame['home_partner'].iloc[i]!r}")
+        checker.flag(
+            home.isna().to_numpy(), "home_partner", lambda i: f"unknown partner {frame['home_partner'].iloc[i]!r}"
+        )
     else:
         home = pd.Series([default_partner_id] * len(frame))
-    signed_up = (parse_timestamps(frame["signed_up_at"], "signed_up_at", checker) if "signed_up_at" in frame
-                 else pd.Series([pd.NaT] * len(frame), dtype="datetime64[ns, UTC]"))
+    signed_up = (
+        parse_timestamps(frame["signed_up_at"], "signed_up_at", checker)
+        if "signed_up_at" in frame
+        else pd.Series([pd.NaT] * len(frame), dtype="datetime64[ns, UTC]")
+    )
     good = checker.good
     extra = frame[extra_names].to_dict("records") if extra_names else [{}] * len(frame)
-    staged = pd.DataFrame({
-        "position": np.asarray(positions)[good],
-        "user_ext": frame["user_id"][good].to_numpy(),
-        "home_partner_id": home[good].astype("int64").to_numpy(),
-        "age": [int(a) if a else None for a in age_text[good]],
-        "education": frame["education"][good].to_numpy(),
-        "occupation": frame["occupation"][good].to_numpy(),
-        "gender": frame["gender"][good].to_numpy() if "gender" in frame else None,
-        "acquisition_channel": frame["acquisition_channel"][good].to_numpy() if "acquisition_channel" in frame else None,
-        "marketing_consent": flags["marketing_consent"][good].to_numpy(),
-        "data_sharing_consent": flags["data_sharing_consent"][good].to_numpy(),
-        "signed_up_at": [None if pd.isna(t) else t for t in signed_up[good]],
-        "watching_count": watching[good].astype("int64").to_numpy(),
-        "purchasing_count": purchasing[good].astype("int64").to_numpy(),
-        "purchased_course": purchased[good].to_numpy(),
-        "extra": [json.dumps(row, ensure_ascii=False) for row, keep in zip(extra, good) if keep],
-    })
+    staged = pd.DataFrame(
+        {
+            "position": np.asarray(positions)[good],
+            "user_ext": frame["user_id"][good].to_numpy(),
+            "home_partner_id": home[good].astype("int64").to_numpy(),
+            "age": [int(a) if a else None for a in age_text[good]],
+            "education": frame["education"][good].to_numpy(),
+            "occupation": frame["occupation"][good].to_numpy(),
+            "gender": frame["gender"][good].to_numpy() if "gender" in frame else None,
+            "acquisition_channel": frame["acquisition_channel"][good].to_numpy()
+            if "acquisition_channel" in frame
+            else None,
+            "marketing_consent": flags["marketing_consent"][good].to_numpy(),
+            "data_sharing_consent": flags["data_sharing_consent"][good].to_numpy(),
+            "signed_up_at": [None if pd.isna(t) else t for t in signed_up[good]],
+            "watching_count": watching[good].astype("int64").to_numpy(),
+            "purchasing_count": purchasing[good].astype("int64").to_numpy(),
+            "purchased_course": purchased[good].to_numpy(),
+            "extra": [json.dumps(row, ensure_ascii=False) for row, keep in zip(extra, good) if keep],
+        }
+    )
     staged = staged.astype(object).where(staged.notna(), None)
     checker.rejections.sort(key=lambda rejection: rejection.position)
     return staged, checker.rejections
 
 
 _BEHAVIOR_STAGING = {
-    "position": "bigint", "user_ext": "varchar(64)", "home_partner_id": "bigint", "age": "integer",
-    "education": "varchar(32)", "occupation": "varchar(64)", "gender": "varchar(16)", "acquisition_channel": "varchar(32)",
-    "marketing_consent": "boolean", "data_sharing_consent": "boolean", "signed_up_at": "timestamp with time zone",
-    "watching_count": "integer", "purchasing_count": "integer", "purchased_course": "boolean", "extra": "text",
+    "position": "bigint",
+    "user_ext": "varchar(64)",
+    "home_partner_id": "bigint",
+    "age": "integer",
+    "education": "varchar(32)",
+    "occupation": "varchar(64)",
+    "gender": "varchar(16)",
+    "acquisition_channel": "varchar(32)",
+    "marketing_consent": "boolean",
+    "data_sharing_consent": "boolean",
+    "signed_up_at": "timestamp with time zone",
+    "watching_count": "integer",
+    "purchasing_count": "integer",
+    "purchased_course": "boolean",
+    "extra": "text",
 }
 # Columns a file may leave out: NULL in staging, and then the user keeps what they had.
 _KEEP_IF_ABSENT = ("gender", "acquisition_channel", "marketing_consent", "data_sharing_consent", "signed_up_at")
@@ -188,9 +248,15 @@ def behavior_ingest(staged: pd.DataFrame) -> IngestResult:
     return result
 
 
-def behavior_import_file(path, *, partner_ids: dict[str, int], partner_id: int | None = None,
-                         fallback_partner_id: int | None = None, encoding: str | None = None,
-                         progress: bool = False) -> IngestResult:
+def behavior_import_file(
+    path,
+    *,
+    partner_ids: dict[str, int],
+    partner_id: int | None = None,
+    fallback_partner_id: int | None = None,
+    encoding: str | None = None,
+    progress: bool = False,
+) -> IngestResult:
     """Import the article's per-user table; unknown extra columns are kept with the row.
 
     ``partner_ids`` maps the slugs a ``home_partner`` column may name to their ids; new users
@@ -198,7 +264,9 @@ def behavior_import_file(path, *, partner_ids: dict[str, int], partner_id: int |
     column, to ``fallback_partner_id`` (the only knowledge platform, if there is one).
     """
     result = IngestResult()
-    with CsvStream(path, required=BEHAVIOR_COLUMNS, optional=BEHAVIOR_OPTIONAL, encoding=encoding, keep_extra=True) as stream:
+    with CsvStream(
+        path, required=BEHAVIOR_COLUMNS, optional=BEHAVIOR_OPTIONAL, encoding=encoding, keep_extra=True
+    ) as stream:
         if partner_id is None and "home_partner" not in stream.header:
             if fallback_partner_id is None:
                 raise ApplicationError(
@@ -210,8 +278,13 @@ def behavior_import_file(path, *, partner_ids: dict[str, int], partner_id: int |
             default_partner_id = partner_id
         with progress_bar(f"importing {stream.path.name}", stream.size, unit="bytes", enabled=progress) as advance:
             for batch in stream.batches(on_progress=advance):
-                staged, rejected = validate_behavior(batch.columns, batch.lines, partner_ids=partner_ids,
-                                                     default_partner_id=default_partner_id, extra_names=stream.extra_columns)
+                staged, rejected = validate_behavior(
+                    batch.columns,
+                    batch.lines,
+                    partner_ids=partner_ids,
+                    default_partner_id=default_partner_id,
+                    extra_names=stream.extra_columns,
+                )
                 staged = staged.drop_duplicates("user_ext", keep="last")
                 result.add(behavior_ingest(staged))
                 result.rejected.extend(rejected)

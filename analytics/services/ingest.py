@@ -103,28 +103,41 @@ def parse_money(values: pd.Series, column: str, checker: RowChecker, *, blank_is
         texts = [text or "0" for text in texts]
     numeric = np.array([_NUMBER.fullmatch(text) is not None for text in texts], dtype=bool)
     negative = numeric & np.array([text.startswith("-") and text.strip("-0.") != "" for text in texts], dtype=bool)
-    money = np.array([_MONEY.fullmatch(text) is not None or _NEGATIVE_ZERO.fullmatch(text) is not None for text in texts],
-                     dtype=bool)
+    money = np.array(
+        [_MONEY.fullmatch(text) is not None or _NEGATIVE_ZERO.fullmatch(text) is not None for text in texts], dtype=bool
+    )
     shown = np.array(texts, dtype=object)[codes]
     checker.flag(~numeric[codes], column, lambda i: f"not a number: {shown[i]!r}")
     checker.flag(negative[codes], column, lambda i: f"negative amount: {shown[i]}")
     checker.flag(~money[codes], column, lambda i: f"not an amount in CNY with at most two decimals: {shown[i]}")
-    return pd.Series(np.array([text.lstrip("+") for text in texts], dtype=object)[codes], index=values.index, dtype=object)
+    return pd.Series(
+        np.array([text.lstrip("+") for text in texts], dtype=object)[codes], index=values.index, dtype=object
+    )
 
 
 def parse_timestamps(values: pd.Series, column: str, checker: RowChecker, *, now=None) -> pd.Series:
     """Parse ISO 8601 times; a time without an offset is read in TIME_ZONE; refuse far-future ones."""
     now = now or timezone.now()
-    has_zone = pd.Series(np.fromiter(
-        (text.endswith(("Z", "z")) or ZONE_SUFFIX.search(text) is not None for text in values.to_numpy(dtype=object)),
-        dtype=bool, count=len(values)), index=values.index)
+    has_zone = pd.Series(
+        np.fromiter(
+            (
+                text.endswith(("Z", "z")) or ZONE_SUFFIX.search(text) is not None
+                for text in values.to_numpy(dtype=object)
+            ),
+            dtype=bool,
+            count=len(values),
+        ),
+        index=values.index,
+    )
     parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
     if has_zone.any():
         parsed[has_zone] = pd.to_datetime(values[has_zone], format="ISO8601", errors="coerce", utc=True)
     naive = ~has_zone & (values != "")
     if naive.any():
         local = pd.to_datetime(values[naive], format="ISO8601", errors="coerce")
-        parsed[naive] = local.dt.tz_localize(settings.TIME_ZONE, ambiguous="NaT", nonexistent="NaT").dt.tz_convert("UTC")
+        parsed[naive] = local.dt.tz_localize(settings.TIME_ZONE, ambiguous="NaT", nonexistent="NaT").dt.tz_convert(
+            "UTC"
+        )
     checker.flag((values == "").to_numpy(), column, "missing time")
     checker.flag(parsed.isna().to_numpy(), column, lambda i: f"not an ISO 8601 time: {values.iloc[i]!r}")
     limit = pd.Timestamp(now + FUTURE_GRACE)
@@ -137,8 +150,9 @@ def check_ids(values: pd.Series, column: str, checker: RowChecker) -> None:
     checker.flag((values.str.len() > MAX_ID_LENGTH).to_numpy(), column, f"longer than {MAX_ID_LENGTH} characters")
 
 
-def validate_events(columns: dict[str, Sequence[str]], positions: Sequence[int], *, partner_ids: dict[str, int],
-                    now=None) -> tuple[pd.DataFrame, list[Rejection]]:
+def validate_events(
+    columns: dict[str, Sequence[str]], positions: Sequence[int], *, partner_ids: dict[str, int], now=None
+) -> tuple[pd.DataFrame, list[Rejection]]:
     """Check event rows given as columns of text; return the good rows ready to stage, and the rejections."""
     frame = pd.DataFrame({name: pd.Series(columns[name], dtype=object).astype(str) for name in EVENT_COLUMNS})
     checker = RowChecker(positions)
@@ -146,22 +160,29 @@ def validate_events(columns: dict[str, Sequence[str]], positions: Sequence[int],
     check_ids(frame["user_id"], "user_id", checker)
     partner_id = frame["partner"].map(partner_ids)
     checker.flag(partner_id.isna().to_numpy(), "partner", lambda i: f"unknown partner {frame['partner'].iloc[i]!r}")
-    checker.flag((~frame["kind"].isin(BehaviorEvent.Kind.values)).to_numpy(), "kind",
-                 lambda i: f"unknown kind {frame['kind'].iloc[i]!r} (one of {', '.join(BehaviorEvent.Kind.values)})")
-    checker.flag((frame["item_id"].str.len() > MAX_ID_LENGTH).to_numpy(), "item_id", f"longer than {MAX_ID_LENGTH} characters")
+    checker.flag(
+        (~frame["kind"].isin(BehaviorEvent.Kind.values)).to_numpy(),
+        "kind",
+        lambda i: f"unknown kind {frame['kind'].iloc[i]!r} (one of {', '.join(BehaviorEvent.Kind.values)})",
+    )
+    checker.flag(
+        (frame["item_id"].str.len() > MAX_ID_LENGTH).to_numpy(), "item_id", f"longer than {MAX_ID_LENGTH} characters"
+    )
     amount = parse_money(frame["amount"], "amount", checker)
     occurred_at = parse_timestamps(frame["occurred_at"], "occurred_at", checker, now=now)
     good = checker.good
-    staged = pd.DataFrame({
-        "position": np.asarray(positions)[good],
-        "partner_id": partner_id[good].astype("int64").to_numpy(),
-        "event_id": frame["event_id"][good].to_numpy(),
-        "user_ext": frame["user_id"][good].to_numpy(),
-        "kind": frame["kind"][good].to_numpy(),
-        "item_id": frame["item_id"][good].to_numpy(),
-        "amount": amount[good].to_numpy(),
-        "occurred_at": occurred_at[good].array,
-    })
+    staged = pd.DataFrame(
+        {
+            "position": np.asarray(positions)[good],
+            "partner_id": partner_id[good].astype("int64").to_numpy(),
+            "event_id": frame["event_id"][good].to_numpy(),
+            "user_ext": frame["user_id"][good].to_numpy(),
+            "kind": frame["kind"][good].to_numpy(),
+            "item_id": frame["item_id"][good].to_numpy(),
+            "amount": amount[good].to_numpy(),
+            "occurred_at": occurred_at[good].array,
+        }
+    )
     checker.rejections.sort(key=lambda rejection: rejection.position)
     return staged, checker.rejections
 
@@ -175,8 +196,10 @@ def stage_frame(cursor, table: str, ddl: str, frame: pd.DataFrame, columns: str)
 
 # Ids looked up per query; SQLite takes at most 32,766 parameters.
 _LOOKUP_CHUNK = 5_000
-_EVENT_STAGING_DDL = ("partner_id bigint, event_id varchar(64), user_id bigint, kind varchar(32), item_id varchar(64), "
-                      "amount numeric(14, 2), occurred_at timestamp with time zone, received_at timestamp with time zone")
+_EVENT_STAGING_DDL = (
+    "partner_id bigint, event_id varchar(64), user_id bigint, kind varchar(32), item_id varchar(64), "
+    "amount numeric(14, 2), occurred_at timestamp with time zone, received_at timestamp with time zone"
+)
 
 
 def events_ingest(staged: pd.DataFrame) -> IngestResult:
@@ -191,13 +214,23 @@ def events_ingest(staged: pd.DataFrame) -> IngestResult:
     now = timezone.now()
     with transaction.atomic(), connection.cursor() as cursor:
         user_ids, result.users_created = _user_ids_ensure(cursor, staged, now)
-        result.imported = _events_insert(cursor, pd.DataFrame({
-            "partner_id": staged["partner_id"].to_numpy(dtype="int64"), "event_id": staged["event_id"].to_numpy(),
-            "user_id": user_ids, "kind": staged["kind"].to_numpy(), "item_id": staged["item_id"].to_numpy(),
-            "amount": staged["amount"].to_numpy(),
-            "occurred_at": pd.to_datetime(staged["occurred_at"], utc=True).dt.tz_localize(None).to_numpy(),
-            "received_at": np.full(len(staged), pd.Timestamp(now).tz_convert("UTC").tz_localize(None).to_datetime64()),
-        }))
+        result.imported = _events_insert(
+            cursor,
+            pd.DataFrame(
+                {
+                    "partner_id": staged["partner_id"].to_numpy(dtype="int64"),
+                    "event_id": staged["event_id"].to_numpy(),
+                    "user_id": user_ids,
+                    "kind": staged["kind"].to_numpy(),
+                    "item_id": staged["item_id"].to_numpy(),
+                    "amount": staged["amount"].to_numpy(),
+                    "occurred_at": pd.to_datetime(staged["occurred_at"], utc=True).dt.tz_localize(None).to_numpy(),
+                    "received_at": np.full(
+                        len(staged), pd.Timestamp(now).tz_convert("UTC").tz_localize(None).to_datetime64()
+                    ),
+                }
+            ),
+        )
         result.duplicates = len(staged) - result.imported
         if result.imported:
             result.users_with_new_events = staged["user_ext"].unique().tolist()
@@ -220,8 +253,10 @@ def _events_insert(cursor, events: pd.DataFrame) -> int:
     cursor.execute(f"CREATE TEMPORARY TABLE event_batch ({_EVENT_STAGING_DDL})")
     bulk_insert_frame(cursor, "event_batch", events)
     # SQLite needs the WHERE to read ON CONFLICT as an upsert. No ANALYZE: nothing is joined.
-    cursor.execute(f"INSERT INTO analytics_behaviorevent ({columns}) SELECT {columns} FROM event_batch "
-                   "WHERE TRUE ON CONFLICT (partner_id, event_id) DO NOTHING")
+    cursor.execute(
+        f"INSERT INTO analytics_behaviorevent ({columns}) SELECT {columns} FROM event_batch "
+        "WHERE TRUE ON CONFLICT (partner_id, event_id) DO NOTHING"
+    )
     inserted = cursor.rowcount
     cursor.execute("DROP TABLE event_batch")
     return inserted
@@ -240,9 +275,16 @@ def _user_ids_ensure(cursor, staged: pd.DataFrame, now) -> tuple[np.ndarray, int
     if len(new):
         cursor.execute("DROP TABLE IF EXISTS user_batch")
         cursor.execute("CREATE TEMPORARY TABLE user_batch (external_id varchar(64), home_partner_id bigint)")
-        bulk_insert_frame(cursor, "user_batch", pd.DataFrame({
-            "external_id": new["user_ext"].to_numpy(), "home_partner_id": new["partner_id"].to_numpy(dtype="int64"),
-        }))
+        bulk_insert_frame(
+            cursor,
+            "user_batch",
+            pd.DataFrame(
+                {
+                    "external_id": new["user_ext"].to_numpy(),
+                    "home_partner_id": new["partner_id"].to_numpy(dtype="int64"),
+                }
+            ),
+        )
         # Another request may be creating some of them right now: theirs stand, ours are skipped.
         cursor.execute(
             """INSERT INTO analytics_enduser (external_id, home_partner_id, education, occupation, gender,
@@ -264,11 +306,13 @@ def user_ids_by_external_id(cursor, external_ids: list[str]) -> dict[str, int]:
     """Map the external ids that exist to their user ids."""
     found: dict[str, int] = {}
     for start in range(0, len(external_ids), _LOOKUP_CHUNK):
-        chunk = external_ids[start:start + _LOOKUP_CHUNK]
+        chunk = external_ids[start : start + _LOOKUP_CHUNK]
         if connection.vendor == "postgresql":
             cursor.execute("SELECT external_id, id FROM analytics_enduser WHERE external_id = ANY(%s)", [chunk])
         else:
             placeholders = ", ".join(["%s"] * len(chunk))
-            cursor.execute(f"SELECT external_id, id FROM analytics_enduser WHERE external_id IN ({placeholders})", chunk)
+            cursor.execute(
+                f"SELECT external_id, id FROM analytics_enduser WHERE external_id IN ({placeholders})", chunk
+            )
         found.update(cursor.fetchall())
     return found

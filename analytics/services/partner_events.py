@@ -24,7 +24,9 @@ def check_batch_size(count: int) -> None:
     if count > MAX_EVENTS_PER_REQUEST:
         raise ApplicationError(
             f"a batch takes at most {MAX_EVENTS_PER_REQUEST} events; this one has {count}: split it",
-            code="too_many_events", field="events", status=413,
+            code="too_many_events",
+            field="events",
+            status=413,
         )
 
 
@@ -62,7 +64,7 @@ def _check_column(name: str, values: list, first_problem: dict[int, Rejection]) 
             values[index] = ""
     text = "".join(values)
     # The whole column is checked at once; only a column with a problem is searched item by item.
-    if "\x00" in text or not text.isascii() and _text_problem(text):
+    if "\x00" in text or (not text.isascii() and _text_problem(text)):
         for index, value in enumerate(values):
             problem = _text_problem(value)
             if problem:
@@ -91,8 +93,9 @@ def events_ingest_items(*, partner_id: int, partner_slug: str, items: Sequence, 
         if first_problem:
             columns = {name: [values[index] for index in positions] for name, values in columns.items()}
         columns["partner"] = [partner_slug] * len(positions)
-        staged, invalid = validate_events(columns, positions, partner_ids={partner_slug: partner_id},
-                                          now=now or timezone.now())
+        staged, invalid = validate_events(
+            columns, positions, partner_ids={partner_slug: partner_id}, now=now or timezone.now()
+        )
         result = events_ingest(staged)
         rejected.extend(invalid)
     result.rejected = sorted(rejected, key=lambda rejection: rejection.position)

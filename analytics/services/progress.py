@@ -3,7 +3,15 @@
 from contextlib import contextmanager
 
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 @contextmanager
@@ -14,7 +22,14 @@ def progress_bar(description: str, total: int | None, *, unit: str = "rows", str
         return
     amount = DownloadColumn() if unit == "bytes" else MofNCompleteColumn()
     console = Console(file=stream, stderr=stream is None)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), amount, TimeElapsedColumn(), TimeRemainingColumn(),
-                  console=console, transient=False) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        amount,
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
         task = progress.add_task(description, total=total)
         yield lambda completed: progress.update(task, completed=completed)

@@ -12,8 +12,17 @@ from crossmkt_site.errors import ApplicationError
 from ..models import ModelRun
 
 
-def model_run_save(*, model: str, params: dict, metrics: dict, n_train: int, artifact: object,
-                   data_start: datetime | None = None, data_end: datetime | None = None, activate: bool = True) -> ModelRun:
+def model_run_save(
+    *,
+    model: str,
+    params: dict,
+    metrics: dict,
+    n_train: int,
+    artifact: object,
+    data_start: datetime | None = None,
+    data_end: datetime | None = None,
+    activate: bool = True,
+) -> ModelRun:
     """Store a fitted model as the next version of its kind, and make it the active one unless told not to."""
     buffer = io.BytesIO()
     pickle.dump(artifact, buffer, protocol=pickle.HIGHEST_PROTOCOL)
@@ -24,8 +33,15 @@ def model_run_save(*, model: str, params: dict, metrics: dict, n_train: int, art
                 if activate:
                     ModelRun.objects.filter(model=model, is_active=True).update(is_active=False)
                 return ModelRun.objects.create(
-                    model=model, version=version, is_active=activate, params=params, metrics=metrics, n_train=n_train,
-                    artifact=buffer.getvalue(), data_start=data_start, data_end=data_end,
+                    model=model,
+                    version=version,
+                    is_active=activate,
+                    params=params,
+                    metrics=metrics,
+                    n_train=n_train,
+                    artifact=buffer.getvalue(),
+                    data_start=data_start,
+                    data_end=data_end,
                 )
         except IntegrityError:
             # Two trainings finished at once and took the same version number; take the next.
@@ -38,8 +54,11 @@ def model_run_active(*, model: str) -> ModelRun:
     """Return the active run of a model, or a clear error saying how to train one."""
     run = ModelRun.objects.filter(model=model, is_active=True).first()
     if run is None:
-        raise ApplicationError(f"no trained {model} model yet; run: python manage.py train --model {model}",
-                               code="not_trained", field="model")
+        raise ApplicationError(
+            f"no trained {model} model yet; run: python manage.py train --model {model}",
+            code="not_trained",
+            field="model",
+        )
     return run
 
 

@@ -47,22 +47,33 @@ def scores_write(*, run: ModelRun, scores: pd.DataFrame, scored_at: datetime) ->
         return 0
     n = len(scores)
     nothing = pd.Series(np.nan, index=scores.index)
-    rows = pd.DataFrame({
-        "user_id": scores.index.to_numpy(dtype=np.int64), "model": run.model, "run_id": run.pk,
-        # NaN goes in as NULL: PostgreSQL would store NaN as a number larger than any other.
-        "score": pd.to_numeric(scores["score"] if "score" in scores else nothing, errors="coerce").astype(float).to_numpy(),
-        # Money to the fen, as the numeric(14, 2) column keeps it.
-        "value": pd.to_numeric(scores["value"] if "value" in scores else nothing, errors="coerce").astype(float).round(2)
-        .to_numpy(),
-        "label": (scores["label"].fillna("").astype(str) if "label" in scores else pd.Series([""] * n, index=scores.index))
-        .to_numpy(dtype=object),
-        "scored_at": pd.Timestamp(scored_at),
-    })
+    rows = pd.DataFrame(
+        {
+            "user_id": scores.index.to_numpy(dtype=np.int64),
+            "model": run.model,
+            "run_id": run.pk,
+            # NaN goes in as NULL: PostgreSQL would store NaN as a number larger than any other.
+            "score": pd.to_numeric(scores["score"] if "score" in scores else nothing, errors="coerce")
+            .astype(float)
+            .to_numpy(),
+            # Money to the fen, as the numeric(14, 2) column keeps it.
+            "value": pd.to_numeric(scores["value"] if "value" in scores else nothing, errors="coerce")
+            .astype(float)
+            .round(2)
+            .to_numpy(),
+            "label": (
+                scores["label"].fillna("").astype(str) if "label" in scores else pd.Series([""] * n, index=scores.index)
+            ).to_numpy(dtype=object),
+            "scored_at": pd.Timestamp(scored_at),
+        }
+    )
     columns = list(rows.columns)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS staging_scores")
-        cursor.execute("CREATE TEMPORARY TABLE staging_scores (user_id bigint, model varchar(32), run_id bigint, "
-                       "score double precision, value numeric(14, 2), label varchar(64), scored_at timestamp with time zone)")
+        cursor.execute(
+            "CREATE TEMPORARY TABLE staging_scores (user_id bigint, model varchar(32), run_id bigint, "
+            "score double precision, value numeric(14, 2), label varchar(64), scored_at timestamp with time zone)"
+        )
         bulk_insert_frame(cursor, "staging_scores", rows)
         cursor.execute(
             f"""INSERT INTO {UserScore._meta.db_table} ({", ".join(columns)})
@@ -85,7 +96,9 @@ def score_chunk(*, model: str, id_range: tuple[int, int], as_of: datetime | None
     if len(frame):  # not frame.empty: a scorer may read no columns and still score every row
         written = scores_write(run=run, scores=scorer.score(frame, as_of=as_of), scored_at=as_of)
     # A user the model no longer scores (a member who cancelled, say) must not keep a stale score.
-    UserScore.objects.filter(model=model, user_id__gte=id_range[0], user_id__lt=id_range[1]).exclude(scored_at=as_of).delete()
+    UserScore.objects.filter(model=model, user_id__gte=id_range[0], user_id__lt=id_range[1]).exclude(
+        scored_at=as_of
+    ).delete()
     return written
 
 
@@ -94,7 +107,9 @@ def score_all(*, models=SCORED_MODELS, wait: bool = True, on_chunk=None, chunk_u
     for model in models:
         model_run_active(model=model)  # a clear error before any worker starts
     chunks = score_chunks(chunk_users=chunk_users)
-    job = group(signature(SCORE_CHUNK_TASK, args=(model, lo, hi)) for model in models for lo, hi in chunks).apply_async()
+    job = group(
+        signature(SCORE_CHUNK_TASK, args=(model, lo, hi)) for model in models for lo, hi in chunks
+    ).apply_async()
     if not wait:
         return {"tasks": len(job.results), "group_id": job.id}
     scored = dict.fromkeys(models, 0)

@@ -25,8 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -40,19 +39,44 @@ from .features import features_sql
 CONTROL = "control"
 ANY_STRATUM = "*"
 FEATURES: tuple[str, ...] = (
-    "watching_count", "course_view_count", "purchasing_count", "purchase_days", "total_spend", "activity_count",
-    "discounts_received", "is_member", "membership_paid", "days_since_last_event", "days_since_last_purchase",
-    "tenure_days", "age", "watching_per_year", "course_views_per_year", "purchases_per_year", "activities_per_year",
+    "watching_count",
+    "course_view_count",
+    "purchasing_count",
+    "purchase_days",
+    "total_spend",
+    "activity_count",
+    "discounts_received",
+    "is_member",
+    "membership_paid",
+    "days_since_last_event",
+    "days_since_last_purchase",
+    "tenure_days",
+    "age",
+    "watching_per_year",
+    "course_views_per_year",
+    "purchases_per_year",
+    "activities_per_year",
     "redemptions_per_year",
 )
 # Rates per year of a user's time since their first event (at least this many days), so that
 # a user who arrived last month is not mistaken for an inactive one.
 MINIMUM_EXPOSURE_DAYS = 30.0
-_RATES = {"watching_per_year": "watching_count", "course_views_per_year": "course_view_count",
-          "purchases_per_year": "purchasing_count", "activities_per_year": "activity_count",
-          "redemptions_per_year": "discounts_received"}
-_COUNTS = ("watching_count", "course_view_count", "purchasing_count", "purchase_days", "total_spend", "activity_count",
-           "discounts_received")
+_RATES = {
+    "watching_per_year": "watching_count",
+    "course_views_per_year": "course_view_count",
+    "purchases_per_year": "purchasing_count",
+    "activities_per_year": "activity_count",
+    "redemptions_per_year": "discounts_received",
+}
+_COUNTS = (
+    "watching_count",
+    "course_view_count",
+    "purchasing_count",
+    "purchase_days",
+    "total_spend",
+    "activity_count",
+    "discounts_received",
+)
 
 
 def _days(later: datetime, earlier: pd.Series) -> np.ndarray:
@@ -70,12 +94,14 @@ def uplift_features(user_ids: Sequence[int] | np.ndarray, *, as_of: datetime) ->
     ids = np.asarray(user_ids, dtype=np.int64)
     if not len(ids):
         return pd.DataFrame(columns=list(FEATURES), index=pd.Index(ids, name="user_id"), dtype=float)
-    as_of = as_of.astimezone(dt_timezone.utc)
+    as_of = as_of.astimezone(UTC)
     low, high = int(ids.min()), int(ids.max()) + 1
     user_filter = "AND e.user_id >= %(low)s AND e.user_id < %(high)s"
     with connection.cursor() as cursor:
-        cursor.execute(features_sql(as_of_param=True, user_filter=user_filter),
-                       {"zone": settings.TIME_ZONE, "as_of": as_of, "low": low, "high": high})
+        cursor.execute(
+            features_sql(as_of_param=True, user_filter=user_filter),
+            {"zone": settings.TIME_ZONE, "as_of": as_of, "low": low, "high": high},
+        )
         events = pd.DataFrame(cursor.fetchall(), columns=[column[0] for column in cursor.description])
         cursor.execute("SELECT id, age, signed_up_at FROM analytics_enduser WHERE id >= %s AND id < %s", [low, high])
         users = pd.DataFrame(cursor.fetchall(), columns=["user_id", "age", "signed_up_at"])
@@ -91,7 +117,8 @@ def uplift_features(user_ids: Sequence[int] | np.ndarray, *, as_of: datetime) ->
     frame["days_since_last_event"] = _days(as_of, events["last_event_at"])
     frame["days_since_last_purchase"] = _days(as_of, events["last_purchase_at"])
     joined = pd.to_datetime(users["signed_up_at"], utc=True, format="ISO8601").fillna(
-        pd.to_datetime(events["first_event_at"], utc=True, format="ISO8601"))
+        pd.to_datetime(events["first_event_at"], utc=True, format="ISO8601")
+    )
     frame["tenure_days"] = _days(as_of, joined)
     frame["age"] = pd.to_numeric(users["age"], errors="coerce").astype(float).to_numpy()
     exposure = np.maximum(np.nan_to_num(_days(as_of, events["first_event_at"]), nan=0.0), MINIMUM_EXPOSURE_DAYS)
@@ -145,12 +172,17 @@ def experiment_rows(experiments: Iterable[Experiment], *, skipped: Sequence[str]
         features = uplift_features(rows["user_id"].to_numpy(), as_of=experiment.as_of)
         feature_frames.append(features.reset_index(drop=True))
         frames.append(rows)
-        sources.append({
-            "campaign": experiment.name, "kind": experiment.kind, "as_of": experiment.as_of.isoformat(),
-            "users": len(rows), "treated": int((rows["role"] == "treated").sum()),
-            "control": int((rows["role"] == CONTROL).sum()),
-            "packages": sorted(set(rows.loc[rows["role"] == "treated", "package"])),
-        })
+        sources.append(
+            {
+                "campaign": experiment.name,
+                "kind": experiment.kind,
+                "as_of": experiment.as_of.isoformat(),
+                "users": len(rows),
+                "treated": int((rows["role"] == "treated").sum()),
+                "control": int((rows["role"] == CONTROL).sum()),
+                "packages": sorted(set(rows.loc[rows["role"] == "treated", "package"])),
+            }
+        )
     if not frames:
         empty = pd.DataFrame(columns=["experiment", "user_id", "role", "package", "converted", "revenue", "share"])
         return ExperimentRows(empty, pd.DataFrame(columns=list(FEATURES)), sources, list(skipped))

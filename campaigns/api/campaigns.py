@@ -42,15 +42,21 @@ class CampaignListApi(APIView):
         responses={200: paginated_schema(CampaignSerializer, "PaginatedCampaignList"), **error_responses(400, 404)},
     )
     def get(self, request):
-        campaigns = filter_queryset(CampaignFilter, request=request, queryset=campaign_list_visible(partner=request.user))
+        campaigns = filter_queryset(
+            CampaignFilter, request=request, queryset=campaign_list_visible(partner=request.user)
+        )
         return paginated_response(queryset=campaigns, serializer_class=CampaignSerializer, request=request, view=self)
 
 
 class CampaignDetailApi(APIView):
     """Show one of the calling partner's campaigns."""
 
-    @extend_schema(operation_id="campaign_retrieve", summary="One campaign", tags=["campaigns"],
-                   responses={200: CampaignSerializer, **error_responses(404)})
+    @extend_schema(
+        operation_id="campaign_retrieve",
+        summary="One campaign",
+        tags=["campaigns"],
+        responses={200: CampaignSerializer, **error_responses(404)},
+    )
     def get(self, request, slug: str):
         return Response(CampaignSerializer(campaign_get_visible(partner=request.user, slug=slug)).data)
 
@@ -77,5 +83,7 @@ class CampaignReportApi(APIView):
         report = campaign_report(campaign=campaign).to_dict()
         if report["uplift_models"]:
             visible = set(Campaign.objects.visible_to(request.user).values_list("slug", flat=True))
-            report["uplift_models"]["sources"] = [name for name in report["uplift_models"]["sources"] if name in visible]
+            report["uplift_models"]["sources"] = [
+                name for name in report["uplift_models"]["sources"] if name in visible
+            ]
         return Response(report)

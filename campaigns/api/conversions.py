@@ -14,14 +14,16 @@ class ConversionCreateApi(APIView):
     """Record a conversion the calling partner reports."""
 
     class InputSerializer(serializers.Serializer):
-        conversion_id = serializers.CharField(max_length=64, trim_whitespace=False,
-                                              help_text="Your id for the sale; unique per partner.")
+        conversion_id = serializers.CharField(
+            max_length=64, trim_whitespace=False, help_text="Your id for the sale; unique per partner."
+        )
         user_id = serializers.CharField(max_length=64, trim_whitespace=False, help_text="The user's pseudonymous id.")
         amount = MoneyInputField()
         occurred_at = serializers.DateTimeField()
         # \Z, not $: the field searches, and $ would let a trailing newline through.
-        offer_code = serializers.RegexField(r"^[0-9A-Za-z]{1,32}\Z", required=False,
-                                            help_text="The offer the sale used, if any.")
+        offer_code = serializers.RegexField(
+            r"^[0-9A-Za-z]{1,32}\Z", required=False, help_text="The offer the sale used, if any."
+        )
         campaign = serializers.SlugField(max_length=64, required=False, help_text="The campaign to credit, if any.")
 
     class OutputSerializer(serializers.Serializer):
@@ -45,17 +47,33 @@ class ConversionCreateApi(APIView):
         tags=["conversions"],
         request=InputSerializer,
         responses={201: OutputSerializer, 200: OutputSerializer, **error_responses(*BODY_ERRORS, 404, 409, 422)},
-        examples=[OpenApiExample("A course sale after a coupon", request_only=True, value={
-            "conversion_id": "order-88231", "user_id": "u0001", "amount": "179.00",
-            "occurred_at": "2026-03-02T10:15:00+08:00", "offer_code": "7K3M9QX2HV4TBN8C",
-        })],
+        examples=[
+            OpenApiExample(
+                "A course sale after a coupon",
+                request_only=True,
+                value={
+                    "conversion_id": "order-88231",
+                    "user_id": "u0001",
+                    "amount": "179.00",
+                    "occurred_at": "2026-03-02T10:15:00+08:00",
+                    "offer_code": "7K3M9QX2HV4TBN8C",
+                },
+            )
+        ],
     )
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         conversion, created = conversion_record(
-            partner=request.user, conversion_id=data["conversion_id"], user_id=data["user_id"], amount=data["amount"],
-            occurred_at=data["occurred_at"], offer_code=data.get("offer_code", ""), campaign_slug=data.get("campaign", ""),
+            partner=request.user,
+            conversion_id=data["conversion_id"],
+            user_id=data["user_id"],
+            amount=data["amount"],
+            occurred_at=data["occurred_at"],
+            offer_code=data.get("offer_code", ""),
+            campaign_slug=data.get("campaign", ""),
         )
-        return Response(self.OutputSerializer(conversion).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(
+            self.OutputSerializer(conversion).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )

@@ -19,7 +19,9 @@ class DealSerializer(serializers.Serializer):
     source_partner = serializers.CharField(source="source_partner.slug", help_text="Where the trigger happens.")
     target_partner = serializers.CharField(source="target_partner.slug", help_text="Who provides the benefit.")
     trigger = serializers.ChoiceField(choices=Deal.Trigger.choices)
-    trigger_courses = RelatedSlugsField(attribute="sku", help_text="SKUs of the courses whose purchase triggers the deal.")
+    trigger_courses = RelatedSlugsField(
+        attribute="sku", help_text="SKUs of the courses whose purchase triggers the deal."
+    )
     trigger_min_spend = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True, help_text="CNY.")
     benefit = serializers.ChoiceField(choices=Deal.Benefit.choices)
     benefit_days = serializers.IntegerField(allow_null=True)
@@ -30,9 +32,12 @@ class DealSerializer(serializers.Serializer):
     max_grants = serializers.IntegerField(allow_null=True)
     max_amount = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True, help_text="CNY.")
     settlement_price = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="CNY per grant.")
-    revenue_share = serializers.DecimalField(max_digits=5, decimal_places=4,
-                                             help_text="Fraction of what granted users spend at the target partner "
-                                                       "that the target pays back to the source each month.")
+    revenue_share = serializers.DecimalField(
+        max_digits=5,
+        decimal_places=4,
+        help_text="Fraction of what granted users spend at the target partner "
+        "that the target pays back to the source each month.",
+    )
     status = serializers.ChoiceField(choices=Deal.Status.choices)
     granted_count = serializers.IntegerField()
     granted_amount = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="CNY.")
@@ -50,14 +55,22 @@ class DealListApi(APIView):
     )
     def get(self, request):
         deals = filter_queryset(DealFilter, request=request, queryset=deal_list_visible(partner=request.user))
-        return paginated_response(queryset=deals.prefetch_related("trigger_courses"), serializer_class=DealSerializer,
-                                  request=request, view=self)
+        return paginated_response(
+            queryset=deals.prefetch_related("trigger_courses"),
+            serializer_class=DealSerializer,
+            request=request,
+            view=self,
+        )
 
 
 class DealDetailApi(APIView):
     """Show one of the calling partner's deals."""
 
-    @extend_schema(operation_id="deal_retrieve", summary="One deal", tags=["deals"],
-                   responses={200: DealSerializer, **error_responses(404)})
+    @extend_schema(
+        operation_id="deal_retrieve",
+        summary="One deal",
+        tags=["deals"],
+        responses={200: DealSerializer, **error_responses(404)},
+    )
     def get(self, request, slug: str):
         return Response(DealSerializer(deal_get_visible(partner=request.user, slug=slug)).data)

@@ -23,9 +23,15 @@ class EventItemSerializer(serializers.Serializer):
     event_id = serializers.CharField(max_length=64, help_text="Your id for the event; sending it again is a duplicate.")
     user_id = serializers.CharField(max_length=64, help_text="The user's pseudonymous id. A new id creates the user.")
     kind = serializers.ChoiceField(choices=BehaviorEvent.Kind.choices)
-    item_id = serializers.CharField(max_length=64, required=False, allow_blank=True,
-                                    help_text="The course SKU, film id, membership or activity the event is about.")
-    amount = MoneyInputField(required=False, help_text="CNY as a decimal string, at most two decimals; 0 when left out.")
+    item_id = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_blank=True,
+        help_text="The course SKU, film id, membership or activity the event is about.",
+    )
+    amount = MoneyInputField(
+        required=False, help_text="CNY as a decimal string, at most two decimals; 0 when left out."
+    )
     occurred_at = serializers.DateTimeField(
         help_text="ISO 8601; without an offset it is read in the server's TIME_ZONE (Asia/Shanghai by default).",
     )
@@ -77,7 +83,9 @@ class EventsIngestApi(APIView):
 
     class OutputSerializer(serializers.Serializer):
         accepted = serializers.IntegerField(help_text="Events stored now.")
-        duplicates = serializers.IntegerField(help_text="Events whose event_id this partner had sent before; not stored again.")
+        duplicates = serializers.IntegerField(
+            help_text="Events whose event_id this partner had sent before; not stored again."
+        )
         rejected = RejectedEventSerializer(many=True, help_text="Items not stored, by index, with the reason.")
 
     @extend_schema(
@@ -92,16 +100,40 @@ class EventsIngestApi(APIView):
         request=InputSerializer,
         responses={200: OutputSerializer, **error_responses(*BODY_ERRORS)},
         examples=[
-            OpenApiExample("Two events", request_only=True, value={"events": [
-                {"event_id": "e-1001", "user_id": "u0001", "kind": "film_watch", "item_id": "F00042",
-                 "occurred_at": "2026-03-01T20:00:00+08:00"},
-                {"event_id": "e-1002", "user_id": "u0001", "kind": "course_purchase", "item_id": "ECO-101",
-                 "amount": "199.00", "occurred_at": "2026-03-02T10:15:00+08:00"},
-            ]}),
-            OpenApiExample("One rejected", response_only=True, value={
-                "accepted": 1, "duplicates": 0,
-                "rejected": [{"index": 1, "field": "amount", "code": "invalid", "message": "negative amount: -5.00"}],
-            }),
+            OpenApiExample(
+                "Two events",
+                request_only=True,
+                value={
+                    "events": [
+                        {
+                            "event_id": "e-1001",
+                            "user_id": "u0001",
+                            "kind": "film_watch",
+                            "item_id": "F00042",
+                            "occurred_at": "2026-03-01T20:00:00+08:00",
+                        },
+                        {
+                            "event_id": "e-1002",
+                            "user_id": "u0001",
+                            "kind": "course_purchase",
+                            "item_id": "ECO-101",
+                            "amount": "199.00",
+                            "occurred_at": "2026-03-02T10:15:00+08:00",
+                        },
+                    ]
+                },
+            ),
+            OpenApiExample(
+                "One rejected",
+                response_only=True,
+                value={
+                    "accepted": 1,
+                    "duplicates": 0,
+                    "rejected": [
+                        {"index": 1, "field": "amount", "code": "invalid", "message": "negative amount: -5.00"}
+                    ],
+                },
+            ),
         ],
     )
     def post(self, request):
@@ -109,8 +141,12 @@ class EventsIngestApi(APIView):
         serializer.is_valid(raise_exception=True)
         result = events_accept(partner=request.user, items=serializer.validated_data["events"])
         rejected = [
-            {"index": rejection.position, "field": None if rejection.column == WHOLE_ITEM else rejection.column,
-             "code": "invalid", "message": rejection.reason}
+            {
+                "index": rejection.position,
+                "field": None if rejection.column == WHOLE_ITEM else rejection.column,
+                "code": "invalid",
+                "message": rejection.reason,
+            }
             for rejection in result.rejected
         ]
         output = {"accepted": result.imported, "duplicates": result.duplicates, "rejected": rejected}

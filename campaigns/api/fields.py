@@ -21,10 +21,14 @@ class RelatedSlugsField(serializers.ListField):
 MONEY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
 
 
-@extend_schema_field({
-    "type": "string", "pattern": MONEY_PATTERN, "example": "199.00",
-    "description": "CNY as a decimal string with at most two decimals, not negative.",
-})
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": MONEY_PATTERN,
+        "example": "199.00",
+        "description": "CNY as a decimal string with at most two decimals, not negative.",
+    }
+)
 class MoneyInputField(serializers.Field):
     """Read an amount of CNY sent as a decimal string ("199.00"); numbers are refused, so no float ever carries money."""
 

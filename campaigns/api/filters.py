@@ -1,6 +1,6 @@
 """Query filters for the lists that grow (django-filter), and their errors in the API's format."""
 
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 
 import django_filters
 from django_filters.utils import translate_validation
@@ -14,7 +14,7 @@ from ..models import Campaign, Deal
 def _in_utc(name: str, value: datetime) -> datetime:
     # An offset beyond what PostgreSQL takes (+22:55 is valid ISO 8601) must not reach the database.
     try:
-        return value.astimezone(dt_timezone.utc)
+        return value.astimezone(UTC)
     except OverflowError:
         raise ValidationError({name: ["this time is out of range"]}) from None
 
@@ -22,7 +22,8 @@ def _in_utc(name: str, value: datetime) -> datetime:
 class DealFilter(django_filters.FilterSet):
     status = django_filters.MultipleChoiceFilter(choices=Deal.Status.choices)
     role = django_filters.ChoiceFilter(
-        choices=[("source", "source"), ("target", "target")], method="filter_role",
+        choices=[("source", "source"), ("target", "target")],
+        method="filter_role",
     )
     active_at = django_filters.IsoDateTimeFilter(method="filter_active_at")
 
@@ -65,20 +66,31 @@ def filter_queryset(filterset_class, *, request, queryset):
 
 def _status_parameter(choices, what: str) -> OpenApiParameter:
     return OpenApiParameter(
-        "status", OpenApiTypes.STR, enum=[value for value, _label in choices], many=True, explode=True,
+        "status",
+        OpenApiTypes.STR,
+        enum=[value for value, _label in choices],
+        many=True,
+        explode=True,
         description=f"Only {what} in these statuses (repeat the parameter for several).",
     )
 
 
 DEAL_FILTER_PARAMETERS = [
     _status_parameter(Deal.Status.choices, "deals"),
-    OpenApiParameter("role", OpenApiTypes.STR, enum=["source", "target"],
-                     description="Only deals where this partner is the source (trigger side) or the target (benefit side)."),
+    OpenApiParameter(
+        "role",
+        OpenApiTypes.STR,
+        enum=["source", "target"],
+        description="Only deals where this partner is the source (trigger side) or the target (benefit side).",
+    ),
     OpenApiParameter("active_at", OpenApiTypes.DATETIME, description="Only deals whose term contains this time."),
 ]
 
 CAMPAIGN_FILTER_PARAMETERS = [
     _status_parameter(Campaign.Status.choices, "campaigns"),
-    OpenApiParameter("running_at", OpenApiTypes.DATETIME,
-                     description="Only campaigns running at this time (status running, window containing it)."),
+    OpenApiParameter(
+        "running_at",
+        OpenApiTypes.DATETIME,
+        description="Only campaigns running at this time (status running, window containing it).",
+    ),
 ]

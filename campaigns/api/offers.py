@@ -27,11 +27,15 @@ def idempotency_key_from(request) -> str:
     if not key:
         raise ApplicationError(
             f"send an {IDEMPOTENCY_HEADER} header (a unique value per redemption, e.g. a UUID) so a retry is not "
-            "a second redemption", code="required", field=IDEMPOTENCY_HEADER,
+            "a second redemption",
+            code="required",
+            field=IDEMPOTENCY_HEADER,
         )
     if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key):
         raise ApplicationError(
-            f"{IDEMPOTENCY_HEADER} must be 1 to 128 visible ASCII characters", code="invalid", field=IDEMPOTENCY_HEADER,
+            f"{IDEMPOTENCY_HEADER} must be 1 to 128 visible ASCII characters",
+            code="invalid",
+            field=IDEMPOTENCY_HEADER,
         )
     return key
 
@@ -42,7 +46,9 @@ class OfferRedeemApi(APIView):
     class InputSerializer(serializers.Serializer):
         order_amount = MoneyInputField(help_text="The order's amount in CNY, before the discount.")
         item_id = StrictCharField(
-            required=False, allow_blank=True, max_length=64,
+            required=False,
+            allow_blank=True,
+            max_length=64,
             help_text="The course SKU or bundle slug bought; needed for coupons valid only for some courses or bundles.",
         )
 
@@ -50,8 +56,9 @@ class OfferRedeemApi(APIView):
         code = serializers.CharField(source="offer.code")
         kind = serializers.ChoiceField(source="offer.kind", choices=Rule.OfferKind.choices)
         order_amount = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="CNY.")
-        discount = serializers.DecimalField(max_digits=14, decimal_places=2,
-                                            help_text="CNY taken off the order (0 for a trial, ticket or membership).")
+        discount = serializers.DecimalField(
+            max_digits=14, decimal_places=2, help_text="CNY taken off the order (0 for a trial, ticket or membership)."
+        )
         idempotency_key = serializers.CharField()
         redeemed_at = serializers.DateTimeField(source="created_at")
 
@@ -65,19 +72,38 @@ class OfferRedeemApi(APIView):
         ),
         tags=["offers"],
         parameters=[
-            OpenApiParameter("code", OpenApiTypes.STR, OpenApiParameter.PATH, pattern=OFFER_CODE_PATTERN,
-                             description="The offer's code, as the user shows it."),
-            OpenApiParameter(IDEMPOTENCY_HEADER, OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
-                             pattern=IDEMPOTENCY_KEY_PATTERN, description="A unique value per redemption, e.g. a UUID."),
+            OpenApiParameter(
+                "code",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                pattern=OFFER_CODE_PATTERN,
+                description="The offer's code, as the user shows it.",
+            ),
+            OpenApiParameter(
+                IDEMPOTENCY_HEADER,
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                required=True,
+                pattern=IDEMPOTENCY_KEY_PATTERN,
+                description="A unique value per redemption, e.g. a UUID.",
+            ),
         ],
         request=InputSerializer,
         responses={200: OutputSerializer, **error_responses(*BODY_ERRORS, 404, 409, 422)},
         examples=[
             OpenApiExample("An order", request_only=True, value={"order_amount": "199.00"}),
-            OpenApiExample("Redeemed", response_only=True, value={
-                "code": "7K3M9QX2HV4TBN8C", "kind": "coupon", "order_amount": "199.00", "discount": "20.00",
-                "idempotency_key": "2f1c7d5e-8a4b-4c1e-9f0a-3b6d2e7c9a10", "redeemed_at": "2026-03-02T10:15:00+08:00",
-            }),
+            OpenApiExample(
+                "Redeemed",
+                response_only=True,
+                value={
+                    "code": "7K3M9QX2HV4TBN8C",
+                    "kind": "coupon",
+                    "order_amount": "199.00",
+                    "discount": "20.00",
+                    "idempotency_key": "2f1c7d5e-8a4b-4c1e-9f0a-3b6d2e7c9a10",
+                    "redeemed_at": "2026-03-02T10:15:00+08:00",
+                },
+            ),
         ],
     )
     def post(self, request, code: str):
@@ -86,6 +112,11 @@ class OfferRedeemApi(APIView):
         idempotency_key = idempotency_key_from(request)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        entry = offer_redeem(code=code, partner=request.user, order_amount=serializer.validated_data["order_amount"],
-                             idempotency_key=idempotency_key, item_id=serializer.validated_data.get("item_id", ""))
+        entry = offer_redeem(
+            code=code,
+            partner=request.user,
+            order_amount=serializer.validated_data["order_amount"],
+            idempotency_key=idempotency_key,
+            item_id=serializer.validated_data.get("item_id", ""),
+        )
         return Response(self.OutputSerializer(entry).data)

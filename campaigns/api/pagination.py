@@ -12,8 +12,13 @@ def _positive_int_parameter(request, name: str, *, default: int, maximum: int | 
     if not values:
         return default
     limit = f" and at most {maximum}" if maximum else ""
-    if len(values) > 1 or not values[0].isascii() or not values[0].isdigit() or int(values[0]) < 1 \
-            or (maximum and int(values[0]) > maximum):
+    if (
+        len(values) > 1
+        or not values[0].isascii()
+        or not values[0].isdigit()
+        or int(values[0]) < 1
+        or (maximum and int(values[0]) > maximum)
+    ):
         raise ValidationError({name: [f"give {name} once, as a whole number from 1{limit}"]})
     return int(values[0])
 
@@ -26,8 +31,9 @@ class PartnerPagination(PageNumberPagination):
     max_page_size = 1000
 
     def get_page_size(self, request):
-        return _positive_int_parameter(request, self.page_size_query_param, default=self.page_size,
-                                       maximum=self.max_page_size)
+        return _positive_int_parameter(
+            request, self.page_size_query_param, default=self.page_size, maximum=self.max_page_size
+        )
 
     def get_page_number(self, request, paginator):
         return _positive_int_parameter(request, self.page_query_param, default=1)
@@ -56,7 +62,8 @@ def paginated_schema(serializer_class, name: str):
 PAGE_PARAMETERS = [
     OpenApiParameter("page", {"type": "integer", "minimum": 1}, description="Page number, from 1."),
     OpenApiParameter(
-        "page_size", {"type": "integer", "minimum": 1, "maximum": PartnerPagination.max_page_size},
+        "page_size",
+        {"type": "integer", "minimum": 1, "maximum": PartnerPagination.max_page_size},
         description=f"Items per page (default {PartnerPagination.page_size}).",
     ),
 ]

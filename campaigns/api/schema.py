@@ -18,7 +18,8 @@ class PartnerApiSchema(AutoSchema):
 
 class ErrorItemSerializer(serializers.Serializer):
     field = serializers.CharField(
-        allow_null=True, help_text="The field at fault as a dotted path (`events.3.amount`), a header name, or null.",
+        allow_null=True,
+        help_text="The field at fault as a dotted path (`events.3.amount`), a header name, or null.",
     )
     code = serializers.CharField(help_text="Machine-readable reason, e.g. `required`, `invalid`, `not_found`.")
     message = serializers.CharField(help_text="What is wrong, for a person.")
@@ -40,19 +41,68 @@ _DESCRIPTIONS = {
 }
 
 _EXAMPLES = {
-    400: ("Invalid field", {"errors": [{"field": "amount", "code": "invalid", "message": "A valid number is required."}]}),
-    401: ("No key", {"errors": [{"field": None, "code": "not_authenticated",
-                                 "message": "Authentication credentials were not provided."}]}),
+    400: (
+        "Invalid field",
+        {"errors": [{"field": "amount", "code": "invalid", "message": "A valid number is required."}]},
+    ),
+    401: (
+        "No key",
+        {
+            "errors": [
+                {"field": None, "code": "not_authenticated", "message": "Authentication credentials were not provided."}
+            ]
+        },
+    ),
     404: ("Not found", {"errors": [{"field": None, "code": "not_found", "message": "Not found."}]}),
     409: ("Conflict", {"errors": [{"field": None, "code": "conflict", "message": "already used with different data"}]}),
-    413: ("Too large", {"errors": [{"field": None, "code": "too_large",
-                                    "message": "the body is 70000 bytes; this endpoint takes at most 65536"}]}),
-    415: ("Not JSON", {"errors": [{"field": None, "code": "unsupported_media_type",
-                                   "message": "Unsupported media type \"text/plain\" in request."}]}),
-    422: ("Key reused", {"errors": [{"field": "Idempotency-Key", "code": "idempotency_key_reused",
-                                     "message": "this Idempotency-Key was already used for another offer"}]}),
-    429: ("Throttled", {"errors": [{"field": None, "code": "throttled",
-                                    "message": "Request was throttled. Expected available in 12 seconds."}]}),
+    413: (
+        "Too large",
+        {
+            "errors": [
+                {
+                    "field": None,
+                    "code": "too_large",
+                    "message": "the body is 70000 bytes; this endpoint takes at most 65536",
+                }
+            ]
+        },
+    ),
+    415: (
+        "Not JSON",
+        {
+            "errors": [
+                {
+                    "field": None,
+                    "code": "unsupported_media_type",
+                    "message": 'Unsupported media type "text/plain" in request.',
+                }
+            ]
+        },
+    ),
+    422: (
+        "Key reused",
+        {
+            "errors": [
+                {
+                    "field": "Idempotency-Key",
+                    "code": "idempotency_key_reused",
+                    "message": "this Idempotency-Key was already used for another offer",
+                }
+            ]
+        },
+    ),
+    429: (
+        "Throttled",
+        {
+            "errors": [
+                {
+                    "field": None,
+                    "code": "throttled",
+                    "message": "Request was throttled. Expected available in 12 seconds.",
+                }
+            ]
+        },
+    ),
 }
 
 # Every endpoint can answer these: authentication and throttling come before anything else.
@@ -67,7 +117,8 @@ def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
     for status in sorted(set(statuses) | set(COMMON_ERRORS)):
         summary, value = _EXAMPLES[status]
         responses[status] = OpenApiResponse(
-            response=ErrorSerializer, description=_DESCRIPTIONS[status],
+            response=ErrorSerializer,
+            description=_DESCRIPTIONS[status],
             examples=[OpenApiExample(summary, value=value, status_codes=[str(status)], response_only=True)],
         )
     return responses

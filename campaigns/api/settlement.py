@@ -25,10 +25,13 @@ class SettlementApi(APIView):
             grants = serializers.IntegerField(help_text="Confirmed grants triggered in the month.")
             grants_amount = serializers.DecimalField(**MONEY, help_text="CNY the source partner owes for them.")
             revenue_base = serializers.DecimalField(
-                **MONEY, help_text="CNY granted users spent at the target partner in the month, from their grant on.")
+                **MONEY, help_text="CNY granted users spent at the target partner in the month, from their grant on."
+            )
             revenue_share = serializers.DecimalField(max_digits=5, decimal_places=4)
             revenue_share_amount = serializers.DecimalField(
-                **MONEY, help_text="CNY the target partner owes back: the share of the base, rounded half-up to the fen.")
+                **MONEY,
+                help_text="CNY the target partner owes back: the share of the base, rounded half-up to the fen.",
+            )
             redemptions = serializers.IntegerField(help_text="Net redemptions of the deal's offers; not charged.")
             net_amount = serializers.DecimalField(**MONEY, help_text="The two directions netted, as issued.")
             net_direction = serializers.ChoiceField(choices=Direction.choices)
@@ -44,9 +47,11 @@ class SettlementApi(APIView):
             kind = serializers.ChoiceField(choices=SettlementLine.Kind.choices)
             description = serializers.CharField()
             quantity = serializers.DecimalField(
-                max_digits=16, decimal_places=2, help_text="Grants counted, or for a revenue share its base in CNY.")
+                max_digits=16, decimal_places=2, help_text="Grants counted, or for a revenue share its base in CNY."
+            )
             unit_amount = serializers.DecimalField(
-                max_digits=14, decimal_places=4, help_text="CNY per grant, or for a revenue share the share.")
+                max_digits=14, decimal_places=4, help_text="CNY per grant, or for a revenue share the share."
+            )
             amount = serializers.DecimalField(**MONEY, help_text="CNY; a correction that takes money back is negative.")
             direction = serializers.ChoiceField(choices=Direction.choices)
             corrects = serializers.IntegerField(allow_null=True, help_text="The line a correction corrects.")
@@ -55,7 +60,9 @@ class SettlementApi(APIView):
         deal = serializers.SlugField()
         period = serializers.CharField(help_text="YYYY-MM.")
         status = serializers.ChoiceField(choices=SettlementStatement.Status.choices)
-        draft = serializers.BooleanField(help_text="True when no statement was issued for the month and this was computed now.")
+        draft = serializers.BooleanField(
+            help_text="True when no statement was issued for the month and this was computed now."
+        )
         note = serializers.CharField()
         timezone = serializers.CharField(help_text="The month is counted in this zone (the deal's).")
         period_start = serializers.DateTimeField()
@@ -80,10 +87,21 @@ class SettlementApi(APIView):
         ),
         tags=["deals"],
         parameters=[
-            OpenApiParameter("slug", OpenApiTypes.STR, OpenApiParameter.PATH, description="The deal's slug.",
-                             examples=[OpenApiExample("A deal", value="course-buy-video-month")]),
-            OpenApiParameter("period", OpenApiTypes.STR, required=True, pattern=PERIOD_PATTERN,
-                             description=PERIOD_HELP, examples=[OpenApiExample("November", value="2026-11")]),
+            OpenApiParameter(
+                "slug",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                description="The deal's slug.",
+                examples=[OpenApiExample("A deal", value="course-buy-video-month")],
+            ),
+            OpenApiParameter(
+                "period",
+                OpenApiTypes.STR,
+                required=True,
+                pattern=PERIOD_PATTERN,
+                description=PERIOD_HELP,
+                examples=[OpenApiExample("November", value="2026-11")],
+            ),
         ],
         responses={200: OutputSerializer, **error_responses(400, 404)},
     )

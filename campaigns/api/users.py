@@ -21,8 +21,11 @@ class OpenOfferSerializer(serializers.Serializer):
     kind = serializers.ChoiceField(choices=Rule.OfferKind.choices)
     status = serializers.ChoiceField(choices=[(status.value, status.label) for status in Offer.OPEN_STATUSES])
     campaign = serializers.CharField(source="campaign.slug")
-    honoured_by = serializers.CharField(source="partner.slug", allow_null=True,
-                                        help_text="The partner that honours the offer (a video platform for a trial).")
+    honoured_by = serializers.CharField(
+        source="partner.slug",
+        allow_null=True,
+        help_text="The partner that honours the offer (a video platform for a trial).",
+    )
     deal = serializers.CharField(source="deal.slug", allow_null=True)
     amount_off = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True, help_text="CNY.")
     percent_off = serializers.DecimalField(max_digits=5, decimal_places=2, allow_null=True)
@@ -53,14 +56,34 @@ class UserOffersApi(APIView):
         operation_id="user_offers_list",
         summary="A user's open offers",
         description="Offers that can still be redeemed, soonest to expire first. Users this partner may not see "
-                    "(another partner's, without data-sharing consent) are a 404, like unknown ones.",
+        "(another partner's, without data-sharing consent) are a 404, like unknown ones.",
         tags=["users"],
         responses={200: OutputSerializer, **error_responses(404)},
-        examples=[OpenApiExample("One coupon", response_only=True, value={"user_id": "u0001", "offers": [{
-            "code": "7K3M9QX2HV4TBN8C", "kind": "coupon", "status": "issued", "campaign": "economics-in-movies",
-            "honoured_by": None, "deal": None, "amount_off": "20.00", "percent_off": None, "min_spend": "0.00",
-            "days": None, "issued_at": "2026-03-01T09:00:00+08:00", "expires_at": "2026-03-15T09:00:00+08:00",
-        }]})],
+        examples=[
+            OpenApiExample(
+                "One coupon",
+                response_only=True,
+                value={
+                    "user_id": "u0001",
+                    "offers": [
+                        {
+                            "code": "7K3M9QX2HV4TBN8C",
+                            "kind": "coupon",
+                            "status": "issued",
+                            "campaign": "economics-in-movies",
+                            "honoured_by": None,
+                            "deal": None,
+                            "amount_off": "20.00",
+                            "percent_off": None,
+                            "min_spend": "0.00",
+                            "days": None,
+                            "issued_at": "2026-03-01T09:00:00+08:00",
+                            "expires_at": "2026-03-15T09:00:00+08:00",
+                        }
+                    ],
+                },
+            )
+        ],
     )
     def get(self, request, user_id: str):
         # A hot path: written-out statements and plain rows (the serializers above describe them for the schema).

@@ -65,10 +65,20 @@ def _num(value: float) -> str:
     return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
-def _text(x: float, y: float, content: str, *, anchor: str = "start", size: int = 12, color: str = COLORS["text"],
-          weight: str = "normal") -> str:
-    return (f'<text x="{_num(x)}" y="{_num(y)}" text-anchor="{anchor}" font-size="{size}" fill="{color}" '
-            f'font-weight="{weight}">{escape(content)}</text>')
+def _text(
+    x: float,
+    y: float,
+    content: str,
+    *,
+    anchor: str = "start",
+    size: int = 12,
+    color: str = COLORS["text"],
+    weight: str = "normal",
+) -> str:
+    return (
+        f'<text x="{_num(x)}" y="{_num(y)}" text-anchor="{anchor}" font-size="{size}" fill="{color}" '
+        f'font-weight="{weight}">{escape(content)}</text>'
+    )
 
 
 def _text_width(content: str, size: int = 12) -> float:
@@ -154,12 +164,15 @@ def bar_chart(*, title: str, bars: Sequence[Bar], empty: str, width: int = WIDTH
             f'fill="{color}" data-value="{escape(str(bar.value))}"><title>{escape(bar.label)}: {escape(bar.display)}</title></rect>'
         )
         parts.append(_text(plot_left + plot_width + 6, y + 16, bar.display))
-    parts.append(f'<line x1="{_num(zero)}" x2="{_num(zero)}" y1="{top}" y2="{_num(height - 10)}" stroke="{COLORS["axis"]}"/>')
+    parts.append(
+        f'<line x1="{_num(zero)}" x2="{_num(zero)}" y1="{top}" y2="{_num(height - 10)}" stroke="{COLORS["axis"]}"/>'
+    )
     return "".join(parts) + "</svg>"
 
 
-def interval_chart(*, title: str, intervals: Sequence[Interval], axis_label: str, empty: str, width: int = WIDTH,
-                   percent: bool = True) -> str:
+def interval_chart(
+    *, title: str, intervals: Sequence[Interval], axis_label: str, empty: str, width: int = WIDTH, percent: bool = True
+) -> str:
     """Draw each estimate as a point with a whisker from lower to upper bound, against a zero line."""
     if not intervals:
         return _empty("interval", title, empty, width)
@@ -177,10 +190,16 @@ def interval_chart(*, title: str, intervals: Sequence[Interval], axis_label: str
     parts = _open("interval", title, width, height)
     axis_y = top + ROW * len(intervals) + 4
     for tick in ticks:
-        parts.append(f'<line x1="{_num(x_of(tick))}" x2="{_num(x_of(tick))}" y1="{top}" y2="{axis_y}" stroke="{COLORS["grid"]}"/>')
-        parts.append(_text(x_of(tick), axis_y + 14, _tick_label(tick, percent), anchor="middle", size=10, color=COLORS["axis"]))
-    parts.append(f'<line x1="{_num(x_of(0))}" x2="{_num(x_of(0))}" y1="{top}" y2="{axis_y}" stroke="{COLORS["axis"]}" '
-                 'stroke-dasharray="3 3"/>')
+        parts.append(
+            f'<line x1="{_num(x_of(tick))}" x2="{_num(x_of(tick))}" y1="{top}" y2="{axis_y}" stroke="{COLORS["grid"]}"/>'
+        )
+        parts.append(
+            _text(x_of(tick), axis_y + 14, _tick_label(tick, percent), anchor="middle", size=10, color=COLORS["axis"])
+        )
+    parts.append(
+        f'<line x1="{_num(x_of(0))}" x2="{_num(x_of(0))}" y1="{top}" y2="{axis_y}" stroke="{COLORS["axis"]}" '
+        'stroke-dasharray="3 3"/>'
+    )
     stroke = f'stroke="{COLORS["treated"]}" stroke-width="2"'
     for index, item in enumerate(intervals):
         y = top + index * ROW + ROW / 2
@@ -195,7 +214,9 @@ def interval_chart(*, title: str, intervals: Sequence[Interval], axis_label: str
             f'<circle cx="{_num(estimate)}" cy="{_num(y)}" r="4.5" fill="{COLORS["treated"]}"/></g>'
         )
         parts.append(_text(plot_left + plot_width + 8, y + 4, item.display, size=11))
-    parts.append(_text(plot_left + plot_width / 2, height - 4, axis_label, anchor="middle", size=11, color=COLORS["axis"]))
+    parts.append(
+        _text(plot_left + plot_width / 2, height - 4, axis_label, anchor="middle", size=11, color=COLORS["axis"])
+    )
     return "".join(parts) + "</svg>"
 
 
@@ -221,31 +242,51 @@ def _legend(series: Sequence[Series], width: int, extra: Sequence[tuple[str, str
         if x + 40 + _text_width(shown, 11) > width:
             break
         dash = ' stroke-dasharray="5 3"' if dashed else ""
-        parts.append(f'<line x1="{_num(x)}" x2="{_num(x + 18)}" y1="32" y2="32" stroke="{color}" stroke-width="2.5"{dash}/>')
+        parts.append(
+            f'<line x1="{_num(x)}" x2="{_num(x + 18)}" y1="32" y2="32" stroke="{color}" stroke-width="2.5"{dash}/>'
+        )
         parts.append(_text(x + 22, 36, shown, size=11))
         x += 40 + _text_width(shown, 11)
     return parts
 
 
-def _axes(x_ticks: Sequence[tuple[float, str]], y_ticks: Sequence[tuple[float, str]], x_label: str, y_label: str,
-          width: int, height: int) -> list[str]:
+def _axes(
+    x_ticks: Sequence[tuple[float, str]],
+    y_ticks: Sequence[tuple[float, str]],
+    x_label: str,
+    y_label: str,
+    width: int,
+    height: int,
+) -> list[str]:
     left, top, plot_width, plot_height = _plot_area(width, height)
     parts = []
     for y, label in y_ticks:
-        parts.append(f'<line x1="{left}" x2="{_num(left + plot_width)}" y1="{_num(y)}" y2="{_num(y)}" stroke="{COLORS["grid"]}"/>')
+        parts.append(
+            f'<line x1="{left}" x2="{_num(left + plot_width)}" y1="{_num(y)}" y2="{_num(y)}" stroke="{COLORS["grid"]}"/>'
+        )
         parts.append(_text(left - 6, y + 4, label, anchor="end", size=10, color=COLORS["axis"]))
     for x, label in x_ticks:
         parts.append(_text(x, top + plot_height + 14, label, anchor="middle", size=10, color=COLORS["axis"]))
     parts.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{_num(top + plot_height)}" stroke="{COLORS["axis"]}"/>')
-    parts.append(f'<line x1="{left}" x2="{_num(left + plot_width)}" y1="{_num(top + plot_height)}" '
-                 f'y2="{_num(top + plot_height)}" stroke="{COLORS["axis"]}"/>')
+    parts.append(
+        f'<line x1="{left}" x2="{_num(left + plot_width)}" y1="{_num(top + plot_height)}" '
+        f'y2="{_num(top + plot_height)}" stroke="{COLORS["axis"]}"/>'
+    )
     parts.append(_text(left + plot_width / 2, height - 4, x_label, anchor="middle", size=11, color=COLORS["axis"]))
     parts.append(_text(4, top - 8, y_label, size=10, color=COLORS["axis"]))
     return parts
 
 
-def step_chart(*, title: str, series: Sequence[Series], x_label: str, y_label: str, empty: str, width: int = WIDTH,
-               height: int = 280) -> str:
+def step_chart(
+    *,
+    title: str,
+    series: Sequence[Series],
+    x_label: str,
+    y_label: str,
+    empty: str,
+    width: int = WIDTH,
+    height: int = 280,
+) -> str:
     """Draw right-continuous step curves (Kaplan-Meier survival) on a 0-100% scale, one per series."""
     drawn = [item for item in series if item.points]
     if not drawn:
@@ -262,9 +303,14 @@ def step_chart(*, title: str, series: Sequence[Series], x_label: str, y_label: s
 
     parts = _open("step", title, width, height)
     parts += _legend(drawn, width)
-    parts += _axes([(x_of(tick), _tick_label(tick)) for tick in x_ticks],
-                   [(y_of(tick), _tick_label(tick, percent=True)) for tick in (0, 0.25, 0.5, 0.75, 1.0)],
-                   x_label, y_label, width, height)
+    parts += _axes(
+        [(x_of(tick), _tick_label(tick)) for tick in x_ticks],
+        [(y_of(tick), _tick_label(tick, percent=True)) for tick in (0, 0.25, 0.5, 0.75, 1.0)],
+        x_label,
+        y_label,
+        width,
+        height,
+    )
     for item in drawn:
         points = _thin([(float(x), float(y)) for x, y in item.points])
         path = [f"M{_num(x_of(points[0][0]))},{_num(y_of(points[0][1]))}"]
@@ -272,13 +318,25 @@ def step_chart(*, title: str, series: Sequence[Series], x_label: str, y_label: s
             path.append(f"H{_num(x_of(x))}V{_num(y_of(y))}")
         dash = ' stroke-dasharray="6 4"' if item.dashed else ""
         final = points[-1][1]
-        parts.append(f'<path class="curve" d="{"".join(path)}" fill="none" stroke="{item.color}" stroke-width="2"{dash} '
-                     f'data-value="{final:.4f}" data-points="{len(item.points)}"><title>{escape(item.label)}</title></path>')
+        parts.append(
+            f'<path class="curve" d="{"".join(path)}" fill="none" stroke="{item.color}" stroke-width="2"{dash} '
+            f'data-value="{final:.4f}" data-points="{len(item.points)}"><title>{escape(item.label)}</title></path>'
+        )
     return "".join(parts) + "</svg>"
 
 
-def line_chart(*, title: str, series: Sequence[Series], x_ticks: Sequence[tuple[Number, str]], y_label: str, empty: str,
-               cap: Number | None = None, cap_label: str = "", width: int = WIDTH, height: int = 260) -> str:
+def line_chart(
+    *,
+    title: str,
+    series: Sequence[Series],
+    x_ticks: Sequence[tuple[Number, str]],
+    y_label: str,
+    empty: str,
+    cap: Number | None = None,
+    cap_label: str = "",
+    width: int = WIDTH,
+    height: int = 260,
+) -> str:
     """Draw lines through points (x as e.g. days since a start) and, if given, a horizontal cap line."""
     drawn = [item for item in series if item.points]
     if not drawn:
@@ -301,18 +359,28 @@ def line_chart(*, title: str, series: Sequence[Series], x_ticks: Sequence[tuple[
     extra = [(cap_label, COLORS["cap"], True)] if cap is not None else []
     parts = _open("line", title, width, height)
     parts += _legend(drawn, width, extra)
-    parts += _axes([(x_of(float(x)), label) for x, label in x_ticks], [(y_of(tick), _tick_label(tick)) for tick in y_ticks],
-                   "", y_label, width, height)
+    parts += _axes(
+        [(x_of(float(x)), label) for x, label in x_ticks],
+        [(y_of(tick), _tick_label(tick)) for tick in y_ticks],
+        "",
+        y_label,
+        width,
+        height,
+    )
     if cap is not None:
-        parts.append(f'<line class="cap" x1="{left}" x2="{_num(left + plot_width)}" y1="{_num(y_of(float(cap)))}" '
-                     f'y2="{_num(y_of(float(cap)))}" stroke="{COLORS["cap"]}" stroke-width="2" stroke-dasharray="5 3" '
-                     f'data-value="{escape(str(cap))}"><title>{escape(cap_label)}</title></line>')
+        parts.append(
+            f'<line class="cap" x1="{left}" x2="{_num(left + plot_width)}" y1="{_num(y_of(float(cap)))}" '
+            f'y2="{_num(y_of(float(cap)))}" stroke="{COLORS["cap"]}" stroke-width="2" stroke-dasharray="5 3" '
+            f'data-value="{escape(str(cap))}"><title>{escape(cap_label)}</title></line>'
+        )
     for item in drawn:
         points = _thin([(float(x), float(y)) for x, y in item.points])
         coordinates = " ".join(f"{_num(x_of(x))},{_num(y_of(y))}" for x, y in points)
         dash = ' stroke-dasharray="6 4"' if item.dashed else ""
-        parts.append(f'<polyline class="series" points="{coordinates}" fill="none" stroke="{item.color}" stroke-width="2"{dash} '
-                     f'data-value="{escape(str(item.points[-1][1]))}"><title>{escape(item.label)}</title></polyline>')
+        parts.append(
+            f'<polyline class="series" points="{coordinates}" fill="none" stroke="{item.color}" stroke-width="2"{dash} '
+            f'data-value="{escape(str(item.points[-1][1]))}"><title>{escape(item.label)}</title></polyline>'
+        )
         x, y = points[-1]
         parts.append(f'<circle cx="{_num(x_of(x))}" cy="{_num(y_of(y))}" r="3" fill="{item.color}"/>')
     return "".join(parts) + "</svg>"

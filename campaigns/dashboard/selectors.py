@@ -65,7 +65,8 @@ class DashboardFigures:
 def _spending_by_day(campaigns: list[Campaign], zone: ZoneInfo) -> dict[int, list[tuple[date, Decimal]]]:
     """Return per campaign the cost of offers still holding budget, summed by day of issue, in one query."""
     rows = (
-        Offer.objects.filter(campaign__in=campaigns).exclude(status__in=[Offer.Status.EXPIRED, Offer.Status.REVOKED])
+        Offer.objects.filter(campaign__in=campaigns)
+        .exclude(status__in=[Offer.Status.EXPIRED, Offer.Status.REVOKED])
         .annotate(day=TruncDate("issued_at", tzinfo=zone))
         .values_list("campaign_id", "day")
         # Summed in whole fen, so SQLite's binary floats cannot lose a fen.
@@ -80,8 +81,11 @@ def _spending_by_day(campaigns: list[Campaign], zone: ZoneInfo) -> dict[int, lis
 
 def _return_of(reports: list[dict]) -> tuple[Decimal | None, Decimal, Decimal | None]:
     """Add up incremental revenue and cost over the treated arms of the reports; ROI is of the sums."""
-    returns = [comparison["campaign_return"] for report in reports
-               for comparison in (report.get("uplift") or {}).get("comparisons", [])]
+    returns = [
+        comparison["campaign_return"]
+        for report in reports
+        for comparison in (report.get("uplift") or {}).get("comparisons", [])
+    ]
     if not returns:
         return None, ZERO, None
     incremental = sum((Decimal(item["incremental_revenue"]) for item in returns), ZERO)
@@ -101,8 +105,10 @@ def partner_balances(sheets: list[SettlementSheet]) -> list[PartnerBalance]:
         totals[statement.source_partner_id] -= signed
         partners[statement.target_partner_id] = statement.target_partner
         partners[statement.source_partner_id] = statement.source_partner
-    return sorted((PartnerBalance(partners[pk], amount) for pk, amount in totals.items()),
-                  key=lambda balance: (-balance.amount, balance.partner.slug))
+    return sorted(
+        (PartnerBalance(partners[pk], amount) for pk, amount in totals.items()),
+        key=lambda balance: (-balance.amount, balance.partner.slug),
+    )
 
 
 def dashboard_figures(*, period: date, now: datetime | None = None, latest: int = LATEST_CAMPAIGNS) -> DashboardFigures:
@@ -113,20 +119,34 @@ def dashboard_figures(*, period: date, now: datetime | None = None, latest: int 
     budget = running.filter(budget__isnull=False).aggregate(spent=Sum("spent"), cap=Sum("budget"))
     campaigns = list(Campaign.objects.exclude(status=Campaign.Status.DRAFT).order_by("-starts_at", "-pk")[:latest])
     spending = _spending_by_day(campaigns, ZoneInfo(settings.TIME_ZONE))
-    figures = [CampaignFigures(campaign, campaign_report(campaign=campaign, now=now).to_dict(), spending.get(campaign.pk, []))
-               for campaign in campaigns]
+    figures = [
+        CampaignFigures(campaign, campaign_report(campaign=campaign, now=now).to_dict(), spending.get(campaign.pk, []))
+        for campaign in campaigns
+    ]
     incremental, cost, roi = _return_of([item.report for item in figures])
     # Deals begun by the end of the month (a day past it in UTC covers every zone); deals that ended still
     # settle the revenue share of the users they granted.
     month_end = period_bounds(period, ZoneInfo("UTC"))[1] + timedelta(days=1)
-    deals = list(Deal.objects.exclude(status=Deal.Status.DRAFT).filter(starts_at__lt=month_end)
-                 .select_related("source_partner", "target_partner").order_by("pk"))
+    deals = list(
+        Deal.objects.exclude(status=Deal.Status.DRAFT)
+        .filter(starts_at__lt=month_end)
+        .select_related("source_partner", "target_partner")
+        .order_by("pk")
+    )
     sheets = list(settlements_get(deals=deals, period=period, now=now).values())
     return DashboardFigures(
-        now=now, period=period, active_campaigns=running.count(), offers_issued=offers["issued"],
-        offers_redeemed=offers["redeemed"], budget_spent=(budget["spent"] or ZERO).quantize(Decimal("0.01")),
-        budget_cap=(budget["cap"] or ZERO).quantize(Decimal("0.01")), campaigns=figures, incremental_revenue=incremental,
-        campaign_cost=cost, roi=roi, balances=partner_balances(sheets),
+        now=now,
+        period=period,
+        active_campaigns=running.count(),
+        offers_issued=offers["issued"],
+        offers_redeemed=offers["redeemed"],
+        budget_spent=(budget["spent"] or ZERO).quantize(Decimal("0.01")),
+        budget_cap=(budget["cap"] or ZERO).quantize(Decimal("0.01")),
+        campaigns=figures,
+        incremental_revenue=incremental,
+        campaign_cost=cost,
+        roi=roi,
+        balances=partner_balances(sheets),
         statements_issued=sum(not sheet.is_draft for sheet in sheets),
         statements_draft=sum(sheet.is_draft for sheet in sheets),
     )

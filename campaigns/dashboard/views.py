@@ -35,22 +35,44 @@ def _cards(figures: DashboardFigures) -> list[dict]:
     elif figures.roi is None:
         effect = _("cost %(cost)s CNY, so no ROI") % {"cost": _money(figures.campaign_cost)}
     else:
-        effect = _("ROI %(roi)s on a cost of %(cost)s CNY") % {"roi": figures.roi, "cost": _money(figures.campaign_cost)}
+        effect = _("ROI %(roi)s on a cost of %(cost)s CNY") % {
+            "roi": figures.roi,
+            "cost": _money(figures.campaign_cost),
+        }
     owed = [balance for balance in figures.balances if balance.amount > 0]
     return [
-        {"key": "active", "label": _("Active campaigns"), "value": str(figures.active_campaigns),
-         "detail": _("running now")},
-        {"key": "offers", "label": _("Offers issued / redeemed"), "value": f"{issued:,} / {redeemed:,}",
-         "detail": _("redemption rate %(rate)s") % {"rate": f"{redeemed / issued:.1%}" if issued else "-"}},
-        {"key": "budget", "label": _("Budget spent / cap (CNY)"), "value": f"{_money(spent)} / {_money(cap)}",
-         "detail": _("%(share)s of the running campaigns' budgets") % {
-             "share": f"{spent / cap:.1%}" if cap else "-"}},
-        {"key": "effect", "label": _("Incremental revenue, latest campaigns (CNY)"),
-         "value": _money(figures.incremental_revenue), "detail": effect},
-        {"key": "settlement", "label": _("Settlement %(period)s (CNY)") % {"period": f"{figures.period:%Y-%m}"},
-         "value": ", ".join(f"{item.partner.name} +{_money(item.amount)}" for item in owed[:2]) or _("all square"),
-         "detail": _("statements issued: %(issued)d; drafts computed now: %(drafts)d") % {
-             "issued": figures.statements_issued, "drafts": figures.statements_draft}},
+        {
+            "key": "active",
+            "label": _("Active campaigns"),
+            "value": str(figures.active_campaigns),
+            "detail": _("running now"),
+        },
+        {
+            "key": "offers",
+            "label": _("Offers issued / redeemed"),
+            "value": f"{issued:,} / {redeemed:,}",
+            "detail": _("redemption rate %(rate)s") % {"rate": f"{redeemed / issued:.1%}" if issued else "-"},
+        },
+        {
+            "key": "budget",
+            "label": _("Budget spent / cap (CNY)"),
+            "value": f"{_money(spent)} / {_money(cap)}",
+            "detail": _("%(share)s of the running campaigns' budgets")
+            % {"share": f"{spent / cap:.1%}" if cap else "-"},
+        },
+        {
+            "key": "effect",
+            "label": _("Incremental revenue, latest campaigns (CNY)"),
+            "value": _money(figures.incremental_revenue),
+            "detail": effect,
+        },
+        {
+            "key": "settlement",
+            "label": _("Settlement %(period)s (CNY)") % {"period": f"{figures.period:%Y-%m}"},
+            "value": ", ".join(f"{item.partner.name} +{_money(item.amount)}" for item in owed[:2]) or _("all square"),
+            "detail": _("statements issued: %(issued)d; drafts computed now: %(drafts)d")
+            % {"issued": figures.statements_issued, "drafts": figures.statements_draft},
+        },
     ]
 
 
@@ -65,27 +87,50 @@ def _uplift_charts(figures: DashboardFigures) -> list[str]:
         for comparison in comparisons:
             label = _comparison_label(item, comparison["arm"], len(comparisons))
             conv = comparison["conversion"]
-            conversion.append(charts.Interval(
-                label, conv["difference"], conv["difference_lower"], conv["difference_upper"],
-                _("%(estimate)+.1f pp (%(lower)+.1f to %(upper)+.1f)") % {
-                    "estimate": conv["difference"] * 100, "lower": conv["difference_lower"] * 100,
-                    "upper": conv["difference_upper"] * 100},
-            ))
+            conversion.append(
+                charts.Interval(
+                    label,
+                    conv["difference"],
+                    conv["difference_lower"],
+                    conv["difference_upper"],
+                    _("%(estimate)+.1f pp (%(lower)+.1f to %(upper)+.1f)")
+                    % {
+                        "estimate": conv["difference"] * 100,
+                        "lower": conv["difference_lower"] * 100,
+                        "upper": conv["difference_upper"] * 100,
+                    },
+                )
+            )
             money = comparison["revenue"]
-            revenue.append(charts.Interval(
-                label, Decimal(money["difference"]), Decimal(money["welch_lower"]), Decimal(money["welch_upper"]),
-                _("%(estimate)s CNY (%(lower)s to %(upper)s)") % {
-                    "estimate": money["difference"], "lower": money["welch_lower"], "upper": money["welch_upper"]},
-            ))
+            revenue.append(
+                charts.Interval(
+                    label,
+                    Decimal(money["difference"]),
+                    Decimal(money["welch_lower"]),
+                    Decimal(money["welch_upper"]),
+                    _("%(estimate)s CNY (%(lower)s to %(upper)s)")
+                    % {"estimate": money["difference"], "lower": money["welch_lower"], "upper": money["welch_upper"]},
+                )
+            )
     no_holdout = _("No campaign with a holdout yet.")
-    confidence = next((item.report["uplift"]["confidence"] for item in figures.campaigns if item.report.get("uplift")), 0.95)
+    confidence = next(
+        (item.report["uplift"]["confidence"] for item in figures.campaigns if item.report.get("uplift")), 0.95
+    )
     level = {"level": f"{confidence:.0%}"}
     return [
-        charts.interval_chart(title=_("Conversion uplift over holdout, %(level)s interval") % level, intervals=conversion,
-                              axis_label=_("treated minus holdout, percentage points"), empty=no_holdout),
-        charts.interval_chart(title=_("Revenue per user uplift over holdout (CNY), %(level)s Welch interval") % level,
-                              intervals=revenue, axis_label=_("treated minus holdout, CNY per user"), empty=no_holdout,
-                              percent=False),
+        charts.interval_chart(
+            title=_("Conversion uplift over holdout, %(level)s interval") % level,
+            intervals=conversion,
+            axis_label=_("treated minus holdout, percentage points"),
+            empty=no_holdout,
+        ),
+        charts.interval_chart(
+            title=_("Revenue per user uplift over holdout (CNY), %(level)s Welch interval") % level,
+            intervals=revenue,
+            axis_label=_("treated minus holdout, CNY per user"),
+            empty=no_holdout,
+            percent=False,
+        ),
     ]
 
 
@@ -102,32 +147,50 @@ def _qini_charts() -> list[str]:
         colors = iter(charts.SERIES_COLORS)
         series = [
             charts.Series(
-                _("%(method)s: AUUC %(auuc).4f, Qini %(qini)+.4f") % {
-                    "method": model["method"], "auuc": model["auuc"], "qini": model["qini_coefficient"]},
+                _("%(method)s: AUUC %(auuc).4f, Qini %(qini)+.4f")
+                % {"method": model["method"], "auuc": model["auuc"], "qini": model["qini_coefficient"]},
                 list(zip(model["qini_curve"]["fraction"], model["qini_curve"]["qini"])),
                 color=next(colors, charts.COLORS["treated"]),
             )
             for model in models
         ]
         random = models[0]["qini_curve"]
-        series.append(charts.Series(_("random targeting"), list(zip(random["fraction"], random["random"])),
-                                    color=charts.COLORS["holdout"], dashed=True))
-        drawn.append(charts.line_chart(
-            title=_("Qini curve of %(package)s (%(model)s, held-out users)") % {"package": package, "model": summary["model"]},
-            series=series, x_ticks=[(0, "0%"), (0.5, "50%"), (1, "100%")],
-            y_label=_("incremental conversions per user"), empty=_("No uplift model trained yet."),
-        ))
+        series.append(
+            charts.Series(
+                _("random targeting"),
+                list(zip(random["fraction"], random["random"])),
+                color=charts.COLORS["holdout"],
+                dashed=True,
+            )
+        )
+        drawn.append(
+            charts.line_chart(
+                title=_("Qini curve of %(package)s (%(model)s, held-out users)")
+                % {"package": package, "model": summary["model"]},
+                series=series,
+                x_ticks=[(0, "0%"), (0.5, "50%"), (1, "100%")],
+                y_label=_("incremental conversions per user"),
+                empty=_("No uplift model trained yet."),
+            )
+        )
     return drawn
 
 
 def _funnel_chart(item: CampaignFigures) -> str:
     steps = [
-        ("eligible", _("eligible")), ("treated", _("treated")), ("holdout", _("held out")), ("issued", _("offers issued")),
-        ("delivered", _("delivered")), ("redeemed", _("redeemed")), ("converted", _("converted (treated)")),
+        ("eligible", _("eligible")),
+        ("treated", _("treated")),
+        ("holdout", _("held out")),
+        ("issued", _("offers issued")),
+        ("delivered", _("delivered")),
+        ("redeemed", _("redeemed")),
+        ("converted", _("converted (treated)")),
     ]
     funnel = item.report["funnel"]
     bars = [charts.Bar(label, funnel[key], f"{funnel[key]:,}") for key, label in steps if key in funnel]
-    return charts.bar_chart(title=_("Funnel"), bars=bars if funnel.get("eligible") else [], empty=_("No users assigned yet."))
+    return charts.bar_chart(
+        title=_("Funnel"), bars=bars if funnel.get("eligible") else [], empty=_("No users assigned yet.")
+    )
 
 
 def _retention_chart(item: CampaignFigures) -> str:
@@ -135,15 +198,24 @@ def _retention_chart(item: CampaignFigures) -> str:
     series, colors = [], iter(charts.SERIES_COLORS)
     for curve in retention.get("curves", []):
         is_holdout = curve["arm"] == HOLDOUT
-        series.append(charts.Series(
-            _("holdout") if is_holdout else curve["arm"], list(zip(curve["times"], curve["survival"])),
-            color=charts.COLORS["holdout"] if is_holdout else next(colors, charts.COLORS["treated"]), dashed=is_holdout,
-        ))
+        series.append(
+            charts.Series(
+                _("holdout") if is_holdout else curve["arm"],
+                list(zip(curve["times"], curve["survival"])),
+                color=charts.COLORS["holdout"] if is_holdout else next(colors, charts.COLORS["treated"]),
+                dashed=is_holdout,
+            )
+        )
     title = _("Retention (Kaplan-Meier), treated vs holdout")
     if retention.get("log_rank"):
         title += _(", log-rank p = %(p).3g") % {"p": retention["log_rank"]["p_value"]}
-    return charts.step_chart(title=title, series=series, x_label=_("days since assignment"), y_label=_("still a member"),
-                             empty=_("No retention data (no holdout, or outcomes imported without times)."))
+    return charts.step_chart(
+        title=title,
+        series=series,
+        x_label=_("days since assignment"),
+        y_label=_("still a member"),
+        empty=_("No retention data (no holdout, or outcomes imported without times)."),
+    )
 
 
 def _budget_chart(item: CampaignFigures, now: datetime) -> str:
@@ -162,7 +234,9 @@ def _budget_chart(item: CampaignFigures, now: datetime) -> str:
     return charts.line_chart(
         title=_("Budget spent vs cap (CNY)"),
         series=[charts.Series(_("spent (offers holding budget)"), points)],
-        x_ticks=[(x, f"{day:%m-%d}") for x, day in ticks], y_label=_("CNY"), cap=cap,
+        x_ticks=[(x, f"{day:%m-%d}") for x, day in ticks],
+        y_label=_("CNY"),
+        cap=cap,
         cap_label=_("cap %(cap)s") % {"cap": _money(cap)} if cap is not None else "",
         empty=_("No offers issued yet."),
     )
@@ -171,8 +245,11 @@ def _budget_chart(item: CampaignFigures, now: datetime) -> str:
 def _balance_chart(figures: DashboardFigures) -> str:
     bars = [charts.Bar(item.partner.name, item.amount, f"{item.amount:+,.2f}") for item in figures.balances]
     return charts.bar_chart(
-        title=_("Settlement balance per partner, %(period)s (CNY; positive: is owed)") % {"period": f"{figures.period:%Y-%m}"},
-        bars=bars, signed=True, empty=_("No deals to settle this month."),
+        title=_("Settlement balance per partner, %(period)s (CNY; positive: is owed)")
+        % {"period": f"{figures.period:%Y-%m}"},
+        bars=bars,
+        signed=True,
+        empty=_("No deals to settle this month."),
     )
 
 
@@ -189,8 +266,13 @@ def dashboard_view(request):
             messages.error(request, error.message)
     figures = dashboard_figures(period=period, now=now)
     panels = [
-        {"campaign": item.campaign, "warnings": item.report.get("warnings", []),
-         "charts": [mark_safe(chart) for chart in (_funnel_chart(item), _retention_chart(item), _budget_chart(item, now))]}
+        {
+            "campaign": item.campaign,
+            "warnings": item.report.get("warnings", []),
+            "charts": [
+                mark_safe(chart) for chart in (_funnel_chart(item), _retention_chart(item), _budget_chart(item, now))
+            ],
+        }
         for item in figures.campaigns
     ]
     context = {
@@ -198,8 +280,9 @@ def dashboard_view(request):
         "title": _("Dashboard"),
         "period": f"{period:%Y-%m}",
         "cards": _cards(figures),
-        "overview_charts": [mark_safe(chart) for chart in (*_uplift_charts(figures), _balance_chart(figures),
-                                                               *_qini_charts())],
+        "overview_charts": [
+            mark_safe(chart) for chart in (*_uplift_charts(figures), _balance_chart(figures), *_qini_charts())
+        ],
         "panels": panels,
         "as_of": timezone.localtime(now),
     }

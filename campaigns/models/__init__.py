@@ -1,5 +1,5 @@
-from .catalog import Bundle, Course, Film
 from .campaigns import Campaign, CampaignAssignment, Rule
+from .catalog import Bundle, Course, Film
 from .deals import Deal
 from .grants import DealGrant
 from .offers import Offer, RedemptionEntry

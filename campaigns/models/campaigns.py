@@ -47,19 +47,34 @@ class Campaign(models.Model):
     description = models.TextField(_("description"), blank=True)
     kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices, default=Kind.RULES)
     mode = models.CharField(
-        _("targeting mode"), max_length=16, choices=Mode.choices, default=Mode.RULES,
-        help_text=_("Rules: every matching user gets the offers of the first rules they match. Optimise: the rules' "
-                    "conditions say who may get which offer, and the uplift model chooses at most one offer package per "
-                    "user to earn the most incremental margin within the budget."),
+        _("targeting mode"),
+        max_length=16,
+        choices=Mode.choices,
+        default=Mode.RULES,
+        help_text=_(
+            "Rules: every matching user gets the offers of the first rules they match. Optimise: the rules' "
+            "conditions say who may get which offer, and the uplift model chooses at most one offer package per "
+            "user to earn the most incremental margin within the budget."
+        ),
     )
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
     owner = models.ForeignKey(
-        Partner, on_delete=models.PROTECT, related_name="owned_campaigns", null=True, blank=True, verbose_name=_("owner"),
+        Partner,
+        on_delete=models.PROTECT,
+        related_name="owned_campaigns",
+        null=True,
+        blank=True,
+        verbose_name=_("owner"),
     )
     partners = models.ManyToManyField(
-        Partner, blank=True, related_name="campaigns", verbose_name=_("participating partners"),
+        Partner,
+        blank=True,
+        related_name="campaigns",
+        verbose_name=_("participating partners"),
     )
-    deal = models.ForeignKey(Deal, on_delete=models.PROTECT, null=True, blank=True, related_name="campaigns", verbose_name=_("deal"))
+    deal = models.ForeignKey(
+        Deal, on_delete=models.PROTECT, null=True, blank=True, related_name="campaigns", verbose_name=_("deal")
+    )
     starts_at = models.DateTimeField(_("starts at"))
     ends_at = models.DateTimeField(_("ends at"))
     timezone = TimeZoneField(_("time zone"), default="Asia/Shanghai", help_text=_("The window is read in this zone."))
@@ -69,17 +84,27 @@ class Campaign(models.Model):
     global_limit = models.PositiveIntegerField(_("offer cap"), null=True, blank=True)
     issued_count = models.PositiveIntegerField(_("offers issued"), default=0, editable=False)
     holdout_share = models.DecimalField(
-        _("holdout share"), max_digits=4, decimal_places=3, default="0.100",
+        _("holdout share"),
+        max_digits=4,
+        decimal_places=3,
+        default="0.100",
         help_text=_("Fraction of eligible users kept out at random so the effect can be measured."),
     )
     offer_valid_days = models.PositiveSmallIntegerField(_("offer valid for (days)"), default=14)
     conversion_window_days = models.PositiveSmallIntegerField(
-        _("conversion window (days)"), default=14,
+        _("conversion window (days)"),
+        default=14,
         help_text=_("A purchase of a promoted course within this many days of assignment counts as a conversion."),
     )
-    promoted_films = models.ManyToManyField(Film, blank=True, related_name="campaigns", verbose_name=_("promoted films"))
-    promoted_courses = models.ManyToManyField(Course, blank=True, related_name="campaigns", verbose_name=_("promoted courses"))
-    promoted_bundles = models.ManyToManyField(Bundle, blank=True, related_name="campaigns", verbose_name=_("promoted bundles"))
+    promoted_films = models.ManyToManyField(
+        Film, blank=True, related_name="campaigns", verbose_name=_("promoted films")
+    )
+    promoted_courses = models.ManyToManyField(
+        Course, blank=True, related_name="campaigns", verbose_name=_("promoted courses")
+    )
+    promoted_bundles = models.ManyToManyField(
+        Bundle, blank=True, related_name="campaigns", verbose_name=_("promoted bundles")
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -93,15 +118,20 @@ class Campaign(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(ends_at__gt=F("starts_at")), name="campaign_ends_after_start"),
             models.CheckConstraint(
-                condition=Q(spent__gte=0) & (Q(budget__isnull=True) | Q(budget__gte=0)), name="campaign_money_not_negative",
+                condition=Q(spent__gte=0) & (Q(budget__isnull=True) | Q(budget__gte=0)),
+                name="campaign_money_not_negative",
             ),
-            models.CheckConstraint(condition=Q(budget__isnull=True) | Q(spent__lte=F("budget")), name="campaign_within_budget"),
             models.CheckConstraint(
-                condition=Q(global_limit__isnull=True) | Q(issued_count__lte=F("global_limit")), name="campaign_within_offer_cap",
+                condition=Q(budget__isnull=True) | Q(spent__lte=F("budget")), name="campaign_within_budget"
+            ),
+            models.CheckConstraint(
+                condition=Q(global_limit__isnull=True) | Q(issued_count__lte=F("global_limit")),
+                name="campaign_within_offer_cap",
             ),
             models.CheckConstraint(condition=Q(per_user_limit__gte=1), name="campaign_per_user_limit_positive"),
             models.CheckConstraint(
-                condition=Q(holdout_share__gte=0) & Q(holdout_share__lt=1), name="campaign_holdout_share_is_fraction",
+                condition=Q(holdout_share__gte=0) & Q(holdout_share__lt=1),
+                name="campaign_holdout_share_is_fraction",
             ),
         ]
 
@@ -125,21 +155,38 @@ class Rule(models.Model):
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="rules", verbose_name=_("campaign"))
     name = models.CharField(_("name"), max_length=200)
     priority = models.IntegerField(_("priority"), default=100, help_text=_("Higher runs first."))
-    exclusive = models.BooleanField(_("exclusive"), default=True, help_text=_("A user matched here gets no offer from lower rules."))
-    condition = models.JSONField(_("condition"), default=dict, help_text=_("Which users qualify, on features, scores and segments."))
+    exclusive = models.BooleanField(
+        _("exclusive"), default=True, help_text=_("A user matched here gets no offer from lower rules.")
+    )
+    condition = models.JSONField(
+        _("condition"), default=dict, help_text=_("Which users qualify, on features, scores and segments.")
+    )
     offer_kind = models.CharField(_("offer kind"), max_length=32, choices=OfferKind.choices)
     benefit_partner = models.ForeignKey(
-        Partner, on_delete=models.PROTECT, null=True, blank=True, related_name="benefit_rules", verbose_name=_("benefit partner"),
+        Partner,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="benefit_rules",
+        verbose_name=_("benefit partner"),
         help_text=_("The partner that honours the offer (the video platform for a trial, the cinema for a ticket)."),
     )
-    deal = models.ForeignKey(Deal, on_delete=models.PROTECT, null=True, blank=True, related_name="rules", verbose_name=_("deal"))
+    deal = models.ForeignKey(
+        Deal, on_delete=models.PROTECT, null=True, blank=True, related_name="rules", verbose_name=_("deal")
+    )
     amount_off = MoneyField(_("amount off (CNY)"), null=True, blank=True)
     percent_off = models.DecimalField(_("percent off"), max_digits=5, decimal_places=2, null=True, blank=True)
     min_spend = MoneyField(_("minimum spend (CNY)"), default=0)
-    days = models.PositiveSmallIntegerField(_("days"), null=True, blank=True, help_text=_("Length of a trial or membership."))
+    days = models.PositiveSmallIntegerField(
+        _("days"), null=True, blank=True, help_text=_("Length of a trial or membership.")
+    )
     cost = MoneyField(_("cost per offer (CNY)"), default=0, help_text=_("Charged to the campaign budget when issued."))
-    applicable_courses = models.ManyToManyField(Course, blank=True, related_name="coupon_rules", verbose_name=_("applicable courses"))
-    applicable_bundles = models.ManyToManyField(Bundle, blank=True, related_name="coupon_rules", verbose_name=_("applicable bundles"))
+    applicable_courses = models.ManyToManyField(
+        Course, blank=True, related_name="coupon_rules", verbose_name=_("applicable courses")
+    )
+    applicable_bundles = models.ManyToManyField(
+        Bundle, blank=True, related_name="coupon_rules", verbose_name=_("applicable bundles")
+    )
 
     history = HistoricalRecords(m2m_fields=[applicable_courses, applicable_bundles])
 
@@ -173,11 +220,18 @@ class CampaignAssignment(models.Model):
     TREATMENT = "treatment"
 
     # The campaign's assignments are found through the unique (campaign, user) index; no index of its own.
-    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="assignments", verbose_name=_("campaign"),
-                                 db_index=False)
-    user = models.ForeignKey("analytics.EndUser", on_delete=models.CASCADE, related_name="assignments", verbose_name=_("user"))
-    arm = models.CharField(_("arm"), max_length=64, help_text=_("'holdout' is the control; other names are treated arms."))
-    rule = models.ForeignKey(Rule, on_delete=models.SET_NULL, null=True, blank=True, related_name="assignments", verbose_name=_("rule"))
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.CASCADE, related_name="assignments", verbose_name=_("campaign"), db_index=False
+    )
+    user = models.ForeignKey(
+        "analytics.EndUser", on_delete=models.CASCADE, related_name="assignments", verbose_name=_("user")
+    )
+    arm = models.CharField(
+        _("arm"), max_length=64, help_text=_("'holdout' is the control; other names are treated arms.")
+    )
+    rule = models.ForeignKey(
+        Rule, on_delete=models.SET_NULL, null=True, blank=True, related_name="assignments", verbose_name=_("rule")
+    )
     assigned_at = models.DateTimeField(_("assigned at"), auto_now_add=True)
 
     class Meta:

@@ -53,7 +53,9 @@ class Film(models.Model):
         verbose_name_plural = _("films")
         constraints = [
             models.UniqueConstraint(fields=["partner", "external_id"], name="film_id_unique_per_partner"),
-            models.CheckConstraint(condition=Q(licence_end__gt=F("licence_start")), name="film_licence_ends_after_start"),
+            models.CheckConstraint(
+                condition=Q(licence_end__gt=F("licence_start")), name="film_licence_ends_after_start"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -38,27 +38,40 @@ class Deal(models.Model):
     slug = models.SlugField(_("slug"), max_length=64, unique=True)
     name = models.CharField(_("name"), max_length=200)
     source_partner = models.ForeignKey(
-        Partner, on_delete=models.PROTECT, related_name="deals_as_source", verbose_name=_("source partner"),
+        Partner,
+        on_delete=models.PROTECT,
+        related_name="deals_as_source",
+        verbose_name=_("source partner"),
         help_text=_("Where the trigger happens."),
     )
     target_partner = models.ForeignKey(
-        Partner, on_delete=models.PROTECT, related_name="deals_as_target", verbose_name=_("target partner"),
+        Partner,
+        on_delete=models.PROTECT,
+        related_name="deals_as_target",
+        verbose_name=_("target partner"),
         help_text=_("Who provides the benefit."),
     )
     trigger = models.CharField(_("trigger"), max_length=32, choices=Trigger.choices)
-    trigger_courses = models.ManyToManyField(Course, blank=True, related_name="triggering_deals", verbose_name=_("trigger courses"))
+    trigger_courses = models.ManyToManyField(
+        Course, blank=True, related_name="triggering_deals", verbose_name=_("trigger courses")
+    )
     trigger_min_spend = MoneyField(_("minimum spend (CNY)"), null=True, blank=True)
     benefit = models.CharField(_("benefit"), max_length=32, choices=Benefit.choices)
     benefit_days = models.PositiveIntegerField(_("benefit days"), null=True, blank=True)
     benefit_value = MoneyField(_("benefit face value (CNY)"), default=0)
     starts_at = models.DateTimeField(_("starts at"))
     ends_at = models.DateTimeField(_("ends at"))
-    timezone = TimeZoneField(_("time zone"), default="Asia/Shanghai", help_text=_("Settlement months are counted in this zone."))
+    timezone = TimeZoneField(
+        _("time zone"), default="Asia/Shanghai", help_text=_("Settlement months are counted in this zone.")
+    )
     max_grants = models.PositiveIntegerField(_("grant cap"), null=True, blank=True)
     max_amount = MoneyField(_("money cap (CNY)"), null=True, blank=True)
     settlement_price = MoneyField(_("settlement price per grant (CNY)"), default=0)
     revenue_share = models.DecimalField(
-        _("revenue share back to source"), max_digits=5, decimal_places=4, default=0,
+        _("revenue share back to source"),
+        max_digits=5,
+        decimal_places=4,
+        default=0,
         help_text=_(
             "Fraction, 0 to 1, of what granted users spend at the target partner from their grant on that the "
             "target partner pays back to the source partner in each month's settlement."
@@ -79,17 +92,23 @@ class Deal(models.Model):
             models.CheckConstraint(condition=Q(ends_at__gt=F("starts_at")), name="deal_ends_after_start"),
             models.CheckConstraint(condition=~Q(source_partner=F("target_partner")), name="deal_between_two_partners"),
             models.CheckConstraint(
-                condition=Q(settlement_price__gte=0) & Q(benefit_value__gte=0) & Q(granted_amount__gte=0)
+                condition=Q(settlement_price__gte=0)
+                & Q(benefit_value__gte=0)
+                & Q(granted_amount__gte=0)
                 & (Q(trigger_min_spend__isnull=True) | Q(trigger_min_spend__gte=0))
                 & (Q(max_amount__isnull=True) | Q(max_amount__gte=0)),
                 name="deal_money_not_negative",
             ),
-            models.CheckConstraint(condition=Q(revenue_share__gte=0) & Q(revenue_share__lte=1), name="deal_revenue_share_is_fraction"),
             models.CheckConstraint(
-                condition=Q(max_grants__isnull=True) | Q(granted_count__lte=F("max_grants")), name="deal_grants_within_cap",
+                condition=Q(revenue_share__gte=0) & Q(revenue_share__lte=1), name="deal_revenue_share_is_fraction"
             ),
             models.CheckConstraint(
-                condition=Q(max_amount__isnull=True) | Q(granted_amount__lte=F("max_amount")), name="deal_amount_within_cap",
+                condition=Q(max_grants__isnull=True) | Q(granted_count__lte=F("max_grants")),
+                name="deal_grants_within_cap",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_amount__isnull=True) | Q(granted_amount__lte=F("max_amount")),
+                name="deal_amount_within_cap",
             ),
             models.CheckConstraint(
                 condition=~Q(trigger="spend_at_least") | Q(trigger_min_spend__isnull=False),

@@ -24,16 +24,27 @@ class DealGrant(models.Model):
         COMPENSATED = "compensated", _("Compensated")
 
     deal = models.ForeignKey(Deal, on_delete=models.PROTECT, related_name="grants", verbose_name=_("deal"))
-    user = models.ForeignKey("analytics.EndUser", on_delete=models.PROTECT, related_name="deal_grants", verbose_name=_("user"))
+    user = models.ForeignKey(
+        "analytics.EndUser", on_delete=models.PROTECT, related_name="deal_grants", verbose_name=_("user")
+    )
     trigger_event = models.ForeignKey(
-        "analytics.BehaviorEvent", on_delete=models.SET_NULL, null=True, blank=True, related_name="deal_grants",
-        verbose_name=_("triggering event"), help_text=_("Cleared if the user's events are erased; the time stays."),
+        "analytics.BehaviorEvent",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="deal_grants",
+        verbose_name=_("triggering event"),
+        help_text=_("Cleared if the user's events are erased; the time stays."),
     )
     triggered_at = models.DateTimeField(_("triggered at"))
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.RESERVED)
     amount = MoneyField(_("settlement amount (CNY)"))
     delivery = models.ForeignKey(
-        WebhookDelivery, on_delete=models.PROTECT, null=True, blank=True, related_name="deal_grants",
+        WebhookDelivery,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="deal_grants",
         verbose_name=_("confirming webhook"),
     )
     reserved_at = models.DateTimeField(_("reserved at"))
@@ -49,10 +60,12 @@ class DealGrant(models.Model):
             models.UniqueConstraint(fields=["deal", "user"], name="one_grant_per_deal_user"),
             models.CheckConstraint(condition=Q(amount__gte=0), name="deal_grant_amount_not_negative"),
             models.CheckConstraint(
-                condition=~Q(status="confirmed") | Q(confirmed_at__isnull=False), name="deal_grant_confirmed_has_time",
+                condition=~Q(status="confirmed") | Q(confirmed_at__isnull=False),
+                name="deal_grant_confirmed_has_time",
             ),
             models.CheckConstraint(
-                condition=~Q(status="compensated") | Q(compensated_at__isnull=False), name="deal_grant_compensated_has_time",
+                condition=~Q(status="compensated") | Q(compensated_at__isnull=False),
+                name="deal_grant_compensated_has_time",
             ),
         ]
         indexes = [models.Index(fields=["deal", "status"])]

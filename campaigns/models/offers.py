@@ -42,18 +42,29 @@ class Offer(models.Model):
     # looked up by equality (the unique constraint below, without the LIKE index unique=True
     # adds), a campaign's offers by the unique slot's leading column, a user's by (user, status).
     code = models.CharField(_("code"), max_length=32, default=new_offer_code, editable=False)
-    campaign = models.ForeignKey(Campaign, on_delete=models.PROTECT, related_name="offers", verbose_name=_("campaign"),
-                                 db_index=False)
-    rule = models.ForeignKey(Rule, on_delete=models.PROTECT, null=True, blank=True, related_name="offers", verbose_name=_("rule"))
-    user = models.ForeignKey("analytics.EndUser", on_delete=models.PROTECT, related_name="offers", verbose_name=_("user"),
-                             db_index=False)
+    campaign = models.ForeignKey(
+        Campaign, on_delete=models.PROTECT, related_name="offers", verbose_name=_("campaign"), db_index=False
+    )
+    rule = models.ForeignKey(
+        Rule, on_delete=models.PROTECT, null=True, blank=True, related_name="offers", verbose_name=_("rule")
+    )
+    user = models.ForeignKey(
+        "analytics.EndUser", on_delete=models.PROTECT, related_name="offers", verbose_name=_("user"), db_index=False
+    )
     sequence = models.PositiveSmallIntegerField(_("sequence"), default=0)
     allowance = models.PositiveSmallIntegerField(_("allowance"), default=1)
     kind = models.CharField(_("kind"), max_length=32, choices=Rule.OfferKind.choices)
     partner = models.ForeignKey(
-        Partner, on_delete=models.PROTECT, null=True, blank=True, related_name="honoured_offers", verbose_name=_("benefit partner"),
+        Partner,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="honoured_offers",
+        verbose_name=_("benefit partner"),
     )
-    deal = models.ForeignKey(Deal, on_delete=models.PROTECT, null=True, blank=True, related_name="offers", verbose_name=_("deal"))
+    deal = models.ForeignKey(
+        Deal, on_delete=models.PROTECT, null=True, blank=True, related_name="offers", verbose_name=_("deal")
+    )
     amount_off = MoneyField(_("amount off (CNY)"), null=True, blank=True)
     percent_off = models.DecimalField(_("percent off"), max_digits=5, decimal_places=2, null=True, blank=True)
     min_spend = MoneyField(_("minimum spend (CNY)"), default=0)
@@ -99,9 +110,16 @@ class RedemptionEntry(models.Model):
 
     offer = models.ForeignKey(Offer, on_delete=models.PROTECT, related_name="ledger", verbose_name=_("offer"))
     kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
-    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="redemptions", verbose_name=_("partner"))
+    partner = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, related_name="redemptions", verbose_name=_("partner")
+    )
     reverses = models.OneToOneField(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="reversed_by", verbose_name=_("reverses"),
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="reversed_by",
+        verbose_name=_("reverses"),
     )
     order_amount = MoneyField(_("order amount (CNY)"), default=0)
     discount = MoneyField(_("discount (CNY)"), default=0)
@@ -113,13 +131,17 @@ class RedemptionEntry(models.Model):
         verbose_name = _("redemption ledger entry")
         verbose_name_plural = _("redemption ledger")
         constraints = [
-            models.CheckConstraint(condition=Q(order_amount__gte=0) & Q(discount__gte=0), name="ledger_money_not_negative"),
+            models.CheckConstraint(
+                condition=Q(order_amount__gte=0) & Q(discount__gte=0), name="ledger_money_not_negative"
+            ),
             models.CheckConstraint(
                 condition=Q(kind="redeem", reverses__isnull=True) | Q(kind="rollback", reverses__isnull=False),
                 name="ledger_rollback_points_at_redemption",
             ),
             models.UniqueConstraint(
-                fields=["partner", "idempotency_key"], condition=~Q(idempotency_key=""), name="ledger_idempotency_key_unique",
+                fields=["partner", "idempotency_key"],
+                condition=~Q(idempotency_key=""),
+                name="ledger_idempotency_key_unique",
             ),
         ]
 

@@ -23,9 +23,13 @@ class Partner(models.Model):
     name = models.CharField(_("name"), max_length=200)
     kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
     contact_email = models.EmailField(_("contact e-mail"), blank=True)
-    webhook_url = models.URLField(_("webhook URL"), blank=True, help_text=_("Where we POST signed event notifications."))
+    webhook_url = models.URLField(
+        _("webhook URL"), blank=True, help_text=_("Where we POST signed event notifications.")
+    )
     webhook_secret = models.CharField(
-        _("webhook secret"), max_length=128, default=new_webhook_secret,
+        _("webhook secret"),
+        max_length=128,
+        default=new_webhook_secret,
         help_text=_("Shared secret for the HMAC-SHA256 signature of webhooks."),
     )
     is_active = models.BooleanField(_("active"), default=True)
@@ -47,7 +51,9 @@ class PartnerApiKey(models.Model):
 
     partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="api_keys", verbose_name=_("partner"))
     name = models.CharField(_("name"), max_length=100, blank=True)
-    prefix = models.CharField(_("prefix"), max_length=16, unique=True, help_text=_("Public part of the key, shown to tell keys apart."))
+    prefix = models.CharField(
+        _("prefix"), max_length=16, unique=True, help_text=_("Public part of the key, shown to tell keys apart.")
+    )
     hashed_key = models.CharField(_("hashed key"), max_length=64, unique=True, editable=False)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)

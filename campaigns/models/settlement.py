@@ -38,35 +38,50 @@ class SettlementStatement(models.Model):
         DRAFT = "draft", _("Draft (computed, not issued)")
         ISSUED = "issued", _("Issued")
 
-    deal = models.ForeignKey(Deal, on_delete=models.PROTECT, related_name="settlement_statements", verbose_name=_("deal"))
+    deal = models.ForeignKey(
+        Deal, on_delete=models.PROTECT, related_name="settlement_statements", verbose_name=_("deal")
+    )
     period = models.DateField(_("period"), help_text=_("The first day of the settled month."))
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.DRAFT)
     timezone = models.CharField(_("time zone"), max_length=64, help_text=_("The zone the month was counted in."))
     period_start = models.DateTimeField(_("period starts at"))
     period_end = models.DateTimeField(_("period ends before"))
     source_partner = models.ForeignKey(
-        Partner, on_delete=models.PROTECT, related_name="settlements_as_source", verbose_name=_("source partner"),
+        Partner,
+        on_delete=models.PROTECT,
+        related_name="settlements_as_source",
+        verbose_name=_("source partner"),
     )
     target_partner = models.ForeignKey(
-        Partner, on_delete=models.PROTECT, related_name="settlements_as_target", verbose_name=_("target partner"),
+        Partner,
+        on_delete=models.PROTECT,
+        related_name="settlements_as_target",
+        verbose_name=_("target partner"),
     )
     grants_count = models.PositiveIntegerField(_("confirmed grants"), default=0)
-    grants_amount = MoneyField(_("owed for grants (CNY)"), default=0, help_text=_("Paid by the source partner to the target."))
+    grants_amount = MoneyField(
+        _("owed for grants (CNY)"), default=0, help_text=_("Paid by the source partner to the target.")
+    )
     revenue_base = MoneyField(
-        _("revenue of granted users (CNY)"), default=0,
+        _("revenue of granted users (CNY)"),
+        default=0,
         help_text=_("What granted users spent at the target partner in the month, from their grant on."),
     )
     revenue_share = models.DecimalField(_("revenue share"), max_digits=5, decimal_places=4, default=0)
     revenue_share_amount = MoneyField(
-        _("owed as revenue share (CNY)"), default=0, help_text=_("Paid by the target partner back to the source."),
+        _("owed as revenue share (CNY)"),
+        default=0,
+        help_text=_("Paid by the target partner back to the source."),
     )
     redemptions = models.IntegerField(
-        _("net redemptions"), default=0,
+        _("net redemptions"),
+        default=0,
         help_text=_("Redemptions less rollbacks of the deal's offers in the month; shown for reference, not charged."),
     )
     net_amount = MoneyField(_("balance (CNY)"), default=0)
-    net_direction = models.CharField(_("balance paid"), max_length=32, choices=Direction.choices,
-                                     default=Direction.SOURCE_TO_TARGET)
+    net_direction = models.CharField(
+        _("balance paid"), max_length=32, choices=Direction.choices, default=Direction.SOURCE_TO_TARGET
+    )
     issued_at = models.DateTimeField(_("issued at"), null=True, blank=True)
     issued_by = models.CharField(_("issued by"), max_length=150, blank=True)
 
@@ -76,21 +91,29 @@ class SettlementStatement(models.Model):
         verbose_name_plural = _("settlement statements")
         constraints = [
             models.UniqueConstraint(fields=["deal", "period"], name="one_settlement_per_deal_period"),
-            models.CheckConstraint(condition=Q(period_end__gt=F("period_start")), name="settlement_period_ends_after_start"),
-            models.CheckConstraint(condition=~Q(status="issued") | Q(issued_at__isnull=False), name="settlement_issued_has_time"),
             models.CheckConstraint(
-                condition=Q(grants_amount__gte=0) & Q(revenue_base__gte=0) & Q(revenue_share_amount__gte=0)
+                condition=Q(period_end__gt=F("period_start")), name="settlement_period_ends_after_start"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="issued") | Q(issued_at__isnull=False), name="settlement_issued_has_time"
+            ),
+            models.CheckConstraint(
+                condition=Q(grants_amount__gte=0)
+                & Q(revenue_base__gte=0)
+                & Q(revenue_share_amount__gte=0)
                 & Q(net_amount__gte=0),
                 name="settlement_money_not_negative",
             ),
             models.CheckConstraint(
-                condition=Q(revenue_share__gte=0) & Q(revenue_share__lte=1), name="settlement_revenue_share_is_fraction",
+                condition=Q(revenue_share__gte=0) & Q(revenue_share__lte=1),
+                name="settlement_revenue_share_is_fraction",
             ),
             models.CheckConstraint(
                 condition=(
                     Q(net_direction="source_to_target")
                     & _same_fen(F("net_amount"), F("grants_amount") - F("revenue_share_amount"))
-                ) | (
+                )
+                | (
                     Q(net_direction="target_to_source")
                     & _same_fen(F("net_amount"), F("revenue_share_amount") - F("grants_amount"))
                 ),
@@ -132,7 +155,10 @@ class SettlementLine(models.Model):
         CORRECTION = "correction", _("Correction")
 
     statement = models.ForeignKey(
-        SettlementStatement, on_delete=models.PROTECT, related_name="lines", verbose_name=_("statement"),
+        SettlementStatement,
+        on_delete=models.PROTECT,
+        related_name="lines",
+        verbose_name=_("statement"),
     )
     kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
     description = models.CharField(_("description"), max_length=300)
@@ -141,7 +167,12 @@ class SettlementLine(models.Model):
     amount = MoneyField(_("amount (CNY)"))
     direction = models.CharField(_("paid"), max_length=32, choices=Direction.choices)
     corrects = models.ForeignKey(
-        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="corrections", verbose_name=_("corrects"),
+        "self",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="corrections",
+        verbose_name=_("corrects"),
     )
     recorded_at = models.DateTimeField(_("recorded at"))
 
@@ -155,7 +186,8 @@ class SettlementLine(models.Model):
                 name="settlement_line_not_negative_unless_correction",
             ),
             models.CheckConstraint(
-                condition=Q(kind="correction", corrects__isnull=False) | (~Q(kind="correction") & Q(corrects__isnull=True)),
+                condition=Q(kind="correction", corrects__isnull=False)
+                | (~Q(kind="correction") & Q(corrects__isnull=True)),
                 name="settlement_correction_points_at_a_line",
             ),
         ]

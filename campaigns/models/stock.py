@@ -36,7 +36,12 @@ class StockItem(models.Model):
     expires_at = models.DateTimeField(_("expires at"))
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.AVAILABLE)
     offer = models.OneToOneField(
-        Offer, on_delete=models.PROTECT, null=True, blank=True, related_name="stock_item", verbose_name=_("offer"),
+        Offer,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="stock_item",
+        verbose_name=_("offer"),
     )
     loaded_at = models.DateTimeField(_("loaded at"), auto_now_add=True)
     assigned_at = models.DateTimeField(_("assigned at"), null=True, blank=True)
@@ -50,10 +55,12 @@ class StockItem(models.Model):
             models.UniqueConstraint(fields=["partner", "code"], name="stock_code_unique_per_partner"),
             models.CheckConstraint(condition=Q(face_value__gte=0), name="stock_face_value_not_negative"),
             models.CheckConstraint(
-                condition=~Q(status="assigned") | Q(offer__isnull=False), name="stock_assigned_has_offer",
+                condition=~Q(status="assigned") | Q(offer__isnull=False),
+                name="stock_assigned_has_offer",
             ),
             models.CheckConstraint(
-                condition=~Q(status__in=["available", "returned"]) | Q(offer__isnull=True), name="stock_in_pool_has_no_offer",
+                condition=~Q(status__in=["available", "returned"]) | Q(offer__isnull=True),
+                name="stock_in_pool_has_no_offer",
             ),
         ]
         indexes = [models.Index(fields=["partner", "kind", "status", "expires_at"])]

@@ -31,14 +31,18 @@ class WebhookDelivery(models.Model):
         DELIVERED = "delivered", _("Delivered")
         FAILED = "failed", _("Failed")
 
-    partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="webhook_deliveries", verbose_name=_("partner"))
+    partner = models.ForeignKey(
+        Partner, on_delete=models.PROTECT, related_name="webhook_deliveries", verbose_name=_("partner")
+    )
     event_id = models.UUIDField(_("event id"), default=uuid.uuid4, unique=True, editable=False)
     event_type = models.CharField(_("event"), max_length=40, choices=Event.choices, db_index=True)
     payload = models.JSONField(_("payload"), default=dict)
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
     attempt_limit = models.PositiveSmallIntegerField(
-        _("attempt limit"), default=DEFAULT_MAX_ATTEMPTS, help_text=_("Raised when a manager sends a failed event again."),
+        _("attempt limit"),
+        default=DEFAULT_MAX_ATTEMPTS,
+        help_text=_("Raised when a manager sends a failed event again."),
     )
     next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
     last_error = models.TextField(_("last error"), blank=True)
@@ -52,7 +56,8 @@ class WebhookDelivery(models.Model):
         verbose_name_plural = _("webhook deliveries")
         constraints = [
             models.CheckConstraint(
-                condition=~Q(status="delivered") | Q(delivered_at__isnull=False), name="webhook_delivered_has_time",
+                condition=~Q(status="delivered") | Q(delivered_at__isnull=False),
+                name="webhook_delivered_has_time",
             ),
         ]
         indexes = [models.Index(fields=["status", "next_attempt_at"])]
@@ -70,7 +75,10 @@ class WebhookAttempt(models.Model):
         FAILED = "failed", _("Failed for good")
 
     delivery = models.ForeignKey(
-        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log", verbose_name=_("delivery"),
+        WebhookDelivery,
+        on_delete=models.CASCADE,
+        related_name="attempt_log",
+        verbose_name=_("delivery"),
     )
     number = models.PositiveSmallIntegerField(_("attempt"))
     attempted_at = models.DateTimeField(_("attempted at"))

@@ -10,7 +10,9 @@ def render_text(report: CampaignReport) -> str:
     """Render the report for a terminal: warnings first, then funnel, arms, uplift and rules."""
     data = report.to_dict()
     campaign = data["campaign"]
-    lines = [f"Campaign report: {campaign['name']} ({campaign['slug']}), {campaign['status']}, as of {campaign['as_of']}"]
+    lines = [
+        f"Campaign report: {campaign['name']} ({campaign['slug']}), {campaign['status']}, as of {campaign['as_of']}"
+    ]
     for warning in data["warnings"]:
         lines.append(f"WARNING: {warning}")
     funnel = data["funnel"]
@@ -18,7 +20,9 @@ def render_text(report: CampaignReport) -> str:
     lines.append(f"{'arm':<12} {'users':>9} {'converted':>10} {'rate':>8} {'revenue/user':>13}")
     for arm in data["arms"]:
         rate = "-" if arm["conversion_rate"] is None else f"{arm['conversion_rate']:.2%}"
-        lines.append(f"{arm['arm']:<12} {arm['users']:>9} {arm['conversions']:>10} {rate:>8} {arm['revenue_per_user'] or '-':>13}")
+        lines.append(
+            f"{arm['arm']:<12} {arm['users']:>9} {arm['conversions']:>10} {rate:>8} {arm['revenue_per_user'] or '-':>13}"
+        )
     for comparison in (data["uplift"] or {}).get("comparisons", []):
         conv, revenue, ret = comparison["conversion"], comparison["revenue"], comparison["campaign_return"]
         lines.append(
@@ -29,19 +33,32 @@ def render_text(report: CampaignReport) -> str:
         )
     for rule in data["rules"]:
         uplift = rule.get("conversion_uplift")
-        detail = "no holdout" if uplift is None else f"{uplift['difference']:+.4f} ({uplift['difference_lower']:+.4f} to {uplift['difference_upper']:+.4f})"
-        lines.append(f"  rule {rule['rule']}: treated {rule['treated']['users']}, holdout {rule['holdout']['users']}, conversion uplift {detail}")
+        detail = (
+            "no holdout"
+            if uplift is None
+            else f"{uplift['difference']:+.4f} ({uplift['difference_lower']:+.4f} to {uplift['difference_upper']:+.4f})"
+        )
+        lines.append(
+            f"  rule {rule['rule']}: treated {rule['treated']['users']}, holdout {rule['holdout']['users']}, conversion uplift {detail}"
+        )
     models = data["uplift_models"]
     if models:
-        lines.append(f"Uplift models ({models['model']}, the optimiser uses {models['selected_method']}; learned from "
-                     f"{', '.join(models['sources'])}), on held-out users:")
+        lines.append(
+            f"Uplift models ({models['model']}, the optimiser uses {models['selected_method']}; learned from "
+            f"{', '.join(models['sources'])}), on held-out users:"
+        )
         for model in models["models"]:
             curve = model["qini_curve"]
-            points = ", ".join(f"{fraction:.0%} {qini:+.4f}" for fraction, qini in zip(curve["fraction"], curve["qini"])
-                               if round(fraction * 100) in (10, 20, 50, 100))
-            lines.append(f"  {model['method']} {model['package']}: AUUC {model['auuc']:.4f} (random {model['auuc_random']:.4f}, "
-                         f"lift {model['auuc_lift']:+.4f}), Qini coefficient {model['qini_coefficient']:+.4f}; "
-                         f"Qini curve {points} ({model['users']} users)")
+            points = ", ".join(
+                f"{fraction:.0%} {qini:+.4f}"
+                for fraction, qini in zip(curve["fraction"], curve["qini"])
+                if round(fraction * 100) in (10, 20, 50, 100)
+            )
+            lines.append(
+                f"  {model['method']} {model['package']}: AUUC {model['auuc']:.4f} (random {model['auuc_random']:.4f}, "
+                f"lift {model['auuc_lift']:+.4f}), Qini coefficient {model['qini_coefficient']:+.4f}; "
+                f"Qini curve {points} ({model['users']} users)"
+            )
     lines.append(f"Methods: {data['methods']}")
     return "\n".join(lines)
 
@@ -55,24 +72,68 @@ def render_csv(report: CampaignReport) -> str:
     """
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["section", "name", "users", "conversions", "conversion_rate", "revenue", "uplift", "uplift_lower", "uplift_upper"])
+    writer.writerow(
+        [
+            "section",
+            "name",
+            "users",
+            "conversions",
+            "conversion_rate",
+            "revenue",
+            "uplift",
+            "uplift_lower",
+            "uplift_upper",
+        ]
+    )
     data = report.to_dict()
     uplifts = {c["arm"]: c["conversion"] for c in (data["uplift"] or {}).get("comparisons", [])}
     for arm in data["arms"]:
         conv = uplifts.get(arm["arm"], {})
-        writer.writerow(["arm", arm["arm"], arm["users"], arm["conversions"], arm["conversion_rate"], arm["revenue"],
-                         conv.get("difference"), conv.get("difference_lower"), conv.get("difference_upper")])
+        writer.writerow(
+            [
+                "arm",
+                arm["arm"],
+                arm["users"],
+                arm["conversions"],
+                arm["conversion_rate"],
+                arm["revenue"],
+                conv.get("difference"),
+                conv.get("difference_lower"),
+                conv.get("difference_upper"),
+            ]
+        )
     for rule in data["rules"]:
         conv = rule.get("conversion_uplift") or {}
-        writer.writerow(["rule", rule["rule"], rule["treated"]["users"], rule["treated"]["conversions"],
-                         rule["treated"]["conversion_rate"], rule["treated"]["revenue"],
-                         conv.get("difference"), conv.get("difference_lower"), conv.get("difference_upper")])
+        writer.writerow(
+            [
+                "rule",
+                rule["rule"],
+                rule["treated"]["users"],
+                rule["treated"]["conversions"],
+                rule["treated"]["conversion_rate"],
+                rule["treated"]["revenue"],
+                conv.get("difference"),
+                conv.get("difference_lower"),
+                conv.get("difference_upper"),
+            ]
+        )
     for key, value in data["funnel"].items():
         writer.writerow(["funnel", key, value, "", "", "", "", "", ""])
     for model in (data["uplift_models"] or {}).get("models", []):
         name = f"{model['method']}:{model['package']}"
-        writer.writerow(["uplift_model", name, model["users"], "", "", "", model["auuc"], model["auuc_random"],
-                         model["qini_coefficient"]])
+        writer.writerow(
+            [
+                "uplift_model",
+                name,
+                model["users"],
+                "",
+                "",
+                "",
+                model["auuc"],
+                model["auuc_random"],
+                model["qini_coefficient"],
+            ]
+        )
         for fraction, qini in zip(model["qini_curve"]["fraction"], model["qini_curve"]["qini"]):
             writer.writerow(["qini_curve", f"{name}@{fraction:.2f}", "", "", "", "", qini, "", ""])
     return out.getvalue()

@@ -24,7 +24,8 @@ def settlement_as_dict(sheet: SettlementSheet) -> dict:
         "draft": sheet.is_draft,
         "note": (
             "draft: computed now from the data so far; it changes until the month is issued"
-            if sheet.is_draft else "issued: frozen; anything found later is a correction line"
+            if sheet.is_draft
+            else "issued: frozen; anything found later is a correction line"
         ),
         "timezone": statement.timezone,
         "period_start": statement.period_start.astimezone(zone).isoformat(),
@@ -45,9 +46,15 @@ def settlement_as_dict(sheet: SettlementSheet) -> dict:
         "balance": {"amount": str(balance), "direction": direction, "payer": payer, "payee": payee},
         "lines": [
             {
-                "line": line.pk, "kind": line.kind, "description": line.description, "quantity": str(line.quantity),
-                "unit_amount": str(line.unit_amount), "amount": str(line.amount), "direction": line.direction,
-                "corrects": line.corrects_id, "recorded_at": line.recorded_at.astimezone(zone).isoformat(),
+                "line": line.pk,
+                "kind": line.kind,
+                "description": line.description,
+                "quantity": str(line.quantity),
+                "unit_amount": str(line.unit_amount),
+                "amount": str(line.amount),
+                "direction": line.direction,
+                "corrects": line.corrects_id,
+                "recorded_at": line.recorded_at.astimezone(zone).isoformat(),
             }
             for line in sheet.lines
         ],
@@ -55,8 +62,18 @@ def settlement_as_dict(sheet: SettlementSheet) -> dict:
 
 
 CSV_COLUMNS = [
-    "deal", "period", "status", "line", "kind", "description", "quantity", "unit_amount", "amount", "direction",
-    "corrects", "recorded_at",
+    "deal",
+    "period",
+    "status",
+    "line",
+    "kind",
+    "description",
+    "quantity",
+    "unit_amount",
+    "amount",
+    "direction",
+    "corrects",
+    "recorded_at",
 ]
 
 
@@ -69,12 +86,35 @@ def render_csv(sheets: Iterable[SettlementSheet]) -> str:
         data = settlement_as_dict(sheet)
         head = [data["deal"], data["period"], data["status"]]
         for line in data["lines"]:
-            writer.writerow([*head, line["line"] or "", line["kind"], line["description"], line["quantity"],
-                             line["unit_amount"], line["amount"], line["direction"], line["corrects"] or "",
-                             line["recorded_at"]])
+            writer.writerow(
+                [
+                    *head,
+                    line["line"] or "",
+                    line["kind"],
+                    line["description"],
+                    line["quantity"],
+                    line["unit_amount"],
+                    line["amount"],
+                    line["direction"],
+                    line["corrects"] or "",
+                    line["recorded_at"],
+                ]
+            )
         balance = data["balance"]
-        writer.writerow([*head, "", "balance", f"{balance['payer']} pays {balance['payee']}", "", "", balance["amount"],
-                         balance["direction"], "", data["issued_at"] or ""])
+        writer.writerow(
+            [
+                *head,
+                "",
+                "balance",
+                f"{balance['payer']} pays {balance['payee']}",
+                "",
+                "",
+                balance["amount"],
+                balance["direction"],
+                "",
+                data["issued_at"] or "",
+            ]
+        )
     return out.getvalue()
 
 
@@ -91,8 +131,10 @@ def render_text(sheet: SettlementSheet) -> str:
     ]
     for line in data["lines"]:
         corrects = f" (corrects #{line['corrects']})" if line["corrects"] else ""
-        lines.append(f"{line['line'] or '-':>6} {line['kind']:<14} {line['quantity']:>14} {line['unit_amount']:>10} "
-                     f"{line['amount']:>14} {line['direction']:<17} {line['description']}{corrects}")
+        lines.append(
+            f"{line['line'] or '-':>6} {line['kind']:<14} {line['quantity']:>14} {line['unit_amount']:>10} "
+            f"{line['amount']:>14} {line['direction']:<17} {line['description']}{corrects}"
+        )
     lines.append(
         f"grants {totals['grants']} = {totals['grants_amount']} CNY; revenue share {totals['revenue_share']} of "
         f"{totals['revenue_base']} = {totals['revenue_share_amount']} CNY; redemptions {totals['redemptions']}"

@@ -31,7 +31,10 @@ METHODS = (
 def _arm_data(group: pd.DataFrame, cost: Decimal = ZERO) -> ArmData:
     followed = group["duration_days"].notna().all() and len(group)
     return ArmData(
-        users=len(group), conversions=int(group["converted"].sum()), revenue=list(group["revenue"]), cost=cost,
+        users=len(group),
+        conversions=int(group["converted"].sum()),
+        revenue=list(group["revenue"]),
+        cost=cost,
         retention_durations=list(group["duration_days"]) if followed else None,
         retention_churned=list(group["churned"]) if followed else None,
     )
@@ -41,9 +44,12 @@ def _arm_summary(arm: str, group: pd.DataFrame) -> dict:
     users = len(group)
     revenue = sum(group["revenue"], ZERO)
     return {
-        "arm": arm, "users": users, "conversions": int(group["converted"].sum()),
+        "arm": arm,
+        "users": users,
+        "conversions": int(group["converted"].sum()),
         "conversion_rate": float(group["converted"].mean()) if users else None,
-        "revenue": str(revenue), "revenue_per_user": str((revenue / users).quantize(Decimal("0.01"))) if users else None,
+        "revenue": str(revenue),
+        "revenue_per_user": str((revenue / users).quantize(Decimal("0.01"))) if users else None,
     }
 
 
@@ -62,8 +68,14 @@ class CampaignReport:
 
     def to_dict(self) -> dict:
         return {
-            "campaign": self.campaign, "funnel": self.funnel, "warnings": self.warnings, "arms": self.arms,
-            "uplift": self.evaluation, "rules": self.rules, "methods": self.methods, "uplift_models": self.uplift_models,
+            "campaign": self.campaign,
+            "funnel": self.funnel,
+            "warnings": self.warnings,
+            "arms": self.arms,
+            "uplift": self.evaluation,
+            "rules": self.rules,
+            "methods": self.methods,
+            "uplift_models": self.uplift_models,
         }
 
 
@@ -81,7 +93,9 @@ def campaign_report(*, campaign: Campaign, now: datetime | None = None, confiden
         shares = None
         if campaign.kind == Campaign.Kind.RULES:
             holdout_share = float(campaign.holdout_share)
-            shares = {arm: (holdout_share if arm == HOLDOUT else (1 - holdout_share) / (len(by_arm) - 1)) for arm in by_arm}
+            shares = {
+                arm: (holdout_share if arm == HOLDOUT else (1 - holdout_share) / (len(by_arm) - 1)) for arm in by_arm
+            }
         result = compare_arms(by_arm, HOLDOUT, confidence=confidence, configured_shares=shares)
         if result.sample_ratio is not None and result.sample_ratio.mismatch:
             warnings.append(result.sample_ratio.warning)
@@ -91,13 +105,24 @@ def campaign_report(*, campaign: Campaign, now: datetime | None = None, confiden
         warnings.append("no holdout users: the campaign's effect cannot be measured, only its reach")
     return CampaignReport(
         campaign={
-            "slug": campaign.slug, "name": campaign.name, "kind": campaign.kind, "status": campaign.status,
-            "starts_at": campaign.starts_at.isoformat(), "ends_at": campaign.ends_at.isoformat(),
-            "timezone": str(campaign.timezone), "budget": None if campaign.budget is None else str(campaign.budget),
-            "spent": str(campaign.spent), "holdout_share": str(campaign.holdout_share), "as_of": now.isoformat(),
+            "slug": campaign.slug,
+            "name": campaign.name,
+            "kind": campaign.kind,
+            "status": campaign.status,
+            "starts_at": campaign.starts_at.isoformat(),
+            "ends_at": campaign.ends_at.isoformat(),
+            "timezone": str(campaign.timezone),
+            "budget": None if campaign.budget is None else str(campaign.budget),
+            "spent": str(campaign.spent),
+            "holdout_share": str(campaign.holdout_share),
+            "as_of": now.isoformat(),
             "mode": campaign.mode,
         },
-        funnel=campaign_funnel(campaign, frame), arms=arms, rules=rules, evaluation=evaluation, warnings=warnings,
+        funnel=campaign_funnel(campaign, frame),
+        arms=arms,
+        rules=rules,
+        evaluation=evaluation,
+        warnings=warnings,
         uplift_models=uplift_models_summary(campaign_slug=campaign.slug),
     )
 
@@ -110,7 +135,11 @@ def _rule_uplifts(frame: pd.DataFrame, confidence: float) -> list[dict]:
         row = {"rule": rule, "treated": _arm_summary("treated", treated), "holdout": _arm_summary(HOLDOUT, held)}
         if len(treated) and len(held):
             row["conversion_uplift"] = conversion_uplift(
-                int(treated["converted"].sum()), len(treated), int(held["converted"].sum()), len(held), confidence,
+                int(treated["converted"].sum()),
+                len(treated),
+                int(held["converted"].sum()),
+                len(held),
+                confidence,
             ).to_dict()
         rows.append(row)
     return rows

@@ -22,7 +22,9 @@ HOLDOUT = CampaignAssignment.HOLDOUT
 
 def _imported_outcome_frame(campaign: Campaign) -> pd.DataFrame:
     """Return the outcomes of an experiment run elsewhere, in the frame shape of our own campaigns."""
-    rows = list(ExperimentOutcome.objects.filter(campaign=campaign).values_list("user_ref", "arm", "converted", "revenue"))
+    rows = list(
+        ExperimentOutcome.objects.filter(campaign=campaign).values_list("user_ref", "arm", "converted", "revenue")
+    )
     frame = pd.DataFrame(rows, columns=["user_id", "arm", "converted", "revenue"])
     return frame.assign(rule="", churned=False, duration_days=float("nan"))
 
@@ -35,8 +37,11 @@ def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -
     skus = list(campaign.promoted_courses.values_list("sku", flat=True))
     promoted = f"AND p.item_id IN ({', '.join(['%(sku' + str(i) + ')s' for i in range(len(skus))])})" if skus else ""
     window = f"{int(campaign.conversion_window_days) * 86400} seconds"
-    window_end = ("a.assigned_at + CAST(%(window)s AS interval)" if connection.vendor == "postgresql"
-                  else "datetime(a.assigned_at, %(window)s)")
+    window_end = (
+        "a.assigned_at + CAST(%(window)s AS interval)"
+        if connection.vendor == "postgresql"
+        else "datetime(a.assigned_at, %(window)s)"
+    )
     sql = f"""
         SELECT a.user_id, a.arm, COALESCE(r.name, '') AS rule, a.assigned_at,
                COUNT(p.id) AS purchases, COALESCE(SUM(p.amount), 0) AS revenue,
@@ -52,11 +57,15 @@ def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -
         ORDER BY a.user_id
     """
     with connection.cursor() as cursor:
-        params = {"campaign": campaign.pk, "now": now, "window": window} | {f"sku{i}": sku for i, sku in enumerate(skus)}
+        params = {"campaign": campaign.pk, "now": now, "window": window} | {
+            f"sku{i}": sku for i, sku in enumerate(skus)
+        }
         cursor.execute(sql, params)
         frame = pd.DataFrame(cursor.fetchall(), columns=[column[0] for column in cursor.description])
     if frame.empty:
-        return frame.assign(converted=pd.Series(dtype=bool), duration_days=pd.Series(dtype=float), churned=pd.Series(dtype=bool))
+        return frame.assign(
+            converted=pd.Series(dtype=bool), duration_days=pd.Series(dtype=float), churned=pd.Series(dtype=bool)
+        )
     frame["converted"] = frame["purchases"] > 0
     frame["revenue"] = frame["revenue"].map(lambda value: Decimal(value).quantize(Decimal("0.01")))
     assigned = pd.to_datetime(frame["assigned_at"], utc=True)

@@ -104,6 +104,7 @@ class _Columns:
 
     def numbers(self, field: str) -> Column:
         """Return the field as numbers, NaN where missing; integer columns stay exact."""
+
         def convert(series: pd.Series) -> Column:
             numbers: Column
             if series.dtype.kind in "iu":

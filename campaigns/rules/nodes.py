@@ -95,7 +95,7 @@ class ConditionError(ValueError):
             line_end = len(text)
         line = text[line_start:line_end].replace("\t", " ")
         padding = " " * _display_width(line[: start - line_start])
-        carets = "^" * max(1, _display_width(text[start:min(end, line_end)]))
+        carets = "^" * max(1, _display_width(text[start : min(end, line_end)]))
         return f"    {line}\n    {padding}{carets}"
 
 

@@ -3,6 +3,7 @@
 Settlement statements are read (and drafts computed) in ``campaigns.selectors.settlement``.
 """
 
+from datetime import UTC
 from datetime import timezone as dt_timezone
 from decimal import Decimal
 
@@ -26,7 +27,10 @@ def partner_get(*, slug: str) -> Partner:
         return Partner.objects.get(slug=slug)
     except Partner.DoesNotExist:
         raise ApplicationError(
-            f"no partner {slug!r}; see 'manage.py partner list'", code="not_found", field="slug", status=404,
+            f"no partner {slug!r}; see 'manage.py partner list'",
+            code="not_found",
+            field="slug",
+            status=404,
         ) from None
 
 
@@ -34,8 +38,12 @@ def campaign_get(*, slug: str) -> Campaign:
     """Return the campaign with this slug, or a clear error."""
     campaign = Campaign.objects.filter(slug=slug).first()
     if campaign is None:
-        raise ApplicationError(f"no campaign {slug!r}; list them in the admin or with GET /api/v1/campaigns/",
-                               code="not_found", field="slug", status=404)
+        raise ApplicationError(
+            f"no campaign {slug!r}; list them in the admin or with GET /api/v1/campaigns/",
+            code="not_found",
+            field="slug",
+            status=404,
+        )
     return campaign
 
 
@@ -100,8 +108,20 @@ def offer_list_open_for_user(*, partner: Partner, user, now=None) -> QuerySet[Of
     )
 
 
-OPEN_OFFER_FIELDS = ("code", "kind", "status", "campaign", "honoured_by", "deal", "amount_off", "percent_off", "min_spend",
-                     "days", "issued_at", "expires_at")
+OPEN_OFFER_FIELDS = (
+    "code",
+    "kind",
+    "status",
+    "campaign",
+    "honoured_by",
+    "deal",
+    "amount_off",
+    "percent_off",
+    "min_spend",
+    "days",
+    "issued_at",
+    "expires_at",
+)
 # The rows of offer_list_open_for_user, visibility as in offers_visible_to: the partner honours
 # the offer, or runs or joins its campaign.
 OPEN_OFFERS_SQL = """
@@ -127,8 +147,17 @@ def offer_rows_open_for_user(*, partner: Partner, user_id: int, now=None) -> lis
     """
     now = now or timezone.now()
     with connection.cursor() as cursor:
-        cursor.execute(OPEN_OFFERS_SQL, [user_id, *Offer.OPEN_STATUSES, connection.ops.adapt_datetimefield_value(now),
-                                          partner.pk, partner.pk, partner.pk])
+        cursor.execute(
+            OPEN_OFFERS_SQL,
+            [
+                user_id,
+                *Offer.OPEN_STATUSES,
+                connection.ops.adapt_datetimefield_value(now),
+                partner.pk,
+                partner.pk,
+                partner.pk,
+            ],
+        )
         return [_open_offer(dict(zip(OPEN_OFFER_FIELDS, row))) for row in cursor.fetchall()]
 
 
@@ -141,6 +170,6 @@ def _open_offer(offer: dict) -> dict:
         if isinstance(moment, str):  # SQLite hands times back as text
             moment = parse_datetime(moment)
         if timezone.is_naive(moment):
-            moment = timezone.make_aware(moment, dt_timezone.utc)
+            moment = timezone.make_aware(moment, UTC)
         offer[name] = timezone.localtime(moment).isoformat()
     return offer

@@ -69,7 +69,10 @@ def deal_zone(deal: Deal) -> ZoneInfo:
 def period_bounds(period: date, zone: ZoneInfo) -> tuple[datetime, datetime]:
     """Return the month's first instant and the next month's first instant, both at midnight in the zone."""
     following = date(period.year + (period.month == 12), period.month % 12 + 1, 1)
-    return (datetime(period.year, period.month, 1, tzinfo=zone), datetime(following.year, following.month, 1, tzinfo=zone))
+    return (
+        datetime(period.year, period.month, 1, tzinfo=zone),
+        datetime(following.year, following.month, 1, tzinfo=zone),
+    )
 
 
 def period_last_closed(*, zone: ZoneInfo, now: datetime | None = None) -> date:
@@ -104,9 +107,12 @@ def settlement_figures(windows: Sequence[SettlementWindow]) -> dict[int, Settlem
     for (start, end), group in by_window.items():
         ids = [window.deal_id for window in group]
         grants = (
-            DealGrant.objects.filter(deal_id__in=ids, status=DealGrant.Status.CONFIRMED, triggered_at__gte=start,
-                                     triggered_at__lt=end)
-            .values_list("deal_id", "amount").annotate(count=Count("pk")).order_by()
+            DealGrant.objects.filter(
+                deal_id__in=ids, status=DealGrant.Status.CONFIRMED, triggered_at__gte=start, triggered_at__lt=end
+            )
+            .values_list("deal_id", "amount")
+            .annotate(count=Count("pk"))
+            .order_by()
         )
         for deal_id, amount, count in grants:
             prices = figures[deal_id].grants
@@ -117,7 +123,9 @@ def settlement_figures(windows: Sequence[SettlementWindow]) -> dict[int, Settlem
                 figures[deal_id].revenue_base = (Decimal(int(fen)) / 100).quantize(Decimal("0.01"))
         redemptions = (
             RedemptionEntry.objects.filter(offer__deal_id__in=ids, created_at__gte=start, created_at__lt=end)
-            .values_list("offer__deal_id", "kind").annotate(count=Count("pk")).order_by()
+            .values_list("offer__deal_id", "kind")
+            .annotate(count=Count("pk"))
+            .order_by()
         )
         for deal_id, kind, count in redemptions:
             figures[deal_id].redemptions += count if kind == RedemptionEntry.Kind.REDEEM else -count
@@ -174,40 +182,70 @@ def _share_description(base: Decimal, share: Decimal) -> str:
     return f"revenue share {share * 100:.2f}% of {base} CNY spent at the target partner by granted users"
 
 
-def _draft(deal: Deal, period: date, figures: SettlementFigures, start: datetime, end: datetime, now: datetime) -> SettlementSheet:
+def _draft(
+    deal: Deal, period: date, figures: SettlementFigures, start: datetime, end: datetime, now: datetime
+) -> SettlementSheet:
     """Build the unsaved statement and lines for a deal's month from its figures."""
     lines = []
     for price in sorted(figures.grants) or [deal.settlement_price]:
         count = figures.grants.get(price, 0)
-        lines.append(SettlementLine(
-            kind=Kind.GRANTS, description=f"{count} confirmed grants at {price} CNY", quantity=Decimal(count),
-            unit_amount=price, amount=price * count, direction=Direction.SOURCE_TO_TARGET, recorded_at=now,
-        ))
+        lines.append(
+            SettlementLine(
+                kind=Kind.GRANTS,
+                description=f"{count} confirmed grants at {price} CNY",
+                quantity=Decimal(count),
+                unit_amount=price,
+                amount=price * count,
+                direction=Direction.SOURCE_TO_TARGET,
+                recorded_at=now,
+            )
+        )
     share = deal.revenue_share
-    lines.append(SettlementLine(
-        kind=Kind.REVENUE_SHARE, description=_share_description(figures.revenue_base, share),
-        quantity=figures.revenue_base, unit_amount=share, amount=to_cny(figures.revenue_base * share),
-        direction=Direction.TARGET_TO_SOURCE, recorded_at=now,
-    ))
+    lines.append(
+        SettlementLine(
+            kind=Kind.REVENUE_SHARE,
+            description=_share_description(figures.revenue_base, share),
+            quantity=figures.revenue_base,
+            unit_amount=share,
+            amount=to_cny(figures.revenue_base * share),
+            direction=Direction.TARGET_TO_SOURCE,
+            recorded_at=now,
+        )
+    )
     grants_amount = sum((line.amount for line in lines if line.kind == Kind.GRANTS), ZERO)
     revenue_share_amount = lines[-1].amount
     net_amount, net_direction = _netted(grants_amount - revenue_share_amount)
     statement = SettlementStatement(
-        deal=deal, period=period, status=SettlementStatement.Status.DRAFT, timezone=str(deal_zone(deal)),
-        period_start=start, period_end=end, source_partner=deal.source_partner, target_partner=deal.target_partner,
-        grants_count=sum(figures.grants.values()), grants_amount=grants_amount, revenue_base=figures.revenue_base,
-        revenue_share=share, revenue_share_amount=revenue_share_amount, redemptions=figures.redemptions,
-        net_amount=net_amount, net_direction=net_direction,
+        deal=deal,
+        period=period,
+        status=SettlementStatement.Status.DRAFT,
+        timezone=str(deal_zone(deal)),
+        period_start=start,
+        period_end=end,
+        source_partner=deal.source_partner,
+        target_partner=deal.target_partner,
+        grants_count=sum(figures.grants.values()),
+        grants_amount=grants_amount,
+        revenue_base=figures.revenue_base,
+        revenue_share=share,
+        revenue_share_amount=revenue_share_amount,
+        redemptions=figures.redemptions,
+        net_amount=net_amount,
+        net_direction=net_direction,
     )
     return SettlementSheet(statement, tuple(lines))
 
 
-def settlements_compute(*, deals: Iterable[Deal], period: date, now: datetime | None = None) -> dict[int, SettlementSheet]:
+def settlements_compute(
+    *, deals: Iterable[Deal], period: date, now: datetime | None = None
+) -> dict[int, SettlementSheet]:
     """Compute draft statements of many deals for one month, in a few queries per distinct time zone; store nothing."""
     now = now or timezone.now()
     deals = list(deals)
     bounds = {deal.pk: period_bounds(period, deal_zone(deal)) for deal in deals}
-    figures = settlement_figures([SettlementWindow(deal.pk, deal.target_partner_id, *bounds[deal.pk]) for deal in deals])
+    figures = settlement_figures(
+        [SettlementWindow(deal.pk, deal.target_partner_id, *bounds[deal.pk]) for deal in deals]
+    )
     return {deal.pk: _draft(deal, period, figures[deal.pk], *bounds[deal.pk], now) for deal in deals}
 
 
@@ -222,10 +260,13 @@ def settlements_get(*, deals: Iterable[Deal], period: date, now: datetime | None
     issued = {
         statement.deal_id: statement
         for statement in SettlementStatement.objects.filter(deal__in=deals, period=period)
-        .select_related("deal", "source_partner", "target_partner").prefetch_related("lines")
+        .select_related("deal", "source_partner", "target_partner")
+        .prefetch_related("lines")
     }
     sheets = settlements_compute(deals=[deal for deal in deals if deal.pk not in issued], period=period, now=now)
-    sheets.update({deal_id: SettlementSheet(statement, tuple(statement.lines.all())) for deal_id, statement in issued.items()})
+    sheets.update(
+        {deal_id: SettlementSheet(statement, tuple(statement.lines.all())) for deal_id, statement in issued.items()}
+    )
     return sheets
 
 

@@ -80,10 +80,13 @@ class Candidate:
 def campaign_order_value(campaign: Campaign) -> Decimal:
     """Return the mean list price of the campaign's promoted courses (of every course on sale when it promotes none)."""
     prices = list(campaign.promoted_courses.values_list("price", flat=True)) or list(
-        Course.objects.filter(is_active=True).values_list("price", flat=True))
+        Course.objects.filter(is_active=True).values_list("price", flat=True)
+    )
     if not prices:
-        raise ApplicationError(f"campaign {campaign.slug!r}: no course on sale to price a conversion; add courses first",
-                               field="promoted_courses")
+        raise ApplicationError(
+            f"campaign {campaign.slug!r}: no course on sale to price a conversion; add courses first",
+            field="promoted_courses",
+        )
     return (sum(prices, ZERO) / len(prices)).quantize(CENT)
 
 
@@ -97,11 +100,15 @@ def campaign_candidates(campaign: Campaign, plans: list[RulePlan], order_value: 
         for rule in rules:
             if rule.offer_kind == rule.OfferKind.COUPON:
                 discount += rule.amount_off if rule.amount_off is not None else order_value * rule.percent_off / 100
-        candidates.append(Candidate(
-            rules=tuple(members), package=package_name(rule.offer_kind for rule in rules),
-            label=" + ".join(rule.name for rule in rules), cost=sum((rule.cost for rule in rules), ZERO),
-            discount=min(discount, order_value).quantize(CENT),
-        ))
+        candidates.append(
+            Candidate(
+                rules=tuple(members),
+                package=package_name(rule.offer_kind for rule in rules),
+                label=" + ".join(rule.name for rule in rules),
+                cost=sum((rule.cost for rule in rules), ZERO),
+                discount=min(discount, order_value).quantize(CENT),
+            )
+        )
     return candidates
 
 
@@ -123,16 +130,30 @@ class ChunkValues:
     reach: np.ndarray
 
 
-def chunk_values(*, campaign: Campaign, plans: list[RulePlan], candidates: list[Candidate], bundle: UpliftBundle,
-                 frame: pd.DataFrame, id_range: tuple[int, int], now: datetime, order_value: Decimal) -> ChunkValues:
+def chunk_values(
+    *,
+    campaign: Campaign,
+    plans: list[RulePlan],
+    candidates: list[Candidate],
+    bundle: UpliftBundle,
+    frame: pd.DataFrame,
+    id_range: tuple[int, int],
+    now: datetime,
+    order_value: Decimal,
+) -> ChunkValues:
     """Predict the value of every candidate for every user of a chunk who matches some rule."""
     ids = frame.index.to_numpy(dtype=np.int64)
-    masks = [np.ones(len(ids), dtype=bool) if plan.condition is None else evaluate_table(plan.condition, frame)
-             for plan in plans]
+    masks = [
+        np.ones(len(ids), dtype=bool) if plan.condition is None else evaluate_table(plan.condition, frame)
+        for plan in plans
+    ]
     matched = np.logical_or.reduce(masks) if masks else np.zeros(len(ids), dtype=bool)
     ids, masks = ids[matched], [mask[matched] for mask in masks]
-    allowed = np.column_stack([masks[candidate.rules[0]] for candidate in candidates]) if candidates else \
-        np.zeros((len(ids), 0), dtype=bool)
+    allowed = (
+        np.column_stack([masks[candidate.rules[0]] for candidate in candidates])
+        if candidates
+        else np.zeros((len(ids), 0), dtype=bool)
+    )
     uplift, baseline = bundle.predict(uplift_features(ids, as_of=now))
     scores = user_frame(["churn_probability", "clv"], as_of=now, id_range=id_range, reachable_only=True).reindex(ids)
     retained = (scores["churn_probability"].clip(0, 1) * scores["clv"].clip(lower=0)).fillna(0.0).to_numpy(dtype=float)
@@ -145,8 +166,14 @@ def chunk_values(*, campaign: Campaign, plans: list[RulePlan], candidates: list[
         discount = float(candidate.discount)
         worth = gain * (price - discount + retained) - np.clip(baseline, 0.0, 1.0) * discount
         values[:, column] = np.where(allowed[:, column], worth, BLOCKED)
-    return ChunkValues(user_ids=ids, masks=masks, allowed=allowed, values=values,
-                       draw=holdout_draw(campaign, ids), reach=holdout_draw(campaign, ids, "reach"))
+    return ChunkValues(
+        user_ids=ids,
+        masks=masks,
+        allowed=allowed,
+        values=values,
+        draw=holdout_draw(campaign, ids),
+        reach=holdout_draw(campaign, ids, "reach"),
+    )
 
 
 def _tie_broken(values: np.ndarray, costs: np.ndarray, reach: np.ndarray) -> np.ndarray:
@@ -172,10 +199,16 @@ class Strategy:
         return (self.expected_margin / self.spend).quantize(Decimal("0.001"))
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "users": self.users, "holdout": self.holdout, "offers": self.offers,
-                "spend": str(self.spend), "expected_margin": None if self.expected_margin is None else str(self.expected_margin),
-                "margin_per_cny": None if self.margin_per_cny is None else str(self.margin_per_cny),
-                "unknown_users": self.unknown_users}
+        return {
+            "name": self.name,
+            "users": self.users,
+            "holdout": self.holdout,
+            "offers": self.offers,
+            "spend": str(self.spend),
+            "expected_margin": None if self.expected_margin is None else str(self.expected_margin),
+            "margin_per_cny": None if self.margin_per_cny is None else str(self.margin_per_cny),
+            "unknown_users": self.unknown_users,
+        }
 
 
 @dataclass
@@ -190,8 +223,14 @@ class Comparison:
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
-        return {"model": self.model, "method": self.method, "order_value": str(self.order_value),
-                "rules": self.rules.as_dict(), "optimised": self.optimised.as_dict(), "notes": self.notes}
+        return {
+            "model": self.model,
+            "method": self.method,
+            "order_value": str(self.order_value),
+            "rules": self.rules.as_dict(),
+            "optimised": self.optimised.as_dict(),
+            "notes": self.notes,
+        }
 
 
 @dataclass
@@ -228,8 +267,16 @@ def campaign_optimise_plan(*, campaign: Campaign, plans: list[RulePlan], now: da
     chunks = campaign_chunks()
     for done, id_range in enumerate(chunks, 1):
         frame = load_chunk(plans, id_range, now, unassigned_in=campaign)
-        values = chunk_values(campaign=campaign, plans=plans, candidates=candidates, bundle=bundle, frame=frame,
-                              id_range=id_range, now=now, order_value=order_value)
+        values = chunk_values(
+            campaign=campaign,
+            plans=plans,
+            candidates=candidates,
+            bundle=bundle,
+            frame=frame,
+            id_range=id_range,
+            now=now,
+            order_value=order_value,
+        )
         # The rules' own choice for the same users: which candidates each treated user would get.
         rules_plan = plan_chunk(campaign, plans, frame)
         given = np.zeros(values.allowed.shape, dtype=bool)
@@ -257,7 +304,9 @@ def campaign_optimise_plan(*, campaign: Campaign, plans: list[RulePlan], now: da
     choice = choose_at_multiplier(broken, costs, multiplier) if len(candidates) else np.full(len(user_ids), -1)
     held = (choice >= 0) & (draw < share)
     comparison = Comparison(
-        model=f"uplift v{run.version}", method=bundle.selected, order_value=order_value,
+        model=f"uplift v{run.version}",
+        method=bundle.selected,
+        order_value=order_value,
         rules=_rules_strategy(matrix, given, rules_held, reach, costs, candidates, remaining),
         optimised=_optimised_strategy(matrix, choice, held, reach, costs, remaining),
     )
@@ -265,12 +314,25 @@ def campaign_optimise_plan(*, campaign: Campaign, plans: list[RulePlan], now: da
     if unknown:
         comparison.notes.append(
             f"the uplift model has not learned {', '.join(unknown)} yet: the optimiser does not give it, and the "
-            "rules' users who get it count with an unknown margin")
-    choices = pd.DataFrame({"user_id": user_ids, "choice": choice, "holdout": held,
-                            "rules_choice": [tuple(np.flatnonzero(row).tolist()) for row in given],
-                            "rules_holdout": rules_held})
-    return OptimisePlan(run_id=run.pk, multiplier=float(multiplier), candidates=candidates, order_value=order_value,
-                        comparison=comparison, choices=choices)
+            "rules' users who get it count with an unknown margin"
+        )
+    choices = pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "choice": choice,
+            "holdout": held,
+            "rules_choice": [tuple(np.flatnonzero(row).tolist()) for row in given],
+            "rules_holdout": rules_held,
+        }
+    )
+    return OptimisePlan(
+        run_id=run.pk,
+        multiplier=float(multiplier),
+        candidates=candidates,
+        order_value=order_value,
+        comparison=comparison,
+        choices=choices,
+    )
 
 
 def _clamp(order: np.ndarray, cost: np.ndarray, remaining: Decimal | None) -> np.ndarray:
@@ -293,8 +355,14 @@ def _rules_strategy(matrix, given, held, reach, costs, candidates, remaining) ->
     worth = np.where(given[rows], matrix[rows], 0.0)
     unknown = (given[rows] & (matrix[rows] <= BLOCKED / 2)).any(axis=1)
     offers = int((given[rows] * np.array([len(candidate.rules) for candidate in candidates])[None, :]).sum())
-    strategy = Strategy(name="rules", users=len(rows), holdout=int((given.any(axis=1) & held).sum()), offers=offers,
-                        spend=_money(float(cost.sum())), unknown_users=int(unknown.sum()))
+    strategy = Strategy(
+        name="rules",
+        users=len(rows),
+        holdout=int((given.any(axis=1) & held).sum()),
+        offers=offers,
+        spend=_money(float(cost.sum())),
+        unknown_users=int(unknown.sum()),
+    )
     strategy.expected_margin = None if unknown.any() else _money(float(worth.sum()))
     return strategy
 
@@ -304,30 +372,61 @@ def _optimised_strategy(matrix, choice, held, reach, costs, remaining) -> Strate
     cost = costs[choice[rows]]
     keep = _clamp(np.argsort(reach[rows], kind="stable"), cost, remaining)
     rows = rows[keep]
-    return Strategy(name="optimised", users=len(rows), holdout=int(held.sum()), offers=len(rows),
-                    spend=_money(float(costs[choice[rows]].sum())),
-                    expected_margin=_money(float(matrix[rows, choice[rows]].sum())))
+    return Strategy(
+        name="optimised",
+        users=len(rows),
+        holdout=int(held.sum()),
+        offers=len(rows),
+        spend=_money(float(costs[choice[rows]].sum())),
+        expected_margin=_money(float(matrix[rows, choice[rows]].sum())),
+    )
 
 
-def optimised_chunk_plan(*, campaign: Campaign, plans: list[RulePlan], frame: pd.DataFrame, id_range: tuple[int, int],
-                         now: datetime, optimisation: dict | None) -> ChunkPlan:
+def optimised_chunk_plan(
+    *,
+    campaign: Campaign,
+    plans: list[RulePlan],
+    frame: pd.DataFrame,
+    id_range: tuple[int, int],
+    now: datetime,
+    optimisation: dict | None,
+) -> ChunkPlan:
     """Choose the offers of one chunk with the plan's multiplier: the same choice the plan made for these users."""
     if not optimisation or "run" not in optimisation or "multiplier" not in optimisation:
-        raise ApplicationError(f"campaign {campaign.slug!r} optimises its offers: run it with run_campaign (or the "
-                               "admin), which plans the allocation before issuing", field="mode")
+        raise ApplicationError(
+            f"campaign {campaign.slug!r} optimises its offers: run it with run_campaign (or the "
+            "admin), which plans the allocation before issuing",
+            field="mode",
+        )
     bundle = _bundle(int(optimisation["run"]))
     order_value = campaign_order_value(campaign)
     candidates = campaign_candidates(campaign, plans, order_value)
     costs = np.array([float(candidate.cost) for candidate in candidates])
-    values = chunk_values(campaign=campaign, plans=plans, candidates=candidates, bundle=bundle, frame=frame,
-                          id_range=id_range, now=now, order_value=order_value)
-    choice = choose_at_multiplier(_tie_broken(values.values, costs, values.reach), costs, float(optimisation["multiplier"]))
+    values = chunk_values(
+        campaign=campaign,
+        plans=plans,
+        candidates=candidates,
+        bundle=bundle,
+        frame=frame,
+        id_range=id_range,
+        now=now,
+        order_value=order_value,
+    )
+    choice = choose_at_multiplier(
+        _tie_broken(values.values, costs, values.reach), costs, float(optimisation["multiplier"])
+    )
     chosen = choice >= 0
     holdout = chosen & (values.draw < float(campaign.holdout_share))
-    first_match = np.argmax(np.vstack(values.masks), axis=0) if values.masks and len(values.user_ids) else \
-        np.zeros(len(values.user_ids), dtype=np.int64)
-    first_rule = np.array([candidates[column].rules[0] for column in np.maximum(choice, 0)], dtype=np.int64) \
-        if len(candidates) else first_match
+    first_match = (
+        np.argmax(np.vstack(values.masks), axis=0)
+        if values.masks and len(values.user_ids)
+        else np.zeros(len(values.user_ids), dtype=np.int64)
+    )
+    first_rule = (
+        np.array([candidates[column].rules[0] for column in np.maximum(choice, 0)], dtype=np.int64)
+        if len(candidates)
+        else first_match
+    )
     matched_rule = np.where(chosen, first_rule, first_match)
     users, rules, sequences = [], [], []
     for column, candidate in enumerate(candidates):
@@ -340,8 +439,11 @@ def optimised_chunk_plan(*, campaign: Campaign, plans: list[RulePlan], frame: pd
     # Only the chosen users take part in the run: the treated and, held out under the package
     # they would have got, the holdout; the others are left for a later run to reach.
     return ChunkPlan(
-        user_ids=values.user_ids[chosen], draw=values.draw[chosen], holdout=holdout[chosen],
+        user_ids=values.user_ids[chosen],
+        draw=values.draw[chosen],
+        holdout=holdout[chosen],
         matched_rule=matched_rule[chosen],
-        pick_users=np.concatenate(users) if users else empty, pick_rules=np.concatenate(rules) if rules else empty,
+        pick_users=np.concatenate(users) if users else empty,
+        pick_rules=np.concatenate(rules) if rules else empty,
         pick_sequence=np.concatenate(sequences) if sequences else empty,
     )

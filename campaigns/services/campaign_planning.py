@@ -17,8 +17,17 @@ import numpy as np
 import pandas as pd
 
 from analytics.selectors import sql_columns, user_frame, user_id_ranges
-from campaigns.rules import (AnyOf, Condition, ConditionError, Registry, SqlFragment, compile_sql, evaluate_table,
-                                  referenced_fields, validate)
+from campaigns.rules import (
+    AnyOf,
+    Condition,
+    ConditionError,
+    Registry,
+    SqlFragment,
+    compile_sql,
+    evaluate_table,
+    referenced_fields,
+    validate,
+)
 from crossmkt_site.errors import ApplicationError
 
 from ..models import Campaign, CampaignAssignment, Rule
@@ -95,8 +104,9 @@ def plan_chunk(campaign: Campaign, plans: list[RulePlan], frame: pd.DataFrame) -
     """Evaluate every rule over a frame of reachable users and pick offers, all column-wise."""
     user_ids = frame.index.to_numpy(dtype=np.int64)
     n = len(user_ids)
-    masks = [np.ones(n, dtype=bool) if plan.condition is None else evaluate_table(plan.condition, frame)
-             for plan in plans]
+    masks = [
+        np.ones(n, dtype=bool) if plan.condition is None else evaluate_table(plan.condition, frame) for plan in plans
+    ]
     any_match = np.logical_or.reduce(masks) if masks else np.zeros(n, dtype=bool)
     first_rule = np.where(any_match, np.argmax(np.vstack(masks), axis=0) if masks else -1, -1)
     draw = holdout_draw(campaign, user_ids)
@@ -116,37 +126,50 @@ def plan_chunk(campaign: Campaign, plans: list[RulePlan], frame: pd.DataFrame) -
             blocked |= mask
     eligible = any_match
     return ChunkPlan(
-        user_ids=user_ids[eligible], draw=draw[eligible], holdout=holdout[eligible], matched_rule=first_rule[eligible],
+        user_ids=user_ids[eligible],
+        draw=draw[eligible],
+        holdout=holdout[eligible],
+        matched_rule=first_rule[eligible],
         pick_users=np.concatenate(users) if users else np.empty(0, dtype=np.int64),
         pick_rules=np.concatenate(rules) if rules else np.empty(0, dtype=np.int64),
         pick_sequence=np.concatenate(sequences) if sequences else np.empty(0, dtype=np.int64),
     )
 
 
-def load_chunk(plans: list[RulePlan], id_range: tuple[int, int], as_of: datetime,
-                unassigned_in: Campaign | None = None) -> pd.DataFrame:
+def load_chunk(
+    plans: list[RulePlan], id_range: tuple[int, int], as_of: datetime, unassigned_in: Campaign | None = None
+) -> pd.DataFrame:
     """Load the reachable users of a range that match some rule (and, given a campaign, have no assignment in it).
 
     Where every rule's condition has an SQL form, the database does the first cut, so a
     run reads only the users it may act on; ``plan_chunk`` then evaluates each rule exactly.
     """
     fields = sorted({name for plan in plans for name in plan.fields})
-    return user_frame(fields, as_of=as_of, id_range=id_range, reachable_only=True,
-                      where=_chunk_filter(plans, unassigned_in, id_range), item_categories=item_category_sources())
+    return user_frame(
+        fields,
+        as_of=as_of,
+        id_range=id_range,
+        reachable_only=True,
+        where=_chunk_filter(plans, unassigned_in, id_range),
+        item_categories=item_category_sources(),
+    )
 
 
-def _chunk_filter(plans: list[RulePlan], unassigned_in: Campaign | None,
-                  id_range: tuple[int, int]) -> SqlFragment | None:
+def _chunk_filter(
+    plans: list[RulePlan], unassigned_in: Campaign | None, id_range: tuple[int, int]
+) -> SqlFragment | None:
     parts: list[SqlFragment] = []
     columns = sql_columns({name for plan in plans for name in plan.fields})
     if columns is not None and all(plan.condition is not None for plan in plans):
         parts.append(compile_sql(AnyOf(tuple(plan.condition for plan in plans)), columns))
     if unassigned_in is not None:
-        parts.append(SqlFragment(
-            f"NOT EXISTS (SELECT 1 FROM {CampaignAssignment._meta.db_table} a "
-            "WHERE a.campaign_id = %s AND a.user_id = u.id AND a.user_id >= %s AND a.user_id < %s)",
-            (unassigned_in.pk, *id_range),
-        ))
+        parts.append(
+            SqlFragment(
+                f"NOT EXISTS (SELECT 1 FROM {CampaignAssignment._meta.db_table} a "
+                "WHERE a.campaign_id = %s AND a.user_id = u.id AND a.user_id >= %s AND a.user_id < %s)",
+                (unassigned_in.pk, *id_range),
+            )
+        )
     if not parts:
         return None
     return SqlFragment(" AND ".join(part.sql for part in parts), tuple(p for part in parts for p in part.params))

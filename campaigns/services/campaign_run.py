@@ -29,8 +29,17 @@ from crossmkt_site.money import ZERO
 
 from ..models import Campaign, CampaignAssignment, Offer
 from .campaign_optimise import campaign_optimise_plan, optimised_chunk_plan
-from .campaign_planning import (CHUNK_USERS, ChunkPlan, RulePlan, campaign_chunks, campaign_rule_plans, holdout_draw,
-                                load_chunk, new_codes, plan_chunk)
+from .campaign_planning import (
+    CHUNK_USERS,
+    ChunkPlan,
+    RulePlan,
+    campaign_chunks,
+    campaign_rule_plans,
+    holdout_draw,
+    load_chunk,
+    new_codes,
+    plan_chunk,
+)
 from .stock import stock_assign, stock_hold
 from .webhooks import webhook_offers_issued
 
@@ -47,20 +56,23 @@ def campaign_check_runnable(campaign: Campaign, now: datetime) -> None:
     if campaign.status != Campaign.Status.RUNNING:
         raise ApplicationError(
             f"campaign {campaign.slug!r} is {campaign.status}; set it to running to issue offers (a dry run works in any state)",
-            code="not_running", field="status",
+            code="not_running",
+            field="status",
         )
     zone = campaign.timezone
     if not (campaign.starts_at <= now < campaign.ends_at):
         raise ApplicationError(
             f"campaign {campaign.slug!r} runs from {campaign.starts_at.astimezone(zone):%Y-%m-%d %H:%M} to "
             f"{campaign.ends_at.astimezone(zone):%Y-%m-%d %H:%M} ({zone}); it is outside that window now",
-            code="outside_window", field="starts_at",
+            code="outside_window",
+            field="starts_at",
         )
     unlicensed = [film.title for film in campaign.promoted_films.all() if not film.licensed_at(now)]
     if unlicensed:
         raise ApplicationError(
             f"campaign {campaign.slug!r} promotes films outside their licence window: {', '.join(unlicensed)}",
-            code="licence", field="promoted_films",
+            code="licence",
+            field="promoted_films",
         )
 
 
@@ -77,8 +89,9 @@ class ChunkResult:
         return {key: str(value) if isinstance(value, Decimal) else value for key, value in self.__dict__.items()}
 
 
-def campaign_issue_chunk(*, campaign_id: int, id_range: tuple[int, int], now: datetime | None = None,
-                         optimisation: dict | None = None) -> ChunkResult:
+def campaign_issue_chunk(
+    *, campaign_id: int, id_range: tuple[int, int], now: datetime | None = None, optimisation: dict | None = None
+) -> ChunkResult:
     """Assign and issue offers for one range of user ids; running it again issues nothing.
 
     An optimise-mode campaign's chunk chooses with ``optimisation`` (the plan's model run
@@ -101,13 +114,18 @@ def campaign_issue_chunk(*, campaign_id: int, id_range: tuple[int, int], now: da
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
         if campaign.status != Campaign.Status.RUNNING:
             return result
-        assigned = set(CampaignAssignment.objects.filter(campaign=campaign, user_id__gte=lo, user_id__lt=hi)
-                       .values_list("user_id", flat=True))
+        assigned = set(
+            CampaignAssignment.objects.filter(campaign=campaign, user_id__gte=lo, user_id__lt=hi).values_list(
+                "user_id", flat=True
+            )
+        )
         fresh = ~np.isin(plan.user_ids, np.fromiter(assigned, dtype=np.int64, count=len(assigned)))
         result.skipped_existing += int((~fresh).sum())  # assigned by another run since the read above
         picks_fresh = np.isin(plan.pick_users, plan.user_ids[fresh])
         pick_users, pick_rules, pick_sequence = (
-            plan.pick_users[picks_fresh], plan.pick_rules[picks_fresh], plan.pick_sequence[picks_fresh],
+            plan.pick_users[picks_fresh],
+            plan.pick_rules[picks_fresh],
+            plan.pick_sequence[picks_fresh],
         )
         # Clamp to budget and cap in a random order ("reach") that favours neither old nor new users.
         order = np.lexsort((pick_sequence, holdout_draw(campaign, pick_users, "reach")))
@@ -117,11 +135,19 @@ def campaign_issue_chunk(*, campaign_id: int, id_range: tuple[int, int], now: da
         # A ticket or trial offer needs an item of its partner's pool; one that finds none is not issued.
         stock = stock_hold(rules=[p.rule for p in plans], pick_rules=pick_rules, valid_until=expires_at)
         pick_users, pick_rules, pick_sequence, costs = (
-            pick_users[stock.covered], pick_rules[stock.covered], pick_sequence[stock.covered], costs[stock.covered],
+            pick_users[stock.covered],
+            pick_rules[stock.covered],
+            pick_sequence[stock.covered],
+            costs[stock.covered],
         )
         keep = _within_limits(campaign, costs)
         result.clamped = int(len(stock.covered) - stock.covered.sum()) + int(len(keep) - keep.sum())
-        pick_users, pick_rules, pick_sequence, costs = pick_users[keep], pick_rules[keep], pick_sequence[keep], costs[keep]
+        pick_users, pick_rules, pick_sequence, costs = (
+            pick_users[keep],
+            pick_rules[keep],
+            pick_sequence[keep],
+            costs[keep],
+        )
         # A treated user the budget or the stock could not reach gets no assignment, so a later run may still reach them.
         # Held-out users are cut at the same point of the reach order, so both arms stay random
         # samples of the eligible users in the configured proportion.
@@ -135,39 +161,75 @@ def campaign_issue_chunk(*, campaign_id: int, id_range: tuple[int, int], now: da
         rule_ids = np.array([plans[i].rule.pk for i in plan.matched_rule[fresh]], dtype=np.int64)
         codes = new_codes(len(pick_users))
         with connection.cursor() as cursor:
-            bulk_insert_frame(cursor, CampaignAssignment._meta.db_table, pd.DataFrame({
-                "campaign_id": campaign.pk, "user_id": assign_users[keep_assignment],
-                "arm": np.where(assign_holdout[keep_assignment], HOLDOUT, TREATMENT).astype(object),
-                "rule_id": rule_ids[keep_assignment], "assigned_at": pd.Timestamp(now),
-            }))
-            bulk_insert_frame(cursor, Offer._meta.db_table, _offers_frame(
-                campaign, [p.rule for p in plans], pick_users, pick_rules, pick_sequence, codes, now, expires_at,
-            ))
+            bulk_insert_frame(
+                cursor,
+                CampaignAssignment._meta.db_table,
+                pd.DataFrame(
+                    {
+                        "campaign_id": campaign.pk,
+                        "user_id": assign_users[keep_assignment],
+                        "arm": np.where(assign_holdout[keep_assignment], HOLDOUT, TREATMENT).astype(object),
+                        "rule_id": rule_ids[keep_assignment],
+                        "assigned_at": pd.Timestamp(now),
+                    }
+                ),
+            )
+            bulk_insert_frame(
+                cursor,
+                Offer._meta.db_table,
+                _offers_frame(
+                    campaign,
+                    [p.rule for p in plans],
+                    pick_users,
+                    pick_rules,
+                    pick_sequence,
+                    codes,
+                    now,
+                    expires_at,
+                ),
+            )
         items = stock.hand_out(pick_rules)
         stock_assign(campaign_id=campaign.pk, id_range=id_range, issued_at=now, codes=codes, items=items)
         total = sum(costs, ZERO)
-        Campaign.objects.filter(pk=campaign.pk).update(spent=F("spent") + total, issued_count=F("issued_count") + len(pick_users))
+        Campaign.objects.filter(pk=campaign.pk).update(
+            spent=F("spent") + total, issued_count=F("issued_count") + len(pick_users)
+        )
         result.issued, result.cost = len(pick_users), total
         # Written with the offers, sent once they are committed.
-        webhook_offers_issued(campaign=campaign, rules=[p.rule for p in plans], user_ids=pick_users, rule_indexes=pick_rules,
-                              codes=codes, stock=items, issued_at=now, expires_at=expires_at)
+        webhook_offers_issued(
+            campaign=campaign,
+            rules=[p.rule for p in plans],
+            user_ids=pick_users,
+            rule_indexes=pick_rules,
+            codes=codes,
+            stock=items,
+            issued_at=now,
+            expires_at=expires_at,
+        )
     return result
 
 
-def _chunk_plan(campaign: Campaign, plans: list[RulePlan], id_range: tuple[int, int], now: datetime,
-                optimisation: dict | None, unassigned_in: Campaign | None = None) -> ChunkPlan:
+def _chunk_plan(
+    campaign: Campaign,
+    plans: list[RulePlan],
+    id_range: tuple[int, int],
+    now: datetime,
+    optimisation: dict | None,
+    unassigned_in: Campaign | None = None,
+) -> ChunkPlan:
     frame = load_chunk(plans, id_range, now, unassigned_in=unassigned_in)
     if campaign.mode != Campaign.Mode.OPTIMISE:
         return plan_chunk(campaign, plans, frame)
-    return optimised_chunk_plan(campaign=campaign, plans=plans, frame=frame, id_range=id_range, now=now,
-                                optimisation=optimisation)
+    return optimised_chunk_plan(
+        campaign=campaign, plans=plans, frame=frame, id_range=id_range, now=now, optimisation=optimisation
+    )
 
 
 def _within_limits(campaign: Campaign, costs: np.ndarray) -> np.ndarray:
     """Return which of the ordered offers fit in what is left of the budget and the offer cap."""
     keep = np.ones(len(costs), dtype=bool)
     if campaign.global_limit is not None:
-        keep[max(campaign.global_limit - campaign.issued_count, 0):] = False
+        keep[max(campaign.global_limit - campaign.issued_count, 0) :] = False
     if campaign.budget is not None:
         remaining = campaign.budget - campaign.spent
         running = np.cumsum(np.where(keep, costs, ZERO)) if len(costs) else costs
@@ -181,19 +243,27 @@ def _offers_frame(campaign, rules, users, rule_indexes, sequences, codes, now, e
     def per_rule(values, dtype=object):
         return pd.array(values, dtype=dtype)[rule_indexes] if len(rules) else pd.array([], dtype=dtype)
 
-    return pd.DataFrame({
-        "code": np.asarray(codes, dtype=object), "campaign_id": campaign.pk,
-        "rule_id": per_rule([rule.pk for rule in rules], "Int64"), "user_id": users.astype(np.int64),
-        "sequence": sequences.astype(np.int64), "allowance": campaign.per_user_limit,
-        "kind": per_rule([rule.offer_kind for rule in rules]),
-        "partner_id": per_rule([rule.benefit_partner_id for rule in rules], "Int64"),
-        "deal_id": per_rule([rule.deal_id for rule in rules], "Int64"),
-        "amount_off": per_rule([rule.amount_off for rule in rules]),
-        "percent_off": per_rule([rule.percent_off for rule in rules]),
-        "min_spend": per_rule([rule.min_spend for rule in rules]), "days": per_rule([rule.days for rule in rules], "Int64"),
-        "cost": per_rule([rule.cost for rule in rules]), "status": Offer.Status.ISSUED.value,
-        "issued_at": pd.Timestamp(now), "expires_at": pd.Timestamp(expires_at),
-    })
+    return pd.DataFrame(
+        {
+            "code": np.asarray(codes, dtype=object),
+            "campaign_id": campaign.pk,
+            "rule_id": per_rule([rule.pk for rule in rules], "Int64"),
+            "user_id": users.astype(np.int64),
+            "sequence": sequences.astype(np.int64),
+            "allowance": campaign.per_user_limit,
+            "kind": per_rule([rule.offer_kind for rule in rules]),
+            "partner_id": per_rule([rule.benefit_partner_id for rule in rules], "Int64"),
+            "deal_id": per_rule([rule.deal_id for rule in rules], "Int64"),
+            "amount_off": per_rule([rule.amount_off for rule in rules]),
+            "percent_off": per_rule([rule.percent_off for rule in rules]),
+            "min_spend": per_rule([rule.min_spend for rule in rules]),
+            "days": per_rule([rule.days for rule in rules], "Int64"),
+            "cost": per_rule([rule.cost for rule in rules]),
+            "status": Offer.Status.ISSUED.value,
+            "issued_at": pd.Timestamp(now),
+            "expires_at": pd.Timestamp(expires_at),
+        }
+    )
 
 
 @dataclass
@@ -240,9 +310,13 @@ def campaign_dry_run(*, campaign: Campaign, now: datetime | None = None, on_chun
     """
     now = now or timezone.now()
     plans = campaign_rule_plans(campaign)
-    forecast = DryRun(campaign=campaign.slug, budget=campaign.budget, mode=campaign.mode,
-                      remaining=None if campaign.budget is None else campaign.budget - campaign.spent,
-                      rules=[RuleForecast(plan.rule.name, plan.rule.priority) for plan in plans])
+    forecast = DryRun(
+        campaign=campaign.slug,
+        budget=campaign.budget,
+        mode=campaign.mode,
+        remaining=None if campaign.budget is None else campaign.budget - campaign.spent,
+        rules=[RuleForecast(plan.rule.name, plan.rule.priority) for plan in plans],
+    )
     optimising = campaign.mode == Campaign.Mode.OPTIMISE
     optimisation = None
     try:
@@ -254,8 +328,14 @@ def campaign_dry_run(*, campaign: Campaign, now: datetime | None = None, on_chun
         forecast.comparison_missing = error.message
     chunks = campaign_chunks()
     for done, id_range in enumerate(chunks, 1):
-        plan = _chunk_plan(campaign, plans, id_range, now, optimisation.as_task() if optimisation else None,
-                           unassigned_in=campaign if optimising else None)
+        plan = _chunk_plan(
+            campaign,
+            plans,
+            id_range,
+            now,
+            optimisation.as_task() if optimisation else None,
+            unassigned_in=campaign if optimising else None,
+        )
         forecast.eligible += len(plan.user_ids)
         forecast.holdout += int(plan.holdout.sum())
         for index, rule_forecast in enumerate(forecast.rules):
@@ -270,8 +350,9 @@ def campaign_dry_run(*, campaign: Campaign, now: datetime | None = None, on_chun
     return forecast
 
 
-def campaign_run(*, campaign: Campaign, wait: bool = True, on_chunk=None, now: datetime | None = None,
-                 chunk_users: int = CHUNK_USERS) -> dict:
+def campaign_run(
+    *, campaign: Campaign, wait: bool = True, on_chunk=None, now: datetime | None = None, chunk_users: int = CHUNK_USERS
+) -> dict:
     """Check the campaign can run, then issue chunk by chunk on the workers (in process when tasks are eager)."""
     explicit_now = now is not None
     now = now or timezone.now()
@@ -286,8 +367,9 @@ def campaign_run(*, campaign: Campaign, wait: bool = True, on_chunk=None, now: d
     if campaign.mode == Campaign.Mode.OPTIMISE:
         # One pass over every user prices a CNY of budget; each chunk then chooses for its own users with it.
         optimisation = campaign_optimise_plan(campaign=campaign, plans=plans, now=now).as_task()
-    job = group(signature(ISSUE_CHUNK_TASK, args=(campaign.pk, lo, hi, as_of, optimisation))
-                for lo, hi in chunks).apply_async()
+    job = group(
+        signature(ISSUE_CHUNK_TASK, args=(campaign.pk, lo, hi, as_of, optimisation)) for lo, hi in chunks
+    ).apply_async()
     if not wait:
         return {"chunks": len(chunks), "group_id": job.id}
     for done, (_position, result) in enumerate(results_as_they_finish(job), 1):
@@ -297,4 +379,3 @@ def campaign_run(*, campaign: Campaign, wait: bool = True, on_chunk=None, now: d
         if on_chunk:
             on_chunk(done, len(chunks))
     return totals.as_dict()
-

@@ -14,9 +14,17 @@ from ..models import Partner
 from ..selectors import campaign_get_visible, offer_get_visible
 
 
-def conversion_record(*, partner: Partner, conversion_id: str, user_id: str, amount: Decimal, occurred_at: datetime,
-                      offer_code: str = "", campaign_slug: str = "",
-                      now: datetime | None = None) -> tuple[Conversion, bool]:
+def conversion_record(
+    *,
+    partner: Partner,
+    conversion_id: str,
+    user_id: str,
+    amount: Decimal,
+    occurred_at: datetime,
+    offer_code: str = "",
+    campaign_slug: str = "",
+    now: datetime | None = None,
+) -> tuple[Conversion, bool]:
     """Record a partner's conversion; return it and whether it is new. A repeat returns the first report.
 
     The user, the offer and the campaign must be ones the partner may see (404 otherwise);
@@ -34,6 +42,11 @@ def conversion_record(*, partner: Partner, conversion_id: str, user_id: str, amo
     if campaign is None and offer is not None:
         campaign = offer.campaign
     return conversion_create(
-        partner_id=partner.pk, conversion_id=conversion_id, user=user, amount=amount, occurred_at=occurred_at,
-        offer_id=None if offer is None else offer.pk, campaign_id=None if campaign is None else campaign.pk,
+        partner_id=partner.pk,
+        conversion_id=conversion_id,
+        user=user,
+        amount=amount,
+        occurred_at=occurred_at,
+        offer_id=None if offer is None else offer.pk,
+        campaign_id=None if campaign is None else campaign.pk,
     )

@@ -86,8 +86,10 @@ def _trigger_sql(deal: Deal, user_ids: Sequence[int] | None, now: datetime) -> t
         kind_filter, kind_params = "e.kind = %s", [TRIGGER_EVENT_KINDS[deal.trigger]]
         if deal.trigger == Deal.Trigger.COURSE_PURCHASE:
             through = Deal.trigger_courses.through._meta.db_table
-            kind_filter += (f" AND e.item_id IN (SELECT c.sku FROM {Course._meta.db_table} c"
-                            f" JOIN {through} t ON t.course_id = c.id WHERE t.deal_id = %s)")
+            kind_filter += (
+                f" AND e.item_id IN (SELECT c.sku FROM {Course._meta.db_table} c"
+                f" JOIN {through} t ON t.course_id = c.id WHERE t.deal_id = %s)"
+            )
             kind_params.append(deal.pk)
         sql = f"""
             SELECT user_id, event_id, occurred_at FROM (
@@ -129,8 +131,12 @@ def _reserve(deal: Deal, user_ids: Sequence[int] | None, room: int | None, now: 
         {limit}
         ON CONFLICT (deal_id, user_id) DO NOTHING"""
     params = [
-        deal.pk, DealGrant.Status.RESERVED, connection.ops.adapt_decimalfield_value(deal.settlement_price),
-        connection.ops.adapt_datetimefield_value(now), *trigger_params, *([room] if room is not None else []),
+        deal.pk,
+        DealGrant.Status.RESERVED,
+        connection.ops.adapt_decimalfield_value(deal.settlement_price),
+        connection.ops.adapt_datetimefield_value(now),
+        *trigger_params,
+        *([room] if room is not None else []),
     ]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -168,10 +174,11 @@ def deal_evaluate(*, deal_id: int, user_ids: Sequence[int] | None = None, now: d
             run.confirmed = fresh.update(status=DealGrant.Status.CONFIRMED, confirmed_at=now)
             return run
         grants = list(fresh.order_by("triggered_at", "pk").values_list("pk", "user__external_id", "triggered_at"))
-        batches = [grants[start:start + EVENT_BATCH_SIZE] for start in range(0, len(grants), EVENT_BATCH_SIZE)]
-        deliveries = webhook_deliveries_create(now=now, events=[
-            (partner, WebhookDelivery.Event.DEAL_GRANTED, _grant_payload(deal, batch)) for batch in batches
-        ])
+        batches = [grants[start : start + EVENT_BATCH_SIZE] for start in range(0, len(grants), EVENT_BATCH_SIZE)]
+        deliveries = webhook_deliveries_create(
+            now=now,
+            events=[(partner, WebhookDelivery.Event.DEAL_GRANTED, _grant_payload(deal, batch)) for batch in batches],
+        )
         for delivery, batch in zip(deliveries, batches):
             DealGrant.objects.filter(pk__in=[pk for pk, _, _ in batch]).update(delivery=delivery)
         run.awaiting_partner = len(grants)
@@ -185,8 +192,10 @@ def _grant_payload(deal: Deal, grants: list[tuple[int, str, datetime]]) -> dict:
         "benefit_days": deal.benefit_days,
         "benefit_value": str(deal.benefit_value),
         "settlement_price": str(deal.settlement_price),
-        "grants": [{"grant": pk, "user_id": external_id, "triggered_at": triggered_at.isoformat()}
-                   for pk, external_id, triggered_at in grants],
+        "grants": [
+            {"grant": pk, "user_id": external_id, "triggered_at": triggered_at.isoformat()}
+            for pk, external_id, triggered_at in grants
+        ],
     }
 
 
@@ -201,10 +210,13 @@ def deals_evaluate(*, user_external_ids: Sequence[str] | None = None, now: datet
     if user_external_ids is not None:
         external = sorted(set(user_external_ids))
         user_ids = [
-            pk for start in range(0, len(external), USER_CHUNK)
-            for pk in EndUser.objects.filter(external_id__in=external[start:start + USER_CHUNK]).values_list("pk", flat=True)
+            pk
+            for start in range(0, len(external), USER_CHUNK)
+            for pk in EndUser.objects.filter(external_id__in=external[start : start + USER_CHUNK]).values_list(
+                "pk", flat=True
+            )
         ]
-        user_chunks = [user_ids[start:start + USER_CHUNK] for start in range(0, len(user_ids), USER_CHUNK)]
+        user_chunks = [user_ids[start : start + USER_CHUNK] for start in range(0, len(user_ids), USER_CHUNK)]
     runs = []
     for deal_id in deal_ids:
         chunk_runs = [deal_evaluate(deal_id=deal_id, user_ids=chunk, now=now) for chunk in user_chunks]
@@ -241,8 +253,11 @@ def deal_grants_settle(*, delivery: WebhookDelivery) -> int:
         Deal.objects.select_for_update().get(pk=deal_id)
         of_deal = pending.filter(deal_id=deal_id)
         totals = of_deal.aggregate(count=Count("pk"), amount=Sum("amount"))
-        of_deal.update(status=DealGrant.Status.COMPENSATED, compensated_at=now,
-                       compensation_reason=delivery.last_error or "the partner could not be told")
+        of_deal.update(
+            status=DealGrant.Status.COMPENSATED,
+            compensated_at=now,
+            compensation_reason=delivery.last_error or "the partner could not be told",
+        )
         Deal.objects.filter(pk=deal_id).update(
             granted_count=F("granted_count") - totals["count"],
             granted_amount=F("granted_amount") - (totals["amount"] or ZERO),

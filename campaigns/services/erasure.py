@@ -29,5 +29,10 @@ def user_erase(*, partner: Partner, external_id: str, api_key_prefix: str = "") 
             # Redeemed or expired since it was listed: there is nothing left to revoke.
             if error.code != "not_open":
                 raise
-    return enduser_erase(user=user, pseudonymous_id=external_id, partner_id=partner.pk, api_key_prefix=api_key_prefix,
-                         offers_revoked=offers_revoked)
+    return enduser_erase(
+        user=user,
+        pseudonymous_id=external_id,
+        partner_id=partner.pk,
+        api_key_prefix=api_key_prefix,
+        offers_revoked=offers_revoked,
+    )

@@ -36,8 +36,9 @@ def events_accept(*, partner: Partner, items: Sequence, now: datetime | None = N
 
 def events_import_file(path: str | Path, *, encoding: str | None = None, progress: bool = False) -> IngestResult:
     """Import an events CSV batch by batch, queueing the deals evaluation of each batch's users with new events."""
-    return imports.events_import_file(path, partner_ids=partner_ids_by_slug(), encoding=encoding, progress=progress,
-                                      on_batch=_deals_evaluate_for)
+    return imports.events_import_file(
+        path, partner_ids=partner_ids_by_slug(), encoding=encoding, progress=progress, on_batch=_deals_evaluate_for
+    )
 
 
 def _only_knowledge_partner_id() -> int | None:
@@ -46,13 +47,18 @@ def _only_knowledge_partner_id() -> int | None:
     return knowledge[0] if len(knowledge) == 1 else None
 
 
-def behavior_import_file(path: str | Path, *, partner: str | None = None, encoding: str | None = None,
-                         progress: bool = False) -> IngestResult:
+def behavior_import_file(
+    path: str | Path, *, partner: str | None = None, encoding: str | None = None, progress: bool = False
+) -> IngestResult:
     """Import the article's per-user table; new users belong to ``partner`` (a slug) or the only knowledge platform."""
     partner_ids = partner_ids_by_slug()
     if partner is not None and partner not in partner_ids:
         raise ApplicationError(f"no partner {partner!r}; see 'manage.py partner list'", field="partner")
     return imports.behavior_import_file(
-        path, partner_ids=partner_ids, partner_id=partner_ids[partner] if partner else None,
-        fallback_partner_id=None if partner else _only_knowledge_partner_id(), encoding=encoding, progress=progress,
+        path,
+        partner_ids=partner_ids,
+        partner_id=partner_ids[partner] if partner else None,
+        fallback_partner_id=None if partner else _only_knowledge_partner_id(),
+        encoding=encoding,
+        progress=progress,
     )

@@ -55,7 +55,9 @@ def offer_revoke(*, code: str) -> Offer:
     if offer is None:
         raise ApplicationError("no such offer", code="not_found", field="code", status=404)
     if offer.status not in Offer.OPEN_STATUSES:
-        raise ApplicationError(f"only an open offer can be revoked; this one is {offer.status}", code="not_open", status=409)
+        raise ApplicationError(
+            f"only an open offer can be revoked; this one is {offer.status}", code="not_open", status=409
+        )
     offer.status = Offer.Status.REVOKED
     offer.revoked_at = timezone.now()
     offer.save(update_fields=["status", "revoked_at"])

@@ -26,10 +26,18 @@ def campaign_for_outcomes(*, slug: str, now: dt.datetime) -> Campaign:
     if campaign is None:
         if len(slug) > 64 or not re.fullmatch(r"[-a-zA-Z0-9_]+", slug):
             raise ApplicationError(
-                f"campaign slug {slug!r} must be letters, digits, '-' or '_', at most 64 characters", field="campaign",
+                f"campaign slug {slug!r} must be letters, digits, '-' or '_', at most 64 characters",
+                field="campaign",
             )
-        return Campaign.objects.create(slug=slug, name=slug, kind=Campaign.Kind.EXTERNAL, status=Campaign.Status.ENDED,
-                                       starts_at=now, ends_at=now + dt.timedelta(seconds=1), holdout_share=0)
+        return Campaign.objects.create(
+            slug=slug,
+            name=slug,
+            kind=Campaign.Kind.EXTERNAL,
+            status=Campaign.Status.ENDED,
+            starts_at=now,
+            ends_at=now + dt.timedelta(seconds=1),
+            holdout_share=0,
+        )
     if campaign.kind != Campaign.Kind.EXTERNAL:
         raise ApplicationError(
             f"campaign {slug!r} is one of ours; its outcomes come from its own records. Use a new slug for an outside experiment.",
@@ -38,7 +46,9 @@ def campaign_for_outcomes(*, slug: str, now: dt.datetime) -> Campaign:
     return campaign
 
 
-def outcomes_import_file(path, *, campaign_slug: str, encoding: str | None = None, progress: bool = False) -> IngestResult:
+def outcomes_import_file(
+    path, *, campaign_slug: str, encoding: str | None = None, progress: bool = False
+) -> IngestResult:
     """Import per-user experiment outcomes; bad rows are named by line and write nothing, the file can be re-imported."""
     now = timezone.now()
     result = IngestResult()
@@ -54,8 +64,14 @@ def outcomes_import_file(path, *, campaign_slug: str, encoding: str | None = Non
                 checker.flag((frame["converted"] == "").to_numpy(), "converted", "missing")
                 revenue = parse_money(frame["revenue"], "revenue", checker)
                 good = checker.good
-                rows = pd.DataFrame({"user_ref": frame["user_id"][good], "arm": frame["arm"][good],
-                                     "converted": converted[good].astype(bool), "revenue": revenue[good]})
+                rows = pd.DataFrame(
+                    {
+                        "user_ref": frame["user_id"][good],
+                        "arm": frame["arm"][good],
+                        "converted": converted[good].astype(bool),
+                        "revenue": revenue[good],
+                    }
+                )
                 rows = rows.drop_duplicates("user_ref", keep="last")
                 result.add(_outcomes_upsert(campaign, rows, now))
                 result.rejected.extend(checker.rejections)
@@ -73,9 +89,16 @@ def _outcomes_upsert(campaign: Campaign, rows: pd.DataFrame, now: dt.datetime) -
     table = ExperimentOutcome._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS staging_outcomes")
-        cursor.execute("CREATE TEMPORARY TABLE staging_outcomes (user_ref varchar(64), arm varchar(64), converted boolean, "
-                       "revenue numeric(14, 2))")
-        bulk_insert(cursor, "staging_outcomes", ["user_ref", "arm", "converted", "revenue"], rows.itertuples(index=False, name=None))
+        cursor.execute(
+            "CREATE TEMPORARY TABLE staging_outcomes (user_ref varchar(64), arm varchar(64), converted boolean, "
+            "revenue numeric(14, 2))"
+        )
+        bulk_insert(
+            cursor,
+            "staging_outcomes",
+            ["user_ref", "arm", "converted", "revenue"],
+            rows.itertuples(index=False, name=None),
+        )
         cursor.execute(
             f"""INSERT INTO {table} (campaign_id, user_ref, arm, converted, revenue, imported_at)
                 SELECT %s, user_ref, arm, converted, revenue, %s FROM staging_outcomes WHERE TRUE

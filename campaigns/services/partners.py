@@ -74,7 +74,10 @@ def partner_api_key_revoke(*, partner: Partner, prefix: str) -> PartnerApiKey:
     key = PartnerApiKey.objects.select_for_update().filter(partner=partner, prefix=prefix).first()
     if key is None:
         raise ApplicationError(
-            f"partner {partner.slug!r} has no key with prefix {prefix!r}", code="not_found", field="prefix", status=404,
+            f"partner {partner.slug!r} has no key with prefix {prefix!r}",
+            code="not_found",
+            field="prefix",
+            status=404,
         )
     if key.revoked_at is None:
         key.revoked_at = timezone.now()

@@ -19,11 +19,15 @@ from .webhooks import webhook_offer_redeemed, webhook_offer_redemption_rolled_ba
 def _existing_for_key(partner: Partner, idempotency_key: str, code: str) -> RedemptionEntry | None:
     if not idempotency_key:
         return None
-    entry = RedemptionEntry.objects.select_related("offer").filter(partner=partner, idempotency_key=idempotency_key).first()
+    entry = (
+        RedemptionEntry.objects.select_related("offer").filter(partner=partner, idempotency_key=idempotency_key).first()
+    )
     if entry is not None and entry.offer.code != code:
         raise ApplicationError(
             "this Idempotency-Key was already used for another offer; use a new key per redemption",
-            code="idempotency_key_reused", field="Idempotency-Key", status=422,
+            code="idempotency_key_reused",
+            field="Idempotency-Key",
+            status=422,
         )
     return entry
 
@@ -47,15 +51,24 @@ def _check_applicable(offer: Offer, item_id: str) -> None:
     if not courses and not bundles:
         return
     if not item_id:
-        raise ApplicationError("this coupon is valid only for some courses or bundles: send the order's item_id",
-                               code="item_required", field="item_id", status=422)
+        raise ApplicationError(
+            "this coupon is valid only for some courses or bundles: send the order's item_id",
+            code="item_required",
+            field="item_id",
+            status=422,
+        )
     if item_id not in courses | bundles:
-        raise ApplicationError(f"this coupon is not valid for {item_id!r}; it applies to {', '.join(sorted(courses | bundles))}",
-                               code="not_applicable", field="item_id", status=422)
+        raise ApplicationError(
+            f"this coupon is not valid for {item_id!r}; it applies to {', '.join(sorted(courses | bundles))}",
+            code="not_applicable",
+            field="item_id",
+            status=422,
+        )
 
 
-def offer_redeem(*, code: str, partner: Partner, order_amount: Decimal, idempotency_key: str = "",
-                 item_id: str = "") -> RedemptionEntry:
+def offer_redeem(
+    *, code: str, partner: Partner, order_amount: Decimal, idempotency_key: str = "", item_id: str = ""
+) -> RedemptionEntry:
     """Redeem an offer for an order; of simultaneous attempts exactly one succeeds, and a repeated key returns it.
 
     ``item_id`` is the course SKU or bundle slug bought; a coupon limited to some courses or
@@ -79,22 +92,33 @@ def offer_redeem(*, code: str, partner: Partner, order_amount: Decimal, idempote
         _check_applicable(offer, item_id)
         if order_amount < offer.min_spend:
             raise ApplicationError(
-                f"this coupon needs an order of at least {offer.min_spend} CNY", code="below_min_spend", field="order_amount",
+                f"this coupon needs an order of at least {offer.min_spend} CNY",
+                code="below_min_spend",
+                field="order_amount",
             )
-        discount = coupon_discount(order_amount=order_amount, amount_off=offer.amount_off, percent_off=offer.percent_off,
-                                   min_spend=offer.min_spend)
+        discount = coupon_discount(
+            order_amount=order_amount,
+            amount_off=offer.amount_off,
+            percent_off=offer.percent_off,
+            min_spend=offer.min_spend,
+        )
     try:
         with transaction.atomic():
             # The conditional UPDATE is the single point of truth: the row lock it takes makes a
             # concurrent redemption wait, then find the offer no longer open and change nothing.
             won = Offer.objects.filter(pk=offer.pk, status__in=Offer.OPEN_STATUSES, expires_at__gt=now).update(
-                status=Offer.Status.REDEEMED, redeemed_at=now,
+                status=Offer.Status.REDEEMED,
+                redeemed_at=now,
             )
             if not won:
                 raise _LostRace
             entry = RedemptionEntry.objects.create(
-                offer=offer, kind=RedemptionEntry.Kind.REDEEM, partner=partner, order_amount=order_amount,
-                discount=discount, idempotency_key=idempotency_key,
+                offer=offer,
+                kind=RedemptionEntry.Kind.REDEEM,
+                partner=partner,
+                order_amount=order_amount,
+                discount=discount,
+                idempotency_key=idempotency_key,
             )
             webhook_offer_redeemed(offer=offer, entry=entry)
             return entry
@@ -125,7 +149,8 @@ def offer_redemption_rollback(*, code: str, partner: Partner, idempotency_key: s
         raise ApplicationError("no such offer", code="not_found", field="code", status=404)
     redemption = (
         RedemptionEntry.objects.filter(offer=offer, kind=RedemptionEntry.Kind.REDEEM, reversed_by__isnull=True)
-        .order_by("-created_at").first()
+        .order_by("-created_at")
+        .first()
     )
     if redemption is None:
         raise ApplicationError("this offer has no redemption to roll back", code="not_redeemed", status=409)
@@ -138,8 +163,13 @@ def offer_redemption_rollback(*, code: str, partner: Partner, idempotency_key: s
         release_reservations(campaign_id=offer.campaign_id, amount=offer.cost)
         stock_release(offer_ids=[offer.pk], now=now)
     entry = RedemptionEntry.objects.create(
-        offer=offer, kind=RedemptionEntry.Kind.ROLLBACK, partner=partner, reverses=redemption,
-        order_amount=redemption.order_amount, discount=redemption.discount, idempotency_key=idempotency_key,
+        offer=offer,
+        kind=RedemptionEntry.Kind.ROLLBACK,
+        partner=partner,
+        reverses=redemption,
+        order_amount=redemption.order_amount,
+        discount=redemption.discount,
+        idempotency_key=idempotency_key,
     )
     webhook_offer_redemption_rolled_back(offer=offer, entry=entry)
     return entry

@@ -19,8 +19,15 @@ from crossmkt_site.errors import ApplicationError
 from crossmkt_site.money import ZERO, to_cny
 
 from ..models import Deal, Direction, SettlementLine, SettlementStatement
-from ..selectors.settlement import (SettlementFigures, SettlementSheet, SettlementWindow, deal_zone, period_bounds,
-                                    settlement_compute, settlement_figures)
+from ..selectors.settlement import (
+    SettlementFigures,
+    SettlementSheet,
+    SettlementWindow,
+    deal_zone,
+    period_bounds,
+    settlement_compute,
+    settlement_figures,
+)
 
 Kind = SettlementLine.Kind
 
@@ -34,15 +41,20 @@ def settlement_issue(*, deal: Deal, period: date, now: datetime | None = None, i
         raise ApplicationError(
             f"{label} has not ended yet in {deal.timezone}; a month can be issued once it is over "
             "(a draft is shown until then)",
-            code="period_open", field="period",
+            code="period_open",
+            field="period",
         )
     if end <= deal.starts_at:
-        raise ApplicationError(f"deal {deal.slug!r} starts after {label}; there is nothing to settle", code="invalid",
-                               field="period")
+        raise ApplicationError(
+            f"deal {deal.slug!r} starts after {label}; there is nothing to settle", code="invalid", field="period"
+        )
     with transaction.atomic():
         # The deal's row lock makes concurrent issuers of the same month wait and then find the statement.
-        deal = (Deal.objects.select_for_update(of=("self",)).select_related("source_partner", "target_partner")
-                .get(pk=deal.pk))
+        deal = (
+            Deal.objects.select_for_update(of=("self",))
+            .select_related("source_partner", "target_partner")
+            .get(pk=deal.pk)
+        )
         existing = SettlementStatement.objects.filter(deal=deal, period=period).first()
         if existing is not None:
             return SettlementSheet(existing, tuple(existing.lines.order_by("pk")))
@@ -57,8 +69,9 @@ def settlement_issue(*, deal: Deal, period: date, now: datetime | None = None, i
     return SettlementSheet(statement, tuple(statement.lines.order_by("pk")))
 
 
-def settlement_correct(*, statement: SettlementStatement, now: datetime | None = None,
-                       reason: str = "") -> list[SettlementLine]:
+def settlement_correct(
+    *, statement: SettlementStatement, now: datetime | None = None, reason: str = ""
+) -> list[SettlementLine]:
     """Book correction lines that bring an issued statement to what its frozen month adds up to now; return them.
 
     The month's bounds, partners and revenue share are the statement's own; only the data
@@ -68,11 +81,15 @@ def settlement_correct(*, statement: SettlementStatement, now: datetime | None =
     with transaction.atomic():
         statement = SettlementStatement.objects.select_for_update().get(pk=statement.pk)
         if statement.status != SettlementStatement.Status.ISSUED:
-            raise ApplicationError("only an issued statement can be corrected; a draft is simply computed again",
-                                   code="not_issued", field="statement")
+            raise ApplicationError(
+                "only an issued statement can be corrected; a draft is simply computed again",
+                code="not_issued",
+                field="statement",
+            )
         lines = list(statement.lines.select_related("corrects").order_by("pk"))
-        window = SettlementWindow(statement.deal_id, statement.target_partner_id, statement.period_start,
-                                  statement.period_end)
+        window = SettlementWindow(
+            statement.deal_id, statement.target_partner_id, statement.period_start, statement.period_end
+        )
         figures = settlement_figures([window])[statement.deal_id]
         suffix = f" ({reason})" if reason else ""
         corrections = [
@@ -89,8 +106,9 @@ def _root_kind(line: SettlementLine) -> str:
     return line.corrects.kind if line.kind == Kind.CORRECTION else line.kind
 
 
-def _grant_corrections(lines: list[SettlementLine], figures: SettlementFigures, now: datetime,
-                       suffix: str) -> list[SettlementLine]:
+def _grant_corrections(
+    lines: list[SettlementLine], figures: SettlementFigures, now: datetime, suffix: str
+) -> list[SettlementLine]:
     originals = [line for line in lines if line.kind == Kind.GRANTS]
     booked: dict[Decimal, Decimal] = defaultdict(Decimal)
     for line in lines:
@@ -102,16 +120,24 @@ def _grant_corrections(lines: list[SettlementLine], figures: SettlementFigures, 
         if not change:
             continue
         corrected = next((line for line in originals if line.unit_amount == price), originals[0])
-        corrections.append(SettlementLine(
-            kind=Kind.CORRECTION, description=f"confirmed grants at {price} CNY recounted: {change:+.0f}{suffix}",
-            quantity=change, unit_amount=price, amount=price * change, direction=Direction.SOURCE_TO_TARGET,
-            corrects=corrected, recorded_at=now,
-        ))
+        corrections.append(
+            SettlementLine(
+                kind=Kind.CORRECTION,
+                description=f"confirmed grants at {price} CNY recounted: {change:+.0f}{suffix}",
+                quantity=change,
+                unit_amount=price,
+                amount=price * change,
+                direction=Direction.SOURCE_TO_TARGET,
+                corrects=corrected,
+                recorded_at=now,
+            )
+        )
     return corrections
 
 
-def _revenue_corrections(statement: SettlementStatement, lines: list[SettlementLine], figures: SettlementFigures,
-                         now: datetime, suffix: str) -> list[SettlementLine]:
+def _revenue_corrections(
+    statement: SettlementStatement, lines: list[SettlementLine], figures: SettlementFigures, now: datetime, suffix: str
+) -> list[SettlementLine]:
     original = next(line for line in lines if line.kind == Kind.REVENUE_SHARE)
     booked = [line for line in lines if _root_kind(line) == Kind.REVENUE_SHARE]
     base_change = figures.revenue_base - sum((line.quantity for line in booked), ZERO)
@@ -119,8 +145,15 @@ def _revenue_corrections(statement: SettlementStatement, lines: list[SettlementL
     amount_change = to_cny(figures.revenue_base * statement.revenue_share) - sum((line.amount for line in booked), ZERO)
     if not base_change and not amount_change:
         return []
-    return [SettlementLine(
-        kind=Kind.CORRECTION, description=f"revenue of granted users recounted: {base_change:+} CNY{suffix}",
-        quantity=base_change, unit_amount=statement.revenue_share, amount=amount_change,
-        direction=Direction.TARGET_TO_SOURCE, corrects=original, recorded_at=now,
-    )]
+    return [
+        SettlementLine(
+            kind=Kind.CORRECTION,
+            description=f"revenue of granted users recounted: {base_change:+} CNY{suffix}",
+            quantity=base_change,
+            unit_amount=statement.revenue_share,
+            amount=amount_change,
+            direction=Direction.TARGET_TO_SOURCE,
+            corrects=original,
+            recorded_at=now,
+        )
+    ]

@@ -84,28 +84,44 @@ def stock_hold(*, rules: Sequence[Rule], pick_rules: np.ndarray, valid_until: da
             StockItem.objects.select_for_update(skip_locked=True)
             .filter(partner_id=partner_id, kind=kind, status__in=StockItem.IN_POOL, expires_at__gte=valid_until)
             .order_by("expires_at", "pk")
-            .values_list("pk", "code")[:len(needing)]
+            .values_list("pk", "code")[: len(needing)]
         )
         hold.items[(partner_id, kind)] = items
-        hold.covered[needing[len(items):]] = False
+        hold.covered[needing[len(items) :]] = False
     return hold
 
 
-def stock_assign(*, campaign_id: int, id_range: tuple[int, int], issued_at: datetime, codes: Sequence[str],
-                 items: Sequence[tuple[int, str] | None]) -> int:
+def stock_assign(
+    *,
+    campaign_id: int,
+    id_range: tuple[int, int],
+    issued_at: datetime,
+    codes: Sequence[str],
+    items: Sequence[tuple[int, str] | None],
+) -> int:
     """Record which offer (by code, issued in this chunk) each held item went to; return how many."""
     pairs = [(code, item[0]) for code, item in zip(codes, items) if item is not None]
     if not pairs:
         return 0
     low, high = id_range
     offer_ids = dict(
-        Offer.objects.filter(campaign_id=campaign_id, user_id__gte=low, user_id__lt=high, issued_at=issued_at,
-                             kind__in=STOCK_KINDS).values_list("code", "pk")
+        Offer.objects.filter(
+            campaign_id=campaign_id, user_id__gte=low, user_id__lt=high, issued_at=issued_at, kind__in=STOCK_KINDS
+        ).values_list("code", "pk")
     )
     StockItem.objects.bulk_update(
-        [StockItem(pk=item_id, offer_id=offer_ids[code], status=StockItem.Status.ASSIGNED, assigned_at=issued_at,
-                   returned_at=None) for code, item_id in pairs],
-        ["offer", "status", "assigned_at", "returned_at"], batch_size=ASSIGN_BATCH,
+        [
+            StockItem(
+                pk=item_id,
+                offer_id=offer_ids[code],
+                status=StockItem.Status.ASSIGNED,
+                assigned_at=issued_at,
+                returned_at=None,
+            )
+            for code, item_id in pairs
+        ],
+        ["offer", "status", "assigned_at", "returned_at"],
+        batch_size=ASSIGN_BATCH,
     )
     return len(pairs)
 
@@ -124,7 +140,9 @@ def stock_release(*, offer_ids: Sequence[int], now: datetime | None = None) -> i
 def stock_expire_due(*, now: datetime | None = None) -> int:
     """Mark pool items past their date as expired so no offer gets them; return how many."""
     now = now or timezone.now()
-    return StockItem.objects.filter(status__in=StockItem.IN_POOL, expires_at__lte=now).update(status=StockItem.Status.EXPIRED)
+    return StockItem.objects.filter(status__in=StockItem.IN_POOL, expires_at__lte=now).update(
+        status=StockItem.Status.EXPIRED
+    )
 
 
 @dataclass
@@ -153,7 +171,9 @@ def stock_load_file(*, partner: Partner, kind: str, path, now: datetime | None =
     Any bad row stops the whole file, with every bad row named by line and column.
     """
     if kind not in STOCK_KINDS:
-        raise ApplicationError(f"unknown stock kind {kind!r}; use one of {', '.join(sorted(STOCK_KINDS))}", field="kind")
+        raise ApplicationError(
+            f"unknown stock kind {kind!r}; use one of {', '.join(sorted(STOCK_KINDS))}", field="kind"
+        )
     now = now or timezone.now()
     max_code = StockItem._meta.get_field("code").max_length
     items, problems, seen = [], [], {}
@@ -179,23 +199,27 @@ def stock_load_file(*, partner: Partner, kind: str, path, now: datetime | None =
                     problems.append(f"line {line}: expires_at: not an ISO 8601 date or time: {expires!r}")
                 elif expires_at <= now:
                     problems.append(f"line {line}: expires_at: already past: {expires}")
-                items.append(StockItem(partner=partner, kind=kind, code=code, face_value=face_value, expires_at=expires_at))
+                items.append(
+                    StockItem(partner=partner, kind=kind, code=code, face_value=face_value, expires_at=expires_at)
+                )
         problems.extend(f"line {row.line}: {row.reason}" for row in stream.malformed)
     if problems:
         shown = problems[:20]
         more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
         raise ApplicationError(f"nothing loaded from {path}: " + "; ".join(shown) + more, code="invalid_rows")
     existing = {
-        code for start in range(0, len(items), 5_000)
-        for code in StockItem.objects.filter(partner=partner, code__in=[i.code for i in items[start:start + 5_000]])
-        .values_list("code", flat=True)
+        code
+        for start in range(0, len(items), 5_000)
+        for code in StockItem.objects.filter(
+            partner=partner, code__in=[i.code for i in items[start : start + 5_000]]
+        ).values_list("code", flat=True)
     }
     fresh = [item for item in items if item.code not in existing]
     try:
         with transaction.atomic():
             StockItem.objects.bulk_create(fresh, batch_size=1_000)
     except IntegrityError:
-        raise ApplicationError("some of these codes were loaded by someone else meanwhile; run the load again",
-                               code="conflict", status=409) from None
+        raise ApplicationError(
+            "some of these codes were loaded by someone else meanwhile; run the load again", code="conflict", status=409
+        ) from None
     return StockLoad(loaded=len(fresh), already_present=len(items) - len(fresh))
-

@@ -19,18 +19,30 @@ from ..recommendations import bundled_pairs, catalog_frame
 from ..uplift_experiments import uplift_experiments
 
 
-def recommendations_train(*, observation_end: datetime | None = None, data_end: datetime | None = None,
-                          excluded_items: Sequence[str] = (), activate: bool = True) -> ModelRun:
+def recommendations_train(
+    *,
+    observation_end: datetime | None = None,
+    data_end: datetime | None = None,
+    excluded_items: Sequence[str] = (),
+    activate: bool = True,
+) -> ModelRun:
     """Train the cross-domain recommender on today's catalog and its bundles."""
-    return train_recommendations(catalog=catalog_frame(), bundled=bundled_pairs(), observation_end=observation_end,
-                                 data_end=data_end, excluded_items=excluded_items, activate=activate)
+    return train_recommendations(
+        catalog=catalog_frame(),
+        bundled=bundled_pairs(),
+        observation_end=observation_end,
+        data_end=data_end,
+        excluded_items=excluded_items,
+        activate=activate,
+    )
 
 
 def uplift_train(*, observation_end: datetime | None = None, activate: bool = True) -> ModelRun:
     """Train the uplift models on every past experiment with a holdout."""
     experiments, skipped = uplift_experiments()
-    return train_uplift(rows=experiment_rows(experiments, skipped=skipped), observation_end=observation_end,
-                        activate=activate)
+    return train_uplift(
+        rows=experiment_rows(experiments, skipped=skipped), observation_end=observation_end, activate=activate
+    )
 
 
 TRAINERS: dict[str, Callable[..., ModelRun]] = {**training.TRAINERS, "recommendations": recommendations_train}

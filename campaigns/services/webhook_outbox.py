@@ -87,8 +87,14 @@ def webhook_sign(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},{SIGNATURE_VERSION}={digest}"
 
 
-def webhook_verify(secret: str, header: str, body: bytes, tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS, *,
-                   now: float | None = None) -> bool:
+def webhook_verify(
+    secret: str,
+    header: str,
+    body: bytes,
+    tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
+    *,
+    now: float | None = None,
+) -> bool:
     """Tell whether a signature header matches the raw body and is recent enough to not be a replay.
 
     This is the check a partner runs on its side: take ``t`` and every ``v1`` from the
@@ -118,7 +124,9 @@ def webhook_body(delivery: WebhookDelivery) -> bytes:
         "created_at": delivery.created_at.isoformat(),
         "data": delivery.payload,
     }
-    return json.dumps(envelope, ensure_ascii=False, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder).encode()
+    return json.dumps(
+        envelope, ensure_ascii=False, sort_keys=True, separators=(",", ":"), cls=DjangoJSONEncoder
+    ).encode()
 
 
 def webhook_backoff(attempt: int) -> float:
@@ -136,8 +144,9 @@ def listening_partners(partner_ids: Iterable[int | None]) -> dict[int, Partner]:
     return {p.pk: p for p in Partner.objects.filter(pk__in=ids, is_active=True).exclude(webhook_url="")}
 
 
-def webhook_deliveries_create(*, events: Sequence[tuple[Partner, str, dict]],
-                              now: datetime | None = None) -> list[WebhookDelivery]:
+def webhook_deliveries_create(
+    *, events: Sequence[tuple[Partner, str, dict]], now: datetime | None = None
+) -> list[WebhookDelivery]:
     """Write deliveries for (partner, event type, payload) triples and queue them once the transaction commits.
 
     Partners without a webhook URL get nothing. Call this inside the transaction that makes
@@ -146,7 +155,8 @@ def webhook_deliveries_create(*, events: Sequence[tuple[Partner, str, dict]],
     now = now or timezone.now()
     rows = [
         WebhookDelivery(partner=partner, event_type=event_type, payload=payload, next_attempt_at=now)
-        for partner, event_type, payload in events if partner.webhook_url and partner.is_active
+        for partner, event_type, payload in events
+        if partner.webhook_url and partner.is_active
     ]
     if not rows:
         return []
@@ -196,12 +206,18 @@ def _post(url: str, body: bytes, headers: dict[str, str]) -> _Response:
     except urllib.error.HTTPError as error:
         excerpt = error.read(RESPONSE_EXCERPT_CHARS).decode("utf-8", "replace") if error.fp else ""
         transient = error.code == 429 or error.code >= 500
-        return _Response(error.code, f"HTTP {error.code} {error.reason}: {excerpt}".strip(), transient,
-                         _retry_after(error.headers.get("Retry-After")) if transient else None)
+        return _Response(
+            error.code,
+            f"HTTP {error.code} {error.reason}: {excerpt}".strip(),
+            transient,
+            _retry_after(error.headers.get("Retry-After")) if transient else None,
+        )
     except urllib.error.URLError as error:
         return _Response(None, f"cannot connect: {error.reason}", transient=True)
     except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as error:
-        return _Response(None, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__, transient=True)
+        return _Response(
+            None, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__, transient=True
+        )
     except ValueError as error:
         return _Response(None, f"bad webhook URL: {error}", transient=False)
 
@@ -237,7 +253,10 @@ def webhook_attempt(*, delivery_id: int, attempt: int) -> AttemptResult:
     """
     now = timezone.now()
     claimed = WebhookDelivery.objects.filter(
-        pk=delivery_id, status=WebhookDelivery.Status.PENDING, attempts=attempt - 1, attempt_limit__gte=attempt,
+        pk=delivery_id,
+        status=WebhookDelivery.Status.PENDING,
+        attempts=attempt - 1,
+        attempt_limit__gte=attempt,
     ).update(attempts=attempt, next_attempt_at=now + timedelta(seconds=LEASE_SECONDS), updated_at=now)
     if not claimed:
         return AttemptResult(delivery_id, attempt, SKIPPED)
@@ -246,13 +265,17 @@ def webhook_attempt(*, delivery_id: int, attempt: int) -> AttemptResult:
     started = time.monotonic()
     if partner.webhook_url and partner.is_active:
         body = webhook_body(delivery)
-        response = _post(partner.webhook_url, body, {
-            "Content-Type": "application/json; charset=utf-8",
-            "User-Agent": USER_AGENT,
-            EVENT_ID_HEADER: str(delivery.event_id),
-            EVENT_TYPE_HEADER: delivery.event_type,
-            SIGNATURE_HEADER: webhook_sign(partner.webhook_secret, body, int(time.time())),
-        })
+        response = _post(
+            partner.webhook_url,
+            body,
+            {
+                "Content-Type": "application/json; charset=utf-8",
+                "User-Agent": USER_AGENT,
+                EVENT_ID_HEADER: str(delivery.event_id),
+                EVENT_TYPE_HEADER: delivery.event_type,
+                SIGNATURE_HEADER: webhook_sign(partner.webhook_secret, body, int(time.time())),
+            },
+        )
     else:
         response = _Response(None, "the partner no longer has an active webhook URL", transient=False)
     duration_ms = int((time.monotonic() - started) * 1000)
@@ -264,21 +287,33 @@ def webhook_attempt(*, delivery_id: int, attempt: int) -> AttemptResult:
         outcome = WebhookAttempt.Outcome.RETRY
     else:
         outcome, retry_in = WebhookAttempt.Outcome.FAILED, None
-    _record(delivery_id=delivery_id, attempt=attempt, response=response, outcome=outcome, retry_in=retry_in,
-            duration_ms=duration_ms)
+    _record(
+        delivery_id=delivery_id,
+        attempt=attempt,
+        response=response,
+        outcome=outcome,
+        retry_in=retry_in,
+        duration_ms=duration_ms,
+    )
     if outcome != WebhookAttempt.Outcome.DELIVERED:
         logger.warning("webhook %s to %s, attempt %d: %s", delivery.event_id, partner.slug, attempt, response.error)
     return AttemptResult(delivery_id, attempt, outcome, response.status_code, retry_in)
 
 
 @transaction.atomic
-def _record(*, delivery_id: int, attempt: int, response: _Response, outcome: str, retry_in: float | None,
-            duration_ms: int) -> None:
+def _record(
+    *, delivery_id: int, attempt: int, response: _Response, outcome: str, retry_in: float | None, duration_ms: int
+) -> None:
     now = timezone.now()
     delivery = WebhookDelivery.objects.select_for_update().get(pk=delivery_id)
     WebhookAttempt.objects.create(
-        delivery=delivery, number=attempt, attempted_at=now, status_code=response.status_code, error=response.error,
-        duration_ms=duration_ms, outcome=outcome,
+        delivery=delivery,
+        number=attempt,
+        attempted_at=now,
+        status_code=response.status_code,
+        error=response.error,
+        duration_ms=duration_ms,
+        outcome=outcome,
     )
     # An attempt whose lease ran out may report after a later one started; it settles the
     # delivery only if it succeeded, and otherwise leaves the later attempt in charge.
@@ -314,7 +349,8 @@ def webhooks_requeue_due(*, now: datetime | None = None, limit: int = SWEEP_BATC
     now = now or timezone.now()
     due = list(
         WebhookDelivery.objects.filter(status=WebhookDelivery.Status.PENDING, next_attempt_at__lte=now - SWEEP_GRACE)
-        .order_by("next_attempt_at").values_list("pk", "attempts", "attempt_limit")[:limit]
+        .order_by("next_attempt_at")
+        .values_list("pk", "attempts", "attempt_limit")[:limit]
     )
     if not due:
         return 0

@@ -33,37 +33,56 @@ def _offer_event(*, offer: Offer, event_type: str, data: dict) -> list[WebhookDe
 
 def webhook_offer_redeemed(*, offer: Offer, entry: RedemptionEntry) -> list[WebhookDelivery]:
     """Tell the offer's partners that it was redeemed (inside the redemption's transaction)."""
-    return _offer_event(offer=offer, event_type=WebhookDelivery.Event.OFFER_REDEEMED, data={
-        "redeemed_at": entry.created_at.isoformat(),
-        "redeemed_by": entry.partner.slug,
-        "order_amount": _money(entry.order_amount),
-        "discount": _money(entry.discount),
-        "ledger_entry": entry.pk,
-    })
+    return _offer_event(
+        offer=offer,
+        event_type=WebhookDelivery.Event.OFFER_REDEEMED,
+        data={
+            "redeemed_at": entry.created_at.isoformat(),
+            "redeemed_by": entry.partner.slug,
+            "order_amount": _money(entry.order_amount),
+            "discount": _money(entry.discount),
+            "ledger_entry": entry.pk,
+        },
+    )
 
 
 def webhook_offer_redemption_rolled_back(*, offer: Offer, entry: RedemptionEntry) -> list[WebhookDelivery]:
     """Tell the offer's partners that its redemption was undone and what state it is in now."""
-    return _offer_event(offer=offer, event_type=WebhookDelivery.Event.OFFER_REDEMPTION_ROLLED_BACK, data={
-        "rolled_back_at": entry.created_at.isoformat(),
-        "rolled_back_by": entry.partner.slug,
-        "ledger_entry": entry.pk,
-        "reverses": entry.reverses_id,
-        "status": offer.status,
-    })
+    return _offer_event(
+        offer=offer,
+        event_type=WebhookDelivery.Event.OFFER_REDEMPTION_ROLLED_BACK,
+        data={
+            "rolled_back_at": entry.created_at.isoformat(),
+            "rolled_back_by": entry.partner.slug,
+            "ledger_entry": entry.pk,
+            "reverses": entry.reverses_id,
+            "status": offer.status,
+        },
+    )
 
 
 def webhook_offer_revoked(*, offer: Offer) -> list[WebhookDelivery]:
     """Tell the offer's partners that it was revoked and must no longer be honoured."""
-    return _offer_event(offer=offer, event_type=WebhookDelivery.Event.OFFER_REVOKED, data={
-        "revoked_at": offer.revoked_at.isoformat() if offer.revoked_at else None,
-    })
+    return _offer_event(
+        offer=offer,
+        event_type=WebhookDelivery.Event.OFFER_REVOKED,
+        data={
+            "revoked_at": offer.revoked_at.isoformat() if offer.revoked_at else None,
+        },
+    )
 
 
-def webhook_offers_issued(*, campaign: Campaign, rules: Sequence[Rule], user_ids: Sequence[int],
-                          rule_indexes: Sequence[int], codes: Sequence[str],
-                          stock: Sequence[tuple[int, str] | None], issued_at: datetime,
-                          expires_at: datetime) -> list[WebhookDelivery]:
+def webhook_offers_issued(
+    *,
+    campaign: Campaign,
+    rules: Sequence[Rule],
+    user_ids: Sequence[int],
+    rule_indexes: Sequence[int],
+    codes: Sequence[str],
+    stock: Sequence[tuple[int, str] | None],
+    issued_at: datetime,
+    expires_at: datetime,
+) -> list[WebhookDelivery]:
     """Tell each listening partner about the offers of one issuance chunk, in events of at most EVENT_BATCH_SIZE offers.
 
     Offers are given as columns: user, index into ``rules``, code, and the pool item (id,
@@ -77,7 +96,8 @@ def webhook_offers_issued(*, campaign: Campaign, rules: Sequence[Rule], user_ids
     if not partners:
         return []
     rows = EndUser.objects.filter(pk__gte=min(user_ids), pk__lte=max(user_ids)).values_list(
-        "pk", "external_id", "home_partner_id", "data_sharing_consent")
+        "pk", "external_id", "home_partner_id", "data_sharing_consent"
+    )
     users = {pk: (external_id, home_partner_id, shares) for pk, external_id, home_partner_id, shares in rows}
     benefit_partner_ids = {rule.benefit_partner_id for rule in rules} - {None}
     slugs = dict(Partner.objects.filter(pk__in=benefit_partner_ids).values_list("pk", "slug"))
@@ -89,24 +109,32 @@ def webhook_offers_issued(*, campaign: Campaign, rules: Sequence[Rule], user_ids
             continue
         external_id, home_partner_id, shares = users[int(user_id)]
         for partner_id in listeners:
-            by_partner[partner_id].append({
-                "code": code,
-                "kind": rule.offer_kind,
-                "user_id": external_id if shares or home_partner_id == partner_id else None,
-                "honoured_by": slugs.get(rule.benefit_partner_id),
-                "amount_off": _money(rule.amount_off),
-                "percent_off": _money(rule.percent_off),
-                "min_spend": _money(rule.min_spend),
-                "days": rule.days,
-                "stock_code": item[1] if item else None,
-            })
+            by_partner[partner_id].append(
+                {
+                    "code": code,
+                    "kind": rule.offer_kind,
+                    "user_id": external_id if shares or home_partner_id == partner_id else None,
+                    "honoured_by": slugs.get(rule.benefit_partner_id),
+                    "amount_off": _money(rule.amount_off),
+                    "percent_off": _money(rule.percent_off),
+                    "min_spend": _money(rule.min_spend),
+                    "days": rule.days,
+                    "stock_code": item[1] if item else None,
+                }
+            )
     events = []
     for partner_id, items in by_partner.items():
         for start in range(0, len(items), EVENT_BATCH_SIZE):
-            events.append((partners[partner_id], WebhookDelivery.Event.OFFERS_ISSUED, {
-                "campaign": campaign.slug,
-                "issued_at": issued_at.isoformat(),
-                "expires_at": expires_at.isoformat(),
-                "offers": items[start:start + EVENT_BATCH_SIZE],
-            }))
+            events.append(
+                (
+                    partners[partner_id],
+                    WebhookDelivery.Event.OFFERS_ISSUED,
+                    {
+                        "campaign": campaign.slug,
+                        "issued_at": issued_at.isoformat(),
+                        "expires_at": expires_at.isoformat(),
+                        "offers": items[start : start + EVENT_BATCH_SIZE],
+                    },
+                )
+            )
     return webhook_deliveries_create(events=events, now=issued_at)

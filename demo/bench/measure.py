@@ -74,8 +74,10 @@ def table_like(source: str) -> Iterator[str]:
     with connection.cursor() as cursor:
         cursor.execute(f"DROP TABLE IF EXISTS {name}")
         cursor.execute(f"CREATE TABLE {name} (LIKE {source} INCLUDING ALL)")
-        cursor.execute("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f'",
-                       [source])
+        cursor.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'f'",
+            [source],
+        )
         for (definition,) in cursor.fetchall():
             cursor.execute(f"ALTER TABLE {name} ADD {definition}")
     try:
@@ -94,13 +96,32 @@ def free_port() -> int:
 def serve(port: int) -> subprocess.Popen:
     """Start gunicorn with two workers on loopback against this database; return once it answers."""
     db = connection.settings_dict
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "crossmkt_site.settings.local", "DEBUG": "false",
-           "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-           "API_RATE_PER_KEY": "1000000/minute", "CONN_MAX_AGE": "60",  # connections kept, as in production
-           "CROSSMKT_URLCONF": "demo.bench.urls"}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "crossmkt_site.settings.local",
+        "DEBUG": "false",
+        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "API_RATE_PER_KEY": "1000000/minute",
+        "CONN_MAX_AGE": "60",  # connections kept, as in production
+        "CROSSMKT_URLCONF": "demo.bench.urls",
+    }
     server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "crossmkt_site.wsgi", "-b", f"127.0.0.1:{port}", "-w", "2", "--timeout", "300"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "crossmkt_site.wsgi",
+            "-b",
+            f"127.0.0.1:{port}",
+            "-w",
+            "2",
+            "--timeout",
+            "300",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -112,4 +133,3 @@ def serve(port: int) -> subprocess.Popen:
             time.sleep(0.2)
     server.kill()
     raise ApplicationError("gunicorn did not start for the benchmark")
-

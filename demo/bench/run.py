@@ -70,7 +70,7 @@ def run_isolated(function: Callable[..., T], /, **kwargs: Any) -> T:
             send.send(("ok", function(**kwargs)))
         except ApplicationError as error:
             send.send(("application", error.message))
-        except BaseException as error:  # noqa: BLE001 - handed to the parent, which raises it
+        except BaseException as error:
             send.send(("error", f"{error!r}\n{traceback.format_exc()}"))
         finally:
             connections.close_all()
@@ -98,13 +98,22 @@ def _event_items(n_events: int, run: str) -> list[dict]:
     for chunk in iter_world(n_users=users, seed=7, chunk_size=5_000):
         events = chunk.events
         occurred = events["occurred_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
-        for row in zip(events["event_id"], events["user_id"], events["kind"], events["item_id"], events["amount"], occurred):
-            items.append({"event_id": f"{run}-{row[0]}", "user_id": f"{run}-{row[1]}", "kind": row[2], "item_id": row[3],
-                          "amount": row[4], "occurred_at": row[5]})
+        for row in zip(
+            events["event_id"], events["user_id"], events["kind"], events["item_id"], events["amount"], occurred
+        ):
+            items.append(
+                {
+                    "event_id": f"{run}-{row[0]}",
+                    "user_id": f"{run}-{row[1]}",
+                    "kind": row[2],
+                    "item_id": row[3],
+                    "amount": row[4],
+                    "occurred_at": row[5],
+                }
+            )
             if len(items) == n_events:
                 return items
     return items
-
 
 
 def stage_ingest(*, n_events: int) -> StageResult:
@@ -114,7 +123,7 @@ def stage_ingest(*, n_events: int) -> StageResult:
     _key, raw_key = partner_api_key_create(partner=partner, name="bench")
     run = secrets.token_hex(3)
     items = _event_items(n_events, run)
-    bodies = [json.dumps({"events": items[i:i + BATCH]}).encode() for i in range(0, len(items), BATCH)]
+    bodies = [json.dumps({"events": items[i : i + BATCH]}).encode() for i in range(0, len(items), BATCH)]
 
     port = free_port()
     server = serve(port)
@@ -122,8 +131,12 @@ def stage_ingest(*, n_events: int) -> StageResult:
         started = time.perf_counter()
         accepted = 0
         for body in bodies:
-            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/events/", data=body, method="POST", headers={
-                "Authorization": f"Api-Key {raw_key}", "Content-Type": "application/json"})
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/api/v1/events/",
+                data=body,
+                method="POST",
+                headers={"Authorization": f"Api-Key {raw_key}", "Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(request, timeout=300) as response:
                 accepted += json.load(response)["accepted"]
         seconds = time.perf_counter() - started
@@ -135,8 +148,17 @@ def stage_ingest(*, n_events: int) -> StageResult:
     limit = _copy_rate(items, partner.pk)
     baseline = _orm_rate(items[:BASELINE_SAMPLE], partner, f"{run}b")
     _clean_up(partner, run)
-    result = StageResult("bulk event ingest through the API (10k events per request)", "events/s", len(items),
-                         product, baseline, limit, "≥ 1/4 of raw COPY", peak_memory_mb(), seconds)
+    result = StageResult(
+        "bulk event ingest through the API (10k events per request)",
+        "events/s",
+        len(items),
+        product,
+        baseline,
+        limit,
+        "≥ 1/4 of raw COPY",
+        peak_memory_mb(),
+        seconds,
+    )
     result.met = result.of_limit >= 1 / 4
     return result
 
@@ -149,15 +171,27 @@ def _copy_rate(items: list[dict], partner_id: int) -> float:
     if not user_ids:
         return NAN
     user_numbers: dict[str, int] = {}
-    rows = [(partner_id, i["event_id"], user_ids[user_numbers.setdefault(i["user_id"], len(user_numbers)) % len(user_ids)],
-             i["kind"], i["item_id"], i["amount"], i["occurred_at"], i["occurred_at"]) for i in items]
+    rows = [
+        (
+            partner_id,
+            i["event_id"],
+            user_ids[user_numbers.setdefault(i["user_id"], len(user_numbers)) % len(user_ids)],
+            i["kind"],
+            i["item_id"],
+            i["amount"],
+            i["occurred_at"],
+            i["occurred_at"],
+        )
+        for i in items
+    ]
     with table_like("analytics_behaviorevent") as table:
         started = time.perf_counter()
-        with transaction.atomic(), connection.cursor() as cursor:
-            with cursor.cursor.copy(f"COPY {table} (partner_id, event_id, user_id, kind, item_id, amount, occurred_at, "
-                                    "received_at) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+        with transaction.atomic(), connection.cursor() as cursor, cursor.cursor.copy(
+            f"COPY {table} (partner_id, event_id, user_id, kind, item_id, amount, occurred_at, "
+            "received_at) FROM STDIN"
+        ) as copy:
+            for row in rows:
+                copy.write_row(row)
         return len(rows) / (time.perf_counter() - started)
 
 
@@ -165,10 +199,18 @@ def _orm_rate(items: list[dict], partner: Partner, run: str) -> float:
     """The notebook way: look the user up or create them, then one ORM insert per event."""
     started = time.perf_counter()
     for item in items:
-        user, _ = EndUser.objects.get_or_create(external_id=f"{run}-{item['user_id']}", defaults={"home_partner": partner})
-        BehaviorEvent.objects.create(partner=partner, event_id=f"{run}-{item['event_id']}", user=user, kind=item["kind"],
-                                     item_id=item["item_id"], amount=item["amount"],
-                                     occurred_at=datetime.fromisoformat(item["occurred_at"].replace("Z", "+00:00")))
+        user, _ = EndUser.objects.get_or_create(
+            external_id=f"{run}-{item['user_id']}", defaults={"home_partner": partner}
+        )
+        BehaviorEvent.objects.create(
+            partner=partner,
+            event_id=f"{run}-{item['event_id']}",
+            user=user,
+            kind=item["kind"],
+            item_id=item["item_id"],
+            amount=item["amount"],
+            occurred_at=datetime.fromisoformat(item["occurred_at"].replace("Z", "+00:00")),
+        )
     return len(items) / (time.perf_counter() - started)
 
 
@@ -181,14 +223,25 @@ def _clean_up(partner: Partner, run: str) -> None:
 def stage_features() -> StageResult:
     """Measure the feature build over every user against a per-user loop and COPY out/in with NumPy."""
     require_postgresql()
-    users = list(EndUser.objects.filter(events__isnull=False).distinct().values_list("pk", flat=True)[:BASELINE_SAMPLE // 4])
+    users = list(
+        EndUser.objects.filter(events__isnull=False).distinct().values_list("pk", flat=True)[: BASELINE_SAMPLE // 4]
+    )
     baseline = _features_naive_rate(users)
     started = time.perf_counter()
     built = features_build(full=True)
     seconds = time.perf_counter() - started
     limit = _features_copy_numpy_rate()
-    result = StageResult("feature build from events", "users/s", built, built / seconds, baseline, limit,
-                         "≥ 1/3 of the limit", peak_memory_mb(), seconds)
+    result = StageResult(
+        "feature build from events",
+        "users/s",
+        built,
+        built / seconds,
+        baseline,
+        limit,
+        "≥ 1/3 of the limit",
+        peak_memory_mb(),
+        seconds,
+    )
     result.met = result.of_limit >= 1 / 3
     return result
 
@@ -203,7 +256,9 @@ def _features_naive_rate(user_ids: list[int]) -> float:
             counts[kind] = counts.get(kind, 0) + 1
             spend += amount
         UserFeatures.objects.filter(user_id=user_id).update(
-            watching_count=counts.get("film_watch", 0), purchasing_count=counts.get("course_purchase", 0), total_spend=spend,
+            watching_count=counts.get("film_watch", 0),
+            purchasing_count=counts.get("course_purchase", 0),
+            total_spend=spend,
         )
     return len(user_ids) / (time.perf_counter() - started) if user_ids else float("nan")
 
@@ -213,15 +268,22 @@ def _features_copy_numpy_rate() -> float:
     started = time.perf_counter()
     buffer = io.BytesIO()
     with connection.cursor() as cursor:
-        with cursor.cursor.copy("COPY (SELECT user_id, kind, amount, extract(epoch FROM occurred_at) "
-                                "FROM analytics_behaviorevent) TO STDOUT") as copy:
+        with cursor.cursor.copy(
+            "COPY (SELECT user_id, kind, amount, extract(epoch FROM occurred_at) "
+            "FROM analytics_behaviorevent) TO STDOUT"
+        ) as copy:
             for block in copy:
                 buffer.write(block)
         if not buffer.tell():
             return float("nan")
         buffer.seek(0)
-        events = pd.read_csv(buffer, sep="\t", header=None, names=["user", "kind", "amount", "at"],
-                             dtype={"user": np.int64, "kind": "category", "amount": np.float64, "at": np.float64})
+        events = pd.read_csv(
+            buffer,
+            sep="\t",
+            header=None,
+            names=["user", "kind", "amount", "at"],
+            dtype={"user": np.int64, "kind": "category", "amount": np.float64, "at": np.float64},
+        )
         users, index = np.unique(events["user"].to_numpy(), return_inverse=True)
         kinds = events["kind"].cat.codes.to_numpy()
         counts = np.zeros((len(users), len(events["kind"].cat.categories)), dtype=np.int64)
@@ -230,10 +292,14 @@ def _features_copy_numpy_rate() -> float:
         last = np.full(len(users), -np.inf)
         np.maximum.at(last, index, events["at"].to_numpy())
         with transaction.atomic():
-            cursor.execute("CREATE TEMPORARY TABLE bench_features (user_id bigint, counts text, spend numeric(14, 2), "
-                           "last_at double precision) ON COMMIT DROP")
+            cursor.execute(
+                "CREATE TEMPORARY TABLE bench_features (user_id bigint, counts text, spend numeric(14, 2), "
+                "last_at double precision) ON COMMIT DROP"
+            )
             with cursor.cursor.copy("COPY bench_features FROM STDIN") as copy:
-                for row in zip(users.tolist(), map(str, counts.sum(axis=1).tolist()), np.round(spend, 2).tolist(), last.tolist()):
+                for row in zip(
+                    users.tolist(), map(str, counts.sum(axis=1).tolist()), np.round(spend, 2).tolist(), last.tolist()
+                ):
                     copy.write_row(row)
     return len(users) / (time.perf_counter() - started)
 
@@ -246,28 +312,34 @@ def _ratio(value: float, suffix: str = "") -> str:
     return "—" if value != value else f"{value:.2f}{suffix}" if value < 10 else f"{value:,.0f}{suffix}"
 
 
-def benchmarks_markdown(results: list[StageResult], *, scale: str, wall_seconds: float | None = None, notes: str = "") -> str:
+def benchmarks_markdown(
+    results: list[StageResult], *, scale: str, wall_seconds: float | None = None, notes: str = ""
+) -> str:
     """Render the results as the BENCHMARKS.md table, with the machine, scale, versions and date."""
-    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024 ** 3
+    memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         postgres = cursor.fetchone()[0]
     total = sum(r.seconds for r in results if r.seconds == r.seconds)
     lines = [
-        "# Benchmarks", "",
+        "# Benchmarks",
+        "",
         f"Run {timezone.now():%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, {memory_gb:.0f} GiB, {platform.platform()}; "
         f"Python {platform.python_version()}, Django {django.get_version()}, PostgreSQL {postgres}; scale: {scale}; "
         + (f"the whole run took {wall_seconds / 60:.1f} min, " if wall_seconds else "")
-        + f"of which the product measurements (column s) {total / 60:.1f} min.", "",
+        + f"of which the product measurements (column s) {total / 60:.1f} min.",
+        "",
         "| stage | items | product | naive baseline | limit | product / limit | product / baseline | target | met | "
         "peak MB | s | note |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in results:
         met = "—" if r.met is None else ("yes" if r.met else "**no**")
-        lines.append(f"| {r.stage} | {r.items:,} | {_number(r.product)} {r.unit} | {_number(r.baseline)} | {_number(r.limit)} | "
-                     f"{_ratio(r.of_limit)} | {_ratio(r.over_baseline, '×')} | {r.target} | {met} | "
-                     f"{r.peak_memory_mb:,.0f} | {_ratio(r.seconds)} | {r.note} |")
+        lines.append(
+            f"| {r.stage} | {r.items:,} | {_number(r.product)} {r.unit} | {_number(r.baseline)} | {_number(r.limit)} | "
+            f"{_ratio(r.of_limit)} | {_ratio(r.over_baseline, '×')} | {r.target} | {met} | "
+            f"{r.peak_memory_mb:,.0f} | {_ratio(r.seconds)} | {r.note} |"
+        )
     if notes:
         lines += ["", notes.strip()]
     return "\n".join(lines) + "\n"
@@ -289,10 +361,15 @@ def bench_events(n_users: int) -> int:
     return min(max(n_users // 5, 1_000), 200_000)
 
 
-def bench_run(*, n_users: int, stages: Sequence[str] = STAGE_ORDER, n_events: int | None = None,
-              load_seconds: float | None = None, echo: Callable[[str], object] = lambda line: None,
-              world_progress: Callable[[], AbstractContextManager[Callable[[int], None] | None]] | None = None,
-              ) -> list[StageResult]:
+def bench_run(
+    *,
+    n_users: int,
+    stages: Sequence[str] = STAGE_ORDER,
+    n_events: int | None = None,
+    load_seconds: float | None = None,
+    echo: Callable[[str], object] = lambda line: None,
+    world_progress: Callable[[], AbstractContextManager[Callable[[int], None] | None]] | None = None,
+) -> list[StageResult]:
     """Run the chosen stages in order, each in a process of its own, and return their results.
 
     ``world_progress()``, if given, is a context manager yielding a function that takes the
@@ -307,8 +384,10 @@ def bench_run(*, n_users: int, stages: Sequence[str] = STAGE_ORDER, n_events: in
     def measured(result: StageResult) -> StageResult:
         results.append(result)
         met = "" if result.met is None else (" — target met" if result.met else " — TARGET MISSED")
-        echo(f"  {result.stage}: {result.product:,.0f} {result.unit}, {result.seconds:,.1f} s, "
-             f"peak {result.peak_memory_mb:,.0f} MB{met}")
+        echo(
+            f"  {result.stage}: {result.product:,.0f} {result.unit}, {result.seconds:,.1f} s, "
+            f"peak {result.peak_memory_mb:,.0f} MB{met}"
+        )
         return result
 
     status = s.world_status(n_users)
@@ -319,7 +398,7 @@ def bench_run(*, n_users: int, stages: Sequence[str] = STAGE_ORDER, n_events: in
             echo(f"world: the demo world of {n_users:,} users is already loaded; measuring on it")
         else:
             echo(f"world: loading {n_users:,} users with seed_demo's loader …")
-            with (world_progress() if world_progress else nullcontext(None)) as advance:
+            with world_progress() if world_progress else nullcontext(None) as advance:
                 measured(s.stage_world(n_users=n_users, on_progress=advance))
             analyze_all(echo)
     elif status != "ready":
@@ -338,8 +417,19 @@ def bench_run(*, n_users: int, stages: Sequence[str] = STAGE_ORDER, n_events: in
                     measured(run_isolated(s.stage_training, model=model))
                 except ApplicationError as error:  # a model this world has no data for (no past campaign, say)
                     echo(f"  training {model}: not trained: {error.message}")
-                    results.append(StageResult(f"training: {model}", "users/s", 0, NAN, NAN, NAN, "reported", NAN,
-                                               note=f"not trained: {error.message}"))
+                    results.append(
+                        StageResult(
+                            f"training: {model}",
+                            "users/s",
+                            0,
+                            NAN,
+                            NAN,
+                            NAN,
+                            "reported",
+                            NAN,
+                            note=f"not trained: {error.message}",
+                        )
+                    )
         elif name == "scoring":
             measured(run_isolated(s.stage_scoring))
         elif name == "campaign":

@@ -93,9 +93,18 @@ def stage_world(*, n_users: int, on_progress: Callable[[int], None] | None = Non
     started = time.perf_counter()
     summary = demo_world_load(n_users=n_users, seed=BENCH_SEED, processes=2, on_progress=on_progress)
     seconds = time.perf_counter() - started
-    return StageResult("demo world load (seed_demo, 2 processes)", "users/s", summary["users"], summary["users"] / seconds,
-                       NAN, NAN, "reported", peak_memory_mb(), seconds,
-                       note=f"{summary['events']:,} events")
+    return StageResult(
+        "demo world load (seed_demo, 2 processes)",
+        "users/s",
+        summary["users"],
+        summary["users"] / seconds,
+        NAN,
+        NAN,
+        "reported",
+        peak_memory_mb(),
+        seconds,
+        note=f"{summary['events']:,} events",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,8 +120,18 @@ def stage_training(*, model: str) -> StageResult:
     started = time.perf_counter()
     run = demo_model_train(model=model, truth=world.truth)
     seconds = time.perf_counter() - started
-    return StageResult(f"training: {model}", "users/s", users, users / seconds, NAN, NAN, "reported", peak_memory_mb(),
-                       seconds, note=f"{run.n_train:,} training rows")
+    return StageResult(
+        f"training: {model}",
+        "users/s",
+        users,
+        users / seconds,
+        NAN,
+        NAN,
+        "reported",
+        peak_memory_mb(),
+        seconds,
+        note=f"{run.n_train:,} training rows",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,12 +146,15 @@ def stage_scoring(*, models: Sequence[str] = SCORING_MODELS) -> StageResult:
         try:
             runs[model] = model_run_active(model=model)
         except ApplicationError:
-            raise ApplicationError(f"no active {model} model to score with: run the training stage first "
-                                   "(bench --stages training scoring)") from None
+            raise ApplicationError(
+                f"no active {model} model to score with: run the training stage first (bench --stages training scoring)"
+            ) from None
     artifacts = {model: model_run_artifact(run) for model, run in runs.items()}
     as_of = timezone.now()
 
-    sample = list(EndUser.objects.filter(erased_at__isnull=True).order_by("?").values_list("pk", flat=True)[:NAIVE_USERS])
+    sample = list(
+        EndUser.objects.filter(erased_at__isnull=True).order_by("?").values_list("pk", flat=True)[:NAIVE_USERS]
+    )
     baseline = _scoring_naive_rate(sample, runs, artifacts, as_of)
 
     started = time.perf_counter()
@@ -142,15 +164,25 @@ def stage_scoring(*, models: Sequence[str] = SCORING_MODELS) -> StageResult:
     rows = sum(scored.values())
 
     limit = _scoring_copy_numpy_rate(runs, artifacts, as_of)
-    result = StageResult("batch scoring: propensity + churn + CLV, DB → DB", "scores/s", rows, rows / seconds, baseline,
-                         limit, "≥ 1/2 of the limit; ≥ 50× the naive baseline", peak_memory_mb(), seconds,
-                         note="one process, as one worker runs a chunk")
+    result = StageResult(
+        "batch scoring: propensity + churn + CLV, DB → DB",
+        "scores/s",
+        rows,
+        rows / seconds,
+        baseline,
+        limit,
+        "≥ 1/2 of the limit; ≥ 50× the naive baseline",
+        peak_memory_mb(),
+        seconds,
+        note="one process, as one worker runs a chunk",
+    )
     result.met = result.of_limit >= 0.5 and result.over_baseline >= 50
     return result
 
 
-def _scoring_naive_rate(user_ids: list[int], runs: dict[str, ModelRun], artifacts: dict[str, Any],
-                        as_of: datetime) -> float:
+def _scoring_naive_rate(
+    user_ids: list[int], runs: dict[str, ModelRun], artifacts: dict[str, Any], as_of: datetime
+) -> float:
     """The notebook way: per user, read their row, call the model on it, save one score row with the ORM."""
     started = time.perf_counter()
     written = 0
@@ -162,12 +194,19 @@ def _scoring_naive_rate(user_ids: list[int], runs: dict[str, ModelRun], artifact
                 continue
             first = scores.iloc[0]
             value = first.get("value")
-            UserScore.objects.update_or_create(user_id=user_id, model=model, defaults={
-                "run": runs[model], "score": None if first.get("score") is None or np.isnan(first.get("score", NAN))
-                else float(first["score"]),
-                "value": None if value is None or value != value else Decimal(str(value)).quantize(Decimal("0.01")),
-                "label": str(first.get("label") or ""), "scored_at": as_of,
-            })
+            UserScore.objects.update_or_create(
+                user_id=user_id,
+                model=model,
+                defaults={
+                    "run": runs[model],
+                    "score": None
+                    if first.get("score") is None or np.isnan(first.get("score", NAN))
+                    else float(first["score"]),
+                    "value": None if value is None or value != value else Decimal(str(value)).quantize(Decimal("0.01")),
+                    "label": str(first.get("label") or ""),
+                    "scored_at": as_of,
+                },
+            )
             written += 1
     seconds = time.perf_counter() - started
     return written / seconds if written else NAN
@@ -184,13 +223,23 @@ def _scoring_copy_numpy_rate(runs: dict[str, ModelRun], artifacts: dict[str, Any
                 scores = scorer.score(frame, as_of=as_of)
                 n = len(scores)
                 nothing = np.full(n, NAN)
-                bulk_insert_frame(cursor, table, pd.DataFrame({
-                    "user_id": scores.index.to_numpy(dtype=np.int64), "model": model, "run_id": runs[model].pk,
-                    "score": scores["score"].to_numpy(dtype=float) if "score" in scores else nothing,
-                    "value": np.round(scores["value"].to_numpy(dtype=float), 2) if "value" in scores else nothing,
-                    "label": scores["label"].fillna("").astype(str).to_numpy() if "label" in scores else "",
-                    "scored_at": pd.Timestamp(as_of),
-                }))
+                bulk_insert_frame(
+                    cursor,
+                    table,
+                    pd.DataFrame(
+                        {
+                            "user_id": scores.index.to_numpy(dtype=np.int64),
+                            "model": model,
+                            "run_id": runs[model].pk,
+                            "score": scores["score"].to_numpy(dtype=float) if "score" in scores else nothing,
+                            "value": np.round(scores["value"].to_numpy(dtype=float), 2)
+                            if "value" in scores
+                            else nothing,
+                            "label": scores["label"].fillna("").astype(str).to_numpy() if "label" in scores else "",
+                            "scored_at": pd.Timestamp(as_of),
+                        }
+                    ),
+                )
                 written += n
         return written / (time.perf_counter() - started)
 
@@ -201,7 +250,14 @@ def _scoring_copy_numpy_rate(runs: dict[str, ModelRun], artifacts: dict[str, Any
 BENCH_RULES = (
     # (name, condition, offer kind, amount off, days, cost)
     ("likely buyers: 20 CNY coupon", "propensity >= 0.3", "coupon", Decimal("20.00"), None, Decimal("20.00")),
-    ("at risk: a month of membership", 'churn_risk in ["high", "medium"]', "membership_grant", None, 30, Decimal("12.00")),
+    (
+        "at risk: a month of membership",
+        'churn_risk in ["high", "medium"]',
+        "membership_grant",
+        None,
+        30,
+        Decimal("12.00"),
+    ),
     ("film watchers: 10 CNY coupon", "watching_count >= 2", "coupon", Decimal("10.00"), None, Decimal("10.00")),
 )
 
@@ -215,16 +271,32 @@ def bench_campaign_create() -> Campaign:
         raise ApplicationError("the benchmark's campaign needs a knowledge partner: run the world stage first")
     now = timezone.now()
     campaign = Campaign.objects.create(
-        slug=f"{BENCH_CAMPAIGN_PREFIX}{secrets.token_hex(3)}", name="Benchmark campaign", owner=owner,
-        starts_at=now - timedelta(days=1), ends_at=now + timedelta(days=30), timezone="Asia/Shanghai", budget=None,
-        holdout_share=Decimal("0.10"), per_user_limit=2, offer_valid_days=14, status=Campaign.Status.RUNNING,
+        slug=f"{BENCH_CAMPAIGN_PREFIX}{secrets.token_hex(3)}",
+        name="Benchmark campaign",
+        owner=owner,
+        starts_at=now - timedelta(days=1),
+        ends_at=now + timedelta(days=30),
+        timezone="Asia/Shanghai",
+        budget=None,
+        holdout_share=Decimal("0.10"),
+        per_user_limit=2,
+        offer_valid_days=14,
+        status=Campaign.Status.RUNNING,
     )
     registry = condition_registry()
     for rank, (name, condition, kind, amount, days, cost) in enumerate(BENCH_RULES):
-        Rule.objects.create(campaign=campaign, name=name, priority=300 - rank, exclusive=False,
-                            condition=to_json(validate_text(condition, registry)), offer_kind=kind,
-                            benefit_partner=video if kind == "membership_grant" else owner, amount_off=amount, days=days,
-                            cost=cost)
+        Rule.objects.create(
+            campaign=campaign,
+            name=name,
+            priority=300 - rank,
+            exclusive=False,
+            condition=to_json(validate_text(condition, registry)),
+            offer_kind=kind,
+            benefit_partner=video if kind == "membership_grant" else owner,
+            amount_off=amount,
+            days=days,
+            cost=cost,
+        )
     return campaign
 
 
@@ -252,10 +324,19 @@ def stage_campaign(*, users: int) -> StageResult:
     seconds = time.perf_counter() - started
     issued = totals["issued"]
     limit = _offers_copy_rate(campaign)
-    result = StageResult("campaign evaluation + offer issuance", "offers/s", issued, issued / seconds, baseline, limit,
-                         "≥ 1/3 of the limit (raw COPY of the offer rows)", peak_memory_mb(), seconds,
-                         note=f"{users:,} users, {totals['eligible']:,} eligible, {totals['holdout']:,} held out; "
-                              f"{Offer.objects.filter(campaign=campaign).count():,} offers stored")
+    result = StageResult(
+        "campaign evaluation + offer issuance",
+        "offers/s",
+        issued,
+        issued / seconds,
+        baseline,
+        limit,
+        "≥ 1/3 of the limit (raw COPY of the offer rows)",
+        peak_memory_mb(),
+        seconds,
+        note=f"{users:,} users, {totals['eligible']:,} eligible, {totals['holdout']:,} held out; "
+        f"{Offer.objects.filter(campaign=campaign).count():,} offers stored",
+    )
     result.met = result.of_limit >= 1 / 3
     return result
 
@@ -264,8 +345,11 @@ def _campaign_naive_rate(campaign: Campaign) -> float:
     """The notebook way, in a throwaway copy of the campaign: per user, read fields, test each rule, one ORM insert per offer."""
     plans = campaign_rule_plans(campaign)
     fields = sorted({name for plan in plans for name in plan.fields})
-    users = list(EndUser.objects.filter(erased_at__isnull=True, marketing_consent=True).order_by("?")
-                 .values_list("pk", flat=True)[:NAIVE_USERS])
+    users = list(
+        EndUser.objects.filter(erased_at__isnull=True, marketing_consent=True)
+        .order_by("?")
+        .values_list("pk", flat=True)[:NAIVE_USERS]
+    )
     now = timezone.now()
     categories = item_category_sources()
     issued = 0
@@ -277,17 +361,32 @@ def _campaign_naive_rate(campaign: Campaign) -> float:
             if not matching:
                 continue
             held = holdout_draw(campaign, np.array([user_id]))[0] < float(campaign.holdout_share)
-            CampaignAssignment.objects.create(campaign=campaign, user_id=user_id, rule=matching[0].rule,
-                                              arm=CampaignAssignment.HOLDOUT if held else CampaignAssignment.TREATMENT,
-                                              assigned_at=now)
+            CampaignAssignment.objects.create(
+                campaign=campaign,
+                user_id=user_id,
+                rule=matching[0].rule,
+                arm=CampaignAssignment.HOLDOUT if held else CampaignAssignment.TREATMENT,
+                assigned_at=now,
+            )
             if held:
                 continue
-            for sequence, plan in enumerate(matching[:campaign.per_user_limit]):
+            for sequence, plan in enumerate(matching[: campaign.per_user_limit]):
                 rule = plan.rule
-                Offer.objects.create(code=new_codes(1)[0], campaign=campaign, rule=rule, user_id=user_id, sequence=sequence,
-                                     allowance=campaign.per_user_limit, kind=rule.offer_kind, partner=rule.benefit_partner,
-                                     amount_off=rule.amount_off, days=rule.days, cost=rule.cost, issued_at=now,
-                                     expires_at=now + timedelta(days=campaign.offer_valid_days))
+                Offer.objects.create(
+                    code=new_codes(1)[0],
+                    campaign=campaign,
+                    rule=rule,
+                    user_id=user_id,
+                    sequence=sequence,
+                    allowance=campaign.per_user_limit,
+                    kind=rule.offer_kind,
+                    partner=rule.benefit_partner,
+                    amount_off=rule.amount_off,
+                    days=rule.days,
+                    cost=rule.cost,
+                    issued_at=now,
+                    expires_at=now + timedelta(days=campaign.offer_valid_days),
+                )
                 issued += 1
         seconds = time.perf_counter() - started
         transaction.set_rollback(True)  # the sample's offers are not kept: the product run issues them
@@ -298,7 +397,9 @@ def _offers_copy_rate(campaign: Campaign) -> float:
     """COPY the campaign's offer rows, as issued, into an empty table like the offers table (foreign keys too), committed."""
     buffer = io.BytesIO()
     with connection.cursor() as cursor:
-        with cursor.cursor.copy("COPY (SELECT * FROM campaigns_offer WHERE campaign_id = %s) TO STDOUT", (campaign.pk,)) as copy:
+        with cursor.cursor.copy(
+            "COPY (SELECT * FROM campaigns_offer WHERE campaign_id = %s) TO STDOUT", (campaign.pk,)
+        ) as copy:
             for block in copy:
                 buffer.write(block)
         cursor.execute("SELECT COUNT(*) FROM campaigns_offer WHERE campaign_id = %s", [campaign.pk])
@@ -309,7 +410,7 @@ def _offers_copy_rate(campaign: Campaign) -> float:
         with transaction.atomic(), connection.cursor() as cursor:
             with cursor.cursor.copy(f"COPY {table} FROM STDIN") as copy:
                 for offset in range(0, len(data), 1 << 20):
-                    copy.write(data[offset:offset + (1 << 20)])
+                    copy.write(data[offset : offset + (1 << 20)])
         seconds = time.perf_counter() - started
     return rows / seconds if rows else NAN
 
@@ -318,16 +419,26 @@ def stage_rerun(*, first_seconds: float, users: int) -> StageResult:
     """Run the same campaign again: it must issue nothing, in at most a fifth of the first run's time."""
     campaign = Campaign.objects.filter(slug__startswith=BENCH_CAMPAIGN_PREFIX).order_by("-pk").first()
     if campaign is None:
-        raise ApplicationError("no benchmark campaign to re-run: run the campaign stage first (bench --stages campaign rerun)")
+        raise ApplicationError(
+            "no benchmark campaign to re-run: run the campaign stage first (bench --stages campaign rerun)"
+        )
     started = time.perf_counter()
     with eager_tasks():
         totals = campaign_run(campaign=campaign)
     seconds = time.perf_counter() - started
-    result = StageResult("re-running the same campaign", "users/s", totals["issued"], users / seconds,
-                         users / first_seconds if first_seconds == first_seconds else NAN, NAN,
-                         "issues nothing, in ≤ 1/5 of the first run's time", peak_memory_mb(), seconds,
-                         note=f"issued {totals['issued']}; {totals['skipped_existing']:,} already handled; "
-                              "items = offers issued by the re-run, baseline = the first run")
+    result = StageResult(
+        "re-running the same campaign",
+        "users/s",
+        totals["issued"],
+        users / seconds,
+        users / first_seconds if first_seconds == first_seconds else NAN,
+        NAN,
+        "issues nothing, in ≤ 1/5 of the first run's time",
+        peak_memory_mb(),
+        seconds,
+        note=f"issued {totals['issued']}; {totals['skipped_existing']:,} already handled; "
+        "items = offers issued by the re-run, baseline = the first run",
+    )
     result.met = totals["issued"] == 0 and result.over_baseline >= 5
     return result
 
@@ -352,28 +463,54 @@ end
 """
 
 
-def _wrk(url_base: str, paths: list[str], *, authorization: str = "", seconds: float, connections: int,
-         pause_ms: float = 0) -> dict:
+def _wrk(
+    url_base: str, paths: list[str], *, authorization: str = "", seconds: float, connections: int, pause_ms: float = 0
+) -> dict:
     """Drive the server with wrk for a fixed duration; return requests, requests/s, errors and latency percentiles in ms."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise ApplicationError("the load stage needs wrk: apt-get install wrk (Debian's package)")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT % {"paths": ", ".join(json.dumps(p) for p in paths), "authorization": authorization,
-                                   "pause": round(pause_ms)})
+        script.write(
+            WRK_SCRIPT
+            % {
+                "paths": ", ".join(json.dumps(p) for p in paths),
+                "authorization": authorization,
+                "pause": round(pause_ms),
+            }
+        )
     try:
-        output = subprocess.run([wrk, "-t", "2", "-c", str(connections), "-d", f"{max(int(seconds), 1)}s", "--timeout", "5s",
-                                 "-s", script.name, url_base], capture_output=True, text=True, timeout=seconds + 60, check=True)
+        output = subprocess.run(
+            [
+                wrk,
+                "-t",
+                "2",
+                "-c",
+                str(connections),
+                "-d",
+                f"{max(int(seconds), 1)}s",
+                "--timeout",
+                "5s",
+                "-s",
+                script.name,
+                url_base,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=True,
+        )
     finally:
         Path(script.name).unlink(missing_ok=True)
     line = next(line for line in output.stdout.splitlines() if line.startswith("BENCH "))
-    result = json.loads(line[len("BENCH "):])
+    result = json.loads(line[len("BENCH ") :])
     result["rate"] = result["requests"] / result["seconds"]
     return result
 
 
-def _wrk_at_rate(url_base: str, paths: list[str], *, authorization: str, seconds: float, rate: float,
-                 connections: int = 4) -> dict:
+def _wrk_at_rate(
+    url_base: str, paths: list[str], *, authorization: str, seconds: float, rate: float, connections: int = 4
+) -> dict:
     """Run wrk at about ``rate`` requests/s: each connection pauses between requests, the pause tuned on short runs."""
     pause = connections / rate * 1000
     for _ in range(3):
@@ -391,8 +528,12 @@ def stage_offers_load(*, seconds: float) -> StageResult:
     if campaign is None:
         raise ApplicationError("no benchmark campaign's offers to read: run the campaign stage first")
     partner = campaign.owner
-    users = list(Offer.objects.filter(campaign=campaign, user__home_partner=partner).order_by("?")
-                 .values_list("user__external_id", flat=True).distinct()[:2_000])
+    users = list(
+        Offer.objects.filter(campaign=campaign, user__home_partner=partner)
+        .order_by("?")
+        .values_list("user__external_id", flat=True)
+        .distinct()[:2_000]
+    )
     if not users:
         raise ApplicationError("the benchmark campaign issued no offers to its owner's users; nothing to read")
     key, raw_key = partner_api_key_create(partner=partner, name="bench-load")
@@ -414,12 +555,19 @@ def stage_offers_load(*, seconds: float) -> StageResult:
         server.wait(timeout=30)
         key.delete()
     errors = sum(run["errors"] + run["status"] for run in (bare, full, half))
-    result = StageResult("GET users/{id}/offers/ under load (gunicorn -w 2, wrk, loopback)", "req/s", full["requests"],
-                         full["rate"], NAN, bare["rate"],
-                         "≥ 70% of a bare Django JSON view; p99 ≤ 25 ms at half that rate", peak_memory_mb(),
-                         sum(run["seconds"] for run in (health, bare, full, half)),
-                         note=f"limit = the same answer from a bare Django view in raw SQL ({health['rate']:,.0f} req/s for "
-                              f"a view that reads nothing); p50 {full['p50']:.1f} ms, p99 {full['p99']:.1f} ms at full load; "
-                              f"p99 {half['p99']:.1f} ms at {half['rate']:,.0f} req/s (half); {errors} errors")
+    result = StageResult(
+        "GET users/{id}/offers/ under load (gunicorn -w 2, wrk, loopback)",
+        "req/s",
+        full["requests"],
+        full["rate"],
+        NAN,
+        bare["rate"],
+        "≥ 70% of a bare Django JSON view; p99 ≤ 25 ms at half that rate",
+        peak_memory_mb(),
+        sum(run["seconds"] for run in (health, bare, full, half)),
+        note=f"limit = the same answer from a bare Django view in raw SQL ({health['rate']:,.0f} req/s for "
+        f"a view that reads nothing); p50 {full['p50']:.1f} ms, p99 {full['p99']:.1f} ms at full load; "
+        f"p99 {half['p99']:.1f} ms at {half['rate']:,.0f} req/s (half); {errors} errors",
+    )
     result.met = result.of_limit >= 0.7 and half["p99"] <= 25 and errors == 0
     return result

@@ -8,7 +8,7 @@ serializers, throttling) costs.
 """
 
 import hmac
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from django.db import connection
@@ -32,23 +32,45 @@ def bare_user_offers(request: HttpRequest, user_id: str) -> JsonResponse:
     if scheme != "Api-Key" or len(parts) != 3 or parts[0] != KEY_SCHEME:
         return JsonResponse({"error": "unauthorized"}, status=401)
     with connection.cursor() as cursor:
-        cursor.execute("SELECT k.partner_id, k.hashed_key FROM campaigns_partnerapikey k JOIN campaigns_partner p "
-                       "ON p.id = k.partner_id WHERE k.prefix = %s AND k.revoked_at IS NULL AND p.is_active", [parts[1]])
+        cursor.execute(
+            "SELECT k.partner_id, k.hashed_key FROM campaigns_partnerapikey k JOIN campaigns_partner p "
+            "ON p.id = k.partner_id WHERE k.prefix = %s AND k.revoked_at IS NULL AND p.is_active",
+            [parts[1]],
+        )
         row = cursor.fetchone()
         if row is None or not hmac.compare_digest(row[1], _hash_secret(raw_key)):
             return JsonResponse({"error": "unauthorized"}, status=401)
         partner_id = row[0]
-        cursor.execute("SELECT id, external_id FROM analytics_enduser WHERE external_id = %s AND erased_at IS NULL "
-                       "AND (home_partner_id = %s OR data_sharing_consent)", [user_id, partner_id])
+        cursor.execute(
+            "SELECT id, external_id FROM analytics_enduser WHERE external_id = %s AND erased_at IS NULL "
+            "AND (home_partner_id = %s OR data_sharing_consent)",
+            [user_id, partner_id],
+        )
         user = cursor.fetchone()
         if user is None:
             return JsonResponse({"error": "not found"}, status=404)
         # The API's own statement: the comparison is about everything around it.
-        cursor.execute(OPEN_OFFERS_SQL, [user[0], *Offer.OPEN_STATUSES, datetime.now(timezone.utc), partner_id, partner_id,
-                                         partner_id])
-        offers = [{"code": r[0], "kind": r[1], "status": r[2], "campaign": r[3], "honoured_by": r[4], "deal": r[5],
-                   "amount_off": _money(r[6]), "percent_off": _money(r[7]), "min_spend": _money(r[8]), "days": r[9],
-                   "issued_at": r[10].isoformat(), "expires_at": r[11].isoformat()} for r in cursor.fetchall()]
+        cursor.execute(
+            OPEN_OFFERS_SQL,
+            [user[0], *Offer.OPEN_STATUSES, datetime.now(UTC), partner_id, partner_id, partner_id],
+        )
+        offers = [
+            {
+                "code": r[0],
+                "kind": r[1],
+                "status": r[2],
+                "campaign": r[3],
+                "honoured_by": r[4],
+                "deal": r[5],
+                "amount_off": _money(r[6]),
+                "percent_off": _money(r[7]),
+                "min_spend": _money(r[8]),
+                "days": r[9],
+                "issued_at": r[10].isoformat(),
+                "expires_at": r[11].isoformat(),
+            }
+            for r in cursor.fetchall()
+        ]
     return JsonResponse({"user_id": user[1], "offers": offers})
 
 

@@ -50,13 +50,24 @@ def _stock_for(campaign: Campaign, started: dt.datetime) -> None:
     for rule in campaign.rules.all():
         if rule_needs_stock(rule):
             rows += [
-                (rule.benefit_partner_id, rule.offer_kind, f"{campaign.slug}-{rule.pk}-{n:07d}", rule.cost,
-                 campaign.ends_at + dt.timedelta(days=90), StockItem.Status.AVAILABLE, started)
+                (
+                    rule.benefit_partner_id,
+                    rule.offer_kind,
+                    f"{campaign.slug}-{rule.pk}-{n:07d}",
+                    rule.cost,
+                    campaign.ends_at + dt.timedelta(days=90),
+                    StockItem.Status.AVAILABLE,
+                    started,
+                )
                 for n in range(offers.get(rule.name, 0))
             ]
     with transaction.atomic(), connection.cursor() as cursor:
-        bulk_insert(cursor, StockItem._meta.db_table,
-                    ["partner_id", "kind", "code", "face_value", "expires_at", "status", "loaded_at"], rows)
+        bulk_insert(
+            cursor,
+            StockItem._meta.db_table,
+            ["partner_id", "kind", "code", "face_value", "expires_at", "status", "loaded_at"],
+            rows,
+        )
 
 
 def demo_campaign_play(*, campaign: Campaign, truth: dict, seed: int, now: dt.datetime) -> dict:
@@ -70,37 +81,48 @@ def demo_campaign_play(*, campaign: Campaign, truth: dict, seed: int, now: dt.da
     result = campaign_run(campaign=campaign, now=started)
     columns = ["user_id", "user__external_id", "arm", "rule_id"]
     # Named columns, so a campaign that reached nobody (no scores yet, say) plays as an empty one.
-    assignments = pd.DataFrame(list(CampaignAssignment.objects.filter(campaign=campaign).values_list(*columns)),
-                               columns=columns)
+    assignments = pd.DataFrame(
+        list(CampaignAssignment.objects.filter(campaign=campaign).values_list(*columns)), columns=columns
+    )
     planted = dict(PlantedUser.objects.filter(user_id__in=assignments["user_id"]).values_list("user_id", "segment"))
     assignments = assignments[assignments["user_id"].isin(planted)]
     keys = _effect_keys(campaign)
     rng = np.random.default_rng([seed, campaign.pk])
     treated = (assignments["arm"] != CampaignAssignment.HOLDOUT).to_numpy()
     converted, revenue = simulate_campaign_outcomes(
-        truth, campaign.slug, assignments["user_id"].map(planted).to_numpy(), treated,
-        assignments["rule_id"].map(keys).to_numpy(), rng,
+        truth,
+        campaign.slug,
+        assignments["user_id"].map(planted).to_numpy(),
+        treated,
+        assignments["rule_id"].map(keys).to_numpy(),
+        rng,
     )
     window = dt.timedelta(days=campaign.conversion_window_days)
     ends = min(started + window, now)
     skus = list(campaign.promoted_courses.values_list("sku", flat=True)) or ["DATA-101"]
     buyers = assignments[converted]
     offsets = rng.uniform(0, (ends - started).total_seconds(), len(buyers))
-    events = pd.DataFrame({
-        "position": np.arange(len(buyers)),
-        "partner_id": partner_ids_by_slug()[campaign.owner.slug],
-        "event_id": [f"{campaign.slug}-conversion-{user}" for user in buyers["user__external_id"]],
-        "user_ext": buyers["user__external_id"].to_numpy(),
-        "kind": "course_purchase",
-        "item_id": rng.choice(skus, len(buyers)),
-        "amount": [f"{value:.2f}" for value in revenue[converted]],
-        "occurred_at": pd.to_datetime(started, utc=True) + pd.to_timedelta(offsets, unit="s"),
-    })
+    events = pd.DataFrame(
+        {
+            "position": np.arange(len(buyers)),
+            "partner_id": partner_ids_by_slug()[campaign.owner.slug],
+            "event_id": [f"{campaign.slug}-conversion-{user}" for user in buyers["user__external_id"]],
+            "user_ext": buyers["user__external_id"].to_numpy(),
+            "kind": "course_purchase",
+            "item_id": rng.choice(skus, len(buyers)),
+            "amount": [f"{value:.2f}" for value in revenue[converted]],
+            "occurred_at": pd.to_datetime(started, utc=True) + pd.to_timedelta(offsets, unit="s"),
+        }
+    )
     events_ingest(events)
     if campaign.ends_at <= now:
         Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.ENDED)
-    return {"campaign": campaign.slug, **result, "converted": int(converted.sum()),
-            "revenue": str(Decimal(f"{revenue.sum():.2f}"))}
+    return {
+        "campaign": campaign.slug,
+        **result,
+        "converted": int(converted.sum()),
+        "revenue": str(Decimal(f"{revenue.sum():.2f}")),
+    }
 
 
 def demo_campaigns_play(*, now: dt.datetime | None = None) -> list[dict]:
@@ -121,4 +143,3 @@ def demo_campaigns_play(*, now: dt.datetime | None = None) -> list[dict]:
             Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
             played.append({"campaign": campaign.slug, "refused": error.message})
     return played
-

@@ -45,8 +45,10 @@ def demo_training_options(truth: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "target_course": propensity["target_course"],
             "reference_levels": propensity["reference_levels"],
         },
-        "churn": {"observation_end": world_end,
-                  "reference_level": truth["churn"]["reference_levels"]["acquisition_channel"]},
+        "churn": {
+            "observation_end": world_end,
+            "reference_level": truth["churn"]["reference_levels"]["acquisition_channel"],
+        },
         "clv": {"observation_end": calibration_end, "data_end": data_end, "excluded_items": excluded},
         "segments": {},
         "recommendations": {"observation_end": calibration_end, "data_end": data_end, "excluded_items": excluded},

@@ -35,10 +35,17 @@ from ..world.generator import iter_world
 from ..world.truth import planted_truth
 
 SHANGHAI = demo.SHANGHAI
-TRIGGERS = {"course_in_set": Deal.Trigger.COURSE_PURCHASE, "spend_at_least": Deal.Trigger.SPEND_AT_LEAST,
-            "membership_start": Deal.Trigger.MEMBERSHIP_START}
-BENEFITS = {"membership_days": Deal.Benefit.VIDEO_MEMBERSHIP, "free_viewing": Deal.Benefit.FREE_VIEWING,
-            "movie_ticket": Deal.Benefit.MOVIE_TICKET, "coupon": Deal.Benefit.COURSE_COUPON}
+TRIGGERS = {
+    "course_in_set": Deal.Trigger.COURSE_PURCHASE,
+    "spend_at_least": Deal.Trigger.SPEND_AT_LEAST,
+    "membership_start": Deal.Trigger.MEMBERSHIP_START,
+}
+BENEFITS = {
+    "membership_days": Deal.Benefit.VIDEO_MEMBERSHIP,
+    "free_viewing": Deal.Benefit.FREE_VIEWING,
+    "movie_ticket": Deal.Benefit.MOVIE_TICKET,
+    "coupon": Deal.Benefit.COURSE_COUPON,
+}
 
 
 def _day_start(day: dt.date) -> dt.datetime:
@@ -52,58 +59,104 @@ def demo_catalog_load(*, now: dt.datetime | None = None) -> dict[str, int]:
     catalog = demo.demo_catalog()
     partners = {}
     for p in catalog.partners:
-        partners[p.slug], _ = Partner.objects.update_or_create(slug=p.slug, defaults={"name": p.name_zh, "kind": p.kind})
+        partners[p.slug], _ = Partner.objects.update_or_create(
+            slug=p.slug, defaults={"name": p.name_zh, "kind": p.kind}
+        )
     courses = {}
     for c in catalog.courses:
         courses[c.sku], _ = Course.objects.update_or_create(
-            partner=partners[c.partner], sku=c.sku,
+            partner=partners[c.partner],
+            sku=c.sku,
             defaults={"title": c.title_zh, "category": c.category, "tags": list(c.tags), "price": Decimal(c.price)},
         )
     films = {}
     for f in catalog.films:
         films[f.external_id], _ = Film.objects.update_or_create(
-            partner=partners[f.partner], external_id=f.external_id,
-            defaults={"title": f.title_zh, "category": f.category, "tags": list(f.tags),
-                      "licence_start": _day_start(f.licence_start), "licence_end": _day_start(f.licence_end)},
+            partner=partners[f.partner],
+            external_id=f.external_id,
+            defaults={
+                "title": f.title_zh,
+                "category": f.category,
+                "tags": list(f.tags),
+                "licence_start": _day_start(f.licence_start),
+                "licence_end": _day_start(f.licence_end),
+            },
         )
     for b in catalog.bundles:
-        bundle, _ = Bundle.objects.update_or_create(slug=b.slug, defaults={"title": b.title_zh, "price": Decimal(b.price)})
+        bundle, _ = Bundle.objects.update_or_create(
+            slug=b.slug, defaults={"title": b.title_zh, "price": Decimal(b.price)}
+        )
         bundle.courses.set([courses[sku] for sku in b.course_skus])
         bundle.films.set([films[film_id] for film_id in b.film_ids])
     deals = {}
     for d in catalog.deals:
-        deals[d.slug], _ = Deal.objects.update_or_create(slug=d.slug, defaults={
-            "name": d.name_zh, "source_partner": partners[d.source_partner], "target_partner": partners[d.benefit_partner],
-            "trigger": TRIGGERS[d.trigger_kind],
-            "trigger_min_spend": Decimal(d.trigger_min_spend) if d.trigger_min_spend else None,
-            "benefit": BENEFITS[d.benefit_kind], "benefit_days": d.benefit_days,
-            "benefit_value": Decimal(d.benefit_amount or "0"), "starts_at": _day_start(d.starts_on),
-            "ends_at": _day_start(d.ends_on + dt.timedelta(days=1)), "max_grants": d.cap_grants,
-            "max_amount": Decimal(d.cap_amount), "settlement_price": Decimal(d.settlement_price_per_grant),
-            "revenue_share": Decimal(d.revenue_split_share), "status": d.status,
-        })
+        deals[d.slug], _ = Deal.objects.update_or_create(
+            slug=d.slug,
+            defaults={
+                "name": d.name_zh,
+                "source_partner": partners[d.source_partner],
+                "target_partner": partners[d.benefit_partner],
+                "trigger": TRIGGERS[d.trigger_kind],
+                "trigger_min_spend": Decimal(d.trigger_min_spend) if d.trigger_min_spend else None,
+                "benefit": BENEFITS[d.benefit_kind],
+                "benefit_days": d.benefit_days,
+                "benefit_value": Decimal(d.benefit_amount or "0"),
+                "starts_at": _day_start(d.starts_on),
+                "ends_at": _day_start(d.ends_on + dt.timedelta(days=1)),
+                "max_grants": d.cap_grants,
+                "max_amount": Decimal(d.cap_amount),
+                "settlement_price": Decimal(d.settlement_price_per_grant),
+                "revenue_share": Decimal(d.revenue_split_share),
+                "status": d.status,
+            },
+        )
         deals[d.slug].trigger_courses.set([courses[sku] for sku in d.trigger_course_skus])
     registry = condition_registry()
     for c in catalog.campaigns:
         _campaign_load(c, partners, courses, films, deals, registry, now)
-    return {"partners": len(partners), "courses": len(courses), "films": len(films), "deals": len(deals),
-            "campaigns": len(catalog.campaigns)}
+    return {
+        "partners": len(partners),
+        "courses": len(courses),
+        "films": len(films),
+        "deals": len(deals),
+        "campaigns": len(catalog.campaigns),
+    }
 
 
-def _campaign_load(c: demo.Campaign, partners: dict[str, Partner], courses: dict[str, Course], films: dict[str, Film],
-                   deals: dict[str, Deal], registry: Mapping[str, Any], now: dt.datetime) -> Campaign:
-    status = Campaign.Status.RUNNING if c.starts_at <= now < c.ends_at else (
-        Campaign.Status.ENDED if c.ends_at <= now else Campaign.Status.DRAFT)
+def _campaign_load(
+    c: demo.Campaign,
+    partners: dict[str, Partner],
+    courses: dict[str, Course],
+    films: dict[str, Film],
+    deals: dict[str, Deal],
+    registry: Mapping[str, Any],
+    now: dt.datetime,
+) -> Campaign:
+    status = (
+        Campaign.Status.RUNNING
+        if c.starts_at <= now < c.ends_at
+        else (Campaign.Status.ENDED if c.ends_at <= now else Campaign.Status.DRAFT)
+    )
     package = max(len(rule.offers) for rule in c.rules)
-    campaign, created = Campaign.objects.get_or_create(slug=c.slug, defaults={
-        "name": c.name_zh, "description": c.description_zh, "owner": partners[c.owner_partner],
-        "deal": deals.get(c.deal) if c.deal else None, "starts_at": c.starts_at,
-        # The catalog's windows name their last second; ours end just after it.
-        "ends_at": c.ends_at + dt.timedelta(seconds=1), "timezone": "Asia/Shanghai", "budget": Decimal(c.budget),
-        "holdout_share": Decimal(str(c.holdout_share)), "per_user_limit": c.per_user_limit * package,
-        "global_limit": c.global_limit, "offer_valid_days": max(o.valid_days for r in c.rules for o in r.offers),
-        "status": status,
-    })
+    campaign, created = Campaign.objects.get_or_create(
+        slug=c.slug,
+        defaults={
+            "name": c.name_zh,
+            "description": c.description_zh,
+            "owner": partners[c.owner_partner],
+            "deal": deals.get(c.deal) if c.deal else None,
+            "starts_at": c.starts_at,
+            # The catalog's windows name their last second; ours end just after it.
+            "ends_at": c.ends_at + dt.timedelta(seconds=1),
+            "timezone": "Asia/Shanghai",
+            "budget": Decimal(c.budget),
+            "holdout_share": Decimal(str(c.holdout_share)),
+            "per_user_limit": c.per_user_limit * package,
+            "global_limit": c.global_limit,
+            "offer_valid_days": max(o.valid_days for r in c.rules for o in r.offers),
+            "status": status,
+        },
+    )
     if not created:
         return campaign
     campaign.partners.set([partners[slug] for slug in c.partners if slug != c.owner_partner])
@@ -116,45 +169,78 @@ def _campaign_load(c: demo.Campaign, partners: dict[str, Partner], courses: dict
         for index, offer in enumerate(rule.offers):
             last = index == len(rule.offers) - 1
             created_rule = Rule.objects.create(
-                campaign=campaign, name=f"{rule.name_zh}·{_OFFER_LABELS[offer.kind]}",
-                priority=1000 - 100 * rank - index, exclusive=rule.exclusive and last, condition=condition,
-                offer_kind=offer.kind, benefit_partner=partners[offer.partner], deal=deals.get(offer.deal) if offer.deal else None,
+                campaign=campaign,
+                name=f"{rule.name_zh}·{_OFFER_LABELS[offer.kind]}",
+                priority=1000 - 100 * rank - index,
+                exclusive=rule.exclusive and last,
+                condition=condition,
+                offer_kind=offer.kind,
+                benefit_partner=partners[offer.partner],
+                deal=deals.get(offer.deal) if offer.deal else None,
                 amount_off=Decimal(offer.amount) if offer.amount else None,
                 percent_off=Decimal(offer.percent_off) if offer.percent_off else None,
-                days=offer.days, cost=Decimal(offer.cost_per_issue),
+                days=offer.days,
+                cost=Decimal(offer.cost_per_issue),
             )
             if offer.kind == "coupon" and offer.item_id in courses:
                 created_rule.applicable_courses.set([courses[offer.item_id]])
     return campaign
 
 
-_OFFER_LABELS = {"coupon": "课程券", "free_viewing": "免费试看", "movie_ticket": "电影票", "membership_grant": "会员月卡"}
+_OFFER_LABELS = {
+    "coupon": "课程券",
+    "free_viewing": "免费试看",
+    "movie_ticket": "电影票",
+    "membership_grant": "会员月卡",
+}
 
-USER_COLUMNS = ["external_id", "home_partner_id", "age", "education", "occupation", "gender", "acquisition_channel",
-                "marketing_consent", "data_sharing_consent", "signed_up_at", "created_at"]
+USER_COLUMNS = [
+    "external_id",
+    "home_partner_id",
+    "age",
+    "education",
+    "occupation",
+    "gender",
+    "acquisition_channel",
+    "marketing_consent",
+    "data_sharing_consent",
+    "signed_up_at",
+    "created_at",
+]
 
 
-def _users_ingest(cursor: CursorWrapper, users: pd.DataFrame, partner_ids: dict[str, int], now: dt.datetime) -> tuple[dict[str, int], int]:
+def _users_ingest(
+    cursor: CursorWrapper, users: pd.DataFrame, partner_ids: dict[str, int], now: dt.datetime
+) -> tuple[dict[str, int], int]:
     """Insert the chunk's users who are not there yet; return every user's id by external id, and how many were new."""
     ids = user_ids_by_external_id(cursor, users["user_id"].tolist())
     new = users[~users["user_id"].isin(list(ids))]
     if new.empty:
         return ids, 0
-    rows = pd.DataFrame({
-        "external_id": new["user_id"], "home_partner_id": new["home_partner"].map(partner_ids).astype("int64"),
-        "age": new["age"].astype("int64"), "education": new["education"], "occupation": new["occupation"],
-        "gender": new["gender"].fillna(""), "acquisition_channel": new["acquisition_channel"],
-        "marketing_consent": new["marketing_consent"].astype(bool),
-        "data_sharing_consent": new["data_sharing_consent"].astype(bool),
-        "signed_up_at": pd.to_datetime(new["signup_at"], utc=True), "created_at": now,
-    })
+    rows = pd.DataFrame(
+        {
+            "external_id": new["user_id"],
+            "home_partner_id": new["home_partner"].map(partner_ids).astype("int64"),
+            "age": new["age"].astype("int64"),
+            "education": new["education"],
+            "occupation": new["occupation"],
+            "gender": new["gender"].fillna(""),
+            "acquisition_channel": new["acquisition_channel"],
+            "marketing_consent": new["marketing_consent"].astype(bool),
+            "data_sharing_consent": new["data_sharing_consent"].astype(bool),
+            "signed_up_at": pd.to_datetime(new["signup_at"], utc=True),
+            "created_at": now,
+        }
+    )
     cursor.execute("DROP TABLE IF EXISTS demo_user_batch")
     cursor.execute("CREATE TEMPORARY TABLE demo_user_batch AS SELECT * FROM analytics_enduser WHERE FALSE")
     bulk_insert_frame(cursor, "demo_user_batch", rows[USER_COLUMNS])
     columns = ", ".join(USER_COLUMNS)
     # Looked up first, so the upsert only guards against another loader of the same world.
-    cursor.execute(f"INSERT INTO analytics_enduser ({columns}) SELECT {columns} FROM demo_user_batch "
-                   "WHERE TRUE ON CONFLICT (external_id) DO NOTHING RETURNING external_id, id")
+    cursor.execute(
+        f"INSERT INTO analytics_enduser ({columns}) SELECT {columns} FROM demo_user_batch "
+        "WHERE TRUE ON CONFLICT (external_id) DO NOTHING RETURNING external_id, id"
+    )
     created = dict(cursor.fetchall())
     cursor.execute("DROP TABLE demo_user_batch")
     ids.update(created)
@@ -166,13 +252,22 @@ def _users_ingest(cursor: CursorWrapper, users: pd.DataFrame, partner_ids: dict[
 def _planted_ingest(cursor: CursorWrapper, users: pd.DataFrame, user_ids: dict[str, int]) -> None:
     """Store each user's planted segment and label probability, kept apart from anything a model reads."""
     cursor.execute("DROP TABLE IF EXISTS demo_planted_batch")
-    cursor.execute("CREATE TEMPORARY TABLE demo_planted_batch (user_id bigint, segment varchar(32), "
-                   "top_category varchar(32), purchase_probability double precision)")
-    bulk_insert_frame(cursor, "demo_planted_batch", pd.DataFrame({
-        "user_id": users["user_id"].map(user_ids).to_numpy(dtype="int64"), "segment": users["latent_segment"].to_numpy(),
-        "top_category": users["latent_top_category"].to_numpy(),
-        "purchase_probability": users["latent_purchase_probability"].to_numpy(dtype=float),
-    }))
+    cursor.execute(
+        "CREATE TEMPORARY TABLE demo_planted_batch (user_id bigint, segment varchar(32), "
+        "top_category varchar(32), purchase_probability double precision)"
+    )
+    bulk_insert_frame(
+        cursor,
+        "demo_planted_batch",
+        pd.DataFrame(
+            {
+                "user_id": users["user_id"].map(user_ids).to_numpy(dtype="int64"),
+                "segment": users["latent_segment"].to_numpy(),
+                "top_category": users["latent_top_category"].to_numpy(),
+                "purchase_probability": users["latent_purchase_probability"].to_numpy(dtype=float),
+            }
+        ),
+    )
     cursor.execute(
         f"INSERT INTO {PlantedUser._meta.db_table} (user_id, segment, top_category, purchase_probability) "
         "SELECT user_id, segment, top_category, purchase_probability FROM demo_planted_batch "
@@ -183,16 +278,23 @@ def _planted_ingest(cursor: CursorWrapper, users: pd.DataFrame, user_ids: dict[s
 
 def _staged_events(events: pd.DataFrame, partner_ids: dict[str, int]) -> pd.DataFrame:
     """Stage the generator's events as ``validate_events`` would: they are well-formed by construction."""
-    return pd.DataFrame({
-        "position": np.arange(len(events)), "partner_id": events["partner"].map(partner_ids).to_numpy(dtype="int64"),
-        "event_id": events["event_id"].to_numpy(), "user_ext": events["user_id"].to_numpy(),
-        "kind": events["kind"].to_numpy(), "item_id": events["item_id"].to_numpy(), "amount": events["amount"].to_numpy(),
-        "occurred_at": events["occurred_at"].to_numpy(dtype="datetime64[ns]"),
-    })
+    return pd.DataFrame(
+        {
+            "position": np.arange(len(events)),
+            "partner_id": events["partner"].map(partner_ids).to_numpy(dtype="int64"),
+            "event_id": events["event_id"].to_numpy(),
+            "user_ext": events["user_id"].to_numpy(),
+            "kind": events["kind"].to_numpy(),
+            "item_id": events["item_id"].to_numpy(),
+            "amount": events["amount"].to_numpy(),
+            "occurred_at": events["occurred_at"].to_numpy(dtype="datetime64[ns]"),
+        }
+    )
 
 
-def _load_users(n_users: int, seed: int, start: int, end: int, now: dt.datetime, bulk: bool,
-                progress: Callable[[int], None]) -> tuple[int, int, int]:
+def _load_users(
+    n_users: int, seed: int, start: int, end: int, now: dt.datetime, bulk: bool, progress: Callable[[int], None]
+) -> tuple[int, int, int]:
     """Load users start..end-1 of the world and their events; report each chunk's size to progress.
 
     Return the users created, the events stored and the events already there; with ``bulk``,
@@ -252,11 +354,21 @@ def _demo_events_exist() -> bool:
 
 def _events_stage(cursor: CursorWrapper, staged: pd.DataFrame, user_ids: dict[str, int]) -> None:
     """Write a chunk's events to the load table with the ids of their users."""
-    bulk_insert_frame(cursor, EVENT_LOAD_TABLE, pd.DataFrame({
-        "partner_id": staged["partner_id"], "event_id": staged["event_id"],
-        "user_id": staged["user_ext"].map(user_ids).to_numpy(dtype="int64"), "kind": staged["kind"],
-        "item_id": staged["item_id"], "amount": staged["amount"], "occurred_at": staged["occurred_at"],
-    }))
+    bulk_insert_frame(
+        cursor,
+        EVENT_LOAD_TABLE,
+        pd.DataFrame(
+            {
+                "partner_id": staged["partner_id"],
+                "event_id": staged["event_id"],
+                "user_id": staged["user_ext"].map(user_ids).to_numpy(dtype="int64"),
+                "kind": staged["kind"],
+                "item_id": staged["item_id"],
+                "amount": staged["amount"],
+                "occurred_at": staged["occurred_at"],
+            }
+        ),
+    )
 
 
 def _events_bulk_load(now: dt.datetime) -> int:
@@ -281,15 +393,22 @@ def _events_bulk_load(now: dt.datetime) -> int:
         cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
         cursor.execute("SET LOCAL work_mem = '256MB'")
         for name, kind, _definition in dropped:
-            cursor.execute(f"DROP INDEX {connection.ops.quote_name(name)}" if kind == "index" else
-                           f"ALTER TABLE {table} DROP CONSTRAINT {connection.ops.quote_name(name)}")
+            cursor.execute(
+                f"DROP INDEX {connection.ops.quote_name(name)}"
+                if kind == "index"
+                else f"ALTER TABLE {table} DROP CONSTRAINT {connection.ops.quote_name(name)}"
+            )
         upsert = "" if dropped else "ON CONFLICT (partner_id, event_id) DO NOTHING"
-        cursor.execute(f"INSERT INTO {table} ({columns}, received_at) SELECT {columns}, %s FROM {EVENT_LOAD_TABLE} {upsert}",
-                       [now])
+        cursor.execute(
+            f"INSERT INTO {table} ({columns}, received_at) SELECT {columns}, %s FROM {EVENT_LOAD_TABLE} {upsert}", [now]
+        )
         stored = cursor.rowcount
         for name, kind, definition in dropped:
-            cursor.execute(definition if kind == "index" else
-                           f"ALTER TABLE {table} ADD CONSTRAINT {connection.ops.quote_name(name)} {definition}")
+            cursor.execute(
+                definition
+                if kind == "index"
+                else f"ALTER TABLE {table} ADD CONSTRAINT {connection.ops.quote_name(name)} {definition}"
+            )
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {table}")
     return stored
@@ -304,14 +423,18 @@ def _secondary_structures(cursor: CursorWrapper, table: str) -> list[tuple[str, 
     cursor.execute(
         """SELECT conname, CASE contype WHEN 'u' THEN 'unique' ELSE 'foreign' END, pg_get_constraintdef(oid)
            FROM pg_constraint WHERE conrelid = %s::regclass AND contype IN ('u', 'f')
-           ORDER BY contype DESC, conname""", [table])
+           ORDER BY contype DESC, conname""",
+        [table],
+    )
     constraints = cursor.fetchall()
     cursor.execute(
         """SELECT c.relname, 'index', pg_get_indexdef(i.indexrelid)
            FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
            WHERE i.indrelid = %s::regclass AND NOT EXISTS (
                SELECT 1 FROM pg_constraint k WHERE k.conrelid = i.indrelid AND k.conindid = i.indexrelid)
-           ORDER BY c.relname""", [table])
+           ORDER BY c.relname""",
+        [table],
+    )
     indexes = cursor.fetchall()
     unique = [row for row in constraints if row[1] == "unique"]
     foreign = [row for row in constraints if row[1] == "foreign"]
@@ -325,19 +448,22 @@ def _load_in_child(args: tuple, queue: multiprocessing.queues.Queue) -> None:
     try:
         totals = _load_users(*args, progress=lambda n: queue.put(("progress", n)))
         queue.put(("done", totals))
-    except Exception as error:  # noqa: BLE001 - handed to the parent, which raises it
+    except Exception as error:
         queue.put(("error", repr(error)))
 
 
-def _load_parallel(n_users: int, seed: int, now: dt.datetime, bulk: bool, processes: int,
-                   on_progress: Callable[[int], None] | None) -> tuple[int, int, int]:
+def _load_parallel(
+    n_users: int, seed: int, now: dt.datetime, bulk: bool, processes: int, on_progress: Callable[[int], None] | None
+) -> tuple[int, int, int]:
     """Load the users in contiguous ranges, one forked process per range, each with its own connection."""
     step = -(-n_users // processes)
     ranges = [(start, min(start + step, n_users)) for start in range(0, n_users, step)]
     connections.close_all()
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
-    children = [context.Process(target=_load_in_child, args=((n_users, seed, lo, hi, now, bulk), queue)) for lo, hi in ranges]
+    children = [
+        context.Process(target=_load_in_child, args=((n_users, seed, lo, hi, now, bulk), queue)) for lo, hi in ranges
+    ]
     for child in children:
         child.start()
     totals, finished, done = [0, 0, 0], 0, 0
@@ -359,8 +485,9 @@ def _load_parallel(n_users: int, seed: int, now: dt.datetime, bulk: bool, proces
     return tuple(totals)
 
 
-def demo_world_load(*, n_users: int, seed: int, on_progress: Callable[[int], None] | None = None,
-                    processes: int = 1) -> dict[str, int]:
+def demo_world_load(
+    *, n_users: int, seed: int, on_progress: Callable[[int], None] | None = None, processes: int = 1
+) -> dict[str, int]:
     """Load the demo world of n_users users for a seed; loading the same world twice adds nothing.
 
     With ``processes`` > 1 (PostgreSQL only), ranges of users are generated and written by
@@ -372,12 +499,16 @@ def demo_world_load(*, n_users: int, seed: int, on_progress: Callable[[int], Non
     if bulk:
         with connection.cursor() as cursor:
             cursor.execute(f"DROP TABLE IF EXISTS {EVENT_LOAD_TABLE}")
-            cursor.execute(f"CREATE UNLOGGED TABLE {EVENT_LOAD_TABLE} (partner_id bigint, event_id varchar(64), "
-                           "user_id bigint, kind varchar(32), item_id varchar(64), amount numeric(14, 2), "
-                           "occurred_at timestamp with time zone)")
+            cursor.execute(
+                f"CREATE UNLOGGED TABLE {EVENT_LOAD_TABLE} (partner_id bigint, event_id varchar(64), "
+                "user_id bigint, kind varchar(32), item_id varchar(64), amount numeric(14, 2), "
+                "occurred_at timestamp with time zone)"
+            )
     try:
         if processes > 1 and connection.vendor == "postgresql" and n_users >= 2 * 50_000:
-            users_created, events_imported, duplicates = _load_parallel(n_users, seed, now, bulk, processes, on_progress)
+            users_created, events_imported, duplicates = _load_parallel(
+                n_users, seed, now, bulk, processes, on_progress
+            )
         else:
             done = 0
 
@@ -396,7 +527,12 @@ def demo_world_load(*, n_users: int, seed: int, on_progress: Callable[[int], Non
             with connection.cursor() as cursor:
                 cursor.execute(f"DROP TABLE IF EXISTS {EVENT_LOAD_TABLE}")
     deals_evaluate()
-    DemoWorld.objects.update_or_create(seed=seed, n_users=n_users, defaults={
-        "truth": planted_truth(n_users=n_users, seed=seed), "catalog": demo.demo_catalog().to_dict(),
-    })
+    DemoWorld.objects.update_or_create(
+        seed=seed,
+        n_users=n_users,
+        defaults={
+            "truth": planted_truth(n_users=n_users, seed=seed),
+            "catalog": demo.demo_catalog().to_dict(),
+        },
+    )
     return summary | {"users": users_created, "events": events_imported, "duplicate_events": duplicates}

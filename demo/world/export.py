@@ -30,10 +30,23 @@ from demo.world.catalog import demo_catalog
 from demo.world.generator import DEFAULT_CHUNK_SIZE, EVENT_COLUMNS, iter_world
 from demo.world.truth import planted_truth
 
-BEHAVIOR_COLUMNS = ("user_id", "watching_count", "purchasing_count", "age", "education", "occupation",
-                    "purchased_course")
-BEHAVIOR_EXTRA_COLUMNS = ("gender", "acquisition_channel", "home_partner", "marketing_consent",
-                          "data_sharing_consent", "signup_at")
+BEHAVIOR_COLUMNS = (
+    "user_id",
+    "watching_count",
+    "purchasing_count",
+    "age",
+    "education",
+    "occupation",
+    "purchased_course",
+)
+BEHAVIOR_EXTRA_COLUMNS = (
+    "gender",
+    "acquisition_channel",
+    "home_partner",
+    "marketing_consent",
+    "data_sharing_consent",
+    "signup_at",
+)
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S+00:00"
 
 
@@ -56,15 +69,17 @@ def behavior_table(users: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
         per_user = before.loc[before["kind"] == kind, "user_id"].value_counts()
         return users["user_id"].map(per_user).fillna(0).astype("int64")
 
-    table = pd.DataFrame({
-        "user_id": users["user_id"],
-        "watching_count": count("film_watch"),
-        "purchasing_count": count("course_purchase"),
-        "age": users["age"],
-        "education": users["education"],
-        "occupation": users["occupation"],
-        "purchased_course": users["user_id"].isin(in_label_window["user_id"]).astype("int64"),
-    })
+    table = pd.DataFrame(
+        {
+            "user_id": users["user_id"],
+            "watching_count": count("film_watch"),
+            "purchasing_count": count("course_purchase"),
+            "age": users["age"],
+            "education": users["education"],
+            "occupation": users["occupation"],
+            "purchased_course": users["user_id"].isin(in_label_window["user_id"]).astype("int64"),
+        }
+    )
     for column in BEHAVIOR_EXTRA_COLUMNS:
         table[column] = users[column]
     return table.reset_index(drop=True)
@@ -79,8 +94,9 @@ class ExportSummary:
     events: int
 
 
-def export_demo_csvs(directory: Path, *, n_users: int, seed: int,
-                     chunk_size: int = DEFAULT_CHUNK_SIZE) -> ExportSummary:
+def export_demo_csvs(
+    directory: Path, *, n_users: int, seed: int, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> ExportSummary:
     """Write the demo world of ``n_users`` users for ``seed`` into ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
     n_events = 0
@@ -92,15 +108,18 @@ def export_demo_csvs(directory: Path, *, n_users: int, seed: int,
         for index, chunk in enumerate(iter_world(n_users=n_users, seed=seed, chunk_size=chunk_size)):
             first = index == 0
             chunk.events.loc[:, list(EVENT_COLUMNS)].to_csv(
-                events_file, header=first, index=False, date_format=TIMESTAMP_FORMAT)
+                events_file, header=first, index=False, date_format=TIMESTAMP_FORMAT
+            )
             behavior_table(chunk.users, chunk.events).to_csv(
-                behavior_file, header=first, index=False, date_format=TIMESTAMP_FORMAT)
+                behavior_file, header=first, index=False, date_format=TIMESTAMP_FORMAT
+            )
             chunk.users.to_csv(users_file, header=first, index=False, date_format=TIMESTAMP_FORMAT)
             n_events += len(chunk.events)
     truth = planted_truth(n_users=n_users, seed=seed)
     (directory / "truth.json").write_text(json.dumps(truth, ensure_ascii=False, indent=2), encoding="utf-8")
     (directory / "catalog.json").write_text(
-        json.dumps(demo_catalog().to_dict(), ensure_ascii=False, indent=2), encoding="utf-8")
+        json.dumps(demo_catalog().to_dict(), ensure_ascii=False, indent=2), encoding="utf-8"
+    )
     return ExportSummary(directory, n_users, n_events)
 
 
@@ -114,8 +133,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     arguments = parser.parse_args(argv)
     if arguments.users < 0 or arguments.chunk_size < 1:
         parser.error("--users must be >= 0 and --chunk-size >= 1")
-    summary = export_demo_csvs(arguments.out, n_users=arguments.users, seed=arguments.seed,
-                               chunk_size=arguments.chunk_size)
+    summary = export_demo_csvs(
+        arguments.out, n_users=arguments.users, seed=arguments.seed, chunk_size=arguments.chunk_size
+    )
     print(f"wrote {summary.users} users and {summary.events} events to {summary.directory}")
 
 

@@ -96,7 +96,9 @@ def user_id_for(index: int) -> str:
     return f"u{index + 1:07d}"
 
 
-def iter_world(*, n_users: int, seed: int, chunk_size: int = DEFAULT_CHUNK_SIZE, start: int = 0) -> Iterator[WorldChunk]:
+def iter_world(
+    *, n_users: int, seed: int, chunk_size: int = DEFAULT_CHUNK_SIZE, start: int = 0
+) -> Iterator[WorldChunk]:
     """Yield the demo world of ``n_users`` users in chunks of ``chunk_size`` users, from user index ``start`` on.
 
     Blocks are seeded independently, so several processes can each generate their own
@@ -113,8 +115,11 @@ def iter_world(*, n_users: int, seed: int, chunk_size: int = DEFAULT_CHUNK_SIZE,
             if block_index != cached_index:
                 cached_index, cached_block = block_index, _generate_block(block_index, seed, tables)
             block_start = block_index * BLOCK_SIZE
-            pieces.append(cached_block.slice(max(chunk_start, block_start) - block_start,
-                                             min(chunk_end, block_start + BLOCK_SIZE) - block_start))
+            pieces.append(
+                cached_block.slice(
+                    max(chunk_start, block_start) - block_start, min(chunk_end, block_start + BLOCK_SIZE) - block_start
+                )
+            )
         yield WorldChunk(
             first_user_index=chunk_start,
             users=pd.concat([users for users, _ in pieces], ignore_index=True),
@@ -213,13 +218,16 @@ def _tables() -> _Tables:
     partner_kind = {partner.slug: partner.kind for partner in PARTNERS}
 
     film_popularity = _popularity_by_rank([film.category for film in catalog.films])
-    film_popularity *= np.array([P.CINEMA_POPULARITY_FACTOR if partner_kind[film.partner] == "cinema" else 1.0
-                                 for film in catalog.films])
+    film_popularity *= np.array(
+        [P.CINEMA_POPULARITY_FACTOR if partner_kind[film.partner] == "cinema" else 1.0 for film in catalog.films]
+    )
     day_dates = np.array(days, dtype="datetime64[D]")
-    film_licensed_by_day = np.array([
-        (day_dates >= np.datetime64(film.licence_start)) & (day_dates <= np.datetime64(film.licence_end))
-        for film in catalog.films
-    ]).T
+    film_licensed_by_day = np.array(
+        [
+            (day_dates >= np.datetime64(film.licence_start)) & (day_dates <= np.datetime64(film.licence_end))
+            for film in catalog.films
+        ]
+    ).T
     buyable_courses = [course for course in catalog.courses if course.sku != TARGET_COURSE_SKU]
     target = catalog.course(TARGET_COURSE_SKU)
 
@@ -228,17 +236,25 @@ def _tables() -> _Tables:
     # A user whose home is not a video platform gets plan -1: chosen at random later.
     home_partner_plan = np.array([plan_by_partner.get(slug, -1) for slug in P.HOME_PARTNERS])
 
-    activity_item_by_day = np.array([
-        item_code[next(activity.activity_id for activity in catalog.activities
-                       if activity.starts_on <= day <= activity.ends_on)]
-        for day in days
-    ])
+    activity_item_by_day = np.array(
+        [
+            item_code[
+                next(
+                    activity.activity_id
+                    for activity in catalog.activities
+                    if activity.starts_on <= day <= activity.ends_on
+                )
+            ]
+            for day in days
+        ]
+    )
 
     def by_segment(attribute: str) -> Array[np.float64]:
         return np.array([getattr(segment, attribute) for segment in P.SEGMENTS], dtype=float)
 
-    channel_hazard = np.array([P.CHURN_COEFFICIENTS.get(f"acquisition_channel_{channel}", 0.0)
-                               for channel in P.ACQUISITION_CHANNELS])
+    channel_hazard = np.array(
+        [P.CHURN_COEFFICIENTS.get(f"acquisition_channel_{channel}", 0.0) for channel in P.ACQUISITION_CHANNELS]
+    )
     return _Tables(
         item_ids=np.array(item_ids, dtype=object),
         item_partner=np.array(item_partner, dtype=object),
@@ -289,8 +305,9 @@ def _seconds_in_active_hours(rng: np.random.Generator, day: Array[np.int64]) -> 
     return day * P.SECONDS_PER_DAY + rng.integers(0, P.ACTIVE_SECONDS_PER_DAY, len(day))
 
 
-def _poisson_days(rng: np.random.Generator, first_day: Array[np.int64],
-                  events_per_year: Array[np.float64]) -> tuple[Array[np.int64], Array[np.int64]]:
+def _poisson_days(
+    rng: np.random.Generator, first_day: Array[np.int64], events_per_year: Array[np.float64]
+) -> tuple[Array[np.int64], Array[np.int64]]:
     """Draw a Poisson process per user from ``first_day`` to the world end: (user, day)."""
     span = P.WORLD_DAYS - first_day
     counts = rng.poisson(events_per_year * span / 365.0)
@@ -308,16 +325,31 @@ class _Events:
     seconds: Array[np.int64]
 
     @classmethod
-    def of(cls, kind: str, user: Array[np.int64], item: Array[np.int64], seconds: Array[np.int64],
-           amount_cents: Array[np.int64] | int = 0) -> _Events:
+    def of(
+        cls,
+        kind: str,
+        user: Array[np.int64],
+        item: Array[np.int64],
+        seconds: Array[np.int64],
+        amount_cents: Array[np.int64] | int = 0,
+    ) -> _Events:
         size = len(user)
-        return cls(user.astype(np.int64), np.full(size, _KIND[kind]), np.broadcast_to(item, size).astype(np.int64),
-                   np.broadcast_to(amount_cents, size).astype(np.int64), seconds.astype(np.int64))
+        return cls(
+            user.astype(np.int64),
+            np.full(size, _KIND[kind]),
+            np.broadcast_to(item, size).astype(np.int64),
+            np.broadcast_to(amount_cents, size).astype(np.int64),
+            seconds.astype(np.int64),
+        )
 
     @classmethod
     def concat(cls, parts: list[_Events]) -> _Events:
-        return cls(*(np.concatenate([getattr(part, name) for part in parts])
-                     for name in ("user", "kind", "item", "amount_cents", "seconds")))
+        return cls(
+            *(
+                np.concatenate([getattr(part, name) for part in parts])
+                for name in ("user", "kind", "item", "amount_cents", "seconds")
+            )
+        )
 
     def select(self, mask: Array[np.bool_]) -> _Events:
         return _Events(self.user[mask], self.kind[mask], self.item[mask], self.amount_cents[mask], self.seconds[mask])
@@ -355,11 +387,15 @@ def _draw_users(rng: np.random.Generator, n: int, tables: _Tables) -> _Users:
     is_student = occupation == P.OCCUPATIONS.index("学生")
     age = np.clip(np.where(is_student, student_age, adult_age), *P.AGE_RANGE).astype(np.int64)
     marketing_consent = rng.random(n) < P.MARKETING_CONSENT_PROBABILITY
-    sharing_probability = np.where(marketing_consent, P.DATA_SHARING_PROBABILITY_GIVEN_MARKETING[True],
-                                   P.DATA_SHARING_PROBABILITY_GIVEN_MARKETING[False])
+    sharing_probability = np.where(
+        marketing_consent,
+        P.DATA_SHARING_PROBABILITY_GIVEN_MARKETING[True],
+        P.DATA_SHARING_PROBABILITY_GIVEN_MARKETING[False],
+    )
     signed_up_before = rng.random(n) < P.SHARE_SIGNED_UP_BEFORE_START
-    signup_day = np.where(signed_up_before, rng.integers(P.SIGNUP_FIRST_DAY, 0, n),
-                          rng.integers(0, P.SIGNUP_LAST_DAY + 1, n))
+    signup_day = np.where(
+        signed_up_before, rng.integers(P.SIGNUP_FIRST_DAY, 0, n), rng.integers(0, P.SIGNUP_LAST_DAY + 1, n)
+    )
     return _Users(
         segment=segment,
         interest=interest,
@@ -381,11 +417,11 @@ def _draw_users(rng: np.random.Generator, n: int, tables: _Tables) -> _Users:
 def _draw_film_watches(rng: np.random.Generator, users: _Users, tables: _Tables) -> _Events:
     heterogeneity = rng.gamma(P.FILM_RATE_HETEROGENEITY_SHAPE, 1.0 / P.FILM_RATE_HETEROGENEITY_SHAPE, users.count)
     user, day = _poisson_days(rng, users.first_active_day, tables.segment_film_rate[users.segment] * heterogeneity)
-    weights = (users.interest[user][:, tables.film_category] * tables.film_popularity
-               * tables.film_licensed_by_day[day])
+    weights = users.interest[user][:, tables.film_category] * tables.film_popularity * tables.film_licensed_by_day[day]
     film = _draw_rows(rng, weights)
-    return _Events.of("film_watch", user, tables.film_items[film], _seconds_in_active_hours(rng, day),
-                      tables.film_ticket_cents[film])
+    return _Events.of(
+        "film_watch", user, tables.film_items[film], _seconds_in_active_hours(rng, day), tables.film_ticket_cents[film]
+    )
 
 
 def _choose_courses(rng: np.random.Generator, users: _Users, user: Array[np.int64], tables: _Tables) -> Array[np.int64]:
@@ -412,8 +448,12 @@ def _distinct_days(user: Array[np.int64], day: Array[np.int64], rank: Array[np.i
     return np.maximum.accumulate(day - rank + offset) - offset + rank
 
 
-def _draw_repeat_days(rng: np.random.Generator, first_time_days: Array[np.float64], rate_per_week: Array[np.float64],
-                      dropout_probability: Array[np.float64]) -> tuple[Array[np.int64], Array[np.int64]]:
+def _draw_repeat_days(
+    rng: np.random.Generator,
+    first_time_days: Array[np.float64],
+    rate_per_week: Array[np.float64],
+    dropout_probability: Array[np.float64],
+) -> tuple[Array[np.int64], Array[np.int64]]:
     """Draw each buyer's BG/NBD repeat purchases until the world end: (buyer, day), sorted.
 
     While alive, repeats are Poisson, so given their number over the horizon their times are
@@ -439,8 +479,9 @@ def _draw_course_purchases(rng: np.random.Generator, users: _Users, tables: _Tab
     # the world; who would only buy after the observation end never buys, so that every
     # buyer is in the BG/NBD calibration population.
     would_buy = rng.random(users.count) < tables.segment_buyer_probability[users.segment]
-    first_day = users.first_active_day + np.floor(
-        rng.exponential(P.FIRST_PURCHASE_MEAN_DAYS, users.count)).astype(np.int64)
+    first_day = users.first_active_day + np.floor(rng.exponential(P.FIRST_PURCHASE_MEAN_DAYS, users.count)).astype(
+        np.int64
+    )
     buyer = np.flatnonzero(would_buy & (first_day < P.OBSERVATION_END_DAY))
     n_buyers = len(buyer)
     first_day = first_day[buyer]
@@ -470,16 +511,16 @@ def _draw_course_purchases(rng: np.random.Generator, users: _Users, tables: _Tab
     seconds[is_first] = first_seconds[owner[is_first]]
     amount = np.maximum(np.rint(rng.gamma(spend["p"], 1.0 / spend_rate[owner]) * 100), P.MINIMUM_ORDER_CENTS)
     user = buyer[owner]
-    events = _Events.of("course_purchase", user, _choose_courses(rng, users, user, tables), seconds,
-                        amount.astype(np.int64))
+    events = _Events.of(
+        "course_purchase", user, _choose_courses(rng, users, user, tables), seconds, amount.astype(np.int64)
+    )
 
     def per_user(values: Array[np.float64]) -> Array[np.float64]:
         full = np.full(users.count, np.nan)
         full[buyer] = values
         return full
 
-    return _Purchases(events, per_user(rate_per_week), per_user(dropout_probability),
-                      per_user(spend["p"] / spend_rate))
+    return _Purchases(events, per_user(rate_per_week), per_user(dropout_probability), per_user(spend["p"] / spend_rate))
 
 
 def _views_before(rng: np.random.Generator, purchases: _Events) -> _Events:
@@ -508,8 +549,9 @@ def _draw_offer_redeems(rng: np.random.Generator, users: _Users, tables: _Tables
     return _Events.of("offer_redeem", user, tables.coupon_item_by_day[day], _seconds_in_active_hours(rng, day))
 
 
-def _draw_memberships(rng: np.random.Generator, users: _Users, tables: _Tables,
-                      background_joins: _Events) -> tuple[_Events, _Events]:
+def _draw_memberships(
+    rng: np.random.Generator, users: _Users, tables: _Tables, background_joins: _Events
+) -> tuple[_Events, _Events]:
     """Draw paid membership spells from the planted Cox model: (membership events, extra joins)."""
     member = np.flatnonzero(rng.random(users.count) < tables.segment_membership_probability[users.segment])
     segment = users.segment[member]
@@ -521,7 +563,8 @@ def _draw_memberships(rng: np.random.Generator, users: _Users, tables: _Tables,
     other = plan < 0
     plan[other] = np.where(rng.random(other.sum()) < P.LANYING_SHARE_OF_OTHER_MEMBERSHIPS, 0, 1)
     discount_percent = np.rint(100 * np.array(P.MEMBERSHIP_DISCOUNT_LEVELS)).astype(np.int64)[
-        _draw_rows(rng, tables.segment_discount_probabilities[segment])]
+        _draw_rows(rng, tables.segment_discount_probabilities[segment])
+    ]
     # Integer arithmetic keeps amount / list price exactly the discount (list prices are whole CNY).
     amount_cents = tables.plan_list_cents[plan] * (100 - discount_percent) // 100
 
@@ -530,8 +573,9 @@ def _draw_memberships(rng: np.random.Generator, users: _Users, tables: _Tables,
     join_day = start_day[brought] - rng.integers(1, P.CHURN_ACTIVITY_LOOKBACK_DAYS, brought.sum())
     kept = join_day >= first_day[brought]
     join_user, join_day = member[brought][kept], join_day[kept]
-    extra_joins = _Events.of("activity_join", join_user, tables.activity_item_by_day[join_day],
-                             _seconds_in_active_hours(rng, join_day))
+    extra_joins = _Events.of(
+        "activity_join", join_user, tables.activity_item_by_day[join_day], _seconds_in_active_hours(rng, join_day)
+    )
 
     # The covariate is read off the events, as a model fitted on the events would read it.
     member_start = np.full(users.count, np.iinfo(np.int64).min // 2)
@@ -542,39 +586,49 @@ def _draw_memberships(rng: np.random.Generator, users: _Users, tables: _Tables,
     joined_activity = np.bincount(joins.user[in_window], minlength=users.count)[member] > 0
 
     coefficients = P.CHURN_COEFFICIENTS
-    log_hazard_ratio = (tables.channel_hazard[users.channel[member]]
-                        + coefficients["discount_depth"] * (1 - amount_cents / tables.plan_list_cents[plan])
-                        + coefficients["joined_activity_14d"] * joined_activity)
+    log_hazard_ratio = (
+        tables.channel_hazard[users.channel[member]]
+        + coefficients["discount_depth"] * (1 - amount_cents / tables.plan_list_cents[plan])
+        + coefficients["joined_activity_14d"] * joined_activity
+    )
     # Inverting S(t) = exp(-H0(t) * exp(lp)) at an Exp(1) draw of the cumulative hazard.
-    duration_days = P.CHURN_BASELINE_SCALE_DAYS * (
-        rng.exponential(1.0, len(member)) * np.exp(-log_hazard_ratio)) ** (1.0 / P.CHURN_BASELINE_SHAPE)
+    duration_days = P.CHURN_BASELINE_SCALE_DAYS * (rng.exponential(1.0, len(member)) * np.exp(-log_hazard_ratio)) ** (
+        1.0 / P.CHURN_BASELINE_SHAPE
+    )
     cancel_seconds = start_seconds + np.maximum(np.rint(duration_days * P.SECONDS_PER_DAY), 1).astype(np.int64)
     cancelled = cancel_seconds < _WORLD_END_SECONDS
 
     starts = _Events.of("membership_start", member, tables.plan_items[plan], start_seconds, amount_cents)
-    cancels = _Events.of("membership_cancel", member[cancelled], tables.plan_items[plan[cancelled]],
-                         cancel_seconds[cancelled])
+    cancels = _Events.of(
+        "membership_cancel", member[cancelled], tables.plan_items[plan[cancelled]], cancel_seconds[cancelled]
+    )
     return _Events.concat([starts, cancels]), extra_joins
 
 
-def _draw_propensity_labels(rng: np.random.Generator, users: _Users, tables: _Tables, watches: _Events,
-                            purchases: _Purchases) -> tuple[_Events, Array[np.float64]]:
+def _draw_propensity_labels(
+    rng: np.random.Generator, users: _Users, tables: _Tables, watches: _Events, purchases: _Purchases
+) -> tuple[_Events, Array[np.float64]]:
     """Draw the target-course purchases from the planted logit of the observed features."""
     observation_end_seconds = P.OBSERVATION_END_DAY * P.SECONDS_PER_DAY
-    features = pd.DataFrame({
-        "watching_count": np.bincount(watches.user[watches.seconds < observation_end_seconds],
-                                      minlength=users.count),
-        "purchasing_count": np.bincount(
-            purchases.events.user[purchases.events.seconds < observation_end_seconds], minlength=users.count),
-        "age": users.age,
-        "education": np.array(P.EDUCATION_LEVELS, dtype=object)[users.education],
-        "occupation": np.array(P.OCCUPATIONS, dtype=object)[users.occupation],
-    })
+    features = pd.DataFrame(
+        {
+            "watching_count": np.bincount(
+                watches.user[watches.seconds < observation_end_seconds], minlength=users.count
+            ),
+            "purchasing_count": np.bincount(
+                purchases.events.user[purchases.events.seconds < observation_end_seconds], minlength=users.count
+            ),
+            "age": users.age,
+            "education": np.array(P.EDUCATION_LEVELS, dtype=object)[users.education],
+            "occupation": np.array(P.OCCUPATIONS, dtype=object)[users.occupation],
+        }
+    )
     probability = 1.0 / (1.0 + np.exp(-propensity_log_odds(features)))
     buyer = np.flatnonzero(rng.random(users.count) < probability)
     day = P.OBSERVATION_END_DAY + rng.integers(0, P.LABEL_WINDOW_DAYS, len(buyer))
-    purchases_of_target = _Events.of("course_purchase", buyer, tables.target_item,
-                                     _seconds_in_active_hours(rng, day), tables.target_price_cents)
+    purchases_of_target = _Events.of(
+        "course_purchase", buyer, tables.target_item, _seconds_in_active_hours(rng, day), tables.target_price_cents
+    )
     return purchases_of_target, probability
 
 
@@ -586,18 +640,20 @@ def _generate_block(block_index: int, seed: int, tables: _Tables) -> _Block:
     background_joins = _draw_activity_joins(rng, users, tables)
     memberships, extra_joins = _draw_memberships(rng, users, tables, background_joins)
     target_purchases, purchase_probability = _draw_propensity_labels(rng, users, tables, watches, purchases)
-    events = _Events.concat([
-        watches,
-        purchases.events,
-        _views_before(rng, purchases.events),
-        target_purchases,
-        _views_before(rng, target_purchases),
-        _draw_course_views(rng, users, tables),
-        background_joins,
-        extra_joins,
-        memberships,
-        _draw_offer_redeems(rng, users, tables),
-    ])
+    events = _Events.concat(
+        [
+            watches,
+            purchases.events,
+            _views_before(rng, purchases.events),
+            target_purchases,
+            _views_before(rng, target_purchases),
+            _draw_course_views(rng, users, tables),
+            background_joins,
+            extra_joins,
+            memberships,
+            _draw_offer_redeems(rng, users, tables),
+        ]
+    )
     first_user_index = block_index * BLOCK_SIZE
     user_ids = np.array([user_id_for(first_user_index + index) for index in range(users.count)], dtype=object)
     users_frame = _users_frame(users, user_ids, purchases, purchase_probability)
@@ -605,22 +661,25 @@ def _generate_block(block_index: int, seed: int, tables: _Tables) -> _Block:
     return _Block(users_frame, events_frame, event_user)
 
 
-def _users_frame(users: _Users, user_ids: Array[np.object_], purchases: _Purchases,
-                 purchase_probability: Array[np.float64]) -> pd.DataFrame:
-    frame = pd.DataFrame({
-        "user_id": user_ids,
-        "home_partner": np.array(P.HOME_PARTNERS, dtype=object)[users.home_partner],
-        "age": users.age,
-        "gender": np.array(P.GENDERS, dtype=object)[users.gender],
-        "education": np.array(P.EDUCATION_LEVELS, dtype=object)[users.education],
-        "occupation": np.array(P.OCCUPATIONS, dtype=object)[users.occupation],
-        "acquisition_channel": np.array(P.ACQUISITION_CHANNELS, dtype=object)[users.channel],
-        "marketing_consent": users.marketing_consent,
-        "data_sharing_consent": users.data_sharing_consent,
-        "signup_at": pd.to_datetime(_START_EPOCH_SECONDS + users.signup_seconds, unit="s", utc=True),
-        "latent_segment": np.array(P.SEGMENT_NAMES, dtype=object)[users.segment],
-        "latent_top_category": np.array(P.CATEGORY_SLUGS, dtype=object)[users.top_category],
-    })
+def _users_frame(
+    users: _Users, user_ids: Array[np.object_], purchases: _Purchases, purchase_probability: Array[np.float64]
+) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "home_partner": np.array(P.HOME_PARTNERS, dtype=object)[users.home_partner],
+            "age": users.age,
+            "gender": np.array(P.GENDERS, dtype=object)[users.gender],
+            "education": np.array(P.EDUCATION_LEVELS, dtype=object)[users.education],
+            "occupation": np.array(P.OCCUPATIONS, dtype=object)[users.occupation],
+            "acquisition_channel": np.array(P.ACQUISITION_CHANNELS, dtype=object)[users.channel],
+            "marketing_consent": users.marketing_consent,
+            "data_sharing_consent": users.data_sharing_consent,
+            "signup_at": pd.to_datetime(_START_EPOCH_SECONDS + users.signup_seconds, unit="s", utc=True),
+            "latent_segment": np.array(P.SEGMENT_NAMES, dtype=object)[users.segment],
+            "latent_top_category": np.array(P.CATEGORY_SLUGS, dtype=object)[users.top_category],
+        }
+    )
     for index, category in enumerate(CATEGORIES):
         frame[f"latent_interest_{category.slug}"] = users.interest[:, index]
     frame["latent_purchase_rate"] = purchases.rate_per_week
@@ -637,20 +696,25 @@ def _amount_strings(cents: Array[np.int64]) -> Array[np.object_]:
     return labels[index]
 
 
-def _events_frame(events: _Events, user_ids: Array[np.object_],
-                  tables: _Tables) -> tuple[pd.DataFrame, Array[np.int64]]:
+def _events_frame(
+    events: _Events, user_ids: Array[np.object_], tables: _Tables
+) -> tuple[pd.DataFrame, Array[np.int64]]:
     order = np.lexsort((events.kind, events.seconds, events.user))
     user = events.user[order]
     sequence = np.arange(len(user)) - np.searchsorted(user, user) + 1
     event_user_ids = user_ids[user]
     item = events.item[order]
-    frame = pd.DataFrame({
-        "event_id": [f"{user_id}-{number:03d}" for user_id, number in zip(event_user_ids.tolist(), sequence.tolist())],
-        "user_id": event_user_ids,
-        "partner": tables.item_partner[item],
-        "kind": np.array(EVENT_KINDS, dtype=object)[events.kind[order]],
-        "item_id": tables.item_ids[item],
-        "amount": _amount_strings(events.amount_cents[order]),
-        "occurred_at": pd.to_datetime(_START_EPOCH_SECONDS + events.seconds[order], unit="s", utc=True),
-    })
+    frame = pd.DataFrame(
+        {
+            "event_id": [
+                f"{user_id}-{number:03d}" for user_id, number in zip(event_user_ids.tolist(), sequence.tolist())
+            ],
+            "user_id": event_user_ids,
+            "partner": tables.item_partner[item],
+            "kind": np.array(EVENT_KINDS, dtype=object)[events.kind[order]],
+            "item_id": tables.item_ids[item],
+            "amount": _amount_strings(events.amount_cents[order]),
+            "occurred_at": pd.to_datetime(_START_EPOCH_SECONDS + events.seconds[order], unit="s", utc=True),
+        }
+    )
     return frame, user

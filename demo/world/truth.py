@@ -107,8 +107,11 @@ def planted_package_effects(campaign_slug: str, kinds: Sequence[str], price_redu
             "treated_conversion": round(treated_conversion, 6),
             "revenue_uplift_per_user": round(treated_conversion * revenue_per_conversion - base * order_value, 6),
         }
-    return {"price_reduction": round(reduction, 2), "revenue_per_conversion": round(revenue_per_conversion, 2),
-            "segments": segments}
+    return {
+        "price_reduction": round(reduction, 2),
+        "revenue_per_conversion": round(revenue_per_conversion, 2),
+        "segments": segments,
+    }
 
 
 def _campaign_effects(campaign: Campaign) -> dict[str, Any]:
@@ -116,20 +119,21 @@ def _campaign_effects(campaign: Campaign) -> dict[str, Any]:
     base_conversion = {name: P.BASE_CONVERSION_BY_SEGMENT[name] * base_scale for name in P.SEGMENT_NAMES}
     offers: dict[str, Any] = {}
     for rule in campaign.rules:
-        package = planted_package_effects(campaign.slug, [offer.kind for offer in rule.offers],
-                                          _price_reduction(rule.offers, order_value))
+        package = planted_package_effects(
+            campaign.slug, [offer.kind for offer in rule.offers], _price_reduction(rule.offers, order_value)
+        )
         offers[rule.effect_key] = {
             "rules": [other.slug for other in campaign.rules if other.effect_key == rule.effect_key],
             **package,
         }
     return {
         "outcome": "a course_purchase of one of target_course_skus within conversion_window_days of the offer "
-                   "(or of being held out)",
+        "(or of being held out)",
         "target_course_skus": list(campaign.target_course_skus),
         "conversion_window_days": campaign.conversion_window_days,
         "order_value": order_value,
         "order_value_distribution": f"revenue of a conversion = revenue_per_conversion * Gamma(shape "
-                                    f"{P.ORDER_VALUE_SHAPE}, mean 1), rounded to cents",
+        f"{P.ORDER_VALUE_SHAPE}, mean 1), rounded to cents",
         "segments": {
             name: {
                 "base_conversion": round(base_conversion[name], 6),
@@ -155,8 +159,8 @@ def planted_truth(*, n_users: int, seed: int) -> dict[str, Any]:
             "label_window_end": _iso(P.LABEL_WINDOW_END),
             "event_kinds": list(EVENT_KINDS),
             "timestamps": "UTC. Users act 08:00-24:00 Asia/Shanghai (00:00-16:00 UTC), so an event's "
-                          "calendar day is the same in UTC and in Asia/Shanghai; only membership_cancel "
-                          "events fall at any time of day.",
+            "calendar day is the same in UTC and in Asia/Shanghai; only membership_cancel "
+            "events fall at any time of day.",
             "user_ids": "one pseudonymous user_id per person, shared by all partners' events",
             "event_ids": "<user_id>-<sequence>, unique across all partners",
         },
@@ -171,37 +175,37 @@ def planted_truth(*, n_users: int, seed: int) -> dict[str, Any]:
             "label_window_end": _iso(P.LABEL_WINDOW_END),
             "population": "every user whose signup_at < observation_end (in the demo world: every user)",
             "label": "purchased_course = 1 if the user has a course_purchase event with item_id == target_course "
-                     "and observation_end <= occurred_at < label_window_end, else 0",
+            "and observation_end <= occurred_at < label_window_end, else 0",
             "features": {
                 "watching_count": "number of the user's film_watch events (any partner) with "
-                                  "occurred_at < observation_end",
+                "occurred_at < observation_end",
                 "purchasing_count": "number of the user's course_purchase events (any course) with "
-                                    "occurred_at < observation_end",
+                "occurred_at < observation_end",
                 "age": "users.age in years, as a number",
                 "education": f"one 0/1 dummy per level other than the reference "
-                             f"{P.EDUCATION_REFERENCE}, named education_<level>",
+                f"{P.EDUCATION_REFERENCE}, named education_<level>",
                 "occupation": f"one 0/1 dummy per level other than the reference "
-                              f"{P.OCCUPATION_REFERENCE}, named occupation_<level>",
+                f"{P.OCCUPATION_REFERENCE}, named occupation_<level>",
             },
             "reference_levels": {"education": P.EDUCATION_REFERENCE, "occupation": P.OCCUPATION_REFERENCE},
             "levels": {"education": list(P.EDUCATION_LEVELS), "occupation": list(P.OCCUPATIONS)},
             "coefficients": dict(P.PROPENSITY_COEFFICIENTS),
             "generation": "the label is drawn from exactly this logit of the features computed from the "
-                          "generated events; nothing else (segment, interest) enters it",
+            "generated events; nothing else (segment, interest) enters it",
         },
         "churn": {
             "model": "Cox proportional hazards",
             "spell": "one row per membership_start event; duration_days = days from it to the user's "
-                     "membership_cancel event for the same plan (item_id), event observed = 1; without a "
-                     "cancel, duration_days = days to the world end, event observed = 0",
+            "membership_cancel event for the same plan (item_id), event observed = 1; without a "
+            "cancel, duration_days = days to the world end, event observed = 0",
             "covariates": {
                 "acquisition_channel": f"one 0/1 dummy per channel other than the reference "
-                                       f"{P.CHANNEL_REFERENCE}, named acquisition_channel_<channel>",
+                f"{P.CHANNEL_REFERENCE}, named acquisition_channel_<channel>",
                 "discount_depth": "1 - amount / list_price of the membership plan, from the membership_start "
-                                  "event (0 = full price, 0.5 = half price)",
+                "event (0 = full price, 0.5 = half price)",
                 "joined_activity_14d": f"1 if the user has an activity_join event with membership_start - "
-                                       f"{P.CHURN_ACTIVITY_LOOKBACK_DAYS} days <= occurred_at < membership_start, "
-                                       f"else 0",
+                f"{P.CHURN_ACTIVITY_LOOKBACK_DAYS} days <= occurred_at < membership_start, "
+                f"else 0",
             },
             "reference_levels": {"acquisition_channel": P.CHANNEL_REFERENCE},
             "levels": {"acquisition_channel": list(P.ACQUISITION_CHANNELS)},
@@ -223,55 +227,55 @@ def planted_truth(*, n_users: int, seed: int) -> dict[str, Any]:
                 "model": "Gamma-Gamma",
                 "parameters": dict(P.GAMMA_GAMMA_PARAMETERS),
                 "meaning": "amount of each course_purchase ~ Gamma(shape p, rate nu), nu ~ Gamma(shape q, rate v) "
-                           "per customer; the amount is the order total (course plus add-ons, after coupons), "
-                           "not the course's list price",
+                "per customer; the amount is the order total (course plus add-ons, after coupons), "
+                "not the course's list price",
             },
             "transactions": "course_purchase events, excluding those of the propensity target course (which "
-                            "only the propensity label plants, after observation_end)",
+            "only the propensity label plants, after observation_end)",
             "fitting_convention": {
                 "calibration_end": _iso(P.OBSERVATION_END),
                 "population": "every user with a course_purchase before calibration_end",
                 "day": "calendar date of occurred_at (the same in UTC and Asia/Shanghai for purchases)",
                 "frequency": "number of distinct purchase days before calibration_end, minus 1 (same-day "
-                             "purchases count as one)",
+                "purchases count as one)",
                 "recency_weeks": "(last purchase day - first purchase day) / 7",
                 "T_weeks": "(calibration_end date - first purchase day) / 7",
                 "monetary_value": "mean amount of the repeat purchases (for the Gamma-Gamma fit)",
             },
             "generation": f"a would-be buyer's first purchase comes an exponential time (mean "
-                          f"{P.FIRST_PURCHASE_MEAN_DAYS:g} days) after their first day in the world; who would "
-                          f"first buy after calibration_end never buys, so every buyer is in the population. From "
-                          f"the first purchase, repeat purchases follow the BG/NBD process until the world end; a "
-                          f"repeat that falls on the day of an earlier purchase moves to the next free day, so "
-                          f"purchase days are distinct. The buyers' purchase rates are an iid Gamma(r, alpha) "
-                          f"sample handed out by segment (eager learners tend to get the larger rates), so the "
-                          f"population is BG/NBD while segments differ; dropout probabilities and spend rates "
-                          f"do not depend on the segment.",
+            f"{P.FIRST_PURCHASE_MEAN_DAYS:g} days) after their first day in the world; who would "
+            f"first buy after calibration_end never buys, so every buyer is in the population. From "
+            f"the first purchase, repeat purchases follow the BG/NBD process until the world end; a "
+            f"repeat that falls on the day of an earlier purchase moves to the next free day, so "
+            f"purchase days are distinct. The buyers' purchase rates are an iid Gamma(r, alpha) "
+            f"sample handed out by segment (eager learners tend to get the larger rates), so the "
+            f"population is BG/NBD while segments differ; dropout probabilities and spend rates "
+            f"do not depend on the segment.",
         },
         "markov_clv": {
             "states": {
                 "active": "at least one course_purchase in the calendar month (Asia/Shanghai)",
                 "lapsed": "no course_purchase in the month, but one in one of the two months before",
-                "churned": "no course_purchase in the month nor in the two months before, after a first "
-                           "purchase",
+                "churned": "no course_purchase in the month nor in the two months before, after a first purchase",
             },
             "generation": "not planted separately: the monthly states follow from the BG/NBD purchase process, "
-                          "so the transition matrix the Markov model fits summarises it. A customer who has dropped "
-                          "out stays churned for good, while one still alive with a low purchase rate moves from "
-                          "churned back to active now and then; the CLV of both models can be checked against the "
-                          "latent purchase rates, dropout probabilities and mean spends in the users table.",
+            "so the transition matrix the Markov model fits summarises it. A customer who has dropped "
+            "out stays churned for good, while one still alive with a low purchase rate moves from "
+            "churned back to active now and then; the CLV of both models can be checked against the "
+            "latent purchase rates, dropout probabilities and mean spends in the users table.",
         },
         "recommendations": {
             "model": "each user has a latent interest over categories (users.latent_interest_<category>, "
-                     f"{P.TOP_CATEGORY_INTEREST:.0%} on their latent_top_category); each film watched and "
-                     "course viewed or bought is chosen with probability proportional to "
-                     "interest[category] * popularity, among licensed films and launched courses",
+            f"{P.TOP_CATEGORY_INTEREST:.0%} on their latent_top_category); each film watched and "
+            "course viewed or bought is chosen with probability proportional to "
+            "interest[category] * popularity, among licensed films and launched courses",
             "popularity": f"1 / (rank within category + 1) ** {P.POPULARITY_DECAY}, cinema films times "
-                          f"{P.CINEMA_POPULARITY_FACTOR}",
-            "category_pairs": {category.slug: [category.name_zh, category.film_genre_zh]
-                               for category in catalog.categories},
+            f"{P.CINEMA_POPULARITY_FACTOR}",
+            "category_pairs": {
+                category.slug: [category.name_zh, category.film_genre_zh] for category in catalog.categories
+            },
             "consequence": "a film lover's courses follow the categories of their films, so item-item "
-                           "co-occurrence beats recommending the most popular items",
+            "co-occurrence beats recommending the most popular items",
         },
         "campaign_effects": {campaign.slug: _campaign_effects(campaign) for campaign in catalog.campaigns},
     }
@@ -295,7 +299,9 @@ def _per_user_offer_keys(offer_kind: str | npt.ArrayLike, n_users: int) -> npt.N
 
 
 def _user_rates(
-    effects: Mapping[str, Any], segment_codes: npt.NDArray[np.int64], treated: npt.NDArray[np.bool_],
+    effects: Mapping[str, Any],
+    segment_codes: npt.NDArray[np.int64],
+    treated: npt.NDArray[np.bool_],
     offer_keys: npt.NDArray[np.object_],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Return each user's conversion probability and mean revenue per conversion."""

@@ -25,9 +25,15 @@ def user_with_history():
     for day in (1, 2, 3):
         BehaviorEventFactory(user=user, partner=partner, kind="film_watch", occurred_at=at(day))
     # two purchases on one Shanghai day (23:30 and 00:10 UTC of different UTC days) count as one purchase day
-    BehaviorEventFactory(user=user, partner=partner, kind="course_purchase", amount=Decimal("99.00"), occurred_at=at(4, 8))
-    BehaviorEventFactory(user=user, partner=partner, kind="course_purchase", amount=Decimal("0.50"), occurred_at=at(4, 23))
-    BehaviorEventFactory(user=user, partner=partner, kind="course_purchase", amount=Decimal("199.00"), occurred_at=at(9))
+    BehaviorEventFactory(
+        user=user, partner=partner, kind="course_purchase", amount=Decimal("99.00"), occurred_at=at(4, 8)
+    )
+    BehaviorEventFactory(
+        user=user, partner=partner, kind="course_purchase", amount=Decimal("0.50"), occurred_at=at(4, 23)
+    )
+    BehaviorEventFactory(
+        user=user, partner=partner, kind="course_purchase", amount=Decimal("199.00"), occurred_at=at(9)
+    )
     BehaviorEventFactory(user=user, partner=partner, kind="activity_join", occurred_at=at(5))
     BehaviorEventFactory(user=user, partner=partner, kind="offer_redeem", occurred_at=at(9))
     return user, partner

@@ -2,7 +2,7 @@
 
 import codecs
 import io
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -34,22 +34,24 @@ def run(command, *args):
     return out.getvalue()
 
 
-MIXED_EVENTS = "\n".join([
-    EVENTS_HEADER,
-    "e1,u1,yingshi,film_watch,F001,0,2026-03-01T20:00:00+08:00",          # 2 good
-    "e2,u1,zhixue,course_purchase,C001,199.00,2026-03-02 10:00:00",       # 3 good, naive = Shanghai
-    ",u2,zhixue,course_view,C001,0,2026-03-02T10:00:00Z",                  # 4 missing event id
-    "e4,,zhixue,course_view,C001,0,2026-03-02T10:00:00Z",                  # 5 missing user id
-    "e5,u2,zhixue,course_purchase,C001,abc,2026-03-02T10:00:00Z",          # 6 non-numeric amount
-    "e6,u2,zhixue,course_purchase,C001,-5.00,2026-03-02T10:00:00Z",        # 7 negative amount
-    "e7,u2,zhixue,teleport,C001,0,2026-03-02T10:00:00Z",                   # 8 unknown kind
-    "e8,u2,netflix,film_watch,F001,0,2026-03-02T10:00:00Z",                # 9 unknown partner
-    "e9,u2,zhixue,course_view,C001,0,yesterday",                           # 10 unparseable time
-    "e10,u2,zhixue,course_view,C001,0,2031-01-01T00:00:00Z",               # 11 far future
-    "e11,u3,zhixue,activity_join,A1,0,2026-03-03T09:00:00Z",               # 12 good
-    "e12,u3,zhixue,course_view,C001,0",                                    # 13 too few fields
-    "e1,u1,yingshi,film_watch,F001,0,2026-03-01T20:00:00+08:00",          # 14 duplicate of line 2
-])
+MIXED_EVENTS = "\n".join(
+    [
+        EVENTS_HEADER,
+        "e1,u1,yingshi,film_watch,F001,0,2026-03-01T20:00:00+08:00",  # 2 good
+        "e2,u1,zhixue,course_purchase,C001,199.00,2026-03-02 10:00:00",  # 3 good, naive = Shanghai
+        ",u2,zhixue,course_view,C001,0,2026-03-02T10:00:00Z",  # 4 missing event id
+        "e4,,zhixue,course_view,C001,0,2026-03-02T10:00:00Z",  # 5 missing user id
+        "e5,u2,zhixue,course_purchase,C001,abc,2026-03-02T10:00:00Z",  # 6 non-numeric amount
+        "e6,u2,zhixue,course_purchase,C001,-5.00,2026-03-02T10:00:00Z",  # 7 negative amount
+        "e7,u2,zhixue,teleport,C001,0,2026-03-02T10:00:00Z",  # 8 unknown kind
+        "e8,u2,netflix,film_watch,F001,0,2026-03-02T10:00:00Z",  # 9 unknown partner
+        "e9,u2,zhixue,course_view,C001,0,yesterday",  # 10 unparseable time
+        "e10,u2,zhixue,course_view,C001,0,2031-01-01T00:00:00Z",  # 11 far future
+        "e11,u3,zhixue,activity_join,A1,0,2026-03-03T09:00:00Z",  # 12 good
+        "e12,u3,zhixue,course_view,C001,0",  # 13 too few fields
+        "e1,u1,yingshi,film_watch,F001,0,2026-03-01T20:00:00+08:00",  # 14 duplicate of line 2
+    ]
+)
 
 
 def test_mixed_file_imports_exactly_the_good_rows_and_names_every_bad_one(tmp_path, partners):
@@ -62,19 +64,27 @@ def test_mixed_file_imports_exactly_the_good_rows_and_names_every_bad_one(tmp_pa
     # then the three good rows are in, the duplicate is skipped, and every bad line is named with its reason
     assert "3 events imported, 1 duplicates skipped, 9 rejected" in out
     expected = {
-        4: "event_id: missing", 5: "user_id: missing", 6: "amount: not a number: 'abc'", 7: "amount: negative amount: -5.00",
-        8: "kind: unknown kind 'teleport'", 9: "partner: unknown partner 'netflix'", 10: "occurred_at: not an ISO 8601 time",
-        11: "occurred_at: in the future", 13: "expected 7 fields, found 6",
+        4: "event_id: missing",
+        5: "user_id: missing",
+        6: "amount: not a number: 'abc'",
+        7: "amount: negative amount: -5.00",
+        8: "kind: unknown kind 'teleport'",
+        9: "partner: unknown partner 'netflix'",
+        10: "occurred_at: not an ISO 8601 time",
+        11: "occurred_at: in the future",
+        13: "expected 7 fields, found 6",
     }
     for line, reason in expected.items():
-        assert f"rejected line {line}: " in out and reason in out.split(f"rejected line {line}: ")[1].splitlines()[0], line
+        assert f"rejected line {line}: " in out and reason in out.split(f"rejected line {line}: ")[1].splitlines()[0], (
+            line
+        )
     assert sorted(BehaviorEvent.objects.values_list("event_id", flat=True)) == ["e1", "e11", "e2"]
     # a bad row never half-writes a user: u2 appears only in bad rows
     assert set(EndUser.objects.values_list("external_id", flat=True)) == {"u1", "u3"}
     purchase = BehaviorEvent.objects.get(event_id="e2")
     assert purchase.amount == Decimal("199.00")
     assert purchase.occurred_at == datetime(2026, 3, 2, 10, tzinfo=ZoneInfo("Asia/Shanghai"))
-    assert BehaviorEvent.objects.get(event_id="e1").occurred_at == datetime(2026, 3, 1, 12, tzinfo=dt_timezone.utc)
+    assert BehaviorEvent.objects.get(event_id="e1").occurred_at == datetime(2026, 3, 1, 12, tzinfo=UTC)
 
 
 def test_reimporting_the_same_file_changes_nothing(tmp_path, partners):
@@ -99,11 +109,13 @@ def test_new_users_from_events_get_no_consent(tmp_path, partners):
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "gbk"])
 def test_behavior_table_with_chinese_values_in_any_common_encoding(tmp_path, partners, encoding):
     # given the article's per-user table as exported by a Chinese spreadsheet tool
-    text = "\n".join([
-        "user_id,watching_count,purchasing_count,age,education,occupation,purchased_course,渠道备注",
-        "u1,15,7,25,本科,数据分析师,1,朋友推荐",
-        "u2,3,0,41,硕士,教师,否,",
-    ])
+    text = "\n".join(
+        [
+            "user_id,watching_count,purchasing_count,age,education,occupation,purchased_course,渠道备注",
+            "u1,15,7,25,本科,数据分析师,1,朋友推荐",
+            "u2,3,0,41,硕士,教师,否,",
+        ]
+    )
     path = write(tmp_path, "user_behavior.csv", text, encoding)
 
     # when imported
@@ -121,8 +133,11 @@ def test_behavior_table_with_chinese_values_in_any_common_encoding(tmp_path, par
 
 
 def test_behavior_reimport_adds_nothing_and_a_change_updates_one_row(tmp_path, partners):
-    rows = ["user_id,watching_count,purchasing_count,age,education,occupation,purchased_course",
-            "u1,15,7,25,本科,工程师,1", "u2,3,0,41,硕士,教师,0"]
+    rows = [
+        "user_id,watching_count,purchasing_count,age,education,occupation,purchased_course",
+        "u1,15,7,25,本科,工程师,1",
+        "u2,3,0,41,硕士,教师,0",
+    ]
     run("import_behavior", write(tmp_path, "a.csv", "\n".join(rows)))
     assert "0 users imported, 2 duplicates skipped" in run("import_behavior", write(tmp_path, "a.csv", "\n".join(rows)))
     rows[2] = "u2,4,0,41,硕士,教师,0"
@@ -131,14 +146,16 @@ def test_behavior_reimport_adds_nothing_and_a_change_updates_one_row(tmp_path, p
 
 
 def test_behavior_bad_rows_are_named(tmp_path, partners):
-    text = "\n".join([
-        "user_id,watching_count,purchasing_count,age,education,occupation,purchased_course",
-        "u1,-1,0,25,本科,工程师,1",
-        "u2,3,x,25,本科,工程师,1",
-        "u3,3,0,250,本科,工程师,1",
-        "u4,3,0,25,本科,工程师,maybe",
-        "u5,3,0,,本科,工程师,",
-    ])
+    text = "\n".join(
+        [
+            "user_id,watching_count,purchasing_count,age,education,occupation,purchased_course",
+            "u1,-1,0,25,本科,工程师,1",
+            "u2,3,x,25,本科,工程师,1",
+            "u3,3,0,250,本科,工程师,1",
+            "u4,3,0,25,本科,工程师,maybe",
+            "u5,3,0,,本科,工程师,",
+        ]
+    )
     out = run("import_behavior", write(tmp_path, "b.csv", text))
     assert "1 users imported, 0 duplicates skipped, 4 rejected" in out
     assert "line 2: watching_count" in out and "line 3: purchasing_count" in out

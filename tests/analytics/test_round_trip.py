@@ -6,16 +6,26 @@ import pandas as pd
 import pytest
 from django.core.management import call_command
 
-from demo.world.export import export_demo_csvs
 from analytics.models import BehaviorEvent, EndUser, UserFeatures
-from demo.services.world_load import demo_world_load
 from analytics.services.features import features_build
 from campaigns.models import DealGrant
+from demo.services.world_load import demo_world_load
+from demo.world.export import export_demo_csvs
 
 pytestmark = pytest.mark.django_db
 
-USER_COLUMNS = ["external_id", "home_partner__slug", "age", "education", "occupation", "gender", "acquisition_channel",
-                "marketing_consent", "data_sharing_consent", "signed_up_at"]
+USER_COLUMNS = [
+    "external_id",
+    "home_partner__slug",
+    "age",
+    "education",
+    "occupation",
+    "gender",
+    "acquisition_channel",
+    "marketing_consent",
+    "data_sharing_consent",
+    "signed_up_at",
+]
 FEATURE_COLUMNS = [field.name for field in UserFeatures._meta.fields if field.name not in ("user", "built_at")]
 
 

@@ -95,9 +95,12 @@ def test_spells_follow_the_truths_definition(generated):
     starts = events[events["kind"] == "membership_start"]
     cancels = events.loc[events["kind"] == "membership_cancel", ["user_id", "occurred_at"]]
     joins = events.loc[events["kind"] == "activity_join", ["user_id", "occurred_at"]].merge(
-        starts[["user_id", "occurred_at"]], on="user_id", suffixes=("_join", "_start"))
-    recent = joins[(joins["occurred_at_join"] >= joins["occurred_at_start"] - LOOKBACK)
-                   & (joins["occurred_at_join"] < joins["occurred_at_start"])]["user_id"]
+        starts[["user_id", "occurred_at"]], on="user_id", suffixes=("_join", "_start")
+    )
+    recent = joins[
+        (joins["occurred_at_join"] >= joins["occurred_at_start"] - LOOKBACK)
+        & (joins["occurred_at_join"] < joins["occurred_at_start"])
+    ]["user_id"]
     ended = starts["user_id"].map(cancels.set_index("user_id")["occurred_at"])
 
     # when
@@ -105,8 +108,9 @@ def test_spells_follow_the_truths_definition(generated):
 
     # then
     assert len(spells) == len(starts)
-    np.testing.assert_allclose(by_user["duration_days"],
-                               (ended.fillna(WORLD_END) - starts["occurred_at"]).dt.total_seconds() / 86_400)
+    np.testing.assert_allclose(
+        by_user["duration_days"], (ended.fillna(WORLD_END) - starts["occurred_at"]).dt.total_seconds() / 86_400
+    )
     np.testing.assert_array_equal(by_user["cancelled"], ended.notna().astype(int))
     paid_share = starts["amount"].to_numpy() / starts["item_id"].map(list_price).to_numpy()
     np.testing.assert_allclose(by_user["discount_depth"], 1 - paid_share, atol=1e-12)
@@ -119,17 +123,20 @@ def _at(day: int, hour: int = 0) -> pd.Timestamp:
 
 def test_a_spell_ends_at_the_next_cancel_of_the_same_plan_and_counts_only_joins_in_the_14_days_before():
     # given
-    events = pd.DataFrame([
-        ("a", "membership_start", "vip", 30.0, _at(0)),
-        ("a", "membership_cancel", "other-plan", 0.0, _at(5)),
-        ("a", "membership_cancel", "vip", 0.0, _at(10)),
-        ("a", "activity_join", "act", 0.0, _at(-15)),
-        ("b", "membership_start", "vip", 15.0, _at(20)),
-        ("b", "activity_join", "act", 0.0, _at(7)),
-        ("c", "membership_cancel", "vip", 0.0, _at(1)),
-        ("c", "membership_start", "vip", 21.0, _at(2)),
-        ("c", "membership_cancel", "vip", 0.0, _at(90)),
-    ], columns=["user_id", "kind", "item_id", "amount", "occurred_at"])
+    events = pd.DataFrame(
+        [
+            ("a", "membership_start", "vip", 30.0, _at(0)),
+            ("a", "membership_cancel", "other-plan", 0.0, _at(5)),
+            ("a", "membership_cancel", "vip", 0.0, _at(10)),
+            ("a", "activity_join", "act", 0.0, _at(-15)),
+            ("b", "membership_start", "vip", 15.0, _at(20)),
+            ("b", "activity_join", "act", 0.0, _at(7)),
+            ("c", "membership_cancel", "vip", 0.0, _at(1)),
+            ("c", "membership_start", "vip", 21.0, _at(2)),
+            ("c", "membership_cancel", "vip", 0.0, _at(90)),
+        ],
+        columns=["user_id", "kind", "item_id", "amount", "occurred_at"],
+    )
 
     # when: the data end falls before c's cancel
     spells = membership_spells(events, data_end=_at(40)).set_index("user_id")
@@ -241,9 +248,11 @@ def test_the_churn_probability_is_lifelines_survival_and_close_to_the_planted_on
     np.testing.assert_allclose(probability, 1 - survival.iloc[1] / survival.iloc[0], atol=0.01)
     # and close to the planted Weibull model's
     coefficients = PLANTED["coefficients"]
-    log_hazard = (sample["discount_depth"] * coefficients["discount_depth"]
-                  + sample["joined_activity_14d"] * coefficients["joined_activity_14d"]
-                  + sample[CHANNEL].map(lambda channel: coefficients.get(f"{CHANNEL}_{channel}", 0.0)))
+    log_hazard = (
+        sample["discount_depth"] * coefficients["discount_depth"]
+        + sample["joined_activity_14d"] * coefficients["joined_activity_14d"]
+        + sample[CHANNEL].map(lambda channel: coefficients.get(f"{CHANNEL}_{channel}", 0.0))
+    )
     shape, scale = PLANTED["baseline"]["shape"], PLANTED["baseline"]["scale_days"]
     increase = ((100 + horizon) / scale) ** shape - (100 / scale) ** shape
     planted = 1 - np.exp(-increase * np.exp(log_hazard.to_numpy()))
@@ -262,12 +271,15 @@ def test_bands_follow_the_documented_thresholds(recovery):
 def test_only_running_members_are_scored_and_an_unknown_channel_counts_as_the_reference(recovery):
     # given: a running member, a cancelled one, a non-member and a running member from an unknown channel
     as_of = _at(200).to_pydatetime()
-    events = pd.DataFrame([
-        (1, "membership_start", "lanying-vip-month", 30.0, _at(100)),
-        (2, "membership_start", "lanying-vip-month", 30.0, _at(100)),
-        (2, "membership_cancel", "lanying-vip-month", 0.0, _at(150)),
-        (4, "membership_start", "lanying-vip-month", 30.0, _at(100)),
-    ], columns=["user_id", "kind", "item_id", "amount", "occurred_at"])
+    events = pd.DataFrame(
+        [
+            (1, "membership_start", "lanying-vip-month", 30.0, _at(100)),
+            (2, "membership_start", "lanying-vip-month", 30.0, _at(100)),
+            (2, "membership_cancel", "lanying-vip-month", 0.0, _at(150)),
+            (4, "membership_start", "lanying-vip-month", 30.0, _at(100)),
+        ],
+        columns=["user_id", "kind", "item_id", "amount", "occurred_at"],
+    )
     frame = pd.DataFrame({CHANNEL: ["自然流量", "自然流量", "自然流量", "没听说过的渠道"]}, index=[1, 2, 3, 4])
 
     # when
@@ -292,7 +304,6 @@ def test_without_enough_cancellations_training_is_refused(generated):
 def test_training_before_any_membership_is_a_clear_error(db):
     with pytest.raises(ApplicationError, match="at least 20 cancelled memberships, got 0"):
         TRAINERS["churn"](observation_end=datetime(2001, 1, 1, tzinfo=UTC))
-
 
 
 @pytest.fixture
@@ -368,8 +379,10 @@ def test_kaplan_meier_curves_by_segment_appear_once_users_have_segments(demo_wor
     members = sorted(set(BehaviorEvent.objects.filter(kind="membership_start").values_list("user_id", flat=True)))
     segments_run = ModelRun.objects.create(model="segments", version=1, is_active=True)
     labels = {user_id: ("film buffs", "eager learners")[index % 2] for index, user_id in enumerate(members)}
-    UserScore.objects.bulk_create(UserScore(user_id=user_id, model="segments", run=segments_run, label=label,
-                                            scored_at=timezone.now()) for user_id, label in labels.items())
+    UserScore.objects.bulk_create(
+        UserScore(user_id=user_id, model="segments", run=segments_run, label=label, scored_at=timezone.now())
+        for user_id, label in labels.items()
+    )
 
     # when
     run = TRAINERS["churn"](activate=False)

@@ -52,11 +52,15 @@ def _generator_purchases(n_users: int) -> pd.DataFrame:
     for chunk in iter_world(n_users=n_users, seed=SEED):
         events = chunk.events
         purchases = events[(events["kind"] == "course_purchase") & ~events["item_id"].isin(excluded)]
-        frames.append(pd.DataFrame({
-            "user_id": purchases["user_id"].str[1:].astype("int64").to_numpy(),
-            "occurred_at": purchases["occurred_at"].to_numpy(),
-            "amount": purchases["amount"].astype(float).to_numpy(),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "user_id": purchases["user_id"].str[1:].astype("int64").to_numpy(),
+                    "occurred_at": purchases["occurred_at"].to_numpy(),
+                    "amount": purchases["amount"].astype(float).to_numpy(),
+                }
+            )
+        )
     frame = pd.concat(frames, ignore_index=True)
     frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], utc=True)
     return frame
@@ -64,8 +68,13 @@ def _generator_purchases(n_users: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def recovery_fit():
-    return clv_models_fit(_generator_purchases(RECOVERY_USERS), observation_end=OBSERVATION_END,
-                          holdout_end=HOLDOUT_END, time_zone="Asia/Shanghai", excluded_items=demo_excluded_items(TRUTH))
+    return clv_models_fit(
+        _generator_purchases(RECOVERY_USERS),
+        observation_end=OBSERVATION_END,
+        holdout_end=HOLDOUT_END,
+        time_zone="Asia/Shanghai",
+        excluded_items=demo_excluded_items(TRUTH),
+    )
 
 
 # --- the planted truth is recovered --------------------------------------------------------------
@@ -127,15 +136,18 @@ def _at(day: int, hour: int, minute: int = 0) -> pd.Timestamp:
 
 def test_purchases_on_one_shanghai_day_count_once_and_t_runs_from_the_first_purchase():
     # given: 23:30 on the 4th and 07:00 on the 5th are one UTC day but two Shanghai days
-    purchases = pd.DataFrame({
-        "user_id": [1, 1, 1, 1, 1],
-        "occurred_at": [_at(4, 9), _at(4, 23, 30), _at(5, 7), _at(9, 12), _at(20, 12)],
-        "amount": [100.0, 20.0, 50.0, 80.0, 999.0],
-    })
+    purchases = pd.DataFrame(
+        {
+            "user_id": [1, 1, 1, 1, 1],
+            "occurred_at": [_at(4, 9), _at(4, 23, 30), _at(5, 7), _at(9, 12), _at(20, 12)],
+            "amount": [100.0, 20.0, 50.0, 80.0, 999.0],
+        }
+    )
 
     # when: observed until 08:00 on the 18th; the purchase on the 20th is after it
-    summary = summarise_purchases(purchases, observation_end=datetime(2026, 3, 18, 8, tzinfo=SHANGHAI),
-                                  time_zone="Asia/Shanghai")
+    summary = summarise_purchases(
+        purchases, observation_end=datetime(2026, 3, 18, 8, tzinfo=SHANGHAI), time_zone="Asia/Shanghai"
+    )
 
     # then: days 4, 5 and 9: two repeats, the last five days after the first, observed for two weeks
     assert summary.frequency.tolist() == [2.0]
@@ -147,8 +159,12 @@ def test_purchases_on_one_shanghai_day_count_once_and_t_runs_from_the_first_purc
 PLANTED_SCORER = BgNbdClvScorer(
     purchases=BgNbdParameters(**TRUTH["purchase_process"]["parameters"]),
     spend=GammaGammaParameters(**TRUTH["purchase_process"]["spend"]["parameters"]),
-    excluded_items=(), time_zone="Asia/Shanghai", margin_fraction=1.0, annual_discount_rate=0.1,
-    horizon_weeks=52, value_band_edges=(100.0, 500.0),
+    excluded_items=(),
+    time_zone="Asia/Shanghai",
+    margin_fraction=1.0,
+    annual_discount_rate=0.1,
+    horizon_weeks=52,
+    value_band_edges=(100.0, 500.0),
 )
 
 
@@ -157,11 +173,13 @@ def test_a_steady_recent_buyer_is_worth_more_than_one_who_stopped_and_a_non_buye
     as_of = datetime(2026, 6, 1, 12, tzinfo=SHANGHAI)
     steady = pd.date_range("2026-01-05 12:00", "2026-05-25 12:00", freq="14D", tz=SHANGHAI)
     stopped = pd.date_range("2025-11-03 12:00", "2026-01-26 12:00", freq="14D", tz=SHANGHAI)
-    purchases = pd.DataFrame({
-        "user_id": [1] * len(steady) + [2] * len(stopped),
-        "occurred_at": pd.DatetimeIndex([*steady, *stopped]).tz_convert("UTC"),
-        "amount": 150.0,
-    })
+    purchases = pd.DataFrame(
+        {
+            "user_id": [1] * len(steady) + [2] * len(stopped),
+            "occurred_at": pd.DatetimeIndex([*steady, *stopped]).tz_convert("UTC"),
+            "amount": 150.0,
+        }
+    )
 
     # when
     scores = PLANTED_SCORER.score_purchases(purchases, index=pd.Index([1, 2, 3]), as_of=as_of)
@@ -206,10 +224,14 @@ def test_the_holdout_counts_purchase_days_after_the_observation_end_without_the_
     holdout = clv_run.metrics["holdout"]
     customers = BehaviorEvent.objects.filter(kind="course_purchase", occurred_at__lt=OBSERVATION_END).values("user_id")
     purchase_days = (
-        BehaviorEvent.objects.filter(kind="course_purchase", user_id__in=customers,
-                                     occurred_at__gte=OBSERVATION_END, occurred_at__lt=HOLDOUT_END)
+        BehaviorEvent.objects.filter(
+            kind="course_purchase", user_id__in=customers, occurred_at__gte=OBSERVATION_END, occurred_at__lt=HOLDOUT_END
+        )
         .exclude(item_id=TRUTH["propensity"]["target_course"])
-        .annotate(day=TruncDate("occurred_at", tzinfo=SHANGHAI)).values("user_id", "day").distinct().count()
+        .annotate(day=TruncDate("occurred_at", tzinfo=SHANGHAI))
+        .values("user_id", "day")
+        .distinct()
+        .count()
     )
 
     # then
@@ -225,8 +247,13 @@ def test_scoring_with_the_run_gives_every_user_one_row_and_buyers_a_value_in_cny
 
     # then
     rows = UserScore.objects.filter(model="clv", run=clv_run)
-    buyers = BehaviorEvent.objects.filter(kind="course_purchase", occurred_at__lt=HOLDOUT_END).exclude(
-        item_id=TRUTH["propensity"]["target_course"]).values("user_id").distinct().count()
+    buyers = (
+        BehaviorEvent.objects.filter(kind="course_purchase", occurred_at__lt=HOLDOUT_END)
+        .exclude(item_id=TRUTH["propensity"]["target_course"])
+        .values("user_id")
+        .distinct()
+        .count()
+    )
     assert scored == rows.count() == DATABASE_USERS
     assert rows.filter(value__isnull=False).count() == rows.filter(score__gt=0).count() == buyers
     assert rows.filter(label=NO_PURCHASE_LABEL).count() == DATABASE_USERS - buyers

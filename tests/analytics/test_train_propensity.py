@@ -45,8 +45,12 @@ LABEL_WINDOW_END = pd.Timestamp(PLANTED["label_window_end"])
 
 def _rows_as_the_truth_defines(users: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     before = events[events["occurred_at"] < OBSERVATION_END]
-    bought = events[(events["kind"] == "course_purchase") & (events["item_id"] == PLANTED["target_course"])
-                    & (events["occurred_at"] >= OBSERVATION_END) & (events["occurred_at"] < LABEL_WINDOW_END)]
+    bought = events[
+        (events["kind"] == "course_purchase")
+        & (events["item_id"] == PLANTED["target_course"])
+        & (events["occurred_at"] >= OBSERVATION_END)
+        & (events["occurred_at"] < LABEL_WINDOW_END)
+    ]
     rows = users.set_index("user_id")[["age", "education", "occupation"]].copy()
     for feature, kind in (("watching_count", "film_watch"), ("purchasing_count", "course_purchase")):
         rows[feature] = rows.index.map(before.loc[before["kind"] == kind, "user_id"].value_counts()).fillna(0)
@@ -56,8 +60,9 @@ def _rows_as_the_truth_defines(users: pd.DataFrame, events: pd.DataFrame) -> pd.
 
 
 def _generator_rows(n_users: int) -> pd.DataFrame:
-    return pd.concat([_rows_as_the_truth_defines(chunk.users, chunk.events)
-                      for chunk in iter_world(n_users=n_users, seed=SEED)])
+    return pd.concat(
+        [_rows_as_the_truth_defines(chunk.users, chunk.events) for chunk in iter_world(n_users=n_users, seed=SEED)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +96,15 @@ def test_the_standard_errors_are_those_of_the_fisher_information_at_the_true_coe
     # given: the expected information of the planted model on the same users, built independently
     rows, fit = recovery
     names = list(PLANTED["coefficients"])
-    design = np.column_stack([np.ones(len(rows))] + [
-        rows[name].to_numpy(float) if name in ("watching_count", "purchasing_count", "age")
-        else (rows[name.split("_", 1)[0]] == name.split("_", 1)[1]).to_numpy(float)
-        for name in names[1:]
-    ])
+    design = np.column_stack(
+        [np.ones(len(rows))]
+        + [
+            rows[name].to_numpy(float)
+            if name in ("watching_count", "purchasing_count", "age")
+            else (rows[name.split("_", 1)[0]] == name.split("_", 1)[1]).to_numpy(float)
+            for name in names[1:]
+        ]
+    )
     p = rows["true_probability"].to_numpy()
     expected_errors = np.sqrt(np.diag(np.linalg.inv(design.T @ (design * (p * (1 - p))[:, None]))))
     # the fit uses the training split only
@@ -126,10 +135,12 @@ def test_coefficients_in_original_units_reproduce_the_pipelines_log_odds(recover
 
     # when: log-odds by hand, per film, per course, per year, per level
     by_hand = coefficients["intercept"] + sum(
-        coefficients[name] * sample[name] for name in ("watching_count", "purchasing_count", "age"))
+        coefficients[name] * sample[name] for name in ("watching_count", "purchasing_count", "age")
+    )
     for column in ("education", "occupation"):
         by_hand += sample[column].map(
-            {level: coefficients.get(f"{column}_{level}", 0.0) for level in fit.params["levels"][column]})
+            {level: coefficients.get(f"{column}_{level}", 0.0) for level in fit.params["levels"][column]}
+        )
     probability = fit.scorer.probability(sample)
 
     # then
@@ -154,7 +165,9 @@ def test_without_a_stated_reference_the_most_frequent_level_is_the_reference(rec
     fit = propensity_fit(subset)
 
     assert fit.params["reference_levels"] == {
-        "education": subset["education"].mode()[0], "occupation": subset["occupation"].mode()[0]}
+        "education": subset["education"].mode()[0],
+        "occupation": subset["occupation"].mode()[0],
+    }
     assert "truth" not in fit.metrics
 
 
@@ -180,9 +193,15 @@ def test_the_scorer_scores_unseen_levels_as_the_reference_and_missing_ages_as_th
     median_age = user.assign(age=rows["age"].median())
 
     # when
-    scores = {name: scorer.score(frame, as_of=timezone.now())["score"].iloc[0]
-              for name, frame in (("reference", reference), ("unseen", unseen), ("median", median_age),
-                                  ("missing", user.assign(age=np.nan)))}
+    scores = {
+        name: scorer.score(frame, as_of=timezone.now())["score"].iloc[0]
+        for name, frame in (
+            ("reference", reference),
+            ("unseen", unseen),
+            ("median", median_age),
+            ("missing", user.assign(age=np.nan)),
+        )
+    }
 
     # then
     assert scores["unseen"] == pytest.approx(scores["reference"])
@@ -211,13 +230,19 @@ def test_imported_rows_stand_in_for_users_without_events(db):
     # given: two users known only from the article's table, one with events as well
     partner = PartnerFactory()
     imported_only = EndUserFactory(home_partner=partner, age=30, education="硕士", occupation="教师")
-    with_events = EndUserFactory(home_partner=partner, age=40, education="本科", occupation="教师",
-                                 signed_up_at=timezone.now() - timedelta(days=400))
+    with_events = EndUserFactory(
+        home_partner=partner,
+        age=40,
+        education="本科",
+        occupation="教师",
+        signed_up_at=timezone.now() - timedelta(days=400),
+    )
     ImportedBehavior.objects.create(user=imported_only, watching_count=12, purchasing_count=3, purchased_course=True)
     ImportedBehavior.objects.create(user=with_events, watching_count=99, purchasing_count=99, purchased_course=True)
     observation_end = timezone.now() - timedelta(days=60)
-    BehaviorEventFactory(user=with_events, partner=partner, kind="film_watch",
-                         occurred_at=observation_end - timedelta(days=3))
+    BehaviorEventFactory(
+        user=with_events, partner=partner, kind="film_watch", occurred_at=observation_end - timedelta(days=3)
+    )
 
     # when
     rows = propensity_rows(observation_end=observation_end)
@@ -245,8 +270,9 @@ def test_the_training_rows_in_the_database_are_the_truths_definitions(demo_world
     external_ids = dict(EndUser.objects.values_list("pk", "external_id"))
 
     # when
-    rows = propensity_rows(observation_end=truth_time(PLANTED["observation_end"]),
-                           target_course=PLANTED["target_course"])
+    rows = propensity_rows(
+        observation_end=truth_time(PLANTED["observation_end"]), target_course=PLANTED["target_course"]
+    )
     true_probability = planted_users()["purchase_probability"].reindex(rows.index)
 
     # then
@@ -278,8 +304,9 @@ def test_batch_scoring_writes_each_users_probability_from_the_stored_run(propens
     now = timezone.now()
 
     # when
-    scored = sum(score_chunk(model="propensity", id_range=chunk, as_of=now)
-                 for chunk in score_chunks(chunk_users=5_000))
+    scored = sum(
+        score_chunk(model="propensity", id_range=chunk, as_of=now) for chunk in score_chunks(chunk_users=5_000)
+    )
 
     # then
     assert scored == UserScore.objects.filter(model="propensity").count() == DATABASE_USERS

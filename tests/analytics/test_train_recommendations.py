@@ -66,19 +66,43 @@ def _day_start(day: dt.date) -> pd.Timestamp:
 
 def _generator_catalog() -> pd.DataFrame:
     """Return the demo catalog as the trainer reads it from the database (licences end at their last day's start)."""
-    rows = [dict(kind="course", partner=course.partner, partner_slug=course.partner, item_id=course.sku,
-                 title=course.title_zh, category=course.category, tags=course.tags, licence_start=pd.NaT,
-                 licence_end=pd.NaT, is_active=True) for course in CATALOG.courses]
-    rows += [dict(kind="film", partner=film.partner, partner_slug=film.partner, item_id=film.external_id,
-                  title=film.title_zh, category=film.category, tags=film.tags,
-                  licence_start=_day_start(film.licence_start), licence_end=_day_start(film.licence_end),
-                  is_active=True) for film in CATALOG.films]
+    rows = [
+        dict(
+            kind="course",
+            partner=course.partner,
+            partner_slug=course.partner,
+            item_id=course.sku,
+            title=course.title_zh,
+            category=course.category,
+            tags=course.tags,
+            licence_start=pd.NaT,
+            licence_end=pd.NaT,
+            is_active=True,
+        )
+        for course in CATALOG.courses
+    ]
+    rows += [
+        dict(
+            kind="film",
+            partner=film.partner,
+            partner_slug=film.partner,
+            item_id=film.external_id,
+            title=film.title_zh,
+            category=film.category,
+            tags=film.tags,
+            licence_start=_day_start(film.licence_start),
+            licence_end=_day_start(film.licence_end),
+            is_active=True,
+        )
+        for film in CATALOG.films
+    ]
     return pd.DataFrame(rows).sort_values(["kind", "partner", "item_id"], ignore_index=True)
 
 
 def _counts(events: pd.DataFrame) -> pd.DataFrame:
     return events.groupby(["user_id", "item", "kind"], as_index=False).agg(
-        n=("occurred_at", "size"), first_at=("occurred_at", "min"))
+        n=("occurred_at", "size"), first_at=("occurred_at", "min")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -90,15 +114,27 @@ def generated() -> dict:
     for chunk in iter_world(n_users=GENERATOR_USERS, seed=SEED):
         events = chunk.events[chunk.events["kind"].isin(list(DOMAIN_OF_KIND))]
         keys = pd.MultiIndex.from_arrays([events["kind"].map(DOMAIN_OF_KIND), events["item_id"]])
-        frames.append(pd.DataFrame({"user_id": events["user_id"].str[1:].astype("int64").to_numpy(),
-                                    "item": position.reindex(keys).to_numpy(), "kind": events["kind"].to_numpy(),
-                                    "occurred_at": events["occurred_at"].to_numpy()}))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "user_id": events["user_id"].str[1:].astype("int64").to_numpy(),
+                    "item": position.reindex(keys).to_numpy(),
+                    "kind": events["kind"].to_numpy(),
+                    "occurred_at": events["occurred_at"].to_numpy(),
+                }
+            )
+        )
     events = pd.concat(frames, ignore_index=True)
     events["occurred_at"] = pd.to_datetime(events["occurred_at"], utc=True)
     before = events["occurred_at"] < OBSERVATION_END
     training = recommendations_fit(
-        catalog, calibration=_counts(events[before]), holdout=_counts(events[~before]), everything=_counts(events),
-        observation_end=OBSERVATION_END, data_end=DATA_END, excluded_items=demo_excluded_items(TRUTH),
+        catalog,
+        calibration=_counts(events[before]),
+        holdout=_counts(events[~before]),
+        everything=_counts(events),
+        observation_end=OBSERVATION_END,
+        data_end=DATA_END,
+        excluded_items=demo_excluded_items(TRUTH),
     )
     return {"catalog": catalog, "events": events, "training": training}
 
@@ -173,12 +209,28 @@ def test_a_user_without_history_gets_the_most_popular_items_of_each_kind(generat
 def test_a_new_course_without_buyers_borrows_the_similarities_of_its_category(generated):
     # given: a history course no one has bought yet
     catalog = generated["catalog"]
-    new_course = pd.DataFrame([dict(kind="course", partner="zhixue", partner_slug="zhixue", item_id="HIS-301",
-                                    title="敦煌学入门", category="history", tags=("纪录片", "敦煌"),
-                                    licence_start=pd.NaT, licence_end=pd.NaT, is_active=True)])
+    new_course = pd.DataFrame(
+        [
+            dict(
+                kind="course",
+                partner="zhixue",
+                partner_slug="zhixue",
+                item_id="HIS-301",
+                title="敦煌学入门",
+                category="history",
+                tags=("纪录片", "敦煌"),
+                licence_start=pd.NaT,
+                licence_end=pd.NaT,
+                is_active=True,
+            )
+        ]
+    )
     events = generated["events"]
-    model = cooccurrence_fit(interaction_data(_counts(events), n_items=len(catalog) + 1),
-                             pd.concat([catalog, new_course], ignore_index=True), trained_until=DATA_END)
+    model = cooccurrence_fit(
+        interaction_data(_counts(events), n_items=len(catalog) + 1),
+        pd.concat([catalog, new_course], ignore_index=True),
+        trained_until=DATA_END,
+    )
     new = len(catalog)
 
     # when
@@ -188,8 +240,11 @@ def test_a_new_course_without_buyers_borrows_the_similarities_of_its_category(ge
     # then: cold, yet scored for the right people, and below the warm courses of its category
     assert not model.warm[new]
     assert history_fan[new] > 1.5 * economics_fan[new] > 0
-    warm_history_courses = (model.catalog["category"] == "history").to_numpy() & model.warm & (
-        model.catalog["kind"] == "course").to_numpy()
+    warm_history_courses = (
+        (model.catalog["category"] == "history").to_numpy()
+        & model.warm
+        & (model.catalog["kind"] == "course").to_numpy()
+    )
     assert history_fan[new] < history_fan[warm_history_courses].max()
 
 
@@ -202,10 +257,18 @@ def test_association_pairs_have_the_support_confidence_and_lift_of_their_definit
 
     # when: the top pair counted by hand
     users = events["user_id"].nunique()
-    watchers = set(events.loc[(events["kind"] == "film_watch") & (catalog["item_id"].to_numpy()[events["item"]]
-                                                                   == top["film_id"]), "user_id"])
-    buyers = set(events.loc[(events["kind"] == "course_purchase") & (catalog["item_id"].to_numpy()[events["item"]]
-                                                                      == top["course_id"]), "user_id"])
+    watchers = set(
+        events.loc[
+            (events["kind"] == "film_watch") & (catalog["item_id"].to_numpy()[events["item"]] == top["film_id"]),
+            "user_id",
+        ]
+    )
+    buyers = set(
+        events.loc[
+            (events["kind"] == "course_purchase") & (catalog["item_id"].to_numpy()[events["item"]] == top["course_id"]),
+            "user_id",
+        ]
+    )
     both = len(watchers & buyers)
 
     # then
@@ -214,7 +277,8 @@ def test_association_pairs_have_the_support_confidence_and_lift_of_their_definit
     assert top["confidence"] == pytest.approx(both / len(watchers), abs=1e-4)
     assert top["lift"] == pytest.approx(both / len(watchers) / (len(buyers) / users), abs=1e-3)
     assert top["relative_risk"] == pytest.approx(
-        (both / len(watchers)) / ((len(buyers) - both) / (users - len(watchers))), abs=1e-3)
+        (both / len(watchers)) / ((len(buyers) - both) / (users - len(watchers))), abs=1e-3
+    )
     assert [pair["lift"] for pair in pairs] == sorted((pair["lift"] for pair in pairs), reverse=True)
 
 
@@ -231,8 +295,14 @@ def test_films_and_courses_of_one_category_are_the_strong_pairs(generated):
 def test_pairs_seen_too_rarely_are_left_out():
     catalog = _generator_catalog()
     film, course = (int(np.flatnonzero(catalog["item_id"] == item)[0]) for item in ("LY-10001", "ECO-101"))
-    interactions = pd.DataFrame({"user_id": [1, 1, 2, 2, 3], "item": [film, course, film, course, film],
-                                 "kind": ["film_watch", "course_purchase"] * 2 + ["film_watch"], "n": 1})
+    interactions = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2, 2, 3],
+            "item": [film, course, film, course, film],
+            "kind": ["film_watch", "course_purchase"] * 2 + ["film_watch"],
+            "n": 1,
+        }
+    )
     data = interaction_data(interactions, n_items=len(catalog))
 
     assert association_pairs(data, catalog, min_pair_users=3)["pairs"] == []
@@ -264,9 +334,14 @@ def test_training_stores_an_active_run_that_beats_popularity_and_lists_pairs(run
 def _heavy_user() -> EndUser:
     """Return a user who watched films and bought courses, with the most film watches."""
     buyers = BehaviorEvent.objects.filter(kind="course_purchase").values("user_id")
-    user_id = (BehaviorEvent.objects.filter(kind="film_watch", user_id__in=buyers).values("user_id")
-               .annotate(n=Count("id")).order_by("-n", "user_id")
-               .values_list("user_id", flat=True).first())
+    user_id = (
+        BehaviorEvent.objects.filter(kind="film_watch", user_id__in=buyers)
+        .values("user_id")
+        .annotate(n=Count("id"))
+        .order_by("-n", "user_id")
+        .values_list("user_id", flat=True)
+        .first()
+    )
     return EndUser.objects.get(pk=user_id)
 
 
@@ -276,8 +351,9 @@ def test_a_heavy_watcher_gets_courses_and_licensed_films_and_nothing_they_alread
     now = DATA_END
     watched = set(BehaviorEvent.objects.filter(user=user, kind="film_watch").values_list("item_id", flat=True))
     bought = set(BehaviorEvent.objects.filter(user=user, kind="course_purchase").values_list("item_id", flat=True))
-    licensed = set(Film.objects.filter(licence_start__lte=now, licence_end__gt=now)
-                   .values_list("external_id", flat=True))
+    licensed = set(
+        Film.objects.filter(licence_start__lte=now, licence_end__gt=now).values_list("external_id", flat=True)
+    )
 
     # when
     items = model_recommendations(user=user, limit=10, now=now)
@@ -320,8 +396,12 @@ def test_a_partner_sees_only_its_items_and_those_of_partners_it_works_with(run):
 def test_without_data_sharing_consent_only_the_asking_partners_events_count(run):
     # given: a user who refused data sharing and did everything at partners other than the cinema
     at_cinema = BehaviorEvent.objects.filter(partner__slug="xingguang").values("user_id")
-    user = (EndUser.objects.filter(data_sharing_consent=False, events__kind="film_watch")
-            .exclude(pk__in=at_cinema).order_by("pk").first())
+    user = (
+        EndUser.objects.filter(data_sharing_consent=False, events__kind="film_watch")
+        .exclude(pk__in=at_cinema)
+        .order_by("pk")
+        .first()
+    )
     cinema = Partner.objects.get(slug="xingguang")
 
     # when
@@ -329,8 +409,10 @@ def test_without_data_sharing_consent_only_the_asking_partners_events_count(run)
 
     # then: no history is seen, so the list is the popular one
     assert items and {item["reason"] for item in items} == {"popular with other users"}
-    assert any(reason.startswith("because you") for reason in
-               (item["reason"] for item in model_recommendations(user=user, now=DATA_END)))
+    assert any(
+        reason.startswith("because you")
+        for reason in (item["reason"] for item in model_recommendations(user=user, now=DATA_END))
+    )
 
 
 def test_an_erased_user_gets_nothing(run):

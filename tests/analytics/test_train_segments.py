@@ -43,11 +43,19 @@ RECOVERY_USERS = 60_000
 DATABASE_USERS = 8_000
 TRUTH = planted_truth(n_users=RECOVERY_USERS, seed=SEED)
 WORLD_START, WORLD_END = pd.Timestamp(TRUTH["world"]["start"]), pd.Timestamp(TRUTH["world"]["end"])
-KIND_FIELDS = {"film_watch": "watching_count", "course_view": "course_view_count",
-               "course_purchase": "purchasing_count", "activity_join": "activity_count",
-               "offer_redeem": "discounts_received"}
-PLANTED_NAMES = {"film_buff": "film buffs", "eager_learner": "eager learners",
-                 "bargain_hunter": "bargain hunters", "dormant": "dormant users"}
+KIND_FIELDS = {
+    "film_watch": "watching_count",
+    "course_view": "course_view_count",
+    "course_purchase": "purchasing_count",
+    "activity_join": "activity_count",
+    "offer_redeem": "discounts_received",
+}
+PLANTED_NAMES = {
+    "film_buff": "film buffs",
+    "eager_learner": "eager learners",
+    "bargain_hunter": "bargain hunters",
+    "dormant": "dormant users",
+}
 
 
 def _generator_behaviour(n_users: int) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
@@ -56,8 +64,11 @@ def _generator_behaviour(n_users: int) -> tuple[pd.DataFrame, pd.Series, pd.Seri
     for chunk in iter_world(n_users=n_users, seed=SEED):
         users = chunk.users.set_index("user_id")
         events = chunk.events[chunk.events["kind"].isin(KIND_FIELDS)]
-        counts.append(events.pivot_table(index="user_id", columns="kind", values="event_id", aggfunc="size",
-                                         fill_value=0).rename(columns=KIND_FIELDS).reindex(users.index, fill_value=0))
+        counts.append(
+            events.pivot_table(index="user_id", columns="kind", values="event_id", aggfunc="size", fill_value=0)
+            .rename(columns=KIND_FIELDS)
+            .reindex(users.index, fill_value=0)
+        )
         tenure.append((WORLD_END - users["signup_at"]).dt.total_seconds() / 86_400)
         planted.append(users["latent_segment"])
     return pd.concat(counts)[list(COUNT_FIELDS)], pd.concat(tenure), pd.concat(planted)
@@ -109,8 +120,9 @@ def test_segments_are_ordered_by_size_and_the_profile_describes_their_members(be
     profile = recovery.metrics["profile"]
 
     # when: the stored scorer labels the training users
-    labels = pickle.loads(pickle.dumps(recovery.scorer)).score(counts.assign(tenure_days=tenure),
-                                                               as_of=WORLD_END)["label"]
+    labels = pickle.loads(pickle.dumps(recovery.scorer)).score(counts.assign(tenure_days=tenure), as_of=WORLD_END)[
+        "label"
+    ]
 
     # then
     assert [row["users"] for row in profile] == sorted((row["users"] for row in profile), reverse=True)
@@ -149,25 +161,77 @@ def test_k_is_configurable(behaviour):
     fit = segments_fit(counts.iloc[:20_000], exposure.iloc[:20_000], k=5)
 
     assert len(fit.metrics["profile"]) == 5 == len(set(fit.scorer.names_en))
-    truth = segments_compare(scorer=fit.scorer, counts=counts.iloc[:20_000], exposure=exposure.iloc[:20_000],
-                             planted=planted.iloc[:20_000])
+    truth = segments_compare(
+        scorer=fit.scorer, counts=counts.iloc[:20_000], exposure=exposure.iloc[:20_000], planted=planted.iloc[:20_000]
+    )
     assert truth["adjusted_rand_index"] > 0.35
 
 
-@pytest.mark.parametrize(("centre", "trait"), [
-    ({"watching_count": 1.2, "course_view_count": -0.4, "purchasing_count": -0.5, "activity_count": 0.2,
-      "discounts_received": -0.4}, "film"),
-    ({"watching_count": 0.1, "course_view_count": 1.4, "purchasing_count": 1.5, "activity_count": 0.3,
-      "discounts_received": -0.2}, "learning"),
-    ({"watching_count": 0.8, "course_view_count": 0.9, "purchasing_count": 1.0, "activity_count": 1.1,
-      "discounts_received": 0.0}, "culture"),
-    ({"watching_count": 0.0, "course_view_count": 0.0, "purchasing_count": -0.2, "activity_count": 0.6,
-      "discounts_received": 1.7}, "deals"),
-    ({"watching_count": -0.8, "course_view_count": -0.7, "purchasing_count": -0.6, "activity_count": -0.6,
-      "discounts_received": -0.5}, "dormant"),
-    ({"watching_count": 0.1, "course_view_count": 0.0, "purchasing_count": 0.1, "activity_count": -0.1,
-      "discounts_received": 0.1}, "regular"),
-])
+@pytest.mark.parametrize(
+    ("centre", "trait"),
+    [
+        (
+            {
+                "watching_count": 1.2,
+                "course_view_count": -0.4,
+                "purchasing_count": -0.5,
+                "activity_count": 0.2,
+                "discounts_received": -0.4,
+            },
+            "film",
+        ),
+        (
+            {
+                "watching_count": 0.1,
+                "course_view_count": 1.4,
+                "purchasing_count": 1.5,
+                "activity_count": 0.3,
+                "discounts_received": -0.2,
+            },
+            "learning",
+        ),
+        (
+            {
+                "watching_count": 0.8,
+                "course_view_count": 0.9,
+                "purchasing_count": 1.0,
+                "activity_count": 1.1,
+                "discounts_received": 0.0,
+            },
+            "culture",
+        ),
+        (
+            {
+                "watching_count": 0.0,
+                "course_view_count": 0.0,
+                "purchasing_count": -0.2,
+                "activity_count": 0.6,
+                "discounts_received": 1.7,
+            },
+            "deals",
+        ),
+        (
+            {
+                "watching_count": -0.8,
+                "course_view_count": -0.7,
+                "purchasing_count": -0.6,
+                "activity_count": -0.6,
+                "discounts_received": -0.5,
+            },
+            "dormant",
+        ),
+        (
+            {
+                "watching_count": 0.1,
+                "course_view_count": 0.0,
+                "purchasing_count": 0.1,
+                "activity_count": -0.1,
+                "discounts_received": 0.1,
+            },
+            "regular",
+        ),
+    ],
+)
 def test_a_segment_is_named_after_what_stands_out_in_its_profile(centre, trait):
     assert name_segment(centre) == trait
 
@@ -175,8 +239,9 @@ def test_a_segment_is_named_after_what_stands_out_in_its_profile(centre, trait):
 def test_two_segments_with_the_same_trait_get_numbered_names(behaviour):
     # given: only film watching differs between users
     counts, tenure, _ = behaviour
-    films_only = counts.iloc[:5_000].assign(course_view_count=0, purchasing_count=0, activity_count=0,
-                                            discounts_received=0)
+    films_only = counts.iloc[:5_000].assign(
+        course_view_count=0, purchasing_count=0, activity_count=0, discounts_received=0
+    )
     exposure = exposure_days(tenure.iloc[:5_000], as_of=WORLD_END, data_start=WORLD_START)
 
     # when
@@ -216,7 +281,6 @@ def test_too_few_users_or_k_below_two_is_a_clear_error(behaviour):
 def test_training_before_anyone_joined_is_a_clear_error(db):
     with pytest.raises(ApplicationError, match="segments need users who joined before 2001-01-01"):
         TRAINERS["segments"](observation_end=datetime(2001, 1, 1, tzinfo=UTC))
-
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from demo.world.catalog import demo_catalog
-from demo.world.truth import EVENT_KINDS, planted_truth, simulate_campaign_outcomes
-from demo.world.generator import iter_world
 from analytics.stats.allocation import allocate_offers
 from analytics.stats.uplift import evaluate_uplift, fit_uplift, uplift_curves
+from demo.world.catalog import demo_catalog
+from demo.world.generator import iter_world
+from demo.world.truth import EVENT_KINDS, planted_truth, simulate_campaign_outcomes
 
 N_USERS = 40_000
 SEED = 3
@@ -37,7 +37,8 @@ class Experiment:
 def _observable_features(users: pd.DataFrame, events: pd.DataFrame) -> np.ndarray:
     """Build what a model may see: event counts per kind, total amount and age, never latent columns."""
     counts = pd.crosstab(events["user_id"], events["kind"]).reindex(
-        index=users["user_id"], columns=list(EVENT_KINDS), fill_value=0)
+        index=users["user_id"], columns=list(EVENT_KINDS), fill_value=0
+    )
     amount = events["amount"].astype(float).groupby(events["user_id"]).sum().reindex(users["user_id"], fill_value=0.0)
     return np.column_stack([counts.to_numpy(dtype=float), amount.to_numpy(), users["age"].to_numpy(dtype=float)])
 
@@ -49,8 +50,10 @@ def experiment() -> Experiment:
     events = pd.concat([chunk.events for chunk in chunks], ignore_index=True)
     truth = planted_truth(n_users=N_USERS, seed=SEED)
     campaign = demo_catalog().campaign(CAMPAIGN)
-    costs = {rule.effect_key: sum((Decimal(offer.cost_per_issue) for offer in rule.offers), Decimal(0))
-             for rule in campaign.rules}
+    costs = {
+        rule.effect_key: sum((Decimal(offer.cost_per_issue) for offer in rule.offers), Decimal(0))
+        for rule in campaign.rules
+    }
     arms = sorted(costs)
     rng = np.random.default_rng(0)
     # Half of the users are held out; the other half is split evenly between the two packages.
@@ -60,8 +63,14 @@ def experiment() -> Experiment:
     offer_key = np.where(arm == CONTROL, arms[0], arm)
     converted, revenue = simulate_campaign_outcomes(truth, CAMPAIGN, segments, arm != CONTROL, offer_key, rng)
     return Experiment(
-        features=_observable_features(users, events), segments=segments, arm=arm, converted=converted,
-        revenue=revenue, train=rng.random(N_USERS) < 0.6, effects=truth["campaign_effects"][CAMPAIGN], costs=costs,
+        features=_observable_features(users, events),
+        segments=segments,
+        arm=arm,
+        converted=converted,
+        revenue=revenue,
+        train=rng.random(N_USERS) < 0.6,
+        effects=truth["campaign_effects"][CAMPAIGN],
+        costs=costs,
     )
 
 
@@ -74,8 +83,14 @@ def _planted(experiment: Experiment, arm: str, key: str, rows: np.ndarray) -> np
 def models(experiment: Experiment) -> dict:
     train = experiment.train
     return {
-        method: fit_uplift(experiment.features[train], experiment.arm[train], experiment.converted[train],
-                           experiment.revenue[train], control=CONTROL, method=method)
+        method: fit_uplift(
+            experiment.features[train],
+            experiment.arm[train],
+            experiment.converted[train],
+            experiment.revenue[train],
+            control=CONTROL,
+            method=method,
+        )
         for method in ("t_learner", "transformed_outcome")
     }
 
@@ -99,16 +114,22 @@ def test_the_top_uplift_decile_has_markedly_more_planted_uplift_than_the_average
 def test_t_learner_auuc_beats_random_rankings(experiment, models):
     # given the T-learner's Qini and uplift curves on held-out users
     held_out = ~experiment.train
-    evaluations = evaluate_uplift(models["t_learner"], experiment.features[held_out], experiment.arm[held_out],
-                                  experiment.converted[held_out], experiment.revenue[held_out])
+    evaluations = evaluate_uplift(
+        models["t_learner"],
+        experiment.features[held_out],
+        experiment.arm[held_out],
+        experiment.converted[held_out],
+        experiment.revenue[held_out],
+    )
     rng = np.random.default_rng(1)
 
     for evaluation in evaluations:
         # when the same held-out users are ranked at random 100 times
         pair = held_out & np.isin(experiment.arm, [CONTROL, evaluation.arm])
         treated = experiment.arm[pair] == evaluation.arm
-        random_auuc = [uplift_curves(rng.random(pair.sum()), treated, experiment.converted[pair]).auuc
-                       for _ in range(100)]
+        random_auuc = [
+            uplift_curves(rng.random(pair.sum()), treated, experiment.converted[pair]).auuc for _ in range(100)
+        ]
 
         # then the model's AUUC beats 95% of the random rankings (a one-sided permutation test
         # at 5%) and the random expectation
@@ -127,8 +148,7 @@ def test_uplift_allocation_earns_at_least_one_and_a_half_times_per_cny_of_propen
     features = experiment.features[held_out]
     arms = model.arm_names
     costs = [experiment.costs[arm] for arm in arms]
-    planted_margin = np.column_stack([_planted(experiment, arm, "revenue_uplift_per_user", held_out)
-                                      for arm in arms])
+    planted_margin = np.column_stack([_planted(experiment, arm, "revenue_uplift_per_user", held_out) for arm in arms])
     holdout = np.random.default_rng(2).random(len(held_out)) < 0.1
     budget = Decimal(len(held_out) // 10) * min(costs)
 

@@ -4,8 +4,8 @@ No key and a revoked key are 401 with ``WWW-Authenticate: Api-Key``; the caller'
 answers 2xx; another partner's object is a 404, exactly as if it did not exist.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import pytest
 
@@ -23,15 +23,24 @@ class Call:
 
     def send(self, client):
         send = getattr(client, self.method)
-        return send(self.path, self.body, format="json", **(self.headers or {})) if self.body is not None \
+        return (
+            send(self.path, self.body, format="json", **(self.headers or {}))
+            if self.body is not None
             else send(self.path, **(self.headers or {}))
+        )
 
 
 def conversion_for(side: Side) -> Call:
-    return Call("post", "/api/v1/conversions/", {
-        "conversion_id": "order-1", "user_id": side.user.external_id, "amount": "99.00",
-        "occurred_at": "2026-03-02T10:00:00+08:00",
-    })
+    return Call(
+        "post",
+        "/api/v1/conversions/",
+        {
+            "conversion_id": "order-1",
+            "user_id": side.user.external_id,
+            "amount": "99.00",
+            "occurred_at": "2026-03-02T10:00:00+08:00",
+        },
+    )
 
 
 # Each endpoint, addressed at one side's object (the world's "ours" or "theirs").
@@ -39,8 +48,12 @@ ENDPOINTS: dict[str, Callable[[Side], Call]] = {
     "user offers": lambda side: Call("get", f"/api/v1/users/{side.user.external_id}/offers/"),
     "user recommendations": lambda side: Call("get", f"/api/v1/users/{side.user.external_id}/recommendations/"),
     "user erasure": lambda side: Call("delete", f"/api/v1/users/{side.user.external_id}/"),
-    "offer redeem": lambda side: Call("post", f"/api/v1/offers/{side.offer.code}/redeem/", {"order_amount": "199.00"},
-                                      {"HTTP_IDEMPOTENCY_KEY": "redeem-1"}),
+    "offer redeem": lambda side: Call(
+        "post",
+        f"/api/v1/offers/{side.offer.code}/redeem/",
+        {"order_amount": "199.00"},
+        {"HTTP_IDEMPOTENCY_KEY": "redeem-1"},
+    ),
     "conversion": conversion_for,
     "deal": lambda side: Call("get", f"/api/v1/deals/{side.deal.slug}/"),
     "deal settlement": lambda side: Call("get", f"/api/v1/deals/{side.deal.slug}/settlement/?period=2026-11"),
@@ -52,9 +65,20 @@ ENDPOINTS: dict[str, Callable[[Side], Call]] = {
 UNADDRESSED: dict[str, Call] = {
     "deal list": Call("get", "/api/v1/deals/"),
     "campaign list": Call("get", "/api/v1/campaigns/"),
-    "events": Call("post", "/api/v1/events/", {"events": [{
-        "event_id": "e-1", "user_id": "u-new", "kind": "film_watch", "occurred_at": "2026-03-01T20:00:00+08:00",
-    }]}),
+    "events": Call(
+        "post",
+        "/api/v1/events/",
+        {
+            "events": [
+                {
+                    "event_id": "e-1",
+                    "user_id": "u-new",
+                    "kind": "film_watch",
+                    "occurred_at": "2026-03-01T20:00:00+08:00",
+                }
+            ]
+        },
+    ),
 }
 
 EVERY_CALL = [*ENDPOINTS, *UNADDRESSED]
@@ -93,10 +117,13 @@ def test_another_partners_object_is_404(name, ours, theirs):
     assert response.json()["errors"][0]["code"] == "not_found"
 
 
-@pytest.mark.parametrize("name, own_slug, other_slug", [
-    ("deal list", "zhixue-deal", "yingshi-deal"),
-    ("campaign list", "zhixue-campaign", "yingshi-campaign"),
-])
+@pytest.mark.parametrize(
+    "name, own_slug, other_slug",
+    [
+        ("deal list", "zhixue-deal", "yingshi-deal"),
+        ("campaign list", "zhixue-campaign", "yingshi-campaign"),
+    ],
+)
 def test_lists_hold_only_the_callers_objects(name, own_slug, other_slug, ours, theirs):
     slugs = [item["slug"] for item in UNADDRESSED[name].send(ours.client).json()["results"]]
     assert slugs == [own_slug]

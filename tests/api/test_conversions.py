@@ -17,8 +17,12 @@ URL = "/api/v1/conversions/"
 
 
 def report(side, **fields):
-    body = {"conversion_id": "order-1", "user_id": side.user.external_id, "amount": "179.00",
-            "occurred_at": "2026-03-02T10:15:00+08:00"}
+    body = {
+        "conversion_id": "order-1",
+        "user_id": side.user.external_id,
+        "amount": "179.00",
+        "occurred_at": "2026-03-02T10:15:00+08:00",
+    }
     body.update(fields)
     return side.client.post(URL, {name: value for name, value in body.items() if value is not None}, format="json")
 
@@ -31,8 +35,12 @@ def test_a_conversion_is_recorded_once_and_credited_to_the_offers_campaign(ours)
     assert first.status_code == 201, first.content
     assert first.json()["campaign"] == ours.campaign.slug and first.json()["amount"] == "179.00"
     stored = Conversion.objects.get()
-    assert (stored.partner, stored.user, stored.offer, stored.amount) == (ours.partner, ours.user, ours.offer,
-                                                                           Decimal("179.00"))
+    assert (stored.partner, stored.user, stored.offer, stored.amount) == (
+        ours.partner,
+        ours.user,
+        ours.offer,
+        Decimal("179.00"),
+    )
 
     # and reporting it again returns the first report without a second row
     again = report(ours, offer_code=ours.offer.code)
@@ -47,16 +55,19 @@ def test_the_same_conversion_id_with_different_data_is_a_conflict(ours):
     assert Conversion.objects.get().amount == Decimal("179.00")
 
 
-@pytest.mark.parametrize("fields, field", [
-    ({"amount": "-1.00"}, "amount"),
-    ({"amount": 179}, "amount"),
-    ({"amount": None}, "amount"),
-    ({"occurred_at": "yesterday"}, "occurred_at"),
-    ({"conversion_id": "x" * 65}, "conversion_id"),
-    ({"user_id": None}, "user_id"),
-    ({"offer_code": "not a code!"}, "offer_code"),
-    ({"campaign": "no spaces allowed"}, "campaign"),
-])
+@pytest.mark.parametrize(
+    "fields, field",
+    [
+        ({"amount": "-1.00"}, "amount"),
+        ({"amount": 179}, "amount"),
+        ({"amount": None}, "amount"),
+        ({"occurred_at": "yesterday"}, "occurred_at"),
+        ({"conversion_id": "x" * 65}, "conversion_id"),
+        ({"user_id": None}, "user_id"),
+        ({"offer_code": "not a code!"}, "offer_code"),
+        ({"campaign": "no spaces allowed"}, "campaign"),
+    ],
+)
 def test_malformed_fields_are_a_400_naming_the_field(ours, fields, field):
     response = report(ours, **fields)
     assert response.status_code == 400, response.content
@@ -83,12 +94,20 @@ def test_references_that_do_not_fit_together_are_a_422(ours):
 
 def test_the_database_refuses_a_negative_conversion_amount(ours):
     with pytest.raises(IntegrityError), transaction.atomic():
-        Conversion.objects.create(partner=ours.partner, conversion_id="neg", user=ours.user, amount=Decimal("-0.01"),
-                                  occurred_at=timezone.now())
+        Conversion.objects.create(
+            partner=ours.partner,
+            conversion_id="neg",
+            user=ours.user,
+            amount=Decimal("-0.01"),
+            occurred_at=timezone.now(),
+        )
 
 
 def test_the_database_refuses_a_second_conversion_with_the_same_id(ours):
-    Conversion.objects.create(partner=ours.partner, conversion_id="dup", user=ours.user, amount=1, occurred_at=timezone.now())
+    Conversion.objects.create(
+        partner=ours.partner, conversion_id="dup", user=ours.user, amount=1, occurred_at=timezone.now()
+    )
     with pytest.raises(IntegrityError), transaction.atomic():
-        Conversion.objects.create(partner=ours.partner, conversion_id="dup", user=ours.user, amount=1,
-                                  occurred_at=timezone.now())
+        Conversion.objects.create(
+            partner=ours.partner, conversion_id="dup", user=ours.user, amount=1, occurred_at=timezone.now()
+        )

@@ -20,8 +20,12 @@ URL = "/api/v1/events/"
 
 def event(n: int, **fields) -> dict:
     item = {
-        "event_id": f"e{n:05d}", "user_id": f"u{n % 1000:04d}", "kind": "film_watch", "item_id": "F00042",
-        "amount": "0", "occurred_at": "2026-03-01T20:00:00+08:00",
+        "event_id": f"e{n:05d}",
+        "user_id": f"u{n % 1000:04d}",
+        "kind": "film_watch",
+        "item_id": "F00042",
+        "amount": "0",
+        "occurred_at": "2026-03-01T20:00:00+08:00",
     }
     item.update(fields)
     return item
@@ -88,8 +92,15 @@ def test_a_batch_with_bad_items_reports_exactly_those_indexes_and_stores_the_res
     assert response.status_code == 200
     body = response.json()
     assert [(item["index"], item["field"]) for item in body["rejected"]] == [
-        (2, "event_id"), (5, "amount"), (7, "kind"), (9, "occurred_at"), (11, "amount"), (13, None), (15, "user_id"),
-        (17, "occurred_at"), (19, "item_id"),
+        (2, "event_id"),
+        (5, "amount"),
+        (7, "kind"),
+        (9, "occurred_at"),
+        (11, "amount"),
+        (13, None),
+        (15, "user_id"),
+        (17, "occurred_at"),
+        (19, "item_id"),
     ]
     assert all(item["message"] for item in body["rejected"])
     assert body["accepted"] == 20 - len(bad) and body["duplicates"] == 0
@@ -98,7 +109,9 @@ def test_a_batch_with_bad_items_reports_exactly_those_indexes_and_stores_the_res
 
 
 def test_amounts_are_stored_exactly_and_naive_times_read_in_shanghai(ours):
-    post(ours.client, {"events": [event(1, kind="course_purchase", amount="199.90", occurred_at="2026-03-02 10:00:00")]})
+    post(
+        ours.client, {"events": [event(1, kind="course_purchase", amount="199.90", occurred_at="2026-03-02 10:00:00")]}
+    )
     stored = BehaviorEvent.objects.get(event_id="e00001")
     assert stored.amount == Decimal("199.90")
     assert stored.occurred_at.isoformat() == "2026-03-02T02:00:00+00:00"
@@ -127,16 +140,20 @@ def test_a_body_larger_than_the_limit_is_413_before_it_is_parsed(ours):
     assert error_fields(response) == [(None, "too_large")]
 
 
-@pytest.mark.parametrize("body, content_type, status, fields", [
-    ("{not json", "application/json", 400, [(None, "parse_error")]),
-    ("", "application/json", 400, [("events", "required")]),
-    ('{"events": NaN}', "application/json", 400, [(None, "parse_error")]),
-    ("[" * 100_000, "application/json", 400, [(None, "parse_error")]),
-    ('[{"event_id": "e1"}]', "application/json", 400, [(None, "invalid")]),
-    ('{"events": {"event_id": "e1"}}', "application/json", 400, [("events", "not_a_list")]),
-    ('{"events": []}', "application/json", 400, [("events", "min_length")]),
-    ("event_id,user_id\ne1,u1", "text/csv", 415, [(None, "unsupported_media_type")]),
-], ids=["broken json", "empty body", "NaN", "deep nesting", "bare array", "events not an array", "empty batch", "csv"])
+@pytest.mark.parametrize(
+    "body, content_type, status, fields",
+    [
+        ("{not json", "application/json", 400, [(None, "parse_error")]),
+        ("", "application/json", 400, [("events", "required")]),
+        ('{"events": NaN}', "application/json", 400, [(None, "parse_error")]),
+        ("[" * 100_000, "application/json", 400, [(None, "parse_error")]),
+        ('[{"event_id": "e1"}]', "application/json", 400, [(None, "invalid")]),
+        ('{"events": {"event_id": "e1"}}', "application/json", 400, [("events", "not_a_list")]),
+        ('{"events": []}', "application/json", 400, [("events", "min_length")]),
+        ("event_id,user_id\ne1,u1", "text/csv", 415, [(None, "unsupported_media_type")]),
+    ],
+    ids=["broken json", "empty body", "NaN", "deep nesting", "bare array", "events not an array", "empty batch", "csv"],
+)
 def test_a_body_that_is_not_a_batch_is_a_clear_4xx(ours, body, content_type, status, fields):
     response = ours.client.generic("POST", URL, body, content_type=content_type)
     assert response.status_code == status, response.content

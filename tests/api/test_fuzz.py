@@ -23,20 +23,22 @@ from tests.factories import CampaignFactory, DealFactory, EndUserFactory, OfferF
 
 EXAMPLES_PER_OPERATION = 40
 
-CONFIG = SchemathesisConfig.from_dict({
-    "generation": {
-        "max-examples": EXAMPLES_PER_OPERATION,
-        # The test sends a valid key itself; requests without one are covered by the ignored-auth check.
-        "with-security-parameters": False,
-        "deterministic": True,
-        "database": "none",
-    },
-    "checks": {
-        # A 422 is the API refusing a well-formed request on a business rule the schema cannot state
-        # (a time in the future, an offer of another user): still an acceptance of the format.
-        "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "404", "409", "422", "429"]},
-    },
-})
+CONFIG = SchemathesisConfig.from_dict(
+    {
+        "generation": {
+            "max-examples": EXAMPLES_PER_OPERATION,
+            # The test sends a valid key itself; requests without one are covered by the ignored-auth check.
+            "with-security-parameters": False,
+            "deterministic": True,
+            "database": "none",
+        },
+        "checks": {
+            # A 422 is the API refusing a well-formed request on a business rule the schema cannot state
+            # (a time in the future, an offer of another user): still an acceptance of the format.
+            "positive_data_acceptance": {"expected-statuses": ["2xx", "401", "404", "409", "422", "429"]},
+        },
+    }
+)
 
 schema = schemathesis.openapi.from_wsgi("/api/schema/", get_wsgi_application(), config=CONFIG)
 

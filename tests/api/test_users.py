@@ -8,12 +8,24 @@ from django.contrib.admin.sites import site as admin_site
 from django.utils import timezone
 
 from analytics.models import (
-    BehaviorEvent, Conversion, EndUser, ErasureLogEntry, ImportedBehavior, ModelRun, UserFeatures, UserScore,
+    BehaviorEvent,
+    Conversion,
+    EndUser,
+    ErasureLogEntry,
+    ImportedBehavior,
+    ModelRun,
+    UserFeatures,
+    UserScore,
 )
 from campaigns.models import Campaign, CampaignAssignment, Offer, RedemptionEntry
 from campaigns.services.redemption import offer_redeem
 from tests.factories import (
-    BehaviorEventFactory, CampaignFactory, CourseFactory, EndUserFactory, FilmFactory, OfferFactory,
+    BehaviorEventFactory,
+    CampaignFactory,
+    CourseFactory,
+    EndUserFactory,
+    FilmFactory,
+    OfferFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -23,8 +35,15 @@ PERSONAL_VALUES = ("本科", "工程师", "female", "wechat-ads")
 
 def personal_user(home_partner, **fields):
     return EndUserFactory(
-        external_id="u-private", home_partner=home_partner, age=34, education="本科", occupation="工程师", gender="female",
-        acquisition_channel="wechat-ads", signed_up_at=timezone.now() - timedelta(days=400), **fields,
+        external_id="u-private",
+        home_partner=home_partner,
+        age=34,
+        education="本科",
+        occupation="工程师",
+        gender="female",
+        acquisition_channel="wechat-ads",
+        signed_up_at=timezone.now() - timedelta(days=400),
+        **fields,
     )
 
 
@@ -38,8 +57,14 @@ def test_open_offers_are_those_the_partner_honours_or_runs_and_nothing_personal(
     joined = OfferFactory(campaign=joined_campaign, user=user)
     OfferFactory(campaign=theirs.campaign, user=user)  # not ours to see
     OfferFactory(campaign=ours.campaign, user=user, sequence=1, allowance=3, status=Offer.Status.REDEEMED)
-    OfferFactory(campaign=ours.campaign, user=user, sequence=2, allowance=3,
-                 issued_at=timezone.now() - timedelta(days=30), expires_at=timezone.now() - timedelta(days=1))
+    OfferFactory(
+        campaign=ours.campaign,
+        user=user,
+        sequence=2,
+        allowance=3,
+        issued_at=timezone.now() - timedelta(days=30),
+        expires_at=timezone.now() - timedelta(days=1),
+    )
 
     # when we ask for the user's offers
     response = ours.client.get("/api/v1/users/u-private/offers/")
@@ -58,11 +83,25 @@ def test_the_offers_answer_shows_each_open_offer_as_the_offer_serializer_would(o
     user = personal_user(ours.partner)
     joined_campaign = CampaignFactory(owner=theirs.partner)
     joined_campaign.partners.add(ours.partner)
-    offers = [OfferFactory(campaign=ours.campaign, user=user, amount_off=Decimal("20")),
-              OfferFactory(campaign=joined_campaign, user=user, kind="free_viewing", amount_off=None, days=7,
-                           partner=theirs.partner, expires_at=timezone.now() + timedelta(days=3)),
-              OfferFactory(campaign=CampaignFactory(owner=theirs.partner), user=user, partner=ours.partner,
-                           amount_off=None, percent_off=Decimal("12.5"))]
+    offers = [
+        OfferFactory(campaign=ours.campaign, user=user, amount_off=Decimal("20")),
+        OfferFactory(
+            campaign=joined_campaign,
+            user=user,
+            kind="free_viewing",
+            amount_off=None,
+            days=7,
+            partner=theirs.partner,
+            expires_at=timezone.now() + timedelta(days=3),
+        ),
+        OfferFactory(
+            campaign=CampaignFactory(owner=theirs.partner),
+            user=user,
+            partner=ours.partner,
+            amount_off=None,
+            percent_off=Decimal("12.5"),
+        ),
+    ]
 
     # when we ask for them
     body = ours.client.get("/api/v1/users/u-private/offers/").json()
@@ -73,7 +112,11 @@ def test_the_offers_answer_shows_each_open_offer_as_the_offer_serializer_would(o
 
     expected = OpenOfferSerializer(offer_list_open_for_user(partner=ours.partner, user=user), many=True).data
     assert body["offers"] == [dict(offer) for offer in expected]
-    assert [offer["code"] for offer in body["offers"]] == [offers[1].code, offers[0].code, offers[2].code]  # soonest first
+    assert [offer["code"] for offer in body["offers"]] == [
+        offers[1].code,
+        offers[0].code,
+        offers[2].code,
+    ]  # soonest first
 
 
 def test_recommendations_follow_the_users_interest_and_what_the_partner_can_offer(ours, theirs):
@@ -81,8 +124,9 @@ def test_recommendations_follow_the_users_interest_and_what_the_partner_can_offe
     user = personal_user(ours.partner, data_sharing_consent=True)
     economics_film = FilmFactory(partner=theirs.partner, external_id="F-ECO", category="economics")
     for n in range(3):
-        BehaviorEventFactory(partner=theirs.partner, user=user, kind="film_watch", item_id=economics_film.external_id,
-                             event_id=f"w{n}")
+        BehaviorEventFactory(
+            partner=theirs.partner, user=user, kind="film_watch", item_id=economics_film.external_id, event_id=f"w{n}"
+        )
     history_course = CourseFactory(partner=ours.partner, sku="HIS-101", category="history")
     BehaviorEventFactory(partner=ours.partner, user=user, kind="course_view", item_id=history_course.sku)
     bought = CourseFactory(partner=ours.partner, sku="ECO-100", category="economics")
@@ -99,8 +143,10 @@ def test_recommendations_follow_the_users_interest_and_what_the_partner_can_offe
     # has a view of; the bought course, the inactive one and other categories are left out
     assert response.status_code == 200
     items = response.json()["recommendations"]
-    assert [(item["kind"], item["item_id"]) for item in items] == [("course", economics_course.sku),
-                                                                    ("course", history_course.sku)]
+    assert [(item["kind"], item["item_id"]) for item in items] == [
+        ("course", economics_course.sku),
+        ("course", history_course.sku),
+    ]
     assert items[0]["score"] == pytest.approx(6 / 7, abs=1e-4) and items[0]["partner"] == "zhixue"
     assert not any(value in response.content.decode() for value in PERSONAL_VALUES)
 
@@ -120,9 +166,13 @@ def test_recommended_films_are_within_their_licence_and_promoted_by_the_partners
     CourseFactory(partner=ours.partner, sku="ECO-101", category="economics")
     BehaviorEventFactory(partner=ours.partner, user=user, kind="course_purchase", item_id="ECO-101")
     licensed = FilmFactory(partner=theirs.partner, external_id="F-IN", category="economics")
-    expired = FilmFactory(partner=theirs.partner, external_id="F-OUT", category="economics",
-                          licence_end=timezone.now() - timedelta(days=1),
-                          licence_start=timezone.now() - timedelta(days=100))
+    expired = FilmFactory(
+        partner=theirs.partner,
+        external_id="F-OUT",
+        category="economics",
+        licence_end=timezone.now() - timedelta(days=1),
+        licence_start=timezone.now() - timedelta(days=100),
+    )
     FilmFactory(partner=theirs.partner, external_id="F-UNPROMOTED", category="economics")
     ours.campaign.promoted_films.add(licensed, expired)
     items = ours.client.get(f"/api/v1/users/{user.external_id}/recommendations/?limit=5").json()["recommendations"]
@@ -148,10 +198,17 @@ def erasable(ours):
     campaign = CampaignFactory(owner=ours.partner, budget=Decimal("100.00"), spent=Decimal("40.00"))
     open_offer = OfferFactory(campaign=campaign, user=user, cost=Decimal("20.00"), sequence=0, allowance=2)
     redeemed_offer = OfferFactory(campaign=campaign, user=user, cost=Decimal("20.00"), sequence=1, allowance=2)
-    entry = offer_redeem(code=redeemed_offer.code, partner=ours.partner, order_amount=Decimal("199.00"),
-                         idempotency_key="k-1")
-    conversion = Conversion.objects.create(partner=ours.partner, conversion_id="order-1", user=user,
-                                           amount=Decimal("179.00"), occurred_at=timezone.now(), campaign=campaign)
+    entry = offer_redeem(
+        code=redeemed_offer.code, partner=ours.partner, order_amount=Decimal("199.00"), idempotency_key="k-1"
+    )
+    conversion = Conversion.objects.create(
+        partner=ours.partner,
+        conversion_id="order-1",
+        user=user,
+        amount=Decimal("179.00"),
+        occurred_at=timezone.now(),
+        campaign=campaign,
+    )
     CampaignAssignment.objects.create(campaign=campaign, user=user, arm="treatment")
     return user, campaign, open_offer, entry, conversion
 
@@ -169,8 +226,14 @@ def test_erasure_removes_personal_data_keeps_money_and_logs_who_did_it(ours, era
 
     # and personal fields, consents and the pseudonymous id are gone from the database
     user.refresh_from_db()
-    assert (user.age, user.education, user.occupation, user.gender, user.acquisition_channel, user.signed_up_at) == \
-        (None, "", "", "", "", None)
+    assert (user.age, user.education, user.occupation, user.gender, user.acquisition_channel, user.signed_up_at) == (
+        None,
+        "",
+        "",
+        "",
+        "",
+        None,
+    )
     assert not user.marketing_consent and not user.data_sharing_consent and user.erased_at is not None
     assert user.external_id != "u-private" and not EndUser.objects.filter(external_id="u-private").exists()
 
@@ -189,8 +252,11 @@ def test_erasure_removes_personal_data_keeps_money_and_logs_who_did_it(ours, era
 
     # and the audit log says who erased whom and when
     log = ErasureLogEntry.objects.get(user=user)
-    assert (log.partner, log.pseudonymous_id, log.api_key_prefix) == (ours.partner, "u-private",
-                                                                        ours.partner.api_keys.get().prefix)
+    assert (log.partner, log.pseudonymous_id, log.api_key_prefix) == (
+        ours.partner,
+        "u-private",
+        ours.partner.api_keys.get().prefix,
+    )
     assert log.erased_at == user.erased_at
 
     # and the user is gone for the API
@@ -200,9 +266,20 @@ def test_erasure_removes_personal_data_keeps_money_and_logs_who_did_it(ours, era
 
 def test_events_sent_after_erasure_start_a_new_user_without_consent(ours, erasable):
     ours.client.delete("/api/v1/users/u-private/")
-    ours.client.post("/api/v1/events/", {"events": [{
-        "event_id": "after", "user_id": "u-private", "kind": "film_watch", "occurred_at": "2026-03-01T20:00:00+08:00",
-    }]}, format="json")
+    ours.client.post(
+        "/api/v1/events/",
+        {
+            "events": [
+                {
+                    "event_id": "after",
+                    "user_id": "u-private",
+                    "kind": "film_watch",
+                    "occurred_at": "2026-03-01T20:00:00+08:00",
+                }
+            ]
+        },
+        format="json",
+    )
     newcomer = EndUser.objects.get(external_id="u-private")
     assert newcomer.erased_at is None and not newcomer.marketing_consent and newcomer.age is None
     assert newcomer.pk != erasable[0].pk

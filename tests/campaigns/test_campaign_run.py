@@ -14,7 +14,9 @@ from tests.factories import CampaignFactory, EndUserFactory, PartnerFactory, Rul
 
 pytestmark = pytest.mark.django_db
 
-HEAVY = {"all": [{"field": "purchasing_count", "op": ">", "value": 5}, {"field": "watching_count", "op": ">", "value": 10}]}
+HEAVY = {
+    "all": [{"field": "purchasing_count", "op": ">", "value": 5}, {"field": "watching_count", "op": ">", "value": 10}]
+}
 
 
 def make_users(partner, rows):
@@ -32,10 +34,24 @@ def article_campaign():
     """The article's member campaign: heavy users 20 CNY, everyone else 10 CNY; no holdout unless a test sets one."""
     partner = PartnerFactory(slug="zhixue")
     campaign = CampaignFactory(slug="member-day", owner=partner, holdout_share=Decimal("0"), budget=Decimal("10000.00"))
-    RuleFactory(campaign=campaign, name="heavy", priority=200, exclusive=True, condition=HEAVY,
-                amount_off=Decimal("20.00"), cost=Decimal("20.00"))
-    RuleFactory(campaign=campaign, name="others", priority=100, exclusive=True, condition={},
-                amount_off=Decimal("10.00"), cost=Decimal("10.00"))
+    RuleFactory(
+        campaign=campaign,
+        name="heavy",
+        priority=200,
+        exclusive=True,
+        condition=HEAVY,
+        amount_off=Decimal("20.00"),
+        cost=Decimal("20.00"),
+    )
+    RuleFactory(
+        campaign=campaign,
+        name="others",
+        priority=100,
+        exclusive=True,
+        condition={},
+        amount_off=Decimal("10.00"),
+        cost=Decimal("10.00"),
+    )
     return campaign, partner
 
 
@@ -93,7 +109,7 @@ def test_holdout_draw_is_stable_and_uniform(article_campaign):
     first, again = holdout_draw(campaign, ids), holdout_draw(campaign, ids)
     assert (first == again).all()
     assert abs((first < 0.1).mean() - 0.1) < 0.005
-    assert 0 <= first.min() and first.max() < 1
+    assert first.min() >= 0 and first.max() < 1
 
 
 def test_budget_is_never_exceeded_and_the_rest_is_clamped(article_campaign):
@@ -121,7 +137,9 @@ def test_per_user_limit_with_non_exclusive_rules(article_campaign):
     campaign_run(campaign=campaign)
 
     assert sorted(Offer.objects.filter(user=heavy).values_list("sequence", "amount_off")) == [
-        (0, Decimal("20.00")), (1, Decimal("10.00"))]
+        (0, Decimal("20.00")),
+        (1, Decimal("10.00")),
+    ]
     assert Offer.objects.filter(user=light).count() == 1
 
 
@@ -132,7 +150,9 @@ def test_dry_run_forecasts_reach_and_cost_and_writes_nothing(article_campaign):
     forecast = campaign_dry_run(campaign=campaign)
 
     assert [(r.rule, r.treated, r.offers, r.cost) for r in forecast.rules] == [
-        ("heavy", 3, 3, Decimal("60.00")), ("others", 5, 5, Decimal("50.00"))]
+        ("heavy", 3, 3, Decimal("60.00")),
+        ("others", 5, 5, Decimal("50.00")),
+    ]
     assert not Offer.objects.exists() and not CampaignAssignment.objects.exists()
     out = io.StringIO()
     call_command("run_campaign", "member-day", "--dry-run", "--no-progress", stdout=out)
@@ -167,10 +187,12 @@ def test_budget_clamp_keeps_the_holdout_in_proportion(article_campaign):
     Campaign.objects.filter(pk=campaign.pk).update(holdout_share=Decimal("0.300"), budget=Decimal("14000.00"))
     campaign.refresh_from_db()
     EndUserFactory._meta.model.objects.bulk_create(
-        EndUserFactory.build(home_partner=partner, external_id=f"b{i:05d}") for i in range(2000))
+        EndUserFactory.build(home_partner=partner, external_id=f"b{i:05d}") for i in range(2000)
+    )
     ImportedBehavior.objects.bulk_create(
         ImportedBehavior(user=user, watching_count=15, purchasing_count=7)
-        for user in EndUserFactory._meta.model.objects.filter(external_id__startswith="b"))
+        for user in EndUserFactory._meta.model.objects.filter(external_id__startswith="b")
+    )
 
     result = campaign_run(campaign=campaign)
 

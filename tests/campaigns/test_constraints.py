@@ -10,7 +10,13 @@ from django.utils import timezone
 
 from campaigns.models import Campaign, Course, Deal, RedemptionEntry
 from tests.factories import (
-    BehaviorEventFactory, CampaignFactory, CourseFactory, DealFactory, EndUserFactory, FilmFactory, OfferFactory,
+    BehaviorEventFactory,
+    CampaignFactory,
+    CourseFactory,
+    DealFactory,
+    EndUserFactory,
+    FilmFactory,
+    OfferFactory,
     PartnerFactory,
 )
 
@@ -105,7 +111,10 @@ def test_redemption_ledger_is_append_only_in_the_database():
     # given a recorded redemption
     offer = OfferFactory()
     entry = RedemptionEntry.objects.create(
-        offer=offer, kind=RedemptionEntry.Kind.REDEEM, partner=offer.campaign.owner, order_amount=Decimal("199.00"),
+        offer=offer,
+        kind=RedemptionEntry.Kind.REDEEM,
+        partner=offer.campaign.owner,
+        order_amount=Decimal("199.00"),
         discount=Decimal("20.00"),
     )
     # when someone edits or deletes it with SQL, around the model's own guard

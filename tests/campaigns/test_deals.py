@@ -35,35 +35,51 @@ def econ_deal(zhixue, yingshi):
     """Buy the economics course at zhixue inside the term, get a month of yingshi membership; 8 CNY per grant."""
     course = CourseFactory(partner=zhixue, sku="ECON101")
     now = timezone.now()
-    deal = DealFactory(slug="econ-month", source_partner=zhixue, target_partner=yingshi, status=Deal.Status.ACTIVE,
-                       starts_at=now - timedelta(days=10), ends_at=now + timedelta(days=20),
-                       settlement_price=Decimal("8.00"))
+    deal = DealFactory(
+        slug="econ-month",
+        source_partner=zhixue,
+        target_partner=yingshi,
+        status=Deal.Status.ACTIVE,
+        starts_at=now - timedelta(days=10),
+        ends_at=now + timedelta(days=20),
+        settlement_price=Decimal("8.00"),
+    )
     deal.trigger_courses.add(course)
     return deal
 
 
 def member(partner, **kwargs):
     """A user who agreed to marketing and to sharing data with partners, unless told otherwise."""
-    return EndUserFactory(home_partner=partner, marketing_consent=kwargs.pop("marketing_consent", True),
-                          data_sharing_consent=kwargs.pop("data_sharing_consent", True), **kwargs)
+    return EndUserFactory(
+        home_partner=partner,
+        marketing_consent=kwargs.pop("marketing_consent", True),
+        data_sharing_consent=kwargs.pop("data_sharing_consent", True),
+        **kwargs,
+    )
 
 
 def buy(user, partner, sku="ECON101", days_ago=1, amount="199.00"):
-    return BehaviorEventFactory(user=user, partner=partner, kind=PURCHASE, item_id=sku, amount=Decimal(amount),
-                                occurred_at=timezone.now() - timedelta(days=days_ago))
+    return BehaviorEventFactory(
+        user=user,
+        partner=partner,
+        kind=PURCHASE,
+        item_id=sku,
+        amount=Decimal(amount),
+        occurred_at=timezone.now() - timedelta(days=days_ago),
+    )
 
 
 def test_buying_a_course_of_the_set_inside_the_term_grants_the_benefit_once(econ_deal, zhixue, yingshi):
     # given users who bought in and out of the deal's terms
     buyer = member(zhixue)
     first = buy(buyer, zhixue, days_ago=3)
-    buy(buyer, zhixue, days_ago=1)                       # a second purchase earns nothing more
+    buy(buyer, zhixue, days_ago=1)  # a second purchase earns nothing more
     other_course = member(zhixue)
     buy(other_course, zhixue, sku="HIST200")
     too_early = member(zhixue)
-    buy(too_early, zhixue, days_ago=11)                  # before the deal started
+    buy(too_early, zhixue, days_ago=11)  # before the deal started
     elsewhere = member(zhixue)
-    buy(elsewhere, yingshi)                              # the same SKU at another partner
+    buy(elsewhere, yingshi)  # the same SKU at another partner
     private = member(zhixue, data_sharing_consent=False)
     buy(private, zhixue)
     no_marketing = member(zhixue, marketing_consent=False)
@@ -82,14 +98,25 @@ def test_buying_a_course_of_the_set_inside_the_term_grants_the_benefit_once(econ
 
 def test_spending_the_threshold_inside_the_term_grants_at_the_event_that_crosses_it(zhixue, yingshi):
     now = timezone.now()
-    deal = DealFactory(source_partner=zhixue, target_partner=yingshi, status=Deal.Status.ACTIVE,
-                       trigger=Deal.Trigger.SPEND_AT_LEAST, trigger_min_spend=Decimal("100.00"),
-                       starts_at=now - timedelta(days=10), ends_at=now + timedelta(days=20))
+    deal = DealFactory(
+        source_partner=zhixue,
+        target_partner=yingshi,
+        status=Deal.Status.ACTIVE,
+        trigger=Deal.Trigger.SPEND_AT_LEAST,
+        trigger_min_spend=Decimal("100.00"),
+        starts_at=now - timedelta(days=10),
+        ends_at=now + timedelta(days=20),
+    )
     crosses, short, exact, outside = (member(zhixue) for _ in range(4))
 
     def spend(user, amount, days_ago, partner=zhixue):
-        return BehaviorEventFactory(user=user, partner=partner, kind="membership_start", amount=Decimal(amount),
-                                    occurred_at=now - timedelta(days=days_ago))
+        return BehaviorEventFactory(
+            user=user,
+            partner=partner,
+            kind="membership_start",
+            amount=Decimal(amount),
+            occurred_at=now - timedelta(days=days_ago),
+        )
 
     spend(crosses, "60.00", 5)
     crossing = spend(crosses, "50.00", 4)
@@ -97,9 +124,9 @@ def test_spending_the_threshold_inside_the_term_grants_at_the_event_that_crosses
     spend(short, "99.99", 2)
     for days_ago in (5, 4, 3):
         spend(exact, "33.33", days_ago)
-    reaching = spend(exact, "0.01", 2)                    # 99.99 + 0.01 is exactly 100, to the fen
-    spend(outside, "90.00", 12)                           # before the term
-    spend(outside, "90.00", 2, partner=yingshi)           # at another partner
+    reaching = spend(exact, "0.01", 2)  # 99.99 + 0.01 is exactly 100, to the fen
+    spend(outside, "90.00", 12)  # before the term
+    spend(outside, "90.00", 2, partner=yingshi)  # at another partner
 
     deal_evaluate(deal_id=deal.pk)
 
@@ -109,12 +136,24 @@ def test_spending_the_threshold_inside_the_term_grants_at_the_event_that_crosses
 
 def test_starting_a_membership_at_the_source_partner_triggers_a_membership_deal(zhixue, yingshi):
     now = timezone.now()
-    deal = DealFactory(source_partner=zhixue, target_partner=yingshi, status=Deal.Status.ACTIVE,
-                       trigger=Deal.Trigger.MEMBERSHIP_START, starts_at=now - timedelta(days=10))
+    deal = DealFactory(
+        source_partner=zhixue,
+        target_partner=yingshi,
+        status=Deal.Status.ACTIVE,
+        trigger=Deal.Trigger.MEMBERSHIP_START,
+        starts_at=now - timedelta(days=10),
+    )
     joined, cancelled_only = member(zhixue), member(zhixue)
-    started = BehaviorEventFactory(user=joined, partner=zhixue, kind="membership_start", amount=Decimal("30.00"),
-                                   occurred_at=now - timedelta(days=2))
-    BehaviorEventFactory(user=cancelled_only, partner=zhixue, kind="membership_cancel", occurred_at=now - timedelta(days=2))
+    started = BehaviorEventFactory(
+        user=joined,
+        partner=zhixue,
+        kind="membership_start",
+        amount=Decimal("30.00"),
+        occurred_at=now - timedelta(days=2),
+    )
+    BehaviorEventFactory(
+        user=cancelled_only, partner=zhixue, kind="membership_cancel", occurred_at=now - timedelta(days=2)
+    )
 
     deal_evaluate(deal_id=deal.pk)
 
@@ -165,7 +204,9 @@ def test_running_again_grants_nothing_new(econ_deal, zhixue, yingshi, endpoint, 
     assert econ_deal.granted_count == 3
 
 
-def test_grants_are_confirmed_when_the_partner_is_told(econ_deal, zhixue, yingshi, endpoint, django_capture_on_commit_callbacks):
+def test_grants_are_confirmed_when_the_partner_is_told(
+    econ_deal, zhixue, yingshi, endpoint, django_capture_on_commit_callbacks
+):
     # given yingshi listens, and its endpoint hiccups once
     server = endpoint(Reply(503))
     Partner.objects.filter(pk=yingshi.pk).update(webhook_url=server.url)
@@ -189,7 +230,11 @@ def test_grants_are_confirmed_when_the_partner_is_told(econ_deal, zhixue, yingsh
 
 
 def test_grants_are_compensated_when_the_partner_cannot_be_told(
-    econ_deal, zhixue, yingshi, endpoint, django_capture_on_commit_callbacks,
+    econ_deal,
+    zhixue,
+    yingshi,
+    endpoint,
+    django_capture_on_commit_callbacks,
 ):
     # given room for two grants and a partner endpoint that refuses the event
     server = endpoint(Reply(400))
@@ -234,8 +279,14 @@ def test_a_paused_deal_grants_nothing(econ_deal, zhixue):
 def test_ingested_events_trigger_the_deal_once_committed(econ_deal, zhixue, django_capture_on_commit_callbacks):
     # given a consenting member who is not yet granted
     buyer = member(zhixue, external_id="u-econ-1")
-    purchase = {"event_id": "p-1", "user_id": "u-econ-1", "kind": PURCHASE, "item_id": "ECON101", "amount": "199.00",
-                "occurred_at": (timezone.now() - timedelta(hours=1)).isoformat()}
+    purchase = {
+        "event_id": "p-1",
+        "user_id": "u-econ-1",
+        "kind": PURCHASE,
+        "item_id": "ECON101",
+        "amount": "199.00",
+        "occurred_at": (timezone.now() - timedelta(hours=1)).isoformat(),
+    }
 
     # when zhixue sends the purchase through the API path
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
@@ -264,10 +315,22 @@ def test_caps_hold_with_many_evaluators_at_once(zhixue, yingshi, report_line):
     # given 60 buyers, a deal with room for 25 grants and one whose money cap allows 7 (at 8 CNY each)
     now = timezone.now()
     course = CourseFactory(partner=zhixue, sku="ECON101")
-    by_count = DealFactory(source_partner=zhixue, target_partner=yingshi, status=Deal.Status.ACTIVE, max_grants=25,
-                           starts_at=now - timedelta(days=10), settlement_price=Decimal("8.00"))
-    by_money = DealFactory(source_partner=zhixue, target_partner=yingshi, status=Deal.Status.ACTIVE,
-                           max_amount=Decimal("60.00"), starts_at=now - timedelta(days=10), settlement_price=Decimal("8.00"))
+    by_count = DealFactory(
+        source_partner=zhixue,
+        target_partner=yingshi,
+        status=Deal.Status.ACTIVE,
+        max_grants=25,
+        starts_at=now - timedelta(days=10),
+        settlement_price=Decimal("8.00"),
+    )
+    by_money = DealFactory(
+        source_partner=zhixue,
+        target_partner=yingshi,
+        status=Deal.Status.ACTIVE,
+        max_amount=Decimal("60.00"),
+        starts_at=now - timedelta(days=10),
+        settlement_price=Decimal("8.00"),
+    )
     for deal in (by_count, by_money):
         deal.trigger_courses.add(course)
     for _ in range(60):

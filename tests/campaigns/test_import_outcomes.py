@@ -29,8 +29,11 @@ def write_outcomes(path, arms: dict[str, tuple[int, float]], seed=0, extra_lines
 
 def test_three_arm_experiment_is_reported_against_its_holdout(tmp_path):
     # given an outside experiment with a holdout and two treated arms, plus two bad rows
-    path = write_outcomes(tmp_path / "outcomes.csv", {"holdout": (2000, 0.10), "coupon": (2000, 0.16), "ticket": (2000, 0.10)},
-                          extra_lines=["bad1,coupon,maybe,0", "bad2,coupon,1,-3"])
+    path = write_outcomes(
+        tmp_path / "outcomes.csv",
+        {"holdout": (2000, 0.10), "coupon": (2000, 0.16), "ticket": (2000, 0.10)},
+        extra_lines=["bad1,coupon,maybe,0", "bad2,coupon,1,-3"],
+    )
 
     out = io.StringIO()
     call_command("import_outcomes", path, "--campaign", "partner-test-q3", "--no-progress", stdout=out)

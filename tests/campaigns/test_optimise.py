@@ -37,32 +37,61 @@ def world(db):
     CourseFactory(partner=partner, price=Decimal("100.00"))
     now = timezone.now()
     users = EndUser.objects.bulk_create(
-        EndUser(external_id=f"shopper-{i}", home_partner=partner, marketing_consent=True, age=20 + i % 30,
-                signed_up_at=now - timedelta(days=400)) for i in range(USERS))
+        EndUser(
+            external_id=f"shopper-{i}",
+            home_partner=partner,
+            marketing_consent=True,
+            age=20 + i % 30,
+            signed_up_at=now - timedelta(days=400),
+        )
+        for i in range(USERS)
+    )
     bargain = np.arange(USERS) % 2 == 0
     BehaviorEvent.objects.bulk_create(
-        BehaviorEvent(partner=partner, event_id=f"e-{user.pk}-{n}", user=user, kind=kind,
-                      occurred_at=now - timedelta(days=30 + n))
+        BehaviorEvent(
+            partner=partner, event_id=f"e-{user.pk}-{n}", user=user, kind=kind, occurred_at=now - timedelta(days=30 + n)
+        )
         for user, hunter in zip(users, bargain)
-        for n, kind in enumerate(["offer_redeem"] * 5 if hunter else ["film_watch"] * 5))
-    experiment = Campaign.objects.create(slug="pilot", name="pilot", kind=Campaign.Kind.EXTERNAL,
-                                         status=Campaign.Status.ENDED, starts_at=now - timedelta(days=10),
-                                         ends_at=now - timedelta(days=3), holdout_share=0)
+        for n, kind in enumerate(["offer_redeem"] * 5 if hunter else ["film_watch"] * 5)
+    )
+    experiment = Campaign.objects.create(
+        slug="pilot",
+        name="pilot",
+        kind=Campaign.Kind.EXTERNAL,
+        status=Campaign.Status.ENDED,
+        starts_at=now - timedelta(days=10),
+        ends_at=now - timedelta(days=3),
+        holdout_share=0,
+    )
     arm = np.where(rng.random(USERS) < 0.5, "coupon", "holdout")
     rate = np.where(bargain, np.where(arm == "coupon", 0.45, 0.05), 0.20)
     converted = rng.random(USERS) < rate
     ExperimentOutcome.objects.bulk_create(
-        ExperimentOutcome(campaign=experiment, user_ref=user.external_id, arm=name, converted=bool(bought),
-                          revenue=Decimal("100.00") if bought else Decimal("0"))
-        for user, name, bought in zip(users, arm, converted))
-    return {"partner": partner, "users": users, "bargain": {user.pk for user, hunter in zip(users, bargain) if hunter},
-            "experiment": experiment}
+        ExperimentOutcome(
+            campaign=experiment,
+            user_ref=user.external_id,
+            arm=name,
+            converted=bool(bought),
+            revenue=Decimal("100.00") if bought else Decimal("0"),
+        )
+        for user, name, bought in zip(users, arm, converted)
+    )
+    return {
+        "partner": partner,
+        "users": users,
+        "bargain": {user.pk for user, hunter in zip(users, bargain) if hunter},
+        "experiment": experiment,
+    }
 
 
 def _optimised(world, **fields) -> Campaign:
     fields = {"mode": Campaign.Mode.OPTIMISE, **fields}
-    campaign = CampaignFactory(owner=world["partner"], budget=Decimal("1000.00"), holdout_share=Decimal("0.200"), **fields)
-    RuleFactory(campaign=campaign, name="20 CNY coupon", condition={}, amount_off=Decimal("20.00"), cost=Decimal("20.00"))
+    campaign = CampaignFactory(
+        owner=world["partner"], budget=Decimal("1000.00"), holdout_share=Decimal("0.200"), **fields
+    )
+    RuleFactory(
+        campaign=campaign, name="20 CNY coupon", condition={}, amount_off=Decimal("20.00"), cost=Decimal("20.00")
+    )
     return campaign
 
 
@@ -115,8 +144,11 @@ def test_optimise_run_spends_the_budget_on_the_users_the_offer_changes_and_keeps
     assert result["issued"] == len(offered) > 0
     assert len(offered & world["bargain"]) >= 0.9 * len(offered)
     # and a holdout of alike users was kept and got nothing
-    held = set(CampaignAssignment.objects.filter(campaign=campaign, arm=CampaignAssignment.HOLDOUT)
-               .values_list("user_id", flat=True))
+    held = set(
+        CampaignAssignment.objects.filter(campaign=campaign, arm=CampaignAssignment.HOLDOUT).values_list(
+            "user_id", flat=True
+        )
+    )
     # and the choice (the issued and the held-out users) covered the budget, while the spend stayed within it
     # (how many of the chosen the holdout draw takes varies, so the spend itself is only about 80% of the choice)
     assert campaign.spent <= campaign.budget <= campaign.spent + Decimal("20.00") * len(held)
@@ -134,8 +166,10 @@ def test_optimise_run_spends_the_budget_on_the_users_the_offer_changes_and_keeps
     again = campaign_run(campaign=campaign)
     campaign.refresh_from_db()
     assert Decimal(again["cost"]) <= left and campaign.spent <= campaign.budget
-    assert not set(Offer.objects.filter(campaign=campaign).exclude(user_id__in=offered)
-                   .values_list("user_id", flat=True)) & handled
+    assert (
+        not set(Offer.objects.filter(campaign=campaign).exclude(user_id__in=offered).values_list("user_id", flat=True))
+        & handled
+    )
     # and once the budget cannot buy another coupon, a run issues nothing
     if campaign.budget - campaign.spent < Decimal("20.00"):
         assert campaign_run(campaign=campaign)["issued"] == 0
@@ -153,7 +187,10 @@ def test_dry_run_prints_the_rule_based_and_the_optimised_campaign_side_by_side(w
     # then both choices are shown with their spend and expected incremental margin, and nothing is issued
     text = out.getvalue()
     assert "Rules vs optimised" in text
-    rows = {match[0]: match for match in re.findall(r"^(rules|optimised) +(\d+) +(\d+) +(\d+) +([\d.]+) +(-?[\d.]+)", text, re.M)}
+    rows = {
+        match[0]: match
+        for match in re.findall(r"^(rules|optimised) +(\d+) +(\d+) +(\d+) +([\d.]+) +(-?[\d.]+)", text, re.M)
+    }
     assert set(rows) == {"rules", "optimised"}
     for name in rows:
         assert Decimal(rows[name][4]) <= campaign.budget
@@ -198,6 +235,12 @@ def test_report_and_dashboard_show_each_uplift_models_qini_curve_and_auuc(world,
         assert f"{model['method']} coupon: AUUC {model['auuc']:.4f}" in text
         assert f"uplift_model,{model['method']}:coupon," in table
     assert "qini_curve,t_learner:coupon@1.00," in table
-    assert re.search(r'data-chart="line"[^>]*aria-label="[^"]*coupon[^"]*Qini', page) or \
-        re.search(r'data-chart="line"[^>]*aria-label="[^"]*Qini[^"]*coupon', page)
-    assert len(re.findall(r'<polyline class="series"[^>]*><title>(?:t_learner|x_learner|transformed_outcome)\W+AUUC', page)) == 3
+    assert re.search(r'data-chart="line"[^>]*aria-label="[^"]*coupon[^"]*Qini', page) or re.search(
+        r'data-chart="line"[^>]*aria-label="[^"]*Qini[^"]*coupon', page
+    )
+    assert (
+        len(
+            re.findall(r'<polyline class="series"[^>]*><title>(?:t_learner|x_learner|transformed_outcome)\W+AUUC', page)
+        )
+        == 3
+    )

@@ -74,7 +74,9 @@ def test_unknown_kind_exits_non_zero_without_a_traceback():
 
     result = subprocess.run(
         [sys.executable, "manage.py", "partner", "add", "x", "--kind", "radio", "--name", "X"],
-        capture_output=True, text=True, env={"DJANGO_SETTINGS_MODULE": "crossmkt_site.settings.test", "PATH": ""},
+        capture_output=True,
+        text=True,
+        env={"DJANGO_SETTINGS_MODULE": "crossmkt_site.settings.test", "PATH": ""},
     )
     assert result.returncode != 0
     assert "invalid choice: 'radio'" in result.stderr

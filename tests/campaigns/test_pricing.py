@@ -10,7 +10,8 @@ from campaigns.services.pricing import coupon_discount, stacked_price
 money = st.decimals(min_value=Decimal("0"), max_value=Decimal("100000"), places=2)
 percent = st.decimals(min_value=Decimal("0.01"), max_value=Decimal("100"), places=2)
 coupon = st.fixed_dictionaries(
-    {}, optional={"amount_off": money, "percent_off": percent, "min_spend": money},
+    {},
+    optional={"amount_off": money, "percent_off": percent, "min_spend": money},
 )
 
 
@@ -26,7 +27,10 @@ def test_no_coupon_combination_makes_a_price_negative(order, coupons):
 @settings(max_examples=300, deadline=None)
 @given(order=money, coupons=st.lists(coupon, max_size=6))
 def test_stacking_does_not_depend_on_the_order_coupons_are_listed(order, coupons):
-    assert stacked_price(order_amount=order, coupons=coupons)[0] == stacked_price(order_amount=order, coupons=coupons[::-1])[0]
+    assert (
+        stacked_price(order_amount=order, coupons=coupons)[0]
+        == stacked_price(order_amount=order, coupons=coupons[::-1])[0]
+    )
 
 
 def test_article_coupon_takes_20_off_and_never_more_than_the_order():
@@ -39,4 +43,6 @@ def test_percent_off_rounds_half_up_to_the_fen():
 
 
 def test_below_minimum_spend_gives_nothing():
-    assert coupon_discount(order_amount=Decimal("99.99"), amount_off=Decimal("20"), min_spend=Decimal("100")) == Decimal("0.00")
+    assert coupon_discount(
+        order_amount=Decimal("99.99"), amount_off=Decimal("20"), min_spend=Decimal("100")
+    ) == Decimal("0.00")

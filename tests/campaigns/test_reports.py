@@ -22,33 +22,56 @@ def build_experiment(*, treated_users, holdout_users, treated_rate, holdout_rate
     """Assign users to arms and give each a purchase with the arm's probability; return the campaign."""
     rng = np.random.default_rng(seed)
     partner = PartnerFactory()
-    campaign = CampaignFactory(owner=partner, holdout_share=Decimal(holdout_share), budget=None,
-                               starts_at=timezone.now() - timedelta(days=10))
+    campaign = CampaignFactory(
+        owner=partner, holdout_share=Decimal(holdout_share), budget=None, starts_at=timezone.now() - timedelta(days=10)
+    )
     rule = RuleFactory(campaign=campaign, condition={})
     n = treated_users + holdout_users
-    users = EndUser.objects.bulk_create(EndUser(external_id=f"r{i:06d}", home_partner=partner, marketing_consent=True)
-                                        for i in range(n))
+    users = EndUser.objects.bulk_create(
+        EndUser(external_id=f"r{i:06d}", home_partner=partner, marketing_consent=True) for i in range(n)
+    )
     assigned_at = timezone.now() - timedelta(days=9)
     arms = ["treatment"] * treated_users + ["holdout"] * holdout_users
     CampaignAssignment.objects.bulk_create(
-        CampaignAssignment(campaign=campaign, user=user, arm=arm, rule=rule) for user, arm in zip(users, arms))
+        CampaignAssignment(campaign=campaign, user=user, arm=arm, rule=rule) for user, arm in zip(users, arms)
+    )
     CampaignAssignment.objects.update(assigned_at=assigned_at)
     Offer.objects.bulk_create(
-        Offer(campaign=campaign, rule=rule, user=user, kind="coupon", amount_off=Decimal("20.00"), cost=Decimal("2.00"),
-              issued_at=assigned_at, expires_at=assigned_at + timedelta(days=30))
-        for user, arm in zip(users, arms) if arm == "treatment")
+        Offer(
+            campaign=campaign,
+            rule=rule,
+            user=user,
+            kind="coupon",
+            amount_off=Decimal("20.00"),
+            cost=Decimal("2.00"),
+            issued_at=assigned_at,
+            expires_at=assigned_at + timedelta(days=30),
+        )
+        for user, arm in zip(users, arms)
+        if arm == "treatment"
+    )
     buys = rng.random(n) < np.where(np.array(arms) == "treatment", treated_rate, holdout_rate)
     BehaviorEvent.objects.bulk_create(
-        BehaviorEvent(partner=partner, event_id=f"p{i}", user=user, kind="course_purchase", item_id="C1",
-                      amount=Decimal("100.00"), occurred_at=assigned_at + timedelta(days=1))
-        for i, (user, buy) in enumerate(zip(users, buys)) if buy)
+        BehaviorEvent(
+            partner=partner,
+            event_id=f"p{i}",
+            user=user,
+            kind="course_purchase",
+            item_id="C1",
+            amount=Decimal("100.00"),
+            occurred_at=assigned_at + timedelta(days=1),
+        )
+        for i, (user, buy) in enumerate(zip(users, buys))
+        if buy
+    )
     return campaign
 
 
 def test_report_recovers_the_effect_with_an_interval_and_funnel():
     # given 3,000 treated users converting at 15% and 3,000 held out at 10%
-    campaign = build_experiment(treated_users=3000, holdout_users=3000, treated_rate=0.15, holdout_rate=0.10,
-                                holdout_share="0.500")
+    campaign = build_experiment(
+        treated_users=3000, holdout_users=3000, treated_rate=0.15, holdout_rate=0.10, holdout_share="0.500"
+    )
 
     report = campaign_report(campaign=campaign).to_dict()
 
@@ -66,8 +89,9 @@ def test_report_recovers_the_effect_with_an_interval_and_funnel():
 
 def test_skewed_holdout_is_flagged_before_the_uplift():
     # given a 50/50 configuration that came out 55/45
-    campaign = build_experiment(treated_users=5500, holdout_users=4500, treated_rate=0.1, holdout_rate=0.1,
-                                holdout_share="0.500")
+    campaign = build_experiment(
+        treated_users=5500, holdout_users=4500, treated_rate=0.1, holdout_rate=0.1, holdout_share="0.500"
+    )
 
     report = campaign_report(campaign=campaign).to_dict()
 
@@ -79,7 +103,9 @@ def test_skewed_holdout_is_flagged_before_the_uplift():
 
 
 def test_report_formats_agree():
-    campaign = build_experiment(treated_users=300, holdout_users=300, treated_rate=0.2, holdout_rate=0.1, holdout_share="0.500")
+    campaign = build_experiment(
+        treated_users=300, holdout_users=300, treated_rate=0.2, holdout_rate=0.1, holdout_share="0.500"
+    )
     outputs = {}
     for fmt in ("json", "csv", "text"):
         out = io.StringIO()

@@ -37,8 +37,9 @@ def test_per_category_counts_follow_the_catalog_the_campaigns_side_passes_in():
     user = EndUserFactory(home_partner=school)
     earlier = timezone.now() - timedelta(days=1)
     for film in films:
-        BehaviorEventFactory(user=user, partner=cinema, kind="film_watch", item_id=film.external_id,
-                             occurred_at=earlier)
+        BehaviorEventFactory(
+            user=user, partner=cinema, kind="film_watch", item_id=film.external_id, occurred_at=earlier
+        )
     BehaviorEventFactory(user=user, partner=school, kind="course_purchase", item_id=course.sku, occurred_at=earlier)
     BehaviorEventFactory(user=user, partner=cinema, kind="film_watch", item_id="unknown", occurred_at=earlier)
     fields = ["watching_count_history", "purchasing_count_finance", "watching_count_drama"]
@@ -47,8 +48,11 @@ def test_per_category_counts_follow_the_catalog_the_campaigns_side_passes_in():
     frame = user_frame(fields, as_of=timezone.now(), item_categories=item_category_sources())
 
     # then
-    assert frame.loc[user.pk].to_dict() == {"watching_count_history": 2.0, "purchasing_count_finance": 1.0,
-                                            "watching_count_drama": 0.0}
+    assert frame.loc[user.pk].to_dict() == {
+        "watching_count_history": 2.0,
+        "purchasing_count_finance": 1.0,
+        "watching_count_drama": 0.0,
+    }
 
 
 def test_per_category_counts_without_a_catalog_are_refused():

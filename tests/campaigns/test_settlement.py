@@ -16,10 +16,14 @@ from hypothesis import strategies as st
 
 from analytics.models import BehaviorEvent
 from campaigns.models import Deal, DealGrant, Direction, SettlementLine, SettlementStatement
-from campaigns.services.partners import partner_api_key_create
 from campaigns.selectors.settlement import (
-    period_bounds, period_last_closed, period_parse, settlement_compute, settlement_get,
+    period_bounds,
+    period_last_closed,
+    period_parse,
+    settlement_compute,
+    settlement_get,
 )
+from campaigns.services.partners import partner_api_key_create
 from campaigns.services.settlement import settlement_correct, settlement_issue
 from crossmkt_site.errors import ApplicationError
 from tests.api.conftest import client_with_key
@@ -40,21 +44,32 @@ def at(day: int, hour: int = 12, minute: int = 0, month: int = 11, zone: ZoneInf
 def grant(deal: Deal, when: datetime, *, status: str = DealGrant.Status.CONFIRMED, user=None) -> DealGrant:
     """Record a grant of the deal triggered at ``when``, in the given saga state."""
     return DealGrant.objects.create(
-        deal=deal, user=user or EndUserFactory(), triggered_at=when, status=status, amount=deal.settlement_price,
-        reserved_at=when, confirmed_at=when if status == DealGrant.Status.CONFIRMED else None,
+        deal=deal,
+        user=user or EndUserFactory(),
+        triggered_at=when,
+        status=status,
+        amount=deal.settlement_price,
+        reserved_at=when,
+        confirmed_at=when if status == DealGrant.Status.CONFIRMED else None,
         compensated_at=when if status == DealGrant.Status.COMPENSATED else None,
     )
 
 
 def spend(partner, user, amount: str, when: datetime) -> BehaviorEvent:
-    return BehaviorEventFactory(partner=partner, user=user, kind=BehaviorEvent.Kind.MEMBERSHIP_START,
-                                amount=Decimal(amount), occurred_at=when)
+    return BehaviorEventFactory(
+        partner=partner, user=user, kind=BehaviorEvent.Kind.MEMBERSHIP_START, amount=Decimal(amount), occurred_at=when
+    )
 
 
 @pytest.fixture
 def deal() -> Deal:
-    return DealFactory(slug="course-buy-video-month", settlement_price=Decimal("8.00"), revenue_share=Decimal("0.1500"),
-                       starts_at=at(1, 0, month=10), ends_at=at(1, 0, month=12) + timedelta(days=90))
+    return DealFactory(
+        slug="course-buy-video-month",
+        settlement_price=Decimal("8.00"),
+        revenue_share=Decimal("0.1500"),
+        starts_at=at(1, 0, month=10),
+        ends_at=at(1, 0, month=12) + timedelta(days=90),
+    )
 
 
 def test_grants_times_price_and_revenue_share_net_to_the_fen(deal):
@@ -89,7 +104,10 @@ def test_grants_times_price_and_revenue_share_net_to_the_fen(deal):
     grants_line, share_line = sheet.lines
     assert (grants_line.quantity, grants_line.unit_amount, grants_line.amount) == (3, Decimal("8.00"), Decimal("24.00"))
     assert (share_line.quantity, share_line.unit_amount, share_line.amount) == (
-        Decimal("333.37"), Decimal("0.1500"), Decimal("50.01"))
+        Decimal("333.37"),
+        Decimal("0.1500"),
+        Decimal("50.01"),
+    )
 
 
 def test_an_event_at_2359_shanghai_on_the_last_day_falls_in_that_month(deal):
@@ -122,8 +140,9 @@ def test_the_month_is_counted_in_the_deals_own_time_zone(deal):
     assert november.timezone == "UTC"
 
 
-money = st.decimals(min_value=Decimal("0.00"), max_value=Decimal("99999.99"), places=2, allow_nan=False,
-                    allow_infinity=False)
+money = st.decimals(
+    min_value=Decimal("0.00"), max_value=Decimal("99999.99"), places=2, allow_nan=False, allow_infinity=False
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -204,10 +223,18 @@ def test_late_data_is_booked_as_correction_lines_pointing_at_what_they_correct(d
 
     grant_fix, share_fix = booked
     assert (grant_fix.kind, grant_fix.corrects_id, grant_fix.quantity, grant_fix.amount) == (
-        "correction", grants_line.pk, Decimal("1"), Decimal("8.00"))
+        "correction",
+        grants_line.pk,
+        Decimal("1"),
+        Decimal("8.00"),
+    )
     assert grant_fix.direction == Direction.SOURCE_TO_TARGET and "late partner data" in grant_fix.description
     # 133.33 × 0.15 = 19.9995 → 20.00, of which 15.00 was issued: the correction brings it to the fresh figure
-    assert (share_fix.corrects_id, share_fix.quantity, share_fix.amount) == (share_line.pk, Decimal("33.33"), Decimal("5.00"))
+    assert (share_fix.corrects_id, share_fix.quantity, share_fix.amount) == (
+        share_line.pk,
+        Decimal("33.33"),
+        Decimal("5.00"),
+    )
     assert share_fix.direction == Direction.TARGET_TO_SOURCE
     statement = SettlementStatement.objects.get()
     assert statement.net_amount == Decimal("7.00") and statement.net_direction == Direction.TARGET_TO_SOURCE
@@ -245,7 +272,9 @@ def test_a_month_is_issued_only_once_it_is_over_and_not_before_the_deal(deal):
     assert not SettlementStatement.objects.exists()
 
 
-@pytest.mark.parametrize("value", ["2026-13", "2026-00", "2026-1", "26-11", "", "1999-12", "2026-11 ", "2026/11", "２０２６-11"])
+@pytest.mark.parametrize(
+    "value", ["2026-13", "2026-00", "2026-1", "26-11", "", "1999-12", "2026-11 ", "2026/11", "２０２６-11"]
+)
 def test_a_bad_period_is_refused_naming_the_field(value):
     with pytest.raises(ApplicationError) as error:
         period_parse(value)
@@ -274,9 +303,17 @@ def test_the_database_itself_refuses_to_change_an_issued_statement(deal):
 def test_the_database_checks_that_the_balance_is_the_difference(deal):
     with pytest.raises(DatabaseError), transaction.atomic():
         SettlementStatement.objects.create(
-            deal=deal, period=NOVEMBER, timezone="Asia/Shanghai", period_start=at(1, 0), period_end=at(1, 0, month=12),
-            source_partner=deal.source_partner, target_partner=deal.target_partner, grants_amount=Decimal("10.00"),
-            revenue_share_amount=Decimal("3.00"), net_amount=Decimal("7.01"), net_direction=Direction.SOURCE_TO_TARGET,
+            deal=deal,
+            period=NOVEMBER,
+            timezone="Asia/Shanghai",
+            period_start=at(1, 0),
+            period_end=at(1, 0, month=12),
+            source_partner=deal.source_partner,
+            target_partner=deal.target_partner,
+            grants_amount=Decimal("10.00"),
+            revenue_share_amount=Decimal("3.00"),
+            net_amount=Decimal("7.01"),
+            net_direction=Direction.SOURCE_TO_TARGET,
         )
 
 
@@ -305,21 +342,29 @@ def test_command_prints_a_draft_then_issues_and_exports_csv(november_with_data, 
     issued = json.loads(run_command("course-buy-video-month", "--period", "2026-11", "--issue", "--format", "json"))
     assert issued["status"] == "issued" and issued["draft"] is False
     assert issued["totals"]["grants_amount"] == "16.00" and issued["totals"]["revenue_share_amount"] == "15.00"
-    assert issued["balance"] == {"amount": "1.00", "direction": "source_to_target",
-                                 "payer": november_with_data.source_partner.slug,
-                                 "payee": november_with_data.target_partner.slug}
+    assert issued["balance"] == {
+        "amount": "1.00",
+        "direction": "source_to_target",
+        "payer": november_with_data.source_partner.slug,
+        "payee": november_with_data.target_partner.slug,
+    }
 
-    rows = list(csv.DictReader(io.StringIO(run_command("course-buy-video-month", "--period", "2026-11", "--format", "csv"))))
+    rows = list(
+        csv.DictReader(io.StringIO(run_command("course-buy-video-month", "--period", "2026-11", "--format", "csv")))
+    )
     assert [row["kind"] for row in rows] == ["grants", "revenue_share", "balance"]
     assert [row["amount"] for row in rows] == ["16.00", "15.00", "1.00"]
     assert all(row["status"] == "issued" for row in rows)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["no-such-deal", "--period", "2026-11"], "no deal 'no-such-deal'"),
-    (["course-buy-video-month", "--period", "2026-13"], "period must be"),
-    (["course-buy-video-month", "--period", "2026-11", "--correct"], "not issued yet"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["no-such-deal", "--period", "2026-11"], "no deal 'no-such-deal'"),
+        (["course-buy-video-month", "--period", "2026-13"], "period must be"),
+        (["course-buy-video-month", "--period", "2026-11", "--correct"], "not issued yet"),
+    ],
+)
 def test_command_errors_are_one_clear_line(deal, args, message):
     with pytest.raises(CommandError, match=message) as error:
         run_command(*args)
@@ -371,17 +416,22 @@ def test_api_hides_the_deal_from_a_partner_who_is_not_a_side_of_it(deal):
 # --------------------------------------------------------------------------- the admin
 
 
-def test_admin_issues_last_month_and_exports_statements_as_csv(time_machine_after_november, manager_client,
-                                                                november_with_data):
+def test_admin_issues_last_month_and_exports_statements_as_csv(
+    time_machine_after_november, manager_client, november_with_data
+):
     deal = november_with_data
-    response = manager_client.post(reverse("admin:campaigns_deal_changelist"),
-                                   {"action": "issue_last_month_settlement", "_selected_action": [deal.pk]})
+    response = manager_client.post(
+        reverse("admin:campaigns_deal_changelist"),
+        {"action": "issue_last_month_settlement", "_selected_action": [deal.pk]},
+    )
     assert response.status_code == 302
     statement = SettlementStatement.objects.get()
     assert (statement.period, statement.issued_by) == (NOVEMBER, "admin:manager")
 
-    export = manager_client.post(reverse("admin:campaigns_settlementstatement_changelist"),
-                                 {"action": "export_csv", "_selected_action": [statement.pk]})
+    export = manager_client.post(
+        reverse("admin:campaigns_settlementstatement_changelist"),
+        {"action": "export_csv", "_selected_action": [statement.pk]},
+    )
     assert export["Content-Type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(export.content.decode())))
     assert [row["amount"] for row in rows] == ["16.00", "15.00", "1.00"]

@@ -27,7 +27,9 @@ def cinema():
 def tickets(partner, count, *, days=60, prefix="T", kind="movie_ticket"):
     expires_at = timezone.now() + timedelta(days=days)
     return StockItem.objects.bulk_create(
-        StockItem(partner=partner, kind=kind, code=f"{prefix}{n:04d}", face_value=Decimal("45.00"), expires_at=expires_at)
+        StockItem(
+            partner=partner, kind=kind, code=f"{prefix}{n:04d}", face_value=Decimal("45.00"), expires_at=expires_at
+        )
         for n in range(count)
     )
 
@@ -38,8 +40,14 @@ def ticket_campaign(cinema, users, **kwargs):
     for _ in range(users):
         EndUserFactory(home_partner=owner)
     campaign = CampaignFactory(owner=owner, holdout_share=Decimal("0"), budget=Decimal("10000.00"), **kwargs)
-    RuleFactory(campaign=campaign, condition={}, offer_kind=Rule.OfferKind.MOVIE_TICKET, benefit_partner=cinema,
-                amount_off=None, cost=Decimal("10.00"))
+    RuleFactory(
+        campaign=campaign,
+        condition={},
+        offer_kind=Rule.OfferKind.MOVIE_TICKET,
+        benefit_partner=cinema,
+        amount_off=None,
+        cost=Decimal("10.00"),
+    )
     return campaign
 
 
@@ -127,7 +135,9 @@ def test_pool_items_past_their_date_expire_on_schedule_and_are_never_handed_out(
     # then only the good ticket is handed out
     assert result["issued"] == 1
     assert dict(StockItem.objects.values_list("code", "status")) == {
-        "OLD0000": "expired", "OLD0001": "expired", "OK0000": "assigned",
+        "OLD0000": "expired",
+        "OLD0001": "expired",
+        "OK0000": "assigned",
     }
 
 
@@ -145,8 +155,13 @@ def test_a_stock_file_loads_all_or_nothing(cinema, tmp_path):
     assert sorted(StockItem.objects.values_list("code", flat=True)) == ["W-1", "W-2"]
     message = str(refused.value)
     assert "nothing loaded" in message
-    for problem in ("line 3: code: 'W-3' already on line 2", "line 3: value", "line 3: expires_at: already past",
-                    "line 4: code: missing", "line 4: expires_at: not an ISO 8601"):
+    for problem in (
+        "line 3: code: 'W-3' already on line 2",
+        "line 3: value",
+        "line 3: expires_at: already past",
+        "line 4: code: missing",
+        "line 4: expires_at: not an ISO 8601",
+    ):
         assert problem in message
     end_of_day = StockItem.objects.get(code="W-1").expires_at.astimezone(timezone.get_default_timezone())
     assert (end_of_day.date().isoformat(), end_of_day.hour) == ("2099-12-31", 23)
@@ -179,6 +194,11 @@ def test_no_two_offers_share_a_ticket_when_many_issuers_draw_on_one_pool(cinema,
     assert set(assigned.values_list("offer_id", flat=True)) == set(offers.values_list("pk", flat=True))
     assert offers.count() >= 40  # skipped locks may leave a few tickets for a later run, but not most of them
     for campaign in campaigns:
-        assert offers.filter(campaign=campaign).values("user").distinct().count() == offers.filter(campaign=campaign).count()
+        assert (
+            offers.filter(campaign=campaign).values("user").distinct().count()
+            == offers.filter(campaign=campaign).count()
+        )
     assert len(users) == 40
-    report_line(f"stock pool of 50 tickets shared by 3 campaigns and 6 issuers: {offers.count()} offers, no ticket twice")
+    report_line(
+        f"stock pool of 50 tickets shared by 3 campaigns and 6 issuers: {offers.count()} offers, no ticket twice"
+    )

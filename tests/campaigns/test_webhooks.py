@@ -16,7 +16,12 @@ from campaigns.services.campaign_run import campaign_run
 from campaigns.services.offers import offer_revoke
 from campaigns.services.redemption import offer_redeem, offer_redemption_rollback
 from campaigns.services.webhook_outbox import (
-    webhook_attempt, webhook_backoff, webhook_deliveries_create, webhook_redeliver, webhook_sign, webhook_verify,
+    webhook_attempt,
+    webhook_backoff,
+    webhook_deliveries_create,
+    webhook_redeliver,
+    webhook_sign,
+    webhook_verify,
     webhooks_requeue_due,
 )
 from tests.campaigns.partner_endpoint import Reply
@@ -29,7 +34,9 @@ def listening_partner(url: str, kind: str = Partner.Kind.CINEMA, **kwargs) -> Pa
     return PartnerFactory(webhook_url=url, kind=kind, **kwargs)
 
 
-def test_an_endpoint_failing_twice_then_succeeding_gets_the_event_once_by_id(endpoint, django_capture_on_commit_callbacks):
+def test_an_endpoint_failing_twice_then_succeeding_gets_the_event_once_by_id(
+    endpoint, django_capture_on_commit_callbacks
+):
     # given a cinema whose endpoint fails twice, then works, and an open offer it honours
     server = endpoint(Reply(500), Reply(503))
     cinema = listening_partner(server.url)
@@ -79,7 +86,7 @@ def test_the_signature_is_hmac_sha256_over_timestamp_dot_body():
     import hashlib
     import hmac
 
-    body = "{\"名\":1}".encode()
+    body = '{"名":1}'.encode()
     expected = hmac.new(b"k", b"1700000000." + body, hashlib.sha256).hexdigest()
     assert webhook_sign("k", body, 1700000000) == f"t=1700000000,v1={expected}"
 
@@ -140,7 +147,7 @@ def test_back_off_grows_exponentially_with_jitter_and_a_cap():
 def test_retry_after_is_honoured_and_the_next_attempt_scheduled(endpoint):
     server = endpoint(Reply(429, headers={"Retry-After": "7"}))
     cinema = listening_partner(server.url)
-    delivery, = webhook_deliveries_create(events=[(cinema, "offer.revoked", {"code": "X"})])
+    (delivery,) = webhook_deliveries_create(events=[(cinema, "offer.revoked", {"code": "X"})])
 
     result = webhook_attempt(delivery_id=delivery.pk, attempt=1)
 
@@ -153,7 +160,7 @@ def test_retry_after_is_honoured_and_the_next_attempt_scheduled(endpoint):
 def test_a_duplicate_message_for_the_same_attempt_sends_nothing(endpoint):
     server = endpoint()
     cinema = listening_partner(server.url)
-    delivery, = webhook_deliveries_create(events=[(cinema, "offer.revoked", {"code": "X"})])
+    (delivery,) = webhook_deliveries_create(events=[(cinema, "offer.revoked", {"code": "X"})])
 
     first = webhook_attempt(delivery_id=delivery.pk, attempt=1)
     again = webhook_attempt(delivery_id=delivery.pk, attempt=1)
@@ -195,7 +202,9 @@ def test_redemption_and_its_rollback_are_told_to_the_partners(endpoint, django_c
     assert events[1]["data"]["reverses"] == events[0]["data"]["ledger_entry"]
 
 
-def test_issuance_sends_one_event_per_chunk_and_partner_listing_its_offers(endpoint, django_capture_on_commit_callbacks):
+def test_issuance_sends_one_event_per_chunk_and_partner_listing_its_offers(
+    endpoint, django_capture_on_commit_callbacks
+):
     # given an owner and a video platform that both listen, and users who do or do not share data with partners
     owner_server, video_server = endpoint(), endpoint()
     owner = listening_partner(owner_server.url, kind=Partner.Kind.KNOWLEDGE)
@@ -203,8 +212,15 @@ def test_issuance_sends_one_event_per_chunk_and_partner_listing_its_offers(endpo
     sharing = [EndUserFactory(home_partner=owner, data_sharing_consent=True) for _ in range(3)]
     private = [EndUserFactory(home_partner=owner, data_sharing_consent=False) for _ in range(2)]
     campaign = CampaignFactory(owner=owner, holdout_share=Decimal("0"), budget=Decimal("100.00"))
-    RuleFactory(campaign=campaign, condition={}, offer_kind=Rule.OfferKind.FREE_VIEWING, benefit_partner=video,
-                amount_off=None, days=7, cost=Decimal("5.00"))
+    RuleFactory(
+        campaign=campaign,
+        condition={},
+        offer_kind=Rule.OfferKind.FREE_VIEWING,
+        benefit_partner=video,
+        amount_off=None,
+        days=7,
+        cost=Decimal("5.00"),
+    )
     expiry = timezone.now() + timedelta(days=60)
     StockItem.objects.bulk_create(
         StockItem(partner=video, kind="free_viewing", code=f"TRIAL-{n}", expires_at=expiry) for n in range(10)
@@ -237,10 +253,15 @@ def test_the_sweep_sends_deliveries_whose_message_was_lost_and_gives_up_exhauste
     server = endpoint()
     cinema = listening_partner(server.url)
     long_ago = timezone.now() - timedelta(minutes=10)
-    lost = WebhookDelivery.objects.create(partner=cinema, event_type="offer.revoked", payload={}, next_attempt_at=long_ago)
-    stuck = WebhookDelivery.objects.create(partner=cinema, event_type="offer.revoked", payload={}, next_attempt_at=long_ago,
-                                           attempts=3, attempt_limit=3)
-    fresh = WebhookDelivery.objects.create(partner=cinema, event_type="offer.revoked", payload={}, next_attempt_at=timezone.now())
+    lost = WebhookDelivery.objects.create(
+        partner=cinema, event_type="offer.revoked", payload={}, next_attempt_at=long_ago
+    )
+    stuck = WebhookDelivery.objects.create(
+        partner=cinema, event_type="offer.revoked", payload={}, next_attempt_at=long_ago, attempts=3, attempt_limit=3
+    )
+    fresh = WebhookDelivery.objects.create(
+        partner=cinema, event_type="offer.revoked", payload={}, next_attempt_at=timezone.now()
+    )
 
     # when the sweep runs
     swept = webhooks_requeue_due()
@@ -289,7 +310,9 @@ def test_the_admin_shows_deliveries_with_their_attempts(endpoint, admin_client, 
 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
-def test_a_real_worker_delivers_and_retries_after_the_partners_retry_after(celery_worker_process, endpoint, report_line):
+def test_a_real_worker_delivers_and_retries_after_the_partners_retry_after(
+    celery_worker_process, endpoint, report_line
+):
     # given a cinema that asks to be retried in a second, then accepts
     server = endpoint(Reply(429, headers={"Retry-After": "1"}))
     cinema = listening_partner(server.url)
@@ -306,6 +329,8 @@ def test_a_real_worker_delivers_and_retries_after_the_partners_retry_after(celer
     # then the worker sent it twice under one id, signed, and recorded both attempts
     assert delivery.status == "delivered"
     assert server.event_ids() == [str(delivery.event_id)] * 2
-    assert all(webhook_verify(cinema.webhook_secret, r.headers["X-Crossmkt-Signature"], r.body) for r in server.received)
+    assert all(
+        webhook_verify(cinema.webhook_secret, r.headers["X-Crossmkt-Signature"], r.body) for r in server.received
+    )
     assert list(delivery.attempt_log.order_by("number").values_list("status_code", flat=True)) == [429, 200]
     report_line(f"webhook {delivery.event_id} delivered by a worker after a 429 (test pid {os.getpid()})")

@@ -26,7 +26,10 @@ def expected_offers(campaign):
     expected = set()
     for id_range in campaign_chunks(chunk_users=CHUNK):
         plan = plan_chunk(campaign, plans, load_chunk(plans, id_range, timezone.now()))
-        expected |= {(int(u), plans[int(r)].rule.pk, int(s)) for u, r, s in zip(plan.pick_users, plan.pick_rules, plan.pick_sequence)}
+        expected |= {
+            (int(u), plans[int(r)].rule.pk, int(s))
+            for u, r, s in zip(plan.pick_users, plan.pick_rules, plan.pick_sequence)
+        }
     return expected
 
 
@@ -34,13 +37,26 @@ def test_killed_worker_then_rerun_gives_the_offers_of_an_uninterrupted_run(celer
     # given 6,000 reachable users and a campaign whose rules pick about two thirds of them
     partner = PartnerFactory()
     EndUser.objects.bulk_create(
-        EndUser(external_id=f"k{i:06d}", home_partner=partner, age=18 + i % 50, marketing_consent=True) for i in range(6000)
+        EndUser(external_id=f"k{i:06d}", home_partner=partner, age=18 + i % 50, marketing_consent=True)
+        for i in range(6000)
     )
     campaign = CampaignFactory(owner=partner, budget=None, holdout_share=Decimal("0.200"))
-    RuleFactory(campaign=campaign, name="older", priority=200, condition={"field": "age", "op": ">=", "value": 40},
-                amount_off=Decimal("20.00"), cost=Decimal("20.00"))
-    RuleFactory(campaign=campaign, name="younger", priority=100, condition={"field": "age", "op": "<", "value": 30},
-                amount_off=Decimal("10.00"), cost=Decimal("10.00"))
+    RuleFactory(
+        campaign=campaign,
+        name="older",
+        priority=200,
+        condition={"field": "age", "op": ">=", "value": 40},
+        amount_off=Decimal("20.00"),
+        cost=Decimal("20.00"),
+    )
+    RuleFactory(
+        campaign=campaign,
+        name="younger",
+        priority=100,
+        condition={"field": "age", "op": "<", "value": 30},
+        amount_off=Decimal("10.00"),
+        cost=Decimal("10.00"),
+    )
     expected = expected_offers(campaign)
 
     # when the run is sent to the workers and their pool processes are killed once offers start to appear
@@ -63,4 +79,6 @@ def test_killed_worker_then_rerun_gives_the_offers_of_an_uninterrupted_run(celer
     campaign.refresh_from_db()
     costs = np.array([20 if rule == campaign.rules.get(name="older").pk else 10 for _, rule, _ in actual])
     assert campaign.spent == Decimal(int(costs.sum())) and campaign.issued_count == len(expected)
-    report_line(f"killed worker pool pids {killed} after {issued_when_killed} of {len(expected)} offers; rerun completed exactly")
+    report_line(
+        f"killed worker pool pids {killed} after {issued_when_killed} of {len(expected)} offers; rerun completed exactly"
+    )

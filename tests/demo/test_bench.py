@@ -28,16 +28,29 @@ STAGES = {
 
 
 def _rows(table: str) -> dict[str, list[str]]:
-    return {line.split("|")[1].strip(): [cell.strip() for cell in line.strip().strip("|").split("|")]
-            for line in table.splitlines() if line.startswith("| ") and not line.startswith("| stage")}
+    return {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in table.splitlines()
+        if line.startswith("| ") and not line.startswith("| stage")
+    }
 
 
 def test_bench_runs_every_stage_on_a_small_world_and_writes_the_table(tmp_path):
     output = tmp_path / "BENCHMARKS.md"
     output.write_text("# Benchmarks\n\nold table\n\n## Why some stages miss\n\nkept by hand.\n")
 
-    call_command("bench", "--users", "2000", "--load-seconds", "1", "--output", output, "--no-progress",
-                 stdout=io.StringIO(), stderr=io.StringIO())
+    call_command(
+        "bench",
+        "--users",
+        "2000",
+        "--load-seconds",
+        "1",
+        "--output",
+        output,
+        "--no-progress",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+    )
 
     text = output.read_text()
     rows = _rows(text)
@@ -46,8 +59,12 @@ def test_bench_runs_every_stage_on_a_small_world_and_writes_the_table(tmp_path):
         assert rows[stage][2].endswith(unit)
         assert float(rows[stage][9].replace(",", "")) > 0  # peak memory, MB
     assert rows["demo world load (seed_demo, 2 processes)"][1] == "2,000"
-    for stage in ("feature build from events", "batch scoring: propensity + churn + CLV, DB → DB",
-                  "campaign evaluation + offer issuance", "bulk event ingest through the API (10k events per request)"):
+    for stage in (
+        "feature build from events",
+        "batch scoring: propensity + churn + CLV, DB → DB",
+        "campaign evaluation + offer issuance",
+        "bulk event ingest through the API (10k events per request)",
+    ):
         assert float(rows[stage][5]) > 0 and rows[stage][8] in ("yes", "**no**")  # a ratio to the limit, judged
     assert rows["re-running the same campaign"][1] == "0"  # the re-run issued nothing
     assert "cores" in text and "PostgreSQL" in text and "2,000 users" in text
@@ -55,8 +72,9 @@ def test_bench_runs_every_stage_on_a_small_world_and_writes_the_table(tmp_path):
     # It measured on real data and cleaned up after the parts that are not the product's.
     assert DemoWorld.objects.filter(n_users=2000).exists()
     bench_campaign = Campaign.objects.get(slug__startswith="bench-campaign-")
-    assert Offer.objects.filter(campaign=bench_campaign).count() == int(rows["campaign evaluation + offer issuance"][1]
-                                                                         .replace(",", ""))
+    assert Offer.objects.filter(campaign=bench_campaign).count() == int(
+        rows["campaign evaluation + offer issuance"][1].replace(",", "")
+    )
     assert not BehaviorEvent.objects.filter(partner__slug="bench-ingest").exists()
 
 
@@ -64,4 +82,6 @@ def test_bench_refuses_a_database_holding_other_users(tmp_path):
     EndUserFactory.create_batch(3)
 
     with pytest.raises(CommandError, match="point DATABASE_URL at an empty database"):
-        call_command("bench", "--users", "2000", "--output", tmp_path / "B.md", stdout=io.StringIO(), stderr=io.StringIO())
+        call_command(
+            "bench", "--users", "2000", "--output", tmp_path / "B.md", stdout=io.StringIO(), stderr=io.StringIO()
+        )

@@ -20,7 +20,12 @@ def test_demo_runs_end_to_end_prints_a_login_that_works_and_is_idempotent(client
     text = out.getvalue()
     # the world, the models, the scores, the campaigns and their reports are all there
     assert DemoWorld.objects.count() == 1 and Partner.objects.count() == 5
-    assert set(ModelRun.objects.filter(is_active=True).values_list("model", flat=True)) >= {"propensity", "churn", "clv", "segments"}
+    assert set(ModelRun.objects.filter(is_active=True).values_list("model", flat=True)) >= {
+        "propensity",
+        "churn",
+        "clv",
+        "segments",
+    }
     assert UserScore.objects.filter(model="propensity").count() > 0
     assert CampaignAssignment.objects.filter(arm="holdout").exists()
     assert "Campaign report:" in text and "Uplift of treatment over holdout" in text

@@ -46,8 +46,10 @@ CONDITION_VARIABLES = {"watching_count", "purchasing_count", "propensity"} | {
 
 def _world(n_users: int, seed: int = SEED, chunk_size: int = 2_500) -> tuple[pd.DataFrame, pd.DataFrame]:
     chunks = list(iter_world(n_users=n_users, seed=seed, chunk_size=chunk_size))
-    return (pd.concat([chunk.users for chunk in chunks], ignore_index=True),
-            pd.concat([chunk.events for chunk in chunks], ignore_index=True))
+    return (
+        pd.concat([chunk.users for chunk in chunks], ignore_index=True),
+        pd.concat([chunk.events for chunk in chunks], ignore_index=True),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +58,7 @@ def small_world() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 # --- determinism and chunking -------------------------------------------------------------
+
 
 def test_the_same_seed_gives_the_same_world(small_world):
     # given / when
@@ -84,8 +87,8 @@ def test_the_chunk_size_does_not_change_the_world(small_world, chunk_size):
 def test_a_larger_world_begins_with_the_smaller_one(small_world):
     users, events = _world(SMALL_USERS // 2 + 7)
 
-    pd.testing.assert_frame_equal(users, small_world[0].iloc[:len(users)])
-    pd.testing.assert_frame_equal(events, small_world[1].iloc[:len(events)])
+    pd.testing.assert_frame_equal(users, small_world[0].iloc[: len(users)])
+    pd.testing.assert_frame_equal(events, small_world[1].iloc[: len(events)])
 
 
 def test_each_chunk_holds_its_users_and_exactly_their_events():
@@ -99,6 +102,7 @@ def test_each_chunk_holds_its_users_and_exactly_their_events():
 
 
 # --- the catalog ------------------------------------------------------------------------
+
 
 def _is_money(value: str) -> bool:
     return bool(AMOUNT_PATTERN.match(value))
@@ -155,7 +159,9 @@ def test_the_article_rules_are_there_as_written():
 
     assert rules[0].condition == "purchasing_count > 5 and watching_count > 10"
     assert [(offer.kind, offer.amount, offer.days) for offer in rules[0].offers] == [
-        ("coupon", "20.00", None), ("free_viewing", None, 7)]
+        ("coupon", "20.00", None),
+        ("free_viewing", None, 7),
+    ]
     assert [(offer.kind, offer.amount) for offer in rules[1].offers] == [("coupon", "10.00"), ("movie_ticket", None)]
 
 
@@ -171,6 +177,7 @@ def test_a_campaign_window_is_written_in_shanghai_time():
 
 
 # --- the users and events tables ---------------------------------------------------------
+
 
 def test_events_have_the_import_events_format(small_world):
     _, events = small_world
@@ -284,7 +291,7 @@ def test_the_behavior_table_counts_as_the_truth_defines(small_world):
     table = behavior_table(users, events)
     expected = _propensity_rows(users, events)
 
-    assert tuple(table.columns[:len(BEHAVIOR_COLUMNS)]) == BEHAVIOR_COLUMNS
+    assert tuple(table.columns[: len(BEHAVIOR_COLUMNS)]) == BEHAVIOR_COLUMNS
     pd.testing.assert_frame_equal(
         table[["user_id", "watching_count", "purchasing_count", "purchased_course"]],
         expected[["user_id", "watching_count", "purchasing_count", "purchased_course"]],
@@ -303,22 +310,25 @@ def test_the_exporter_writes_the_two_import_formats(tmp_path: Path, small_world)
     assert tuple(written_events.columns) == EVENT_COLUMNS
     assert written_events["amount"].tolist() == events["amount"].tolist()
     assert (pd.to_datetime(written_events["occurred_at"]) == events["occurred_at"]).all()
-    assert tuple(written_behavior.columns[:len(BEHAVIOR_COLUMNS)]) == BEHAVIOR_COLUMNS
+    assert tuple(written_behavior.columns[: len(BEHAVIOR_COLUMNS)]) == BEHAVIOR_COLUMNS
     assert written_behavior["purchased_course"].tolist() == _propensity_rows(users, events)["purchased_course"].tolist()
     assert json.loads((tmp_path / "truth.json").read_text(encoding="utf-8"))["seed"] == SEED
 
 
 # --- features computed from the events, as the truth defines them ------------------------
 
+
 def _propensity_rows(users: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     definitions = TRUTH["propensity"]
     observation_end = pd.Timestamp(definitions["observation_end"])
     label_window_end = pd.Timestamp(definitions["label_window_end"])
     before = events[events["occurred_at"] < observation_end]
-    label_purchases = events[(events["kind"] == "course_purchase")
-                             & (events["item_id"] == definitions["target_course"])
-                             & (events["occurred_at"] >= observation_end)
-                             & (events["occurred_at"] < label_window_end)]
+    label_purchases = events[
+        (events["kind"] == "course_purchase")
+        & (events["item_id"] == definitions["target_course"])
+        & (events["occurred_at"] >= observation_end)
+        & (events["occurred_at"] < label_window_end)
+    ]
     rows = users[["user_id", "age", "education", "occupation"]].reset_index(drop=True)
     for feature, kind in (("watching_count", "film_watch"), ("purchasing_count", "course_purchase")):
         counts = before.loc[before["kind"] == kind, "user_id"].value_counts()
@@ -332,39 +342,53 @@ def _membership_spells(users: pd.DataFrame, events: pd.DataFrame) -> pd.DataFram
     list_price = {plan.plan_id: float(plan.list_price) for plan in CATALOG.membership_plans}
     starts = events.loc[events["kind"] == "membership_start", ["user_id", "item_id", "amount", "occurred_at"]]
     cancels = events.loc[events["kind"] == "membership_cancel", ["user_id", "item_id", "occurred_at"]]
-    spells = starts.merge(cancels.rename(columns={"occurred_at": "cancelled_at"}), on=["user_id", "item_id"],
-                          how="left")
+    spells = starts.merge(
+        cancels.rename(columns={"occurred_at": "cancelled_at"}), on=["user_id", "item_id"], how="left"
+    )
     ended_at = spells["cancelled_at"].fillna(pd.Timestamp(TRUTH["world"]["end"]))
     joins = events.loc[events["kind"] == "activity_join", ["user_id", "occurred_at"]].merge(
-        spells[["user_id", "occurred_at"]], on="user_id", suffixes=("_join", "_start"))
-    recent = joins[(joins["occurred_at_join"] >= joins["occurred_at_start"] - lookback)
-                   & (joins["occurred_at_join"] < joins["occurred_at_start"])]
+        spells[["user_id", "occurred_at"]], on="user_id", suffixes=("_join", "_start")
+    )
+    recent = joins[
+        (joins["occurred_at_join"] >= joins["occurred_at_start"] - lookback)
+        & (joins["occurred_at_join"] < joins["occurred_at_start"])
+    ]
     channel = users.set_index("user_id")["acquisition_channel"]
-    return pd.DataFrame({
-        "duration_days": (ended_at - spells["occurred_at"]).dt.total_seconds() / 86_400,
-        "cancelled": spells["cancelled_at"].notna().astype(int),
-        "discount_depth": 1 - spells["amount"].astype(float) / spells["item_id"].map(list_price),
-        "joined_activity_14d": spells["user_id"].isin(recent["user_id"]).astype(int),
-        "acquisition_channel": spells["user_id"].map(channel).to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "duration_days": (ended_at - spells["occurred_at"]).dt.total_seconds() / 86_400,
+            "cancelled": spells["cancelled_at"].notna().astype(int),
+            "discount_depth": 1 - spells["amount"].astype(float) / spells["item_id"].map(list_price),
+            "joined_activity_14d": spells["user_id"].isin(recent["user_id"]).astype(int),
+            "acquisition_channel": spells["user_id"].map(channel).to_numpy(),
+        }
+    )
 
 
 def _purchase_summaries(events: pd.DataFrame) -> pd.DataFrame:
     calibration_end = pd.Timestamp(TRUTH["purchase_process"]["fitting_convention"]["calibration_end"])
-    purchases = events[(events["kind"] == "course_purchase")
-                       & (events["item_id"] != TRUTH["propensity"]["target_course"])
-                       & (events["occurred_at"] < calibration_end)]
-    daily = (purchases.assign(day=purchases["occurred_at"].dt.floor("D"), amount=purchases["amount"].astype(float))
-             .groupby(["user_id", "day"], as_index=False)["amount"].sum().sort_values(["user_id", "day"]))
+    purchases = events[
+        (events["kind"] == "course_purchase")
+        & (events["item_id"] != TRUTH["propensity"]["target_course"])
+        & (events["occurred_at"] < calibration_end)
+    ]
+    daily = (
+        purchases.assign(day=purchases["occurred_at"].dt.floor("D"), amount=purchases["amount"].astype(float))
+        .groupby(["user_id", "day"], as_index=False)["amount"]
+        .sum()
+        .sort_values(["user_id", "day"])
+    )
     daily["repeat"] = daily.duplicated("user_id")
     per_user = daily.groupby("user_id").agg(first=("day", "min"), last=("day", "max"), days=("day", "size"))
     repeat_spend = daily[daily["repeat"]].groupby("user_id")["amount"].mean()
-    return pd.DataFrame({
-        "frequency": per_user["days"] - 1,
-        "recency_weeks": (per_user["last"] - per_user["first"]).dt.days / 7,
-        "T_weeks": (calibration_end.floor("D") - per_user["first"]).dt.days / 7,
-        "monetary_value": repeat_spend.reindex(per_user.index),
-    })
+    return pd.DataFrame(
+        {
+            "frequency": per_user["days"] - 1,
+            "recency_weeks": (per_user["last"] - per_user["first"]).dt.days / 7,
+            "T_weeks": (calibration_end.floor("D") - per_user["first"]).dt.days / 7,
+            "monetary_value": repeat_spend.reindex(per_user.index),
+        }
+    )
 
 
 def _category_hits(events: pd.DataFrame) -> pd.DataFrame:
@@ -372,20 +396,34 @@ def _category_hits(events: pd.DataFrame) -> pd.DataFrame:
     film_category = pd.Series({film.external_id: film.category for film in CATALOG.films})
     course_category = pd.Series({course.sku: course.category for course in CATALOG.courses})
     watches = events[events["kind"] == "film_watch"]
-    top_watched = (watches.assign(category=watches["item_id"].map(film_category))
-                   .groupby(["user_id", "category"]).size().reset_index(name="watches")
-                   .sort_values(["user_id", "watches"], ascending=[True, False])
-                   .drop_duplicates("user_id").set_index("user_id")["category"])
+    top_watched = (
+        watches.assign(category=watches["item_id"].map(film_category))
+        .groupby(["user_id", "category"])
+        .size()
+        .reset_index(name="watches")
+        .sort_values(["user_id", "watches"], ascending=[True, False])
+        .drop_duplicates("user_id")
+        .set_index("user_id")["category"]
+    )
     purchases = events[(events["kind"] == "course_purchase") & events["user_id"].isin(top_watched.index)]
-    return pd.DataFrame({"course_category": purchases["item_id"].map(course_category).to_numpy(),
-                         "top_watched_category": purchases["user_id"].map(top_watched).to_numpy()})
+    return pd.DataFrame(
+        {
+            "course_category": purchases["item_id"].map(course_category).to_numpy(),
+            "top_watched_category": purchases["user_id"].map(top_watched).to_numpy(),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def recovery_tables() -> dict[str, pd.DataFrame]:
     """Build the model tables of a 200,000-user world, chunk by chunk."""
-    parts: dict[str, list[pd.DataFrame]] = {"propensity": [], "spells": [], "purchases": [], "categories": [],
-                                            "users": []}
+    parts: dict[str, list[pd.DataFrame]] = {
+        "propensity": [],
+        "spells": [],
+        "purchases": [],
+        "categories": [],
+        "users": [],
+    }
     for chunk in iter_world(n_users=RECOVERY_USERS, seed=SEED, chunk_size=50_000):
         parts["propensity"].append(_propensity_rows(chunk.users, chunk.events))
         parts["spells"].append(_membership_spells(chunk.users, chunk.events))
@@ -396,11 +434,14 @@ def recovery_tables() -> dict[str, pd.DataFrame]:
 
 
 def _dummies(frame: pd.DataFrame, column: str, levels: list[str], reference: str) -> pd.DataFrame:
-    return pd.DataFrame({f"{column}_{level}": (frame[column] == level).astype(float)
-                         for level in levels if level != reference}, index=frame.index)
+    return pd.DataFrame(
+        {f"{column}_{level}": (frame[column] == level).astype(float) for level in levels if level != reference},
+        index=frame.index,
+    )
 
 
 # --- the planted truth is recoverable ------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_logistic_regression_recovers_the_propensity_coefficients(recovery_tables):
@@ -409,8 +450,10 @@ def test_logistic_regression_recovers_the_propensity_coefficients(recovery_table
     truth = TRUTH["propensity"]
     features = pd.concat(
         [rows[["watching_count", "purchasing_count", "age"]].astype(float)]
-        + [_dummies(rows, column, truth["levels"][column], truth["reference_levels"][column])
-           for column in ("education", "occupation")],
+        + [
+            _dummies(rows, column, truth["levels"][column], truth["reference_levels"][column])
+            for column in ("education", "occupation")
+        ],
         axis=1,
     )
 
@@ -449,42 +492,66 @@ def test_cox_regression_recovers_the_churn_coefficients(recovery_tables):
     # given
     spells = recovery_tables["spells"]
     truth = TRUTH["churn"]
-    table = pd.concat([
-        spells[["duration_days", "cancelled", "discount_depth", "joined_activity_14d"]],
-        _dummies(spells, "acquisition_channel", truth["levels"]["acquisition_channel"],
-                 truth["reference_levels"]["acquisition_channel"]),
-    ], axis=1)
+    table = pd.concat(
+        [
+            spells[["duration_days", "cancelled", "discount_depth", "joined_activity_14d"]],
+            _dummies(
+                spells,
+                "acquisition_channel",
+                truth["levels"]["acquisition_channel"],
+                truth["reference_levels"]["acquisition_channel"],
+            ),
+        ],
+        axis=1,
+    )
 
     # when
     fitted = CoxPHFitter().fit(table, duration_col="duration_days", event_col="cancelled").summary
 
     # then
-    z_scores = {name: (fitted.loc[name, "coef"] - planted) / fitted.loc[name, "se(coef)"]
-                for name, planted in truth["coefficients"].items()}
+    z_scores = {
+        name: (fitted.loc[name, "coef"] - planted) / fitted.loc[name, "se(coef)"]
+        for name, planted in truth["coefficients"].items()
+    }
     assert max(abs(z) for z in z_scores.values()) < 3, z_scores
 
 
-def _bgnbd_negative_log_likelihood(log_parameters: np.ndarray, frequency: np.ndarray, recency: np.ndarray,
-                                   age: np.ndarray) -> float:
+def _bgnbd_negative_log_likelihood(
+    log_parameters: np.ndarray, frequency: np.ndarray, recency: np.ndarray, age: np.ndarray
+) -> float:
     r, alpha, a, b = np.exp(log_parameters)
     log_a1 = special.gammaln(r + frequency) - special.gammaln(r) + r * np.log(alpha)
-    log_a2 = (special.gammaln(a + b) + special.gammaln(b + frequency) - special.gammaln(b)
-              - special.gammaln(a + b + frequency))
+    log_a2 = (
+        special.gammaln(a + b)
+        + special.gammaln(b + frequency)
+        - special.gammaln(b)
+        - special.gammaln(a + b + frequency)
+    )
     log_alive = -(r + frequency) * np.log(alpha + age)
     repeat = frequency > 0
     log_dropped = np.full(len(frequency), -np.inf)
-    log_dropped[repeat] = (np.log(a) - np.log(b + frequency[repeat] - 1)
-                           - (r + frequency[repeat]) * np.log(alpha + recency[repeat]))
+    log_dropped[repeat] = (
+        np.log(a) - np.log(b + frequency[repeat] - 1) - (r + frequency[repeat]) * np.log(alpha + recency[repeat])
+    )
     return -float(np.sum(log_a1 + log_a2 + np.logaddexp(log_alive, log_dropped)))
 
 
-def _gamma_gamma_negative_log_likelihood(log_parameters: np.ndarray, frequency: np.ndarray,
-                                         mean_spend: np.ndarray) -> float:
+def _gamma_gamma_negative_log_likelihood(
+    log_parameters: np.ndarray, frequency: np.ndarray, mean_spend: np.ndarray
+) -> float:
     p, q, v = np.exp(log_parameters)
     px = p * frequency
-    return -float(np.sum(special.gammaln(px + q) - special.gammaln(px) - special.gammaln(q) + q * np.log(v)
-                         + (px - 1) * np.log(mean_spend) + px * np.log(frequency)
-                         - (px + q) * np.log(frequency * mean_spend + v)))
+    return -float(
+        np.sum(
+            special.gammaln(px + q)
+            - special.gammaln(px)
+            - special.gammaln(q)
+            + q * np.log(v)
+            + (px - 1) * np.log(mean_spend)
+            + px * np.log(frequency)
+            - (px + q) * np.log(frequency * mean_spend + v)
+        )
+    )
 
 
 @pytest.mark.slow
@@ -496,19 +563,26 @@ def test_bgnbd_and_gamma_gamma_fits_recover_the_purchase_process_within_ten_perc
     process = TRUTH["purchase_process"]
 
     # when
-    bgnbd = optimize.minimize(_bgnbd_negative_log_likelihood, np.log([1.0, 1.0, 1.0, 1.0]), method="L-BFGS-B",
-                              args=(frequency, summaries["recency_weeks"].to_numpy(float),
-                                    summaries["T_weeks"].to_numpy(float)))
-    gamma_gamma = optimize.minimize(_gamma_gamma_negative_log_likelihood, np.log([1.0, 1.0, 1.0]),
-                                    method="L-BFGS-B", args=(repeaters["frequency"].to_numpy(float),
-                                                             repeaters["monetary_value"].to_numpy(float)))
+    bgnbd = optimize.minimize(
+        _bgnbd_negative_log_likelihood,
+        np.log([1.0, 1.0, 1.0, 1.0]),
+        method="L-BFGS-B",
+        args=(frequency, summaries["recency_weeks"].to_numpy(float), summaries["T_weeks"].to_numpy(float)),
+    )
+    gamma_gamma = optimize.minimize(
+        _gamma_gamma_negative_log_likelihood,
+        np.log([1.0, 1.0, 1.0]),
+        method="L-BFGS-B",
+        args=(repeaters["frequency"].to_numpy(float), repeaters["monetary_value"].to_numpy(float)),
+    )
 
     # then
     assert bgnbd.success and gamma_gamma.success
     planted = [*process["parameters"].values(), *process["spend"]["parameters"].values()]
     estimated = [*np.exp(bgnbd.x), *np.exp(gamma_gamma.x)]
-    relative_errors = dict(zip(["r", "alpha", "a", "b", "p", "q", "v"],
-                               np.abs(np.array(estimated) / np.array(planted) - 1)))
+    relative_errors = dict(
+        zip(["r", "alpha", "a", "b", "p", "q", "v"], np.abs(np.array(estimated) / np.array(planted) - 1))
+    )
     assert max(relative_errors.values()) < 0.10, relative_errors
 
 
@@ -541,10 +615,10 @@ def test_campaign_uplift_simulated_from_the_truth_matches_the_planted_effect_per
     # then: overall and in every segment, within three standard errors of the planted effect
     scopes = {"all": np.ones(len(rows), bool)} | {name: segments == name for name in P.SEGMENT_NAMES}
     for scope, members in scopes.items():
-        expected = expected_campaign_uplift(TRUTH, "member-day-rewards", segments[members], treated[members],
-                                            holdout[members], offer[members])
-        for outcome, planted in ((converted.astype(float), "conversion_uplift"),
-                                 (revenue, "revenue_uplift_per_user")):
+        expected = expected_campaign_uplift(
+            TRUTH, "member-day-rewards", segments[members], treated[members], holdout[members], offer[members]
+        )
+        for outcome, planted in ((converted.astype(float), "conversion_uplift"), (revenue, "revenue_uplift_per_user")):
             measured, error = _difference_in_means(outcome, treated & members, holdout & members)
             assert abs(measured - expected[planted]) < 3 * error, (scope, planted, measured, expected[planted], error)
 
@@ -589,10 +663,12 @@ def test_a_course_matching_the_films_watched_beats_the_most_popular_category(rec
 
 def test_clustering_behaviour_finds_the_planted_segments(small_world):
     users, events = small_world
-    counts = (events.pivot_table(index="user_id", columns="kind", values="event_id", aggfunc="size", fill_value=0)
-              .reindex(users["user_id"], fill_value=0))
+    counts = events.pivot_table(
+        index="user_id", columns="kind", values="event_id", aggfunc="size", fill_value=0
+    ).reindex(users["user_id"], fill_value=0)
 
     clusters = KMeans(len(P.SEGMENTS), n_init=5, random_state=0).fit_predict(
-        StandardScaler().fit_transform(np.log1p(counts.to_numpy())))
+        StandardScaler().fit_transform(np.log1p(counts.to_numpy()))
+    )
 
     assert adjusted_rand_score(users["latent_segment"], clusters) > 0.3

@@ -27,10 +27,14 @@ def world_events(n_users: int) -> int:
 def events_table_structure() -> tuple[list, list]:
     """The events table's indexes and constraints as PostgreSQL defines them, with whether each is validated."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'analytics_behaviorevent'::regclass")
+        cursor.execute(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indrelid = 'analytics_behaviorevent'::regclass"
+        )
         indexes = sorted(row[0] for row in cursor.fetchall())
-        cursor.execute("SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint "
-                       "WHERE conrelid = 'analytics_behaviorevent'::regclass")
+        cursor.execute(
+            "SELECT conname, pg_get_constraintdef(oid), convalidated FROM pg_constraint "
+            "WHERE conrelid = 'analytics_behaviorevent'::regclass"
+        )
         constraints = sorted(cursor.fetchall())
     return indexes, constraints
 
@@ -88,9 +92,14 @@ def test_a_bulk_load_that_fails_leaves_the_events_table_as_it_was(monkeypatch):
     # given an index that cannot be built again, so the load fails after moving the events
     before = events_table_structure()
     listed = world_load._secondary_structures
-    monkeypatch.setattr(world_load, "_secondary_structures", lambda cursor, table: [
-        *listed(cursor, table), ("impossible", "index", "CREATE INDEX impossible ON no_such_table (no_column)"),
-    ])
+    monkeypatch.setattr(
+        world_load,
+        "_secondary_structures",
+        lambda cursor, table: [
+            *listed(cursor, table),
+            ("impossible", "index", "CREATE INDEX impossible ON no_such_table (no_column)"),
+        ],
+    )
 
     # when the world is loaded
     with pytest.raises(DatabaseError):

@@ -43,16 +43,23 @@ def uplift_trained(demo_world, django_db_blocker):
 
 def _campaign(slug: str, *, mode: str, package_a: str, package_b: str):
     """Create a next member day with the article's two packages, each for the users its condition names."""
-    from campaigns.rule_fields import condition_registry
     from campaigns.models import Campaign, Rule
+    from campaigns.rule_fields import condition_registry
     from campaigns.rules import to_json, validate_text
 
     registry = condition_registry()
     source = Campaign.objects.get(slug=SETTING)
     campaign = Campaign.objects.create(
-        slug=slug, name=slug, owner=source.owner, starts_at=NEXT_MEMBER_DAY - dt.timedelta(hours=1),
-        ends_at=NEXT_MEMBER_DAY + dt.timedelta(days=1), budget=BUDGET, holdout_share=Decimal("0.100"),
-        per_user_limit=2, mode=mode, status=Campaign.Status.RUNNING,
+        slug=slug,
+        name=slug,
+        owner=source.owner,
+        starts_at=NEXT_MEMBER_DAY - dt.timedelta(hours=1),
+        ends_at=NEXT_MEMBER_DAY + dt.timedelta(days=1),
+        budget=BUDGET,
+        holdout_share=Decimal("0.100"),
+        per_user_limit=2,
+        mode=mode,
+        status=Campaign.Status.RUNNING,
     )
     campaign.promoted_courses.set(source.promoted_courses.all())
     a, b = (to_json(validate_text(text, registry)) for text in (package_a, package_b))
@@ -62,8 +69,15 @@ def _campaign(slug: str, *, mode: str, package_a: str, package_b: str):
         ("B 10 CNY coupon", 300, False, b, "coupon", {"amount_off": Decimal("10.00"), "cost": Decimal("10.00")}),
         ("B movie ticket", 299, True, b, "movie_ticket", {"cost": Decimal("25.00")}),
     ):
-        Rule.objects.create(campaign=campaign, name=name, priority=priority, exclusive=exclusive, condition=condition,
-                            offer_kind=kind, **extra)
+        Rule.objects.create(
+            campaign=campaign,
+            name=name,
+            priority=priority,
+            exclusive=exclusive,
+            condition=condition,
+            offer_kind=kind,
+            **extra,
+        )
     return campaign
 
 
@@ -76,8 +90,11 @@ def _true_margin(campaign) -> tuple[Decimal, float]:
     packages: dict[int, list] = {}
     for user, kind, amount in offers:
         packages.setdefault(user, []).append((kind, amount or Decimal(0)))
-    held = set(CampaignAssignment.objects.filter(campaign=campaign, arm=CampaignAssignment.HOLDOUT)
-               .values_list("user_id", flat=True))
+    held = set(
+        CampaignAssignment.objects.filter(campaign=campaign, arm=CampaignAssignment.HOLDOUT).values_list(
+            "user_id", flat=True
+        )
+    )
     assert not held & set(packages), "a held-out user got an offer"
     segment = dict(PlantedUser.objects.filter(user_id__in=list(packages)).values_list("user_id", "segment"))
     margin = 0.0
@@ -96,7 +113,9 @@ def test_optimised_campaign_earns_one_and_a_half_times_the_best_rule_based_margi
     # given uplift learned from the played campaigns, and four next member days with the same offers and budget
     _, run = uplift_trained
     rule_based = {
-        "article's rules (heavy: A, others: B)": _campaign("rules-article", mode="rules", package_a=HEAVY, package_b=ACTIVE),
+        "article's rules (heavy: A, others: B)": _campaign(
+            "rules-article", mode="rules", package_a=HEAVY, package_b=ACTIVE
+        ),
         "everyone active: A": _campaign("rules-all-a", mode="rules", package_a=ACTIVE, package_b=NOBODY),
         "everyone active: B": _campaign("rules-all-b", mode="rules", package_a=NOBODY, package_b=ACTIVE),
     }
@@ -112,22 +131,31 @@ def test_optimised_campaign_earns_one_and_a_half_times_the_best_rule_based_margi
     spent, margin = _true_margin(optimised)
     optimised_per_cny = margin / float(spent)
     best = max(per_cny.values())
-    report_line(f"optimise acceptance ({run.metrics['selected_method']}): optimised {optimised_per_cny:.3f} CNY of planted "
-                f"incremental margin per CNY ({spent} CNY spent); rule-based " +
-                ", ".join(f"{name} {value:.3f}" for name, value in per_cny.items()) +
-                f"; ratio to the best {optimised_per_cny / best:.2f}")
+    report_line(
+        f"optimise acceptance ({run.metrics['selected_method']}): optimised {optimised_per_cny:.3f} CNY of planted "
+        f"incremental margin per CNY ({spent} CNY spent); rule-based "
+        + ", ".join(f"{name} {value:.3f}" for name, value in per_cny.items())
+        + f"; ratio to the best {optimised_per_cny / best:.2f}"
+    )
 
     # then, by the planted truth, the optimised campaign earns at least 1.5x per CNY of the best rule-based one
     assert optimised_per_cny >= 1.5 * best, (optimised_per_cny, per_cny)
     # and it spent the same budget as well as the rules could: within it, and most of it
     assert spent <= BUDGET and spent >= Decimal("0.9") * BUDGET
     # and a holdout of the chosen users was kept, about the configured tenth, each under the package they would have got
-    arms = dict(CampaignAssignment.objects.filter(campaign=optimised).values("arm").annotate(n=Count("pk"))
-                .values_list("arm", "n"))
+    arms = dict(
+        CampaignAssignment.objects.filter(campaign=optimised)
+        .values("arm")
+        .annotate(n=Count("pk"))
+        .values_list("arm", "n")
+    )
     assert 0.06 <= arms[CampaignAssignment.HOLDOUT] / sum(arms.values()) <= 0.14, arms
     assert not CampaignAssignment.objects.filter(campaign=optimised, rule__isnull=True).exists()
     # and every treated user got exactly one package: both offers of A, or both of B
     kinds = {}
     for user, kind in Offer.objects.filter(campaign=optimised).values_list("user_id", "kind"):
         kinds.setdefault(user, set()).add(kind)
-    assert set(map(frozenset, kinds.values())) <= {frozenset({"coupon", "free_viewing"}), frozenset({"coupon", "movie_ticket"})}
+    assert set(map(frozenset, kinds.values())) <= {
+        frozenset({"coupon", "free_viewing"}),
+        frozenset({"coupon", "movie_ticket"}),
+    }

@@ -31,8 +31,9 @@ def test_intervals_cover_the_planted_uplift_about_95_times_in_100():
     covered = 0
     for seed in range(100):
         converted, _ = simulate_campaign_outcomes(truth, CAMPAIGN, segments, treated, key, np.random.default_rng(seed))
-        result = conversion_uplift(int(converted[treated].sum()), int(treated.sum()), int(converted[holdout].sum()),
-                                   int(holdout.sum()))
+        result = conversion_uplift(
+            int(converted[treated].sum()), int(treated.sum()), int(converted[holdout].sum()), int(holdout.sum())
+        )
         covered += result.difference_lower <= expected <= result.difference_upper
 
     # then the 95% intervals cover the truth between 90 and 99 times
@@ -42,8 +43,8 @@ def test_intervals_cover_the_planted_uplift_about_95_times_in_100():
 @pytest.mark.django_db
 def test_each_played_demo_campaign_reports_its_planted_effect_within_three_standard_errors():
     from analytics.services.features import features_build
-    from campaigns.reports.campaign_report import campaign_report
     from campaigns.models import Campaign, CampaignAssignment
+    from campaigns.reports.campaign_report import campaign_report
     from demo.models import DemoWorld, PlantedUser
     from demo.services.play import _effect_keys, demo_campaigns_play
     from demo.services.world_load import demo_world_load
@@ -61,12 +62,22 @@ def test_each_played_demo_campaign_reports_its_planted_effect_within_three_stand
         if not report["uplift"]:
             continue
         conversion = report["uplift"]["comparisons"][0]["conversion"]
-        assignments = pd.DataFrame(CampaignAssignment.objects.filter(campaign=campaign).values("user_id", "arm", "rule_id"))
+        assignments = pd.DataFrame(
+            CampaignAssignment.objects.filter(campaign=campaign).values("user_id", "arm", "rule_id")
+        )
         segments = assignments["user_id"].map(dict(PlantedUser.objects.values_list("user_id", "segment")))
         holdout = (assignments["arm"] == "holdout").to_numpy()
-        expected = expected_campaign_uplift(truth, campaign.slug, segments.to_numpy(), ~holdout, holdout,
-                                            assignments["rule_id"].map(_effect_keys(campaign)).to_numpy())
+        expected = expected_campaign_uplift(
+            truth,
+            campaign.slug,
+            segments.to_numpy(),
+            ~holdout,
+            holdout,
+            assignments["rule_id"].map(_effect_keys(campaign)).to_numpy(),
+        )
         # then the measured uplift lies within three standard errors of what was planted
-        assert abs(conversion["difference"] - expected["conversion_uplift"]) <= 3 * conversion["standard_error"], campaign.slug
+        assert abs(conversion["difference"] - expected["conversion_uplift"]) <= 3 * conversion["standard_error"], (
+            campaign.slug
+        )
         checked += 1
     assert checked >= 3

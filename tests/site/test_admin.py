@@ -9,7 +9,13 @@ from django.utils import timezone
 
 from campaigns.models import Campaign
 from tests.factories import (
-    BehaviorEventFactory, CampaignFactory, CourseFactory, DealFactory, FilmFactory, OfferFactory, RuleFactory,
+    BehaviorEventFactory,
+    CampaignFactory,
+    CourseFactory,
+    DealFactory,
+    FilmFactory,
+    OfferFactory,
+    RuleFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -59,11 +65,26 @@ def test_changes_to_a_campaign_are_kept_in_its_history(manager_client, manager):
     campaign = CampaignFactory(name="Before", starts_at=starts, ends_at=ends)
     # when the manager renames it in the admin
     data = {
-        "slug": campaign.slug, "name": "After", "kind": campaign.kind, "mode": campaign.mode, "status": campaign.status,
-        "owner": campaign.owner_id, "starts_at_0": f"{starts:%Y-%m-%d}", "starts_at_1": f"{starts:%H:%M:%S}",
-        "ends_at_0": f"{ends:%Y-%m-%d}", "ends_at_1": f"{ends:%H:%M:%S}", "timezone": "Asia/Shanghai", "budget": "1000.00",
-        "per_user_limit": 1, "holdout_share": "0.100", "offer_valid_days": 14, "conversion_window_days": 14,
-        "rules-TOTAL_FORMS": 0, "rules-INITIAL_FORMS": 0, "rules-MIN_NUM_FORMS": 0, "rules-MAX_NUM_FORMS": 1000,
+        "slug": campaign.slug,
+        "name": "After",
+        "kind": campaign.kind,
+        "mode": campaign.mode,
+        "status": campaign.status,
+        "owner": campaign.owner_id,
+        "starts_at_0": f"{starts:%Y-%m-%d}",
+        "starts_at_1": f"{starts:%H:%M:%S}",
+        "ends_at_0": f"{ends:%Y-%m-%d}",
+        "ends_at_1": f"{ends:%H:%M:%S}",
+        "timezone": "Asia/Shanghai",
+        "budget": "1000.00",
+        "per_user_limit": 1,
+        "holdout_share": "0.100",
+        "offer_valid_days": 14,
+        "conversion_window_days": 14,
+        "rules-TOTAL_FORMS": 0,
+        "rules-INITIAL_FORMS": 0,
+        "rules-MIN_NUM_FORMS": 0,
+        "rules-MAX_NUM_FORMS": 1000,
     }
     response = manager_client.post(reverse("admin:campaigns_campaign_change", args=[campaign.pk]), data)
     assert response.status_code == 302, response.content.decode()[:2000]
@@ -95,8 +116,17 @@ def test_login_is_locked_after_repeated_failures(client, manager):
 
 def test_a_rule_with_a_bad_condition_is_refused_with_a_pointer(manager_client):
     campaign = CampaignFactory()
-    data = {"campaign": campaign.pk, "name": "heavy", "priority": 100, "exclusive": "on", "offer_kind": "coupon",
-            "amount_off": "20.00", "min_spend": "0", "cost": "20.00", "condition_text": "watchng_count > 10"}
+    data = {
+        "campaign": campaign.pk,
+        "name": "heavy",
+        "priority": 100,
+        "exclusive": "on",
+        "offer_kind": "coupon",
+        "amount_off": "20.00",
+        "min_spend": "0",
+        "cost": "20.00",
+        "condition_text": "watchng_count > 10",
+    }
     response = manager_client.post(reverse("admin:campaigns_rule_add"), data)
     page = response.content.decode()
     assert response.status_code == 200  # the form comes back
@@ -105,8 +135,12 @@ def test_a_rule_with_a_bad_condition_is_refused_with_a_pointer(manager_client):
     response = manager_client.post(reverse("admin:campaigns_rule_add"), data)
     assert response.status_code == 302
     rule = campaign.rules.get()
-    assert rule.condition == {"all": [{"field": "watching_count", "op": ">", "value": 10},
-                                      {"field": "purchasing_count", "op": ">", "value": 5}]}
+    assert rule.condition == {
+        "all": [
+            {"field": "watching_count", "op": ">", "value": 10},
+            {"field": "purchasing_count", "op": ">", "value": 5},
+        ]
+    }
 
 
 def test_preview_action_reports_reach_and_cost_without_issuing(manager_client):
@@ -117,8 +151,11 @@ def test_preview_action_reports_reach_and_cost_without_issuing(manager_client):
     rule = RuleFactory(condition={"field": "watching_count", "op": ">", "value": 10}, cost="20.00")
     for watching in (15, 3):
         ImportedBehavior.objects.create(user=EndUserFactory(), watching_count=watching, purchasing_count=0)
-    response = manager_client.post(reverse("admin:campaigns_campaign_changelist"),
-                                   {"action": "preview_campaign", "_selected_action": [rule.campaign.pk]}, follow=True)
+    response = manager_client.post(
+        reverse("admin:campaigns_campaign_changelist"),
+        {"action": "preview_campaign", "_selected_action": [rule.campaign.pk]},
+        follow=True,
+    )
     text = response.content.decode()
     assert rule.campaign.slug in text and "CNY" in text
     assert not Offer.objects.exists()
@@ -128,10 +165,14 @@ def test_two_model_runs_compare_side_by_side(manager_client):
     from analytics.models import ModelRun
 
     first = ModelRun.objects.create(model="propensity", version=1, params={"C": "inf"}, metrics={"auc": 0.84, "n": 10})
-    second = ModelRun.objects.create(model="propensity", version=2, is_active=True, params={"C": "inf"},
-                                     metrics={"auc": 0.86, "n": 10})
-    response = manager_client.post(reverse("admin:analytics_modelrun_changelist"),
-                                   {"action": "compare_runs", "_selected_action": [first.pk, second.pk]}, follow=True)
+    second = ModelRun.objects.create(
+        model="propensity", version=2, is_active=True, params={"C": "inf"}, metrics={"auc": 0.86, "n": 10}
+    )
+    response = manager_client.post(
+        reverse("admin:analytics_modelrun_changelist"),
+        {"action": "compare_runs", "_selected_action": [first.pk, second.pk]},
+        follow=True,
+    )
     page = response.content.decode()
     assert "metrics.auc" in page and "0.84" in page and "0.86" in page
     assert "<strong>metrics.auc</strong>" in page and "<strong>metrics.n</strong>" not in page

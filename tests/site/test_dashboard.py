@@ -28,29 +28,55 @@ ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, and nothing that reaches out of this machine or depends on a GPU or a large /dev/shm.
 CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1400,2600",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--window-size=1400,2600",
 ]
 
 
-def build_campaign(name: str, *, users: int = 200, treated_rate: float = 0.3, holdout_rate: float = 0.15, seed: int = 0):
+def build_campaign(
+    name: str, *, users: int = 200, treated_rate: float = 0.3, holdout_rate: float = 0.15, seed: int = 0
+):
     """Run a small experiment: half treated with an offer, half held out; purchases and cancellations after it."""
     rng = np.random.default_rng(seed)
     owner = PartnerFactory()
-    campaign = CampaignFactory(name=name, owner=owner, holdout_share=Decimal("0.500"), budget=Decimal("2000.00"),
-                               starts_at=timezone.now() - timedelta(days=20))
+    campaign = CampaignFactory(
+        name=name,
+        owner=owner,
+        holdout_share=Decimal("0.500"),
+        budget=Decimal("2000.00"),
+        starts_at=timezone.now() - timedelta(days=20),
+    )
     rule = RuleFactory(campaign=campaign, condition={})
-    people = EndUser.objects.bulk_create(EndUser(external_id=f"{campaign.slug}-{i}", home_partner=owner, marketing_consent=True)
-                                         for i in range(users))
+    people = EndUser.objects.bulk_create(
+        EndUser(external_id=f"{campaign.slug}-{i}", home_partner=owner, marketing_consent=True) for i in range(users)
+    )
     arms = ["treatment" if i % 2 else "holdout" for i in range(users)]
     CampaignAssignment.objects.bulk_create(
-        CampaignAssignment(campaign=campaign, user=user, arm=arm, rule=rule) for user, arm in zip(people, arms))
+        CampaignAssignment(campaign=campaign, user=user, arm=arm, rule=rule) for user, arm in zip(people, arms)
+    )
     assigned_at = timezone.now() - timedelta(days=18)
     CampaignAssignment.objects.filter(campaign=campaign).update(assigned_at=assigned_at)
     offers = Offer.objects.bulk_create(
-        Offer(campaign=campaign, rule=rule, user=user, kind="coupon", amount_off=Decimal("20.00"), cost=Decimal("2.50"),
-              issued_at=assigned_at + timedelta(days=i % 5), expires_at=assigned_at + timedelta(days=30))
-        for i, (user, arm) in enumerate(zip(people, arms)) if arm == "treatment")
+        Offer(
+            campaign=campaign,
+            rule=rule,
+            user=user,
+            kind="coupon",
+            amount_off=Decimal("20.00"),
+            cost=Decimal("2.50"),
+            issued_at=assigned_at + timedelta(days=i % 5),
+            expires_at=assigned_at + timedelta(days=30),
+        )
+        for i, (user, arm) in enumerate(zip(people, arms))
+        if arm == "treatment"
+    )
     Offer.objects.filter(pk__in=[offer.pk for offer in offers[:10]]).update(status=Offer.Status.REDEEMED)
     campaign.spent = Decimal("2.50") * len(offers)
     campaign.issued_count = len(offers)
@@ -58,12 +84,30 @@ def build_campaign(name: str, *, users: int = 200, treated_rate: float = 0.3, ho
     treated = np.array(arms) == "treatment"
     buys = rng.random(users) < np.where(treated, treated_rate, holdout_rate)
     cancels = rng.random(users) < np.where(treated, 0.2, 0.4)
-    events = [BehaviorEvent(partner=owner, event_id=f"{campaign.slug}-p{i}", user=user, kind="course_purchase", item_id="C1",
-                            amount=Decimal("99.00"), occurred_at=assigned_at + timedelta(days=1 + i % 7))
-              for i, (user, buy) in enumerate(zip(people, buys)) if buy]
-    events += [BehaviorEvent(partner=owner, event_id=f"{campaign.slug}-c{i}", user=user, kind="membership_cancel",
-                             occurred_at=assigned_at + timedelta(days=1 + i % 15))
-               for i, (user, cancel) in enumerate(zip(people, cancels)) if cancel]
+    events = [
+        BehaviorEvent(
+            partner=owner,
+            event_id=f"{campaign.slug}-p{i}",
+            user=user,
+            kind="course_purchase",
+            item_id="C1",
+            amount=Decimal("99.00"),
+            occurred_at=assigned_at + timedelta(days=1 + i % 7),
+        )
+        for i, (user, buy) in enumerate(zip(people, buys))
+        if buy
+    ]
+    events += [
+        BehaviorEvent(
+            partner=owner,
+            event_id=f"{campaign.slug}-c{i}",
+            user=user,
+            kind="membership_cancel",
+            occurred_at=assigned_at + timedelta(days=1 + i % 15),
+        )
+        for i, (user, cancel) in enumerate(zip(people, cancels))
+        if cancel
+    ]
     BehaviorEvent.objects.bulk_create(events)
     return campaign
 
@@ -72,23 +116,47 @@ def build_deal(slug: str, *, grants: int, spent: str) -> Deal:
     """A deal with confirmed grants in the last finished month and spending of the first user at the target."""
     period = period_last_closed(zone=SHANGHAI)
     start, _end = period_bounds(period, SHANGHAI)
-    deal = DealFactory(slug=slug, status=Deal.Status.ACTIVE, settlement_price=Decimal("8.00"),
-                       revenue_share=Decimal("0.2000"), starts_at=start - timedelta(days=40))
-    people = EndUser.objects.bulk_create(EndUser(external_id=f"{slug}-{i}", home_partner=deal.source_partner)
-                                         for i in range(grants))
+    deal = DealFactory(
+        slug=slug,
+        status=Deal.Status.ACTIVE,
+        settlement_price=Decimal("8.00"),
+        revenue_share=Decimal("0.2000"),
+        starts_at=start - timedelta(days=40),
+    )
+    people = EndUser.objects.bulk_create(
+        EndUser(external_id=f"{slug}-{i}", home_partner=deal.source_partner) for i in range(grants)
+    )
     when = start + timedelta(days=2)
     DealGrant.objects.bulk_create(
-        DealGrant(deal=deal, user=user, triggered_at=when, status=DealGrant.Status.CONFIRMED, amount=deal.settlement_price,
-                  reserved_at=when, confirmed_at=when) for user in people)
-    BehaviorEvent.objects.create(partner=deal.target_partner, event_id=f"{slug}-spend", user=people[0],
-                                 kind="membership_start", amount=Decimal(spent), occurred_at=when + timedelta(hours=1))
+        DealGrant(
+            deal=deal,
+            user=user,
+            triggered_at=when,
+            status=DealGrant.Status.CONFIRMED,
+            amount=deal.settlement_price,
+            reserved_at=when,
+            confirmed_at=when,
+        )
+        for user in people
+    )
+    BehaviorEvent.objects.create(
+        partner=deal.target_partner,
+        event_id=f"{slug}-spend",
+        user=people[0],
+        kind="membership_start",
+        amount=Decimal(spent),
+        occurred_at=when + timedelta(hours=1),
+    )
     return deal
 
 
 @pytest.fixture
 def world(db):
     campaigns = [build_campaign("经济学与电影", seed=1), build_campaign("Coding drama <b>bold</b>", seed=2)]
-    deals = [build_deal("course-buy-video-month", grants=5, spent="100.00"), build_deal("doc-week", grants=2, spent="500.00")]
+    deals = [
+        build_deal("course-buy-video-month", grants=5, spent="100.00"),
+        build_deal("doc-week", grants=2, spent="500.00"),
+    ]
     return campaigns, deals
 
 
@@ -112,7 +180,16 @@ def test_dashboard_shows_kpis_and_charts_with_data(manager_client, world, langua
     drawn = svg_charts(page)
     # two uplift charts and the balances, then funnel, retention and budget for each campaign
     assert [re.search(r'data-chart="(\w+)"', svg).group(1) for svg in drawn] == [
-        "interval", "interval", "bar", "bar", "step", "line", "bar", "step", "line"]
+        "interval",
+        "interval",
+        "bar",
+        "bar",
+        "step",
+        "line",
+        "bar",
+        "step",
+        "line",
+    ]
     assert len(re.findall(r'class="interval"', drawn[0])) == 2
     assert all(re.search(r'data-value="[-0-9.]+"', svg) for svg in drawn)
     # a campaign's name is text, never markup
@@ -128,8 +205,7 @@ def test_settlement_balances_net_across_deals_per_partner(manager_client, world)
     page = manager_client.get(reverse("admin-dashboard")).content.decode()
 
     balances = svg_charts(page)[2]
-    values = {label: Decimal(value) for value, label in
-              re.findall(r'data-value="([-0-9.]+)"><title>(.*?): ', balances)}
+    values = {label: Decimal(value) for value, label in re.findall(r'data-value="([-0-9.]+)"><title>(.*?): ', balances)}
     # 5 × 8.00 − 20% of 100.00 = 20.00 to the first target; 2 × 8.00 − 20% of 500.00 = −84.00 from the second
     assert values[first.target_partner.name] == Decimal("20.00")
     assert values[first.source_partner.name] == Decimal("-20.00")
@@ -177,11 +253,16 @@ def test_the_dashboard_is_for_staff_only(client, django_user_model):
 
 
 def test_bar_chart_draws_signed_bars_either_side_of_zero_and_escapes_labels():
-    svg = charts.bar_chart(title="Balances <1>", bars=[charts.Bar("A&B", Decimal("20.00"), "+20.00"),
-                                                       charts.Bar("<C>", Decimal("-5.50"), "-5.50")],
-                           signed=True, empty="none")
+    svg = charts.bar_chart(
+        title="Balances <1>",
+        bars=[charts.Bar("A&B", Decimal("20.00"), "+20.00"), charts.Bar("<C>", Decimal("-5.50"), "-5.50")],
+        signed=True,
+        empty="none",
+    )
     assert "A&amp;B" in svg and "&lt;C&gt;" in svg and "<C>" not in svg and "Balances &lt;1&gt;" in svg
-    bars = re.findall(r'<rect class="bar" x="([\d.]+)" y="[\d.]+" width="([\d.]+)".*?fill="(#\w+)" data-value="([-\d.]+)"', svg)
+    bars = re.findall(
+        r'<rect class="bar" x="([\d.]+)" y="[\d.]+" width="([\d.]+)".*?fill="(#\w+)" data-value="([-\d.]+)"', svg
+    )
     (x_pos, width_pos, color_pos, value_pos), (x_neg, width_neg, color_neg, value_neg) = bars
     assert (value_pos, value_neg) == ("20.00", "-5.50")
     assert color_pos == charts.COLORS["positive"] and color_neg == charts.COLORS["negative"]
@@ -191,9 +272,12 @@ def test_bar_chart_draws_signed_bars_either_side_of_zero_and_escapes_labels():
 
 
 def test_interval_chart_places_whiskers_around_the_point():
-    svg = charts.interval_chart(title="Uplift", intervals=[charts.Interval("x", 0.05, 0.02, 0.08, "+5.0 pp")],
-                                axis_label="pp", empty="none")
-    group = re.search(r'<g class="interval" data-value="0.05" data-lower="0.02" data-upper="0.08">.*?</g>', svg).group(0)
+    svg = charts.interval_chart(
+        title="Uplift", intervals=[charts.Interval("x", 0.05, 0.02, 0.08, "+5.0 pp")], axis_label="pp", empty="none"
+    )
+    group = re.search(r'<g class="interval" data-value="0.05" data-lower="0.02" data-upper="0.08">.*?</g>', svg).group(
+        0
+    )
     lower, upper = (float(v) for v in re.search(r'<line x1="([\d.]+)" x2="([\d.]+)"', group).groups())
     point = float(re.search(r'<circle cx="([\d.]+)"', group).group(1))
     assert lower < point < upper
@@ -203,17 +287,24 @@ def test_interval_chart_places_whiskers_around_the_point():
 def test_step_chart_thins_long_curves_and_keeps_the_last_value():
     times = list(range(5000))
     survival = [1 - t / 10000 for t in times]
-    svg = charts.step_chart(title="KM", series=[charts.Series("treated", list(zip(times, survival)))],
-                            x_label="days", y_label="share", empty="none")
+    svg = charts.step_chart(
+        title="KM",
+        series=[charts.Series("treated", list(zip(times, survival)))],
+        x_label="days",
+        y_label="share",
+        empty="none",
+    )
     path = re.search(r'<path class="curve" d="([^"]+)"[^>]*data-value="([\d.]+)" data-points="(\d+)"', svg)
     assert path.group(3) == "5000" and path.group(2) == "0.5001"
     assert path.group(1).count("H") == charts.MAX_POINTS - 1
 
 
 def test_empty_charts_say_so_instead_of_drawing_nothing():
-    for svg in (charts.bar_chart(title="t", bars=[], empty="nothing yet"),
-                charts.step_chart(title="t", series=[], x_label="", y_label="", empty="nothing yet"),
-                charts.line_chart(title="t", series=[], x_ticks=[], y_label="", empty="nothing yet")):
+    for svg in (
+        charts.bar_chart(title="t", bars=[], empty="nothing yet"),
+        charts.step_chart(title="t", series=[], x_label="", y_label="", empty="nothing yet"),
+        charts.line_chart(title="t", series=[], x_ticks=[], y_label="", empty="nothing yet"),
+    ):
         assert "nothing yet" in svg and "data-value" not in svg
 
 
@@ -250,13 +341,15 @@ def chromium(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_chromium_opens_the_dashboard_finds_the_charts_drawn_and_no_javascript_errors(chromium, live_server, world,
-                                                                                      manager, client):
+def test_chromium_opens_the_dashboard_finds_the_charts_drawn_and_no_javascript_errors(
+    chromium, live_server, world, manager, client
+):
     # given a logged-in manager's session cookie in the browser
     client.force_login(manager)
     chromium.get(f"{live_server.url}/admin/login/")
-    chromium.add_cookie({"name": settings.SESSION_COOKIE_NAME, "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
-                         "path": "/"})
+    chromium.add_cookie(
+        {"name": settings.SESSION_COOKIE_NAME, "value": client.cookies[settings.SESSION_COOKIE_NAME].value, "path": "/"}
+    )
     # The admin's own language, whatever the browser's Accept-Language says.
     chromium.add_cookie({"name": settings.LANGUAGE_COOKIE_NAME, "value": "zh-hans", "path": "/"})
 
@@ -273,12 +366,25 @@ def test_chromium_opens_the_dashboard_finds_the_charts_drawn_and_no_javascript_e
                     shapes: svg.querySelectorAll('[data-value]').length};
         });
     """)
-    assert [chart["kind"] for chart in drawn] == ["interval", "interval", "bar", "bar", "step", "line", "bar", "step", "line"]
+    assert [chart["kind"] for chart in drawn] == [
+        "interval",
+        "interval",
+        "bar",
+        "bar",
+        "step",
+        "line",
+        "bar",
+        "step",
+        "line",
+    ]
     assert all(chart["width"] > 200 and chart["height"] > 50 and chart["shapes"] > 0 for chart in drawn), drawn
     assert chromium.execute_script("return document.documentElement.lang") == "zh-hans"
     # The browser asks for /favicon.ico by itself; the admin has none, and that 404 is not the page's doing.
-    errors = [entry for entry in chromium.get_log("browser")
-              if entry["level"] == "SEVERE" and "/favicon.ico " not in entry["message"]]
+    errors = [
+        entry
+        for entry in chromium.get_log("browser")
+        if entry["level"] == "SEVERE" and "/favicon.ico " not in entry["message"]
+    ]
     assert errors == []
     ARTIFACTS.mkdir(exist_ok=True)
     chromium.set_window_size(1400, max(chromium.execute_script("return document.body.scrollHeight"), 900))

@@ -129,10 +129,10 @@ def read_mo(path: Path) -> dict[str, str]:
     _magic, _revision, count, originals, translations = struct.unpack(f"{order}5I", data[:20])
     catalog = {}
     for i in range(count):
-        id_length, id_offset = struct.unpack(f"{order}2I", data[originals + 8 * i:originals + 8 * i + 8])
-        str_length, str_offset = struct.unpack(f"{order}2I", data[translations + 8 * i:translations + 8 * i + 8])
-        key = data[id_offset:id_offset + id_length].decode("utf-8")
-        catalog[key] = data[str_offset:str_offset + str_length].decode("utf-8")
+        id_length, id_offset = struct.unpack(f"{order}2I", data[originals + 8 * i : originals + 8 * i + 8])
+        str_length, str_offset = struct.unpack(f"{order}2I", data[translations + 8 * i : translations + 8 * i + 8])
+        key = data[id_offset : id_offset + id_length].decode("utf-8")
+        catalog[key] = data[str_offset : str_offset + str_length].decode("utf-8")
     return catalog
 
 
@@ -161,7 +161,9 @@ def messages(entries) -> list[PoEntry]:
 # --- placeholders ----------------------------------------------------------------------------
 
 # printf style as Python's % operator reads it (%(name)s, %d, %.2f), and str.format style ({name}, {0}).
-PERCENT = re.compile(r"%(?:\((?P<name>[^)]*)\))?[#0\- +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?(?P<conversion>[diouxXeEfFgGcrsa%])")
+PERCENT = re.compile(
+    r"%(?:\((?P<name>[^)]*)\))?[#0\- +]*(?:\*|\d+)?(?:\.(?:\*|\d+))?(?P<conversion>[diouxXeEfFgGcrsa%])"
+)
 BRACES = re.compile(r"(?<!\{)\{(?P<field>[^{}]*)\}(?!\})")
 
 
@@ -182,9 +184,16 @@ def placeholders(text: str) -> tuple[Counter, tuple[str, ...], Counter]:
 
 # The functions makemessages extracts from (Django's xgettext keywords): name -> (msgid arg, plural arg, context arg).
 KEYWORDS = {
-    "_": (0, None, None), "gettext": (0, None, None), "gettext_lazy": (0, None, None), "gettext_noop": (0, None, None),
-    "ngettext": (0, 1, None), "ngettext_lazy": (0, 1, None),
-    "pgettext": (1, None, 0), "pgettext_lazy": (1, None, 0), "npgettext": (1, 2, 0), "npgettext_lazy": (1, 2, 0),
+    "_": (0, None, None),
+    "gettext": (0, None, None),
+    "gettext_lazy": (0, None, None),
+    "gettext_noop": (0, None, None),
+    "ngettext": (0, 1, None),
+    "ngettext_lazy": (0, 1, None),
+    "pgettext": (1, None, 0),
+    "pgettext_lazy": (1, None, 0),
+    "npgettext": (1, 2, 0),
+    "npgettext_lazy": (1, 2, 0),
 }
 
 
@@ -194,21 +203,30 @@ def _calls_in_python(path: Path):
         if isinstance(node, ast.Call):
             name = node.func.id if isinstance(node.func, ast.Name) else getattr(node.func, "attr", None)
             if name in KEYWORDS:
-                yield name, [arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else None
-                             for arg in node.args], node.lineno
+                yield (
+                    name,
+                    [
+                        arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else None
+                        for arg in node.args
+                    ],
+                    node.lineno,
+                )
 
 
 def _calls_in_template(path: Path):
     """Yield keyword calls of a template, read from the gettext calls Django's templatize (makemessages' own step) writes."""
     from django.utils.translation.template import templatize
 
-    tokens = [token for token in tokenize.generate_tokens(io.StringIO(templatize(path.read_text(encoding="utf-8"))).readline)
-              if token.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT)]
+    tokens = [
+        token
+        for token in tokenize.generate_tokens(io.StringIO(templatize(path.read_text(encoding="utf-8"))).readline)
+        if token.type not in (tokenize.NL, tokenize.NEWLINE, tokenize.COMMENT)
+    ]
     for at, token in enumerate(tokens[:-1]):
         if token.type != tokenize.NAME or token.string not in KEYWORDS or tokens[at + 1].string != "(":
             continue
         args, current, depth = [], "", 0
-        for inner in tokens[at + 2:]:
+        for inner in tokens[at + 2 :]:
             if inner.string in ("(", "[", "{"):
                 depth += 1
             elif inner.string in (")", "]", "}") and depth:
@@ -261,7 +279,9 @@ def test_the_catalog_has_a_utf8_header_with_chinese_plural_rules(entries):
 def test_every_message_is_translated_and_none_is_fuzzy(entries, messages):
     assert messages, "the catalog is empty"
     fuzzy = [entry.msgid or "(header)" for entry in entries if "fuzzy" in entry.flags]
-    untranslated = [entry.msgid for entry in messages if not entry.msgstr or not all(s.strip() for s in entry.msgstr.values())]
+    untranslated = [
+        entry.msgid for entry in messages if not entry.msgstr or not all(s.strip() for s in entry.msgstr.values())
+    ]
     assert not fuzzy, f"fuzzy entries (check the translation, then remove the '#, fuzzy' line): {fuzzy}"
     assert not untranslated, f"untranslated: {untranslated}"
 
@@ -313,11 +333,34 @@ def in_english(client):
     return client
 
 
-CHINESE_INDEX = ["crossmkt 跨界营销", "跨界合作、营销活动与效果分析", "合作与营销活动", "用户、行为与分析",
-                 "营销活动", "合作伙伴", "合作协议", "规则", "权益", "核销台账", "终端用户", "行为事件"]
-ENGLISH_INDEX = ["crossmkt cross-marketing", "Partnerships, campaigns and analytics", "Partnerships and campaigns",
-                 "Users, behaviour and analytics", "Campaigns", "Partners", "Deals", "Rules", "Offers",
-                 "Redemption ledger", "End users", "Behaviour events"]
+CHINESE_INDEX = [
+    "crossmkt 跨界营销",
+    "跨界合作、营销活动与效果分析",
+    "合作与营销活动",
+    "用户、行为与分析",
+    "营销活动",
+    "合作伙伴",
+    "合作协议",
+    "规则",
+    "权益",
+    "核销台账",
+    "终端用户",
+    "行为事件",
+]
+ENGLISH_INDEX = [
+    "crossmkt cross-marketing",
+    "Partnerships, campaigns and analytics",
+    "Partnerships and campaigns",
+    "Users, behaviour and analytics",
+    "Campaigns",
+    "Partners",
+    "Deals",
+    "Rules",
+    "Offers",
+    "Redemption ledger",
+    "End users",
+    "Behaviour events",
+]
 
 
 @pytest.mark.django_db
@@ -343,10 +386,35 @@ def campaign():
     return CampaignFactory(name="Member day", status=Campaign.Status.RUNNING, kind=Campaign.Kind.RULES)
 
 
-CHINESE_CHANGELIST = ["营销活动", "标识", "名称", "主办方", "开始时间", "预算（元）", "已占用预算（元）", "已发放权益数",
-                      "对照组比例", "进行中", "按规则", "草稿", "外部实验"]
-ENGLISH_CHANGELIST = ["Campaigns", "Slug", "Owner", "Starts at", "Budget (CNY)", "Reserved (CNY)", "Offers issued",
-                      "Holdout share", "Running", "Rule-based", "Draft", "External experiment"]
+CHINESE_CHANGELIST = [
+    "营销活动",
+    "标识",
+    "名称",
+    "主办方",
+    "开始时间",
+    "预算（元）",
+    "已占用预算（元）",
+    "已发放权益数",
+    "对照组比例",
+    "进行中",
+    "按规则",
+    "草稿",
+    "外部实验",
+]
+ENGLISH_CHANGELIST = [
+    "Campaigns",
+    "Slug",
+    "Owner",
+    "Starts at",
+    "Budget (CNY)",
+    "Reserved (CNY)",
+    "Offers issued",
+    "Holdout share",
+    "Running",
+    "Rule-based",
+    "Draft",
+    "External experiment",
+]
 
 
 @pytest.mark.django_db

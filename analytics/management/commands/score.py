@@ -13,7 +13,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--model", choices=[*SCORED_MODELS, "all"], default="all")
-        parser.add_argument("--wait", action="store_true", help="Wait for the workers and report (always so when tasks run eagerly).")
+        parser.add_argument(
+            "--wait", action="store_true", help="Wait for the workers and report (always so when tasks run eagerly)."
+        )
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args, model, wait, no_progress, **options):
@@ -28,7 +30,9 @@ class Command(BaseCommand):
         except ApplicationError as error:
             raise CommandError(error.message) from None
         if not wait:
-            self.stdout.write(f"queued {result['tasks']} scoring tasks (group {result['group_id']}); add --wait to follow them")
+            self.stdout.write(
+                f"queued {result['tasks']} scoring tasks (group {result['group_id']}); add --wait to follow them"
+            )
             return
         for name, count in result.items():
             self.stdout.write(self.style.SUCCESS(f"{name}: {count} users scored"))

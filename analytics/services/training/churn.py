@@ -63,8 +63,15 @@ MINIMUM_CANCELLATIONS = 20
 # Kaplan-Meier curves use every spell.
 COX_FIT_SAMPLE = 100_000
 RANDOM_STATE = 0
-SPELL_COLUMNS = {"user_id": object, "item_id": object, "started_at": "datetime64[ns, UTC]", "duration_days": float,
-                 "cancelled": int, "discount_depth": float, "joined_activity_14d": int}
+SPELL_COLUMNS = {
+    "user_id": object,
+    "item_id": object,
+    "started_at": "datetime64[ns, UTC]",
+    "duration_days": float,
+    "cancelled": int,
+    "discount_depth": float,
+    "joined_activity_14d": int,
+}
 
 
 def membership_events(*, before: datetime, user_range: tuple[int, int] | None = None) -> pd.DataFrame:
@@ -92,8 +99,10 @@ def membership_events(*, before: datetime, user_range: tuple[int, int] | None = 
         params,
         text=("kind", "item_id"),
     )
-    return frame.assign(amount=pd.to_numeric(frame["amount"], errors="coerce").astype(float),
-                        occurred_at=utc_series(frame["occurred_at"]).array)
+    return frame.assign(
+        amount=pd.to_numeric(frame["amount"], errors="coerce").astype(float),
+        occurred_at=utc_series(frame["occurred_at"]).array,
+    )
 
 
 def plan_list_prices(events: pd.DataFrame) -> dict[str, float]:
@@ -102,9 +111,13 @@ def plan_list_prices(events: pd.DataFrame) -> dict[str, float]:
     return starts.groupby("item_id")["amount"].max().astype(float).to_dict()
 
 
-def membership_spells(events: pd.DataFrame, *, data_end: datetime | pd.Timestamp,
-                      list_prices: Mapping[str, float] | None = None,
-                      lookback_days: int = ACTIVITY_LOOKBACK_DAYS) -> pd.DataFrame:
+def membership_spells(
+    events: pd.DataFrame,
+    *,
+    data_end: datetime | pd.Timestamp,
+    list_prices: Mapping[str, float] | None = None,
+    lookback_days: int = ACTIVITY_LOOKBACK_DAYS,
+) -> pd.DataFrame:
     """Return one row per membership start: its duration in days, whether it was cancelled, and covariates.
 
     ``events`` has ``user_id, kind, item_id, amount, occurred_at`` (UTC); only events before
@@ -114,42 +127,69 @@ def membership_spells(events: pd.DataFrame, *, data_end: datetime | pd.Timestamp
     """
     end = pd.Timestamp(data_end).tz_convert("UTC")
     events = events[events["occurred_at"] < end]
-    starts = (events.loc[events["kind"] == START, ["user_id", "item_id", "amount", "occurred_at"]]
-              .rename(columns={"occurred_at": "started_at"}).sort_values("started_at", kind="stable"))
-    cancels = (events.loc[events["kind"] == CANCEL, ["user_id", "item_id", "occurred_at"]]
-               .rename(columns={"occurred_at": "cancelled_at"}).sort_values("cancelled_at", kind="stable"))
-    joins = (events.loc[events["kind"] == JOIN, ["user_id", "occurred_at"]]
-             .rename(columns={"occurred_at": "joined_at"}).sort_values("joined_at", kind="stable"))
+    starts = (
+        events.loc[events["kind"] == START, ["user_id", "item_id", "amount", "occurred_at"]]
+        .rename(columns={"occurred_at": "started_at"})
+        .sort_values("started_at", kind="stable")
+    )
+    cancels = (
+        events.loc[events["kind"] == CANCEL, ["user_id", "item_id", "occurred_at"]]
+        .rename(columns={"occurred_at": "cancelled_at"})
+        .sort_values("cancelled_at", kind="stable")
+    )
+    joins = (
+        events.loc[events["kind"] == JOIN, ["user_id", "occurred_at"]]
+        .rename(columns={"occurred_at": "joined_at"})
+        .sort_values("joined_at", kind="stable")
+    )
     if starts.empty:
         return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in SPELL_COLUMNS.items()})
-    spells = pd.merge_asof(starts, cancels, left_on="started_at", right_on="cancelled_at",
-                           by=["user_id", "item_id"], direction="forward", allow_exact_matches=False)
+    spells = pd.merge_asof(
+        starts,
+        cancels,
+        left_on="started_at",
+        right_on="cancelled_at",
+        by=["user_id", "item_id"],
+        direction="forward",
+        allow_exact_matches=False,
+    )
     # The last join strictly before the start, if it is at most the lookback before it.
-    spells = pd.merge_asof(spells, joins, left_on="started_at", right_on="joined_at", by="user_id",
-                           direction="backward", allow_exact_matches=False,
-                           tolerance=pd.Timedelta(days=lookback_days))
+    spells = pd.merge_asof(
+        spells,
+        joins,
+        left_on="started_at",
+        right_on="joined_at",
+        by="user_id",
+        direction="backward",
+        allow_exact_matches=False,
+        tolerance=pd.Timedelta(days=lookback_days),
+    )
     prices = plan_list_prices(events) | dict(list_prices or {})
     list_price = spells["item_id"].map(prices).astype(float).to_numpy()
     paid = spells["amount"].to_numpy(float)
     # A free plan (list price 0) has no discount to speak of.
     discount = np.where(list_price > 0, 1.0 - paid / np.where(list_price > 0, list_price, 1.0), 0.0)
     ended_at = spells["cancelled_at"].fillna(end)
-    return pd.DataFrame({
-        "user_id": spells["user_id"].to_numpy(),
-        "item_id": spells["item_id"].to_numpy(),
-        "started_at": spells["started_at"].to_numpy(),
-        "duration_days": ((ended_at - spells["started_at"]).dt.total_seconds() / SECONDS_PER_DAY).to_numpy(),
-        "cancelled": spells["cancelled_at"].notna().astype(int).to_numpy(),
-        "discount_depth": np.clip(discount, 0.0, 1.0),
-        "joined_activity_14d": spells["joined_at"].notna().astype(int).to_numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "user_id": spells["user_id"].to_numpy(),
+            "item_id": spells["item_id"].to_numpy(),
+            "started_at": spells["started_at"].to_numpy(),
+            "duration_days": ((ended_at - spells["started_at"]).dt.total_seconds() / SECONDS_PER_DAY).to_numpy(),
+            "cancelled": spells["cancelled_at"].notna().astype(int).to_numpy(),
+            "discount_depth": np.clip(discount, 0.0, 1.0),
+            "joined_activity_14d": spells["joined_at"].notna().astype(int).to_numpy(),
+        }
+    )
 
 
 def channel_dummies(channels: pd.Series, levels: list[str], reference: str) -> pd.DataFrame:
     """Return one 0/1 column per channel but the reference, named acquisition_channel_<channel>."""
     known = known_levels(channels, levels, reference)
-    return pd.DataFrame({f"{CHANNEL}_{level}": (known == level).astype(float).to_numpy()
-                         for level in levels if level != reference}, index=channels.index)
+    return pd.DataFrame(
+        {f"{CHANNEL}_{level}": (known == level).astype(float).to_numpy() for level in levels if level != reference},
+        index=channels.index,
+    )
 
 
 @dataclass
@@ -200,10 +240,18 @@ class ChurnScorer:
 
     def score_members(self, frame: pd.DataFrame, events: pd.DataFrame, *, as_of: datetime) -> pd.DataFrame:
         """Return score and band for the frame's users with a running membership at as_of (their latest one)."""
-        spells = membership_spells(events[events["user_id"].isin(frame.index)], data_end=as_of,
-                                   list_prices=self.list_prices, lookback_days=self.lookback_days)
-        running = (spells[spells["cancelled"] == 0].sort_values("started_at", kind="stable")
-                   .drop_duplicates("user_id", keep="last").set_index("user_id"))
+        spells = membership_spells(
+            events[events["user_id"].isin(frame.index)],
+            data_end=as_of,
+            list_prices=self.list_prices,
+            lookback_days=self.lookback_days,
+        )
+        running = (
+            spells[spells["cancelled"] == 0]
+            .sort_values("started_at", kind="stable")
+            .drop_duplicates("user_id", keep="last")
+            .set_index("user_id")
+        )
         if running.empty:
             return pd.DataFrame({"score": pd.Series(dtype=float), "label": pd.Series(dtype=object)})
         running[CHANNEL] = frame.loc[running.index, CHANNEL]
@@ -264,8 +312,9 @@ def _fit_sample(n_rows: int, cap: int) -> np.ndarray:
     return np.sort(np.random.default_rng(RANDOM_STATE).choice(n_rows, cap, replace=False))
 
 
-def _schoenfeld_residuals(covariates: np.ndarray, durations: np.ndarray, events: np.ndarray,
-                          coefficients: np.ndarray) -> np.ndarray:
+def _schoenfeld_residuals(
+    covariates: np.ndarray, durations: np.ndarray, events: np.ndarray, coefficients: np.ndarray
+) -> np.ndarray:
     """Return the Schoenfeld residual of every event (Efron ties), for rows sorted by duration.
 
     A residual is the event's covariates minus their hazard-weighted mean over the risk set
@@ -283,16 +332,16 @@ def _schoenfeld_residuals(covariates: np.ndarray, durations: np.ndarray, events:
     n_groups = len(starts)
     ties = np.bincount(group, weights=events, minlength=n_groups)
     tie = np.bincount(group, weights=weight * events, minlength=n_groups)
-    tie_x = np.column_stack([np.bincount(group, weights=weighted[:, k] * events, minlength=n_groups)
-                             for k in range(covariates.shape[1])])
+    tie_x = np.column_stack(
+        [np.bincount(group, weights=weighted[:, k] * events, minlength=n_groups) for k in range(covariates.shape[1])]
+    )
     with_events = np.flatnonzero(ties > 0)
     per_group = ties[with_events].astype(np.int64)
     first = np.cumsum(per_group) - per_group
     at = np.repeat(with_events, per_group)
     tied = np.repeat(per_group, per_group).astype(float)
     removed = (np.arange(per_group.sum()) - np.repeat(first, per_group)) / tied
-    terms = ((risk_x[at] - removed[:, None] * tie_x[at])
-             / ((risk[at] - removed * tie[at]) * tied)[:, None])
+    terms = (risk_x[at] - removed[:, None] * tie_x[at]) / ((risk[at] - removed * tie[at]) * tied)[:, None]
     mean = np.zeros_like(risk_x)
     mean[with_events] = np.add.reduceat(terms, first, axis=0)
     happened = events.astype(bool)
@@ -310,21 +359,27 @@ def proportional_hazards_test(fitter: CoxPHFitter, table: pd.DataFrame) -> pd.Da
     durations = table["duration_days"].to_numpy(float)
     events = table["cancelled"].to_numpy(float)
     order = np.lexsort((events, durations))
-    residuals = _schoenfeld_residuals(table[names].to_numpy(float)[order], durations[order], events[order],
-                                      fitter.params_.to_numpy(float))
+    residuals = _schoenfeld_residuals(
+        table[names].to_numpy(float)[order], durations[order], events[order], fitter.params_.to_numpy(float)
+    )
     n_events = len(residuals)
     scaled = n_events * residuals @ fitter.variance_matrix_.loc[names, names].to_numpy(float)
     ranks = np.arange(1.0, n_events + 1.0)
     centred = ranks - ranks.mean()
     statistic = (centred @ scaled) ** 2 / (
-        n_events * fitter.standard_errors_[names].to_numpy(float) ** 2 * (centred**2).sum())
+        n_events * fitter.standard_errors_[names].to_numpy(float) ** 2 * (centred**2).sum()
+    )
     return pd.DataFrame({"test_statistic": statistic, "p": chi2.sf(statistic, 1)}, index=names)
 
 
-def churn_fit(spells: pd.DataFrame, *, reference_level: str | None = None,
-              horizon_days: float = DEFAULT_HORIZON_DAYS,
-              band_thresholds: tuple[float, float] = CHURN_BAND_THRESHOLDS,
-              fit_sample: int = COX_FIT_SAMPLE) -> ChurnFit:
+def churn_fit(
+    spells: pd.DataFrame,
+    *,
+    reference_level: str | None = None,
+    horizon_days: float = DEFAULT_HORIZON_DAYS,
+    band_thresholds: tuple[float, float] = CHURN_BAND_THRESHOLDS,
+    fit_sample: int = COX_FIT_SAMPLE,
+) -> ChurnFit:
     """Fit the Cox model on spells with duration_days, cancelled, the covariates and acquisition_channel.
 
     Reports hazard ratios with 95% intervals, the concordance, the proportional-hazards
@@ -335,14 +390,19 @@ def churn_fit(spells: pd.DataFrame, *, reference_level: str | None = None,
     metrics and params say so); the Kaplan-Meier curves use every spell.
     """
     spells = spells[spells["duration_days"] > 0]
-    require(int(spells["cancelled"].sum()) >= MINIMUM_CANCELLATIONS,
-            f"churn needs at least {MINIMUM_CANCELLATIONS} cancelled memberships, got {int(spells['cancelled'].sum())}")
+    require(
+        int(spells["cancelled"].sum()) >= MINIMUM_CANCELLATIONS,
+        f"churn needs at least {MINIMUM_CANCELLATIONS} cancelled memberships, got {int(spells['cancelled'].sum())}",
+    )
     channels = spells[CHANNEL].fillna(UNKNOWN_LEVEL)
     levels, reference = category_levels(channels, stated_reference=reference_level)
-    table = pd.concat([
-        spells[["duration_days", "cancelled", *NUMERIC_COVARIATES]].astype(float),
-        channel_dummies(channels, levels, reference),
-    ], axis=1).reset_index(drop=True)
+    table = pd.concat(
+        [
+            spells[["duration_days", "cancelled", *NUMERIC_COVARIATES]].astype(float),
+            channel_dummies(channels, levels, reference),
+        ],
+        axis=1,
+    ).reset_index(drop=True)
     # Constant columns (no activity joins at all, say) have no estimate; leave them out.
     constant = [name for name in table.columns[2:] if table[name].nunique() < 2]
     table = table.drop(columns=constant)
@@ -352,22 +412,34 @@ def churn_fit(spells: pd.DataFrame, *, reference_level: str | None = None,
     ph_test = proportional_hazards_test(fitter, fitted)
     days, cumulative_hazard, tail = _baseline_on_grid(fitter)
     scorer = ChurnScorer(
-        coefficients=fitter.params_.to_dict(), covariate_means=fitted[list(fitter.params_.index)].mean().to_dict(),
-        channel_levels=levels, channel_reference=reference, baseline_days=days,
-        baseline_cumulative_hazard=cumulative_hazard, tail_hazard_per_day=tail, list_prices={},
-        horizon_days=horizon_days, band_thresholds=band_thresholds,
+        coefficients=fitter.params_.to_dict(),
+        covariate_means=fitted[list(fitter.params_.index)].mean().to_dict(),
+        channel_levels=levels,
+        channel_reference=reference,
+        baseline_days=days,
+        baseline_cumulative_hazard=cumulative_hazard,
+        tail_hazard_per_day=tail,
+        list_prices={},
+        horizon_days=horizon_days,
+        band_thresholds=band_thresholds,
     )
     metrics: dict[str, Any] = {
         "spells": len(fitted),
         "cancelled": int(fitted["cancelled"].sum()),
         "spells_available": len(table),
-        "cox_fit_sample": {"cap": fit_sample, "spells": len(fitted), "of": len(table),
-                           "random_state": RANDOM_STATE, "sampled": len(fitted) < len(table)},
+        "cox_fit_sample": {
+            "cap": fit_sample,
+            "spells": len(fitted),
+            "of": len(table),
+            "random_state": RANDOM_STATE,
+            "sampled": len(fitted) < len(table),
+        },
         "concordance": fitter.concordance_index_,
         "log_likelihood": fitter.log_likelihood_,
         "hazard_ratios": {
             name: {
-                "coefficient": summary.loc[name, "coef"], "se": summary.loc[name, "se(coef)"],
+                "coefficient": summary.loc[name, "coef"],
+                "se": summary.loc[name, "se(coef)"],
                 "hazard_ratio": summary.loc[name, "exp(coef)"],
                 "ci95": [summary.loc[name, "exp(coef) lower 95%"], summary.loc[name, "exp(coef) upper 95%"]],
                 "p_value": summary.loc[name, "p"],
@@ -382,8 +454,11 @@ def churn_fit(spells: pd.DataFrame, *, reference_level: str | None = None,
             },
             "violations_at_1_percent": [name for name in ph_test.index if ph_test.loc[name, "p"] < 0.01],
         },
-        "kaplan_meier": {"by_acquisition_channel": _kaplan_meier(table["duration_days"], table["cancelled"],
-                                                                 channels.reset_index(drop=True))},
+        "kaplan_meier": {
+            "by_acquisition_channel": _kaplan_meier(
+                table["duration_days"], table["cancelled"], channels.reset_index(drop=True)
+            )
+        },
     }
     params = {
         "covariates": list(fitter.params_.index),
@@ -413,14 +488,20 @@ def _data_end(observation_end: datetime | None) -> datetime:
 
 def _segment_labels() -> pd.Series:
     """Return each user's current segment name, where the segments model has scored users."""
-    frame = fetch_frame("SELECT user_id, label FROM analytics_userscore WHERE model = 'segments' AND label <> ''",
-                        text=("label",))
+    frame = fetch_frame(
+        "SELECT user_id, label FROM analytics_userscore WHERE model = 'segments' AND label <> ''", text=("label",)
+    )
     return frame.set_index("user_id")["label"]
 
 
-def train_churn(*, observation_end: datetime | None = None, activate: bool = True,
-                reference_level: str | None = None, horizon_days: float = DEFAULT_HORIZON_DAYS,
-                band_thresholds: tuple[float, float] = CHURN_BAND_THRESHOLDS) -> ModelRun:
+def train_churn(
+    *,
+    observation_end: datetime | None = None,
+    activate: bool = True,
+    reference_level: str | None = None,
+    horizon_days: float = DEFAULT_HORIZON_DAYS,
+    band_thresholds: tuple[float, float] = CHURN_BAND_THRESHOLDS,
+) -> ModelRun:
     """Fit the churn model on every membership spell before the data end and store it as the next run.
 
     The data end is ``observation_end`` (default: just after the last event); spells still
@@ -434,18 +515,24 @@ def train_churn(*, observation_end: datetime | None = None, activate: bool = Tru
     channels = user_channels()
     spells = spells[spells["user_id"].isin(channels.index)]
     spells = spells.assign(**{CHANNEL: channels.loc[spells["user_id"]].to_numpy()})
-    fit = churn_fit(spells, reference_level=reference_level, horizon_days=horizon_days,
-                    band_thresholds=band_thresholds)
+    fit = churn_fit(spells, reference_level=reference_level, horizon_days=horizon_days, band_thresholds=band_thresholds)
     fit.scorer.list_prices = list_prices
     segments = _segment_labels()
     if not segments.empty:
         kept = spells[spells["duration_days"] > 0]
         fit.metrics["kaplan_meier"]["by_segment"] = _kaplan_meier(
-            kept["duration_days"].reset_index(drop=True), kept["cancelled"].reset_index(drop=True),
-            kept["user_id"].map(segments).reset_index(drop=True))
+            kept["duration_days"].reset_index(drop=True),
+            kept["cancelled"].reset_index(drop=True),
+            kept["user_id"].map(segments).reset_index(drop=True),
+        )
     params = fit.params | {"data_end": end, "list_prices": list_prices}
     return model_run_save(
-        model=ModelRun.Model.CHURN, params=json_safe(params), metrics=json_safe(fit.metrics), n_train=fit.n_train,
-        artifact=fit.scorer, data_start=spells["started_at"].min().to_pydatetime(), data_end=end,
+        model=ModelRun.Model.CHURN,
+        params=json_safe(params),
+        metrics=json_safe(fit.metrics),
+        n_train=fit.n_train,
+        artifact=fit.scorer,
+        data_start=spells["started_at"].min().to_pydatetime(),
+        data_end=end,
         activate=activate,
     )

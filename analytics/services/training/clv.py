@@ -94,11 +94,13 @@ def course_purchases_frame(
         params.extend(user_id_range)
     sql = f"SELECT user_id, {sql_time('occurred_at')} AS occurred_at, amount FROM {BehaviorEvent._meta.db_table} WHERE {' AND '.join(where)}"
     frame = fetch_frame(sql, params)
-    return pd.DataFrame({
-        "user_id": frame["user_id"].astype("int64"),
-        "occurred_at": utc_series(frame["occurred_at"]),
-        "amount": frame["amount"].astype(float),
-    })
+    return pd.DataFrame(
+        {
+            "user_id": frame["user_id"].astype("int64"),
+            "occurred_at": utc_series(frame["occurred_at"]),
+            "amount": frame["amount"].astype(float),
+        }
+    )
 
 
 # --------------------------------------------------------------------------
@@ -157,9 +159,15 @@ class BgNbdClvScorer:
     def lifetime_values(self, summary: bgnbd.PurchaseSummary) -> FloatArray:
         """Return each summarised customer's discounted expected margin over the horizon (unrounded CNY)."""
         return bgnbd.customer_lifetime_value(
-            self.purchases, self.spend, frequency=summary.frequency, recency=summary.recency, age=summary.age,
-            average_repeat_spend=summary.average_repeat_spend, margin_fraction=self.margin_fraction,
-            annual_discount_rate=self.annual_discount_rate, horizon_weeks=self.horizon_weeks,
+            self.purchases,
+            self.spend,
+            frequency=summary.frequency,
+            recency=summary.recency,
+            age=summary.age,
+            average_repeat_spend=summary.average_repeat_spend,
+            margin_fraction=self.margin_fraction,
+            annual_discount_rate=self.annual_discount_rate,
+            horizon_weeks=self.horizon_weeks,
             period_weeks=CLV_PERIOD_WEEKS,
         )
 
@@ -169,8 +177,10 @@ def summarise_purchases(purchases: pd.DataFrame, *, observation_end: datetime, t
     before = purchases[purchases["occurred_at"] < observation_end]
     zone = ZoneInfo(time_zone)
     return bgnbd.summarise_transactions(
-        before["user_id"].to_numpy(), before["occurred_at"].dt.tz_convert(zone),
-        observation_end=observation_end.astimezone(zone).date(), amounts=before["amount"].to_numpy(),
+        before["user_id"].to_numpy(),
+        before["occurred_at"].dt.tz_convert(zone),
+        observation_end=observation_end.astimezone(zone).date(),
+        amounts=before["amount"].to_numpy(),
     )
 
 
@@ -222,21 +232,36 @@ def clv_models_fit(
     if len(summary.customer_ids) == 0:
         raise ApplicationError(
             f"no course purchases before {observation_end:%Y-%m-%d}: nothing to fit lifetime value on; "
-            "import events or choose a later --observation-end", code="no_data", field="observation_end")
+            "import events or choose a later --observation-end",
+            code="no_data",
+            field="observation_end",
+        )
     if not np.any(summary.frequency > 0):
-        raise ApplicationError("no customer bought on two different days before the observation end: the spend "
-                               "model has nothing to fit; choose a later --observation-end", code="no_data",
-                               field="observation_end")
+        raise ApplicationError(
+            "no customer bought on two different days before the observation end: the spend "
+            "model has nothing to fit; choose a later --observation-end",
+            code="no_data",
+            field="observation_end",
+        )
     purchase_fit = bgnbd.fit_bgnbd(frequency=summary.frequency, recency=summary.recency, age=summary.age)
     spend_fit = bgnbd.fit_gamma_gamma(frequency=summary.frequency, average_repeat_spend=summary.average_repeat_spend)
     if spend_fit.parameters.q <= 1:
-        raise ApplicationError(f"the spend model's q = {spend_fit.parameters.q:.3f} <= 1 implies an infinite mean "
-                               "spend; the purchases do not fit Gamma-Gamma", code="bad_fit", field="model")
+        raise ApplicationError(
+            f"the spend model's q = {spend_fit.parameters.q:.3f} <= 1 implies an infinite mean "
+            "spend; the purchases do not fit Gamma-Gamma",
+            code="bad_fit",
+            field="model",
+        )
 
     scorer_without_bands = BgNbdClvScorer(
-        purchases=purchase_fit.parameters, spend=spend_fit.parameters, excluded_items=tuple(excluded_items),
-        time_zone=time_zone, margin_fraction=margin_fraction, annual_discount_rate=annual_discount_rate,
-        horizon_weeks=horizon_weeks, value_band_edges=(0.0, 0.0),
+        purchases=purchase_fit.parameters,
+        spend=spend_fit.parameters,
+        excluded_items=tuple(excluded_items),
+        time_zone=time_zone,
+        margin_fraction=margin_fraction,
+        annual_discount_rate=annual_discount_rate,
+        horizon_weeks=horizon_weeks,
+        value_band_edges=(0.0, 0.0),
     )
     lifetime_values = scorer_without_bands.lifetime_values(summary)
     band_edges = tuple(float(edge) for edge in np.quantile(lifetime_values, [1 / 3, 2 / 3]))
@@ -246,8 +271,10 @@ def clv_models_fit(
     markov_values = markov_clv.customer_lifetime_values(
         markov.current_states,
         markov_clv.state_lifetime_values(
-            markov.model.transition_matrix, margin_fraction * markov.spend_per_state,
-            annual_discount_rate=annual_discount_rate, horizon_months=MARKOV_HORIZON_MONTHS,
+            markov.model.transition_matrix,
+            margin_fraction * markov.spend_per_state,
+            annual_discount_rate=annual_discount_rate,
+            horizon_months=MARKOV_HORIZON_MONTHS,
         ),
     )
 
@@ -277,8 +304,14 @@ def clv_models_fit(
         },
     }
     holdout = _holdout_comparison(
-        purchases, summary, markov, purchase_fit.parameters, spend_fit.parameters,
-        observation_end=observation_end, holdout_end=holdout_end, time_zone=time_zone,
+        purchases,
+        summary,
+        markov,
+        purchase_fit.parameters,
+        spend_fit.parameters,
+        observation_end=observation_end,
+        holdout_end=holdout_end,
+        time_zone=time_zone,
     )
     metrics = {
         "n_customers": len(summary.customer_ids),
@@ -286,7 +319,8 @@ def clv_models_fit(
         "bgnbd": _fit_diagnostics(purchase_fit),
         "gamma_gamma": _fit_diagnostics(spend_fit),
         "spend_frequency_correlation": _correlation(
-            summary.frequency[summary.frequency > 0], summary.average_repeat_spend[summary.frequency > 0]),
+            summary.frequency[summary.frequency > 0], summary.average_repeat_spend[summary.frequency > 0]
+        ),
         "lifetime_value": {
             "bgnbd": _distribution(lifetime_values),
             "markov": _distribution(markov_values),
@@ -298,24 +332,34 @@ def clv_models_fit(
         # One line each in the train command's summary: per-customer error of each model's holdout purchases.
         metrics["holdout_purchases_mae_bgnbd"] = holdout["bgnbd"]["purchases"]["mae"]
         metrics["holdout_purchases_mae_markov"] = holdout["markov"]["purchases"]["mae"]
-    return ClvTraining(scorer, params, metrics, len(summary.customer_ids),
-                       calibration["occurred_at"].min().to_pydatetime())
+    return ClvTraining(
+        scorer, params, metrics, len(summary.customer_ids), calibration["occurred_at"].min().to_pydatetime()
+    )
 
 
 def _fit_diagnostics(fit: bgnbd.MaximumLikelihoodFit) -> dict[str, Any]:
-    return {"log_likelihood": fit.log_likelihood, "n_customers": fit.n_customers, "converged": fit.converged,
-            "iterations": fit.iterations, "standard_error_note": fit.standard_error_note}
+    return {
+        "log_likelihood": fit.log_likelihood,
+        "n_customers": fit.n_customers,
+        "converged": fit.converged,
+        "iterations": fit.iterations,
+        "standard_error_note": fit.standard_error_note,
+    }
 
 
 def _daily_purchases(purchases: pd.DataFrame, time_zone: str) -> pd.DataFrame:
     """Reduce purchases to one row per user and local day: its first time and its total amount."""
     day = purchases["occurred_at"].dt.tz_convert(ZoneInfo(time_zone)).dt.tz_localize(None).dt.normalize()
-    return (purchases.assign(day=day).groupby(["user_id", "day"], as_index=False, sort=False)
-            .agg(at=("occurred_at", "min"), amount=("amount", "sum")))
+    return (
+        purchases.assign(day=day)
+        .groupby(["user_id", "day"], as_index=False, sort=False)
+        .agg(at=("occurred_at", "min"), amount=("amount", "sum"))
+    )
 
 
-def _markov_fit(calibration: pd.DataFrame, customer_ids: np.ndarray, *, observation_end: datetime,
-                time_zone: str) -> _MarkovFit:
+def _markov_fit(
+    calibration: pd.DataFrame, customer_ids: np.ndarray, *, observation_end: datetime, time_zone: str
+) -> _MarkovFit:
     """Estimate the monthly active/lapsed/churned chain from the months before the observation end."""
     daily = _daily_purchases(calibration, time_zone)
     days_before = (pd.Timestamp(observation_end) - daily["at"]).dt.total_seconds().to_numpy() / 86_400
@@ -328,7 +372,8 @@ def _markov_fit(calibration: pd.DataFrame, customer_ids: np.ndarray, *, observat
     size = len(customer_ids) * n_months
     purchase_days = np.bincount(cell, minlength=size).reshape(len(customer_ids), n_months).astype(np.float64)
     spend = np.bincount(cell, weights=daily["amount"].to_numpy()[kept], minlength=size).reshape(
-        len(customer_ids), n_months)
+        len(customer_ids), n_months
+    )
 
     # A month counts as active for any purchase, free courses included, hence purchase days rather than spend.
     labels = markov_clv.activity_states(purchase_days, churn_after_inactive_months=CHURN_AFTER_INACTIVE_MONTHS)
@@ -351,8 +396,9 @@ def _markov_expected(markov: _MarkovFit, per_state: FloatArray, *, months: float
     whole = math.floor(months)
 
     def by_state(horizon: int) -> FloatArray:
-        return markov_clv.state_lifetime_values(markov.model.transition_matrix, per_state,
-                                                annual_discount_rate=0.0, horizon_months=horizon)
+        return markov_clv.state_lifetime_values(
+            markov.model.transition_matrix, per_state, annual_discount_rate=0.0, horizon_months=horizon
+        )
 
     lower = by_state(whole)
     value_per_state = lower + (months - whole) * (by_state(whole + 1) - lower)
@@ -360,16 +406,25 @@ def _markov_expected(markov: _MarkovFit, per_state: FloatArray, *, months: float
 
 
 def _holdout_comparison(
-    purchases: pd.DataFrame, summary: bgnbd.PurchaseSummary, markov: _MarkovFit,
-    purchase_parameters: bgnbd.BgNbdParameters, spend_parameters: bgnbd.GammaGammaParameters, *,
-    observation_end: datetime, holdout_end: datetime | None, time_zone: str,
+    purchases: pd.DataFrame,
+    summary: bgnbd.PurchaseSummary,
+    markov: _MarkovFit,
+    purchase_parameters: bgnbd.BgNbdParameters,
+    spend_parameters: bgnbd.GammaGammaParameters,
+    *,
+    observation_end: datetime,
+    holdout_end: datetime | None,
+    time_zone: str,
 ) -> dict[str, Any]:
     """Compare each model's predicted purchases and spend per customer with what happened in the holdout."""
     if holdout_end is None or holdout_end <= observation_end + timedelta(days=1):
         return {"compared": False, "reason": "no holdout period after the observation end"}
     customers = summary.customer_ids
-    holdout = purchases[(purchases["occurred_at"] >= observation_end) & (purchases["occurred_at"] < holdout_end)
-                        & purchases["user_id"].isin(customers)]
+    holdout = purchases[
+        (purchases["occurred_at"] >= observation_end)
+        & (purchases["occurred_at"] < holdout_end)
+        & purchases["user_id"].isin(customers)
+    ]
     daily = _daily_purchases(holdout, time_zone)
     actual_purchases = daily.groupby("user_id").size().reindex(customers, fill_value=0).to_numpy(np.float64)
     actual_spend = daily.groupby("user_id")["amount"].sum().reindex(customers, fill_value=0.0).to_numpy(np.float64)
@@ -377,10 +432,11 @@ def _holdout_comparison(
     days = (holdout_end - observation_end).total_seconds() / 86_400
     weeks = days / bgnbd.DAYS_PER_WEEK
     expected_purchases = bgnbd.expected_purchases_conditional(
-        purchase_parameters, horizon_weeks=weeks, frequency=summary.frequency, recency=summary.recency,
-        age=summary.age)
+        purchase_parameters, horizon_weeks=weeks, frequency=summary.frequency, recency=summary.recency, age=summary.age
+    )
     expected_spend = expected_purchases * bgnbd.expected_average_spend(
-        spend_parameters, frequency=summary.frequency, average_repeat_spend=summary.average_repeat_spend)
+        spend_parameters, frequency=summary.frequency, average_repeat_spend=summary.average_repeat_spend
+    )
     months = days / MONTH_DAYS
     return {
         "compared": True,
@@ -389,12 +445,16 @@ def _holdout_comparison(
         "weeks": weeks,
         "months": months,
         "n_customers": len(customers),
-        "bgnbd": {"purchases": _prediction_errors(expected_purchases, actual_purchases),
-                  "spend": _prediction_errors(expected_spend, actual_spend)},
-        "markov": {"purchases": _prediction_errors(_markov_expected(markov, markov.purchases_per_state, months=months),
-                                                   actual_purchases),
-                   "spend": _prediction_errors(_markov_expected(markov, markov.spend_per_state, months=months),
-                                               actual_spend)},
+        "bgnbd": {
+            "purchases": _prediction_errors(expected_purchases, actual_purchases),
+            "spend": _prediction_errors(expected_spend, actual_spend),
+        },
+        "markov": {
+            "purchases": _prediction_errors(
+                _markov_expected(markov, markov.purchases_per_state, months=months), actual_purchases
+            ),
+            "spend": _prediction_errors(_markov_expected(markov, markov.spend_per_state, months=months), actual_spend),
+        },
     }
 
 
@@ -417,8 +477,12 @@ def _correlation(first: FloatArray, second: FloatArray) -> float | None:
 
 
 def _distribution(values: FloatArray) -> dict[str, float]:
-    return {"mean": float(np.mean(values)), "median": float(np.median(values)),
-            "p90": float(np.quantile(values, 0.9)), "total": float(np.sum(values))}
+    return {
+        "mean": float(np.mean(values)),
+        "median": float(np.median(values)),
+        "p90": float(np.quantile(values, 0.9)),
+        "total": float(np.sum(values)),
+    }
 
 
 # --------------------------------------------------------------------------
@@ -453,12 +517,21 @@ def train_clv(
     excluded = tuple(excluded_items)
     training = clv_models_fit(
         course_purchases_frame(before=max(holdout_end, observation_end), excluded_items=excluded),
-        observation_end=observation_end, holdout_end=holdout_end, time_zone=settings.TIME_ZONE,
-        excluded_items=excluded, margin_fraction=margin_fraction, annual_discount_rate=annual_discount_rate,
+        observation_end=observation_end,
+        holdout_end=holdout_end,
+        time_zone=settings.TIME_ZONE,
+        excluded_items=excluded,
+        margin_fraction=margin_fraction,
+        annual_discount_rate=annual_discount_rate,
         horizon_weeks=horizon_weeks,
     )
     return model_run_save(
-        model=ModelRun.Model.CLV, params=json_safe(training.params), metrics=json_safe(training.metrics),
-        n_train=training.n_customers, artifact=training.scorer, data_start=training.data_start,
-        data_end=observation_end, activate=activate,
+        model=ModelRun.Model.CLV,
+        params=json_safe(training.params),
+        metrics=json_safe(training.metrics),
+        n_train=training.n_customers,
+        artifact=training.scorer,
+        data_start=training.data_start,
+        data_end=observation_end,
+        activate=activate,
     )

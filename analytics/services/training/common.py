@@ -53,8 +53,7 @@ def utc_series(values: Any) -> pd.Series:
     return pd.to_datetime(series, utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
 
 
-def fetch_frame(sql: str, params: Mapping[str, Any] | list | None = None, *,
-                text: Iterable[str] = ()) -> pd.DataFrame:
+def fetch_frame(sql: str, params: Mapping[str, Any] | list | None = None, *, text: Iterable[str] = ()) -> pd.DataFrame:
     """Run one SELECT and return its rows as a frame (``crossmkt_site.bulk.query_frame``: COPY and pandas' C parser).
 
     Numbers come back as int64 or float64 (NULL as NaN), timestamps as ISO text for
@@ -125,8 +124,9 @@ def event_features(*, as_of: datetime, columns: Iterable[str]) -> pd.DataFrame:
     work, and a million users' worth of timestamps the trainer never looks at stay out of Python.
     """
     names = list(columns)
-    selects = ", ".join(sql_time(f"f.{name}") + f" AS {name}" if name.endswith("_at") else f"f.{name}"
-                        for name in names)
+    selects = ", ".join(
+        sql_time(f"f.{name}") + f" AS {name}" if name.endswith("_at") else f"f.{name}" for name in names
+    )
     sql = f"SELECT f.user_id, {selects} FROM ({features_sql(as_of_param=True, columns=names)}) f"
     frame = fetch_frame(sql, {"zone": settings.TIME_ZONE, "as_of": as_utc(as_of)})
     return frame.set_index("user_id")

@@ -107,10 +107,12 @@ def _pipeline(levels: Mapping[str, list[str]], reference_levels: Mapping[str, st
     categories = OneHotEncoder(
         categories=[levels[name] for name in CATEGORICAL_FEATURES],
         drop=[reference_levels[name] for name in CATEGORICAL_FEATURES],
-        sparse_output=False, dtype=float,
+        sparse_output=False,
+        dtype=float,
     )
-    columns = ColumnTransformer([("numeric", numbers, list(NUMERIC_FEATURES)),
-                                 ("category", categories, list(CATEGORICAL_FEATURES))])
+    columns = ColumnTransformer(
+        [("numeric", numbers, list(NUMERIC_FEATURES)), ("category", categories, list(CATEGORICAL_FEATURES))]
+    )
     # C=inf is the unpenalised maximum-likelihood fit the article describes (penalty=None is
     # deprecated); Newton steps reach the optimum to machine precision, so the standard
     # errors below are those of the actual maximum.
@@ -154,28 +156,45 @@ def _standard_errors(design: np.ndarray, fitted: np.ndarray, names: pd.Index) ->
 def _calibration_table(labels: np.ndarray, predicted: np.ndarray) -> list[dict[str, float]]:
     """Return per decile of predicted probability: users, mean prediction and observed purchase rate."""
     deciles = pd.qcut(pd.Series(predicted).rank(method="first"), CALIBRATION_BINS, labels=False)
-    table = pd.DataFrame({"decile": deciles + 1, "predicted": predicted, "observed": labels}).groupby("decile").agg(
-        users=("observed", "size"), mean_predicted=("predicted", "mean"), observed_rate=("observed", "mean"),
-        min_predicted=("predicted", "min"), max_predicted=("predicted", "max"))
+    table = (
+        pd.DataFrame({"decile": deciles + 1, "predicted": predicted, "observed": labels})
+        .groupby("decile")
+        .agg(
+            users=("observed", "size"),
+            mean_predicted=("predicted", "mean"),
+            observed_rate=("observed", "mean"),
+            min_predicted=("predicted", "min"),
+            max_predicted=("predicted", "max"),
+        )
+    )
     return table.reset_index().to_dict("records")
 
 
-def propensity_split(rows: pd.DataFrame, *, test_share: float = TEST_SHARE,
-                     random_state: int = RANDOM_STATE) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def propensity_split(
+    rows: pd.DataFrame, *, test_share: float = TEST_SHARE, random_state: int = RANDOM_STATE
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Return the rows a fit uses (those with an age) and the positions of its stratified train and test split."""
     rows = rows[rows["age"].notna()]
     labels = rows[LABEL].astype(int).to_numpy()
     positives = int(labels.sum())
-    require(min(positives, len(labels) - positives) >= MINIMUM_PER_CLASS,
-            f"propensity needs at least {MINIMUM_PER_CLASS} buyers and non-buyers, got {positives} of {len(labels)}; "
-            "load more behaviour or choose another --observation-end")
-    train, test = train_test_split(np.arange(len(rows)), test_size=test_share, stratify=labels,
-                                   random_state=random_state)
+    require(
+        min(positives, len(labels) - positives) >= MINIMUM_PER_CLASS,
+        f"propensity needs at least {MINIMUM_PER_CLASS} buyers and non-buyers, got {positives} of {len(labels)}; "
+        "load more behaviour or choose another --observation-end",
+    )
+    train, test = train_test_split(
+        np.arange(len(rows)), test_size=test_share, stratify=labels, random_state=random_state
+    )
     return rows, train, test
 
 
-def propensity_fit(rows: pd.DataFrame, *, reference_levels: Mapping[str, str] | None = None,
-                   test_share: float = TEST_SHARE, random_state: int = RANDOM_STATE) -> PropensityFit:
+def propensity_fit(
+    rows: pd.DataFrame,
+    *,
+    reference_levels: Mapping[str, str] | None = None,
+    test_share: float = TEST_SHARE,
+    random_state: int = RANDOM_STATE,
+) -> PropensityFit:
     """Fit the propensity pipeline on labelled rows and measure it on a stratified held-out split.
 
     ``rows`` holds the FEATURES and ``purchased_course`` (0/1). Rows without an age are left
@@ -188,8 +207,9 @@ def propensity_fit(rows: pd.DataFrame, *, reference_levels: Mapping[str, str] | 
     stated = reference_levels or {}
     levels, references = {}, {}
     for name in CATEGORICAL_FEATURES:
-        levels[name], references[name] = category_levels(rows[name].fillna(UNKNOWN_LEVEL),
-                                                         stated_reference=stated.get(name))
+        levels[name], references[name] = category_levels(
+            rows[name].fillna(UNKNOWN_LEVEL), stated_reference=stated.get(name)
+        )
     scorer = PropensityScorer(pipeline=_pipeline(levels, references), levels=levels, reference_levels=references)
     inputs = scorer.prepare(rows)
     scorer.pipeline.fit(inputs.iloc[train], labels[train])
@@ -210,11 +230,15 @@ def propensity_fit(rows: pd.DataFrame, *, reference_levels: Mapping[str, str] | 
         "calibration": _calibration_table(labels[test], predicted),
         "coefficients": {
             name: {
-                "coefficient": coefficients[name], "se": errors[name], "z": z[name],
+                "coefficient": coefficients[name],
+                "se": errors[name],
+                "z": z[name],
                 "p_value": 2.0 * stats.norm.sf(abs(z[name])),
                 "odds_ratio": np.exp(coefficients[name]),
-                "odds_ratio_ci95": [np.exp(coefficients[name] - 1.96 * errors[name]),
-                                    np.exp(coefficients[name] + 1.96 * errors[name])],
+                "odds_ratio_ci95": [
+                    np.exp(coefficients[name] - 1.96 * errors[name]),
+                    np.exp(coefficients[name] + 1.96 * errors[name]),
+                ],
             }
             for name in coefficients.index
         },
@@ -234,8 +258,10 @@ def propensity_fit(rows: pd.DataFrame, *, reference_levels: Mapping[str, str] | 
 
 def _label_users(*, start: datetime, end: datetime, target_course: str | None) -> set[int]:
     """Return the ids of users with a course purchase (of the target course, if named) in [start, end)."""
-    sql = (f"SELECT DISTINCT user_id FROM analytics_behaviorevent WHERE kind = '{PURCHASE}' "
-           "AND occurred_at >= %(start)s AND occurred_at < %(end)s")
+    sql = (
+        f"SELECT DISTINCT user_id FROM analytics_behaviorevent WHERE kind = '{PURCHASE}' "
+        "AND occurred_at >= %(start)s AND occurred_at < %(end)s"
+    )
     params: dict[str, Any] = {"start": as_utc(start), "end": as_utc(end)}
     if target_course:
         sql += " AND item_id = %(target)s"
@@ -243,8 +269,9 @@ def _label_users(*, start: datetime, end: datetime, target_course: str | None) -
     return set(fetch_frame(sql, params)["user_id"].tolist())
 
 
-def propensity_rows(*, observation_end: datetime, label_window_days: int = DEFAULT_LABEL_WINDOW_DAYS,
-                    target_course: str | None = None) -> pd.DataFrame:
+def propensity_rows(
+    *, observation_end: datetime, label_window_days: int = DEFAULT_LABEL_WINDOW_DAYS, target_course: str | None = None
+) -> pd.DataFrame:
     """Return the labelled training rows, indexed by user id, from events and from the imported table.
 
     Users with events are those signed up before the observation end (or, without a sign-up
@@ -253,9 +280,10 @@ def propensity_rows(*, observation_end: datetime, label_window_days: int = DEFAU
     which.
     """
     users = users_table()
-    features = numeric_columns(event_features(as_of=observation_end,
-                                              columns=["watching_count", "purchasing_count", "first_event_at"]),
-                               ["watching_count", "purchasing_count"])
+    features = numeric_columns(
+        event_features(as_of=observation_end, columns=["watching_count", "purchasing_count", "first_event_at"]),
+        ["watching_count", "purchasing_count"],
+    )
     observation_end = as_utc(observation_end)
     label_end = observation_end + timedelta(days=label_window_days)
     buyers = _label_users(start=observation_end, end=label_end, target_course=target_course)
@@ -263,26 +291,37 @@ def propensity_rows(*, observation_end: datetime, label_window_days: int = DEFAU
     first_event = utc_series(features["first_event_at"]).reindex(users.index)
     joined = users["signed_up_at"].fillna(first_event)
     from_events = (users["imported_has_events"] | ~users["has_imported"]) & (joined < pd.Timestamp(observation_end))
-    event_rows = pd.DataFrame({
-        "watching_count": features["watching_count"].reindex(users.index).fillna(0.0),
-        "purchasing_count": features["purchasing_count"].reindex(users.index).fillna(0.0),
-        LABEL: users.index.isin(buyers).astype(int),
-        "source": "events",
-    }, index=users.index)[from_events.to_numpy()]
+    event_rows = pd.DataFrame(
+        {
+            "watching_count": features["watching_count"].reindex(users.index).fillna(0.0),
+            "purchasing_count": features["purchasing_count"].reindex(users.index).fillna(0.0),
+            LABEL: users.index.isin(buyers).astype(int),
+            "source": "events",
+        },
+        index=users.index,
+    )[from_events.to_numpy()]
     imported = users["has_imported"] & ~users["imported_has_events"] & users["imported_purchased_course"].notna()
-    imported_rows = pd.DataFrame({
-        "watching_count": users["imported_watching_count"],
-        "purchasing_count": users["imported_purchasing_count"],
-        LABEL: users["imported_purchased_course"].fillna(0).astype(int),
-        "source": "imported",
-    }, index=users.index)[imported.to_numpy()]
+    imported_rows = pd.DataFrame(
+        {
+            "watching_count": users["imported_watching_count"],
+            "purchasing_count": users["imported_purchasing_count"],
+            LABEL: users["imported_purchased_course"].fillna(0).astype(int),
+            "source": "imported",
+        },
+        index=users.index,
+    )[imported.to_numpy()]
     rows = pd.concat([event_rows, imported_rows])
     return rows.join(users.loc[rows.index, ["age", "education", "occupation"]])
 
 
-def train_propensity(*, observation_end: datetime | None = None, activate: bool = True,
-                     label_window_days: int | None = None, target_course: str | None = None,
-                     reference_levels: Mapping[str, str] | None = None) -> ModelRun:
+def train_propensity(
+    *,
+    observation_end: datetime | None = None,
+    activate: bool = True,
+    label_window_days: int | None = None,
+    target_course: str | None = None,
+    reference_levels: Mapping[str, str] | None = None,
+) -> ModelRun:
     """Fit purchase propensity on the database and store it as the next model run.
 
     Defaults: the label window (28 days) before now, a purchase of any course as the label,
@@ -291,19 +330,30 @@ def train_propensity(*, observation_end: datetime | None = None, activate: bool 
     window = label_window_days or DEFAULT_LABEL_WINDOW_DAYS
     end = as_utc(observation_end) if observation_end else timezone.now() - timedelta(days=window)
     label_end = end + timedelta(days=window)
-    require(label_end <= timezone.now(),
-            f"the label window ends {label_end:%Y-%m-%d %H:%M} UTC, in the future; "
-            "choose an --observation-end at least the label window before now", code="invalid")
+    require(
+        label_end <= timezone.now(),
+        f"the label window ends {label_end:%Y-%m-%d %H:%M} UTC, in the future; "
+        "choose an --observation-end at least the label window before now",
+        code="invalid",
+    )
     rows = propensity_rows(observation_end=end, label_window_days=window, target_course=target_course)
     fit = propensity_fit(rows, reference_levels=reference_levels)
     first_event, _ = event_time_bounds()
     params = fit.params | {
-        "observation_end": end, "label_window_days": window, "label_window_end": label_end,
+        "observation_end": end,
+        "label_window_days": window,
+        "label_window_end": label_end,
         "target_course": target_course,
         "label": f"a purchase of {target_course or 'any course'} in the label window",
         "rows_by_source": rows["source"].value_counts().to_dict(),
     }
     return model_run_save(
-        model=ModelRun.Model.PROPENSITY, params=json_safe(params), metrics=json_safe(fit.metrics),
-        n_train=fit.n_train, artifact=fit.scorer, data_start=first_event, data_end=end, activate=activate,
+        model=ModelRun.Model.PROPENSITY,
+        params=json_safe(params),
+        metrics=json_safe(fit.metrics),
+        n_train=fit.n_train,
+        artifact=fit.scorer,
+        data_start=first_event,
+        data_end=end,
+        activate=activate,
     )

@@ -73,8 +73,12 @@ CATALOG_COLUMNS = [*MODEL_CATALOG_COLUMNS, "licence_start", "licence_end", "is_a
 # --------------------------------------------------------------------------
 
 
-def content_similarity(categories_a: Sequence[str], tags_a: Sequence[Sequence[str]],
-                       categories_b: Sequence[str], tags_b: Sequence[Sequence[str]]) -> FloatArray:
+def content_similarity(
+    categories_a: Sequence[str],
+    tags_a: Sequence[Sequence[str]],
+    categories_b: Sequence[str],
+    tags_b: Sequence[Sequence[str]],
+) -> FloatArray:
     """Return how alike two lists of items are by description: the same category, closer with shared tags.
 
     An item whose category none of the other list has is placed by the Jaccard index of its
@@ -175,8 +179,9 @@ class CooccurrenceRecommender:
         return scores + 1e-9 * fallback[None, :]
 
 
-def cooccurrence_fit(data: InteractionData, catalog: pd.DataFrame, *,
-                     trained_until: datetime) -> CooccurrenceRecommender:
+def cooccurrence_fit(
+    data: InteractionData, catalog: pd.DataFrame, *, trained_until: datetime
+) -> CooccurrenceRecommender:
     """Fit the item-item model: cosine co-occurrence between warm items, content-borrowed for cold ones."""
     n_items = len(catalog)
     interacted = data.weights.copy()
@@ -187,14 +192,21 @@ def cooccurrence_fit(data: InteractionData, catalog: pd.DataFrame, *,
     norms = np.sqrt(users_per_item)
     keep = warm[co_occurrence.row] & warm[co_occurrence.col]
     cosine = sp.csr_matrix(
-        (co_occurrence.data[keep] / (norms[co_occurrence.row[keep]] * norms[co_occurrence.col[keep]]),
-         (co_occurrence.row[keep], co_occurrence.col[keep])), shape=(n_items, n_items))
+        (
+            co_occurrence.data[keep] / (norms[co_occurrence.row[keep]] * norms[co_occurrence.col[keep]]),
+            (co_occurrence.row[keep], co_occurrence.col[keep]),
+        ),
+        shape=(n_items, n_items),
+    )
     # Dense items x items arrays are fine for the partners' catalogs (a few thousand items at most).
     similarity = _fill_cold_items(_keep_top_neighbours(cosine.toarray(), NEIGHBOURS_KEPT), catalog, warm)
     n_users = max(len(data.user_ids), 1)
     return CooccurrenceRecommender(
         catalog=catalog[MODEL_CATALOG_COLUMNS].reset_index(drop=True),
-        similarity=similarity, popularity=users_per_item / n_users, warm=warm, n_users=len(data.user_ids),
+        similarity=similarity,
+        popularity=users_per_item / n_users,
+        warm=warm,
+        n_users=len(data.user_ids),
         trained_until=trained_until,
     )
 
@@ -211,9 +223,14 @@ def _fill_cold_items(similarity: FloatArray, catalog: pd.DataFrame, warm: npt.ND
     """Give each cold item the content-weighted mean of the warm items' similarities, at a discount."""
     cold, warm_index = np.flatnonzero(~warm), np.flatnonzero(warm)
     if len(cold) and len(warm_index):
-        borrow = COLD_START_DISCOUNT * _row_normalised(content_similarity(
-            catalog["category"].to_numpy()[cold], catalog["tags"].to_numpy()[cold],
-            catalog["category"].to_numpy()[warm_index], catalog["tags"].to_numpy()[warm_index]))
+        borrow = COLD_START_DISCOUNT * _row_normalised(
+            content_similarity(
+                catalog["category"].to_numpy()[cold],
+                catalog["tags"].to_numpy()[cold],
+                catalog["category"].to_numpy()[warm_index],
+                catalog["tags"].to_numpy()[warm_index],
+            )
+        )
         similarity = similarity.copy()
         similarity[:, cold] = similarity[:, warm_index] @ borrow.T
         similarity[cold, :] = borrow @ similarity[warm_index, :]
@@ -230,12 +247,14 @@ def candidate_mask(catalog: pd.DataFrame, *, at: datetime) -> npt.NDArray[np.boo
     is_film = (catalog["kind"] == FILM).to_numpy()
     moment = pd.Timestamp(at)
     licensed = (pd.to_datetime(catalog["licence_start"], utc=True) <= moment) & (
-        pd.to_datetime(catalog["licence_end"], utc=True) > moment)
+        pd.to_datetime(catalog["licence_end"], utc=True) > moment
+    )
     return np.where(is_film, licensed.fillna(False).to_numpy(bool), catalog["is_active"].fillna(False).to_numpy(bool))
 
 
-def held_out_items(holdout: pd.DataFrame, calibration: InteractionData, catalog: pd.DataFrame, *,
-                   excluded_items: Sequence[str]) -> pd.DataFrame:
+def held_out_items(
+    holdout: pd.DataFrame, calibration: InteractionData, catalog: pd.DataFrame, *, excluded_items: Sequence[str]
+) -> pd.DataFrame:
     """Return per user and domain the first item of the holdout the user did not have before: user_id, domain, item."""
     domain = holdout["kind"].map({kind: name for name, kind in HELD_OUT_KIND.items()})
     item_ids = pd.Series(catalog["item_id"].to_numpy()[holdout["item"].to_numpy()], index=holdout.index)
@@ -244,15 +263,25 @@ def held_out_items(holdout: pd.DataFrame, calibration: InteractionData, catalog:
     row = pd.Series(np.arange(len(calibration.user_ids)), index=calibration.user_ids)
     known = targets["user_id"].isin(row.index).to_numpy()
     had = np.zeros(len(targets), dtype=bool)
-    had[known] = np.asarray(calibration.owned[row[targets["user_id"][known]].to_numpy(),
-                                              targets["item"].to_numpy()[known]]).ravel() > 0
+    had[known] = (
+        np.asarray(
+            calibration.owned[row[targets["user_id"][known]].to_numpy(), targets["item"].to_numpy()[known]]
+        ).ravel()
+        > 0
+    )
     firsts = targets[~had].sort_values(["first_at", "item"]).drop_duplicates(["user_id", "domain"])
     return firsts[["user_id", "domain", "item"]].reset_index(drop=True)
 
 
-def recommendation_evaluation(model: CooccurrenceRecommender, calibration: InteractionData, targets: pd.DataFrame, *,
-                              candidates: npt.NDArray[np.bool_], length: int = LIST_LENGTH,
-                              max_users: int = EVALUATION_USERS_PER_DOMAIN) -> dict[str, Any]:
+def recommendation_evaluation(
+    model: CooccurrenceRecommender,
+    calibration: InteractionData,
+    targets: pd.DataFrame,
+    *,
+    candidates: npt.NDArray[np.bool_],
+    length: int = LIST_LENGTH,
+    max_users: int = EVALUATION_USERS_PER_DOMAIN,
+) -> dict[str, Any]:
     """Return hit-rate and NDCG at ``length`` of the model and of popularity per domain and pooled.
 
     Each user's list is drawn from the domain's candidates the user does not have; a hit is
@@ -264,7 +293,8 @@ def recommendation_evaluation(model: CooccurrenceRecommender, calibration: Inter
     rng = np.random.default_rng(EVALUATION_SEED)
     per_domain: dict[str, Any] = {}
     pooled: dict[str, dict[str, list[FloatArray]]] = {
-        name: {"hits": [], "gains": []} for name in ("model", "popularity")}
+        name: {"hits": [], "gains": []} for name in ("model", "popularity")
+    }
     for domain in (COURSE, FILM):
         domain_targets = targets[targets["domain"] == domain]
         if len(domain_targets) > max_users:
@@ -279,27 +309,40 @@ def recommendation_evaluation(model: CooccurrenceRecommender, calibration: Inter
         owned = _history_rows(calibration.owned, rows)
         items = domain_targets["item"].to_numpy()
         model_rank = _ranks_of_targets(model.scores, history, owned, allowed, items)
-        popular_rank = _ranks_of_targets(lambda block: np.tile(model.popularity, (block.shape[0], 1)), history, owned,
-                                         allowed, items)
+        popular_rank = _ranks_of_targets(
+            lambda block: np.tile(model.popularity, (block.shape[0], 1)), history, owned, allowed, items
+        )
         results = {}
         for name, ranks in (("model", model_rank), ("popularity", popular_rank)):
             hits, gains = ranks < length, np.where(ranks < length, 1 / np.log2(ranks + 2.0), 0.0)
-            results[name] = {"hit_rate": float(hits.mean()), "ndcg": float(gains.mean()),
-                             "hit_rate_with_history": float(hits[has_history].mean()) if has_history.any() else None}
+            results[name] = {
+                "hit_rate": float(hits.mean()),
+                "ndcg": float(gains.mean()),
+                "hit_rate_with_history": float(hits[has_history].mean()) if has_history.any() else None,
+            }
             pooled[name]["hits"].append(hits)
             pooled[name]["gains"].append(gains)
-        per_domain[domain] = {"n_users": len(domain_targets), "n_users_without_history": int((~has_history).sum()),
-                              "n_candidates": int(allowed.sum()), **results,
-                              "relative_hit_rate_lift": _lift(results["model"]["hit_rate"],
-                                                              results["popularity"]["hit_rate"])}
+        per_domain[domain] = {
+            "n_users": len(domain_targets),
+            "n_users_without_history": int((~has_history).sum()),
+            "n_candidates": int(allowed.sum()),
+            **results,
+            "relative_hit_rate_lift": _lift(results["model"]["hit_rate"], results["popularity"]["hit_rate"]),
+        }
     overall: dict[str, Any] = {"n_users": int(sum(len(hits) for hits in pooled["model"]["hits"]))}
     if overall["n_users"]:
         for name, lists in pooled.items():
-            overall[name] = {"hit_rate": float(np.concatenate(lists["hits"]).mean()),
-                             "ndcg": float(np.concatenate(lists["gains"]).mean())}
+            overall[name] = {
+                "hit_rate": float(np.concatenate(lists["hits"]).mean()),
+                "ndcg": float(np.concatenate(lists["gains"]).mean()),
+            }
         overall["relative_hit_rate_lift"] = _lift(overall["model"]["hit_rate"], overall["popularity"]["hit_rate"])
-    return {"list_length": length, "protocol": "first new item per user and domain after the observation end",
-            "overall": overall, **per_domain}
+    return {
+        "list_length": length,
+        "protocol": "first new item per user and domain after the observation end",
+        "overall": overall,
+        **per_domain,
+    }
 
 
 def _lift(model: float, baseline: float) -> float | None:
@@ -309,14 +352,20 @@ def _lift(model: float, baseline: float) -> float | None:
 def _history_rows(matrix: sp.csr_matrix, rows: FloatArray) -> sp.csr_matrix:
     """Return the matrix rows of the given users, empty rows for users it does not hold (NaN)."""
     known = ~np.isnan(rows)
-    selector = sp.csr_matrix((np.ones(int(known.sum())), (np.flatnonzero(known), rows[known].astype(np.int64))),
-                             shape=(len(rows), matrix.shape[0]))
+    selector = sp.csr_matrix(
+        (np.ones(int(known.sum())), (np.flatnonzero(known), rows[known].astype(np.int64))),
+        shape=(len(rows), matrix.shape[0]),
+    )
     return (selector @ matrix).tocsr()
 
 
-def _ranks_of_targets(score_block: Callable[[sp.csr_matrix], FloatArray], history: sp.csr_matrix,
-                      owned: sp.csr_matrix, allowed: npt.NDArray[np.bool_],
-                      targets: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+def _ranks_of_targets(
+    score_block: Callable[[sp.csr_matrix], FloatArray],
+    history: sp.csr_matrix,
+    owned: sp.csr_matrix,
+    allowed: npt.NDArray[np.bool_],
+    targets: npt.NDArray[np.int64],
+) -> npt.NDArray[np.int64]:
     """Return the 0-based rank of each user's held-out item among the allowed items they do not own."""
     ranks = np.empty(len(targets), dtype=np.int64)
     for start in range(0, len(targets), EVALUATION_BLOCK_USERS):
@@ -335,9 +384,14 @@ def _ranks_of_targets(score_block: Callable[[sp.csr_matrix], FloatArray], histor
 # --------------------------------------------------------------------------
 
 
-def association_pairs(data: InteractionData, catalog: pd.DataFrame, *, min_pair_users: int = MIN_PAIR_USERS,
-                      keep: int = ASSOCIATION_PAIRS_KEPT,
-                      bundled: set[tuple[Any, str, Any, str]] | None = None) -> dict[str, Any]:
+def association_pairs(
+    data: InteractionData,
+    catalog: pd.DataFrame,
+    *,
+    min_pair_users: int = MIN_PAIR_USERS,
+    keep: int = ASSOCIATION_PAIRS_KEPT,
+    bundled: set[tuple[Any, str, Any, str]] | None = None,
+) -> dict[str, Any]:
     """Return course↔film pairs: watched film f and bought course c, with support, confidence and lift.
 
     Over the users with any interaction: support = P(f and c), confidence = P(c | f),
@@ -360,27 +414,50 @@ def association_pairs(data: InteractionData, catalog: pd.DataFrame, *, min_pair_
     course_users = np.asarray(bought.sum(axis=0)).ravel()[course_rows]
     confidence = pair_users / film_users
     others_buying = (course_users - pair_users) / np.maximum(n_users - film_users, 1)
-    table = pd.DataFrame({
-        "film": films[film_rows], "course": courses[course_rows], "users": pair_users.astype(np.int64),
-        "support": pair_users / n_users, "confidence": confidence, "confidence_reverse": pair_users / course_users,
-        "lift": confidence / (course_users / n_users),
-        "relative_risk": np.divide(confidence, others_buying, out=np.full_like(confidence, np.nan),
-                                   where=others_buying > 0),
-    }).sort_values(["lift", "users"], ascending=False).head(keep)
+    table = (
+        pd.DataFrame(
+            {
+                "film": films[film_rows],
+                "course": courses[course_rows],
+                "users": pair_users.astype(np.int64),
+                "support": pair_users / n_users,
+                "confidence": confidence,
+                "confidence_reverse": pair_users / course_users,
+                "lift": confidence / (course_users / n_users),
+                "relative_risk": np.divide(
+                    confidence, others_buying, out=np.full_like(confidence, np.nan), where=others_buying > 0
+                ),
+            }
+        )
+        .sort_values(["lift", "users"], ascending=False)
+        .head(keep)
+    )
     bundled = bundled or set()
     pairs = [
         {
-            "course_partner": catalog.at[course, "partner_slug"], "course_id": catalog.at[course, "item_id"],
-            "course_title": catalog.at[course, "title"], "film_partner": catalog.at[film, "partner_slug"],
-            "film_id": catalog.at[film, "item_id"], "film_title": catalog.at[film, "title"], "users": users,
-            "support": round(support, 6), "confidence": round(confidence, 4),
-            "confidence_reverse": round(confidence_reverse, 4), "lift": round(lift, 3),
+            "course_partner": catalog.at[course, "partner_slug"],
+            "course_id": catalog.at[course, "item_id"],
+            "course_title": catalog.at[course, "title"],
+            "film_partner": catalog.at[film, "partner_slug"],
+            "film_id": catalog.at[film, "item_id"],
+            "film_title": catalog.at[film, "title"],
+            "users": users,
+            "support": round(support, 6),
+            "confidence": round(confidence, 4),
+            "confidence_reverse": round(confidence_reverse, 4),
+            "lift": round(lift, 3),
             "relative_risk": None if np.isnan(relative_risk) else round(relative_risk, 3),
-            "in_bundle": (catalog.at[course, "partner"], catalog.at[course, "item_id"], catalog.at[film, "partner"],
-                          catalog.at[film, "item_id"]) in bundled,
+            "in_bundle": (
+                catalog.at[course, "partner"],
+                catalog.at[course, "item_id"],
+                catalog.at[film, "partner"],
+                catalog.at[film, "item_id"],
+            )
+            in bundled,
         }
-        for film, course, users, support, confidence, confidence_reverse, lift, relative_risk
-        in table.itertuples(index=False, name=None)
+        for film, course, users, support, confidence, confidence_reverse, lift, relative_risk in table.itertuples(
+            index=False, name=None
+        )
     ]
     return {"n_users": n_users, "min_pair_users": min_pair_users, "pairs": pairs}
 
@@ -400,10 +477,17 @@ class RecommendationTraining:
     n_users: int
 
 
-def recommendations_fit(catalog: pd.DataFrame, *, calibration: pd.DataFrame, holdout: pd.DataFrame,
-                        everything: pd.DataFrame, observation_end: datetime, data_end: datetime,
-                        excluded_items: Sequence[str] = (),
-                        bundled: set[tuple[Any, str, Any, str]] | None = None) -> RecommendationTraining:
+def recommendations_fit(
+    catalog: pd.DataFrame,
+    *,
+    calibration: pd.DataFrame,
+    holdout: pd.DataFrame,
+    everything: pd.DataFrame,
+    observation_end: datetime,
+    data_end: datetime,
+    excluded_items: Sequence[str] = (),
+    bundled: set[tuple[Any, str, Any, str]] | None = None,
+) -> RecommendationTraining:
     """Fit on ``calibration``, judge on ``holdout`` against popularity, and refit on ``everything`` for serving.
 
     The interaction frames hold user_id, item (position in ``catalog``), kind, n and
@@ -415,11 +499,14 @@ def recommendations_fit(catalog: pd.DataFrame, *, calibration: pd.DataFrame, hol
         raise ApplicationError(
             f"no film watches or course purchases of catalog items before {observation_end:%Y-%m-%d}: nothing to "
             "learn recommendations from; import events or choose a later --observation-end",
-            code="no_data", field="observation_end")
+            code="no_data",
+            field="observation_end",
+        )
     calibration_model = cooccurrence_fit(calibration_data, catalog, trained_until=observation_end)
     targets = held_out_items(holdout, calibration_data, catalog, excluded_items=excluded_items)
-    evaluation = recommendation_evaluation(calibration_model, calibration_data, targets,
-                                           candidates=candidate_mask(catalog, at=observation_end))
+    evaluation = recommendation_evaluation(
+        calibration_model, calibration_data, targets, candidates=candidate_mask(catalog, at=observation_end)
+    )
 
     serving_data = interaction_data(everything, n_items=len(catalog))
     serving_model = cooccurrence_fit(serving_data, catalog, trained_until=data_end)
@@ -457,40 +544,63 @@ def interaction_counts(catalog: pd.DataFrame, *, split_at: datetime, end: dateti
     over the events gives both the calibration and the holdout. The catalog's items are
     staged in a temporary table for the database to join the events to.
     """
-    items = pd.DataFrame({
-        "domain": catalog["kind"].to_numpy(), "partner_id": catalog["partner"].to_numpy(dtype=np.int64),
-        "item_id": catalog["item_id"].to_numpy(), "item": np.arange(len(catalog), dtype=np.int64),
-    })
+    items = pd.DataFrame(
+        {
+            "domain": catalog["kind"].to_numpy(),
+            "partner_id": catalog["partner"].to_numpy(dtype=np.int64),
+            "item_id": catalog["item_id"].to_numpy(),
+            "item": np.arange(len(catalog), dtype=np.int64),
+        }
+    )
     frames = []
     with connection.cursor() as cursor:
         cursor.execute("DROP TABLE IF EXISTS catalog_items")
-        cursor.execute("CREATE TEMPORARY TABLE catalog_items "
-                       "(domain varchar(8), partner_id bigint, item_id varchar(64), item bigint)")
+        cursor.execute(
+            "CREATE TEMPORARY TABLE catalog_items "
+            "(domain varchar(8), partner_id bigint, item_id varchar(64), item bigint)"
+        )
         bulk_insert_frame(cursor, "catalog_items", items)
         if connection.vendor == "postgresql":
             cursor.execute("ANALYZE catalog_items")
         for domain, kinds in ((FILM, ("film_watch",)), (COURSE, ("course_purchase", "course_view"))):
-            sql = (f"SELECT e.user_id, i.item, e.kind, CASE WHEN e.occurred_at < %s THEN 0 ELSE 1 END AS after, "
-                   f"COUNT(*) AS n, {sql_time('MIN(e.occurred_at)')} AS first_at "
-                   f"FROM {BehaviorEvent._meta.db_table} e JOIN catalog_items i "
-                   f"ON i.domain = %s AND i.partner_id = e.partner_id AND i.item_id = e.item_id "
-                   f"WHERE e.kind IN ({', '.join(['%s'] * len(kinds))}) AND e.occurred_at < %s "
-                   f"GROUP BY e.user_id, i.item, e.kind, after")
-            params = [connection.ops.adapt_datetimefield_value(split_at), domain, *kinds,
-                      connection.ops.adapt_datetimefield_value(end)]
+            sql = (
+                f"SELECT e.user_id, i.item, e.kind, CASE WHEN e.occurred_at < %s THEN 0 ELSE 1 END AS after, "
+                f"COUNT(*) AS n, {sql_time('MIN(e.occurred_at)')} AS first_at "
+                f"FROM {BehaviorEvent._meta.db_table} e JOIN catalog_items i "
+                f"ON i.domain = %s AND i.partner_id = e.partner_id AND i.item_id = e.item_id "
+                f"WHERE e.kind IN ({', '.join(['%s'] * len(kinds))}) AND e.occurred_at < %s "
+                f"GROUP BY e.user_id, i.item, e.kind, after"
+            )
+            params = [
+                connection.ops.adapt_datetimefield_value(split_at),
+                domain,
+                *kinds,
+                connection.ops.adapt_datetimefield_value(end),
+            ]
             frames.append(fetch_frame(sql, params, text=("kind",)))
         cursor.execute("DROP TABLE catalog_items")
     counts = pd.concat(frames, ignore_index=True)
-    return pd.DataFrame({
-        "user_id": counts["user_id"].astype(np.int64), "item": counts["item"].astype(np.int64),
-        "kind": counts["kind"].astype(str), "after": counts["after"].astype(bool), "n": counts["n"].astype(np.int64),
-        "first_at": utc_series(counts["first_at"]),
-    })
+    return pd.DataFrame(
+        {
+            "user_id": counts["user_id"].astype(np.int64),
+            "item": counts["item"].astype(np.int64),
+            "kind": counts["kind"].astype(str),
+            "after": counts["after"].astype(bool),
+            "n": counts["n"].astype(np.int64),
+            "first_at": utc_series(counts["first_at"]),
+        }
+    )
 
 
-def train_recommendations(*, catalog: pd.DataFrame, bundled: set[tuple[Any, str, Any, str]] | None = None,
-                          observation_end: datetime | None = None, data_end: datetime | None = None,
-                          excluded_items: Sequence[str] = (), activate: bool = True) -> ModelRun:
+def train_recommendations(
+    *,
+    catalog: pd.DataFrame,
+    bundled: set[tuple[Any, str, Any, str]] | None = None,
+    observation_end: datetime | None = None,
+    data_end: datetime | None = None,
+    excluded_items: Sequence[str] = (),
+    activate: bool = True,
+) -> ModelRun:
     """Fit the cross-domain recommender, judge it against popularity after the observation end, and store it as a run.
 
     ``catalog`` holds every course and film (``CATALOG_COLUMNS``, one row per item, in a fixed
@@ -505,20 +615,31 @@ def train_recommendations(*, catalog: pd.DataFrame, bundled: set[tuple[Any, str,
     observation_end = as_utc(observation_end) if observation_end else default_observation_end(now=now)
     data_end = max(as_utc(data_end) if data_end else now, observation_end)
     if catalog.empty:
-        raise ApplicationError("the catalog has no courses or films to recommend; add them first",
-                               code="no_data", field="model")
+        raise ApplicationError(
+            "the catalog has no courses or films to recommend; add them first", code="no_data", field="model"
+        )
     counts = interaction_counts(catalog, split_at=observation_end, end=data_end)
     everything = counts.groupby(["user_id", "item", "kind"], as_index=False, sort=False).agg(
-        n=("n", "sum"), first_at=("first_at", "min"))
+        n=("n", "sum"), first_at=("first_at", "min")
+    )
     training = recommendations_fit(
-        catalog, calibration=counts[~counts["after"]], holdout=counts[counts["after"]],
+        catalog,
+        calibration=counts[~counts["after"]],
+        holdout=counts[counts["after"]],
         everything=everything,
-        observation_end=observation_end, data_end=data_end, excluded_items=tuple(excluded_items),
+        observation_end=observation_end,
+        data_end=data_end,
+        excluded_items=tuple(excluded_items),
         bundled=bundled,
     )
     return model_run_save(
-        model=ModelRun.Model.RECOMMENDATIONS, params=json_safe(training.params), metrics=json_safe(training.metrics),
-        n_train=training.n_users, artifact=training.model, data_end=data_end, activate=activate,
+        model=ModelRun.Model.RECOMMENDATIONS,
+        params=json_safe(training.params),
+        metrics=json_safe(training.metrics),
+        n_train=training.n_users,
+        artifact=training.model,
+        data_end=data_end,
+        activate=activate,
     )
 
 
@@ -528,6 +649,9 @@ def active_pairs(metrics: Mapping[str, Any], *, order: str = "-lift") -> list[di
     column = order.lstrip("-")
     if pairs and column not in pairs[0]:
         raise ApplicationError(f"cannot sort pairs by {column!r}", field="o")
-    known = sorted((pair for pair in pairs if pair[column] is not None), key=lambda pair: pair[column],
-                   reverse=order.startswith("-"))
+    known = sorted(
+        (pair for pair in pairs if pair[column] is not None),
+        key=lambda pair: pair[column],
+        reverse=order.startswith("-"),
+    )
     return known + [pair for pair in pairs if pair[column] is None]

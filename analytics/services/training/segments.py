@@ -71,8 +71,9 @@ NAMES = {
 def behaviour_rates(counts: pd.DataFrame, exposure_days: pd.Series) -> pd.DataFrame:
     """Return each count as a rate per year of exposure (at least MINIMUM_EXPOSURE_DAYS)."""
     years = exposure_days.clip(lower=MINIMUM_EXPOSURE_DAYS).to_numpy(float)[:, None] / 365.0
-    return pd.DataFrame(counts[list(COUNT_FIELDS)].to_numpy(float) / years, index=counts.index,
-                        columns=list(COUNT_FIELDS))
+    return pd.DataFrame(
+        counts[list(COUNT_FIELDS)].to_numpy(float) / years, index=counts.index, columns=list(COUNT_FIELDS)
+    )
 
 
 def exposure_days(tenure_days: pd.Series, *, as_of: datetime, data_start: datetime | None) -> pd.Series:
@@ -162,13 +163,15 @@ def _k_scan(points: np.ndarray, rng: np.random.Generator) -> dict[int, float]:
     for k in K_SCAN:
         if k < len(sample):
             labels = KMeans(k, n_init=2, random_state=RANDOM_STATE).fit_predict(sample)
-            scan[k] = silhouette_score(sample, labels, sample_size=min(len(sample), K_SCAN_SILHOUETTE_SAMPLE),
-                                       random_state=RANDOM_STATE)
+            scan[k] = silhouette_score(
+                sample, labels, sample_size=min(len(sample), K_SCAN_SILHOUETTE_SAMPLE), random_state=RANDOM_STATE
+            )
     return scan
 
 
-def segments_fit(counts: pd.DataFrame, exposure: pd.Series, *, k: int = DEFAULT_K,
-                 data_start: datetime | None = None) -> SegmentsFit:
+def segments_fit(
+    counts: pd.DataFrame, exposure: pd.Series, *, k: int = DEFAULT_K, data_start: datetime | None = None
+) -> SegmentsFit:
     """Cluster users on their standardised log1p behaviour rates and describe each cluster.
 
     ``counts`` holds COUNT_FIELDS per user and ``exposure`` their days in the data.
@@ -197,36 +200,53 @@ def _segments_fit(counts: pd.DataFrame, exposure: pd.Series, *, k: int, data_sta
     segment = np.argsort(order)[clusters]
     traits = [name_segment(dict(zip(COUNT_FIELDS, centre))) for centre in centres]
     names = _unique_names(traits)
-    scorer = SegmentScorer(feature_mean=scaler.mean_, feature_scale=scale, centres=centres,
-                           names_zh=[zh for zh, _ in names], names_en=[en for _, en in names], data_start=data_start)
+    scorer = SegmentScorer(
+        feature_mean=scaler.mean_,
+        feature_scale=scale,
+        centres=centres,
+        names_zh=[zh for zh, _ in names],
+        names_en=[en for _, en in names],
+        data_start=data_start,
+    )
 
     profile = []
     for index, (zh, en) in enumerate(names):
         members = segment == index
-        profile.append({
-            "segment": index + 1, "name_zh": zh, "name_en": en, "users": int(members.sum()),
-            "share": float(members.mean()),
-            "mean_counts": counts[members].mean().to_dict(),
-            "mean_rates_per_year": rates[members].mean().to_dict(),
-            "mean_exposure_days": float(exposure[members].mean()),
-            "centre_standardised": dict(zip(COUNT_FIELDS, centres[index])),
-        })
+        profile.append(
+            {
+                "segment": index + 1,
+                "name_zh": zh,
+                "name_en": en,
+                "users": int(members.sum()),
+                "share": float(members.mean()),
+                "mean_counts": counts[members].mean().to_dict(),
+                "mean_rates_per_year": rates[members].mean().to_dict(),
+                "mean_exposure_days": float(exposure[members].mean()),
+                "centre_standardised": dict(zip(COUNT_FIELDS, centres[index])),
+            }
+        )
     metrics: dict[str, Any] = {
         "k": k,
         "inertia": float(((points - centres[segment]) ** 2).sum()),
         "fitted_on_users": len(fitted_on),
-        "silhouette": silhouette_score(points, segment, sample_size=min(len(points), SILHOUETTE_SAMPLE),
-                                       random_state=RANDOM_STATE),
+        "silhouette": silhouette_score(
+            points, segment, sample_size=min(len(points), SILHOUETTE_SAMPLE), random_state=RANDOM_STATE
+        ),
         "silhouette_by_k": _k_scan(points, rng),
         "profile": profile,
         "overall_mean_rates_per_year": rates.mean().to_dict(),
     }
     params = {
-        "k": k, "features": list(COUNT_FIELDS),
+        "k": k,
+        "features": list(COUNT_FIELDS),
         "transform": "count per year of exposure (at least 30 days), log1p, standardised",
-        "random_state": RANDOM_STATE, "n_init": N_INIT, "fit_sample": FIT_SAMPLE,
+        "random_state": RANDOM_STATE,
+        "n_init": N_INIT,
+        "fit_sample": FIT_SAMPLE,
         "names": [{"segment": i + 1, "name_zh": zh, "name_en": en} for i, (zh, en) in enumerate(names)],
-        "feature_mean": scaler.mean_, "feature_scale": scale, "centres": centres,
+        "feature_mean": scaler.mean_,
+        "feature_scale": scale,
+        "centres": centres,
     }
     return SegmentsFit(scorer=scorer, params=params, metrics=metrics, n_train=len(counts))
 
@@ -239,8 +259,9 @@ def segments_rows(*, as_of: datetime) -> tuple[pd.DataFrame, pd.Series]:
     """
     as_of = as_utc(as_of)
     users = users_table()
-    features = numeric_columns(event_features(as_of=as_of, columns=[*COUNT_FIELDS, "first_event_at"]),
-                               list(COUNT_FIELDS))
+    features = numeric_columns(
+        event_features(as_of=as_of, columns=[*COUNT_FIELDS, "first_event_at"]), list(COUNT_FIELDS)
+    )
     first_event = utc_series(features["first_event_at"]).reindex(users.index)
     joined = users["signed_up_at"].fillna(first_event)
     population = (joined < pd.Timestamp(as_of)) | (joined.isna() & users["has_imported"])
@@ -263,6 +284,12 @@ def train_segments(*, observation_end: datetime | None = None, activate: bool = 
     fit = segments_fit(counts, exposure, k=k, data_start=data_start)
     params = fit.params | {"as_of": as_of}
     return model_run_save(
-        model=ModelRun.Model.SEGMENTS, params=json_safe(params), metrics=json_safe(fit.metrics), n_train=fit.n_train,
-        artifact=fit.scorer, data_start=data_start, data_end=as_of, activate=activate,
+        model=ModelRun.Model.SEGMENTS,
+        params=json_safe(params),
+        metrics=json_safe(fit.metrics),
+        n_train=fit.n_train,
+        artifact=fit.scorer,
+        data_start=data_start,
+        data_end=as_of,
+        activate=activate,
     )

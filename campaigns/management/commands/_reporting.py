@@ -4,27 +4,36 @@
 def report_import(command, result, *, noun: str, show_rejected: int) -> None:
     """Print imported / duplicates / rejected, and the rejected rows by line, column and reason."""
     style = command.style.WARNING if result.rejected else command.style.SUCCESS
-    command.stdout.write(style(
-        f"{result.imported} {noun} imported, {result.duplicates} duplicates skipped, {len(result.rejected)} rejected"
-        + (f"; {result.users_created} new users" if result.users_created else "")
-    ))
+    command.stdout.write(
+        style(
+            f"{result.imported} {noun} imported, {result.duplicates} duplicates skipped, {len(result.rejected)} rejected"
+            + (f"; {result.users_created} new users" if result.users_created else "")
+        )
+    )
     for rejection in result.rejected[:show_rejected]:
         command.stdout.write(f"  rejected {rejection.describe('line')}")
     if len(result.rejected) > show_rejected:
-        command.stdout.write(f"  … and {len(result.rejected) - show_rejected} more (use --show-rejected N to list them)")
+        command.stdout.write(
+            f"  … and {len(result.rejected) - show_rejected} more (use --show-rejected N to list them)"
+        )
 
 
 def report_training(command, run, *, name: str, seconds: float) -> None:
     """Print a trained model's version, training rows and time, then its scalar metrics one per line."""
-    command.stdout.write(command.style.SUCCESS(
-        f"{name} v{run.version}: trained on {run.n_train} rows in {seconds:.1f} s"
-        f"{'' if run.is_active else ' (not activated)'}"
-    ))
+    command.stdout.write(
+        command.style.SUCCESS(
+            f"{name} v{run.version}: trained on {run.n_train} rows in {seconds:.1f} s"
+            f"{'' if run.is_active else ' (not activated)'}"
+        )
+    )
     for key, value in metrics_headline(run.metrics).items():
         command.stdout.write(f"  {key}: {value}")
 
 
 def metrics_headline(metrics: dict) -> dict:
     """Pick the scalar metrics worth a line each."""
-    return {key: (round(value, 4) if isinstance(value, float) else value)
-            for key, value in metrics.items() if isinstance(value, (int, float, str)) and not isinstance(value, bool)}
+    return {
+        key: (round(value, 4) if isinstance(value, float) else value)
+        for key, value in metrics.items()
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool)
+    }

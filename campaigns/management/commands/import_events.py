@@ -19,7 +19,9 @@ class Command(BaseCommand):
         parser.add_argument("file")
         parser.add_argument("--encoding", help="Override the detected encoding (utf-8, utf-8-sig, gbk).")
         parser.add_argument("--no-progress", action="store_true", help="Do not draw a progress bar.")
-        parser.add_argument("--show-rejected", type=int, default=50, help="How many rejected rows to list (default 50).")
+        parser.add_argument(
+            "--show-rejected", type=int, default=50, help="How many rejected rows to list (default 50)."
+        )
 
     def handle(self, *args, file, encoding, no_progress, show_rejected, **options):
         try:

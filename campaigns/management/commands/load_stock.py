@@ -26,6 +26,8 @@ class Command(BaseCommand):
             result = stock_load_file(partner=partner_get(slug=slug), kind=kind, path=file)
         except ApplicationError as error:
             raise CommandError(error.message) from None
-        self.stdout.write(self.style.SUCCESS(
-            f"{slug}: loaded {result.loaded} {kind} codes; {result.already_present} were already loaded"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{slug}: loaded {result.loaded} {kind} codes; {result.already_present} were already loaded"
+            )
+        )

@@ -41,12 +41,16 @@ class Command(BaseCommand):
     def handle_list(self, **_):
         partners = Partner.objects.prefetch_related("api_keys").order_by("slug")
         if not partners:
-            self.stdout.write("No partners yet; add one with: python manage.py partner add SLUG --kind KIND --name NAME")
+            self.stdout.write(
+                "No partners yet; add one with: python manage.py partner add SLUG --kind KIND --name NAME"
+            )
             return
         self.stdout.write(f"{'slug':<20} {'kind':<10} {'keys':>4}  name")
         for partner in partners:
             active = [key.prefix for key in partner.api_keys.all() if key.revoked_at is None]
-            self.stdout.write(f"{partner.slug:<20} {partner.kind:<10} {len(active):>4}  {partner.name}  {' '.join(active)}")
+            self.stdout.write(
+                f"{partner.slug:<20} {partner.kind:<10} {len(active):>4}  {partner.name}  {' '.join(active)}"
+            )
 
     def handle_key(self, *, slug, name, **_):
         key, raw_key = partner_api_key_create(partner=partner_get(slug=slug), name=name)
@@ -58,4 +62,6 @@ class Command(BaseCommand):
 
     def handle_revoke_key(self, *, slug, prefix, **_):
         key = partner_api_key_revoke(partner=partner_get(slug=slug), prefix=prefix)
-        self.stdout.write(self.style.SUCCESS(f"Key {key.prefix} of {slug} revoked at {key.revoked_at:%Y-%m-%d %H:%M:%S %Z}."))
+        self.stdout.write(
+            self.style.SUCCESS(f"Key {key.prefix} of {slug} revoked at {key.revoked_at:%Y-%m-%d %H:%M:%S %Z}.")
+        )

@@ -23,7 +23,9 @@ class Command(BaseCommand):
         try:
             campaign = campaign_get(slug=slug)
             chunks = len(campaign_chunks())
-            with progress_bar(f"{'forecasting' if dry_run else 'running'} {slug}", chunks, enabled=not no_progress) as advance:
+            with progress_bar(
+                f"{'forecasting' if dry_run else 'running'} {slug}", chunks, enabled=not no_progress
+            ) as advance:
                 on_chunk = lambda done, total: advance(done)  # noqa: E731
                 if dry_run:
                     self.print_forecast(campaign_dry_run(campaign=campaign, on_chunk=on_chunk))
@@ -34,15 +36,19 @@ class Command(BaseCommand):
         if no_wait:
             self.stdout.write(f"queued {result['chunks']} chunks for {slug} (group {result['group_id']})")
             return
-        self.stdout.write(self.style.SUCCESS(
-            f"{slug}: {result['eligible']} newly eligible, {result['holdout']} held out, {result['issued']} offers issued "
-            f"costing {result['cost']} CNY; {result['skipped_existing']} already handled, {result['clamped']} not issued "
-            "for lack of budget, offer cap or stock"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"{slug}: {result['eligible']} newly eligible, {result['holdout']} held out, {result['issued']} offers issued "
+                f"costing {result['cost']} CNY; {result['skipped_existing']} already handled, {result['clamped']} not issued "
+                "for lack of budget, offer cap or stock"
+            )
+        )
 
     def print_forecast(self, forecast):
         self.stdout.write(f"Dry run of {forecast.campaign}: nothing issued.")
-        self.stdout.write(f"{'rule':<40} {'priority':>8} {'treated':>9} {'holdout':>9} {'offers':>9} {'cost (CNY)':>14}")
+        self.stdout.write(
+            f"{'rule':<40} {'priority':>8} {'treated':>9} {'holdout':>9} {'offers':>9} {'cost (CNY)':>14}"
+        )
         for rule in forecast.rules:
             self.stdout.write(
                 f"{rule.rule[:40]:<40} {rule.priority:>8} {rule.treated:>9} {rule.holdout:>9} {rule.offers:>9} {rule.cost:>14}"
@@ -52,7 +58,9 @@ class Command(BaseCommand):
             f"{forecast.cost:>14}"
         )
         if forecast.remaining is not None:
-            verdict = "fits" if forecast.cost <= forecast.remaining else "does NOT fit: issuance will stop when it runs out"
+            verdict = (
+                "fits" if forecast.cost <= forecast.remaining else "does NOT fit: issuance will stop when it runs out"
+            )
             self.stdout.write(f"budget {forecast.budget} CNY, {forecast.remaining} CNY left: the forecast {verdict}")
         self.print_comparison(forecast)
 
@@ -65,12 +73,16 @@ class Command(BaseCommand):
             f"Rules vs optimised ({forecast.mode} mode runs; valued by {comparison.model}, {comparison.method}, a "
             f"conversion worth {comparison.order_value} CNY; within the budget left):"
         )
-        self.stdout.write(f"{'':<12} {'users':>9} {'holdout':>9} {'offers':>9} {'spend (CNY)':>14} "
-                          f"{'incr. margin (CNY)':>19} {'per CNY':>8}")
+        self.stdout.write(
+            f"{'':<12} {'users':>9} {'holdout':>9} {'offers':>9} {'spend (CNY)':>14} "
+            f"{'incr. margin (CNY)':>19} {'per CNY':>8}"
+        )
         for strategy in (comparison.rules, comparison.optimised):
             margin = "unknown" if strategy.expected_margin is None else str(strategy.expected_margin)
             per_cny = "-" if strategy.margin_per_cny is None else str(strategy.margin_per_cny)
-            self.stdout.write(f"{strategy.name:<12} {strategy.users:>9} {strategy.holdout:>9} {strategy.offers:>9} "
-                              f"{strategy.spend:>14} {margin:>19} {per_cny:>8}")
+            self.stdout.write(
+                f"{strategy.name:<12} {strategy.users:>9} {strategy.holdout:>9} {strategy.offers:>9} "
+                f"{strategy.spend:>14} {margin:>19} {per_cny:>8}"
+            )
         for note in comparison.notes:
             self.stdout.write(f"note: {note}")

@@ -38,9 +38,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--model", choices=[*MODELS, *CAMPAIGN_MODELS, "all"], default="all")
-        parser.add_argument("--json", action="store_true", help='One JSON object per model: {"model", "version", "n_train", "params", "metrics"}.')
+        parser.add_argument(
+            "--json",
+            action="store_true",
+            help='One JSON object per model: {"model", "version", "n_train", "params", "metrics"}.',
+        )
         parser.add_argument("--observation-end", help="End of the calibration / feature period (date or ISO time).")
-        parser.add_argument("--no-activate", action="store_true", help="Store the run without making it the active one.")
+        parser.add_argument(
+            "--no-activate", action="store_true", help="Store the run without making it the active one."
+        )
 
     def handle(self, *args, model, json: bool, observation_end, no_activate, **options):
         trainers = {**TRAINERS, **CAMPAIGN_TRAINERS}
@@ -53,8 +59,17 @@ class Command(BaseCommand):
             except ApplicationError as error:
                 raise CommandError(f"{name}: {error.message}") from None
             if json:
-                self.stdout.write(_json({"model": run.model, "version": run.version, "n_train": run.n_train,
-                                         "params": run.params, "metrics": run.metrics}))
+                self.stdout.write(
+                    _json(
+                        {
+                            "model": run.model,
+                            "version": run.version,
+                            "n_train": run.n_train,
+                            "params": run.params,
+                            "metrics": run.metrics,
+                        }
+                    )
+                )
             else:
                 report_training(self, run, name=name, seconds=time.monotonic() - started)
 

@@ -15,22 +15,46 @@ NOTES_HEADING = "\n## "
 
 
 class Command(BaseCommand):
-    help = ("Measure each stage three ways (the product, a naive per-row baseline, raw COPY + NumPy as the limit) on "
-            "a demo world of --users users (loaded first into an empty database) and write the table to BENCHMARKS.md.")
+    help = (
+        "Measure each stage three ways (the product, a naive per-row baseline, raw COPY + NumPy as the limit) on "
+        "a demo world of --users users (loaded first into an empty database) and write the table to BENCHMARKS.md."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--users", type=int, default=1_000_000, help="Users in the demo world (default 1,000,000).")
-        parser.add_argument("--stages", nargs="+", choices=STAGE_ORDER, default=list(STAGE_ORDER),
-                            help="Stages to run, in this order: " + ", ".join(STAGE_ORDER) + " (default: all).")
-        parser.add_argument("--events", type=int, help="Events sent through the API (default: users / 5, 1,000 to 200,000).")
-        parser.add_argument("--load-seconds", type=float, help="Duration of each load test (default 10 s at 500k users and "
-                                                               "more, else 3 s).")
-        parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"),
-                            help="Where to write the table; its sections after the table (## headings) are kept.")
+        parser.add_argument(
+            "--stages",
+            nargs="+",
+            choices=STAGE_ORDER,
+            default=list(STAGE_ORDER),
+            help="Stages to run, in this order: " + ", ".join(STAGE_ORDER) + " (default: all).",
+        )
+        parser.add_argument(
+            "--events", type=int, help="Events sent through the API (default: users / 5, 1,000 to 200,000)."
+        )
+        parser.add_argument(
+            "--load-seconds",
+            type=float,
+            help="Duration of each load test (default 10 s at 500k users and more, else 3 s).",
+        )
+        parser.add_argument(
+            "--output",
+            default=str(ROOT / "BENCHMARKS.md"),
+            help="Where to write the table; its sections after the table (## headings) are kept.",
+        )
         parser.add_argument("--no-progress", action="store_true")
 
-    def handle(self, *args: object, users: int, stages: list[str], events: int | None, load_seconds: float | None,
-               output: str, no_progress: bool, **options: object) -> None:
+    def handle(
+        self,
+        *args: object,
+        users: int,
+        stages: list[str],
+        events: int | None,
+        load_seconds: float | None,
+        output: str,
+        no_progress: bool,
+        **options: object,
+    ) -> None:
         if users < 1000:
             raise CommandError("--users must be at least 1,000 (the models need that many to train)")
         if events is not None and events < 1:
@@ -38,7 +62,11 @@ class Command(BaseCommand):
         started = time.monotonic()
         try:
             results = bench_run(
-                n_users=users, stages=stages, n_events=events, load_seconds=load_seconds, echo=self.stderr.write,
+                n_users=users,
+                stages=stages,
+                n_events=events,
+                load_seconds=load_seconds,
+                echo=self.stderr.write,
                 world_progress=lambda: progress_bar(f"demo world ({users:,} users)", users, enabled=not no_progress),
             )
         except ApplicationError as error:
@@ -50,8 +78,10 @@ class Command(BaseCommand):
         if path.exists():
             previous = path.read_text(encoding="utf-8")
             if NOTES_HEADING in previous:
-                kept = previous[previous.index(NOTES_HEADING):]
+                kept = previous[previous.index(NOTES_HEADING) :]
         path.write_text(table + kept, encoding="utf-8")
         self.stdout.write(table)
-        self.stderr.write(f"bench: {len(results)} measurements in {(time.monotonic() - started) / 60:.1f} min; "
-                          f"table written to {path}")
+        self.stderr.write(
+            f"bench: {len(results)} measurements in {(time.monotonic() - started) / 60:.1f} min; "
+            f"table written to {path}"
+        )

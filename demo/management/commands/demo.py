@@ -6,8 +6,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from campaigns.management.commands._reporting import report_training
 from analytics.models import ModelRun
+from campaigns.management.commands._reporting import report_training
 from campaigns.models import Campaign
 from campaigns.presenters.campaign_report import render_text
 from campaigns.reports.campaign_report import campaign_report
@@ -24,8 +24,10 @@ DEMO_PASSWORD = "crossmkt-demo"
 
 
 class Command(BaseCommand):
-    help = ("Create the demo admin login; load the demo world if the database has none; train, score, play the demo "
-            "campaigns whose window has begun, and print their reports.")
+    help = (
+        "Create the demo admin login; load the demo world if the database has none; train, score, play the demo "
+        "campaigns whose window has begun, and print their reports."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--users", type=int, default=20_000, help="Size of the demo world when one is loaded.")
@@ -46,8 +48,10 @@ class Command(BaseCommand):
             if "refused" in played:
                 self.stdout.write(self.style.WARNING(f"not run: {played['refused']}"))
                 continue
-            self.stdout.write(f"played {played['campaign']}: {played['issued']} offers issued, {played['holdout']} held out, "
-                              f"{played['converted']} conversions drawn from the planted effects")
+            self.stdout.write(
+                f"played {played['campaign']}: {played['issued']} offers issued, {played['holdout']} held out, "
+                f"{played['converted']} conversions drawn from the planted effects"
+            )
         # The played campaigns' holdouts are what the uplift models learn from (and the optimise mode spends by).
         try:
             call_command("train", "--model", "uplift", stdout=self.stdout)

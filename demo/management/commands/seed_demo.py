@@ -20,12 +20,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--users", type=int, default=20_000)
         parser.add_argument("--seed", type=int, default=2026)
-        parser.add_argument("--processes", type=int, default=2,
-                            help="Parallel loader processes on PostgreSQL (default 2, one per core of the reference machine).")
+        parser.add_argument(
+            "--processes",
+            type=int,
+            default=2,
+            help="Parallel loader processes on PostgreSQL (default 2, one per core of the reference machine).",
+        )
         parser.add_argument("--no-progress", action="store_true")
 
-    def handle(self, *args: object, users: int, seed: int, processes: int, no_progress: bool,
-               **options: object) -> None:
+    def handle(
+        self, *args: object, users: int, seed: int, processes: int, no_progress: bool, **options: object
+    ) -> None:
         if users < 1:
             raise CommandError("--users must be at least 1")
         started = time.monotonic()
@@ -33,9 +38,11 @@ class Command(BaseCommand):
             summary = demo_world_load(n_users=users, seed=seed, on_progress=advance, processes=processes)
         loaded = time.monotonic()
         built = features_build()
-        self.stdout.write(self.style.SUCCESS(
-            f"demo world loaded in {loaded - started:.1f} s: {summary['partners']} partners, {summary['courses']} courses, "
-            f"{summary['films']} films, {summary['deals']} deals, {summary['campaigns']} campaigns, "
-            f"{summary['users']} new users, {summary['events']} new events ({summary['duplicate_events']} already there); "
-            f"features built for {built} users in {time.monotonic() - loaded:.1f} s"
-        ))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"demo world loaded in {loaded - started:.1f} s: {summary['partners']} partners, {summary['courses']} courses, "
+                f"{summary['films']} films, {summary['deals']} deals, {summary['campaigns']} campaigns, "
+                f"{summary['users']} new users, {summary['events']} new events ({summary['duplicate_events']} already there); "
+                f"features built for {built} users in {time.monotonic() - loaded:.1f} s"
+            )
+        )

@@ -62,9 +62,30 @@ def strict_json(tree: object) -> str:
 
 
 USERS = [
-    {"watching_count": 12, "purchasing_count": 6, "propensity": 0.7, "segment": "film buffs", "occupation": "教师", "marketing_consent": True},
-    {"watching_count": 3, "purchasing_count": None, "propensity": math.nan, "segment": None, "occupation": "teacher", "marketing_consent": False},
-    {"watching_count": None, "purchasing_count": 9, "propensity": 0.6, "segment": "lapsed learners", "occupation": None, "marketing_consent": None},
+    {
+        "watching_count": 12,
+        "purchasing_count": 6,
+        "propensity": 0.7,
+        "segment": "film buffs",
+        "occupation": "教师",
+        "marketing_consent": True,
+    },
+    {
+        "watching_count": 3,
+        "purchasing_count": None,
+        "propensity": math.nan,
+        "segment": None,
+        "occupation": "teacher",
+        "marketing_consent": False,
+    },
+    {
+        "watching_count": None,
+        "purchasing_count": 9,
+        "propensity": 0.6,
+        "segment": "lapsed learners",
+        "occupation": None,
+        "marketing_consent": None,
+    },
 ]
 
 
@@ -117,7 +138,10 @@ number_constants = st.one_of(
     st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
 )
 # Stored rules may carry numbers as decimal strings; validation must read them identically.
-number_constants_as_json = st.one_of(number_constants, number_constants.map(lambda number: repr(float(number)) if isinstance(number, float) else str(number)))
+number_constants_as_json = st.one_of(
+    number_constants,
+    number_constants.map(lambda number: repr(float(number)) if isinstance(number, float) else str(number)),
+)
 OCCUPATION_POOL = ("teacher", "Teacher", "教师", "", "O'Brien", 'say "hi"', "back\\slash", "film buffs")
 free_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=4)
 occupation_constants = st.one_of(st.sampled_from(OCCUPATION_POOL), free_text)
@@ -176,6 +200,7 @@ TABLE_LAYOUTS = ("plain", "nullable", "numpy_objects", "bool_as_float")
 
 def build_table(users: list[dict[str, object]], layout: str) -> pd.DataFrame | dict[str, np.ndarray]:
     """Hold users as a DataFrame or a mapping of arrays, in the given layout."""
+
     def column(field: str) -> list[object]:
         return [user[field] for user in users]
 
@@ -190,7 +215,9 @@ def build_table(users: list[dict[str, object]], layout: str) -> pd.DataFrame | d
         frame[field] = pd.Series(column(field), dtype=text_dtype)
     consent = column("marketing_consent")
     if layout == "bool_as_float":
-        frame["marketing_consent"] = pd.Series([math.nan if value is None else float(value) for value in consent], dtype="float64")
+        frame["marketing_consent"] = pd.Series(
+            [math.nan if value is None else float(value) for value in consent], dtype="float64"
+        )
     else:
         frame["marketing_consent"] = pd.Series(consent, dtype=bool_dtype)
     # A shuffled index makes sure rows are matched by position, not by label.

@@ -33,12 +33,15 @@ def test_a_valid_tree_becomes_condition_nodes() -> None:
     condition = validate(
         {"all": [comparison("watching_count", ">", 10), {"not": comparison("segment", "in", ["film buffs"])}]}, REGISTRY
     )
-    assert condition == AllOf((Comparison("watching_count", ">", 10), Not(Comparison("segment", "in", ("film buffs",)))))
+    assert condition == AllOf(
+        (Comparison("watching_count", ">", 10), Not(Comparison("segment", "in", ("film buffs",))))
+    )
 
 
 def test_decimal_strings_of_number_fields_become_numbers() -> None:
     condition = validate(
-        {"all": [comparison("propensity", ">=", "0.6"), comparison("watching_count", "between", ["3", "1e1"])]}, REGISTRY
+        {"all": [comparison("propensity", ">=", "0.6"), comparison("watching_count", "between", ["3", "1e1"])]},
+        REGISTRY,
     )
     assert strict_json(to_json(condition)) == strict_json(
         {"all": [comparison("propensity", ">=", 0.6), comparison("watching_count", "between", [3, 10.0])]}
@@ -46,7 +49,9 @@ def test_decimal_strings_of_number_fields_become_numbers() -> None:
 
 
 def test_a_group_of_one_is_replaced_by_its_member() -> None:
-    assert validate({"any": [{"all": [comparison("propensity", "is_null")]}]}, REGISTRY) == Comparison("propensity", "is_null")
+    assert validate({"any": [{"all": [comparison("propensity", "is_null")]}]}, REGISTRY) == Comparison(
+        "propensity", "is_null"
+    )
 
 
 def test_validation_is_idempotent_on_its_own_output() -> None:
@@ -91,10 +96,13 @@ def test_validation_is_idempotent_on_its_own_output() -> None:
             comparison("occupation", "in", ["teacher", 7]),
             "'occupation' is a category; 7 is not text at value[1] (write it in quotes: \"7\")",
         ),
-        (comparison("marketing_consent", "==", "yes"), "'marketing_consent' is a bool; \"yes\" is not true or false at value"),
+        (
+            comparison("marketing_consent", "==", "yes"),
+            "'marketing_consent' is a bool; \"yes\" is not true or false at value",
+        ),
         (
             comparison("segment", "==", "Film Buffs"),
-            "\"Film Buffs\" is not a known value of 'segment' at value (did you mean \"film buffs\"?)",
+            '"Film Buffs" is not a known value of \'segment\' at value (did you mean "film buffs"?)',
         ),
         (
             comparison("segment", "==", "gamers"),
@@ -114,7 +122,10 @@ def test_validation_is_idempotent_on_its_own_output() -> None:
         ),
         ({"op": ">", "value": 1}, "the comparison has no 'field' at the top level"),
         ({"field": 3, "op": ">", "value": 1}, "'field' must be a field name, got a number at field"),
-        ({"field": "propensity", "value": 1}, "the comparison has no 'op' at the top level (one of ==, !=, >, >=, <, <=, in, not_in, between, is_null, not_null)"),
+        (
+            {"field": "propensity", "value": 1},
+            "the comparison has no 'op' at the top level (one of ==, !=, >, >=, <, <=, in, not_in, between, is_null, not_null)",
+        ),
         (comparison("propensity", "=>", 1), "unknown operator '=>' at op (did you mean '>='?)"),
         (comparison("segment", "not in", ["教师"]), "unknown operator 'not in' at op (did you mean 'not_in'?)"),
         ({"field": "propensity", "op": ">"}, "'>' needs a value at the top level"),
@@ -123,11 +134,20 @@ def test_validation_is_idempotent_on_its_own_output() -> None:
             comparison("segment", "==", ["film buffs"]),
             "'==' compares with one value, not a list at value (use 'in' to match any of several values)",
         ),
-        (comparison("segment", "in", "film buffs"), "'in' needs a list of values, got text at value (e.g. [\"film buffs\", \"lapsed learners\"])"),
+        (
+            comparison("segment", "in", "film buffs"),
+            '\'in\' needs a list of values, got text at value (e.g. ["film buffs", "lapsed learners"])',
+        ),
         (comparison("segment", "in", []), "'in' needs at least one value at value"),
-        (comparison("segment", "in", [["film buffs"]]), "expected a number, text or true/false, got a list at value[0]"),
+        (
+            comparison("segment", "in", [["film buffs"]]),
+            "expected a number, text or true/false, got a list at value[0]",
+        ),
         (comparison("propensity", "between", [1]), "'between' needs a list of two values [low, high] at value"),
-        (comparison("propensity", "between", [0.9, "0.1"]), "'between' needs the low value first, but 0.9 > 0.1 at value"),
+        (
+            comparison("propensity", "between", [0.9, "0.1"]),
+            "'between' needs the low value first, but 0.9 > 0.1 at value",
+        ),
         ({"field": "propensity", "op": "is_null", "value": 1}, "'is_null' takes no value at value"),
         (comparison("propensity", ">", math.inf), "inf is not a usable number at value (numbers must be finite)"),
         (comparison("propensity", ">", math.nan), "nan is not a usable number at value (numbers must be finite)"),
@@ -136,7 +156,10 @@ def test_validation_is_idempotent_on_its_own_output() -> None:
             "the number is too large to compare exactly at value (keep whole numbers within ±2**53)",
         ),
         (comparison("watching_count", ">", "1e999"), "the number is too large at value"),
-        ({"field": "propensity", "op": ">", "value": 1, "valeu": 2}, "unknown key 'valeu' at the top level (did you mean 'value'?)"),
+        (
+            {"field": "propensity", "op": ">", "value": 1, "valeu": 2},
+            "unknown key 'valeu' at the top level (did you mean 'value'?)",
+        ),
     ],
 )
 def test_json_errors_say_what_is_wrong_and_where(tree: object, message: str) -> None:
@@ -144,7 +167,9 @@ def test_json_errors_say_what_is_wrong_and_where(tree: object, message: str) -> 
 
 
 def test_an_is_null_with_an_explicit_null_value_is_accepted() -> None:
-    assert validate({"field": "propensity", "op": "is_null", "value": None}, REGISTRY) == Comparison("propensity", "is_null")
+    assert validate({"field": "propensity", "op": "is_null", "value": None}, REGISTRY) == Comparison(
+        "propensity", "is_null"
+    )
 
 
 def test_condition_errors_are_value_errors() -> None:
@@ -191,9 +216,16 @@ def test_field_specs_check_themselves() -> None:
 # Property tests: random JSON
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=6) | st.sampled_from(["all", "op", "segment", ">", "in"]),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.sampled_from(["all", "any", "not", "field", "op", "value", "x"]), children, max_size=3),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=6)
+    | st.sampled_from(["all", "op", "segment", ">", "in"]),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(["all", "any", "not", "field", "op", "value", "x"]), children, max_size=3)
+    ),
     max_leaves=12,
 )
 

@@ -23,6 +23,7 @@ from tests.campaigns.rules.support import (
 # ---------------------------------------------------------------------------------------------
 # Evaluators on hand-picked users
 
+
 def select(text: str) -> list[int]:
     """Return the indexes of USERS the rule selects, checking all three evaluators agree."""
     condition = validate_text(text, REGISTRY)
@@ -98,6 +99,7 @@ def test_the_evaluators_name_a_missing_column() -> None:
 # ---------------------------------------------------------------------------------------------
 # Property tests: random rules over random users with missing values
 
+
 @PROPERTY_SETTINGS
 @given(tree=trees, users=users_tables, layout=st.sampled_from(TABLE_LAYOUTS))
 def test_the_vectorised_evaluator_agrees_with_the_reference_on_every_row(
@@ -116,4 +118,6 @@ def test_not_selects_exactly_the_other_users(tree: dict[str, object], users: lis
     condition = validate(tree, REGISTRY)
     table = build_table(users, "plain")
     assert (evaluate_table(Not(condition), table) == ~evaluate_table(condition, table)).all()
-    assert sorted(select_with_sqlite(Not(condition), users) + select_with_sqlite(condition, users)) == list(range(len(users)))
+    assert sorted(select_with_sqlite(Not(condition), users) + select_with_sqlite(condition, users)) == list(
+        range(len(users))
+    )

@@ -63,6 +63,7 @@ def test_referenced_fields_lists_each_field_once_in_order_of_appearance() -> Non
 # ---------------------------------------------------------------------------------------------
 # Property tests: random rules
 
+
 @PROPERTY_SETTINGS
 @given(tree=trees)
 def test_rendering_then_parsing_gives_back_the_canonical_tree(tree: dict[str, object]) -> None:

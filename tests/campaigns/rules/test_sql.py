@@ -5,7 +5,15 @@ from __future__ import annotations
 from hypothesis import given
 
 from campaigns.rules import SqlFragment, compile_sql, evaluate_user, validate, validate_text
-from tests.campaigns.rules.support import PROPERTY_SETTINGS, REGISTRY, SQL_COLUMNS, USERS, select_with_sqlite, trees, users_tables
+from tests.campaigns.rules.support import (
+    PROPERTY_SETTINGS,
+    REGISTRY,
+    SQL_COLUMNS,
+    USERS,
+    select_with_sqlite,
+    trees,
+    users_tables,
+)
 
 # ---------------------------------------------------------------------------------------------
 # SQL on hand-picked rules
@@ -36,9 +44,12 @@ def test_hostile_text_in_a_rule_never_reaches_the_sql_text() -> None:
 # ---------------------------------------------------------------------------------------------
 # Property tests: random rules over random users with missing values
 
+
 @PROPERTY_SETTINGS
 @given(tree=trees, users=users_tables)
-def test_sql_in_sqlite_selects_exactly_the_rows_the_reference_selects(tree: dict[str, object], users: list[dict[str, object]]) -> None:
+def test_sql_in_sqlite_selects_exactly_the_rows_the_reference_selects(
+    tree: dict[str, object], users: list[dict[str, object]]
+) -> None:
     condition = validate(tree, REGISTRY)
     expected = [index for index, user in enumerate(users) if evaluate_user(condition, user)]
     assert select_with_sqlite(condition, users) == expected

@@ -23,7 +23,10 @@ def test_the_articles_rule_parses_to_an_all_of_two_comparisons() -> None:
     ("text", "tree"),
     [
         ("propensity >= 0.6", comparison("propensity", ">=", 0.6)),
-        ('segment in ["film buffs", "lapsed learners"]', comparison("segment", "in", ["film buffs", "lapsed learners"])),
+        (
+            'segment in ["film buffs", "lapsed learners"]',
+            comparison("segment", "in", ["film buffs", "lapsed learners"]),
+        ),
         ("segment not in ['film buffs']", comparison("segment", "not_in", ["film buffs"])),
         ('churn_risk == "high"', comparison("churn_risk", "==", "high")),
         ("not marketing_consent", {"not": comparison("marketing_consent", "==", True)}),
@@ -50,7 +53,7 @@ def test_escapes_allow_quotes_and_backslashes_inside_text() -> None:
     assert parse(r'occupation == "say \"hi\""') == comparison("occupation", "==", 'say "hi"')
     assert parse(r"occupation == 'O\'Brien'") == comparison("occupation", "==", "O'Brien")
     assert parse(r'occupation == "a\\b"') == comparison("occupation", "==", "a\\b")
-    assert parse("occupation == \"it's\"") == comparison("occupation", "==", "it's")
+    assert parse('occupation == "it\'s"') == comparison("occupation", "==", "it's")
 
 
 def test_not_binds_tighter_than_and_which_binds_tighter_than_or() -> None:
@@ -83,7 +86,9 @@ def test_between_takes_its_and_before_the_next_condition() -> None:
 def test_keywords_are_case_insensitive_and_whitespace_is_free() -> None:
     assert parse("A > 1 AND NOT b OR c IS NOT NULL") == parse("A > 1 and not b or c is not null")
     assert parse("x In [TRUE, False]") == comparison("x", "in", [True, False])
-    assert parse("  watching_count>10\n\tand\u3000purchasing_count>5 ") == parse("watching_count > 10 and purchasing_count > 5")
+    assert parse("  watching_count>10\n\tand\u3000purchasing_count>5 ") == parse(
+        "watching_count > 10 and purchasing_count > 5"
+    )
 
 
 def test_a_trailing_comma_in_a_list_is_accepted() -> None:
@@ -148,7 +153,11 @@ def test_errors_on_a_later_line_give_line_and_column() -> None:
             16,
         ),
         ("occupation == 'teacher", "this quoted text is never closed (add a closing ')", 15),
-        (r"occupation == 'a\n'", "unknown escape '\\n' in quoted text (only \\\\, \\\" and \\' may follow a backslash)", 17),
+        (
+            r"occupation == 'a\n'",
+            "unknown escape '\\n' in quoted text (only \\\\, \\\" and \\' may follow a backslash)",
+            17,
+        ),
         ("segment in [1 2]", "expected ',' or ']' in the list, got the number 2", 15),
         ("x is nul", "expected 'null' after 'is', got 'nul'", 6),
         ("x between 1 or 2", "expected 'and' after the low value of 'between', got 'or'", 13),
@@ -194,8 +203,36 @@ def test_a_tree_too_deep_for_validation_is_refused_at_the_place_in_the_text() ->
 # Property tests: random text
 
 rule_words = st.sampled_from(
-    ["a", "watching_count", "segment", "==", "!=", ">", "<=", "and", "or", "not", "in", "between", "is", "null",
-     "true", "(", ")", "[", "]", ",", "1", "-2.5", "'x'", '"教师"', '"a\\"b"', "=", "“", "\n"]
+    [
+        "a",
+        "watching_count",
+        "segment",
+        "==",
+        "!=",
+        ">",
+        "<=",
+        "and",
+        "or",
+        "not",
+        "in",
+        "between",
+        "is",
+        "null",
+        "true",
+        "(",
+        ")",
+        "[",
+        "]",
+        ",",
+        "1",
+        "-2.5",
+        "'x'",
+        '"教师"',
+        '"a\\"b"',
+        "=",
+        "“",
+        "\n",
+    ]
 )
 
 
