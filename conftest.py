@@ -1,6 +1,7 @@
 """Root fixtures: service detection, a real Celery worker, and report headers saying what ran where."""
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -47,16 +48,98 @@ def report_line(request):
 
 
 class WorkerProcess:
-    """A running Celery worker: its main process and the queue it consumes."""
+    """A running Celery worker: its main process (leading a process group of its own) and the queue it consumes."""
 
-    def __init__(self, process: subprocess.Popen, queue: str):
+    def __init__(self, process: subprocess.Popen, queue: str, log_path: Path):
         self.process = process
         self.queue = queue
+        self.log_path = log_path
+
+    @property
+    def name(self) -> str:
+        return f"{self.queue}@{os.uname().nodename}"
 
     def pool_pids(self) -> list[int]:
         """Return the pids of the worker's pool processes (its children)."""
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
         return [int(pid) for pid in children.read_text().split()] if children.exists() else []
+
+    def kill_whole(self) -> list[int]:
+        """SIGKILL the worker's whole process group (main process and pool), as a crash or the OOM killer would."""
+        pids = [self.process.pid, *self.pool_pids()]
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+        return pids
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=30)
+
+
+def worker_database_url() -> str:
+    """Return a DATABASE_URL for the test database, so a worker process works in the test's data."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    host, port = db["HOST"] or "127.0.0.1", db["PORT"] or 5432
+    return f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{host}:{port}/{db['NAME']}"
+
+
+def start_celery_worker(queue: str, *, log_name: str, concurrency: int = 4, env: dict | None = None) -> WorkerProcess:
+    """Start a Celery worker on the test database consuming ``queue``, and return once it answers a ping.
+
+    The worker leads a new process group, so a test can kill it whole. ``env`` adds to the
+    worker's environment (a test that shortens a setting says so where it passes it).
+    """
+    from crossmkt_site.celery import app
+
+    log_path = ROOT / "test-artifacts" / log_name
+    log_path.parent.mkdir(exist_ok=True)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "crossmkt_site",
+                "worker",
+                "--loglevel=INFO",
+                f"--concurrency={concurrency}",
+                "--pool=prefork",
+                "--without-gossip",
+                "--without-mingle",
+                "-Q",
+                queue,
+                "-n",
+                f"{queue}@%h",
+            ],
+            cwd=ROOT,
+            env={
+                **os.environ,
+                "DJANGO_SETTINGS_MODULE": "crossmkt_site.settings.local",
+                "DATABASE_URL": worker_database_url(),
+                "CELERY_BROKER_URL": _broker_url(),
+                "CELERY_TASK_DEFAULT_QUEUE": queue,
+                "DEBUG": "false",
+                **(env or {}),
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    worker = WorkerProcess(process, queue, log_path)
+    deadline = time.monotonic() + 60
+    while not app.control.inspect(destination=[worker.name], timeout=1).ping():
+        if process.poll() is not None or time.monotonic() > deadline:
+            worker.stop()
+            pytest.fail(f"the Celery worker did not start; see {log_path}")
+    return worker
 
 
 def skip_or_fail(reason: str):
@@ -96,64 +179,19 @@ def celery_worker_process(_celery_worker_session):
 @pytest.fixture(scope="session")
 def _celery_worker_session(django_db_setup, django_db_blocker):
     """Start a real Celery worker (four pool processes) on the test database, once per test process."""
+    require_worker_services()
+    worker = start_celery_worker(settings.CELERY_TASK_DEFAULT_QUEUE, log_name="celery-worker.log")
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
+def require_worker_services() -> None:
+    """Skip (or fail in CI) unless Redis is the broker and the test database is PostgreSQL."""
     from django.db import connection
 
-    broker = _broker_url()
-    if not broker.startswith("redis://"):
+    if not _broker_url().startswith("redis://"):
         skip_or_fail("needs Redis and a worker: run with CELERY_BROKER_URL=redis://127.0.0.1:6379/15")
     if connection.vendor != "postgresql":
         skip_or_fail("the worker tests share the test database with a worker process, which needs PostgreSQL")
-    db = connection.settings_dict
-    database_url = (
-        f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-    )
-    queue = settings.CELERY_TASK_DEFAULT_QUEUE
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "crossmkt_site.settings.local",
-        "DATABASE_URL": database_url,
-        "CELERY_BROKER_URL": broker,
-        "CELERY_TASK_DEFAULT_QUEUE": queue,
-        "DEBUG": "false",
-    }
-    log_path = ROOT / "test-artifacts" / "celery-worker.log"
-    log_path.parent.mkdir(exist_ok=True)
-    log = log_path.open("w")
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "crossmkt_site",
-            "worker",
-            "--loglevel=INFO",
-            "--concurrency=4",
-            "--pool=prefork",
-            "--without-gossip",
-            "--without-mingle",
-            "-Q",
-            queue,
-            "-n",
-            f"{queue}@%h",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    from crossmkt_site.celery import app
-
-    try:
-        deadline = time.monotonic() + 60
-        while not app.control.inspect(destination=[f"{queue}@{os.uname().nodename}"], timeout=1).ping():
-            if worker.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the Celery worker did not start; see {log_path}")
-        yield WorkerProcess(worker, queue)
-    finally:
-        worker.terminate()
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-        log.close()
