@@ -17,7 +17,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from crossmkt_site.bulk import bulk_insert_frame
-from crossmkt_site.groups import results_as_they_finish
+from crossmkt_site.groups import results_as_they_finish, workers_require
 
 from ..models import ModelRun, UserScore
 from ..selectors import user_frame, user_id_ranges
@@ -102,11 +102,24 @@ def score_chunk(*, model: str, id_range: tuple[int, int], as_of: datetime | None
     return written
 
 
-def score_all(*, models=SCORED_MODELS, wait: bool = True, on_chunk=None, chunk_users: int = SCORE_CHUNK_USERS) -> dict:
-    """Score every user with each model's active run, chunk by chunk on the workers (in process when eager)."""
+def score_all(
+    *,
+    models=SCORED_MODELS,
+    wait: bool = True,
+    on_chunk=None,
+    chunk_users: int = SCORE_CHUNK_USERS,
+    timeout: float | None = None,
+) -> dict:
+    """Score every user with each model's active run, chunk by chunk on the workers (in process when eager).
+
+    When waiting, a worker must answer before anything is queued, and the wait ends after
+    ``timeout`` seconds (default: the WORKER_WAIT_TIMEOUT setting) with what is still pending.
+    """
     for model in models:
         model_run_active(model=model)  # a clear error before any worker starts
     chunks = score_chunks(chunk_users=chunk_users)
+    if wait:
+        workers_require()
     job = group(
         signature(SCORE_CHUNK_TASK, args=(model, lo, hi)) for model in models for lo, hi in chunks
     ).apply_async()
@@ -114,7 +127,8 @@ def score_all(*, models=SCORED_MODELS, wait: bool = True, on_chunk=None, chunk_u
         return {"tasks": len(job.results), "group_id": job.id}
     scored = dict.fromkeys(models, 0)
     task_models = [model for model in models for _ in chunks]
-    for done, (position, count) in enumerate(results_as_they_finish(job), 1):
+    labels = [f"{model} users {lo}-{hi - 1}" for model in models for lo, hi in chunks]
+    for done, (position, count) in enumerate(results_as_they_finish(job, labels=labels, timeout=timeout), 1):
         scored[task_models[position]] += count
         if on_chunk:
             on_chunk(done, len(job.results))

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from crossmkt_site.bulk import bulk_insert_frame
 from crossmkt_site.errors import ApplicationError
-from crossmkt_site.groups import results_as_they_finish
+from crossmkt_site.groups import results_as_they_finish, workers_require
 from crossmkt_site.money import ZERO
 
 from ..models import Campaign, CampaignAssignment, Offer
@@ -351,9 +351,19 @@ def campaign_dry_run(*, campaign: Campaign, now: datetime | None = None, on_chun
 
 
 def campaign_run(
-    *, campaign: Campaign, wait: bool = True, on_chunk=None, now: datetime | None = None, chunk_users: int = CHUNK_USERS
+    *,
+    campaign: Campaign,
+    wait: bool = True,
+    on_chunk=None,
+    now: datetime | None = None,
+    chunk_users: int = CHUNK_USERS,
+    timeout: float | None = None,
 ) -> dict:
-    """Check the campaign can run, then issue chunk by chunk on the workers (in process when tasks are eager)."""
+    """Check the campaign can run, then issue chunk by chunk on the workers (in process when tasks are eager).
+
+    When waiting, a worker must answer before anything is queued, and the wait ends after
+    ``timeout`` seconds (default: the WORKER_WAIT_TIMEOUT setting) with what is still pending.
+    """
     explicit_now = now is not None
     now = now or timezone.now()
     campaign_check_runnable(campaign, now)
@@ -362,6 +372,8 @@ def campaign_run(
     totals = ChunkResult()
     if not chunks:
         return totals.as_dict()
+    if wait:
+        workers_require()
     as_of = now.isoformat() if explicit_now else None
     optimisation = None
     if campaign.mode == Campaign.Mode.OPTIMISE:
@@ -372,7 +384,8 @@ def campaign_run(
     ).apply_async()
     if not wait:
         return {"chunks": len(chunks), "group_id": job.id}
-    for done, (_position, result) in enumerate(results_as_they_finish(job), 1):
+    labels = [f"{campaign.slug} users {lo}-{hi - 1}" for lo, hi in chunks]
+    for done, (_position, result) in enumerate(results_as_they_finish(job, labels=labels, timeout=timeout), 1):
         for key in ChunkResult.__dataclass_fields__:
             value = result[key]
             setattr(totals, key, getattr(totals, key) + (Decimal(value) if key == "cost" else value))

@@ -157,8 +157,23 @@ CELERY_TASK_ALWAYS_EAGER = not env("CELERY_BROKER_URL")
 CELERY_TASK_EAGER_PROPAGATES = True
 # Separate queues let several deployments (or a test run) share one Redis.
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_TASK_DEFAULT_QUEUE", default="crossmkt")
+# A task is acknowledged when it has finished, and given back if its process dies, so a killed
+# worker loses nothing (every task is safe to run twice).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A task a worker took and never acknowledged (the whole worker died) goes back to the queue after
+# the visibility timeout; Redis's default is an hour. Five minutes is over ten times the longest
+# task at 1M users on the benchmark machine (a full feature build, 12 s; a scoring chunk of 100,000
+# users, ~4 s; an issuance chunk of 50,000, ~2 s): a task still running after it would be handed to
+# a second worker. The workers look for such tasks every 10 s (kombu's default is every 100 s).
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300),
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 1,
+}
+# How long a command (score --wait, run_campaign, demo) waits on the workers before it gives up and
+# says what is pending: room for 1M users' scoring and a killed worker's tasks coming back.
+WORKER_WAIT_TIMEOUT = env.int("WORKER_WAIT_TIMEOUT", default=900)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

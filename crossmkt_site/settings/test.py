@@ -13,5 +13,3 @@ CELERY_TASK_ALWAYS_EAGER = True
 AXES_ENABLED = True
 # Each test process has its own queue, and the worker it starts listens only there.
 CELERY_TASK_DEFAULT_QUEUE = f"crossmkt-test-{os.getpid()}"
-# A task whose worker died is handed to another worker after this long (Redis redelivery).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 30}

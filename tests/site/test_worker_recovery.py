@@ -82,7 +82,7 @@ def in_thread(target, *args, **kwargs) -> tuple[threading.Thread, dict]:
     def run():
         try:
             outcome["result"] = target(*args, **kwargs)
-        except BaseException as error:  # noqa: BLE001 (handed to the test, which asserts on it)
+        except BaseException as error:  # handed to the test, which asserts on it
             outcome["error"] = error
         finally:
             connection.close()
@@ -122,7 +122,9 @@ def test_a_worker_killed_whole_is_replaced_and_the_scoring_run_completes(own_que
         thread.join(timeout=120)
 
         # then the waiting run completes with one row per user per model
-        assert not thread.is_alive(), f"scoring still waiting 120 s after the restart ({UserScore.objects.count()} rows)"
+        assert not thread.is_alive(), (
+            f"scoring still waiting 120 s after the restart ({UserScore.objects.count()} rows)"
+        )
         assert "error" not in outcome, outcome.get("error")
         assert outcome["result"] == dict.fromkeys(SCORED, 3000)
         assert UserScore.objects.count() == 2 * 3000

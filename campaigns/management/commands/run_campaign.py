@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from analytics.services.progress import progress_bar
 from crossmkt_site.errors import ApplicationError
+from crossmkt_site.groups import no_worker_note
 
 from ...selectors import campaign_get
 from ...services.campaign_planning import campaign_chunks
@@ -17,9 +18,15 @@ class Command(BaseCommand):
         parser.add_argument("slug")
         parser.add_argument("--dry-run", action="store_true", help="Print reach and cost per rule; issue nothing.")
         parser.add_argument("--no-wait", action="store_true", help="Queue the chunks on the workers and return.")
+        parser.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            help="Seconds to wait on the workers before giving up (default: WORKER_WAIT_TIMEOUT, 900).",
+        )
         parser.add_argument("--no-progress", action="store_true")
 
-    def handle(self, *args, slug, dry_run, no_wait, no_progress, **options):
+    def handle(self, *args, slug, dry_run, no_wait, timeout, no_progress, **options):
         try:
             campaign = campaign_get(slug=slug)
             chunks = len(campaign_chunks())
@@ -30,11 +37,13 @@ class Command(BaseCommand):
                 if dry_run:
                     self.print_forecast(campaign_dry_run(campaign=campaign, on_chunk=on_chunk))
                     return
-                result = campaign_run(campaign=campaign, wait=not no_wait, on_chunk=on_chunk)
+                result = campaign_run(campaign=campaign, wait=not no_wait, on_chunk=on_chunk, timeout=timeout)
         except ApplicationError as error:
             raise CommandError(error.message) from None
         if no_wait:
             self.stdout.write(f"queued {result['chunks']} chunks for {slug} (group {result['group_id']})")
+            if note := no_worker_note():
+                self.stderr.write(note)
             return
         self.stdout.write(
             self.style.SUCCESS(

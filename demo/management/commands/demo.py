@@ -13,6 +13,7 @@ from campaigns.presenters.campaign_report import render_text
 from campaigns.reports.campaign_report import campaign_report
 from campaigns.services.training import TRAINERS
 from crossmkt_site.errors import ApplicationError
+from crossmkt_site.groups import workers_require
 
 from ...comparison import clv_compare
 from ...selectors import demo_world_exists, demo_world_latest
@@ -35,6 +36,11 @@ class Command(BaseCommand):
         parser.add_argument("--no-progress", action="store_true")
 
     def handle(self, *args: object, users: int, seed: int, no_progress: bool, **options: object) -> None:
+        # Scoring and the campaigns wait on the workers: find out now, not after loading and training.
+        try:
+            workers_require()
+        except ApplicationError as error:
+            raise CommandError(error.message) from None
         self.ensure_admin()
         quiet = ["--no-progress"] if no_progress else []
         if not demo_world_exists():
@@ -43,7 +49,7 @@ class Command(BaseCommand):
             self.stdout.write("A demo world is already loaded; keeping it.")
         call_command("build_features", stdout=self.stdout)
         self.train(demo_world_latest().truth)
-        call_command("score", *quiet, stdout=self.stdout)
+        call_command("score", "--wait", *quiet, stdout=self.stdout)
         for played in demo_campaigns_play():
             if "refused" in played:
                 self.stdout.write(self.style.WARNING(f"not run: {played['refused']}"))
