@@ -228,9 +228,9 @@ def propensity_run(demo_world, db) -> ModelRun:
 
 def test_imported_rows_stand_in_for_users_without_events(db):
     # given: two users known only from the article's table, one with events as well
-    partner = PartnerFactory()
-    imported_only = EndUserFactory(home_partner=partner, age=30, education="硕士", occupation="教师")
-    with_events = EndUserFactory(
+    partner = PartnerFactory.create()
+    imported_only = EndUserFactory.create(home_partner=partner, age=30, education="硕士", occupation="教师")
+    with_events = EndUserFactory.create(
         home_partner=partner,
         age=40,
         education="本科",
@@ -240,7 +240,7 @@ def test_imported_rows_stand_in_for_users_without_events(db):
     ImportedBehavior.objects.create(user=imported_only, watching_count=12, purchasing_count=3, purchased_course=True)
     ImportedBehavior.objects.create(user=with_events, watching_count=99, purchasing_count=99, purchased_course=True)
     observation_end = timezone.now() - timedelta(days=60)
-    BehaviorEventFactory(
+    BehaviorEventFactory.create(
         user=with_events, partner=partner, kind="film_watch", occurred_at=observation_end - timedelta(days=3)
     )
 

@@ -43,13 +43,15 @@ class Side:
 
 
 def build_side(slug: str, kind: str) -> Side:
-    partner = PartnerFactory(slug=slug, kind=kind)
+    partner = PartnerFactory.create(slug=slug, kind=kind)
     _key, raw_key = partner_api_key_create(partner=partner, name="tests")
     # Not shared: only its home partner may see this user.
-    user = EndUserFactory(external_id=f"{slug}-user", home_partner=partner, data_sharing_consent=False)
-    campaign = CampaignFactory(slug=f"{slug}-campaign", owner=partner)
-    offer = OfferFactory(campaign=campaign, user=user)
-    deal = DealFactory(slug=f"{slug}-deal", source_partner=partner, target_partner=PartnerFactory(slug=f"{slug}-peer"))
+    user = EndUserFactory.create(external_id=f"{slug}-user", home_partner=partner, data_sharing_consent=False)
+    campaign = CampaignFactory.create(slug=f"{slug}-campaign", owner=partner)
+    offer = OfferFactory.create(campaign=campaign, user=user)
+    deal = DealFactory.create(
+        slug=f"{slug}-deal", source_partner=partner, target_partner=PartnerFactory.create(slug=f"{slug}-peer")
+    )
     return Side(partner, raw_key, user, campaign, offer, deal)
 
 

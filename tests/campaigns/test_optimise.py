@@ -33,8 +33,8 @@ USERS = 600
 def world(db):
     """Users with and without a history of redeeming offers, and an imported coupon experiment on them."""
     rng = np.random.default_rng(0)
-    partner = PartnerFactory()
-    CourseFactory(partner=partner, price=Decimal("100.00"))
+    partner = PartnerFactory.create()
+    CourseFactory.create(partner=partner, price=Decimal("100.00"))
     now = timezone.now()
     users = EndUser.objects.bulk_create(
         EndUser(
@@ -86,10 +86,10 @@ def world(db):
 
 def _optimised(world, **fields) -> Campaign:
     fields = {"mode": Campaign.Mode.OPTIMISE, **fields}
-    campaign = CampaignFactory(
+    campaign = CampaignFactory.create(
         owner=world["partner"], budget=Decimal("1000.00"), holdout_share=Decimal("0.200"), **fields
     )
-    RuleFactory(
+    RuleFactory.create(
         campaign=campaign, name="20 CNY coupon", condition={}, amount_off=Decimal("20.00"), cost=Decimal("20.00")
     )
     return campaign

@@ -21,11 +21,11 @@ pytestmark = pytest.mark.django_db
 def build_experiment(*, treated_users, holdout_users, treated_rate, holdout_rate, holdout_share, seed=0):
     """Assign users to arms and give each a purchase with the arm's probability; return the campaign."""
     rng = np.random.default_rng(seed)
-    partner = PartnerFactory()
-    campaign = CampaignFactory(
+    partner = PartnerFactory.create()
+    campaign = CampaignFactory.create(
         owner=partner, holdout_share=Decimal(holdout_share), budget=None, starts_at=timezone.now() - timedelta(days=10)
     )
-    rule = RuleFactory(campaign=campaign, condition={})
+    rule = RuleFactory.create(campaign=campaign, condition={})
     n = treated_users + holdout_users
     users = EndUser.objects.bulk_create(
         EndUser(external_id=f"r{i:06d}", home_partner=partner, marketing_consent=True) for i in range(n)

@@ -45,15 +45,15 @@ def build_campaign(
 ):
     """Run a small experiment: half treated with an offer, half held out; purchases and cancellations after it."""
     rng = np.random.default_rng(seed)
-    owner = PartnerFactory()
-    campaign = CampaignFactory(
+    owner = PartnerFactory.create()
+    campaign = CampaignFactory.create(
         name=name,
         owner=owner,
         holdout_share=Decimal("0.500"),
         budget=Decimal("2000.00"),
         starts_at=timezone.now() - timedelta(days=20),
     )
-    rule = RuleFactory(campaign=campaign, condition={})
+    rule = RuleFactory.create(campaign=campaign, condition={})
     people = EndUser.objects.bulk_create(
         EndUser(external_id=f"{campaign.slug}-{i}", home_partner=owner, marketing_consent=True) for i in range(users)
     )
@@ -116,7 +116,7 @@ def build_deal(slug: str, *, grants: int, spent: str) -> Deal:
     """A deal with confirmed grants in the last finished month and spending of the first user at the target."""
     period = period_last_closed(zone=SHANGHAI)
     start, _end = period_bounds(period, SHANGHAI)
-    deal = DealFactory(
+    deal = DealFactory.create(
         slug=slug,
         status=Deal.Status.ACTIVE,
         settlement_price=Decimal("8.00"),

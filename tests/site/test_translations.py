@@ -383,7 +383,7 @@ def test_the_admin_index_speaks_english_with_the_language_cookie(manager_client)
 
 @pytest.fixture
 def campaign():
-    return CampaignFactory(name="Member day", status=Campaign.Status.RUNNING, kind=Campaign.Kind.RULES)
+    return CampaignFactory.create(name="Member day", status=Campaign.Status.RUNNING, kind=Campaign.Kind.RULES)
 
 
 CHINESE_CHANGELIST = [
