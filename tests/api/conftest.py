@@ -6,7 +6,8 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from campaigns.models import Partner
+from analytics.models import EndUser
+from campaigns.models import Campaign, Deal, Offer, Partner
 from campaigns.services.partners import partner_api_key_create, partner_api_key_revoke
 from tests.factories import CampaignFactory, DealFactory, EndUserFactory, OfferFactory, PartnerFactory
 
@@ -32,10 +33,10 @@ class Side:
 
     partner: Partner
     raw_key: str
-    user: object
-    campaign: object
-    offer: object
-    deal: object
+    user: EndUser
+    campaign: Campaign
+    offer: Offer
+    deal: Deal
 
     @property
     def client(self) -> APIClient:

@@ -1,5 +1,6 @@
 """POST conversions/: a sale is recorded once per conversion id and only against what the partner may see."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -90,7 +91,7 @@ def test_references_that_do_not_fit_together_are_a_422(ours):
     other_campaign = CampaignFactory.create(owner=ours.partner)
     response = report(ours, offer_code=ours.offer.code, campaign=other_campaign.slug)
     assert response.status_code == 422 and error_fields(response) == [("campaign", "invalid")]
-    future = report(ours, occurred_at=(timezone.now() + timezone.timedelta(days=3)).isoformat())
+    future = report(ours, occurred_at=(timezone.now() + timedelta(days=3)).isoformat())
     assert future.status_code == 422 and error_fields(future) == [("occurred_at", "invalid")]
 
 

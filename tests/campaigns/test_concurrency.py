@@ -91,6 +91,7 @@ def redeem(code, partner_id, attempt):
 def test_of_twenty_simultaneous_redemptions_exactly_one_succeeds():
     offer = OfferFactory.create(amount_off=Decimal("20.00"))
     partner = offer.campaign.owner
+    assert partner is not None
 
     outcomes = run_in_processes(redeem, [(offer.code, partner.pk, attempt) for attempt in range(20)])
 
@@ -104,6 +105,7 @@ def test_of_twenty_simultaneous_redemptions_exactly_one_succeeds():
 def test_the_same_idempotency_key_sent_twenty_times_at_once_redeems_once():
     offer = OfferFactory.create(amount_off=Decimal("20.00"))
     partner = offer.campaign.owner
+    assert partner is not None
 
     outcomes = run_in_processes(redeem, [(offer.code, partner.pk, "same") for _ in range(20)])
 

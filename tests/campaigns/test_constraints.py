@@ -110,6 +110,7 @@ def test_user_age_must_be_plausible():
 def test_redemption_ledger_is_append_only_in_the_database():
     # given a recorded redemption
     offer = OfferFactory.create()
+    assert offer.campaign.owner is not None
     entry = RedemptionEntry.objects.create(
         offer=offer,
         kind=RedemptionEntry.Kind.REDEEM,
@@ -130,6 +131,7 @@ def test_redemption_ledger_is_append_only_in_the_database():
 
 def test_redemption_ledger_refuses_edits_through_the_model():
     offer = OfferFactory.create()
+    assert offer.campaign.owner is not None
     entry = RedemptionEntry.objects.create(offer=offer, kind=RedemptionEntry.Kind.REDEEM, partner=offer.campaign.owner)
     entry.discount = Decimal("1.00")
     with pytest.raises(ValueError, match="append-only"):

@@ -164,7 +164,7 @@ def test_caps_take_the_earliest_triggers_first(econ_deal, zhixue):
     # given five buyers and room for three grants
     Deal.objects.filter(pk=econ_deal.pk).update(max_grants=3)
     buyers = [member(zhixue) for _ in range(5)]
-    for days_ago, user in zip([5, 1, 4, 2, 3], buyers):
+    for days_ago, user in zip([5, 1, 4, 2, 3], buyers, strict=True):
         buy(user, zhixue, days_ago=days_ago)
 
     run = deal_evaluate(deal_id=econ_deal.pk)
@@ -250,7 +250,8 @@ def test_grants_are_compensated_when_the_partner_cannot_be_told(
 
     # then the grants are compensated and their places given back
     assert list(DealGrant.objects.values_list("status", flat=True)) == ["compensated"] * 2
-    assert "HTTP 400" in DealGrant.objects.first().compensation_reason
+    grant = DealGrant.objects.first()
+    assert grant is not None and "HTTP 400" in grant.compensation_reason
     econ_deal.refresh_from_db()
     assert (econ_deal.granted_count, econ_deal.granted_amount) == (0, Decimal("0.00"))
 

@@ -21,6 +21,7 @@ from analytics.models import BehaviorEvent, EndUser, ExperimentOutcome, ModelRun
 from campaigns.models import Campaign, CampaignAssignment, Offer
 from campaigns.presenters.campaign_report import render_csv, render_text
 from campaigns.reports.campaign_report import campaign_report
+from campaigns.services.campaign_optimise import Comparison
 from campaigns.services.campaign_run import campaign_dry_run, campaign_issue_chunk, campaign_run
 from campaigns.services.training import uplift_train
 from crossmkt_site.errors import ApplicationError
@@ -51,7 +52,7 @@ def world(db):
         BehaviorEvent(
             partner=partner, event_id=f"e-{user.pk}-{n}", user=user, kind=kind, occurred_at=now - timedelta(days=30 + n)
         )
-        for user, hunter in zip(users, bargain)
+        for user, hunter in zip(users, bargain, strict=True)
         for n, kind in enumerate(["offer_redeem"] * 5 if hunter else ["film_watch"] * 5)
     )
     experiment = Campaign.objects.create(
@@ -74,12 +75,12 @@ def world(db):
             converted=bool(bought),
             revenue=Decimal("100.00") if bought else Decimal("0"),
         )
-        for user, name, bought in zip(users, arm, converted)
+        for user, name, bought in zip(users, arm, converted, strict=True)
     )
     return {
         "partner": partner,
         "users": users,
-        "bargain": {user.pk for user, hunter in zip(users, bargain) if hunter},
+        "bargain": {user.pk for user, hunter in zip(users, bargain, strict=True) if hunter},
         "experiment": experiment,
     }
 
@@ -155,6 +156,7 @@ def test_optimise_run_spends_the_budget_on_the_users_the_offer_changes_and_keeps
     assert held and not held & offered
     assert len(held & world["bargain"]) >= 0.9 * len(held)
     # and the preview forecast what was issued
+    assert isinstance(forecast.comparison, Comparison)
     assert forecast.comparison.optimised.spend == campaign.spent
     # (the per-rule lines are the optimiser's picks before the budget clamp; the run cuts picks and
     # holdout at the same point of the reach order, as the comparison's budgeted strategy does)
@@ -213,7 +215,8 @@ def test_without_an_uplift_model_optimise_mode_says_how_to_train_one_and_rules_s
     campaign.mode = Campaign.Mode.RULES
     campaign.save()
     forecast = campaign_dry_run(campaign=campaign)
-    assert forecast.comparison is None and "train --model uplift" in forecast.comparison_missing
+    assert forecast.comparison is None and forecast.comparison_missing is not None
+    assert "train --model uplift" in forecast.comparison_missing
     assert forecast.offers > 0
 
 

@@ -35,5 +35,6 @@ def test_a_limited_coupon_needs_the_item_and_refuses_others(limited_coupon):
 
 def test_an_unlimited_coupon_needs_no_item():
     offer = OfferFactory.create(rule=RuleFactory.create(), amount_off=Decimal("10.00"))
+    assert offer.campaign.owner is not None
     entry = offer_redeem(code=offer.code, partner=offer.campaign.owner, order_amount=Decimal("99.00"))
     assert entry.discount == Decimal("10.00")

@@ -203,6 +203,7 @@ def test_an_issued_statement_is_frozen_and_issuing_again_changes_nothing(deal):
     with pytest.raises(ValueError, match="frozen"):
         statement.save()
     line = SettlementLine.objects.first()
+    assert line is not None
     with pytest.raises(ValueError, match="append-only"):
         line.save()
     with pytest.raises(ValueError, match="append-only"):
@@ -272,8 +273,10 @@ def test_a_month_is_issued_only_once_it_is_over_and_not_before_the_deal(deal):
     assert not SettlementStatement.objects.exists()
 
 
+# The full-width digits are deliberate: a period typed with a Chinese input method is refused too.
 @pytest.mark.parametrize(
-    "value", ["2026-13", "2026-00", "2026-1", "26-11", "", "1999-12", "2026-11 ", "2026/11", "２０２６-11"]
+    "value",
+    ["2026-13", "2026-00", "2026-1", "26-11", "", "1999-12", "2026-11 ", "2026/11", "２０２６-11"],  # noqa: RUF001
 )
 def test_a_bad_period_is_refused_naming_the_field(value):
     with pytest.raises(ApplicationError) as error:

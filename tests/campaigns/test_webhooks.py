@@ -153,6 +153,7 @@ def test_retry_after_is_honoured_and_the_next_attempt_scheduled(endpoint):
 
     delivery.refresh_from_db()
     assert result.retry_in == 7
+    assert delivery.next_attempt_at is not None
     assert timedelta(seconds=6) < delivery.next_attempt_at - timezone.now() <= timedelta(seconds=7)
     assert delivery.status == "pending" and delivery.attempts == 1
 

@@ -28,7 +28,7 @@ def expected_offers(campaign):
         plan = plan_chunk(campaign, plans, load_chunk(plans, id_range, timezone.now()))
         expected |= {
             (int(u), plans[int(r)].rule.pk, int(s))
-            for u, r, s in zip(plan.pick_users, plan.pick_rules, plan.pick_sequence)
+            for u, r, s in zip(plan.pick_users, plan.pick_rules, plan.pick_sequence, strict=True)
         }
     return expected
 
@@ -80,5 +80,6 @@ def test_killed_worker_then_rerun_gives_the_offers_of_an_uninterrupted_run(celer
     costs = np.array([20 if rule == campaign.rules.get(name="older").pk else 10 for _, rule, _ in actual])
     assert campaign.spent == Decimal(int(costs.sum())) and campaign.issued_count == len(expected)
     report_line(
-        f"killed worker pool pids {killed} after {issued_when_killed} of {len(expected)} offers; rerun completed exactly"
+        f"killed worker pool pids {killed} after {issued_when_killed} of {len(expected)} offers;"
+        " rerun completed exactly"
     )
