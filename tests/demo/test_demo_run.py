@@ -21,6 +21,7 @@ def test_a_demo_campaign_that_reaches_nobody_plays_with_no_outcomes(demo_world):
     campaign = (
         Campaign.objects.filter(starts_at__lte=timezone.now(), kind=Campaign.Kind.RULES).order_by("starts_at").first()
     )
+    assert campaign is not None
     campaign.rules.update(condition=to_json(validate_text("propensity >= 0.5", condition_registry())))
     world = DemoWorld.objects.get()
 

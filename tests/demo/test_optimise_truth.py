@@ -152,7 +152,7 @@ def test_optimised_campaign_earns_one_and_a_half_times_the_best_rule_based_margi
     assert 0.06 <= arms[CampaignAssignment.HOLDOUT] / sum(arms.values()) <= 0.14, arms
     assert not CampaignAssignment.objects.filter(campaign=optimised, rule__isnull=True).exists()
     # and every treated user got exactly one package: both offers of A, or both of B
-    kinds = {}
+    kinds: dict[int, set[str]] = {}
     for user, kind in Offer.objects.filter(campaign=optimised).values_list("user_id", "kind"):
         kinds.setdefault(user, set()).add(kind)
     assert set(map(frozenset, kinds.values())) <= {
