@@ -203,7 +203,10 @@ def user_frame(
     if extra is not None:
         where.append(extra.sql)
         params.extend(extra.params)
-    sql = f"SELECT u.id AS user_id{', ' + selects if selects else ''} FROM analytics_enduser u {joins} WHERE {' AND '.join(where)} ORDER BY u.id"
+    sql = (
+        f"SELECT u.id AS user_id{', ' + selects if selects else ''} FROM analytics_enduser u {joins} "
+        f"WHERE {' AND '.join(where)} ORDER BY u.id"
+    )
     params = join_params + params
     text = [name for name in sql_names if USER_FIELDS[name].type == "category" or name in _TIME_FIELDS]
     frame = query_frame(sql, params, columns_as_text=text)

@@ -162,7 +162,8 @@ def _comparison_message(campaign, forecast) -> str:
         return _("unknown") if strategy.expected_margin is None else str(strategy.expected_margin)
 
     text = _(
-        "%(campaign)s, rules vs optimised (valued by %(model)s): rules spend %(rules_spend)s CNY on %(rules_users)s users "
+        "%(campaign)s, rules vs optimised (valued by %(model)s): "
+        "rules spend %(rules_spend)s CNY on %(rules_users)s users "
         "for an expected incremental margin of %(rules_margin)s CNY; optimised spend %(optimised_spend)s CNY on "
         "%(optimised_users)s users (%(optimised_holdout)s held out) for %(optimised_margin)s CNY"
     ) % {

@@ -153,7 +153,7 @@ def validate_behavior(
             "watching_count": watching[good].astype("int64").to_numpy(),
             "purchasing_count": purchasing[good].astype("int64").to_numpy(),
             "purchased_course": purchased[good].to_numpy(),
-            "extra": [json.dumps(row, ensure_ascii=False) for row, keep in zip(extra, good) if keep],
+            "extra": [json.dumps(row, ensure_ascii=False) for row, keep in zip(extra, good, strict=True) if keep],
         }
     )
     staged = staged.astype(object).where(staged.notna(), None)
@@ -180,7 +180,7 @@ _BEHAVIOR_STAGING = {
 }
 # Columns a file may leave out: NULL in staging, and then the user keeps what they had.
 _KEEP_IF_ABSENT = ("gender", "acquisition_channel", "marketing_consent", "data_sharing_consent", "signed_up_at")
-_USER_COLUMNS = ("age", "education", "occupation") + _KEEP_IF_ABSENT
+_USER_COLUMNS = ("age", "education", "occupation", *_KEEP_IF_ABSENT)
 
 
 def behavior_ingest(staged: pd.DataFrame) -> IngestResult:

@@ -116,7 +116,7 @@ def plan_chunk(campaign: Campaign, plans: list[RulePlan], frame: pd.DataFrame) -
     count = np.zeros(n, dtype=np.int64)
     blocked = np.zeros(n, dtype=bool)
     users, rules, sequences = [], [], []
-    for index, (plan, mask) in enumerate(zip(plans, masks)):
+    for index, (plan, mask) in enumerate(zip(plans, masks, strict=True)):
         take = treated & mask & ~blocked & (count < campaign.per_user_limit)
         users.append(user_ids[take])
         rules.append(np.full(int(take.sum()), index, dtype=np.int64))

@@ -55,7 +55,8 @@ def campaign_check_runnable(campaign: Campaign, now: datetime) -> None:
         raise ApplicationError(f"campaign {campaign.slug!r} is an external experiment; nothing to run", field="kind")
     if campaign.status != Campaign.Status.RUNNING:
         raise ApplicationError(
-            f"campaign {campaign.slug!r} is {campaign.status}; set it to running to issue offers (a dry run works in any state)",
+            f"campaign {campaign.slug!r} is {campaign.status}; "
+            "set it to running to issue offers (a dry run works in any state)",
             code="not_running",
             field="status",
         )
@@ -148,7 +149,8 @@ def campaign_issue_chunk(
             pick_sequence[keep],
             costs[keep],
         )
-        # A treated user the budget or the stock could not reach gets no assignment, so a later run may still reach them.
+        # A treated user the budget or the stock could not reach gets no assignment, so a later run may
+        # still reach them.
         # Held-out users are cut at the same point of the reach order, so both arms stay random
         # samples of the eligible users in the configured proportion.
         assign_users = plan.user_ids[fresh]

@@ -1,12 +1,12 @@
-"""Deals as sagas: events trigger grants, reserved under the deal's caps, then confirmed with the partner or compensated.
+"""Deals as sagas: events trigger grants, reserved under caps, then confirmed with the partner or compensated.
 
 For each active deal, one SQL statement finds the users whose events inside the deal's
 term trigger it (the first purchase of a course in the deal's set at the source partner,
 the first membership started there, or the event at which their spend there within the
 term first reaches the threshold), and inserts a reserved grant for each, earliest
-trigger first, as many as the caps leave room for. The deal's row lock serialises reservers, and its CHECK constraints refuse any
-write past ``max_grants`` or ``max_amount``; every grant accrues the deal's settlement
-price, and ``max_amount`` caps the sum of those.
+trigger first, as many as the caps leave room for. The deal's row lock serialises reservers,
+and its CHECK constraints refuse any write past ``max_grants`` or ``max_amount``; every grant
+accrues the deal's settlement price, and ``max_amount`` caps the sum of those.
 
 The target partner is then told with one ``deal.granted`` webhook per batch of grants:
 delivered confirms them, failed for good compensates them (status ``compensated``, their
@@ -179,7 +179,7 @@ def deal_evaluate(*, deal_id: int, user_ids: Sequence[int] | None = None, now: d
             now=now,
             events=[(partner, WebhookDelivery.Event.DEAL_GRANTED, _grant_payload(deal, batch)) for batch in batches],
         )
-        for delivery, batch in zip(deliveries, batches):
+        for delivery, batch in zip(deliveries, batches, strict=True):
             DealGrant.objects.filter(pk__in=[pk for pk, _, _ in batch]).update(delivery=delivery)
         run.awaiting_partner = len(grants)
     return run

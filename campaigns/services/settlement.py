@@ -35,7 +35,7 @@ Kind = SettlementLine.Kind
 def settlement_issue(*, deal: Deal, period: date, now: datetime | None = None, issued_by: str = "") -> SettlementSheet:
     """Freeze a deal's finished month as an issued statement; issuing a month again returns the statement it has."""
     now = now or timezone.now()
-    start, end = period_bounds(period, deal_zone(deal))
+    _start, end = period_bounds(period, deal_zone(deal))
     label = f"{period:%Y-%m}"
     if end > now:
         raise ApplicationError(

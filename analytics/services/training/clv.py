@@ -82,7 +82,8 @@ def course_purchases_frame(
     *, before: datetime | None = None, excluded_items: Sequence[str] = (), user_id_range: tuple[int, int] | None = None
 ) -> pd.DataFrame:
     """Return course purchases as user_id, occurred_at (UTC) and amount (float CNY), read in one query."""
-    where, params = ["kind = %s"], [PURCHASE]
+    where = ["kind = %s"]
+    params: list[object] = [PURCHASE]
     if before is not None:
         where.append("occurred_at < %s")
         params.append(_sql_time(before))
@@ -92,7 +93,10 @@ def course_purchases_frame(
     if user_id_range is not None:
         where.append("user_id >= %s AND user_id < %s")
         params.extend(user_id_range)
-    sql = f"SELECT user_id, {sql_time('occurred_at')} AS occurred_at, amount FROM {BehaviorEvent._meta.db_table} WHERE {' AND '.join(where)}"
+    sql = (
+        f"SELECT user_id, {sql_time('occurred_at')} AS occurred_at, amount "
+        f"FROM {BehaviorEvent._meta.db_table} WHERE {' AND '.join(where)}"
+    )
     frame = fetch_frame(sql, params)
     return pd.DataFrame(
         {
