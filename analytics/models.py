@@ -22,7 +22,9 @@ class EndUser(models.Model):
     data, kept for the models and never sent to partners, and removed on erasure.
     """
 
-    external_id = models.CharField(_("pseudonymous id"), max_length=64, unique=True)
+    EXTERNAL_ID_MAX_LENGTH = 64
+
+    external_id = models.CharField(_("pseudonymous id"), max_length=EXTERNAL_ID_MAX_LENGTH, unique=True)
     home_partner = models.ForeignKey(
         "campaigns.Partner",
         on_delete=models.PROTECT,

@@ -26,6 +26,8 @@ def _local_date(column: str) -> str:
     # SQLite has no time zones; TIME_ZONE's current offset is exact for zones without
     # daylight saving, such as the default Asia/Shanghai.
     offset = timezone.now().astimezone(ZoneInfo(settings.TIME_ZONE)).utcoffset()
+    if offset is None:  # an aware time always has one
+        raise ValueError(f"no UTC offset for {settings.TIME_ZONE}")
     return f"date({column}, '{int(offset.total_seconds())} seconds')"
 
 

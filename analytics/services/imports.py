@@ -95,7 +95,7 @@ def validate_behavior(
     positions,
     *,
     partner_ids: dict[str, int],
-    default_partner_id: int,
+    default_partner_id: int | None,
     extra_names: list[str],
 ) -> tuple[pd.DataFrame, list[Rejection]]:
     """Check rows of the per-user table; return good rows ready to stage, and the rejections."""
@@ -267,6 +267,8 @@ def behavior_import_file(
     with CsvStream(
         path, required=BEHAVIOR_COLUMNS, optional=BEHAVIOR_OPTIONAL, encoding=encoding, keep_extra=True
     ) as stream:
+        # None only with a home_partner column: a row that leaves it blank names no known partner.
+        default_partner_id: int | None
         if partner_id is None and "home_partner" not in stream.header:
             if fallback_partner_id is None:
                 raise ApplicationError(

@@ -42,7 +42,7 @@ CHUNK_USERS = 50_000
 @dataclass(frozen=True)
 class RulePlan:
     rule: Rule
-    condition: object | None  # a validated condition, or None: everyone reachable qualifies
+    condition: Condition | None  # a validated condition, or None: everyone reachable qualifies
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -160,8 +160,9 @@ def _chunk_filter(
 ) -> SqlFragment | None:
     parts: list[SqlFragment] = []
     columns = sql_columns({name for plan in plans for name in plan.fields})
-    if columns is not None and all(plan.condition is not None for plan in plans):
-        parts.append(compile_sql(AnyOf(tuple(plan.condition for plan in plans)), columns))
+    conditions = [plan.condition for plan in plans if plan.condition is not None]
+    if columns is not None and len(conditions) == len(plans):
+        parts.append(compile_sql(AnyOf(tuple(conditions)), columns))
     if unassigned_in is not None:
         parts.append(
             SqlFragment(

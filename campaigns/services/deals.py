@@ -34,7 +34,7 @@ from ..models import Course, Deal, DealGrant, WebhookDelivery
 from .webhook_outbox import EVENT_BATCH_SIZE, listening_partners, webhook_deliveries_create
 
 # Triggers met by a single event of a kind (a course purchase also has to be of a course in the deal's set).
-TRIGGER_EVENT_KINDS = {
+TRIGGER_EVENT_KINDS: dict[str, str] = {
     Deal.Trigger.COURSE_PURCHASE: BehaviorEvent.Kind.COURSE_PURCHASE,
     Deal.Trigger.MEMBERSHIP_START: BehaviorEvent.Kind.MEMBERSHIP_START,
 }
@@ -83,7 +83,8 @@ def _trigger_sql(deal: Deal, user_ids: Sequence[int] | None, now: datetime) -> t
     window = [deal.source_partner_id, adapt(deal.starts_at), adapt(deal.ends_at), adapt(now)]
     in_term = "e.partner_id = %s AND e.occurred_at >= %s AND e.occurred_at < %s AND e.occurred_at <= %s"
     if deal.trigger in TRIGGER_EVENT_KINDS:
-        kind_filter, kind_params = "e.kind = %s", [TRIGGER_EVENT_KINDS[deal.trigger]]
+        kind_filter = "e.kind = %s"
+        kind_params: list[str | int] = [TRIGGER_EVENT_KINDS[deal.trigger]]
         if deal.trigger == Deal.Trigger.COURSE_PURCHASE:
             through = Deal.trigger_courses.through._meta.db_table
             kind_filter += (

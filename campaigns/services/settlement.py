@@ -103,7 +103,11 @@ def settlement_correct(
 
 
 def _root_kind(line: SettlementLine) -> str:
-    return line.corrects.kind if line.kind == Kind.CORRECTION else line.kind
+    if line.kind != Kind.CORRECTION:
+        return line.kind
+    if line.corrects is None:  # a correction always names the line it corrects
+        raise ValueError(f"correction line {line.pk} corrects no line")
+    return line.corrects.kind
 
 
 def _grant_corrections(

@@ -176,9 +176,7 @@ def stock_load_file(*, partner: Partner, kind: str, path, now: datetime | None =
             f"unknown stock kind {kind!r}; use one of {', '.join(sorted(STOCK_KINDS))}", field="kind"
         )
     now = now or timezone.now()
-    max_code = StockItem._meta.get_field("code").max_length
-    if max_code is None:  # a CharField always has one
-        raise TypeError("StockItem.code has no max_length")
+    max_code = StockItem.CODE_MAX_LENGTH
     items: list[StockItem] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
