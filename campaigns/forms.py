@@ -23,7 +23,23 @@ class RuleForm(forms.ModelForm):
 
     class Meta:
         model = Rule
-        exclude = ["condition"]
+        # Every field but ``condition``, which is edited as text in condition_text (model order).
+        fields = [
+            "campaign",
+            "name",
+            "priority",
+            "exclusive",
+            "offer_kind",
+            "benefit_partner",
+            "deal",
+            "amount_off",
+            "percent_off",
+            "min_spend",
+            "days",
+            "cost",
+            "applicable_courses",
+            "applicable_bundles",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

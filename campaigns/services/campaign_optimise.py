@@ -99,7 +99,12 @@ def campaign_candidates(campaign: Campaign, plans: list[RulePlan], order_value: 
         discount = ZERO
         for rule in rules:
             if rule.offer_kind == rule.OfferKind.COUPON:
-                discount += rule.amount_off if rule.amount_off is not None else order_value * rule.percent_off / 100
+                if rule.amount_off is not None:
+                    discount += rule.amount_off
+                elif rule.percent_off is not None:
+                    discount += order_value * rule.percent_off / 100
+                else:  # refused by the rule_coupon_has_discount constraint
+                    raise ValueError(f"coupon rule {rule.name!r} has neither amount nor percent off")
         candidates.append(
             Candidate(
                 rules=tuple(members),
