@@ -4,8 +4,8 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from .models import Rule
-from .rule_fields import condition_registry
 from .rules import ConditionError, render, to_json, validate_text
+from .selectors.rule_fields import condition_registry
 
 
 class RuleForm(forms.ModelForm):

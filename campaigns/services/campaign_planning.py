@@ -32,7 +32,7 @@ from crossmkt_site.errors import ApplicationError
 
 from ..models import Campaign, CampaignAssignment, Rule
 from ..models.offers import CODE_ALPHABET, CODE_LENGTH
-from ..rule_fields import condition_registry, item_category_sources
+from ..selectors.rule_fields import condition_registry, item_category_sources
 
 # Users per chunk: about 0.5 s of evaluation and one COPY of at most this many offers on
 # the benchmark machine, short enough that a killed worker's retry costs little.

@@ -30,8 +30,8 @@ from analytics.selectors import user_frame
 from analytics.services.registry import model_run_active, model_run_artifact
 from analytics.services.scoring import score_all
 from campaigns.models import Campaign, CampaignAssignment, Offer, Partner, Rule
-from campaigns.rule_fields import condition_registry, item_category_sources
 from campaigns.rules import evaluate_user, to_json, validate_text
+from campaigns.selectors.rule_fields import condition_registry, item_category_sources
 from campaigns.services.campaign_planning import campaign_rule_plans, holdout_draw, new_codes
 from campaigns.services.campaign_run import campaign_run
 from campaigns.services.partners import partner_api_key_create

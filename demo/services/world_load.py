@@ -23,8 +23,8 @@ from django.utils import timezone
 from analytics.models import BehaviorEvent
 from analytics.services.ingest import events_ingest, user_ids_by_external_id
 from campaigns.models import Bundle, Campaign, Course, Deal, Film, Partner, Rule
-from campaigns.rule_fields import condition_registry
 from campaigns.rules import to_json, validate_text
+from campaigns.selectors.rule_fields import condition_registry
 from campaigns.services.deals import deals_evaluate
 from campaigns.services.intake import partner_ids_by_slug
 from crossmkt_site.bulk import bulk_insert_frame

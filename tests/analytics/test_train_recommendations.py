@@ -31,7 +31,7 @@ from analytics.services.training.recommendations import (
     recommendations_fit,
 )
 from campaigns.models import Film, Partner
-from campaigns.recommendations import model_recommendations
+from campaigns.selectors.recommendations import model_recommendations
 from campaigns.services.training import recommendations_train
 from crossmkt_site.errors import ApplicationError
 from demo.services.training import demo_excluded_items, demo_model_train

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from analytics.selectors import user_frame
-from campaigns.rule_fields import condition_registry, item_category_sources
+from campaigns.selectors.rule_fields import condition_registry, item_category_sources
 from tests.factories import BehaviorEventFactory, CourseFactory, EndUserFactory, FilmFactory, PartnerFactory
 
 pytestmark = pytest.mark.django_db

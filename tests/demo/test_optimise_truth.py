@@ -44,8 +44,8 @@ def uplift_trained(demo_world, django_db_blocker):
 def _campaign(slug: str, *, mode: str, package_a: str, package_b: str):
     """Create a next member day with the article's two packages, each for the users its condition names."""
     from campaigns.models import Campaign, Rule
-    from campaigns.rule_fields import condition_registry
     from campaigns.rules import to_json, validate_text
+    from campaigns.selectors.rule_fields import condition_registry
 
     registry = condition_registry()
     source = Campaign.objects.get(slug=SETTING)

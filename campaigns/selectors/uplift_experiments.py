@@ -19,8 +19,8 @@ import pandas as pd
 from analytics.models import EndUser, ExperimentOutcome
 from analytics.services.uplift import ANY_STRATUM, CONTROL, Experiment
 
-from .models import Campaign, CampaignAssignment, Offer, Rule
-from .reports.selectors import campaign_outcome_frame
+from ..models import Campaign, CampaignAssignment, Offer, Rule
+from ..reports.selectors import campaign_outcome_frame
 
 OFFER_KINDS: tuple[str, ...] = tuple(Rule.OfferKind.values)
 

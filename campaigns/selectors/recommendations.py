@@ -18,7 +18,7 @@ from analytics.services.recommend import recommendations_rank
 from analytics.services.training.recommendations import CATALOG_COLUMNS, COURSE, FILM
 from crossmkt_site.errors import ApplicationError
 
-from .models import Bundle, Campaign, Course, Deal, Film, Partner
+from ..models import Bundle, Campaign, Course, Deal, Film, Partner
 
 
 def catalog_frame() -> pd.DataFrame:
