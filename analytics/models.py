@@ -22,7 +22,9 @@ class EndUser(models.Model):
     data, kept for the models and never sent to partners, and removed on erasure.
     """
 
-    external_id = models.CharField(_("pseudonymous id"), max_length=64, unique=True)
+    EXTERNAL_ID_MAX_LENGTH = 64
+
+    external_id = models.CharField(_("pseudonymous id"), max_length=EXTERNAL_ID_MAX_LENGTH, unique=True)
     home_partner = models.ForeignKey(
         "campaigns.Partner",
         on_delete=models.PROTECT,
@@ -173,6 +175,9 @@ class ImportedBehavior(models.Model):
         verbose_name = _("imported behaviour")
         verbose_name_plural = _("imported behaviour")
 
+    def __str__(self) -> str:
+        return f"{self.user_id} (imported)"
+
 
 class UserFeatures(models.Model):
     """Per-user features built from behaviour events, one row per user, rebuilt incrementally.
@@ -202,6 +207,9 @@ class UserFeatures(models.Model):
         verbose_name = _("user features")
         verbose_name_plural = _("user features")
         constraints = [models.CheckConstraint(condition=Q(total_spend__gte=0), name="features_spend_not_negative")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} (features)"
 
 
 class Conversion(models.Model):
@@ -307,3 +315,6 @@ class ExperimentOutcome(models.Model):
             models.UniqueConstraint(fields=["campaign", "user_ref"], name="one_outcome_per_campaign_user"),
             models.CheckConstraint(condition=Q(revenue__gte=0), name="outcome_revenue_not_negative"),
         ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id}/{self.user_ref}: {self.arm}"

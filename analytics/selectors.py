@@ -9,6 +9,7 @@ any of those fields for a range of users with one SQL query, deriving ages such 
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -23,11 +24,15 @@ from .models import EndUser, ModelRun
 CHURN_BANDS = ("low", "medium", "high")
 
 
+# The field types rule conditions know (campaigns.rules.FieldType).
+UserFieldType = Literal["number", "category", "bool"]
+
+
 @dataclass(frozen=True)
 class UserField:
     """Describe a user field: its type ("number", "category" or "bool"), meaning, allowed values and source."""
 
-    type: str
+    type: UserFieldType
     description: str
     sql: str | None  # a column expression over the joined tables, or None when derived in pandas
     needs: tuple[str, ...] = ()  # the SQL fields a derived field is computed from
@@ -188,7 +193,8 @@ def user_frame(
         join_params = [bound for _ in joined for bound in id_range]
     else:
         joins = " ".join(_JOINS[alias] for alias in joined)
-    extra, where, params = where, ["u.erased_at IS NULL"], []
+    extra, where = where, ["u.erased_at IS NULL"]
+    params: list[object] = []
     if reachable_only:
         where.append("u.marketing_consent")
     if id_range is not None:
@@ -203,7 +209,10 @@ def user_frame(
     if extra is not None:
         where.append(extra.sql)
         params.extend(extra.params)
-    sql = f"SELECT u.id AS user_id{', ' + selects if selects else ''} FROM analytics_enduser u {joins} WHERE {' AND '.join(where)} ORDER BY u.id"
+    sql = (
+        f"SELECT u.id AS user_id{', ' + selects if selects else ''} FROM analytics_enduser u {joins} "
+        f"WHERE {' AND '.join(where)} ORDER BY u.id"
+    )
     params = join_params + params
     text = [name for name in sql_names if USER_FIELDS[name].type == "category" or name in _TIME_FIELDS]
     frame = query_frame(sql, params, columns_as_text=text)
@@ -219,11 +228,11 @@ def user_frame(
         elif name in _TIME_FIELDS:
             frame[name] = pd.to_datetime(frame[name], utc=True, format="ISO8601")
     _derive(frame, names, as_of)
-    category_names = [name for name in names if _category_field(name)]
-    if category_names:
+    category_fields = {name: found for name in names if (found := _category_field(name)) is not None}
+    if category_fields:
         if item_categories is None:
-            raise ValueError(f"{category_names[0]!r} is a per-category count: pass item_categories")
-        _add_category_counts(frame, category_names, as_of=as_of, id_range=id_range, item_categories=item_categories)
+            raise ValueError(f"{next(iter(category_fields))!r} is a per-category count: pass item_categories")
+        _add_category_counts(frame, category_fields, as_of=as_of, id_range=id_range, item_categories=item_categories)
     return frame[names]
 
 
@@ -235,12 +244,21 @@ def _as_bool(column: pd.Series) -> pd.Series:
 
 
 def _add_category_counts(
-    frame: pd.DataFrame, names: list[str], *, as_of: datetime, id_range, item_categories: Mapping[str, str]
+    frame: pd.DataFrame,
+    fields: Mapping[str, tuple[str, str]],
+    *,
+    as_of: datetime,
+    id_range: tuple[int, int] | None,
+    item_categories: Mapping[str, str],
 ) -> None:
-    """Count each user's events per catalog category (films watched, courses bought) up to as_of."""
-    for prefix in {_category_field(name)[0] for name in names}:
+    """Count each user's events per catalog category (films watched, courses bought) up to as_of.
+
+    ``fields`` maps each per-category count to its (prefix, category), as ``_category_field`` reads it.
+    """
+    for prefix in {field_prefix for field_prefix, _ in fields.values()}:
         kind = CATEGORY_COUNTS[prefix].event_kind
-        where, params = ["e.kind = %s", "e.occurred_at < %s"], [kind, as_of]
+        where = ["e.kind = %s", "e.occurred_at < %s"]
+        params: list[str | int | datetime] = [kind, as_of]
         if id_range is not None:
             where.append("e.user_id >= %s AND e.user_id < %s")
             params.extend(id_range)
@@ -253,10 +271,9 @@ def _add_category_counts(
             )
             counts = pd.DataFrame(cursor.fetchall(), columns=["user_id", "category", "n"])
         table_counts = counts.pivot_table(index="user_id", columns="category", values="n", aggfunc="sum", fill_value=0)
-        for name in names:
-            found = _category_field(name)
-            if found[0] == prefix:
-                column = table_counts[found[1]] if found[1] in table_counts else pd.Series(dtype=float)
+        for name, (field_prefix, category) in fields.items():
+            if field_prefix == prefix:
+                column = table_counts[category] if category in table_counts else pd.Series(dtype=float)
                 frame[name] = column.reindex(frame.index).fillna(0).astype(float)
 
 
@@ -292,7 +309,7 @@ def user_id_bounds(*, reachable_only: bool = False) -> tuple[int, int]:
 def enduser_id_visible(*, partner: Model, external_id: str, field: str | None = "user_id") -> int:
     """Return the id of the user ``enduser_get_visible`` would return, in one written-out statement (a hot path)."""
     row = None
-    if len(external_id) <= EndUser._meta.get_field("external_id").max_length and "\x00" not in external_id:
+    if len(external_id) <= EndUser.EXTERNAL_ID_MAX_LENGTH and "\x00" not in external_id:
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT id FROM {EndUser._meta.db_table} WHERE external_id = %s AND erased_at IS NULL "
@@ -309,7 +326,7 @@ def enduser_get_visible(*, partner: Model, external_id: str, field: str | None =
     """Return the user with this pseudonymous id if the partner may see them, or a 404 error naming field."""
     user = None
     # An id no user can have is answered without a query (PostgreSQL refuses NUL characters outright).
-    if len(external_id) <= EndUser._meta.get_field("external_id").max_length and "\x00" not in external_id:
+    if len(external_id) <= EndUser.EXTERNAL_ID_MAX_LENGTH and "\x00" not in external_id:
         user = EndUser.objects.visible_to(partner).filter(external_id=external_id).first()
     if user is None:
         raise ApplicationError("no such user", code="not_found", field=field, status=404)

@@ -39,8 +39,8 @@ from .services.webhook_outbox import webhook_redeliver
 
 class ApiKeyInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = PartnerApiKey
-    fields = ["prefix", "name", "created_at", "last_used_at", "revoked_at"]
-    readonly_fields = fields
+    readonly_fields = ["prefix", "name", "created_at", "last_used_at", "revoked_at"]
+    fields = list(readonly_fields)  # every column shown is read-only
     extra = 0
 
 
@@ -159,10 +159,11 @@ def _comparison_message(campaign, forecast) -> str:
         }
 
     def margin(strategy) -> str:
-        return _("unknown") if strategy.expected_margin is None else str(strategy.expected_margin)
+        return str(_("unknown")) if strategy.expected_margin is None else str(strategy.expected_margin)
 
     text = _(
-        "%(campaign)s, rules vs optimised (valued by %(model)s): rules spend %(rules_spend)s CNY on %(rules_users)s users "
+        "%(campaign)s, rules vs optimised (valued by %(model)s): "
+        "rules spend %(rules_spend)s CNY on %(rules_users)s users "
         "for an expected incremental margin of %(rules_margin)s CNY; optimised spend %(optimised_spend)s CNY on "
         "%(optimised_users)s users (%(optimised_holdout)s held out) for %(optimised_margin)s CNY"
     ) % {
@@ -284,8 +285,8 @@ class CampaignAssignmentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 class WebhookAttemptInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = WebhookAttempt
-    fields = ["number", "attempted_at", "outcome", "status_code", "duration_ms", "error"]
-    readonly_fields = fields
+    readonly_fields = ["number", "attempted_at", "outcome", "status_code", "duration_ms", "error"]
+    fields = list(readonly_fields)  # every column shown is read-only
     ordering = ["number"]
     extra = 0
 
@@ -367,8 +368,18 @@ class StockItemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 class SettlementLineInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = SettlementLine
-    fields = ["id", "kind", "description", "quantity", "unit_amount", "amount", "direction", "corrects", "recorded_at"]
-    readonly_fields = fields
+    readonly_fields = [
+        "id",
+        "kind",
+        "description",
+        "quantity",
+        "unit_amount",
+        "amount",
+        "direction",
+        "corrects",
+        "recorded_at",
+    ]
+    fields = list(readonly_fields)  # every column shown is read-only
     ordering = ["pk"]
     extra = 0
 

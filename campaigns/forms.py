@@ -4,8 +4,8 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from .models import Rule
-from .rule_fields import condition_registry
 from .rules import ConditionError, render, to_json, validate_text
+from .selectors.rule_fields import condition_registry
 
 
 class RuleForm(forms.ModelForm):
@@ -23,7 +23,23 @@ class RuleForm(forms.ModelForm):
 
     class Meta:
         model = Rule
-        exclude = ["condition"]
+        # Every field but ``condition``, which is edited as text in condition_text (model order).
+        fields = [
+            "campaign",
+            "name",
+            "priority",
+            "exclusive",
+            "offer_kind",
+            "benefit_partner",
+            "deal",
+            "amount_off",
+            "percent_off",
+            "min_spend",
+            "days",
+            "cost",
+            "applicable_courses",
+            "applicable_bundles",
+        ]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

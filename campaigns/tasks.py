@@ -20,7 +20,10 @@ from .services.webhook_outbox import DELIVER_TASK, webhook_attempt, webhooks_req
 
 @shared_task(name="campaigns.tasks.expire_offers", acks_late=True)
 def expire_offers() -> dict:
-    """Expire every open offer past its date, and pool items past theirs (scheduled by beat); report which process did it."""
+    """Expire every open offer past its date, and pool items past theirs (scheduled by beat).
+
+    Report which process did it.
+    """
     return {"expired": offer_expire_due(), "stock_expired": stock_expire_due(), "worker_pid": os.getpid()}
 
 

@@ -35,3 +35,6 @@ class PlantedUser(models.Model):
     class Meta:
         verbose_name = _("planted user truth")
         verbose_name_plural = _("planted user truth")
+
+    def __str__(self) -> str:
+        return f"user {self.user_id}: {self.segment}"

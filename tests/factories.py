@@ -1,4 +1,9 @@
-"""factory_boy factories for the domain, so a test states only what matters to it."""
+"""factory_boy factories for the domain, so a test states only what matters to it.
+
+Each factory is generic over its model, so `OfferFactory.create(...)` is typed as an `Offer`. Tests call
+`.create()` (the default strategy of a DjangoModelFactory) rather than `OfferFactory(...)`: the bare call goes
+through factory_boy's untyped metaclass and type checkers read it as an instance of the factory.
+"""
 
 from datetime import timedelta
 from decimal import Decimal
@@ -10,7 +15,7 @@ from analytics.models import BehaviorEvent, EndUser
 from campaigns.models import Campaign, Course, Deal, Film, Offer, Partner, Rule
 
 
-class PartnerFactory(factory.django.DjangoModelFactory):
+class PartnerFactory(factory.django.DjangoModelFactory[Partner]):
     class Meta:
         model = Partner
 
@@ -19,7 +24,7 @@ class PartnerFactory(factory.django.DjangoModelFactory):
     kind = Partner.Kind.KNOWLEDGE
 
 
-class CourseFactory(factory.django.DjangoModelFactory):
+class CourseFactory(factory.django.DjangoModelFactory[Course]):
     class Meta:
         model = Course
 
@@ -30,7 +35,7 @@ class CourseFactory(factory.django.DjangoModelFactory):
     price = Decimal("199.00")
 
 
-class FilmFactory(factory.django.DjangoModelFactory):
+class FilmFactory(factory.django.DjangoModelFactory[Film]):
     class Meta:
         model = Film
 
@@ -42,7 +47,7 @@ class FilmFactory(factory.django.DjangoModelFactory):
     licence_end = factory.LazyFunction(lambda: timezone.now() + timedelta(days=300))
 
 
-class DealFactory(factory.django.DjangoModelFactory):
+class DealFactory(factory.django.DjangoModelFactory[Deal]):
     class Meta:
         model = Deal
 
@@ -58,7 +63,7 @@ class DealFactory(factory.django.DjangoModelFactory):
     settlement_price = Decimal("8.00")
 
 
-class CampaignFactory(factory.django.DjangoModelFactory):
+class CampaignFactory(factory.django.DjangoModelFactory[Campaign]):
     class Meta:
         model = Campaign
 
@@ -71,7 +76,7 @@ class CampaignFactory(factory.django.DjangoModelFactory):
     budget = Decimal("1000.00")
 
 
-class RuleFactory(factory.django.DjangoModelFactory):
+class RuleFactory(factory.django.DjangoModelFactory[Rule]):
     class Meta:
         model = Rule
 
@@ -83,7 +88,7 @@ class RuleFactory(factory.django.DjangoModelFactory):
     cost = Decimal("20.00")
 
 
-class EndUserFactory(factory.django.DjangoModelFactory):
+class EndUserFactory(factory.django.DjangoModelFactory[EndUser]):
     class Meta:
         model = EndUser
 
@@ -96,7 +101,7 @@ class EndUserFactory(factory.django.DjangoModelFactory):
     data_sharing_consent = True
 
 
-class OfferFactory(factory.django.DjangoModelFactory):
+class OfferFactory(factory.django.DjangoModelFactory[Offer]):
     class Meta:
         model = Offer
 
@@ -110,7 +115,7 @@ class OfferFactory(factory.django.DjangoModelFactory):
     expires_at = factory.LazyAttribute(lambda offer: offer.issued_at + timedelta(days=14))
 
 
-class BehaviorEventFactory(factory.django.DjangoModelFactory):
+class BehaviorEventFactory(factory.django.DjangoModelFactory[BehaviorEvent]):
     class Meta:
         model = BehaviorEvent
 

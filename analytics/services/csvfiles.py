@@ -125,7 +125,8 @@ class CsvStream:
         missing = [name for name in self.required if name not in header]
         if missing:
             raise ApplicationError(
-                f"wrong header in {self.path}: missing {', '.join(missing)}; expected columns {','.join(self.required)}",
+                f"wrong header in {self.path}: missing {', '.join(missing)}; "
+                f"expected columns {','.join(self.required)}",
                 code="header",
             )
         duplicated = sorted({name for name in header if header.count(name) > 1})

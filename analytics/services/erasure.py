@@ -33,7 +33,7 @@ PERSONAL_FIELDS = ("age", "education", "occupation", "gender", "acquisition_chan
 def enduser_lock_erasable(*, partner_id: int, external_id: str) -> EndUser:
     """Return one of the partner's own users, locked for erasure (inside a transaction); anyone else's is a 404."""
     user = None
-    if len(external_id) <= EndUser._meta.get_field("external_id").max_length and "\x00" not in external_id:
+    if len(external_id) <= EndUser.EXTERNAL_ID_MAX_LENGTH and "\x00" not in external_id:
         user = (
             EndUser.objects.select_for_update()
             .filter(external_id=external_id, home_partner_id=partner_id, erased_at__isnull=True)

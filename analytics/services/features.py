@@ -26,6 +26,8 @@ def _local_date(column: str) -> str:
     # SQLite has no time zones; TIME_ZONE's current offset is exact for zones without
     # daylight saving, such as the default Asia/Shanghai.
     offset = timezone.now().astimezone(ZoneInfo(settings.TIME_ZONE)).utcoffset()
+    if offset is None:  # an aware time always has one
+        raise ValueError(f"no UTC offset for {settings.TIME_ZONE}")
     return f"date({column}, '{int(offset.total_seconds())} seconds')"
 
 
@@ -97,10 +99,13 @@ def features_build(*, full: bool = False) -> int:
     if not full:
         watermark = UserFeatures.objects.aggregate(last=Max("built_at"))["last"]
         if watermark is not None:
-            user_filter = "AND e.user_id IN (SELECT DISTINCT user_id FROM analytics_behaviorevent WHERE received_at >= %(watermark)s)"
+            user_filter = (
+                "AND e.user_id IN "
+                "(SELECT DISTINCT user_id FROM analytics_behaviorevent WHERE received_at >= %(watermark)s)"
+            )
             params["watermark"] = watermark
     columns = ", ".join(_FEATURE_COLUMNS)
-    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in _FEATURE_COLUMNS + ["built_at"])
+    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in [*_FEATURE_COLUMNS, "built_at"])
     sql = f"""
         INSERT INTO analytics_userfeatures (user_id, {columns}, built_at)
         SELECT f.user_id, {", ".join("f." + name for name in _FEATURE_COLUMNS)}, %(built_at)s

@@ -95,7 +95,7 @@ def validate_behavior(
     positions,
     *,
     partner_ids: dict[str, int],
-    default_partner_id: int,
+    default_partner_id: int | None,
     extra_names: list[str],
 ) -> tuple[pd.DataFrame, list[Rejection]]:
     """Check rows of the per-user table; return good rows ready to stage, and the rejections."""
@@ -153,7 +153,7 @@ def validate_behavior(
             "watching_count": watching[good].astype("int64").to_numpy(),
             "purchasing_count": purchasing[good].astype("int64").to_numpy(),
             "purchased_course": purchased[good].to_numpy(),
-            "extra": [json.dumps(row, ensure_ascii=False) for row, keep in zip(extra, good) if keep],
+            "extra": [json.dumps(row, ensure_ascii=False) for row, keep in zip(extra, good, strict=True) if keep],
         }
     )
     staged = staged.astype(object).where(staged.notna(), None)
@@ -180,7 +180,7 @@ _BEHAVIOR_STAGING = {
 }
 # Columns a file may leave out: NULL in staging, and then the user keeps what they had.
 _KEEP_IF_ABSENT = ("gender", "acquisition_channel", "marketing_consent", "data_sharing_consent", "signed_up_at")
-_USER_COLUMNS = ("age", "education", "occupation") + _KEEP_IF_ABSENT
+_USER_COLUMNS = ("age", "education", "occupation", *_KEEP_IF_ABSENT)
 
 
 def behavior_ingest(staged: pd.DataFrame) -> IngestResult:
@@ -267,6 +267,8 @@ def behavior_import_file(
     with CsvStream(
         path, required=BEHAVIOR_COLUMNS, optional=BEHAVIOR_OPTIONAL, encoding=encoding, keep_extra=True
     ) as stream:
+        # None only with a home_partner column: a row that leaves it blank names no known partner.
+        default_partner_id: int | None
         if partner_id is None and "home_partner" not in stream.header:
             if fallback_partner_id is None:
                 raise ApplicationError(

@@ -53,8 +53,11 @@ def _text_problem(value: str) -> str | None:
     return None
 
 
-def _check_column(name: str, values: list, first_problem: dict[int, Rejection]) -> None:
-    """Turn missing values into "" in place and record the first problem of each item whose value is not text."""
+def _check_column(name: str, values: list, first_problem: dict[int, Rejection]) -> list[str]:
+    """Turn missing values into "" in place and record the first problem of each item whose value is not text.
+
+    Return the same list, now all text.
+    """
     for index, value in enumerate(values):
         if value is None:
             values[index] = ""
@@ -69,6 +72,7 @@ def _check_column(name: str, values: list, first_problem: dict[int, Rejection]) 
             problem = _text_problem(value)
             if problem:
                 first_problem.setdefault(index, Rejection(index, name, problem))
+    return values
 
 
 def events_ingest_items(*, partner_id: int, partner_slug: str, items: Sequence, now=None) -> IngestResult:
@@ -82,10 +86,9 @@ def events_ingest_items(*, partner_id: int, partner_slug: str, items: Sequence, 
         else:
             first_problem[index] = Rejection(index, WHOLE_ITEM, f"must be an object, not {_json_type(item)}")
             rows.append({})
-    columns = {}
+    columns: dict[str, Sequence[str]] = {}
     for name in ITEM_FIELDS:
-        columns[name] = [row.get(name) for row in rows]
-        _check_column(name, columns[name], first_problem)
+        columns[name] = _check_column(name, [row.get(name) for row in rows], first_problem)
     result = IngestResult()
     rejected = list(first_problem.values())
     positions = [index for index in range(len(rows)) if index not in first_problem]

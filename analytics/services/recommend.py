@@ -76,9 +76,10 @@ def _active_model() -> _LoadedModel:
             model: CooccurrenceRecommender = model_run_artifact(ModelRun.objects.only("artifact").get(pk=run_key[0]))
             catalog = model.catalog
             position = {
-                key: index for index, key in enumerate(zip(catalog["kind"], catalog["partner"], catalog["item_id"]))
+                key: index
+                for index, key in enumerate(zip(catalog["kind"], catalog["partner"], catalog["item_id"], strict=True))
             }
-            cached = _loaded[MODEL] = _LoadedModel(tuple(run_key), model, position)
+            cached = _loaded[MODEL] = _LoadedModel(run_key, model, position)
     return cached
 
 
@@ -118,7 +119,7 @@ def recommendations_rank(
     # The history as a vector over the model's items, plus the items the model has never seen.
     history_domain = history["kind"].map(DOMAIN_OF_KIND)
     history_position = pd.Series(
-        [loaded.position.get(key) for key in zip(history_domain, history["partner"], history["item_id"])],
+        [loaded.position.get(key) for key in zip(history_domain, history["partner"], history["item_id"], strict=True)],
         dtype="float64",
     )
     weights = history["kind"].map(INTERACTION_WEIGHTS).to_numpy(float) * history["n"].to_numpy(float)
@@ -141,7 +142,7 @@ def recommendations_rank(
 
     # Scores for today's catalog: the model's own for items it knows, borrowed by content for new ones.
     catalog_position = pd.Series(
-        [loaded.position.get(key) for key in zip(catalog["kind"], catalog["partner"], catalog["item_id"])],
+        [loaded.position.get(key) for key in zip(catalog["kind"], catalog["partner"], catalog["item_id"], strict=True)],
         dtype="float64",
     )
     in_model = catalog_position.notna().to_numpy()
@@ -151,9 +152,9 @@ def recommendations_rank(
         scores[~in_model] = _borrowed_similarity(model, catalog[~in_model]) @ model_scores
 
     owning = history["kind"].isin(OWNING_KINDS)
-    owned = set(zip(history_domain[owning], history["partner"][owning], history["item_id"][owning]))
+    owned = set(zip(history_domain[owning], history["partner"][owning], history["item_id"][owning], strict=True))
     allowed = candidate_mask(catalog, at=now) & ~np.array(
-        [key in owned for key in zip(catalog["kind"], catalog["partner"], catalog["item_id"])], dtype=bool
+        [key in owned for key in zip(catalog["kind"], catalog["partner"], catalog["item_id"], strict=True)], dtype=bool
     )
     if partner_ids is not None:
         allowed &= catalog["partner"].isin(partner_ids).to_numpy()
@@ -170,7 +171,7 @@ def recommendations_rank(
             "score": round(float(min(max(scores[index], 0.0), 1.0)), 4),
             "reason": reason,
         }
-        for index, reason in zip(chosen, reasons)
+        for index, reason in zip(chosen, reasons, strict=True)
     ]
 
 

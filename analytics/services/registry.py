@@ -64,6 +64,8 @@ def model_run_active(*, model: str) -> ModelRun:
 
 def model_run_artifact(run: ModelRun):
     """Return the fitted object stored with a run (written by this project only, never from outside)."""
+    if run.artifact is None:
+        raise TypeError(f"model run {run.pk} has no stored artifact")  # as bytes(None) would fail
     return pickle.loads(bytes(run.artifact))
 
 

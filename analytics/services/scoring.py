@@ -8,7 +8,7 @@ user and model with a set-based upsert, so scoring twice leaves exactly one row 
 """
 
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import pandas as pd
@@ -53,14 +53,9 @@ def scores_write(*, run: ModelRun, scores: pd.DataFrame, scored_at: datetime) ->
             "model": run.model,
             "run_id": run.pk,
             # NaN goes in as NULL: PostgreSQL would store NaN as a number larger than any other.
-            "score": pd.to_numeric(scores["score"] if "score" in scores else nothing, errors="coerce")
-            .astype(float)
-            .to_numpy(),
+            "score": pd.to_numeric(scores.get("score", nothing), errors="coerce").astype(float).to_numpy(),
             # Money to the fen, as the numeric(14, 2) column keeps it.
-            "value": pd.to_numeric(scores["value"] if "value" in scores else nothing, errors="coerce")
-            .astype(float)
-            .round(2)
-            .to_numpy(),
+            "value": pd.to_numeric(scores.get("value", nothing), errors="coerce").astype(float).round(2).to_numpy(),
             "label": (
                 scores["label"].fillna("").astype(str) if "label" in scores else pd.Series([""] * n, index=scores.index)
             ).to_numpy(dtype=object),
@@ -129,7 +124,8 @@ def score_all(
     task_models = [model for model in models for _ in chunks]
     labels = [f"{model} users {lo}-{hi - 1}" for model in models for lo, hi in chunks]
     for done, (position, count) in enumerate(results_as_they_finish(job, labels=labels, timeout=timeout), 1):
-        scored[task_models[position]] += count
+        # Each task is score_chunk, which returns the number of users it scored.
+        scored[task_models[position]] += cast(int, count)
         if on_chunk:
             on_chunk(done, len(job.results))
     return scored

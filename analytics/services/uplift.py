@@ -2,7 +2,7 @@
 
 An *experiment* is one of our campaigns that kept a holdout (its assignments, offers and the
 purchases after them) or an outside experiment imported with ``import_outcomes``; the
-campaigns side reads them (``campaigns.uplift_experiments``) and passes them in. Each user of
+campaigns side reads them (``campaigns.selectors.uplift_experiments``) and passes them in. Each user of
 one is a row:
 
 - treated users are labelled with the *package* of offer kinds they received, the kinds

@@ -123,7 +123,9 @@ def _relaxed_choice(values: FloatArray, costs: FloatArray, multiplier: float) ->
     return np.where(take, best, NO_OFFER), float(best_reduced[take].sum())
 
 
-def choose_at_multiplier(values: npt.ArrayLike, costs: Sequence[Number], multiplier: float) -> IntArray:
+def choose_at_multiplier(
+    values: npt.ArrayLike, costs: Sequence[Number] | npt.NDArray[np.float64], multiplier: float
+) -> IntArray:
     """Return each user's offer maximising ``values[u, j] - multiplier * costs[j]`` when positive, else -1.
 
     This is the Lagrangian choice with a given price per CNY of budget: users decide

@@ -30,7 +30,10 @@ MONEY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
     }
 )
 class MoneyInputField(serializers.Field):
-    """Read an amount of CNY sent as a decimal string ("199.00"); numbers are refused, so no float ever carries money."""
+    """Read an amount of CNY sent as a decimal string ("199.00").
+
+    Numbers are refused, so no float ever carries money.
+    """
 
     default_error_messages = {
         "invalid": 'send an amount in CNY as a string with at most two decimals and no sign, e.g. "199.00"',

@@ -49,7 +49,9 @@ class OfferRedeemApi(APIView):
             required=False,
             allow_blank=True,
             max_length=64,
-            help_text="The course SKU or bundle slug bought; needed for coupons valid only for some courses or bundles.",
+            help_text=(
+                "The course SKU or bundle slug bought; needed for coupons valid only for some courses or bundles."
+            ),
         )
 
     class OutputSerializer(serializers.Serializer):

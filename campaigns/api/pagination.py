@@ -1,5 +1,7 @@
 """Page-number pagination for the lists that grow, strict about its parameters, and its shape in the schema."""
 
+from typing import Any
+
 from drf_spectacular.utils import OpenApiParameter, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
@@ -42,7 +44,7 @@ class PartnerPagination(PageNumberPagination):
 def paginated_response(*, queryset, serializer_class, request, view):
     """Return the page of queryset the request asks for, serialised, with count and links."""
     paginator = PartnerPagination()
-    page = paginator.paginate_queryset(queryset, request, view=view)
+    page: list[Any] | None = paginator.paginate_queryset(queryset, request, view=view)
     return paginator.get_paginated_response(serializer_class(page, many=True).data)
 
 

@@ -26,7 +26,9 @@ class ErrorItemSerializer(serializers.Serializer):
 
 
 class ErrorSerializer(serializers.Serializer):
-    errors = ErrorItemSerializer(many=True)
+    # The metaclass moves declared fields into _declared_fields, so Serializer.errors stays the
+    # property; the stubs cannot know that.
+    errors = ErrorItemSerializer(many=True)  # type: ignore[assignment]
 
 
 _DESCRIPTIONS = {

@@ -1,5 +1,7 @@
 """GET deals/{slug}/settlement/?period=YYYY-MM: what the two partners of a deal owe each other for a month."""
 
+from typing import TypedDict
+
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import serializers
@@ -14,7 +16,15 @@ from ..selectors import deal_get_visible
 from ..selectors.settlement import PERIOD_HELP, PERIOD_PATTERN, period_parse, settlement_get
 from .schema import error_responses
 
-MONEY = {"max_digits": 14, "decimal_places": 2}
+
+class _DecimalPlaces(TypedDict):
+    """The precision of a DecimalField, to pass as keyword arguments."""
+
+    max_digits: int
+    decimal_places: int
+
+
+MONEY: _DecimalPlaces = {"max_digits": 14, "decimal_places": 2}
 
 
 class SettlementApi(APIView):

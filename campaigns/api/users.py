@@ -8,8 +8,8 @@ from rest_framework.views import APIView
 from analytics.selectors import enduser_get_visible, enduser_id_visible
 
 from ..models import Offer, Rule
-from ..recommendations import user_recommendations
 from ..selectors import offer_rows_open_for_user
+from ..selectors.recommendations import user_recommendations
 from ..services.erasure import user_erase
 from .schema import error_responses
 

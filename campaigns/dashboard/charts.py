@@ -154,14 +154,15 @@ def bar_chart(*, title: str, bars: Sequence[Bar], empty: str, width: int = WIDTH
     plot_left, plot_width = label_width, width - label_width - value_width
     zero = plot_left + (0 - low) / span * plot_width
     parts = _open("bar", title, width, height)
-    for index, (bar, value) in enumerate(zip(bars, values)):
+    for index, (bar, value) in enumerate(zip(bars, values, strict=True)):
         y = top + index * ROW
         start, end = sorted((zero, zero + value / span * plot_width))
         color = COLORS["negative"] if value < 0 else (COLORS["positive"] if signed else COLORS["bar"])
         parts.append(_text(label_width - 8, y + 16, _short(bar.label, label_width - 12), anchor="end"))
         parts.append(
-            f'<rect class="bar" x="{_num(start)}" y="{_num(y + 4)}" width="{_num(max(end - start, 1))}" height="{ROW - 8}" '
-            f'fill="{color}" data-value="{escape(str(bar.value))}"><title>{escape(bar.label)}: {escape(bar.display)}</title></rect>'
+            f'<rect class="bar" x="{_num(start)}" y="{_num(y + 4)}" width="{_num(max(end - start, 1))}" '
+            f'height="{ROW - 8}" fill="{color}" data-value="{escape(str(bar.value))}">'
+            f"<title>{escape(bar.label)}: {escape(bar.display)}</title></rect>"
         )
         parts.append(_text(plot_left + plot_width + 6, y + 16, bar.display))
     parts.append(
@@ -191,7 +192,8 @@ def interval_chart(
     axis_y = top + ROW * len(intervals) + 4
     for tick in ticks:
         parts.append(
-            f'<line x1="{_num(x_of(tick))}" x2="{_num(x_of(tick))}" y1="{top}" y2="{axis_y}" stroke="{COLORS["grid"]}"/>'
+            f'<line x1="{_num(x_of(tick))}" x2="{_num(x_of(tick))}" y1="{top}" y2="{axis_y}" '
+            f'stroke="{COLORS["grid"]}"/>'
         )
         parts.append(
             _text(x_of(tick), axis_y + 14, _tick_label(tick, percent), anchor="middle", size=10, color=COLORS["axis"])
@@ -262,7 +264,8 @@ def _axes(
     parts = []
     for y, label in y_ticks:
         parts.append(
-            f'<line x1="{left}" x2="{_num(left + plot_width)}" y1="{_num(y)}" y2="{_num(y)}" stroke="{COLORS["grid"]}"/>'
+            f'<line x1="{left}" x2="{_num(left + plot_width)}" y1="{_num(y)}" y2="{_num(y)}" '
+            f'stroke="{COLORS["grid"]}"/>'
         )
         parts.append(_text(left - 6, y + 4, label, anchor="end", size=10, color=COLORS["axis"]))
     for x, label in x_ticks:

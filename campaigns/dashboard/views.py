@@ -135,7 +135,10 @@ def _uplift_charts(figures: DashboardFigures) -> list[str]:
 
 
 def _qini_charts() -> list[str]:
-    """Draw, per offer package the uplift models know, each method's Qini curve on held-out users against random targeting."""
+    """Draw, per offer package the uplift models know, each method's Qini curve on held-out users.
+
+    Each is drawn against random targeting.
+    """
     summary = uplift_models_summary()
     if summary is None:
         return []
@@ -149,7 +152,7 @@ def _qini_charts() -> list[str]:
             charts.Series(
                 _("%(method)s: AUUC %(auuc).4f, Qini %(qini)+.4f")
                 % {"method": model["method"], "auuc": model["auuc"], "qini": model["qini_coefficient"]},
-                list(zip(model["qini_curve"]["fraction"], model["qini_curve"]["qini"])),
+                list(zip(model["qini_curve"]["fraction"], model["qini_curve"]["qini"], strict=True)),
                 color=next(colors, charts.COLORS["treated"]),
             )
             for model in models
@@ -158,7 +161,7 @@ def _qini_charts() -> list[str]:
         series.append(
             charts.Series(
                 _("random targeting"),
-                list(zip(random["fraction"], random["random"])),
+                list(zip(random["fraction"], random["random"], strict=True)),
                 color=charts.COLORS["holdout"],
                 dashed=True,
             )
@@ -201,7 +204,7 @@ def _retention_chart(item: CampaignFigures) -> str:
         series.append(
             charts.Series(
                 _("holdout") if is_holdout else curve["arm"],
-                list(zip(curve["times"], curve["survival"])),
+                list(zip(curve["times"], curve["survival"], strict=True)),
                 color=charts.COLORS["holdout"] if is_holdout else next(colors, charts.COLORS["treated"]),
                 dashed=is_holdout,
             )

@@ -124,10 +124,6 @@ class SettlementStatement(models.Model):
     def __str__(self) -> str:
         return f"{self.deal_id} {self.period:%Y-%m} ({self.status})"
 
-    @property
-    def period_label(self) -> str:
-        return f"{self.period:%Y-%m}"
-
     def save(self, *args, **kwargs):
         if not self._state.adding and type(self).objects.filter(pk=self.pk, status=self.Status.ISSUED).exists():
             raise ValueError("an issued settlement statement is frozen; book a correction line instead")
@@ -137,6 +133,10 @@ class SettlementStatement(models.Model):
         if self.status == self.Status.ISSUED:
             raise ValueError("an issued settlement statement is frozen; book a correction line instead")
         return super().delete(*args, **kwargs)
+
+    @property
+    def period_label(self) -> str:
+        return f"{self.period:%Y-%m}"
 
 
 class SettlementLine(models.Model):

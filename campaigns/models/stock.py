@@ -28,10 +28,11 @@ class StockItem(models.Model):
         EXPIRED = "expired", _("Expired")
 
     IN_POOL = (Status.AVAILABLE, Status.RETURNED)
+    CODE_MAX_LENGTH = 128
 
     partner = models.ForeignKey(Partner, on_delete=models.PROTECT, related_name="stock", verbose_name=_("partner"))
     kind = models.CharField(_("kind"), max_length=32, choices=Kind.choices)
-    code = models.CharField(_("partner's code"), max_length=128)
+    code = models.CharField(_("partner's code"), max_length=CODE_MAX_LENGTH)
     face_value = MoneyField(_("face value (CNY)"), default=0)
     expires_at = models.DateTimeField(_("expires at"))
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.AVAILABLE)

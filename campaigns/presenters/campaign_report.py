@@ -21,7 +21,8 @@ def render_text(report: CampaignReport) -> str:
     for arm in data["arms"]:
         rate = "-" if arm["conversion_rate"] is None else f"{arm['conversion_rate']:.2%}"
         lines.append(
-            f"{arm['arm']:<12} {arm['users']:>9} {arm['conversions']:>10} {rate:>8} {arm['revenue_per_user'] or '-':>13}"
+            f"{arm['arm']:<12} {arm['users']:>9} {arm['conversions']:>10} {rate:>8} "
+            f"{arm['revenue_per_user'] or '-':>13}"
         )
     for comparison in (data["uplift"] or {}).get("comparisons", []):
         conv, revenue, ret = comparison["conversion"], comparison["revenue"], comparison["campaign_return"]
@@ -36,10 +37,13 @@ def render_text(report: CampaignReport) -> str:
         detail = (
             "no holdout"
             if uplift is None
-            else f"{uplift['difference']:+.4f} ({uplift['difference_lower']:+.4f} to {uplift['difference_upper']:+.4f})"
+            else (
+                f"{uplift['difference']:+.4f} ({uplift['difference_lower']:+.4f} to {uplift['difference_upper']:+.4f})"
+            )
         )
         lines.append(
-            f"  rule {rule['rule']}: treated {rule['treated']['users']}, holdout {rule['holdout']['users']}, conversion uplift {detail}"
+            f"  rule {rule['rule']}: treated {rule['treated']['users']}, holdout {rule['holdout']['users']}, "
+            f"conversion uplift {detail}"
         )
     models = data["uplift_models"]
     if models:
@@ -51,7 +55,7 @@ def render_text(report: CampaignReport) -> str:
             curve = model["qini_curve"]
             points = ", ".join(
                 f"{fraction:.0%} {qini:+.4f}"
-                for fraction, qini in zip(curve["fraction"], curve["qini"])
+                for fraction, qini in zip(curve["fraction"], curve["qini"], strict=True)
                 if round(fraction * 100) in (10, 20, 50, 100)
             )
             lines.append(
@@ -64,8 +68,9 @@ def render_text(report: CampaignReport) -> str:
 
 
 def render_csv(report: CampaignReport) -> str:
-    """Render the per-arm and per-rule figures as CSV rows (section, name, users, conversions, rate, revenue, uplift, lower, upper).
+    """Render the per-arm and per-rule figures as CSV rows.
 
+    The columns are section, name, users, conversions, rate, revenue, uplift, lower, upper.
     Uplift models follow as ``uplift_model`` rows named ``method:package`` (users: held-out
     users; uplift: AUUC; lower: AUUC of a random ranking; upper: Qini coefficient) and
     ``qini_curve`` rows named ``method:package@fraction`` (uplift: the Qini curve there).
@@ -134,6 +139,6 @@ def render_csv(report: CampaignReport) -> str:
                 model["qini_coefficient"],
             ]
         )
-        for fraction, qini in zip(model["qini_curve"]["fraction"], model["qini_curve"]["qini"]):
+        for fraction, qini in zip(model["qini_curve"]["fraction"], model["qini_curve"]["qini"], strict=True):
             writer.writerow(["qini_curve", f"{name}@{fraction:.2f}", "", "", "", "", qini, "", ""])
     return out.getvalue()

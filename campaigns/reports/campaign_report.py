@@ -97,7 +97,8 @@ def campaign_report(*, campaign: Campaign, now: datetime | None = None, confiden
                 arm: (holdout_share if arm == HOLDOUT else (1 - holdout_share) / (len(by_arm) - 1)) for arm in by_arm
             }
         result = compare_arms(by_arm, HOLDOUT, confidence=confidence, configured_shares=shares)
-        if result.sample_ratio is not None and result.sample_ratio.mismatch:
+        # The check carries a warning exactly when the split mismatches.
+        if result.sample_ratio is not None and result.sample_ratio.warning is not None:
             warnings.append(result.sample_ratio.warning)
         evaluation = result.to_dict()
         rules = _rule_uplifts(frame, confidence)

@@ -57,9 +57,8 @@ def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -
         ORDER BY a.user_id
     """
     with connection.cursor() as cursor:
-        params = {"campaign": campaign.pk, "now": now, "window": window} | {
-            f"sku{i}": sku for i, sku in enumerate(skus)
-        }
+        params: dict[str, int | str | datetime] = {"campaign": campaign.pk, "now": now, "window": window}
+        params.update({f"sku{i}": sku for i, sku in enumerate(skus)})
         cursor.execute(sql, params)
         frame = pd.DataFrame(cursor.fetchall(), columns=[column[0] for column in cursor.description])
     if frame.empty:

@@ -4,7 +4,6 @@ Settlement statements are read (and drafts computed) in ``campaigns.selectors.se
 """
 
 from datetime import UTC
-from datetime import timezone as dt_timezone
 from decimal import Decimal
 
 from django.db import connection
@@ -158,7 +157,7 @@ def offer_rows_open_for_user(*, partner: Partner, user_id: int, now=None) -> lis
                 partner.pk,
             ],
         )
-        return [_open_offer(dict(zip(OPEN_OFFER_FIELDS, row))) for row in cursor.fetchall()]
+        return [_open_offer(dict(zip(OPEN_OFFER_FIELDS, row, strict=True))) for row in cursor.fetchall()]
 
 
 def _open_offer(offer: dict) -> dict:

@@ -1,7 +1,7 @@
 """Optimise mode: spend the budget on the users an offer changes, at most one offer package each.
 
 The campaign's rules give the candidates: each *package* (a rule, or rules with the same
-condition chained by non-exclusive ones, as ``campaigns.uplift_experiments.rule_packages``
+condition chained by non-exclusive ones, as ``campaigns.selectors.uplift_experiments.rule_packages``
 groups them) is one candidate, with its offer kinds, its cost (the sum of its rules' costs)
 and its condition as the eligibility filter: a user may get a package only when they match
 its condition, and only users with marketing consent are read at all.
@@ -56,7 +56,7 @@ from crossmkt_site.errors import ApplicationError
 from crossmkt_site.money import ZERO
 
 from ..models import Campaign, Course
-from ..uplift_experiments import package_name, rule_packages
+from ..selectors.uplift_experiments import package_name, rule_packages
 from .campaign_planning import ChunkPlan, RulePlan, campaign_chunks, holdout_draw, load_chunk, plan_chunk
 
 # A package a user may not get, or whose uplift no model knows, is worth this: never chosen.
@@ -99,7 +99,12 @@ def campaign_candidates(campaign: Campaign, plans: list[RulePlan], order_value: 
         discount = ZERO
         for rule in rules:
             if rule.offer_kind == rule.OfferKind.COUPON:
-                discount += rule.amount_off if rule.amount_off is not None else order_value * rule.percent_off / 100
+                if rule.amount_off is not None:
+                    discount += rule.amount_off
+                elif rule.percent_off is not None:
+                    discount += order_value * rule.percent_off / 100
+                else:  # refused by the rule_coupon_has_discount constraint
+                    raise ValueError(f"coupon rule {rule.name!r} has neither amount nor percent off")
         candidates.append(
             Candidate(
                 rules=tuple(members),

@@ -32,7 +32,7 @@ from crossmkt_site.errors import ApplicationError
 
 from ..models import Campaign, CampaignAssignment, Rule
 from ..models.offers import CODE_ALPHABET, CODE_LENGTH
-from ..rule_fields import condition_registry, item_category_sources
+from ..selectors.rule_fields import condition_registry, item_category_sources
 
 # Users per chunk: about 0.5 s of evaluation and one COPY of at most this many offers on
 # the benchmark machine, short enough that a killed worker's retry costs little.
@@ -42,7 +42,7 @@ CHUNK_USERS = 50_000
 @dataclass(frozen=True)
 class RulePlan:
     rule: Rule
-    condition: object | None  # a validated condition, or None: everyone reachable qualifies
+    condition: Condition | None  # a validated condition, or None: everyone reachable qualifies
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -116,7 +116,7 @@ def plan_chunk(campaign: Campaign, plans: list[RulePlan], frame: pd.DataFrame) -
     count = np.zeros(n, dtype=np.int64)
     blocked = np.zeros(n, dtype=bool)
     users, rules, sequences = [], [], []
-    for index, (plan, mask) in enumerate(zip(plans, masks)):
+    for index, (plan, mask) in enumerate(zip(plans, masks, strict=True)):
         take = treated & mask & ~blocked & (count < campaign.per_user_limit)
         users.append(user_ids[take])
         rules.append(np.full(int(take.sum()), index, dtype=np.int64))
@@ -160,8 +160,9 @@ def _chunk_filter(
 ) -> SqlFragment | None:
     parts: list[SqlFragment] = []
     columns = sql_columns({name for plan in plans for name in plan.fields})
-    if columns is not None and all(plan.condition is not None for plan in plans):
-        parts.append(compile_sql(AnyOf(tuple(plan.condition for plan in plans)), columns))
+    conditions = [plan.condition for plan in plans if plan.condition is not None]
+    if columns is not None and len(conditions) == len(plans):
+        parts.append(compile_sql(AnyOf(tuple(conditions)), columns))
     if unassigned_in is not None:
         parts.append(
             SqlFragment(

@@ -14,6 +14,7 @@ issues nothing the second time; the database constraints back every one of these
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -55,7 +56,8 @@ def campaign_check_runnable(campaign: Campaign, now: datetime) -> None:
         raise ApplicationError(f"campaign {campaign.slug!r} is an external experiment; nothing to run", field="kind")
     if campaign.status != Campaign.Status.RUNNING:
         raise ApplicationError(
-            f"campaign {campaign.slug!r} is {campaign.status}; set it to running to issue offers (a dry run works in any state)",
+            f"campaign {campaign.slug!r} is {campaign.status}; "
+            "set it to running to issue offers (a dry run works in any state)",
             code="not_running",
             field="status",
         )
@@ -148,7 +150,8 @@ def campaign_issue_chunk(
             pick_sequence[keep],
             costs[keep],
         )
-        # A treated user the budget or the stock could not reach gets no assignment, so a later run may still reach them.
+        # A treated user the budget or the stock could not reach gets no assignment, so a later run may
+        # still reach them.
         # Held-out users are cut at the same point of the reach order, so both arms stay random
         # samples of the eligible users in the configured proportion.
         assign_users = plan.user_ids[fresh]
@@ -232,7 +235,8 @@ def _within_limits(campaign: Campaign, costs: np.ndarray) -> np.ndarray:
         keep[max(campaign.global_limit - campaign.issued_count, 0) :] = False
     if campaign.budget is not None:
         remaining = campaign.budget - campaign.spent
-        running = np.cumsum(np.where(keep, costs, ZERO)) if len(costs) else costs
+        # ZERO as a 0-d object array, which is what np.where makes of the Decimal anyway.
+        running = np.cumsum(np.where(keep, costs, np.array(ZERO, dtype=object))) if len(costs) else costs
         keep &= np.array([spent <= remaining for spent in running], dtype=bool)
     return keep
 
@@ -386,8 +390,9 @@ def campaign_run(
         return {"chunks": len(chunks), "group_id": job.id}
     labels = [f"{campaign.slug} users {lo}-{hi - 1}" for lo, hi in chunks]
     for done, (_position, result) in enumerate(results_as_they_finish(job, labels=labels, timeout=timeout), 1):
+        chunk = cast(dict[str, Any], result)  # each task returns its ChunkResult as a dict
         for key in ChunkResult.__dataclass_fields__:
-            value = result[key]
+            value = chunk[key]
             setattr(totals, key, getattr(totals, key) + (Decimal(value) if key == "cost" else value))
         if on_chunk:
             on_chunk(done, len(chunks))

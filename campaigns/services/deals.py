@@ -1,12 +1,12 @@
-"""Deals as sagas: events trigger grants, reserved under the deal's caps, then confirmed with the partner or compensated.
+"""Deals as sagas: events trigger grants, reserved under caps, then confirmed with the partner or compensated.
 
 For each active deal, one SQL statement finds the users whose events inside the deal's
 term trigger it (the first purchase of a course in the deal's set at the source partner,
 the first membership started there, or the event at which their spend there within the
 term first reaches the threshold), and inserts a reserved grant for each, earliest
-trigger first, as many as the caps leave room for. The deal's row lock serialises reservers, and its CHECK constraints refuse any
-write past ``max_grants`` or ``max_amount``; every grant accrues the deal's settlement
-price, and ``max_amount`` caps the sum of those.
+trigger first, as many as the caps leave room for. The deal's row lock serialises reservers,
+and its CHECK constraints refuse any write past ``max_grants`` or ``max_amount``; every grant
+accrues the deal's settlement price, and ``max_amount`` caps the sum of those.
 
 The target partner is then told with one ``deal.granted`` webhook per batch of grants:
 delivered confirms them, failed for good compensates them (status ``compensated``, their
@@ -34,7 +34,7 @@ from ..models import Course, Deal, DealGrant, WebhookDelivery
 from .webhook_outbox import EVENT_BATCH_SIZE, listening_partners, webhook_deliveries_create
 
 # Triggers met by a single event of a kind (a course purchase also has to be of a course in the deal's set).
-TRIGGER_EVENT_KINDS = {
+TRIGGER_EVENT_KINDS: dict[str, str] = {
     Deal.Trigger.COURSE_PURCHASE: BehaviorEvent.Kind.COURSE_PURCHASE,
     Deal.Trigger.MEMBERSHIP_START: BehaviorEvent.Kind.MEMBERSHIP_START,
 }
@@ -83,7 +83,8 @@ def _trigger_sql(deal: Deal, user_ids: Sequence[int] | None, now: datetime) -> t
     window = [deal.source_partner_id, adapt(deal.starts_at), adapt(deal.ends_at), adapt(now)]
     in_term = "e.partner_id = %s AND e.occurred_at >= %s AND e.occurred_at < %s AND e.occurred_at <= %s"
     if deal.trigger in TRIGGER_EVENT_KINDS:
-        kind_filter, kind_params = "e.kind = %s", [TRIGGER_EVENT_KINDS[deal.trigger]]
+        kind_filter = "e.kind = %s"
+        kind_params: list[str | int] = [TRIGGER_EVENT_KINDS[deal.trigger]]
         if deal.trigger == Deal.Trigger.COURSE_PURCHASE:
             through = Deal.trigger_courses.through._meta.db_table
             kind_filter += (
@@ -179,7 +180,7 @@ def deal_evaluate(*, deal_id: int, user_ids: Sequence[int] | None = None, now: d
             now=now,
             events=[(partner, WebhookDelivery.Event.DEAL_GRANTED, _grant_payload(deal, batch)) for batch in batches],
         )
-        for delivery, batch in zip(deliveries, batches):
+        for delivery, batch in zip(deliveries, batches, strict=True):
             DealGrant.objects.filter(pk__in=[pk for pk, _, _ in batch]).update(delivery=delivery)
         run.awaiting_partner = len(grants)
     return run

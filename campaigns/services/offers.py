@@ -21,7 +21,10 @@ EXPIRY_BATCH_SIZE = 10_000
 
 
 def offer_expire_due(*, now=None, batch_size: int = EXPIRY_BATCH_SIZE) -> int:
-    """Expire open offers past their date, freeing the budget and pool items they held; return how many. Safe to run twice."""
+    """Expire open offers past their date, freeing the budget and pool items they held; return how many.
+
+    Safe to run twice.
+    """
     now = now or timezone.now()
     expired = 0
     while True:

@@ -40,7 +40,8 @@ def campaign_for_outcomes(*, slug: str, now: dt.datetime) -> Campaign:
         )
     if campaign.kind != Campaign.Kind.EXTERNAL:
         raise ApplicationError(
-            f"campaign {slug!r} is one of ours; its outcomes come from its own records. Use a new slug for an outside experiment.",
+            f"campaign {slug!r} is one of ours; its outcomes come from its own records. "
+            "Use a new slug for an outside experiment.",
             field="campaign",
         )
     return campaign
@@ -49,7 +50,10 @@ def campaign_for_outcomes(*, slug: str, now: dt.datetime) -> Campaign:
 def outcomes_import_file(
     path, *, campaign_slug: str, encoding: str | None = None, progress: bool = False
 ) -> IngestResult:
-    """Import per-user experiment outcomes; bad rows are named by line and write nothing, the file can be re-imported."""
+    """Import per-user experiment outcomes; bad rows are named by line and write nothing.
+
+    The file can be re-imported.
+    """
     now = timezone.now()
     result = IngestResult()
     with CsvStream(path, required=OUTCOME_COLUMNS, encoding=encoding) as stream:

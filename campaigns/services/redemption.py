@@ -44,10 +44,11 @@ def _refuse(offer: Offer, now) -> None:
 
 def _check_applicable(offer: Offer, item_id: str) -> None:
     """Refuse a coupon limited to some courses or bundles when the order is for something else."""
-    if offer.rule_id is None:
+    rule = offer.rule
+    if rule is None:
         return
-    courses = set(offer.rule.applicable_courses.values_list("sku", flat=True))
-    bundles = set(offer.rule.applicable_bundles.values_list("slug", flat=True))
+    courses = set(rule.applicable_courses.values_list("sku", flat=True))
+    bundles = set(rule.applicable_bundles.values_list("slug", flat=True))
     if not courses and not bundles:
         return
     if not item_id:

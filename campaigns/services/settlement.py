@@ -35,7 +35,7 @@ Kind = SettlementLine.Kind
 def settlement_issue(*, deal: Deal, period: date, now: datetime | None = None, issued_by: str = "") -> SettlementSheet:
     """Freeze a deal's finished month as an issued statement; issuing a month again returns the statement it has."""
     now = now or timezone.now()
-    start, end = period_bounds(period, deal_zone(deal))
+    _start, end = period_bounds(period, deal_zone(deal))
     label = f"{period:%Y-%m}"
     if end > now:
         raise ApplicationError(
@@ -103,7 +103,11 @@ def settlement_correct(
 
 
 def _root_kind(line: SettlementLine) -> str:
-    return line.corrects.kind if line.kind == Kind.CORRECTION else line.kind
+    if line.kind != Kind.CORRECTION:
+        return line.kind
+    if line.corrects is None:  # a correction always names the line it corrects
+        raise ValueError(f"correction line {line.pk} corrects no line")
+    return line.corrects.kind
 
 
 def _grant_corrections(

@@ -52,7 +52,7 @@ class StockHold:
         if not self.pool_of_rule:
             return [None] * len(pick_rules)
         taken: dict[tuple[int, str], int] = defaultdict(int)
-        handed = []
+        handed: list[tuple[int, str] | None] = []
         for rule_index in pick_rules.tolist():
             pool = self.pool_of_rule.get(rule_index)
             if pool is None:
@@ -72,8 +72,9 @@ def stock_hold(*, rules: Sequence[Rule], pick_rules: np.ndarray, valid_until: da
     hold = StockHold(covered=np.ones(len(pick_rules), dtype=bool))
     rules_by_pool: dict[tuple[int, str], list[int]] = defaultdict(list)
     for index, rule in enumerate(rules):
-        if rule_needs_stock(rule):
-            pool = (rule.benefit_partner_id, rule.offer_kind)
+        benefit_partner_id = rule.benefit_partner_id
+        if rule_needs_stock(rule) and benefit_partner_id is not None:  # needing stock implies a benefit partner
+            pool = (benefit_partner_id, rule.offer_kind)
             rules_by_pool[pool].append(index)
             hold.pool_of_rule[index] = pool
     for (partner_id, kind), rule_indexes in rules_by_pool.items():
@@ -100,7 +101,7 @@ def stock_assign(
     items: Sequence[tuple[int, str] | None],
 ) -> int:
     """Record which offer (by code, issued in this chunk) each held item went to; return how many."""
-    pairs = [(code, item[0]) for code, item in zip(codes, items) if item is not None]
+    pairs = [(code, item[0]) for code, item in zip(codes, items, strict=True) if item is not None]
     if not pairs:
         return 0
     low, high = id_range
@@ -175,11 +176,15 @@ def stock_load_file(*, partner: Partner, kind: str, path, now: datetime | None =
             f"unknown stock kind {kind!r}; use one of {', '.join(sorted(STOCK_KINDS))}", field="kind"
         )
     now = now or timezone.now()
-    max_code = StockItem._meta.get_field("code").max_length
-    items, problems, seen = [], [], {}
+    max_code = StockItem.CODE_MAX_LENGTH
+    items: list[StockItem] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
     with CsvStream(path, required=CSV_COLUMNS) as stream:
         for batch in stream.batches():
-            for line, code, value, expires in zip(batch.lines, *(batch.columns[name] for name in CSV_COLUMNS)):
+            for line, code, value, expires in zip(
+                batch.lines, *(batch.columns[name] for name in CSV_COLUMNS), strict=True
+            ):
                 if not code:
                     problems.append(f"line {line}: code: missing")
                 elif len(code) > max_code:
@@ -197,7 +202,8 @@ def stock_load_file(*, partner: Partner, kind: str, path, now: datetime | None =
                 expires_at = _parse_expiry(expires)
                 if expires_at is None:
                     problems.append(f"line {line}: expires_at: not an ISO 8601 date or time: {expires!r}")
-                elif expires_at <= now:
+                    continue  # the file is refused, so the row needs no item
+                if expires_at <= now:
                     problems.append(f"line {line}: expires_at: already past: {expires}")
                 items.append(
                     StockItem(partner=partner, kind=kind, code=code, face_value=face_value, expires_at=expires_at)

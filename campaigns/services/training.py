@@ -15,8 +15,8 @@ from analytics.services.training.recommendations import train_recommendations
 from analytics.services.training.uplift import train_uplift
 from analytics.services.uplift import experiment_rows
 
-from ..recommendations import bundled_pairs, catalog_frame
-from ..uplift_experiments import uplift_experiments
+from ..selectors.recommendations import bundled_pairs, catalog_frame
+from ..selectors.uplift_experiments import uplift_experiments
 
 
 def recommendations_train(

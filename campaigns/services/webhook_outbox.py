@@ -325,6 +325,8 @@ def _record(
     if outcome == WebhookAttempt.Outcome.DELIVERED:
         delivery.status, delivery.delivered_at, delivery.next_attempt_at = WebhookDelivery.Status.DELIVERED, now, None
     elif outcome == WebhookAttempt.Outcome.RETRY:
+        if retry_in is None:  # the outcome is a retry only when there is a time to retry in
+            raise ValueError("a retry needs retry_in")
         delivery.next_attempt_at = now + timedelta(seconds=retry_in)
     else:
         delivery.status, delivery.next_attempt_at = WebhookDelivery.Status.FAILED, None

@@ -91,7 +91,10 @@ def webhook_offers_issued(
     """
     if not len(codes):
         return []
-    recipients = [{rule.benefit_partner_id or campaign.owner_id, campaign.owner_id} - {None} for rule in rules]
+    recipients = [
+        {pk for pk in (rule.benefit_partner_id or campaign.owner_id, campaign.owner_id) if pk is not None}
+        for rule in rules
+    ]
     partners = listening_partners(pk for pks in recipients for pk in pks)
     if not partners:
         return []
@@ -99,10 +102,11 @@ def webhook_offers_issued(
         "pk", "external_id", "home_partner_id", "data_sharing_consent"
     )
     users = {pk: (external_id, home_partner_id, shares) for pk, external_id, home_partner_id, shares in rows}
-    benefit_partner_ids = {rule.benefit_partner_id for rule in rules} - {None}
-    slugs = dict(Partner.objects.filter(pk__in=benefit_partner_ids).values_list("pk", "slug"))
+    benefit_partner_ids = {rule.benefit_partner_id for rule in rules if rule.benefit_partner_id is not None}
+    # Keyed by id; a rule without a benefit partner (None) finds no slug.
+    slugs: dict[int | None, str] = dict(Partner.objects.filter(pk__in=benefit_partner_ids).values_list("pk", "slug"))
     by_partner: dict[int, list[dict]] = defaultdict(list)
-    for user_id, index, code, item in zip(user_ids, rule_indexes, codes, stock):
+    for user_id, index, code, item in zip(user_ids, rule_indexes, codes, stock, strict=True):
         rule = rules[int(index)]
         listeners = recipients[int(index)] & partners.keys()
         if not listeners:

@@ -100,7 +100,10 @@ def serve(port: int) -> subprocess.Popen:
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "crossmkt_site.settings.local",
         "DEBUG": "false",
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "DATABASE_URL": (
+            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}"
+            f"@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        ),
         "API_RATE_PER_KEY": "1000000/minute",
         "CONN_MAX_AGE": "60",  # connections kept, as in production
         "CROSSMKT_URLCONF": "demo.bench.urls",

@@ -98,8 +98,15 @@ def _event_items(n_events: int, run: str) -> list[dict]:
     for chunk in iter_world(n_users=users, seed=7, chunk_size=5_000):
         events = chunk.events
         occurred = events["occurred_at"].dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        # Columns of one frame (occurred is derived from one of them): equal lengths.
         for row in zip(
-            events["event_id"], events["user_id"], events["kind"], events["item_id"], events["amount"], occurred
+            events["event_id"],
+            events["user_id"],
+            events["kind"],
+            events["item_id"],
+            events["amount"],
+            occurred,
+            strict=True,
         ):
             items.append(
                 {
@@ -186,10 +193,14 @@ def _copy_rate(items: list[dict], partner_id: int) -> float:
     ]
     with table_like("analytics_behaviorevent") as table:
         started = time.perf_counter()
-        with transaction.atomic(), connection.cursor() as cursor, cursor.cursor.copy(
-            f"COPY {table} (partner_id, event_id, user_id, kind, item_id, amount, occurred_at, "
-            "received_at) FROM STDIN"
-        ) as copy:
+        with (
+            transaction.atomic(),
+            connection.cursor() as cursor,
+            cursor.cursor.copy(
+                f"COPY {table} (partner_id, event_id, user_id, kind, item_id, amount, occurred_at, "
+                "received_at) FROM STDIN"
+            ) as copy,
+        ):
             for row in rows:
                 copy.write_row(row)
         return len(rows) / (time.perf_counter() - started)
@@ -297,8 +308,13 @@ def _features_copy_numpy_rate() -> float:
                 "last_at double precision) ON COMMIT DROP"
             )
             with cursor.cursor.copy("COPY bench_features FROM STDIN") as copy:
+                # One entry per distinct user in each (index takes exactly the values 0 .. len(users) - 1).
                 for row in zip(
-                    users.tolist(), map(str, counts.sum(axis=1).tolist()), np.round(spend, 2).tolist(), last.tolist()
+                    users.tolist(),
+                    map(str, counts.sum(axis=1).tolist()),
+                    np.round(spend, 2).tolist(),
+                    last.tolist(),
+                    strict=True,
                 ):
                     copy.write_row(row)
     return len(users) / (time.perf_counter() - started)
@@ -324,8 +340,9 @@ def benchmarks_markdown(
     lines = [
         "# Benchmarks",
         "",
-        f"Run {timezone.now():%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, {memory_gb:.0f} GiB, {platform.platform()}; "
-        f"Python {platform.python_version()}, Django {django.get_version()}, PostgreSQL {postgres}; scale: {scale}; "
+        f"Run {timezone.now():%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores, {memory_gb:.0f} GiB, "
+        f"{platform.platform()}; Python {platform.python_version()}, Django {django.get_version()}, "
+        f"PostgreSQL {postgres}; scale: {scale}; "
         + (f"the whole run took {wall_seconds / 60:.1f} min, " if wall_seconds else "")
         + f"of which the product measurements (column s) {total / 60:.1f} min.",
         "",

@@ -30,8 +30,8 @@ from analytics.selectors import user_frame
 from analytics.services.registry import model_run_active, model_run_artifact
 from analytics.services.scoring import score_all
 from campaigns.models import Campaign, CampaignAssignment, Offer, Partner, Rule
-from campaigns.rule_fields import condition_registry, item_category_sources
 from campaigns.rules import evaluate_user, to_json, validate_text
+from campaigns.selectors.rule_fields import condition_registry, item_category_sources
 from campaigns.services.campaign_planning import campaign_rule_plans, holdout_draw, new_codes
 from campaigns.services.campaign_run import campaign_run
 from campaigns.services.partners import partner_api_key_create
@@ -213,7 +213,8 @@ def _scoring_naive_rate(
 
 
 def _scoring_copy_numpy_rate(runs: dict[str, ModelRun], artifacts: dict[str, Any], as_of: datetime) -> float:
-    """COPY every user's fields out in one statement, score with the fitted models, COPY the scores into a table like ours."""
+    """COPY every user's fields out in one statement, score with the fitted models, COPY the scores into a table
+    like ours."""
     with table_like(UserScore._meta.db_table) as table:
         started = time.perf_counter()
         written = 0
@@ -263,7 +264,8 @@ BENCH_RULES = (
 
 
 def bench_campaign_create() -> Campaign:
-    """Create a fresh running campaign of three rules over score and feature fields, removing earlier bench campaigns."""
+    """Create a fresh running campaign of three rules over score and feature fields, removing earlier bench
+    campaigns."""
     bench_campaigns_delete()
     owner = Partner.objects.filter(kind="knowledge").order_by("pk").first()
     video = Partner.objects.filter(kind="video").order_by("pk").first() or owner
@@ -314,7 +316,8 @@ def bench_campaigns_delete() -> None:
 
 
 def stage_campaign(*, users: int) -> StageResult:
-    """Evaluate the rules over every reachable user and issue offers; against a per-user loop and raw COPY of the offers."""
+    """Evaluate the rules over every reachable user and issue offers; against a per-user loop and raw COPY of the
+    offers."""
     require_postgresql()
     campaign = bench_campaign_create()
     baseline = _campaign_naive_rate(campaign)
@@ -342,7 +345,8 @@ def stage_campaign(*, users: int) -> StageResult:
 
 
 def _campaign_naive_rate(campaign: Campaign) -> float:
-    """The notebook way, in a throwaway copy of the campaign: per user, read fields, test each rule, one ORM insert per offer."""
+    """The notebook way, in a throwaway copy of the campaign: per user, read fields, test each rule, one ORM insert
+    per offer."""
     plans = campaign_rule_plans(campaign)
     fields = sorted({name for plan in plans for name in plan.fields})
     users = list(
@@ -394,7 +398,8 @@ def _campaign_naive_rate(campaign: Campaign) -> float:
 
 
 def _offers_copy_rate(campaign: Campaign) -> float:
-    """COPY the campaign's offer rows, as issued, into an empty table like the offers table (foreign keys too), committed."""
+    """COPY the campaign's offer rows, as issued, into an empty table like the offers table (foreign keys too),
+    committed."""
     buffer = io.BytesIO()
     with connection.cursor() as cursor:
         with cursor.cursor.copy(
@@ -407,10 +412,13 @@ def _offers_copy_rate(campaign: Campaign) -> float:
     data = buffer.getvalue()
     with table_like("campaigns_offer") as table:
         started = time.perf_counter()
-        with transaction.atomic(), connection.cursor() as cursor:
-            with cursor.cursor.copy(f"COPY {table} FROM STDIN") as copy:
-                for offset in range(0, len(data), 1 << 20):
-                    copy.write(data[offset : offset + (1 << 20)])
+        with (
+            transaction.atomic(),
+            connection.cursor() as cursor,
+            cursor.cursor.copy(f"COPY {table} FROM STDIN") as copy,
+        ):
+            for offset in range(0, len(data), 1 << 20):
+                copy.write(data[offset : offset + (1 << 20)])
         seconds = time.perf_counter() - started
     return rows / seconds if rows else NAN
 
@@ -456,8 +464,10 @@ request = function()
 end
 delay = function() return pause end
 done = function(summary, latency, requests)
-  io.write(string.format('BENCH {"requests": %%d, "seconds": %%.6f, "errors": %%d, "status": %%d, "p50": %%.3f, "p99": %%.3f}\\n',
-    summary.requests, summary.duration / 1e6, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+  io.write(string.format(
+    'BENCH {"requests": %%d, "seconds": %%.6f, "errors": %%d, "status": %%d, "p50": %%.3f, "p99": %%.3f}\\n',
+    summary.requests, summary.duration / 1e6,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     summary.errors.status, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
 end
 """
@@ -466,7 +476,8 @@ end
 def _wrk(
     url_base: str, paths: list[str], *, authorization: str = "", seconds: float, connections: int, pause_ms: float = 0
 ) -> dict:
-    """Drive the server with wrk for a fixed duration; return requests, requests/s, errors and latency percentiles in ms."""
+    """Drive the server with wrk for a fixed duration; return requests, requests/s, errors and latency percentiles
+    in ms."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise ApplicationError("the load stage needs wrk: apt-get install wrk (Debian's package)")
@@ -522,12 +533,15 @@ def _wrk_at_rate(
 
 
 def stage_offers_load(*, seconds: float) -> StageResult:
-    """Load GET users/{id}/offers/ through gunicorn against the same answer from a bare Django view; then p99 at half rate."""
+    """Load GET users/{id}/offers/ through gunicorn against the same answer from a bare Django view; then p99 at
+    half rate."""
     require_postgresql()
     campaign = Campaign.objects.filter(slug__startswith=BENCH_CAMPAIGN_PREFIX).order_by("-pk").first()
     if campaign is None:
         raise ApplicationError("no benchmark campaign's offers to read: run the campaign stage first")
     partner = campaign.owner
+    if partner is None:
+        raise ApplicationError("the benchmark campaign has no owner partner whose users' offers could be read")
     users = list(
         Offer.objects.filter(campaign=campaign, user__home_partner=partner)
         .order_by("?")

@@ -102,10 +102,14 @@ def demo_campaign_play(*, campaign: Campaign, truth: dict, seed: int, now: dt.da
     skus = list(campaign.promoted_courses.values_list("sku", flat=True)) or ["DATA-101"]
     buyers = assignments[converted]
     offsets = rng.uniform(0, (ends - started).total_seconds(), len(buyers))
+    owner = campaign.owner
+    if owner is None:
+        # Every demo campaign is loaded with its owner partner (demo_catalog_load).
+        raise ValueError(f"demo campaign {campaign.slug!r} has no owner partner")
     events = pd.DataFrame(
         {
             "position": np.arange(len(buyers)),
-            "partner_id": partner_ids_by_slug()[campaign.owner.slug],
+            "partner_id": partner_ids_by_slug()[owner.slug],
             "event_id": [f"{campaign.slug}-conversion-{user}" for user in buyers["user__external_id"]],
             "user_ext": buyers["user__external_id"].to_numpy(),
             "kind": "course_purchase",

@@ -23,8 +23,8 @@ from django.utils import timezone
 from analytics.models import BehaviorEvent
 from analytics.services.ingest import events_ingest, user_ids_by_external_id
 from campaigns.models import Bundle, Campaign, Course, Deal, Film, Partner, Rule
-from campaigns.rule_fields import condition_registry
 from campaigns.rules import to_json, validate_text
+from campaigns.selectors.rule_fields import condition_registry
 from campaigns.services.deals import deals_evaluate
 from campaigns.services.intake import partner_ids_by_slug
 from crossmkt_site.bulk import bulk_insert_frame
@@ -112,8 +112,8 @@ def demo_catalog_load(*, now: dt.datetime | None = None) -> dict[str, int]:
         )
         deals[d.slug].trigger_courses.set([courses[sku] for sku in d.trigger_course_skus])
     registry = condition_registry()
-    for c in catalog.campaigns:
-        _campaign_load(c, partners, courses, films, deals, registry, now)
+    for spec in catalog.campaigns:
+        _campaign_load(spec, partners, courses, films, deals, registry, now)
     return {
         "partners": len(partners),
         "courses": len(courses),
@@ -441,7 +441,11 @@ def _secondary_structures(cursor: CursorWrapper, table: str) -> list[tuple[str, 
     return unique + indexes + foreign
 
 
-def _load_in_child(args: tuple, queue: multiprocessing.queues.Queue) -> None:
+# The positional arguments of ``_load_users`` before ``progress``: n_users, seed, start, end, now, bulk.
+_LoadArgs = tuple[int, int, int, int, dt.datetime, bool]
+
+
+def _load_in_child(args: _LoadArgs, queue: multiprocessing.queues.Queue) -> None:
     for conn in connections.all(initialized_only=True):
         conn.inc_thread_sharing()
         conn.close()
@@ -475,14 +479,16 @@ def _load_parallel(
                 on_progress(done)
         elif kind == "done":
             finished += 1
-            totals = [a + b for a, b in zip(totals, payload)]
+            # payload is a child's (users created, events stored, events already there), like totals.
+            totals = [a + b for a, b in zip(totals, payload, strict=True)]
         else:
             for child in children:
                 child.terminate()
             raise RuntimeError(f"loading the demo world failed in a worker process: {payload}")
     for child in children:
         child.join()
-    return tuple(totals)
+    users_created, events_imported, duplicates = totals
+    return users_created, events_imported, duplicates
 
 
 def demo_world_load(

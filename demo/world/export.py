@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from demo.world import parameters as P
 from demo.world.catalog import demo_catalog
 from demo.world.generator import DEFAULT_CHUNK_SIZE, EVENT_COLUMNS, iter_world
+from demo.world.parameters import LABEL_WINDOW_END, OBSERVATION_END, PROPENSITY_TARGET_COURSE
 from demo.world.truth import planted_truth
 
 BEHAVIOR_COLUMNS = (
@@ -57,12 +57,12 @@ def behavior_table(users: pd.DataFrame, events: pd.DataFrame) -> pd.DataFrame:
     bought the target course in the label window (see ``planted_truth()["propensity"]``).
     Users without events get zero counts.
     """
-    before = events[events["occurred_at"] < P.OBSERVATION_END]
+    before = events[events["occurred_at"] < OBSERVATION_END]
     in_label_window = events[
         (events["kind"] == "course_purchase")
-        & (events["item_id"] == P.PROPENSITY_TARGET_COURSE)
-        & (events["occurred_at"] >= P.OBSERVATION_END)
-        & (events["occurred_at"] < P.LABEL_WINDOW_END)
+        & (events["item_id"] == PROPENSITY_TARGET_COURSE)
+        & (events["occurred_at"] >= OBSERVATION_END)
+        & (events["occurred_at"] < LABEL_WINDOW_END)
     ]
 
     def count(kind: str) -> pd.Series:

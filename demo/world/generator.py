@@ -51,12 +51,13 @@ import datetime as dt
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TypeAlias, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from demo.world import parameters as P
+from demo.world import parameters
 from demo.world.catalog import (
     CATEGORIES,
     KNOWLEDGE,
@@ -73,13 +74,15 @@ DEFAULT_CHUNK_SIZE = 50_000
 EVENT_COLUMNS = ("event_id", "user_id", "partner", "kind", "item_id", "amount", "occurred_at")
 
 _KIND = {kind: code for code, kind in enumerate(EVENT_KINDS)}
-_WORLD_END_SECONDS = P.WORLD_DAYS * P.SECONDS_PER_DAY
-_START_EPOCH_SECONDS = int(P.WORLD_START.timestamp())
+_WORLD_END_SECONDS = parameters.WORLD_DAYS * parameters.SECONDS_PER_DAY
+_START_EPOCH_SECONDS = int(parameters.WORLD_START.timestamp())
 # Larger than any user's spread of (purchase day - purchase rank), so that a running
 # maximum over all users' purchases never carries from one user into the next.
 _USER_OFFSET_DAYS = 1_000_000
 
-Array = npt.NDArray
+# ``Array[np.int64]`` etc.: a NumPy array of any shape with that scalar type.
+_ScalarT = TypeVar("_ScalarT", bound=np.generic)
+Array: TypeAlias = npt.NDArray[_ScalarT]
 
 
 @dataclass(frozen=True)
@@ -107,16 +110,18 @@ def iter_world(
     if n_users < 0 or chunk_size < 1 or start < 0:
         raise ValueError("n_users and start must be >= 0 and chunk_size >= 1")
     tables = _tables()
-    cached_index, cached_block = -1, None
+    # The last generated block and its index: a block spanning two chunks is generated once.
+    cached: tuple[int, _Block] | None = None
     for chunk_start in range(start, n_users, chunk_size):
         chunk_end = min(chunk_start + chunk_size, n_users)
         pieces = []
         for block_index in range(chunk_start // BLOCK_SIZE, (chunk_end - 1) // BLOCK_SIZE + 1):
-            if block_index != cached_index:
-                cached_index, cached_block = block_index, _generate_block(block_index, seed, tables)
+            if cached is None or cached[0] != block_index:
+                cached = (block_index, _generate_block(block_index, seed, tables))
+            block = cached[1]
             block_start = block_index * BLOCK_SIZE
             pieces.append(
-                cached_block.slice(
+                block.slice(
                     max(chunk_start, block_start) - block_start, min(chunk_end, block_start + BLOCK_SIZE) - block_start
                 )
             )
@@ -190,14 +195,14 @@ def _popularity_by_rank(categories: list[str]) -> Array[np.float64]:
     for category in categories:
         rank = rank_in_category.get(category, 0)
         rank_in_category[category] = rank + 1
-        popularity.append(1.0 / (rank + 1) ** P.POPULARITY_DECAY)
+        popularity.append(1.0 / (rank + 1) ** parameters.POPULARITY_DECAY)
     return np.array(popularity)
 
 
 @functools.cache
 def _tables() -> _Tables:
     catalog = demo_catalog()
-    days = [P.WORLD_START.date() + dt.timedelta(days=day) for day in range(P.WORLD_DAYS)]
+    days = [parameters.WORLD_START.date() + dt.timedelta(days=day) for day in range(parameters.WORLD_DAYS)]
     coupon_months = sorted({f"coupon-{day:%Y%m}" for day in days})
     item_ids = (
         [film.external_id for film in catalog.films]
@@ -214,12 +219,15 @@ def _tables() -> _Tables:
         + [KNOWLEDGE] * len(coupon_months)
     )
     item_code = {item_id: code for code, item_id in enumerate(item_ids)}
-    category_code = {slug: code for code, slug in enumerate(P.CATEGORY_SLUGS)}
+    category_code = {slug: code for code, slug in enumerate(parameters.CATEGORY_SLUGS)}
     partner_kind = {partner.slug: partner.kind for partner in PARTNERS}
 
     film_popularity = _popularity_by_rank([film.category for film in catalog.films])
     film_popularity *= np.array(
-        [P.CINEMA_POPULARITY_FACTOR if partner_kind[film.partner] == "cinema" else 1.0 for film in catalog.films]
+        [
+            parameters.CINEMA_POPULARITY_FACTOR if partner_kind[film.partner] == "cinema" else 1.0
+            for film in catalog.films
+        ]
     )
     day_dates = np.array(days, dtype="datetime64[D]")
     film_licensed_by_day = np.array(
@@ -234,7 +242,7 @@ def _tables() -> _Tables:
     plans = catalog.membership_plans
     plan_by_partner = {plan.partner: index for index, plan in enumerate(plans)}
     # A user whose home is not a video platform gets plan -1: chosen at random later.
-    home_partner_plan = np.array([plan_by_partner.get(slug, -1) for slug in P.HOME_PARTNERS])
+    home_partner_plan = np.array([plan_by_partner.get(slug, -1) for slug in parameters.HOME_PARTNERS])
 
     activity_item_by_day = np.array(
         [
@@ -250,10 +258,13 @@ def _tables() -> _Tables:
     )
 
     def by_segment(attribute: str) -> Array[np.float64]:
-        return np.array([getattr(segment, attribute) for segment in P.SEGMENTS], dtype=float)
+        return np.array([getattr(segment, attribute) for segment in parameters.SEGMENTS], dtype=float)
 
     channel_hazard = np.array(
-        [P.CHURN_COEFFICIENTS.get(f"acquisition_channel_{channel}", 0.0) for channel in P.ACQUISITION_CHANNELS]
+        [
+            parameters.CHURN_COEFFICIENTS.get(f"acquisition_channel_{channel}", 0.0)
+            for channel in parameters.ACQUISITION_CHANNELS
+        ]
     )
     return _Tables(
         item_ids=np.array(item_ids, dtype=object),
@@ -302,14 +313,14 @@ def _draw_rows(rng: np.random.Generator, weights: Array[np.float64]) -> Array[np
 
 
 def _seconds_in_active_hours(rng: np.random.Generator, day: Array[np.int64]) -> Array[np.int64]:
-    return day * P.SECONDS_PER_DAY + rng.integers(0, P.ACTIVE_SECONDS_PER_DAY, len(day))
+    return day * parameters.SECONDS_PER_DAY + rng.integers(0, parameters.ACTIVE_SECONDS_PER_DAY, len(day))
 
 
 def _poisson_days(
     rng: np.random.Generator, first_day: Array[np.int64], events_per_year: Array[np.float64]
 ) -> tuple[Array[np.int64], Array[np.int64]]:
     """Draw a Poisson process per user from ``first_day`` to the world end: (user, day)."""
-    span = P.WORLD_DAYS - first_day
+    span = parameters.WORLD_DAYS - first_day
     counts = rng.poisson(events_per_year * span / 365.0)
     user = np.repeat(np.arange(len(first_day)), counts)
     day = first_day[user] + np.floor(rng.random(len(user)) * span[user]).astype(np.int64)
@@ -329,7 +340,7 @@ class _Events:
         cls,
         kind: str,
         user: Array[np.int64],
-        item: Array[np.int64],
+        item: Array[np.int64] | int,
         seconds: Array[np.int64],
         amount_cents: Array[np.int64] | int = 0,
     ) -> _Events:
@@ -379,29 +390,31 @@ class _Users:
 def _draw_users(rng: np.random.Generator, n: int, tables: _Tables) -> _Users:
     segment = rng.choice(len(tables.segment_share), n, p=tables.segment_share)
     top_category = _draw_rows(rng, tables.segment_top_category[segment])
-    interest = (1.0 - P.TOP_CATEGORY_INTEREST) * rng.dirichlet(np.ones(len(P.CATEGORY_SLUGS)), n)
-    interest[np.arange(n), top_category] += P.TOP_CATEGORY_INTEREST
+    interest = (1.0 - parameters.TOP_CATEGORY_INTEREST) * rng.dirichlet(np.ones(len(parameters.CATEGORY_SLUGS)), n)
+    interest[np.arange(n), top_category] += parameters.TOP_CATEGORY_INTEREST
     occupation = _draw_rows(rng, tables.segment_occupation[segment])
     adult_age = np.rint(rng.normal(tables.segment_age_mean[segment], tables.segment_age_sd[segment]))
-    student_age = P.STUDENT_AGE_FLOOR + rng.poisson(P.STUDENT_AGE_POISSON_MEAN, n)
-    is_student = occupation == P.OCCUPATIONS.index("学生")
-    age = np.clip(np.where(is_student, student_age, adult_age), *P.AGE_RANGE).astype(np.int64)
-    marketing_consent = rng.random(n) < P.MARKETING_CONSENT_PROBABILITY
+    student_age = parameters.STUDENT_AGE_FLOOR + rng.poisson(parameters.STUDENT_AGE_POISSON_MEAN, n)
+    is_student = occupation == parameters.OCCUPATIONS.index("学生")
+    age = np.clip(np.where(is_student, student_age, adult_age), *parameters.AGE_RANGE).astype(np.int64)
+    marketing_consent = rng.random(n) < parameters.MARKETING_CONSENT_PROBABILITY
     sharing_probability = np.where(
         marketing_consent,
-        P.DATA_SHARING_PROBABILITY_GIVEN_MARKETING[True],
-        P.DATA_SHARING_PROBABILITY_GIVEN_MARKETING[False],
+        parameters.DATA_SHARING_PROBABILITY_GIVEN_MARKETING[True],
+        parameters.DATA_SHARING_PROBABILITY_GIVEN_MARKETING[False],
     )
-    signed_up_before = rng.random(n) < P.SHARE_SIGNED_UP_BEFORE_START
+    signed_up_before = rng.random(n) < parameters.SHARE_SIGNED_UP_BEFORE_START
     signup_day = np.where(
-        signed_up_before, rng.integers(P.SIGNUP_FIRST_DAY, 0, n), rng.integers(0, P.SIGNUP_LAST_DAY + 1, n)
+        signed_up_before,
+        rng.integers(parameters.SIGNUP_FIRST_DAY, 0, n),
+        rng.integers(0, parameters.SIGNUP_LAST_DAY + 1, n),
     )
     return _Users(
         segment=segment,
         interest=interest,
         top_category=top_category,
         age=age,
-        gender=rng.choice(len(P.GENDERS), n, p=P.GENDER_PROBABILITIES),
+        gender=rng.choice(len(parameters.GENDERS), n, p=parameters.GENDER_PROBABILITIES),
         education=_draw_rows(rng, tables.segment_education[segment]),
         occupation=occupation,
         channel=_draw_rows(rng, tables.segment_channel[segment]),
@@ -415,7 +428,9 @@ def _draw_users(rng: np.random.Generator, n: int, tables: _Tables) -> _Users:
 
 
 def _draw_film_watches(rng: np.random.Generator, users: _Users, tables: _Tables) -> _Events:
-    heterogeneity = rng.gamma(P.FILM_RATE_HETEROGENEITY_SHAPE, 1.0 / P.FILM_RATE_HETEROGENEITY_SHAPE, users.count)
+    heterogeneity = rng.gamma(
+        parameters.FILM_RATE_HETEROGENEITY_SHAPE, 1.0 / parameters.FILM_RATE_HETEROGENEITY_SHAPE, users.count
+    )
     user, day = _poisson_days(rng, users.first_active_day, tables.segment_film_rate[users.segment] * heterogeneity)
     weights = users.interest[user][:, tables.film_category] * tables.film_popularity * tables.film_licensed_by_day[day]
     film = _draw_rows(rng, weights)
@@ -459,7 +474,7 @@ def _draw_repeat_days(
     While alive, repeats are Poisson, so given their number over the horizon their times are
     uniform; the buyer drops out after their J-th repeat, J ~ Geometric(dropout probability).
     """
-    horizon_days = P.WORLD_DAYS - first_time_days
+    horizon_days = parameters.WORLD_DAYS - first_time_days
     repeats = rng.poisson(rate_per_week / 7.0 * horizon_days)
     last_repeat = rng.geometric(dropout_probability)
     owner = np.repeat(np.arange(len(first_time_days)), repeats)
@@ -474,15 +489,15 @@ def _draw_repeat_days(
 
 def _draw_course_purchases(rng: np.random.Generator, users: _Users, tables: _Tables) -> _Purchases:
     """Draw BG/NBD repeat purchases with Gamma-Gamma order totals from each buyer's first purchase."""
-    bgnbd, spend = P.BGNBD_PARAMETERS, P.GAMMA_GAMMA_PARAMETERS
+    bgnbd, spend = parameters.BGNBD_PARAMETERS, parameters.GAMMA_GAMMA_PARAMETERS
     # A would-be buyer's first purchase comes an exponential time after their first day in
     # the world; who would only buy after the observation end never buys, so that every
     # buyer is in the BG/NBD calibration population.
     would_buy = rng.random(users.count) < tables.segment_buyer_probability[users.segment]
-    first_day = users.first_active_day + np.floor(rng.exponential(P.FIRST_PURCHASE_MEAN_DAYS, users.count)).astype(
-        np.int64
-    )
-    buyer = np.flatnonzero(would_buy & (first_day < P.OBSERVATION_END_DAY))
+    first_day = users.first_active_day + np.floor(
+        rng.exponential(parameters.FIRST_PURCHASE_MEAN_DAYS, users.count)
+    ).astype(np.int64)
+    buyer = np.flatnonzero(would_buy & (first_day < parameters.OBSERVATION_END_DAY))
     n_buyers = len(buyer)
     first_day = first_day[buyer]
     first_seconds = _seconds_in_active_hours(rng, first_day)
@@ -496,7 +511,9 @@ def _draw_course_purchases(rng: np.random.Generator, users: _Users, tables: _Tab
     dropout_probability = rng.beta(bgnbd["a"], bgnbd["b"], n_buyers)
     spend_rate = rng.gamma(spend["q"], 1.0 / spend["v"], n_buyers)
 
-    owner, repeat_day = _draw_repeat_days(rng, first_seconds / P.SECONDS_PER_DAY, rate_per_week, dropout_probability)
+    owner, repeat_day = _draw_repeat_days(
+        rng, first_seconds / parameters.SECONDS_PER_DAY, rate_per_week, dropout_probability
+    )
     owner = np.concatenate([np.arange(n_buyers), owner])
     day = np.concatenate([first_day, repeat_day])
     is_first = np.concatenate([np.ones(n_buyers, bool), np.zeros(len(repeat_day), bool)])
@@ -504,12 +521,12 @@ def _draw_course_purchases(rng: np.random.Generator, users: _Users, tables: _Tab
     owner, day, is_first = owner[order], day[order], is_first[order]
     rank = np.arange(len(owner)) - np.searchsorted(owner, owner)
     day = _distinct_days(owner, day, rank)
-    inside = day < P.WORLD_DAYS
+    inside = day < parameters.WORLD_DAYS
     owner, day, is_first = owner[inside], day[inside], is_first[inside]
 
     seconds = _seconds_in_active_hours(rng, day)
     seconds[is_first] = first_seconds[owner[is_first]]
-    amount = np.maximum(np.rint(rng.gamma(spend["p"], 1.0 / spend_rate[owner]) * 100), P.MINIMUM_ORDER_CENTS)
+    amount = np.maximum(np.rint(rng.gamma(spend["p"], 1.0 / spend_rate[owner]) * 100), parameters.MINIMUM_ORDER_CENTS)
     user = buyer[owner]
     events = _Events.of(
         "course_purchase", user, _choose_courses(rng, users, user, tables), seconds, amount.astype(np.int64)
@@ -525,9 +542,9 @@ def _draw_course_purchases(rng: np.random.Generator, users: _Users, tables: _Tab
 
 def _views_before(rng: np.random.Generator, purchases: _Events) -> _Events:
     """Draw a view of the bought course up to an hour before some purchases, on the same day."""
-    viewed = rng.random(len(purchases.user)) < P.VIEW_BEFORE_PURCHASE_PROBABILITY
+    viewed = rng.random(len(purchases.user)) < parameters.VIEW_BEFORE_PURCHASE_PROBABILITY
     purchase_seconds = purchases.seconds[viewed]
-    day_start = purchase_seconds - purchase_seconds % P.SECONDS_PER_DAY
+    day_start = purchase_seconds - purchase_seconds % parameters.SECONDS_PER_DAY
     seconds = np.maximum(purchase_seconds - rng.integers(60, 3_600, len(purchase_seconds)), day_start)
     before = seconds < purchase_seconds
     return _Events.of("course_view", purchases.user[viewed][before], purchases.item[viewed][before], seconds[before])
@@ -556,13 +573,13 @@ def _draw_memberships(
     member = np.flatnonzero(rng.random(users.count) < tables.segment_membership_probability[users.segment])
     segment = users.segment[member]
     first_day = users.first_active_day[member]
-    start_day = first_day + np.floor(rng.random(len(member)) * (P.WORLD_DAYS - first_day)).astype(np.int64)
+    start_day = first_day + np.floor(rng.random(len(member)) * (parameters.WORLD_DAYS - first_day)).astype(np.int64)
     start_seconds = _seconds_in_active_hours(rng, start_day)
 
     plan = tables.home_partner_plan[users.home_partner[member]]
     other = plan < 0
-    plan[other] = np.where(rng.random(other.sum()) < P.LANYING_SHARE_OF_OTHER_MEMBERSHIPS, 0, 1)
-    discount_percent = np.rint(100 * np.array(P.MEMBERSHIP_DISCOUNT_LEVELS)).astype(np.int64)[
+    plan[other] = np.where(rng.random(other.sum()) < parameters.LANYING_SHARE_OF_OTHER_MEMBERSHIPS, 0, 1)
+    discount_percent = np.rint(100 * np.array(parameters.MEMBERSHIP_DISCOUNT_LEVELS)).astype(np.int64)[
         _draw_rows(rng, tables.segment_discount_probabilities[segment])
     ]
     # Integer arithmetic keeps amount / list price exactly the discount (list prices are whole CNY).
@@ -570,7 +587,7 @@ def _draw_memberships(
 
     # Some members were brought in by an activity they joined shortly before.
     brought = rng.random(len(member)) < tables.segment_activity_before_membership[segment]
-    join_day = start_day[brought] - rng.integers(1, P.CHURN_ACTIVITY_LOOKBACK_DAYS, brought.sum())
+    join_day = start_day[brought] - rng.integers(1, parameters.CHURN_ACTIVITY_LOOKBACK_DAYS, brought.sum())
     kept = join_day >= first_day[brought]
     join_user, join_day = member[brought][kept], join_day[kept]
     extra_joins = _Events.of(
@@ -581,21 +598,21 @@ def _draw_memberships(
     member_start = np.full(users.count, np.iinfo(np.int64).min // 2)
     member_start[member] = start_seconds
     joins = _Events.concat([background_joins, extra_joins])
-    lookback = P.CHURN_ACTIVITY_LOOKBACK_DAYS * P.SECONDS_PER_DAY
+    lookback = parameters.CHURN_ACTIVITY_LOOKBACK_DAYS * parameters.SECONDS_PER_DAY
     in_window = (joins.seconds >= member_start[joins.user] - lookback) & (joins.seconds < member_start[joins.user])
     joined_activity = np.bincount(joins.user[in_window], minlength=users.count)[member] > 0
 
-    coefficients = P.CHURN_COEFFICIENTS
+    coefficients = parameters.CHURN_COEFFICIENTS
     log_hazard_ratio = (
         tables.channel_hazard[users.channel[member]]
         + coefficients["discount_depth"] * (1 - amount_cents / tables.plan_list_cents[plan])
         + coefficients["joined_activity_14d"] * joined_activity
     )
     # Inverting S(t) = exp(-H0(t) * exp(lp)) at an Exp(1) draw of the cumulative hazard.
-    duration_days = P.CHURN_BASELINE_SCALE_DAYS * (rng.exponential(1.0, len(member)) * np.exp(-log_hazard_ratio)) ** (
-        1.0 / P.CHURN_BASELINE_SHAPE
-    )
-    cancel_seconds = start_seconds + np.maximum(np.rint(duration_days * P.SECONDS_PER_DAY), 1).astype(np.int64)
+    duration_days = parameters.CHURN_BASELINE_SCALE_DAYS * (
+        rng.exponential(1.0, len(member)) * np.exp(-log_hazard_ratio)
+    ) ** (1.0 / parameters.CHURN_BASELINE_SHAPE)
+    cancel_seconds = start_seconds + np.maximum(np.rint(duration_days * parameters.SECONDS_PER_DAY), 1).astype(np.int64)
     cancelled = cancel_seconds < _WORLD_END_SECONDS
 
     starts = _Events.of("membership_start", member, tables.plan_items[plan], start_seconds, amount_cents)
@@ -609,7 +626,7 @@ def _draw_propensity_labels(
     rng: np.random.Generator, users: _Users, tables: _Tables, watches: _Events, purchases: _Purchases
 ) -> tuple[_Events, Array[np.float64]]:
     """Draw the target-course purchases from the planted logit of the observed features."""
-    observation_end_seconds = P.OBSERVATION_END_DAY * P.SECONDS_PER_DAY
+    observation_end_seconds = parameters.OBSERVATION_END_DAY * parameters.SECONDS_PER_DAY
     features = pd.DataFrame(
         {
             "watching_count": np.bincount(
@@ -619,13 +636,13 @@ def _draw_propensity_labels(
                 purchases.events.user[purchases.events.seconds < observation_end_seconds], minlength=users.count
             ),
             "age": users.age,
-            "education": np.array(P.EDUCATION_LEVELS, dtype=object)[users.education],
-            "occupation": np.array(P.OCCUPATIONS, dtype=object)[users.occupation],
+            "education": np.array(parameters.EDUCATION_LEVELS, dtype=object)[users.education],
+            "occupation": np.array(parameters.OCCUPATIONS, dtype=object)[users.occupation],
         }
     )
     probability = 1.0 / (1.0 + np.exp(-propensity_log_odds(features)))
     buyer = np.flatnonzero(rng.random(users.count) < probability)
-    day = P.OBSERVATION_END_DAY + rng.integers(0, P.LABEL_WINDOW_DAYS, len(buyer))
+    day = parameters.OBSERVATION_END_DAY + rng.integers(0, parameters.LABEL_WINDOW_DAYS, len(buyer))
     purchases_of_target = _Events.of(
         "course_purchase", buyer, tables.target_item, _seconds_in_active_hours(rng, day), tables.target_price_cents
     )
@@ -667,17 +684,17 @@ def _users_frame(
     frame = pd.DataFrame(
         {
             "user_id": user_ids,
-            "home_partner": np.array(P.HOME_PARTNERS, dtype=object)[users.home_partner],
+            "home_partner": np.array(parameters.HOME_PARTNERS, dtype=object)[users.home_partner],
             "age": users.age,
-            "gender": np.array(P.GENDERS, dtype=object)[users.gender],
-            "education": np.array(P.EDUCATION_LEVELS, dtype=object)[users.education],
-            "occupation": np.array(P.OCCUPATIONS, dtype=object)[users.occupation],
-            "acquisition_channel": np.array(P.ACQUISITION_CHANNELS, dtype=object)[users.channel],
+            "gender": np.array(parameters.GENDERS, dtype=object)[users.gender],
+            "education": np.array(parameters.EDUCATION_LEVELS, dtype=object)[users.education],
+            "occupation": np.array(parameters.OCCUPATIONS, dtype=object)[users.occupation],
+            "acquisition_channel": np.array(parameters.ACQUISITION_CHANNELS, dtype=object)[users.channel],
             "marketing_consent": users.marketing_consent,
             "data_sharing_consent": users.data_sharing_consent,
             "signup_at": pd.to_datetime(_START_EPOCH_SECONDS + users.signup_seconds, unit="s", utc=True),
-            "latent_segment": np.array(P.SEGMENT_NAMES, dtype=object)[users.segment],
-            "latent_top_category": np.array(P.CATEGORY_SLUGS, dtype=object)[users.top_category],
+            "latent_segment": np.array(parameters.SEGMENT_NAMES, dtype=object)[users.segment],
+            "latent_top_category": np.array(parameters.CATEGORY_SLUGS, dtype=object)[users.top_category],
         }
     )
     for index, category in enumerate(CATEGORIES):
@@ -707,7 +724,8 @@ def _events_frame(
     frame = pd.DataFrame(
         {
             "event_id": [
-                f"{user_id}-{number:03d}" for user_id, number in zip(event_user_ids.tolist(), sequence.tolist())
+                f"{user_id}-{number:03d}"
+                for user_id, number in zip(event_user_ids.tolist(), sequence.tolist(), strict=True)
             ],
             "user_id": event_user_ids,
             "partner": tables.item_partner[item],

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from demo.world import parameters as P
+from demo.world import parameters
 from demo.world.catalog import Campaign, demo_catalog
 
 EVENT_KINDS = (
@@ -52,7 +52,7 @@ def propensity_log_odds(features: pd.DataFrame) -> npt.NDArray[np.float64]:
     ``features`` needs the columns ``watching_count``, ``purchasing_count``, ``age``,
     ``education`` and ``occupation``, defined as in ``planted_truth()["propensity"]``.
     """
-    coefficients = P.PROPENSITY_COEFFICIENTS
+    coefficients = parameters.PROPENSITY_COEFFICIENTS
     log_odds = (
         coefficients["intercept"]
         + coefficients["watching_count"] * features["watching_count"].to_numpy(dtype=float)
@@ -94,14 +94,14 @@ def planted_package_effects(campaign_slug: str, kinds: Sequence[str], price_redu
     ``price_reduction`` (the package's coupons). This is how the catalog's own packages are
     planted, so any other package (one offer of a kind, say) can be checked against the same truth.
     """
-    base_scale, uplift_scale, order_value = P.CAMPAIGN_RESPONSE[campaign_slug]
+    base_scale, uplift_scale, order_value = parameters.CAMPAIGN_RESPONSE[campaign_slug]
     reduction = min(float(price_reduction), order_value)
     revenue_per_conversion = order_value - reduction
     segments = {}
-    for name in P.SEGMENT_NAMES:
-        base = P.BASE_CONVERSION_BY_SEGMENT[name] * base_scale
-        uplift = uplift_scale * sum(P.CONVERSION_UPLIFT_BY_OFFER_KIND[kind][name] for kind in kinds)
-        treated_conversion = min(base + uplift, P.MAXIMUM_CONVERSION)
+    for name in parameters.SEGMENT_NAMES:
+        base = parameters.BASE_CONVERSION_BY_SEGMENT[name] * base_scale
+        uplift = uplift_scale * sum(parameters.CONVERSION_UPLIFT_BY_OFFER_KIND[kind][name] for kind in kinds)
+        treated_conversion = min(base + uplift, parameters.MAXIMUM_CONVERSION)
         segments[name] = {
             "conversion_uplift": round(treated_conversion - base, 6),
             "treated_conversion": round(treated_conversion, 6),
@@ -115,8 +115,10 @@ def planted_package_effects(campaign_slug: str, kinds: Sequence[str], price_redu
 
 
 def _campaign_effects(campaign: Campaign) -> dict[str, Any]:
-    base_scale, _uplift_scale, order_value = P.CAMPAIGN_RESPONSE[campaign.slug]
-    base_conversion = {name: P.BASE_CONVERSION_BY_SEGMENT[name] * base_scale for name in P.SEGMENT_NAMES}
+    base_scale, _uplift_scale, order_value = parameters.CAMPAIGN_RESPONSE[campaign.slug]
+    base_conversion = {
+        name: parameters.BASE_CONVERSION_BY_SEGMENT[name] * base_scale for name in parameters.SEGMENT_NAMES
+    }
     offers: dict[str, Any] = {}
     for rule in campaign.rules:
         package = planted_package_effects(
@@ -133,13 +135,13 @@ def _campaign_effects(campaign: Campaign) -> dict[str, Any]:
         "conversion_window_days": campaign.conversion_window_days,
         "order_value": order_value,
         "order_value_distribution": f"revenue of a conversion = revenue_per_conversion * Gamma(shape "
-        f"{P.ORDER_VALUE_SHAPE}, mean 1), rounded to cents",
+        f"{parameters.ORDER_VALUE_SHAPE}, mean 1), rounded to cents",
         "segments": {
             name: {
                 "base_conversion": round(base_conversion[name], 6),
                 "base_revenue_per_user": round(base_conversion[name] * order_value, 6),
             }
-            for name in P.SEGMENT_NAMES
+            for name in parameters.SEGMENT_NAMES
         },
         "offers": offers,
     }
@@ -153,10 +155,10 @@ def planted_truth(*, n_users: int, seed: int) -> dict[str, Any]:
         "seed": seed,
         "n_users": n_users,
         "world": {
-            "start": _iso(P.WORLD_START),
-            "end": _iso(P.WORLD_END),
-            "observation_end": _iso(P.OBSERVATION_END),
-            "label_window_end": _iso(P.LABEL_WINDOW_END),
+            "start": _iso(parameters.WORLD_START),
+            "end": _iso(parameters.WORLD_END),
+            "observation_end": _iso(parameters.OBSERVATION_END),
+            "label_window_end": _iso(parameters.LABEL_WINDOW_END),
             "event_kinds": list(EVENT_KINDS),
             "timestamps": "UTC. Users act 08:00-24:00 Asia/Shanghai (00:00-16:00 UTC), so an event's "
             "calendar day is the same in UTC and in Asia/Shanghai; only membership_cancel "
@@ -166,13 +168,13 @@ def planted_truth(*, n_users: int, seed: int) -> dict[str, Any]:
         },
         "segments": {
             segment.name: {"name_zh": segment.name_zh, "description": segment.description, "share": segment.share}
-            for segment in P.SEGMENTS
+            for segment in parameters.SEGMENTS
         },
         "propensity": {
             "model": "logistic regression",
-            "target_course": P.PROPENSITY_TARGET_COURSE,
-            "observation_end": _iso(P.OBSERVATION_END),
-            "label_window_end": _iso(P.LABEL_WINDOW_END),
+            "target_course": parameters.PROPENSITY_TARGET_COURSE,
+            "observation_end": _iso(parameters.OBSERVATION_END),
+            "label_window_end": _iso(parameters.LABEL_WINDOW_END),
             "population": "every user whose signup_at < observation_end (in the demo world: every user)",
             "label": "purchased_course = 1 if the user has a course_purchase event with item_id == target_course "
             "and observation_end <= occurred_at < label_window_end, else 0",
@@ -183,13 +185,16 @@ def planted_truth(*, n_users: int, seed: int) -> dict[str, Any]:
                 "occurred_at < observation_end",
                 "age": "users.age in years, as a number",
                 "education": f"one 0/1 dummy per level other than the reference "
-                f"{P.EDUCATION_REFERENCE}, named education_<level>",
+                f"{parameters.EDUCATION_REFERENCE}, named education_<level>",
                 "occupation": f"one 0/1 dummy per level other than the reference "
-                f"{P.OCCUPATION_REFERENCE}, named occupation_<level>",
+                f"{parameters.OCCUPATION_REFERENCE}, named occupation_<level>",
             },
-            "reference_levels": {"education": P.EDUCATION_REFERENCE, "occupation": P.OCCUPATION_REFERENCE},
-            "levels": {"education": list(P.EDUCATION_LEVELS), "occupation": list(P.OCCUPATIONS)},
-            "coefficients": dict(P.PROPENSITY_COEFFICIENTS),
+            "reference_levels": {
+                "education": parameters.EDUCATION_REFERENCE,
+                "occupation": parameters.OCCUPATION_REFERENCE,
+            },
+            "levels": {"education": list(parameters.EDUCATION_LEVELS), "occupation": list(parameters.OCCUPATIONS)},
+            "coefficients": dict(parameters.PROPENSITY_COEFFICIENTS),
             "generation": "the label is drawn from exactly this logit of the features computed from the "
             "generated events; nothing else (segment, interest) enters it",
         },
@@ -200,32 +205,32 @@ def planted_truth(*, n_users: int, seed: int) -> dict[str, Any]:
             "cancel, duration_days = days to the world end, event observed = 0",
             "covariates": {
                 "acquisition_channel": f"one 0/1 dummy per channel other than the reference "
-                f"{P.CHANNEL_REFERENCE}, named acquisition_channel_<channel>",
+                f"{parameters.CHANNEL_REFERENCE}, named acquisition_channel_<channel>",
                 "discount_depth": "1 - amount / list_price of the membership plan, from the membership_start "
                 "event (0 = full price, 0.5 = half price)",
                 "joined_activity_14d": f"1 if the user has an activity_join event with membership_start - "
-                f"{P.CHURN_ACTIVITY_LOOKBACK_DAYS} days <= occurred_at < membership_start, "
+                f"{parameters.CHURN_ACTIVITY_LOOKBACK_DAYS} days <= occurred_at < membership_start, "
                 f"else 0",
             },
-            "reference_levels": {"acquisition_channel": P.CHANNEL_REFERENCE},
-            "levels": {"acquisition_channel": list(P.ACQUISITION_CHANNELS)},
+            "reference_levels": {"acquisition_channel": parameters.CHANNEL_REFERENCE},
+            "levels": {"acquisition_channel": list(parameters.ACQUISITION_CHANNELS)},
             "time_unit": "days",
             "baseline": {
                 "distribution": "weibull",
                 "cumulative_hazard": "H0(t) = (t / scale) ** shape",
-                "shape": P.CHURN_BASELINE_SHAPE,
-                "scale_days": P.CHURN_BASELINE_SCALE_DAYS,
+                "shape": parameters.CHURN_BASELINE_SHAPE,
+                "scale_days": parameters.CHURN_BASELINE_SCALE_DAYS,
             },
-            "coefficients": dict(P.CHURN_COEFFICIENTS),
+            "coefficients": dict(parameters.CHURN_COEFFICIENTS),
             "censoring": "administrative, at the world end; independent of the duration given the covariates",
         },
         "purchase_process": {
             "model": "BG/NBD",
             "time_unit": "weeks",
-            "parameters": dict(P.BGNBD_PARAMETERS),
+            "parameters": dict(parameters.BGNBD_PARAMETERS),
             "spend": {
                 "model": "Gamma-Gamma",
-                "parameters": dict(P.GAMMA_GAMMA_PARAMETERS),
+                "parameters": dict(parameters.GAMMA_GAMMA_PARAMETERS),
                 "meaning": "amount of each course_purchase ~ Gamma(shape p, rate nu), nu ~ Gamma(shape q, rate v) "
                 "per customer; the amount is the order total (course plus add-ons, after coupons), "
                 "not the course's list price",
@@ -233,7 +238,7 @@ def planted_truth(*, n_users: int, seed: int) -> dict[str, Any]:
             "transactions": "course_purchase events, excluding those of the propensity target course (which "
             "only the propensity label plants, after observation_end)",
             "fitting_convention": {
-                "calibration_end": _iso(P.OBSERVATION_END),
+                "calibration_end": _iso(parameters.OBSERVATION_END),
                 "population": "every user with a course_purchase before calibration_end",
                 "day": "calendar date of occurred_at (the same in UTC and Asia/Shanghai for purchases)",
                 "frequency": "number of distinct purchase days before calibration_end, minus 1 (same-day "
@@ -243,7 +248,7 @@ def planted_truth(*, n_users: int, seed: int) -> dict[str, Any]:
                 "monetary_value": "mean amount of the repeat purchases (for the Gamma-Gamma fit)",
             },
             "generation": f"a would-be buyer's first purchase comes an exponential time (mean "
-            f"{P.FIRST_PURCHASE_MEAN_DAYS:g} days) after their first day in the world; who would "
+            f"{parameters.FIRST_PURCHASE_MEAN_DAYS:g} days) after their first day in the world; who would "
             f"first buy after calibration_end never buys, so every buyer is in the population. From "
             f"the first purchase, repeat purchases follow the BG/NBD process until the world end; a "
             f"repeat that falls on the day of an earlier purchase moves to the next free day, so "
@@ -266,11 +271,11 @@ def planted_truth(*, n_users: int, seed: int) -> dict[str, Any]:
         },
         "recommendations": {
             "model": "each user has a latent interest over categories (users.latent_interest_<category>, "
-            f"{P.TOP_CATEGORY_INTEREST:.0%} on their latent_top_category); each film watched and "
+            f"{parameters.TOP_CATEGORY_INTEREST:.0%} on their latent_top_category); each film watched and "
             "course viewed or bought is chosen with probability proportional to "
             "interest[category] * popularity, among licensed films and launched courses",
-            "popularity": f"1 / (rank within category + 1) ** {P.POPULARITY_DECAY}, cinema films times "
-            f"{P.CINEMA_POPULARITY_FACTOR}",
+            "popularity": f"1 / (rank within category + 1) ** {parameters.POPULARITY_DECAY}, cinema films times "
+            f"{parameters.CINEMA_POPULARITY_FACTOR}",
             "category_pairs": {
                 category.slug: [category.name_zh, category.film_genre_zh] for category in catalog.categories
             },
@@ -282,10 +287,10 @@ def planted_truth(*, n_users: int, seed: int) -> dict[str, Any]:
 
 
 def _segment_codes(segments: npt.ArrayLike) -> npt.NDArray[np.int64]:
-    codes = pd.Categorical(np.asarray(segments, dtype=object), categories=P.SEGMENT_NAMES).codes
+    codes = pd.Categorical(np.asarray(segments, dtype=object), categories=parameters.SEGMENT_NAMES).codes
     if (codes < 0).any():
         unknown = sorted(set(np.asarray(segments, dtype=object)[codes < 0]))
-        raise ValueError(f"unknown segments {unknown}; expected some of {P.SEGMENT_NAMES}")
+        raise ValueError(f"unknown segments {unknown}; expected some of {parameters.SEGMENT_NAMES}")
     return codes.astype(np.int64)
 
 
@@ -305,7 +310,7 @@ def _user_rates(
     offer_keys: npt.NDArray[np.object_],
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Return each user's conversion probability and mean revenue per conversion."""
-    base = np.array([effects["segments"][name]["base_conversion"] for name in P.SEGMENT_NAMES])
+    base = np.array([effects["segments"][name]["base_conversion"] for name in parameters.SEGMENT_NAMES])
     conversion = base[segment_codes]
     revenue_per_conversion = np.full(len(segment_codes), float(effects["order_value"]))
     for key in pd.unique(offer_keys[treated]):
@@ -313,7 +318,9 @@ def _user_rates(
             raise ValueError(f"no planted effect for offer {key!r}; expected one of {sorted(effects['offers'])}")
         package = effects["offers"][key]
         users = treated & (offer_keys == key)
-        treated_conversion = np.array([package["segments"][name]["treated_conversion"] for name in P.SEGMENT_NAMES])
+        treated_conversion = np.array(
+            [package["segments"][name]["treated_conversion"] for name in parameters.SEGMENT_NAMES]
+        )
         conversion[users] = treated_conversion[segment_codes[users]]
         revenue_per_conversion[users] = package["revenue_per_conversion"]
     return conversion, revenue_per_conversion
@@ -340,7 +347,7 @@ def simulate_campaign_outcomes(
     offer_keys = _per_user_offer_keys(offer_kind, len(segment_codes))
     conversion, revenue_per_conversion = _user_rates(effects, segment_codes, treated, offer_keys)
     converted = rng.random(len(segment_codes)) < conversion
-    order_value_factor = rng.gamma(P.ORDER_VALUE_SHAPE, 1.0 / P.ORDER_VALUE_SHAPE, len(segment_codes))
+    order_value_factor = rng.gamma(parameters.ORDER_VALUE_SHAPE, 1.0 / parameters.ORDER_VALUE_SHAPE, len(segment_codes))
     revenue = np.where(converted, np.round(revenue_per_conversion * order_value_factor, 2), 0.0)
     return converted, revenue
 

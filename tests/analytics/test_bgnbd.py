@@ -99,6 +99,7 @@ def test_summary_from_cdnow_log_reproduces_hardies_calibration_summary(
     np.testing.assert_allclose(summary.recency, published["t_x"], atol=0.005)
     np.testing.assert_allclose(summary.age, published["T"], atol=0.005)
     has_repeats = summary.frequency > 0
+    assert summary.average_repeat_spend is not None
     np.testing.assert_allclose(summary.average_repeat_spend[has_repeats], published["zbar"][has_repeats], atol=0.005)
     assert np.isnan(summary.average_repeat_spend[~has_repeats]).all()
 
@@ -415,7 +416,7 @@ def test_heavy_buyer_expectation_stays_finite() -> None:
 
 
 def test_customers_without_repeats_are_surely_alive_and_horizon_zero_means_no_purchases() -> None:
-    history = {"frequency": [0, 0, 3], "recency": [0.0, 0.0, 10.0], "age": [5.0, 40.0, 40.0]}
+    history: dict[str, list[float]] = {"frequency": [0, 0, 3], "recency": [0.0, 0.0, 10.0], "age": [5.0, 40.0, 40.0]}
     np.testing.assert_array_equal(probability_alive(PUBLISHED_BGNBD, **history)[:2], [1.0, 1.0])
     np.testing.assert_array_equal(
         expected_purchases_conditional(PUBLISHED_BGNBD, horizon_weeks=0, **history), [0.0, 0.0, 0.0]
@@ -454,6 +455,7 @@ def test_summarise_transactions_merges_days_and_cuts_at_the_observation_end() ->
     np.testing.assert_array_equal(summary.frequency, [2, 0])
     np.testing.assert_allclose(summary.recency, [4.0, 0.0])
     np.testing.assert_allclose(summary.age, [4.0, 1.0])
+    assert summary.average_repeat_spend is not None
     np.testing.assert_allclose(summary.average_repeat_spend, [25.0, np.nan])
 
 
@@ -538,7 +540,8 @@ def test_expected_average_spend_shrinks_towards_population_mean() -> None:
     expected = expected_average_spend(
         PUBLISHED_GAMMA_GAMMA,
         frequency=[0, 1, 1000],
-        average_repeat_spend=[None, Decimal("100.00"), Decimal("100.00")],
+        # Decimal and None are converted (None to NaN); npt.ArrayLike has no Decimal, hence the ignore.
+        average_repeat_spend=[None, Decimal("100.00"), Decimal("100.00")],  # type: ignore[arg-type]
     )
     assert expected[0] == pytest.approx(population_mean)
     assert population_mean < expected[1] < 100

@@ -353,7 +353,7 @@ def test_revenue_inputs_are_checked():
     with pytest.raises(TypeError):
         revenue_uplift([True, False], [1, 2])
     with pytest.raises(TypeError):
-        revenue_uplift(["1.00", "2.00"], [1, 2])
+        revenue_uplift(["1.00", "2.00"], [1, 2])  # type: ignore[list-item]  # the wrong type is the point
     with pytest.raises(ValueError):
         revenue_uplift([Decimal("1")], [Decimal("1"), Decimal("2")])
 
@@ -388,6 +388,7 @@ def test_campaign_return_by_hand():
     assert float(result.incremental_revenue_lower) == pytest.approx(reference.low * 100, abs=0.005 + 1e-9)
     assert float(result.incremental_revenue_upper) == pytest.approx(reference.high * 100, abs=0.005 + 1e-9)
     expected_roi_lower = (Decimal(repr(float(reference.low) * 100)) - 50) / 50
+    assert result.roi_lower is not None
     assert abs(result.roi_lower - expected_roi_lower) <= Decimal("0.0001")
     assert result.note is None
     assert _json_round_trip(result.to_dict())["roi"] == "1.0000"
@@ -406,10 +407,10 @@ def test_campaign_return_with_zero_cost_has_no_roi():
     conversion, revenue = _uplift_pair([Decimal("3"), Decimal("0")], [Decimal("1"), Decimal("0")], 1, 1)
     result = campaign_return(0, conversion, revenue)
     assert result.roi is None and result.roi_lower is None and result.roi_upper is None
-    assert "zero" in result.note
+    assert result.note is not None and "zero" in result.note
     assert result.cost == Decimal("0.00")
     with pytest.raises(TypeError):
-        campaign_return(12.5, conversion, revenue)
+        campaign_return(12.5, conversion, revenue)  # type: ignore[arg-type]  # the wrong type is the point
     with pytest.raises(ValueError):
         campaign_return(Decimal("-1"), conversion, revenue)
 
@@ -423,6 +424,7 @@ def test_srm_flags_45_55_on_ten_thousand_users():
     assert result.statistic == pytest.approx(100.0)
     assert result.p_value == pytest.approx(stats.chi2.sf(100.0, 1))
     assert result.mismatch
+    assert result.warning is not None
     assert "Sample ratio mismatch" in result.warning and "4,500" in result.warning
     assert _json_round_trip(result.to_dict())["mismatch"] is True
 
@@ -542,7 +544,7 @@ def test_compare_arms_compares_each_treated_arm_with_the_control():
     }
     evaluation = compare_arms(arms, "control", configured_shares={"control": 1, "email": 1, "sms": 1}, resamples=400)
     assert [comparison.arm for comparison in evaluation.comparisons] == ["email", "sms"]
-    assert not evaluation.sample_ratio.mismatch
+    assert evaluation.sample_ratio is not None and not evaluation.sample_ratio.mismatch
     assert evaluation.retention is None
     for comparison in evaluation.comparisons:
         true_difference = planted[comparison.arm] - planted["control"]
@@ -573,6 +575,7 @@ def test_compare_arms_runs_retention_when_every_arm_has_it():
         for name in ("a", "b")
     }
     evaluation = compare_arms(arms, "a", resamples=100)
+    assert evaluation.retention is not None
     assert evaluation.retention.log_rank.statistic == pytest.approx(1.8370596515603, rel=1e-9)
 
 

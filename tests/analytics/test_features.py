@@ -20,22 +20,22 @@ def at(day, hour=12):
 
 @pytest.fixture
 def user_with_history():
-    partner = PartnerFactory()
-    user = EndUserFactory(home_partner=partner)
+    partner = PartnerFactory.create()
+    user = EndUserFactory.create(home_partner=partner)
     for day in (1, 2, 3):
-        BehaviorEventFactory(user=user, partner=partner, kind="film_watch", occurred_at=at(day))
+        BehaviorEventFactory.create(user=user, partner=partner, kind="film_watch", occurred_at=at(day))
     # two purchases on one Shanghai day (23:30 and 00:10 UTC of different UTC days) count as one purchase day
-    BehaviorEventFactory(
+    BehaviorEventFactory.create(
         user=user, partner=partner, kind="course_purchase", amount=Decimal("99.00"), occurred_at=at(4, 8)
     )
-    BehaviorEventFactory(
+    BehaviorEventFactory.create(
         user=user, partner=partner, kind="course_purchase", amount=Decimal("0.50"), occurred_at=at(4, 23)
     )
-    BehaviorEventFactory(
+    BehaviorEventFactory.create(
         user=user, partner=partner, kind="course_purchase", amount=Decimal("199.00"), occurred_at=at(9)
     )
-    BehaviorEventFactory(user=user, partner=partner, kind="activity_join", occurred_at=at(5))
-    BehaviorEventFactory(user=user, partner=partner, kind="offer_redeem", occurred_at=at(9))
+    BehaviorEventFactory.create(user=user, partner=partner, kind="activity_join", occurred_at=at(5))
+    BehaviorEventFactory.create(user=user, partner=partner, kind="offer_redeem", occurred_at=at(9))
     return user, partner
 
 
@@ -52,12 +52,12 @@ def test_features_count_what_happened(user_with_history):
 
 def test_incremental_build_touches_only_users_with_new_events(user_with_history):
     user, partner = user_with_history
-    other = EndUserFactory(home_partner=partner)
-    BehaviorEventFactory(user=other, partner=partner, kind="film_watch", occurred_at=at(1))
+    other = EndUserFactory.create(home_partner=partner)
+    BehaviorEventFactory.create(user=other, partner=partner, kind="film_watch", occurred_at=at(1))
     assert features_build() == 2
     # nothing new: nothing rebuilt
     assert features_build() == 0
-    BehaviorEventFactory(user=user, partner=partner, kind="film_watch", occurred_at=at(10))
+    BehaviorEventFactory.create(user=user, partner=partner, kind="film_watch", occurred_at=at(10))
     assert features_build() == 1
     assert UserFeatures.objects.get(user=user).watching_count == 4
     assert UserFeatures.objects.get(user=other).watching_count == 1

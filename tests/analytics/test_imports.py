@@ -19,7 +19,7 @@ EVENTS_HEADER = "event_id,user_id,partner,kind,item_id,amount,occurred_at"
 
 @pytest.fixture
 def partners():
-    return PartnerFactory(slug="zhixue", kind="knowledge"), PartnerFactory(slug="yingshi", kind="video")
+    return PartnerFactory.create(slug="zhixue", kind="knowledge"), PartnerFactory.create(slug="yingshi", kind="video")
 
 
 def write(tmp_path, name, text, encoding="utf-8"):

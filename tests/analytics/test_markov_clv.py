@@ -116,11 +116,13 @@ def test_counts_smoothing_and_absorbing_rows_by_hand() -> None:
     ]
     plain = estimate_transition_matrix(labels, states=STATES)
     np.testing.assert_array_equal(plain.transition_counts, [[1, 2, 0], [1, 0, 1], [1, 0, 0]])
-    np.testing.assert_allclose(plain.transition_matrix, [[1 / 3, 2 / 3, 0], [0.5, 0, 0.5], [0, 0, 1]])
+    np.testing.assert_allclose(plain.transition_matrix, [[1 / 3, 2 / 3, 0.0], [0.5, 0.0, 0.5], [0.0, 0.0, 1.0]])
     assert plain.ignored_exits_from_absorbing == 1
 
     laplace = estimate_transition_matrix(labels, states=STATES, smoothing=1.0)
-    np.testing.assert_allclose(laplace.transition_matrix, [[2 / 6, 3 / 6, 1 / 6], [2 / 5, 1 / 5, 2 / 5], [0, 0, 1]])
+    np.testing.assert_allclose(
+        laplace.transition_matrix, [[2 / 6, 3 / 6, 1 / 6], [2 / 5, 1 / 5, 2 / 5], [0.0, 0.0, 1.0]]
+    )
 
     comebacks_allowed = estimate_transition_matrix(labels, states=STATES, absorbing_states=())
     np.testing.assert_allclose(comebacks_allowed.transition_matrix[2], [1, 0, 0])
@@ -161,7 +163,7 @@ def test_customer_values_from_spend_end_to_end() -> None:
     labels = activity_states(monthly_spend, churn_after_inactive_months=3)
     model = estimate_transition_matrix(labels, states=STATES, smoothing=1.0)
     margin = expected_margin_per_state(labels, monthly_spend, states=STATES, margin_fraction=0.25)
-    np.testing.assert_allclose(margin, [0.25 * np.mean([100, 120, 80, 90, 110, 60, 50, 70]), 0.0, 0.0])
+    np.testing.assert_allclose(margin, [0.25 * float(np.mean([100, 120, 80, 90, 110, 60, 50, 70])), 0.0, 0.0])
 
     by_state = state_lifetime_values(model.transition_matrix, margin, annual_discount_rate=0.1, horizon_months=12)
     values = customer_lifetime_values(current_states(labels), by_state, states=STATES)

@@ -33,11 +33,11 @@ from analytics.services.training.churn import (
 )
 from crossmkt_site.errors import ApplicationError
 from demo.comparison import churn_compare, truth_time
-from demo.selectors import demo_world_latest, model_run_truth
 from demo.services.training import demo_model_train
 from demo.world.catalog import demo_catalog
 from demo.world.generator import iter_world
 from demo.world.truth import planted_truth
+from tests.demo.support import loaded_truth, run_against_truth
 
 SEED = 2026
 RECOVERY_USERS = 60_000
@@ -308,7 +308,7 @@ def test_training_before_any_membership_is_a_clear_error(db):
 
 @pytest.fixture
 def churn_run(demo_world, db) -> ModelRun:
-    return demo_model_train(model="churn", truth=demo_world_latest().truth)
+    return demo_model_train(model="churn", truth=loaded_truth())
 
 
 def test_the_spells_read_from_the_database_are_the_generators(demo_world, db):
@@ -336,7 +336,7 @@ def test_training_on_the_demo_world_stores_an_active_run_that_recovers_the_truth
     list_prices = {plan.plan_id: float(plan.list_price) for plan in demo_catalog().membership_plans}
     assert run.params["list_prices"] == list_prices
     json.dumps({"params": run.params, "metrics": run.metrics}, allow_nan=False)
-    truth = model_run_truth(run=run, truth=demo_world_latest().truth)
+    truth = run_against_truth(run)
     assert truth["all_within_3_se"], {name: row["z"] for name, row in truth["coefficients"].items()}
 
 
@@ -371,6 +371,7 @@ def test_training_stops_at_an_earlier_observation_end(demo_world, db):
     assert run.n_train == BehaviorEvent.objects.filter(kind="membership_start", occurred_at__lt=end).count()
     cancels = BehaviorEvent.objects.filter(kind="membership_cancel", occurred_at__lt=end)
     assert run.metrics["cancelled"] == cancels.count()
+    assert run.data_start is not None
     assert truth_time(TRUTH["world"]["start"]) <= run.data_start < end
 
 

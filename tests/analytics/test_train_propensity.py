@@ -29,10 +29,11 @@ from analytics.services.training.propensity import (
 )
 from crossmkt_site.errors import ApplicationError
 from demo.comparison import propensity_compare, truth_time
-from demo.selectors import demo_world_latest, model_run_truth, planted_users
+from demo.selectors import planted_users
 from demo.services.training import demo_model_train
 from demo.world.generator import iter_world
 from demo.world.truth import planted_truth
+from tests.demo.support import loaded_truth, run_against_truth
 from tests.factories import BehaviorEventFactory, EndUserFactory, PartnerFactory
 
 SEED = 2026
@@ -223,14 +224,14 @@ def test_too_few_buyers_is_a_clear_error(recovery):
 
 @pytest.fixture
 def propensity_run(demo_world, db) -> ModelRun:
-    return demo_model_train(model="propensity", truth=demo_world_latest().truth)
+    return demo_model_train(model="propensity", truth=loaded_truth())
 
 
 def test_imported_rows_stand_in_for_users_without_events(db):
     # given: two users known only from the article's table, one with events as well
-    partner = PartnerFactory()
-    imported_only = EndUserFactory(home_partner=partner, age=30, education="硕士", occupation="教师")
-    with_events = EndUserFactory(
+    partner = PartnerFactory.create()
+    imported_only = EndUserFactory.create(home_partner=partner, age=30, education="硕士", occupation="教师")
+    with_events = EndUserFactory.create(
         home_partner=partner,
         age=40,
         education="本科",
@@ -240,7 +241,7 @@ def test_imported_rows_stand_in_for_users_without_events(db):
     ImportedBehavior.objects.create(user=imported_only, watching_count=12, purchasing_count=3, purchased_course=True)
     ImportedBehavior.objects.create(user=with_events, watching_count=99, purchasing_count=99, purchased_course=True)
     observation_end = timezone.now() - timedelta(days=60)
-    BehaviorEventFactory(
+    BehaviorEventFactory.create(
         user=with_events, partner=partner, kind="film_watch", occurred_at=observation_end - timedelta(days=3)
     )
 
@@ -293,7 +294,7 @@ def test_training_on_the_demo_world_stores_an_active_run_that_recovers_the_truth
     assert run.n_train == DATABASE_USERS - run.metrics["n_test"]
     json.dumps({"params": run.params, "metrics": run.metrics}, allow_nan=False)
     assert "truth" not in run.metrics
-    truth = model_run_truth(run=run, truth=demo_world_latest().truth)
+    truth = run_against_truth(run)
     assert truth["all_within_3_se"], {name: row["z"] for name, row in truth["coefficients"].items()}
     assert abs(truth["auc_gap"]) < 0.01
 

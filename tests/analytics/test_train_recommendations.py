@@ -31,14 +31,14 @@ from analytics.services.training.recommendations import (
     recommendations_fit,
 )
 from campaigns.models import Film, Partner
-from campaigns.recommendations import model_recommendations
+from campaigns.selectors.recommendations import model_recommendations
 from campaigns.services.training import recommendations_train
 from crossmkt_site.errors import ApplicationError
-from demo.selectors import demo_world_latest
 from demo.services.training import demo_excluded_items, demo_model_train
 from demo.world.catalog import demo_catalog
 from demo.world.generator import iter_world
 from demo.world.truth import planted_truth
+from tests.demo.support import loaded_truth
 
 SEED = 2026
 GENERATOR_USERS = 40_000
@@ -67,33 +67,33 @@ def _day_start(day: dt.date) -> pd.Timestamp:
 def _generator_catalog() -> pd.DataFrame:
     """Return the demo catalog as the trainer reads it from the database (licences end at their last day's start)."""
     rows = [
-        dict(
-            kind="course",
-            partner=course.partner,
-            partner_slug=course.partner,
-            item_id=course.sku,
-            title=course.title_zh,
-            category=course.category,
-            tags=course.tags,
-            licence_start=pd.NaT,
-            licence_end=pd.NaT,
-            is_active=True,
-        )
+        {
+            "kind": "course",
+            "partner": course.partner,
+            "partner_slug": course.partner,
+            "item_id": course.sku,
+            "title": course.title_zh,
+            "category": course.category,
+            "tags": course.tags,
+            "licence_start": pd.NaT,
+            "licence_end": pd.NaT,
+            "is_active": True,
+        }
         for course in CATALOG.courses
     ]
     rows += [
-        dict(
-            kind="film",
-            partner=film.partner,
-            partner_slug=film.partner,
-            item_id=film.external_id,
-            title=film.title_zh,
-            category=film.category,
-            tags=film.tags,
-            licence_start=_day_start(film.licence_start),
-            licence_end=_day_start(film.licence_end),
-            is_active=True,
-        )
+        {
+            "kind": "film",
+            "partner": film.partner,
+            "partner_slug": film.partner,
+            "item_id": film.external_id,
+            "title": film.title_zh,
+            "category": film.category,
+            "tags": film.tags,
+            "licence_start": _day_start(film.licence_start),
+            "licence_end": _day_start(film.licence_end),
+            "is_active": True,
+        }
         for film in CATALOG.films
     ]
     return pd.DataFrame(rows).sort_values(["kind", "partner", "item_id"], ignore_index=True)
@@ -211,18 +211,18 @@ def test_a_new_course_without_buyers_borrows_the_similarities_of_its_category(ge
     catalog = generated["catalog"]
     new_course = pd.DataFrame(
         [
-            dict(
-                kind="course",
-                partner="zhixue",
-                partner_slug="zhixue",
-                item_id="HIS-301",
-                title="敦煌学入门",
-                category="history",
-                tags=("纪录片", "敦煌"),
-                licence_start=pd.NaT,
-                licence_end=pd.NaT,
-                is_active=True,
-            )
+            {
+                "kind": "course",
+                "partner": "zhixue",
+                "partner_slug": "zhixue",
+                "item_id": "HIS-301",
+                "title": "敦煌学入门",
+                "category": "history",
+                "tags": ("纪录片", "敦煌"),
+                "licence_start": pd.NaT,
+                "licence_end": pd.NaT,
+                "is_active": True,
+            }
         ]
     )
     events = generated["events"]
@@ -285,7 +285,7 @@ def test_association_pairs_have_the_support_confidence_and_lift_of_their_definit
 @pytest.mark.slow
 def test_films_and_courses_of_one_category_are_the_strong_pairs(generated):
     catalog = generated["catalog"]
-    category = dict(zip(catalog["item_id"], catalog["category"]))
+    category = dict(zip(catalog["item_id"], catalog["category"], strict=True))
     strong = [pair for pair in generated["training"].metrics["associations"]["pairs"] if pair["lift"] >= 1.5]
 
     same_category = [category[pair["film_id"]] == category[pair["course_id"]] for pair in strong]
@@ -317,7 +317,7 @@ def test_pairs_seen_too_rarely_are_left_out():
 
 @pytest.fixture
 def run(demo_world, db) -> ModelRun:
-    return demo_model_train(model="recommendations", truth=demo_world_latest().truth)
+    return demo_model_train(model="recommendations", truth=loaded_truth())
 
 
 def test_training_stores_an_active_run_that_beats_popularity_and_lists_pairs(run):
@@ -342,6 +342,7 @@ def _heavy_user() -> EndUser:
         .values_list("user_id", flat=True)
         .first()
     )
+    assert user_id is not None, "the world has no film watcher who bought a course"
     return EndUser.objects.get(pk=user_id)
 
 
@@ -372,6 +373,7 @@ def test_a_heavy_watcher_gets_courses_and_licensed_films_and_nothing_they_alread
 
 def test_a_user_without_history_gets_popular_items(run):
     user = EndUser.objects.exclude(events__kind__in=list(DOMAIN_OF_KIND)).first()
+    assert user is not None
 
     items = model_recommendations(user=user, limit=6, now=DATA_END)
 
@@ -402,6 +404,7 @@ def test_without_data_sharing_consent_only_the_asking_partners_events_count(run)
         .order_by("pk")
         .first()
     )
+    assert user is not None
     cinema = Partner.objects.get(slug="xingguang")
 
     # when
@@ -435,8 +438,10 @@ def test_the_model_is_loaded_once_per_active_run(run):
 
 
 def test_serving_without_a_trained_model_says_how_to_train_one(demo_world, db):
+    user = EndUser.objects.first()
+    assert user is not None
     with pytest.raises(ApplicationError, match="train --model recommendations"):
-        model_recommendations(user=EndUser.objects.first())
+        model_recommendations(user=user)
 
 
 def test_the_admin_lists_the_active_runs_pairs_sorted_by_the_chosen_column(run, admin_client):

@@ -33,10 +33,11 @@ from analytics.services.training.segments import (
 )
 from crossmkt_site.errors import ApplicationError
 from demo.comparison import segments_compare, truth_time
-from demo.selectors import demo_world_latest, model_run_truth, planted_users
+from demo.selectors import planted_users
 from demo.services.training import demo_model_train
 from demo.world.generator import iter_world
 from demo.world.truth import planted_truth
+from tests.demo.support import loaded_truth, run_against_truth
 
 SEED = 2026
 RECOVERY_USERS = 60_000
@@ -81,7 +82,7 @@ def behaviour():
 
 @pytest.fixture(scope="module")
 def recovery(behaviour):
-    counts, tenure, planted = behaviour
+    counts, tenure, _planted = behaviour
     exposure = exposure_days(tenure, as_of=WORLD_END, data_start=WORLD_START)
     return segments_fit(counts, exposure, data_start=WORLD_START.to_pydatetime())
 
@@ -285,7 +286,7 @@ def test_training_before_anyone_joined_is_a_clear_error(db):
 
 @pytest.fixture
 def segments_run(demo_world, db) -> ModelRun:
-    return demo_model_train(model="segments", truth=demo_world_latest().truth)
+    return demo_model_train(model="segments", truth=loaded_truth())
 
 
 def test_the_behaviour_read_from_the_database_is_the_generators(demo_world, db):
@@ -315,7 +316,7 @@ def test_training_on_the_demo_world_stores_an_active_run_with_named_segments(seg
     assert [row["segment"] for row in run.params["names"]] == [1, 2, 3, 4]
     assert {row["name_en"] for row in run.params["names"]} == set(PLANTED_NAMES.values())
     assert "truth" not in run.metrics
-    assert model_run_truth(run=run, truth=demo_world_latest().truth)["adjusted_rand_index"] > 0.35
+    assert run_against_truth(run)["adjusted_rand_index"] > 0.35
 
 
 def test_batch_scoring_labels_every_user_with_a_segment_name(segments_run):

@@ -6,7 +6,8 @@ import pytest
 from django.core.cache import cache
 from rest_framework.test import APIClient
 
-from campaigns.models import Partner
+from analytics.models import EndUser
+from campaigns.models import Campaign, Deal, Offer, Partner
 from campaigns.services.partners import partner_api_key_create, partner_api_key_revoke
 from tests.factories import CampaignFactory, DealFactory, EndUserFactory, OfferFactory, PartnerFactory
 
@@ -32,10 +33,10 @@ class Side:
 
     partner: Partner
     raw_key: str
-    user: object
-    campaign: object
-    offer: object
-    deal: object
+    user: EndUser
+    campaign: Campaign
+    offer: Offer
+    deal: Deal
 
     @property
     def client(self) -> APIClient:
@@ -43,13 +44,15 @@ class Side:
 
 
 def build_side(slug: str, kind: str) -> Side:
-    partner = PartnerFactory(slug=slug, kind=kind)
+    partner = PartnerFactory.create(slug=slug, kind=kind)
     _key, raw_key = partner_api_key_create(partner=partner, name="tests")
     # Not shared: only its home partner may see this user.
-    user = EndUserFactory(external_id=f"{slug}-user", home_partner=partner, data_sharing_consent=False)
-    campaign = CampaignFactory(slug=f"{slug}-campaign", owner=partner)
-    offer = OfferFactory(campaign=campaign, user=user)
-    deal = DealFactory(slug=f"{slug}-deal", source_partner=partner, target_partner=PartnerFactory(slug=f"{slug}-peer"))
+    user = EndUserFactory.create(external_id=f"{slug}-user", home_partner=partner, data_sharing_consent=False)
+    campaign = CampaignFactory.create(slug=f"{slug}-campaign", owner=partner)
+    offer = OfferFactory.create(campaign=campaign, user=user)
+    deal = DealFactory.create(
+        slug=f"{slug}-deal", source_partner=partner, target_partner=PartnerFactory.create(slug=f"{slug}-peer")
+    )
     return Side(partner, raw_key, user, campaign, offer, deal)
 
 

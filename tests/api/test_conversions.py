@@ -1,5 +1,6 @@
 """POST conversions/: a sale is recorded once per conversion id and only against what the partner may see."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -83,12 +84,14 @@ def test_unknown_or_invisible_references_are_a_404_naming_the_field(ours, theirs
 
 
 def test_references_that_do_not_fit_together_are_a_422(ours):
-    other_users_offer = OfferFactory(campaign=ours.campaign, user=EndUserFactory(home_partner=ours.partner))
+    other_users_offer = OfferFactory.create(
+        campaign=ours.campaign, user=EndUserFactory.create(home_partner=ours.partner)
+    )
     assert error_fields(report(ours, offer_code=other_users_offer.code)) == [("offer_code", "invalid")]
-    other_campaign = CampaignFactory(owner=ours.partner)
+    other_campaign = CampaignFactory.create(owner=ours.partner)
     response = report(ours, offer_code=ours.offer.code, campaign=other_campaign.slug)
     assert response.status_code == 422 and error_fields(response) == [("campaign", "invalid")]
-    future = report(ours, occurred_at=(timezone.now() + timezone.timedelta(days=3)).isoformat())
+    future = report(ours, occurred_at=(timezone.now() + timedelta(days=3)).isoformat())
     assert future.status_code == 422 and error_fields(future) == [("occurred_at", "invalid")]
 
 

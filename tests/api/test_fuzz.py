@@ -61,11 +61,11 @@ def _connection_kept_open():
 @pytest.fixture
 def fuzz_key(db, _connection_kept_open) -> str:
     """Build the world the schema's examples name and return the calling partner's raw key."""
-    partner = PartnerFactory(slug="zhixue", kind=Partner.Kind.KNOWLEDGE)
-    user = EndUserFactory(external_id="u0001", home_partner=partner)
-    campaign = CampaignFactory(slug="economics-in-movies", owner=partner)
-    OfferFactory(code="7K3M9QX2HV4TBN8C", campaign=campaign, user=user, amount_off=Decimal("20.00"))
-    DealFactory(slug="course-buy-video-month", source_partner=partner)
+    partner = PartnerFactory.create(slug="zhixue", kind=Partner.Kind.KNOWLEDGE)
+    user = EndUserFactory.create(external_id="u0001", home_partner=partner)
+    campaign = CampaignFactory.create(slug="economics-in-movies", owner=partner)
+    OfferFactory.create(code="7K3M9QX2HV4TBN8C", campaign=campaign, user=user, amount_off=Decimal("20.00"))
+    DealFactory.create(slug="course-buy-video-month", source_partner=partner)
     return partner_api_key_create(partner=partner)[1]
 
 

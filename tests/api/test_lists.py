@@ -20,10 +20,10 @@ def slugs(response) -> list[str]:
 
 def test_deals_can_be_filtered_by_role_status_and_term(ours, theirs):
     # given deals where we are the source, the target, or not a side at all
-    target_side = DealFactory(
-        slug="we-give", source_partner=PartnerFactory(), target_partner=ours.partner, status=Deal.Status.ACTIVE
+    target_side = DealFactory.create(
+        slug="we-give", source_partner=PartnerFactory.create(), target_partner=ours.partner, status=Deal.Status.ACTIVE
     )
-    DealFactory(
+    DealFactory.create(
         slug="past",
         source_partner=ours.partner,
         starts_at=timezone.now() - timedelta(days=400),
@@ -49,7 +49,7 @@ def test_a_deal_shows_its_terms_and_no_other_partners_data(ours):
 
 
 def test_campaigns_can_be_filtered_by_running_time(ours):
-    joined = CampaignFactory(slug="joined", owner=PartnerFactory(), status=Campaign.Status.DRAFT)
+    joined = CampaignFactory.create(slug="joined", owner=PartnerFactory.create(), status=Campaign.Status.DRAFT)
     joined.partners.add(ours.partner)
     assert sorted(slugs(ours.client.get("/api/v1/campaigns/"))) == ["joined", "zhixue-campaign"]
     assert slugs(ours.client.get("/api/v1/campaigns/", {"running_at": timezone.now().isoformat()})) == [
@@ -61,7 +61,7 @@ def test_campaigns_can_be_filtered_by_running_time(ours):
 
 def test_lists_are_paged(ours):
     for n in range(5):
-        CampaignFactory(slug=f"c{n}", owner=ours.partner)
+        CampaignFactory.create(slug=f"c{n}", owner=ours.partner)
     page = ours.client.get("/api/v1/campaigns/?page_size=2&page=2").json()
     assert page["count"] == 6 and len(page["results"]) == 2
     assert "page=3" in page["next"] and page["previous"]

@@ -50,8 +50,8 @@ def test_a_bad_order_amount_is_a_400_naming_it(ours, amount):
 
 
 def test_an_order_below_the_minimum_spend_is_refused(ours):
-    offer = OfferFactory(
-        campaign=ours.campaign, user=EndUserFactory(home_partner=ours.partner), min_spend=Decimal("100.00")
+    offer = OfferFactory.create(
+        campaign=ours.campaign, user=EndUserFactory.create(home_partner=ours.partner), min_spend=Decimal("100.00")
     )
     response = redeem(ours.client, offer.code, amount="99.99")
     assert response.status_code == 400 and error_fields(response) == [("order_amount", "below_min_spend")]

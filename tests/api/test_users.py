@@ -34,7 +34,7 @@ PERSONAL_VALUES = ("本科", "工程师", "female", "wechat-ads")
 
 
 def personal_user(home_partner, **fields):
-    return EndUserFactory(
+    return EndUserFactory.create(
         external_id="u-private",
         home_partner=home_partner,
         age=34,
@@ -50,14 +50,16 @@ def personal_user(home_partner, **fields):
 def test_open_offers_are_those_the_partner_honours_or_runs_and_nothing_personal(ours, theirs):
     # given a user of ours with personal data and offers from several campaigns
     user = personal_user(ours.partner)
-    mine = OfferFactory(campaign=ours.campaign, user=user)
-    honoured = OfferFactory(campaign=CampaignFactory(owner=theirs.partner), user=user, partner=ours.partner)
-    joined_campaign = CampaignFactory(owner=theirs.partner)
+    mine = OfferFactory.create(campaign=ours.campaign, user=user)
+    honoured = OfferFactory.create(
+        campaign=CampaignFactory.create(owner=theirs.partner), user=user, partner=ours.partner
+    )
+    joined_campaign = CampaignFactory.create(owner=theirs.partner)
     joined_campaign.partners.add(ours.partner)
-    joined = OfferFactory(campaign=joined_campaign, user=user)
-    OfferFactory(campaign=theirs.campaign, user=user)  # not ours to see
-    OfferFactory(campaign=ours.campaign, user=user, sequence=1, allowance=3, status=Offer.Status.REDEEMED)
-    OfferFactory(
+    joined = OfferFactory.create(campaign=joined_campaign, user=user)
+    OfferFactory.create(campaign=theirs.campaign, user=user)  # not ours to see
+    OfferFactory.create(campaign=ours.campaign, user=user, sequence=1, allowance=3, status=Offer.Status.REDEEMED)
+    OfferFactory.create(
         campaign=ours.campaign,
         user=user,
         sequence=2,
@@ -81,11 +83,11 @@ def test_open_offers_are_those_the_partner_honours_or_runs_and_nothing_personal(
 def test_the_offers_answer_shows_each_open_offer_as_the_offer_serializer_would(ours, theirs):
     # given offers of every visibility, one with a deal-free trial and one with a percentage
     user = personal_user(ours.partner)
-    joined_campaign = CampaignFactory(owner=theirs.partner)
+    joined_campaign = CampaignFactory.create(owner=theirs.partner)
     joined_campaign.partners.add(ours.partner)
     offers = [
-        OfferFactory(campaign=ours.campaign, user=user, amount_off=Decimal("20")),
-        OfferFactory(
+        OfferFactory.create(campaign=ours.campaign, user=user, amount_off=Decimal("20")),
+        OfferFactory.create(
             campaign=joined_campaign,
             user=user,
             kind="free_viewing",
@@ -94,8 +96,8 @@ def test_the_offers_answer_shows_each_open_offer_as_the_offer_serializer_would(o
             partner=theirs.partner,
             expires_at=timezone.now() + timedelta(days=3),
         ),
-        OfferFactory(
-            campaign=CampaignFactory(owner=theirs.partner),
+        OfferFactory.create(
+            campaign=CampaignFactory.create(owner=theirs.partner),
             user=user,
             partner=ours.partner,
             amount_off=None,
@@ -122,19 +124,21 @@ def test_the_offers_answer_shows_each_open_offer_as_the_offer_serializer_would(o
 def test_recommendations_follow_the_users_interest_and_what_the_partner_can_offer(ours, theirs):
     # given a user who shares data, watched economics films at the video partner and viewed a history course
     user = personal_user(ours.partner, data_sharing_consent=True)
-    economics_film = FilmFactory(partner=theirs.partner, external_id="F-ECO", category="economics")
+    economics_film = FilmFactory.create(partner=theirs.partner, external_id="F-ECO", category="economics")
     for n in range(3):
-        BehaviorEventFactory(
+        BehaviorEventFactory.create(
             partner=theirs.partner, user=user, kind="film_watch", item_id=economics_film.external_id, event_id=f"w{n}"
         )
-    history_course = CourseFactory(partner=ours.partner, sku="HIS-101", category="history")
-    BehaviorEventFactory(partner=ours.partner, user=user, kind="course_view", item_id=history_course.sku)
-    bought = CourseFactory(partner=ours.partner, sku="ECO-100", category="economics")
-    BehaviorEventFactory(partner=ours.partner, user=user, kind="course_purchase", item_id=bought.sku, amount="99.00")
-    economics_course = CourseFactory(partner=ours.partner, sku="ECO-101", category="economics", title="Markets")
-    CourseFactory(partner=ours.partner, sku="PRG-101", category="programming")
-    CourseFactory(partner=ours.partner, sku="ECO-OFF", category="economics", is_active=False)
-    CourseFactory(partner=theirs.partner, sku="ECO-THEIRS", category="economics")  # not ours to offer
+    history_course = CourseFactory.create(partner=ours.partner, sku="HIS-101", category="history")
+    BehaviorEventFactory.create(partner=ours.partner, user=user, kind="course_view", item_id=history_course.sku)
+    bought = CourseFactory.create(partner=ours.partner, sku="ECO-100", category="economics")
+    BehaviorEventFactory.create(
+        partner=ours.partner, user=user, kind="course_purchase", item_id=bought.sku, amount="99.00"
+    )
+    economics_course = CourseFactory.create(partner=ours.partner, sku="ECO-101", category="economics", title="Markets")
+    CourseFactory.create(partner=ours.partner, sku="PRG-101", category="programming")
+    CourseFactory.create(partner=ours.partner, sku="ECO-OFF", category="economics", is_active=False)
+    CourseFactory.create(partner=theirs.partner, sku="ECO-THEIRS", category="economics")  # not ours to offer
 
     # when the knowledge partner asks what to recommend
     response = ours.client.get("/api/v1/users/u-private/recommendations/")
@@ -154,26 +158,26 @@ def test_recommendations_follow_the_users_interest_and_what_the_partner_can_offe
 def test_recommendations_use_only_the_partners_own_events_without_data_sharing_consent(ours, theirs):
     # given a user of ours who does not share data, with film interest only at the other partner
     user = personal_user(ours.partner, data_sharing_consent=False)
-    FilmFactory(partner=theirs.partner, external_id="F-ECO", category="economics")
-    BehaviorEventFactory(partner=theirs.partner, user=user, kind="film_watch", item_id="F-ECO")
-    CourseFactory(partner=ours.partner, sku="ECO-101", category="economics")
+    FilmFactory.create(partner=theirs.partner, external_id="F-ECO", category="economics")
+    BehaviorEventFactory.create(partner=theirs.partner, user=user, kind="film_watch", item_id="F-ECO")
+    CourseFactory.create(partner=ours.partner, sku="ECO-101", category="economics")
     # then their behaviour elsewhere does not reach us
     assert ours.client.get("/api/v1/users/u-private/recommendations/").json()["recommendations"] == []
 
 
 def test_recommended_films_are_within_their_licence_and_promoted_by_the_partners_running_campaigns(ours, theirs):
     user = personal_user(theirs.partner, data_sharing_consent=True)
-    CourseFactory(partner=ours.partner, sku="ECO-101", category="economics")
-    BehaviorEventFactory(partner=ours.partner, user=user, kind="course_purchase", item_id="ECO-101")
-    licensed = FilmFactory(partner=theirs.partner, external_id="F-IN", category="economics")
-    expired = FilmFactory(
+    CourseFactory.create(partner=ours.partner, sku="ECO-101", category="economics")
+    BehaviorEventFactory.create(partner=ours.partner, user=user, kind="course_purchase", item_id="ECO-101")
+    licensed = FilmFactory.create(partner=theirs.partner, external_id="F-IN", category="economics")
+    expired = FilmFactory.create(
         partner=theirs.partner,
         external_id="F-OUT",
         category="economics",
         licence_end=timezone.now() - timedelta(days=1),
         licence_start=timezone.now() - timedelta(days=100),
     )
-    FilmFactory(partner=theirs.partner, external_id="F-UNPROMOTED", category="economics")
+    FilmFactory.create(partner=theirs.partner, external_id="F-UNPROMOTED", category="economics")
     ours.campaign.promoted_films.add(licensed, expired)
     items = ours.client.get(f"/api/v1/users/{user.external_id}/recommendations/?limit=5").json()["recommendations"]
     assert [(item["kind"], item["item_id"], item["partner"]) for item in items] == [("film", "F-IN", "yingshi")]
@@ -190,14 +194,14 @@ def erasable(ours):
     """Our user with personal data, behaviour, scores, an open and a redeemed offer, a conversion and an arm."""
     user = personal_user(ours.partner, marketing_consent=True, data_sharing_consent=True)
     for n in range(3):
-        BehaviorEventFactory(partner=ours.partner, user=user, event_id=f"ev{n}")
+        BehaviorEventFactory.create(partner=ours.partner, user=user, event_id=f"ev{n}")
     UserFeatures.objects.create(user=user, watching_count=3, built_at=timezone.now())
     ImportedBehavior.objects.create(user=user, watching_count=12, purchasing_count=6, extra={"city": "杭州"})
     run = ModelRun.objects.create(model="propensity", version=1, is_active=True, n_train=100)
     UserScore.objects.create(user=user, model="propensity", run=run, score=0.7, scored_at=timezone.now())
-    campaign = CampaignFactory(owner=ours.partner, budget=Decimal("100.00"), spent=Decimal("40.00"))
-    open_offer = OfferFactory(campaign=campaign, user=user, cost=Decimal("20.00"), sequence=0, allowance=2)
-    redeemed_offer = OfferFactory(campaign=campaign, user=user, cost=Decimal("20.00"), sequence=1, allowance=2)
+    campaign = CampaignFactory.create(owner=ours.partner, budget=Decimal("100.00"), spent=Decimal("40.00"))
+    open_offer = OfferFactory.create(campaign=campaign, user=user, cost=Decimal("20.00"), sequence=0, allowance=2)
+    redeemed_offer = OfferFactory.create(campaign=campaign, user=user, cost=Decimal("20.00"), sequence=1, allowance=2)
     entry = offer_redeem(
         code=redeemed_offer.code, partner=ours.partner, order_amount=Decimal("199.00"), idempotency_key="k-1"
     )
@@ -304,7 +308,7 @@ def test_another_partner_cannot_erase_even_a_shared_user(ours, theirs, erasable)
 
 def test_reading_offers_costs_the_same_few_queries_however_many_offers_there_are(ours, django_assert_num_queries):
     for sequence in range(1, 6):
-        OfferFactory(campaign=ours.campaign, user=ours.user, sequence=sequence, allowance=6)
+        OfferFactory.create(campaign=ours.campaign, user=ours.user, sequence=sequence, allowance=6)
     ours.client.get("/api/v1/deals/")  # the key's last use is now recorded, as it is for a busy partner
     # the key, the user, the offers with their campaign, partner and deal
     with django_assert_num_queries(3):

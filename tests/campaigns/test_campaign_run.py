@@ -23,7 +23,7 @@ def make_users(partner, rows):
     """Create users with the article's per-user counts: rows of (watching, purchasing, marketing consent)."""
     users = []
     for watching, purchasing, consent in rows:
-        user = EndUserFactory(home_partner=partner, marketing_consent=consent)
+        user = EndUserFactory.create(home_partner=partner, marketing_consent=consent)
         ImportedBehavior.objects.create(user=user, watching_count=watching, purchasing_count=purchasing)
         users.append(user)
     return users
@@ -32,9 +32,11 @@ def make_users(partner, rows):
 @pytest.fixture
 def article_campaign():
     """The article's member campaign: heavy users 20 CNY, everyone else 10 CNY; no holdout unless a test sets one."""
-    partner = PartnerFactory(slug="zhixue")
-    campaign = CampaignFactory(slug="member-day", owner=partner, holdout_share=Decimal("0"), budget=Decimal("10000.00"))
-    RuleFactory(
+    partner = PartnerFactory.create(slug="zhixue")
+    campaign = CampaignFactory.create(
+        slug="member-day", owner=partner, holdout_share=Decimal("0"), budget=Decimal("10000.00")
+    )
+    RuleFactory.create(
         campaign=campaign,
         name="heavy",
         priority=200,
@@ -43,7 +45,7 @@ def article_campaign():
         amount_off=Decimal("20.00"),
         cost=Decimal("20.00"),
     )
-    RuleFactory(
+    RuleFactory.create(
         campaign=campaign,
         name="others",
         priority=100,

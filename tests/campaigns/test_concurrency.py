@@ -56,10 +56,10 @@ def issue_all_chunks(campaign_id, seed):
 
 def test_many_issuers_at_once_never_exceed_the_budget_or_double_issue():
     # given 300 reachable users, a rule that picks all of them at 7 CNY, and a budget for only 150 offers and a bit
-    partner = PartnerFactory()
-    users = [EndUserFactory(home_partner=partner) for _ in range(300)]
-    campaign = CampaignFactory(owner=partner, budget=Decimal("1053.00"), holdout_share=Decimal("0.100"))
-    RuleFactory(campaign=campaign, condition={}, amount_off=Decimal("7.00"), cost=Decimal("7.00"))
+    partner = PartnerFactory.create()
+    users = [EndUserFactory.create(home_partner=partner) for _ in range(300)]
+    campaign = CampaignFactory.create(owner=partner, budget=Decimal("1053.00"), holdout_share=Decimal("0.100"))
+    RuleFactory.create(campaign=campaign, condition={}, amount_off=Decimal("7.00"), cost=Decimal("7.00"))
 
     # when six processes each run every chunk of the campaign, in different orders, at the same time
     outcomes = run_in_processes(issue_all_chunks, [(campaign.pk, seed) for seed in range(PROCESSES)])
@@ -89,8 +89,9 @@ def redeem(code, partner_id, attempt):
 
 
 def test_of_twenty_simultaneous_redemptions_exactly_one_succeeds():
-    offer = OfferFactory(amount_off=Decimal("20.00"))
+    offer = OfferFactory.create(amount_off=Decimal("20.00"))
     partner = offer.campaign.owner
+    assert partner is not None
 
     outcomes = run_in_processes(redeem, [(offer.code, partner.pk, attempt) for attempt in range(20)])
 
@@ -102,8 +103,9 @@ def test_of_twenty_simultaneous_redemptions_exactly_one_succeeds():
 
 
 def test_the_same_idempotency_key_sent_twenty_times_at_once_redeems_once():
-    offer = OfferFactory(amount_off=Decimal("20.00"))
+    offer = OfferFactory.create(amount_off=Decimal("20.00"))
     partner = offer.campaign.owner
+    assert partner is not None
 
     outcomes = run_in_processes(redeem, [(offer.code, partner.pk, "same") for _ in range(20)])
 

@@ -22,20 +22,20 @@ PURCHASE = "course_purchase"
 
 @pytest.fixture
 def zhixue():
-    return PartnerFactory(slug="zhixue", kind=Partner.Kind.KNOWLEDGE)
+    return PartnerFactory.create(slug="zhixue", kind=Partner.Kind.KNOWLEDGE)
 
 
 @pytest.fixture
 def yingshi():
-    return PartnerFactory(slug="yingshi", kind=Partner.Kind.VIDEO)
+    return PartnerFactory.create(slug="yingshi", kind=Partner.Kind.VIDEO)
 
 
 @pytest.fixture
 def econ_deal(zhixue, yingshi):
     """Buy the economics course at zhixue inside the term, get a month of yingshi membership; 8 CNY per grant."""
-    course = CourseFactory(partner=zhixue, sku="ECON101")
+    course = CourseFactory.create(partner=zhixue, sku="ECON101")
     now = timezone.now()
-    deal = DealFactory(
+    deal = DealFactory.create(
         slug="econ-month",
         source_partner=zhixue,
         target_partner=yingshi,
@@ -50,7 +50,7 @@ def econ_deal(zhixue, yingshi):
 
 def member(partner, **kwargs):
     """A user who agreed to marketing and to sharing data with partners, unless told otherwise."""
-    return EndUserFactory(
+    return EndUserFactory.create(
         home_partner=partner,
         marketing_consent=kwargs.pop("marketing_consent", True),
         data_sharing_consent=kwargs.pop("data_sharing_consent", True),
@@ -59,7 +59,7 @@ def member(partner, **kwargs):
 
 
 def buy(user, partner, sku="ECON101", days_ago=1, amount="199.00"):
-    return BehaviorEventFactory(
+    return BehaviorEventFactory.create(
         user=user,
         partner=partner,
         kind=PURCHASE,
@@ -98,7 +98,7 @@ def test_buying_a_course_of_the_set_inside_the_term_grants_the_benefit_once(econ
 
 def test_spending_the_threshold_inside_the_term_grants_at_the_event_that_crosses_it(zhixue, yingshi):
     now = timezone.now()
-    deal = DealFactory(
+    deal = DealFactory.create(
         source_partner=zhixue,
         target_partner=yingshi,
         status=Deal.Status.ACTIVE,
@@ -110,7 +110,7 @@ def test_spending_the_threshold_inside_the_term_grants_at_the_event_that_crosses
     crosses, short, exact, outside = (member(zhixue) for _ in range(4))
 
     def spend(user, amount, days_ago, partner=zhixue):
-        return BehaviorEventFactory(
+        return BehaviorEventFactory.create(
             user=user,
             partner=partner,
             kind="membership_start",
@@ -136,7 +136,7 @@ def test_spending_the_threshold_inside_the_term_grants_at_the_event_that_crosses
 
 def test_starting_a_membership_at_the_source_partner_triggers_a_membership_deal(zhixue, yingshi):
     now = timezone.now()
-    deal = DealFactory(
+    deal = DealFactory.create(
         source_partner=zhixue,
         target_partner=yingshi,
         status=Deal.Status.ACTIVE,
@@ -144,14 +144,14 @@ def test_starting_a_membership_at_the_source_partner_triggers_a_membership_deal(
         starts_at=now - timedelta(days=10),
     )
     joined, cancelled_only = member(zhixue), member(zhixue)
-    started = BehaviorEventFactory(
+    started = BehaviorEventFactory.create(
         user=joined,
         partner=zhixue,
         kind="membership_start",
         amount=Decimal("30.00"),
         occurred_at=now - timedelta(days=2),
     )
-    BehaviorEventFactory(
+    BehaviorEventFactory.create(
         user=cancelled_only, partner=zhixue, kind="membership_cancel", occurred_at=now - timedelta(days=2)
     )
 
@@ -164,7 +164,7 @@ def test_caps_take_the_earliest_triggers_first(econ_deal, zhixue):
     # given five buyers and room for three grants
     Deal.objects.filter(pk=econ_deal.pk).update(max_grants=3)
     buyers = [member(zhixue) for _ in range(5)]
-    for days_ago, user in zip([5, 1, 4, 2, 3], buyers):
+    for days_ago, user in zip([5, 1, 4, 2, 3], buyers, strict=True):
         buy(user, zhixue, days_ago=days_ago)
 
     run = deal_evaluate(deal_id=econ_deal.pk)
@@ -250,7 +250,8 @@ def test_grants_are_compensated_when_the_partner_cannot_be_told(
 
     # then the grants are compensated and their places given back
     assert list(DealGrant.objects.values_list("status", flat=True)) == ["compensated"] * 2
-    assert "HTTP 400" in DealGrant.objects.first().compensation_reason
+    grant = DealGrant.objects.first()
+    assert grant is not None and "HTTP 400" in grant.compensation_reason
     econ_deal.refresh_from_db()
     assert (econ_deal.granted_count, econ_deal.granted_amount) == (0, Decimal("0.00"))
 
@@ -314,8 +315,8 @@ def evaluate(deal_id):
 def test_caps_hold_with_many_evaluators_at_once(zhixue, yingshi, report_line):
     # given 60 buyers, a deal with room for 25 grants and one whose money cap allows 7 (at 8 CNY each)
     now = timezone.now()
-    course = CourseFactory(partner=zhixue, sku="ECON101")
-    by_count = DealFactory(
+    course = CourseFactory.create(partner=zhixue, sku="ECON101")
+    by_count = DealFactory.create(
         source_partner=zhixue,
         target_partner=yingshi,
         status=Deal.Status.ACTIVE,
@@ -323,7 +324,7 @@ def test_caps_hold_with_many_evaluators_at_once(zhixue, yingshi, report_line):
         starts_at=now - timedelta(days=10),
         settlement_price=Decimal("8.00"),
     )
-    by_money = DealFactory(
+    by_money = DealFactory.create(
         source_partner=zhixue,
         target_partner=yingshi,
         status=Deal.Status.ACTIVE,

@@ -17,10 +17,12 @@ pytestmark = pytest.mark.django_db
 def test_due_open_offers_expire_and_others_do_not():
     # given offers that are due, not yet due, and already redeemed
     past = timezone.now() - timedelta(days=20)
-    due = OfferFactory(issued_at=past, expires_at=past + timedelta(days=14))
-    delivered_due = OfferFactory(issued_at=past, expires_at=past + timedelta(days=1), status=Offer.Status.DELIVERED)
-    fresh = OfferFactory()
-    redeemed = OfferFactory(issued_at=past, expires_at=past + timedelta(days=14), status=Offer.Status.REDEEMED)
+    due = OfferFactory.create(issued_at=past, expires_at=past + timedelta(days=14))
+    delivered_due = OfferFactory.create(
+        issued_at=past, expires_at=past + timedelta(days=1), status=Offer.Status.DELIVERED
+    )
+    fresh = OfferFactory.create()
+    redeemed = OfferFactory.create(issued_at=past, expires_at=past + timedelta(days=14), status=Offer.Status.REDEEMED)
 
     # when the expiry runs twice
     first = offer_expire_due(batch_size=1)
@@ -37,9 +39,9 @@ def test_due_open_offers_expire_and_others_do_not():
 def test_expiry_gives_the_reserved_money_back_to_the_budget():
     # given a campaign that reserved 30 CNY for two offers, one of them due
     past = timezone.now() - timedelta(days=20)
-    campaign = CampaignFactory(budget=Decimal("100.00"), spent=Decimal("30.00"))
-    OfferFactory(campaign=campaign, cost=Decimal("20.00"), issued_at=past, expires_at=past + timedelta(days=1))
-    OfferFactory(campaign=campaign, cost=Decimal("10.00"))
+    campaign = CampaignFactory.create(budget=Decimal("100.00"), spent=Decimal("30.00"))
+    OfferFactory.create(campaign=campaign, cost=Decimal("20.00"), issued_at=past, expires_at=past + timedelta(days=1))
+    OfferFactory.create(campaign=campaign, cost=Decimal("10.00"))
     # when expiry runs
     offer_expire_due()
     # then the due offer's reservation is free again
@@ -49,5 +51,5 @@ def test_expiry_gives_the_reserved_money_back_to_the_budget():
 
 def test_expiry_task_runs_the_service():
     past = timezone.now() - timedelta(days=20)
-    OfferFactory(issued_at=past, expires_at=past + timedelta(days=1))
+    OfferFactory.create(issued_at=past, expires_at=past + timedelta(days=1))
     assert expire_offers.delay().get()["expired"] == 1

@@ -60,7 +60,7 @@ def test_three_arm_experiment_is_reported_against_its_holdout(tmp_path):
 def test_outcomes_cannot_overwrite_one_of_our_campaigns(tmp_path):
     from tests.factories import CampaignFactory
 
-    CampaignFactory(slug="ours")
+    CampaignFactory.create(slug="ours")
     path = write_outcomes(tmp_path / "o.csv", {"holdout": (5, 0.1)})
     with pytest.raises(CommandError, match="is one of ours"):
         call_command("import_outcomes", path, "--campaign", "ours", "--no-progress")

@@ -21,6 +21,7 @@ from analytics.models import BehaviorEvent, EndUser, ExperimentOutcome, ModelRun
 from campaigns.models import Campaign, CampaignAssignment, Offer
 from campaigns.presenters.campaign_report import render_csv, render_text
 from campaigns.reports.campaign_report import campaign_report
+from campaigns.services.campaign_optimise import Comparison
 from campaigns.services.campaign_run import campaign_dry_run, campaign_issue_chunk, campaign_run
 from campaigns.services.training import uplift_train
 from crossmkt_site.errors import ApplicationError
@@ -33,8 +34,8 @@ USERS = 600
 def world(db):
     """Users with and without a history of redeeming offers, and an imported coupon experiment on them."""
     rng = np.random.default_rng(0)
-    partner = PartnerFactory()
-    CourseFactory(partner=partner, price=Decimal("100.00"))
+    partner = PartnerFactory.create()
+    CourseFactory.create(partner=partner, price=Decimal("100.00"))
     now = timezone.now()
     users = EndUser.objects.bulk_create(
         EndUser(
@@ -51,7 +52,7 @@ def world(db):
         BehaviorEvent(
             partner=partner, event_id=f"e-{user.pk}-{n}", user=user, kind=kind, occurred_at=now - timedelta(days=30 + n)
         )
-        for user, hunter in zip(users, bargain)
+        for user, hunter in zip(users, bargain, strict=True)
         for n, kind in enumerate(["offer_redeem"] * 5 if hunter else ["film_watch"] * 5)
     )
     experiment = Campaign.objects.create(
@@ -74,22 +75,22 @@ def world(db):
             converted=bool(bought),
             revenue=Decimal("100.00") if bought else Decimal("0"),
         )
-        for user, name, bought in zip(users, arm, converted)
+        for user, name, bought in zip(users, arm, converted, strict=True)
     )
     return {
         "partner": partner,
         "users": users,
-        "bargain": {user.pk for user, hunter in zip(users, bargain) if hunter},
+        "bargain": {user.pk for user, hunter in zip(users, bargain, strict=True) if hunter},
         "experiment": experiment,
     }
 
 
 def _optimised(world, **fields) -> Campaign:
     fields = {"mode": Campaign.Mode.OPTIMISE, **fields}
-    campaign = CampaignFactory(
+    campaign = CampaignFactory.create(
         owner=world["partner"], budget=Decimal("1000.00"), holdout_share=Decimal("0.200"), **fields
     )
-    RuleFactory(
+    RuleFactory.create(
         campaign=campaign, name="20 CNY coupon", condition={}, amount_off=Decimal("20.00"), cost=Decimal("20.00")
     )
     return campaign
@@ -155,6 +156,7 @@ def test_optimise_run_spends_the_budget_on_the_users_the_offer_changes_and_keeps
     assert held and not held & offered
     assert len(held & world["bargain"]) >= 0.9 * len(held)
     # and the preview forecast what was issued
+    assert isinstance(forecast.comparison, Comparison)
     assert forecast.comparison.optimised.spend == campaign.spent
     # (the per-rule lines are the optimiser's picks before the budget clamp; the run cuts picks and
     # holdout at the same point of the reach order, as the comparison's budgeted strategy does)
@@ -213,7 +215,8 @@ def test_without_an_uplift_model_optimise_mode_says_how_to_train_one_and_rules_s
     campaign.mode = Campaign.Mode.RULES
     campaign.save()
     forecast = campaign_dry_run(campaign=campaign)
-    assert forecast.comparison is None and "train --model uplift" in forecast.comparison_missing
+    assert forecast.comparison is None and forecast.comparison_missing is not None
+    assert "train --model uplift" in forecast.comparison_missing
     assert forecast.offers > 0
 
 

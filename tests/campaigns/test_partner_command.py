@@ -36,7 +36,8 @@ def test_key_is_printed_once_and_only_its_hash_is_stored():
     stored = PartnerApiKey.objects.get()
     assert raw_key not in (stored.prefix, stored.hashed_key)
     assert stored.hashed_key == hashlib.sha256(raw_key.encode()).hexdigest()
-    assert partner_api_key_authenticate(raw_key=raw_key).partner.slug == "yingshi"
+    key = partner_api_key_authenticate(raw_key=raw_key)
+    assert key is not None and key.partner.slug == "yingshi"
     assert partner_api_key_authenticate(raw_key=raw_key[:-1] + ("A" if raw_key[-1] != "A" else "B")) is None
 
 

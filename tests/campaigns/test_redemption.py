@@ -13,10 +13,10 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def limited_coupon():
-    course = CourseFactory(sku="ECO-101")
-    rule = RuleFactory()
+    course = CourseFactory.create(sku="ECO-101")
+    rule = RuleFactory.create()
     rule.applicable_courses.set([course])
-    return OfferFactory(campaign=rule.campaign, rule=rule, amount_off=Decimal("30.00"))
+    return OfferFactory.create(campaign=rule.campaign, rule=rule, amount_off=Decimal("30.00"))
 
 
 def test_a_limited_coupon_needs_the_item_and_refuses_others(limited_coupon):
@@ -34,6 +34,7 @@ def test_a_limited_coupon_needs_the_item_and_refuses_others(limited_coupon):
 
 
 def test_an_unlimited_coupon_needs_no_item():
-    offer = OfferFactory(rule=RuleFactory(), amount_off=Decimal("10.00"))
+    offer = OfferFactory.create(rule=RuleFactory.create(), amount_off=Decimal("10.00"))
+    assert offer.campaign.owner is not None
     entry = offer_redeem(code=offer.code, partner=offer.campaign.owner, order_amount=Decimal("99.00"))
     assert entry.discount == Decimal("10.00")

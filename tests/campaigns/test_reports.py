@@ -21,11 +21,11 @@ pytestmark = pytest.mark.django_db
 def build_experiment(*, treated_users, holdout_users, treated_rate, holdout_rate, holdout_share, seed=0):
     """Assign users to arms and give each a purchase with the arm's probability; return the campaign."""
     rng = np.random.default_rng(seed)
-    partner = PartnerFactory()
-    campaign = CampaignFactory(
+    partner = PartnerFactory.create()
+    campaign = CampaignFactory.create(
         owner=partner, holdout_share=Decimal(holdout_share), budget=None, starts_at=timezone.now() - timedelta(days=10)
     )
-    rule = RuleFactory(campaign=campaign, condition={})
+    rule = RuleFactory.create(campaign=campaign, condition={})
     n = treated_users + holdout_users
     users = EndUser.objects.bulk_create(
         EndUser(external_id=f"r{i:06d}", home_partner=partner, marketing_consent=True) for i in range(n)
@@ -33,7 +33,8 @@ def build_experiment(*, treated_users, holdout_users, treated_rate, holdout_rate
     assigned_at = timezone.now() - timedelta(days=9)
     arms = ["treatment"] * treated_users + ["holdout"] * holdout_users
     CampaignAssignment.objects.bulk_create(
-        CampaignAssignment(campaign=campaign, user=user, arm=arm, rule=rule) for user, arm in zip(users, arms)
+        CampaignAssignment(campaign=campaign, user=user, arm=arm, rule=rule)
+        for user, arm in zip(users, arms, strict=True)
     )
     CampaignAssignment.objects.update(assigned_at=assigned_at)
     Offer.objects.bulk_create(
@@ -47,7 +48,7 @@ def build_experiment(*, treated_users, holdout_users, treated_rate, holdout_rate
             issued_at=assigned_at,
             expires_at=assigned_at + timedelta(days=30),
         )
-        for user, arm in zip(users, arms)
+        for user, arm in zip(users, arms, strict=True)
         if arm == "treatment"
     )
     buys = rng.random(n) < np.where(np.array(arms) == "treatment", treated_rate, holdout_rate)
@@ -61,7 +62,7 @@ def build_experiment(*, treated_users, holdout_users, treated_rate, holdout_rate
             amount=Decimal("100.00"),
             occurred_at=assigned_at + timedelta(days=1),
         )
-        for i, (user, buy) in enumerate(zip(users, buys))
+        for i, (user, buy) in enumerate(zip(users, buys, strict=True))
         if buy
     )
     return campaign

@@ -6,7 +6,7 @@ import pytest
 from django.utils import timezone
 
 from analytics.selectors import user_frame
-from campaigns.rule_fields import condition_registry, item_category_sources
+from campaigns.selectors.rule_fields import condition_registry, item_category_sources
 from tests.factories import BehaviorEventFactory, CourseFactory, EndUserFactory, FilmFactory, PartnerFactory
 
 pytestmark = pytest.mark.django_db
@@ -14,8 +14,8 @@ pytestmark = pytest.mark.django_db
 
 def test_the_registry_holds_the_user_fields_but_raw_times_and_a_count_per_catalog_category():
     # given
-    FilmFactory(category="history")
-    CourseFactory(category="finance")
+    FilmFactory.create(category="history")
+    CourseFactory.create(category="finance")
 
     # when
     registry = condition_registry()
@@ -31,17 +31,19 @@ def test_the_registry_holds_the_user_fields_but_raw_times_and_a_count_per_catalo
 
 def test_per_category_counts_follow_the_catalog_the_campaigns_side_passes_in():
     # given: a user who watched two history films and bought one finance course (and one item not in the catalog)
-    cinema, school = PartnerFactory(kind="video"), PartnerFactory()
-    films = [FilmFactory(partner=cinema, category="history") for _ in range(2)]
-    course = CourseFactory(partner=school, category="finance")
-    user = EndUserFactory(home_partner=school)
+    cinema, school = PartnerFactory.create(kind="video"), PartnerFactory.create()
+    films = [FilmFactory.create(partner=cinema, category="history") for _ in range(2)]
+    course = CourseFactory.create(partner=school, category="finance")
+    user = EndUserFactory.create(home_partner=school)
     earlier = timezone.now() - timedelta(days=1)
     for film in films:
-        BehaviorEventFactory(
+        BehaviorEventFactory.create(
             user=user, partner=cinema, kind="film_watch", item_id=film.external_id, occurred_at=earlier
         )
-    BehaviorEventFactory(user=user, partner=school, kind="course_purchase", item_id=course.sku, occurred_at=earlier)
-    BehaviorEventFactory(user=user, partner=cinema, kind="film_watch", item_id="unknown", occurred_at=earlier)
+    BehaviorEventFactory.create(
+        user=user, partner=school, kind="course_purchase", item_id=course.sku, occurred_at=earlier
+    )
+    BehaviorEventFactory.create(user=user, partner=cinema, kind="film_watch", item_id="unknown", occurred_at=earlier)
     fields = ["watching_count_history", "purchasing_count_finance", "watching_count_drama"]
 
     # when

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def cinema():
-    return PartnerFactory(slug="wanda", kind=Partner.Kind.CINEMA)
+    return PartnerFactory.create(slug="wanda", kind=Partner.Kind.CINEMA)
 
 
 def tickets(partner, count, *, days=60, prefix="T", kind="movie_ticket"):
@@ -36,11 +36,11 @@ def tickets(partner, count, *, days=60, prefix="T", kind="movie_ticket"):
 
 def ticket_campaign(cinema, users, **kwargs):
     """A campaign giving every reachable user a free movie ticket honoured by the cinema, 10 CNY each."""
-    owner = kwargs.pop("owner", None) or PartnerFactory()
+    owner = kwargs.pop("owner", None) or PartnerFactory.create()
     for _ in range(users):
-        EndUserFactory(home_partner=owner)
-    campaign = CampaignFactory(owner=owner, holdout_share=Decimal("0"), budget=Decimal("10000.00"), **kwargs)
-    RuleFactory(
+        EndUserFactory.create(home_partner=owner)
+    campaign = CampaignFactory.create(owner=owner, holdout_share=Decimal("0"), budget=Decimal("10000.00"), **kwargs)
+    RuleFactory.create(
         campaign=campaign,
         condition={},
         offer_kind=Rule.OfferKind.MOVIE_TICKET,
@@ -98,7 +98,10 @@ def test_unused_tickets_return_to_the_pool_when_offers_are_revoked_or_expire(cin
     tickets(cinema, 3, days=60)
     tickets(cinema, 1, days=20, prefix="EARLY")
     campaign_run(campaign=campaign)
-    by_code = {item.code: item.offer for item in StockItem.objects.select_related("offer")}
+    by_code: dict[str, Offer] = {}
+    for item in StockItem.objects.select_related("offer"):
+        assert item.offer is not None  # four tickets for four users: every one went out
+        by_code[item.code] = item.offer
     early_offer = by_code["EARLY0000"]
     others = [offer for code, offer in by_code.items() if code != "EARLY0000"]
     revoked, redeemed, expiring = others
@@ -179,8 +182,8 @@ def issue_in_random_order(campaign_id, seed):
 @pytest.mark.django_db(transaction=True)
 def test_no_two_offers_share_a_ticket_when_many_issuers_draw_on_one_pool(cinema, report_line):
     # given three campaigns that each want a ticket for all 40 users, and 50 tickets between them
-    owner = PartnerFactory()
-    users = [EndUserFactory(home_partner=owner) for _ in range(40)]
+    owner = PartnerFactory.create()
+    users = [EndUserFactory.create(home_partner=owner) for _ in range(40)]
     campaigns = [ticket_campaign(cinema, users=0, owner=owner) for _ in range(3)]
     tickets(cinema, 50)
 

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.django_db
 
 
 def listening_partner(url: str, kind: str = Partner.Kind.CINEMA, **kwargs) -> Partner:
-    return PartnerFactory(webhook_url=url, kind=kind, **kwargs)
+    return PartnerFactory.create(webhook_url=url, kind=kind, **kwargs)
 
 
 def test_an_endpoint_failing_twice_then_succeeding_gets_the_event_once_by_id(
@@ -40,7 +40,7 @@ def test_an_endpoint_failing_twice_then_succeeding_gets_the_event_once_by_id(
     # given a cinema whose endpoint fails twice, then works, and an open offer it honours
     server = endpoint(Reply(500), Reply(503))
     cinema = listening_partner(server.url)
-    offer = OfferFactory(partner=cinema, kind=Rule.OfferKind.MOVIE_TICKET)
+    offer = OfferFactory.create(partner=cinema, kind=Rule.OfferKind.MOVIE_TICKET)
 
     # when the offer is revoked (and the transaction commits)
     with django_capture_on_commit_callbacks(execute=True):
@@ -94,7 +94,7 @@ def test_the_signature_is_hmac_sha256_over_timestamp_dot_body():
 def test_a_client_error_fails_at_once_without_retrying(endpoint, django_capture_on_commit_callbacks):
     server = endpoint(Reply(410))
     cinema = listening_partner(server.url)
-    offer = OfferFactory(partner=cinema)
+    offer = OfferFactory.create(partner=cinema)
 
     with django_capture_on_commit_callbacks(execute=True):
         offer_revoke(code=offer.code)
@@ -109,7 +109,7 @@ def test_timeouts_and_429_are_retried(endpoint, monkeypatch, django_capture_on_c
     monkeypatch.setattr(webhook_outbox, "TIMEOUT_SECONDS", 0.2)
     server = endpoint(Reply(429), Reply(200, delay=1.0))
     cinema = listening_partner(server.url)
-    offer = OfferFactory(partner=cinema)
+    offer = OfferFactory.create(partner=cinema)
 
     with django_capture_on_commit_callbacks(execute=True):
         offer_revoke(code=offer.code)
@@ -124,7 +124,7 @@ def test_an_unreachable_endpoint_is_tried_up_to_the_limit_then_given_up(endpoint
     url = server.url
     server.close()  # nothing listens on that port any more
     cinema = listening_partner(url)
-    offer = OfferFactory(partner=cinema)
+    offer = OfferFactory.create(partner=cinema)
 
     with django_capture_on_commit_callbacks(execute=True):
         offer_revoke(code=offer.code)
@@ -153,6 +153,7 @@ def test_retry_after_is_honoured_and_the_next_attempt_scheduled(endpoint):
 
     delivery.refresh_from_db()
     assert result.retry_in == 7
+    assert delivery.next_attempt_at is not None
     assert timedelta(seconds=6) < delivery.next_attempt_at - timezone.now() <= timedelta(seconds=7)
     assert delivery.status == "pending" and delivery.attempts == 1
 
@@ -171,9 +172,9 @@ def test_a_duplicate_message_for_the_same_attempt_sends_nothing(endpoint):
 
 
 def test_partners_without_a_webhook_url_get_no_deliveries(django_capture_on_commit_callbacks):
-    quiet = PartnerFactory(webhook_url="")
-    inactive = PartnerFactory(webhook_url="http://127.0.0.1:9/never", is_active=False)
-    offers = [OfferFactory(partner=quiet), OfferFactory(partner=inactive)]
+    quiet = PartnerFactory.create(webhook_url="")
+    inactive = PartnerFactory.create(webhook_url="http://127.0.0.1:9/never", is_active=False)
+    offers = [OfferFactory.create(partner=quiet), OfferFactory.create(partner=inactive)]
 
     with django_capture_on_commit_callbacks(execute=True):
         for offer in offers:
@@ -186,7 +187,7 @@ def test_redemption_and_its_rollback_are_told_to_the_partners(endpoint, django_c
     # given a coupon of a campaign whose owner listens
     server = endpoint()
     owner = listening_partner(server.url, kind=Partner.Kind.KNOWLEDGE)
-    offer = OfferFactory(campaign=CampaignFactory(owner=owner), amount_off=Decimal("20.00"))
+    offer = OfferFactory.create(campaign=CampaignFactory.create(owner=owner), amount_off=Decimal("20.00"))
 
     # when the owner redeems it, repeats the request with the same key, then rolls it back
     with django_capture_on_commit_callbacks(execute=True):
@@ -209,10 +210,10 @@ def test_issuance_sends_one_event_per_chunk_and_partner_listing_its_offers(
     owner_server, video_server = endpoint(), endpoint()
     owner = listening_partner(owner_server.url, kind=Partner.Kind.KNOWLEDGE)
     video = listening_partner(video_server.url, kind=Partner.Kind.VIDEO)
-    sharing = [EndUserFactory(home_partner=owner, data_sharing_consent=True) for _ in range(3)]
-    private = [EndUserFactory(home_partner=owner, data_sharing_consent=False) for _ in range(2)]
-    campaign = CampaignFactory(owner=owner, holdout_share=Decimal("0"), budget=Decimal("100.00"))
-    RuleFactory(
+    sharing = [EndUserFactory.create(home_partner=owner, data_sharing_consent=True) for _ in range(3)]
+    private = [EndUserFactory.create(home_partner=owner, data_sharing_consent=False) for _ in range(2)]
+    campaign = CampaignFactory.create(owner=owner, holdout_share=Decimal("0"), budget=Decimal("100.00"))
+    RuleFactory.create(
         campaign=campaign,
         condition={},
         offer_kind=Rule.OfferKind.FREE_VIEWING,
@@ -276,7 +277,7 @@ def test_the_sweep_sends_deliveries_whose_message_was_lost_and_gives_up_exhauste
 def test_a_failed_event_can_be_sent_again_with_the_same_id(endpoint, django_capture_on_commit_callbacks):
     server = endpoint(Reply(404))
     cinema = listening_partner(server.url)
-    offer = OfferFactory(partner=cinema)
+    offer = OfferFactory.create(partner=cinema)
     with django_capture_on_commit_callbacks(execute=True):
         offer_revoke(code=offer.code)
     delivery = WebhookDelivery.objects.get()
@@ -294,7 +295,7 @@ def test_a_failed_event_can_be_sent_again_with_the_same_id(endpoint, django_capt
 def test_the_admin_shows_deliveries_with_their_attempts(endpoint, admin_client, django_capture_on_commit_callbacks):
     server = endpoint(Reply(502))
     cinema = listening_partner(server.url)
-    offer = OfferFactory(partner=cinema)
+    offer = OfferFactory.create(partner=cinema)
     with django_capture_on_commit_callbacks(execute=True):
         offer_revoke(code=offer.code)
     delivery = WebhookDelivery.objects.get()
@@ -316,7 +317,7 @@ def test_a_real_worker_delivers_and_retries_after_the_partners_retry_after(
     # given a cinema that asks to be retried in a second, then accepts
     server = endpoint(Reply(429, headers={"Retry-After": "1"}))
     cinema = listening_partner(server.url)
-    offer = OfferFactory(partner=cinema)
+    offer = OfferFactory.create(partner=cinema)
 
     # when the offer is revoked and the delivery goes through the broker to the worker
     offer_revoke(code=offer.code)

@@ -28,20 +28,20 @@ def expected_offers(campaign):
         plan = plan_chunk(campaign, plans, load_chunk(plans, id_range, timezone.now()))
         expected |= {
             (int(u), plans[int(r)].rule.pk, int(s))
-            for u, r, s in zip(plan.pick_users, plan.pick_rules, plan.pick_sequence)
+            for u, r, s in zip(plan.pick_users, plan.pick_rules, plan.pick_sequence, strict=True)
         }
     return expected
 
 
 def test_killed_worker_then_rerun_gives_the_offers_of_an_uninterrupted_run(celery_worker_process, report_line):
     # given 6,000 reachable users and a campaign whose rules pick about two thirds of them
-    partner = PartnerFactory()
+    partner = PartnerFactory.create()
     EndUser.objects.bulk_create(
         EndUser(external_id=f"k{i:06d}", home_partner=partner, age=18 + i % 50, marketing_consent=True)
         for i in range(6000)
     )
-    campaign = CampaignFactory(owner=partner, budget=None, holdout_share=Decimal("0.200"))
-    RuleFactory(
+    campaign = CampaignFactory.create(owner=partner, budget=None, holdout_share=Decimal("0.200"))
+    RuleFactory.create(
         campaign=campaign,
         name="older",
         priority=200,
@@ -49,7 +49,7 @@ def test_killed_worker_then_rerun_gives_the_offers_of_an_uninterrupted_run(celer
         amount_off=Decimal("20.00"),
         cost=Decimal("20.00"),
     )
-    RuleFactory(
+    RuleFactory.create(
         campaign=campaign,
         name="younger",
         priority=100,
@@ -80,5 +80,6 @@ def test_killed_worker_then_rerun_gives_the_offers_of_an_uninterrupted_run(celer
     costs = np.array([20 if rule == campaign.rules.get(name="older").pk else 10 for _, rule, _ in actual])
     assert campaign.spent == Decimal(int(costs.sum())) and campaign.issued_count == len(expected)
     report_line(
-        f"killed worker pool pids {killed} after {issued_when_killed} of {len(expected)} offers; rerun completed exactly"
+        f"killed worker pool pids {killed} after {issued_when_killed} of {len(expected)} offers;"
+        " rerun completed exactly"
     )

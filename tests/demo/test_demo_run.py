@@ -14,13 +14,14 @@ pytestmark = pytest.mark.django_db
 def test_a_demo_campaign_that_reaches_nobody_plays_with_no_outcomes(demo_world):
     # given a started demo campaign whose rules match no one (no propensity scores exist yet)
     from campaigns.models import Campaign
-    from campaigns.rule_fields import condition_registry
+    from campaigns.selectors.rule_fields import condition_registry
     from demo.models import DemoWorld
     from demo.services.play import demo_campaign_play
 
     campaign = (
         Campaign.objects.filter(starts_at__lte=timezone.now(), kind=Campaign.Kind.RULES).order_by("starts_at").first()
     )
+    assert campaign is not None
     campaign.rules.update(condition=to_json(validate_text("propensity >= 0.5", condition_registry())))
     world = DemoWorld.objects.get()
 

@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from demo.world import parameters as P
+from demo.world import parameters as P  # noqa: N812  # the demo world's short name for its parameters, as in demo/world
 from demo.world.catalog import OFFER_KINDS, PARTNER_KINDS, SHANGHAI, demo_catalog
 from demo.world.export import BEHAVIOR_COLUMNS, behavior_table, export_demo_csvs
 from demo.world.generator import BLOCK_SIZE, EVENT_COLUMNS, iter_world
@@ -222,7 +222,9 @@ def test_money_moves_only_where_it_should(small_world):
     assert (amount[(events["kind"] == "film_watch") & ~cinema] == 0).all()
     assert (amount[(events["kind"] == "film_watch") & cinema] > 0).all()
     assert (amount[events["kind"] == "course_purchase"] >= Decimal("1.00")).all()
-    discounts = {1 - paid / list_prices[plan] for paid, plan in zip(amount[starts], events.loc[starts, "item_id"])}
+    discounts = {
+        1 - paid / list_prices[plan] for paid, plan in zip(amount[starts], events.loc[starts, "item_id"], strict=True)
+    }
     assert discounts <= {Decimal(str(level)) for level in P.MEMBERSHIP_DISCOUNT_LEVELS}
 
 
@@ -232,7 +234,10 @@ def test_films_are_watched_only_while_licensed(small_world):
     watches = events[events["kind"] == "film_watch"]
     day = watches["occurred_at"].dt.tz_convert(SHANGHAI).dt.date
 
-    assert all(licence[film][0] <= watched_on <= licence[film][1] for film, watched_on in zip(watches["item_id"], day))
+    assert all(
+        licence[film][0] <= watched_on <= licence[film][1]
+        for film, watched_on in zip(watches["item_id"], day, strict=True)
+    )
 
 
 def test_the_target_course_is_bought_only_in_the_label_window(small_world):
@@ -581,7 +586,7 @@ def test_bgnbd_and_gamma_gamma_fits_recover_the_purchase_process_within_ten_perc
     planted = [*process["parameters"].values(), *process["spend"]["parameters"].values()]
     estimated = [*np.exp(bgnbd.x), *np.exp(gamma_gamma.x)]
     relative_errors = dict(
-        zip(["r", "alpha", "a", "b", "p", "q", "v"], np.abs(np.array(estimated) / np.array(planted) - 1))
+        zip(["r", "alpha", "a", "b", "p", "q", "v"], np.abs(np.array(estimated) / np.array(planted) - 1), strict=True)
     )
     assert max(relative_errors.values()) < 0.10, relative_errors
 

@@ -44,8 +44,8 @@ def uplift_trained(demo_world, django_db_blocker):
 def _campaign(slug: str, *, mode: str, package_a: str, package_b: str):
     """Create a next member day with the article's two packages, each for the users its condition names."""
     from campaigns.models import Campaign, Rule
-    from campaigns.rule_fields import condition_registry
     from campaigns.rules import to_json, validate_text
+    from campaigns.selectors.rule_fields import condition_registry
 
     registry = condition_registry()
     source = Campaign.objects.get(slug=SETTING)
@@ -152,7 +152,7 @@ def test_optimised_campaign_earns_one_and_a_half_times_the_best_rule_based_margi
     assert 0.06 <= arms[CampaignAssignment.HOLDOUT] / sum(arms.values()) <= 0.14, arms
     assert not CampaignAssignment.objects.filter(campaign=optimised, rule__isnull=True).exists()
     # and every treated user got exactly one package: both offers of A, or both of B
-    kinds = {}
+    kinds: dict[int, set[str]] = {}
     for user, kind in Offer.objects.filter(campaign=optimised).values_list("user_id", "kind"):
         kinds.setdefault(user, set()).add(kind)
     assert set(map(frozenset, kinds.values())) <= {

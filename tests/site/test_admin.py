@@ -23,9 +23,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def some_of_everything():
-    rule = RuleFactory()
-    OfferFactory(campaign=rule.campaign, rule=rule)
-    CourseFactory(), FilmFactory(), DealFactory(), BehaviorEventFactory()
+    rule = RuleFactory.create()
+    OfferFactory.create(campaign=rule.campaign, rule=rule)
+    CourseFactory.create(), FilmFactory.create(), DealFactory.create(), BehaviorEventFactory.create()
     return rule
 
 
@@ -62,7 +62,7 @@ def test_changes_to_a_campaign_are_kept_in_its_history(manager_client, manager):
     # given a campaign
     starts = timezone.localtime().replace(microsecond=0)
     ends = starts + timedelta(days=30)
-    campaign = CampaignFactory(name="Before", starts_at=starts, ends_at=ends)
+    campaign = CampaignFactory.create(name="Before", starts_at=starts, ends_at=ends)
     # when the manager renames it in the admin
     data = {
         "slug": campaign.slug,
@@ -115,7 +115,7 @@ def test_login_is_locked_after_repeated_failures(client, manager):
 
 
 def test_a_rule_with_a_bad_condition_is_refused_with_a_pointer(manager_client):
-    campaign = CampaignFactory()
+    campaign = CampaignFactory.create()
     data = {
         "campaign": campaign.pk,
         "name": "heavy",
@@ -148,9 +148,9 @@ def test_preview_action_reports_reach_and_cost_without_issuing(manager_client):
     from campaigns.models import Offer
     from tests.factories import EndUserFactory
 
-    rule = RuleFactory(condition={"field": "watching_count", "op": ">", "value": 10}, cost="20.00")
+    rule = RuleFactory.create(condition={"field": "watching_count", "op": ">", "value": 10}, cost="20.00")
     for watching in (15, 3):
-        ImportedBehavior.objects.create(user=EndUserFactory(), watching_count=watching, purchasing_count=0)
+        ImportedBehavior.objects.create(user=EndUserFactory.create(), watching_count=watching, purchasing_count=0)
     response = manager_client.post(
         reverse("admin:campaigns_campaign_changelist"),
         {"action": "preview_campaign", "_selected_action": [rule.campaign.pk]},

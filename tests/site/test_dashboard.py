@@ -45,21 +45,22 @@ def build_campaign(
 ):
     """Run a small experiment: half treated with an offer, half held out; purchases and cancellations after it."""
     rng = np.random.default_rng(seed)
-    owner = PartnerFactory()
-    campaign = CampaignFactory(
+    owner = PartnerFactory.create()
+    campaign = CampaignFactory.create(
         name=name,
         owner=owner,
         holdout_share=Decimal("0.500"),
         budget=Decimal("2000.00"),
         starts_at=timezone.now() - timedelta(days=20),
     )
-    rule = RuleFactory(campaign=campaign, condition={})
+    rule = RuleFactory.create(campaign=campaign, condition={})
     people = EndUser.objects.bulk_create(
         EndUser(external_id=f"{campaign.slug}-{i}", home_partner=owner, marketing_consent=True) for i in range(users)
     )
     arms = ["treatment" if i % 2 else "holdout" for i in range(users)]
     CampaignAssignment.objects.bulk_create(
-        CampaignAssignment(campaign=campaign, user=user, arm=arm, rule=rule) for user, arm in zip(people, arms)
+        CampaignAssignment(campaign=campaign, user=user, arm=arm, rule=rule)
+        for user, arm in zip(people, arms, strict=True)
     )
     assigned_at = timezone.now() - timedelta(days=18)
     CampaignAssignment.objects.filter(campaign=campaign).update(assigned_at=assigned_at)
@@ -74,7 +75,7 @@ def build_campaign(
             issued_at=assigned_at + timedelta(days=i % 5),
             expires_at=assigned_at + timedelta(days=30),
         )
-        for i, (user, arm) in enumerate(zip(people, arms))
+        for i, (user, arm) in enumerate(zip(people, arms, strict=True))
         if arm == "treatment"
     )
     Offer.objects.filter(pk__in=[offer.pk for offer in offers[:10]]).update(status=Offer.Status.REDEEMED)
@@ -94,7 +95,7 @@ def build_campaign(
             amount=Decimal("99.00"),
             occurred_at=assigned_at + timedelta(days=1 + i % 7),
         )
-        for i, (user, buy) in enumerate(zip(people, buys))
+        for i, (user, buy) in enumerate(zip(people, buys, strict=True))
         if buy
     ]
     events += [
@@ -105,7 +106,7 @@ def build_campaign(
             kind="membership_cancel",
             occurred_at=assigned_at + timedelta(days=1 + i % 15),
         )
-        for i, (user, cancel) in enumerate(zip(people, cancels))
+        for i, (user, cancel) in enumerate(zip(people, cancels, strict=True))
         if cancel
     ]
     BehaviorEvent.objects.bulk_create(events)
@@ -116,7 +117,7 @@ def build_deal(slug: str, *, grants: int, spent: str) -> Deal:
     """A deal with confirmed grants in the last finished month and spending of the first user at the target."""
     period = period_last_closed(zone=SHANGHAI)
     start, _end = period_bounds(period, SHANGHAI)
-    deal = DealFactory(
+    deal = DealFactory.create(
         slug=slug,
         status=Deal.Status.ACTIVE,
         settlement_price=Decimal("8.00"),
@@ -160,6 +161,13 @@ def world(db):
     return campaigns, deals
 
 
+def found(pattern: str, text: str) -> re.Match[str]:
+    """Return the first match of a pattern the text must contain."""
+    match = re.search(pattern, text)
+    assert match is not None, f"{pattern!r} not found"
+    return match
+
+
 def svg_charts(page: str) -> list[str]:
     return re.findall(r'<svg class="chart".*?</svg>', page, flags=re.S)
 
@@ -179,7 +187,7 @@ def test_dashboard_shows_kpis_and_charts_with_data(manager_client, world, langua
     assert cards["budget"] == "500.00 / 4,000.00"
     drawn = svg_charts(page)
     # two uplift charts and the balances, then funnel, retention and budget for each campaign
-    assert [re.search(r'data-chart="(\w+)"', svg).group(1) for svg in drawn] == [
+    assert [found(r'data-chart="(\w+)"', svg).group(1) for svg in drawn] == [
         "interval",
         "interval",
         "bar",
@@ -275,11 +283,9 @@ def test_interval_chart_places_whiskers_around_the_point():
     svg = charts.interval_chart(
         title="Uplift", intervals=[charts.Interval("x", 0.05, 0.02, 0.08, "+5.0 pp")], axis_label="pp", empty="none"
     )
-    group = re.search(r'<g class="interval" data-value="0.05" data-lower="0.02" data-upper="0.08">.*?</g>', svg).group(
-        0
-    )
-    lower, upper = (float(v) for v in re.search(r'<line x1="([\d.]+)" x2="([\d.]+)"', group).groups())
-    point = float(re.search(r'<circle cx="([\d.]+)"', group).group(1))
+    group = found(r'<g class="interval" data-value="0.05" data-lower="0.02" data-upper="0.08">.*?</g>', svg).group(0)
+    lower, upper = (float(v) for v in found(r'<line x1="([\d.]+)" x2="([\d.]+)"', group).groups())
+    point = float(found(r'<circle cx="([\d.]+)"', group).group(1))
     assert lower < point < upper
     assert (point - lower) == pytest.approx(upper - point, abs=0.02)
 
@@ -289,12 +295,12 @@ def test_step_chart_thins_long_curves_and_keeps_the_last_value():
     survival = [1 - t / 10000 for t in times]
     svg = charts.step_chart(
         title="KM",
-        series=[charts.Series("treated", list(zip(times, survival)))],
+        series=[charts.Series("treated", list(zip(times, survival, strict=True)))],
         x_label="days",
         y_label="share",
         empty="none",
     )
-    path = re.search(r'<path class="curve" d="([^"]+)"[^>]*data-value="([\d.]+)" data-points="(\d+)"', svg)
+    path = found(r'<path class="curve" d="([^"]+)"[^>]*data-value="([\d.]+)" data-points="(\d+)"', svg)
     assert path.group(3) == "5000" and path.group(2) == "0.5001"
     assert path.group(1).count("H") == charts.MAX_POINTS - 1
 

@@ -74,8 +74,10 @@ def parse_po(path: Path) -> list[PoEntry]:
         entry, target, seen_msgstr = PoEntry(), None, False
 
     def append(text: str):
+        assert target is not None  # the caller checked that a keyword line came first
         name, index = target
         if name == "msgstr":
+            assert index is not None  # a msgstr target always carries its index
             entry.msgstr[index] += text
         else:
             setattr(entry, name, (getattr(entry, name) or "") + text)
@@ -167,9 +169,10 @@ PERCENT = re.compile(
 BRACES = re.compile(r"(?<!\{)\{(?P<field>[^{}]*)\}(?!\})")
 
 
-def placeholders(text: str) -> tuple[Counter, tuple[str, ...], Counter]:
+def placeholders(text: str) -> tuple[Counter[tuple[str, str]], tuple[str, ...], Counter[str]]:
     """Return (named %-placeholders, positional %-placeholders in order, {}-fields) of a string."""
-    named, positional = Counter(), []
+    named: Counter[tuple[str, str]] = Counter()  # (name, conversion)
+    positional: list[str] = []
     for match in PERCENT.finditer(text):
         if match["conversion"] == "%":
             continue
@@ -214,7 +217,10 @@ def _calls_in_python(path: Path):
 
 
 def _calls_in_template(path: Path):
-    """Yield keyword calls of a template, read from the gettext calls Django's templatize (makemessages' own step) writes."""
+    """Yield keyword calls of a template.
+
+    They are read from the gettext calls Django's templatize (makemessages' own step) writes.
+    """
     from django.utils.translation.template import templatize
 
     tokens = [
@@ -225,7 +231,9 @@ def _calls_in_template(path: Path):
     for at, token in enumerate(tokens[:-1]):
         if token.type != tokenize.NAME or token.string not in KEYWORDS or tokens[at + 1].string != "(":
             continue
-        args, current, depth = [], "", 0
+        args: list[str | None] = []
+        current: str | None = ""  # None once an argument is more than string literals
+        depth = 0
         for inner in tokens[at + 2 :]:
             if inner.string in ("(", "[", "{"):
                 depth += 1
@@ -244,7 +252,7 @@ def _calls_in_template(path: Path):
 
 def source_msgids() -> dict[str, str]:
     """Return {gettext key: 'file:line'} for every literal string our code and templates mark for translation."""
-    found = {}
+    found: dict[str, str] = {}
     for package in SOURCE_PACKAGES:
         for path in sorted((Path(settings.BASE_DIR) / package).rglob("*")):
             if path.suffix == ".py":
@@ -383,7 +391,7 @@ def test_the_admin_index_speaks_english_with_the_language_cookie(manager_client)
 
 @pytest.fixture
 def campaign():
-    return CampaignFactory(name="Member day", status=Campaign.Status.RUNNING, kind=Campaign.Kind.RULES)
+    return CampaignFactory.create(name="Member day", status=Campaign.Status.RUNNING, kind=Campaign.Kind.RULES)
 
 
 CHINESE_CHANGELIST = [

@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 def test_expire_offers_runs_on_a_real_worker(celery_worker_process, report_line):
     # given a due offer, committed so the worker process can see it
     past = timezone.now() - timedelta(days=20)
-    offer = OfferFactory(issued_at=past, expires_at=past + timedelta(days=1))
+    offer = OfferFactory.create(issued_at=past, expires_at=past + timedelta(days=1))
 
     # when the task is sent through the broker
     result = expire_offers.delay().get(timeout=60)

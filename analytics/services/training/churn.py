@@ -28,6 +28,8 @@ from django.utils import timezone
 from lifelines import CoxPHFitter, KaplanMeierFitter
 from scipy.stats import chi2
 
+from crossmkt_site.errors import ApplicationError
+
 from ...models import ModelRun
 from ...selectors import CHURN_BANDS
 from ..registry import model_run_save
@@ -481,7 +483,8 @@ def _data_end(observation_end: datetime | None) -> datetime:
     if observation_end is not None:
         return as_utc(observation_end)
     _, last_event = event_time_bounds()
-    require(last_event is not None, "churn needs membership events; none are loaded")
+    if last_event is None:  # as require() would
+        raise ApplicationError("churn needs membership events; none are loaded", code="not_enough_data", field="model")
     # Just after the last event, so that it counts.
     return min(last_event + timedelta(microseconds=1), timezone.now())
 

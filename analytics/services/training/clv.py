@@ -82,7 +82,8 @@ def course_purchases_frame(
     *, before: datetime | None = None, excluded_items: Sequence[str] = (), user_id_range: tuple[int, int] | None = None
 ) -> pd.DataFrame:
     """Return course purchases as user_id, occurred_at (UTC) and amount (float CNY), read in one query."""
-    where, params = ["kind = %s"], [PURCHASE]
+    where = ["kind = %s"]
+    params: list[object] = [PURCHASE]
     if before is not None:
         where.append("occurred_at < %s")
         params.append(_sql_time(before))
@@ -92,7 +93,10 @@ def course_purchases_frame(
     if user_id_range is not None:
         where.append("user_id >= %s AND user_id < %s")
         params.extend(user_id_range)
-    sql = f"SELECT user_id, {sql_time('occurred_at')} AS occurred_at, amount FROM {BehaviorEvent._meta.db_table} WHERE {' AND '.join(where)}"
+    sql = (
+        f"SELECT user_id, {sql_time('occurred_at')} AS occurred_at, amount "
+        f"FROM {BehaviorEvent._meta.db_table} WHERE {' AND '.join(where)}"
+    )
     frame = fetch_frame(sql, params)
     return pd.DataFrame(
         {
@@ -164,12 +168,19 @@ class BgNbdClvScorer:
             frequency=summary.frequency,
             recency=summary.recency,
             age=summary.age,
-            average_repeat_spend=summary.average_repeat_spend,
+            average_repeat_spend=_repeat_spend(summary),
             margin_fraction=self.margin_fraction,
             annual_discount_rate=self.annual_discount_rate,
             horizon_weeks=self.horizon_weeks,
             period_weeks=CLV_PERIOD_WEEKS,
         )
+
+
+def _repeat_spend(summary: bgnbd.PurchaseSummary) -> FloatArray:
+    """Return the summary's mean spend per repeat purchase day (``summarise_purchases`` always has amounts)."""
+    if summary.average_repeat_spend is None:
+        raise ValueError("the purchase summary was made without amounts")
+    return summary.average_repeat_spend
 
 
 def summarise_purchases(purchases: pd.DataFrame, *, observation_end: datetime, time_zone: str) -> bgnbd.PurchaseSummary:
@@ -244,7 +255,7 @@ def clv_models_fit(
             field="observation_end",
         )
     purchase_fit = bgnbd.fit_bgnbd(frequency=summary.frequency, recency=summary.recency, age=summary.age)
-    spend_fit = bgnbd.fit_gamma_gamma(frequency=summary.frequency, average_repeat_spend=summary.average_repeat_spend)
+    spend_fit = bgnbd.fit_gamma_gamma(frequency=summary.frequency, average_repeat_spend=_repeat_spend(summary))
     if spend_fit.parameters.q <= 1:
         raise ApplicationError(
             f"the spend model's q = {spend_fit.parameters.q:.3f} <= 1 implies an infinite mean "
@@ -264,7 +275,8 @@ def clv_models_fit(
         value_band_edges=(0.0, 0.0),
     )
     lifetime_values = scorer_without_bands.lifetime_values(summary)
-    band_edges = tuple(float(edge) for edge in np.quantile(lifetime_values, [1 / 3, 2 / 3]))
+    lower_edge, upper_edge = np.quantile(lifetime_values, [1 / 3, 2 / 3])
+    band_edges = (float(lower_edge), float(upper_edge))
     scorer = replace(scorer_without_bands, value_band_edges=band_edges)
 
     markov = _markov_fit(calibration, summary.customer_ids, observation_end=observation_end, time_zone=time_zone)
@@ -319,7 +331,7 @@ def clv_models_fit(
         "bgnbd": _fit_diagnostics(purchase_fit),
         "gamma_gamma": _fit_diagnostics(spend_fit),
         "spend_frequency_correlation": _correlation(
-            summary.frequency[summary.frequency > 0], summary.average_repeat_spend[summary.frequency > 0]
+            summary.frequency[summary.frequency > 0], _repeat_spend(summary)[summary.frequency > 0]
         ),
         "lifetime_value": {
             "bgnbd": _distribution(lifetime_values),
@@ -435,7 +447,7 @@ def _holdout_comparison(
         purchase_parameters, horizon_weeks=weeks, frequency=summary.frequency, recency=summary.recency, age=summary.age
     )
     expected_spend = expected_purchases * bgnbd.expected_average_spend(
-        spend_parameters, frequency=summary.frequency, average_repeat_spend=summary.average_repeat_spend
+        spend_parameters, frequency=summary.frequency, average_repeat_spend=_repeat_spend(summary)
     )
     months = days / MONTH_DAYS
     return {

@@ -148,7 +148,7 @@ def category_levels(values: pd.Series, *, stated_reference: str | None = None) -
     levels = sorted(counts.index, key=lambda level: (-counts[level], str(level)))
     if not levels:
         raise ApplicationError("no values to take levels from", code="no_data")
-    reference = stated_reference if stated_reference in counts.index else levels[0]
+    reference = stated_reference if stated_reference is not None and stated_reference in counts.index else levels[0]
     return levels, reference
 
 

@@ -292,7 +292,7 @@ def recommendation_evaluation(
     row_of_user = pd.Series(np.arange(len(calibration.user_ids)), index=calibration.user_ids)
     rng = np.random.default_rng(EVALUATION_SEED)
     per_domain: dict[str, Any] = {}
-    pooled: dict[str, dict[str, list[FloatArray]]] = {
+    pooled: dict[str, dict[str, list[npt.NDArray[np.bool_] | FloatArray]]] = {
         name: {"hits": [], "gains": []} for name in ("model", "popularity")
     }
     for domain in (COURSE, FILM):
@@ -312,11 +312,13 @@ def recommendation_evaluation(
         popular_rank = _ranks_of_targets(
             lambda block: np.tile(model.popularity, (block.shape[0], 1)), history, owned, allowed, items
         )
-        results = {}
+        results: dict[str, dict[str, float | None]] = {}
+        hit_rates: dict[str, float] = {}
         for name, ranks in (("model", model_rank), ("popularity", popular_rank)):
             hits, gains = ranks < length, np.where(ranks < length, 1 / np.log2(ranks + 2.0), 0.0)
+            hit_rates[name] = float(hits.mean())
             results[name] = {
-                "hit_rate": float(hits.mean()),
+                "hit_rate": hit_rates[name],
                 "ndcg": float(gains.mean()),
                 "hit_rate_with_history": float(hits[has_history].mean()) if has_history.any() else None,
             }
@@ -327,7 +329,7 @@ def recommendation_evaluation(
             "n_users_without_history": int((~has_history).sum()),
             "n_candidates": int(allowed.sum()),
             **results,
-            "relative_hit_rate_lift": _lift(results["model"]["hit_rate"], results["popularity"]["hit_rate"]),
+            "relative_hit_rate_lift": _lift(hit_rates["model"], hit_rates["popularity"]),
         }
     overall: dict[str, Any] = {"n_users": int(sum(len(hits) for hits in pooled["model"]["hits"]))}
     if overall["n_users"]:

@@ -124,7 +124,7 @@ class SegmentScorer:
     names_en: list[str]
     names_zh: list[str]
     data_start: datetime | None
-    fields: tuple[str, ...] = field(default=COUNT_FIELDS + ("tenure_days",))
+    fields: tuple[str, ...] = field(default=(*COUNT_FIELDS, "tenure_days"))
 
     def standardised(self, rates: pd.DataFrame) -> np.ndarray:
         """Return log1p rates standardised with the training means and scales."""
@@ -198,7 +198,7 @@ def _segments_fit(counts: pd.DataFrame, exposure: pd.Series, *, k: int, data_sta
     order = np.argsort(-np.bincount(clusters, minlength=k), kind="stable")
     centres = kmeans.cluster_centers_[order]
     segment = np.argsort(order)[clusters]
-    traits = [name_segment(dict(zip(COUNT_FIELDS, centre))) for centre in centres]
+    traits = [name_segment(dict(zip(COUNT_FIELDS, centre, strict=True))) for centre in centres]
     names = _unique_names(traits)
     scorer = SegmentScorer(
         feature_mean=scaler.mean_,
@@ -222,7 +222,7 @@ def _segments_fit(counts: pd.DataFrame, exposure: pd.Series, *, k: int, data_sta
                 "mean_counts": counts[members].mean().to_dict(),
                 "mean_rates_per_year": rates[members].mean().to_dict(),
                 "mean_exposure_days": float(exposure[members].mean()),
-                "centre_standardised": dict(zip(COUNT_FIELDS, centres[index])),
+                "centre_standardised": dict(zip(COUNT_FIELDS, centres[index], strict=True)),
             }
         )
     metrics: dict[str, Any] = {

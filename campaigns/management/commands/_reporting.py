@@ -6,8 +6,8 @@ def report_import(command, result, *, noun: str, show_rejected: int) -> None:
     style = command.style.WARNING if result.rejected else command.style.SUCCESS
     command.stdout.write(
         style(
-            f"{result.imported} {noun} imported, {result.duplicates} duplicates skipped, {len(result.rejected)} rejected"
-            + (f"; {result.users_created} new users" if result.users_created else "")
+            f"{result.imported} {noun} imported, {result.duplicates} duplicates skipped, "
+            f"{len(result.rejected)} rejected" + (f"; {result.users_created} new users" if result.users_created else "")
         )
     )
     for rejection in result.rejected[:show_rejected]:

@@ -11,8 +11,9 @@ from ._reporting import report_import
 class Command(BaseCommand):
     help = (
         "Import behaviour events from a CSV with columns event_id,user_id,partner,kind,item_id,amount,occurred_at "
-        "(UTF-8 with or without BOM, or GBK). Times without an offset are read in TIME_ZONE. Re-importing adds nothing; "
-        "a user id not seen before creates that user, without marketing or data-sharing consent."
+        "(UTF-8 with or without BOM, or GBK). Times without an offset are read in TIME_ZONE. "
+        "Re-importing adds nothing; a user id not seen before creates that user, "
+        "without marketing or data-sharing consent."
     )
 
     def add_arguments(self, parser):

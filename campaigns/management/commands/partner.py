@@ -57,7 +57,8 @@ class Command(BaseCommand):
         self.stdout.write(raw_key)
         self.stderr.write(
             f"API key {key.prefix} issued for {slug}. It is shown only this once; "
-            f"send it as 'Authorization: Api-Key <key>'. Revoke with: python manage.py partner revoke-key {slug} {key.prefix}"
+            f"send it as 'Authorization: Api-Key <key>'. "
+            f"Revoke with: python manage.py partner revoke-key {slug} {key.prefix}"
         )
 
     def handle_revoke_key(self, *, slug, prefix, **_):

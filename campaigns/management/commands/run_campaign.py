@@ -12,7 +12,10 @@ from ...services.campaign_run import campaign_dry_run, campaign_run
 
 
 class Command(BaseCommand):
-    help = "Evaluate a campaign's rules over every reachable user and issue offers; --dry-run only forecasts reach and cost."
+    help = (
+        "Evaluate a campaign's rules over every reachable user and issue offers; "
+        "--dry-run only forecasts reach and cost."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("slug")
@@ -47,8 +50,9 @@ class Command(BaseCommand):
             return
         self.stdout.write(
             self.style.SUCCESS(
-                f"{slug}: {result['eligible']} newly eligible, {result['holdout']} held out, {result['issued']} offers issued "
-                f"costing {result['cost']} CNY; {result['skipped_existing']} already handled, {result['clamped']} not issued "
+                f"{slug}: {result['eligible']} newly eligible, {result['holdout']} held out, "
+                f"{result['issued']} offers issued costing {result['cost']} CNY; "
+                f"{result['skipped_existing']} already handled, {result['clamped']} not issued "
                 "for lack of budget, offer cap or stock"
             )
         )
@@ -60,11 +64,12 @@ class Command(BaseCommand):
         )
         for rule in forecast.rules:
             self.stdout.write(
-                f"{rule.rule[:40]:<40} {rule.priority:>8} {rule.treated:>9} {rule.holdout:>9} {rule.offers:>9} {rule.cost:>14}"
+                f"{rule.rule[:40]:<40} {rule.priority:>8} {rule.treated:>9} {rule.holdout:>9} "
+                f"{rule.offers:>9} {rule.cost:>14}"
             )
         self.stdout.write(
-            f"{'total':<40} {'':>8} {forecast.eligible - forecast.holdout:>9} {forecast.holdout:>9} {forecast.offers:>9} "
-            f"{forecast.cost:>14}"
+            f"{'total':<40} {'':>8} {forecast.eligible - forecast.holdout:>9} {forecast.holdout:>9} "
+            f"{forecast.offers:>9} {forecast.cost:>14}"
         )
         if forecast.remaining is not None:
             verdict = (

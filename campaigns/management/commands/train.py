@@ -1,5 +1,6 @@
-"""python manage.py train --model {propensity,churn,clv,segments,recommendations,uplift,all} [--json] [--observation-end DATE].
+"""python manage.py train --model MODEL [--json] [--observation-end DATE].
 
+MODEL is one of {propensity,churn,clv,segments,recommendations,uplift,all}.
 ``all`` trains the models that learn from behaviour; ``uplift`` learns from past campaigns
 with a holdout, so it is trained by name once campaigns have run.
 """

@@ -48,7 +48,10 @@ class Command(BaseCommand):
         else:
             self.stdout.write("A demo world is already loaded; keeping it.")
         call_command("build_features", stdout=self.stdout)
-        self.train(demo_world_latest().truth)
+        world = demo_world_latest()
+        if world is None:
+            raise CommandError("no demo world is loaded, although seed_demo has just run")
+        self.train(world.truth)
         call_command("score", "--wait", *quiet, stdout=self.stdout)
         for played in demo_campaigns_play():
             if "refused" in played:
@@ -85,8 +88,8 @@ class Command(BaseCommand):
                 raise CommandError(f"{name}: {error.message}") from None
             report_training(self, run, name=name, seconds=time.monotonic() - started)
             if run.model == ModelRun.Model.CLV:
-                error = clv_compare(params=run.params, truth=truth)["max_relative_error"]
-                self.stdout.write(f"  max_relative_error_vs_truth: {round(error, 4)}")
+                relative_error = clv_compare(params=run.params, truth=truth)["max_relative_error"]
+                self.stdout.write(f"  max_relative_error_vs_truth: {round(relative_error, 4)}")
 
     def ensure_admin(self) -> None:
         users = get_user_model().objects

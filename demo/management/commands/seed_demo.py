@@ -40,9 +40,10 @@ class Command(BaseCommand):
         built = features_build()
         self.stdout.write(
             self.style.SUCCESS(
-                f"demo world loaded in {loaded - started:.1f} s: {summary['partners']} partners, {summary['courses']} courses, "
-                f"{summary['films']} films, {summary['deals']} deals, {summary['campaigns']} campaigns, "
-                f"{summary['users']} new users, {summary['events']} new events ({summary['duplicate_events']} already there); "
+                f"demo world loaded in {loaded - started:.1f} s: {summary['partners']} partners, "
+                f"{summary['courses']} courses, {summary['films']} films, {summary['deals']} deals, "
+                f"{summary['campaigns']} campaigns, {summary['users']} new users, {summary['events']} new events "
+                f"({summary['duplicate_events']} already there); "
                 f"features built for {built} users in {time.monotonic() - loaded:.1f} s"
             )
         )

@@ -13,6 +13,7 @@ import json
 import math
 import sqlite3
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
-from campaigns.rules import ConditionError, FieldSpec, compile_sql, validate, validate_text
+from campaigns.rules import Condition, ConditionError, FieldSpec, compile_sql, validate, validate_text
 
 SEGMENTS = ("film buffs", "lapsed learners", "教师", 'say "hi"')
 
@@ -50,7 +51,7 @@ def error_for_text(text: str) -> ConditionError:
     return caught.value
 
 
-def error_for_json(tree: object) -> ConditionError:
+def error_for_json(tree: Mapping[str, object]) -> ConditionError:
     with pytest.raises(ConditionError) as caught:
         validate(tree, REGISTRY)
     return caught.value
@@ -61,7 +62,7 @@ def strict_json(tree: object) -> str:
     return json.dumps(tree, ensure_ascii=False, sort_keys=True)
 
 
-USERS = [
+USERS: list[dict[str, object]] = [
     {
         "watching_count": 12,
         "purchasing_count": 6,
@@ -103,7 +104,7 @@ SQLITE_TYPES = {
 }
 
 
-def select_with_sqlite(condition: object, users: Sequence[Mapping[str, object]]) -> list[int]:
+def select_with_sqlite(condition: Condition, users: Sequence[Mapping[str, object]]) -> list[int]:
     """Load users into an in-memory SQLite table and return the row indexes the SQL selects."""
     fragment = compile_sql(condition, SQL_COLUMNS)
     connection = sqlite3.connect(":memory:")
@@ -143,7 +144,7 @@ number_constants_as_json = st.one_of(
     number_constants.map(lambda number: repr(float(number)) if isinstance(number, float) else str(number)),
 )
 OCCUPATION_POOL = ("teacher", "Teacher", "教师", "", "O'Brien", 'say "hi"', "back\\slash", "film buffs")
-free_text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=4)
+free_text = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=4)
 occupation_constants = st.one_of(st.sampled_from(OCCUPATION_POOL), free_text)
 
 CONSTANTS = {
@@ -209,11 +210,11 @@ def build_table(users: list[dict[str, object]], layout: str) -> pd.DataFrame | d
     if layout == "nullable":
         number_dtype, text_dtype, bool_dtype = "Float64", "string", "boolean"
     else:
-        number_dtype, text_dtype, bool_dtype = "float64", object, object
+        number_dtype, text_dtype, bool_dtype = "float64", "object", "object"
     frame = pd.DataFrame({field: pd.Series(column(field), dtype=number_dtype) for field in NUMBER_FIELDS})
     for field in ("segment", "occupation"):
         frame[field] = pd.Series(column(field), dtype=text_dtype)
-    consent = column("marketing_consent")
+    consent = cast("list[bool | None]", column("marketing_consent"))  # true, false or missing in every user
     if layout == "bool_as_float":
         frame["marketing_consent"] = pd.Series(
             [math.nan if value is None else float(value) for value in consent], dtype="float64"

@@ -19,8 +19,8 @@ import pandas as pd
 from analytics.models import EndUser, ExperimentOutcome
 from analytics.services.uplift import ANY_STRATUM, CONTROL, Experiment
 
-from .models import Campaign, CampaignAssignment, Offer, Rule
-from .reports.selectors import campaign_outcome_frame
+from ..models import Campaign, CampaignAssignment, Offer, Rule
+from ..reports.selectors import campaign_outcome_frame
 
 OFFER_KINDS: tuple[str, ...] = tuple(Rule.OfferKind.values)
 
@@ -120,6 +120,7 @@ def uplift_experiments(*, campaigns: Iterable[Campaign] | None = None) -> tuple[
     experiments: list[Experiment] = []
     skipped: list[str] = []
     for campaign in chosen:
+        moment: datetime | None
         if campaign.kind == Campaign.Kind.EXTERNAL:
             rows, reason = _imported_rows(campaign)
             moment = campaign.starts_at
@@ -129,5 +130,7 @@ def uplift_experiments(*, campaigns: Iterable[Campaign] | None = None) -> tuple[
             if reason != "no holdout" or campaign.kind == Campaign.Kind.EXTERNAL:
                 skipped.append(f"{campaign.slug}: {reason or 'no usable rows'}")
             continue
+        if moment is None:  # only a campaign skipped above has no assignment moment
+            raise ValueError(f"{campaign.slug}: rows without the moment they were assigned")
         experiments.append(Experiment(name=campaign.slug, kind=campaign.kind, as_of=moment, rows=rows))
     return experiments, skipped

@@ -5,10 +5,13 @@ from django.db import connection
 from analytics.selectors import CATEGORY_COUNTS, CONDITION_FIELDS
 from campaigns.rules import FieldSpec
 
-from .models import Course, Film
+from ..models import Course, Film
 
 # The catalog table that says which category the item of each kind of event is in, and the item's id column.
-_ITEM_TABLES = {"film_watch": (Film, "external_id"), "course_purchase": (Course, "sku")}
+_ITEM_TABLES: dict[str, tuple[type[Film] | type[Course], str]] = {
+    "film_watch": (Film, "external_id"),
+    "course_purchase": (Course, "sku"),
+}
 
 
 def item_category_sources() -> dict[str, str]:

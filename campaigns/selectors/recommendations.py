@@ -18,7 +18,7 @@ from analytics.services.recommend import recommendations_rank
 from analytics.services.training.recommendations import CATALOG_COLUMNS, COURSE, FILM
 from crossmkt_site.errors import ApplicationError
 
-from .models import Bundle, Campaign, Course, Deal, Film, Partner
+from ..models import Bundle, Campaign, Course, Deal, Film, Partner
 
 
 def catalog_frame() -> pd.DataFrame:
@@ -125,7 +125,7 @@ class Recommendation:
     score: float  # the user's share of interest in this category, 0 to 1
 
 
-def _interest_by_category(counts) -> Counter:
+def _interest_by_category(counts) -> Counter[str]:
     course_keys = {(partner_id, item) for partner_id, kind, item, _n in counts if kind in COURSE_KINDS}
     film_keys = {(partner_id, item) for partner_id, kind, item, _n in counts if kind not in COURSE_KINDS}
     course_category = {
@@ -142,7 +142,7 @@ def _interest_by_category(counts) -> Counter:
             external_id__in={key[1] for key in film_keys},
         ).values_list("partner_id", "external_id", "category")
     }
-    interest = Counter()
+    interest: Counter[str] = Counter()
     for partner_id, kind, item, n in counts:
         category = (course_category if kind in COURSE_KINDS else film_category).get((partner_id, item))
         if category:
