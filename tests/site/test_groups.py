@@ -34,7 +34,7 @@ def never_finishing_group(n: int) -> GroupResult:
 @pytest.mark.django_db
 def test_score_gives_up_after_its_time_limit_naming_what_is_pending(sent_to_absent_workers):
     # given an active model and users whose scoring tasks no worker finishes
-    partner = PartnerFactory()
+    partner = PartnerFactory.create()
     EndUser.objects.bulk_create(EndUser(external_id=f"u{i}", home_partner=partner) for i in range(3))
     model_run_save(model="segments", params={}, metrics={}, n_train=0, artifact=object())
     started = time.monotonic()

@@ -97,7 +97,7 @@ def in_thread(target, *args, **kwargs) -> tuple[threading.Thread, dict]:
 def test_a_worker_killed_whole_is_replaced_and_the_scoring_run_completes(own_queue, report_line):
     # given 3,000 users, two active models, and one worker (two pool processes) on this test's queue
     require_worker_services()
-    partner = PartnerFactory()
+    partner = PartnerFactory.create()
     EndUser.objects.bulk_create(EndUser(external_id=f"w{i:05d}", home_partner=partner) for i in range(3000))
     for model in SCORED:
         model_run_save(model=model, params={}, metrics={}, n_train=0, artifact=any_scorer())
@@ -152,7 +152,7 @@ def command_in_time(*args, limit: float = 20) -> tuple[str, float]:
 @pytest.mark.django_db(transaction=True)
 def test_score_with_no_worker_says_how_to_start_one_and_queues_nothing(redis_broker, own_queue):
     # given an active model and a user, a broker, and no worker on the queue
-    EndUser.objects.create(external_id="u1", home_partner=PartnerFactory())
+    EndUser.objects.create(external_id="u1", home_partner=PartnerFactory.create())
     model_run_save(model="segments", params={}, metrics={}, n_train=0, artifact=any_scorer())
 
     # when
@@ -168,9 +168,10 @@ def test_score_with_no_worker_says_how_to_start_one_and_queues_nothing(redis_bro
 @pytest.mark.django_db(transaction=True)
 def test_run_campaign_with_no_worker_says_how_to_start_one(redis_broker, own_queue):
     # given a runnable campaign, a reachable user, and no worker
-    campaign = CampaignFactory(budget=None)
-    RuleFactory(campaign=campaign, condition={"field": "age", "op": ">=", "value": 0})
-    EndUser.objects.create(external_id="u1", home_partner=campaign.owner, age=30, marketing_consent=True)
+    partner = PartnerFactory.create()
+    campaign = CampaignFactory.create(owner=partner, budget=None)
+    RuleFactory.create(campaign=campaign, condition={"field": "age", "op": ">=", "value": 0})
+    EndUser.objects.create(external_id="u1", home_partner=partner, age=30, marketing_consent=True)
 
     # when
     message, seconds = command_in_time("run_campaign", campaign.slug, "--no-progress")
