@@ -10,6 +10,8 @@ from datetime import datetime
 from celery import shared_task
 from django.db import OperationalError
 
+from crossmkt_site.celery import countdown_limit
+
 from .models.webhooks import DEFAULT_MAX_ATTEMPTS
 from .services.campaign_run import ISSUE_CHUNK_TASK, campaign_issue_chunk
 from .services.deals import EVALUATE_DEALS_TASK, deals_evaluate
@@ -69,7 +71,8 @@ def deliver_webhook(self, delivery_id: int, attempt: int = 1) -> dict:
     while result.retry_in is not None and self.request.is_eager:
         attempt += 1
         result = webhook_attempt(delivery_id=delivery_id, attempt=attempt)
-    if result.retry_in is not None:
+    # A longer wait is left to requeue_webhooks, which sends the attempt when the stored next_attempt_at is due.
+    if result.retry_in is not None and result.retry_in <= countdown_limit():
         raise self.retry(args=(delivery_id, attempt + 1), countdown=result.retry_in)
     return {**result.as_dict(), "worker_pid": os.getpid()}
 

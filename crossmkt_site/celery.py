@@ -17,3 +17,12 @@ def ping() -> dict:
     import socket
 
     return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def countdown_limit() -> float:
+    """Return the longest countdown a task should be retried with: half the broker's visibility timeout.
+
+    A worker holds a counting-down task's message unacknowledged until it is due, and Redis hands
+    a message held longer than the visibility timeout out again, once per timeout that passes.
+    """
+    return float(app.conf.broker_transport_options.get("visibility_timeout", 3600)) / 2

@@ -7,6 +7,7 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from celery.exceptions import Retry
 from django.urls import reverse
 from django.utils import timezone
 
@@ -24,6 +25,7 @@ from campaigns.services.webhook_outbox import (
     webhook_verify,
     webhooks_requeue_due,
 )
+from campaigns.tasks import deliver_webhook
 from tests.campaigns.partner_endpoint import Reply
 from tests.factories import CampaignFactory, EndUserFactory, OfferFactory, PartnerFactory, RuleFactory
 
@@ -335,3 +337,30 @@ def test_a_real_worker_delivers_and_retries_after_the_partners_retry_after(
     )
     assert list(delivery.attempt_log.order_by("number").values_list("status_code", flat=True)) == [429, 200]
     report_line(f"webhook {delivery.event_id} delivered by a worker after a 429 (test pid {os.getpid()})")
+
+
+def test_a_retry_further_off_than_the_brokers_visibility_timeout_is_left_to_the_sweep(endpoint):
+    # given a partner that asks to be tried again in an hour; Redis would hand a message held that
+    # long out again every visibility timeout (300 s), so the wait must not sit in a countdown
+    server = endpoint(Reply(503, headers={"Retry-After": "3600"}), Reply(503, headers={"Retry-After": "30"}))
+    cinema = listening_partner(server.url)
+    (later,) = webhook_deliveries_create(events=[(cinema, "offer.revoked", {"code": "X"})])
+    (soon,) = webhook_deliveries_create(events=[(cinema, "offer.revoked", {"code": "Y"})])
+
+    # when a worker makes the first attempt of each (run as a worker runs it, not eagerly)
+    result = deliver_webhook.run(later.pk, 1)
+    with pytest.raises(Retry):
+        deliver_webhook.run(soon.pk, 1)
+
+    # then the hour's wait is recorded for the sweep, which sends it when it is due; the short one is a countdown
+    assert result["outcome"] == "retry"
+    later.refresh_from_db()
+    assert later.next_attempt_at is not None
+    due = later.next_attempt_at - timezone.now()
+    assert timedelta(minutes=59) < due <= timedelta(hours=1)
+    webhooks_requeue_due(now=timezone.now() + timedelta(minutes=59))
+    later.refresh_from_db()
+    assert later.attempts == 1
+    webhooks_requeue_due(now=later.next_attempt_at + timedelta(minutes=3))
+    later.refresh_from_db()
+    assert later.attempts == 2

@@ -39,7 +39,7 @@ def own_queue():
     finally:
         app.conf.task_always_eager, app.conf.task_default_queue = before
         with app.connection_for_write() as conn:
-            conn.default_channel.client.delete(queue)
+            conn.default_channel.queue_delete(queue)
 
 
 @pytest.fixture
