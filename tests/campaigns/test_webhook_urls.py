@@ -448,3 +448,49 @@ def test_production_sends_only_https_even_if_the_environment_asks_for_http():
     assert settings_value("production", "WEBHOOK_ALLOWED_NETWORKS", WEBHOOK_ALLOWED_NETWORKS="10.20.0.0/16") == (
         "['10.20.0.0/16']"
     )
+
+
+# --- the check itself, without Django ------------------------------------------------------
+
+
+def check(url: str, table: dict[str, list[str]] | None = None) -> outbound_urls.Destination:
+    return outbound_urls.outbound_url_check(url, allow_http=False, resolve=lambda host, port: (table or {})[host])
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("https://[2002:7f00:1::]/hooks", "loopback"),  # 6to4 around 127.0.0.1
+        ("https://[64:ff9b::a00:1]/hooks", "private"),  # NAT64 around 10.0.0.1
+        ("https://[::ffff:a9fe:a9fe]/hooks", "link-local"),  # 169.254.169.254, mapped
+    ],
+)
+def test_ipv4_addresses_inside_ipv6_ones_are_judged_as_ipv4(url, kind):
+    with pytest.raises(outbound_urls.OutboundURLRefused) as refused:
+        check(url)
+
+    assert f"a {kind} address" in refused.value.message
+
+
+def test_the_destination_names_the_host_as_sent_and_keeps_the_vetted_addresses():
+    idn = check("https://回调.example./hooks/收?x=1", {"xn--zbss05j.example": ["2606:4700:4700::1111", PUBLIC]})
+    literal = check("https://[2606:4700:4700::1111]:8443/hooks")
+
+    assert (idn.host, idn.port, idn.addresses) == ("xn--zbss05j.example", 443, ("2606:4700:4700::1111", PUBLIC))
+    assert idn.target == "/hooks/%E6%94%B6?x=1"
+    assert (literal.host, literal.port, literal.addresses) == ("2606:4700:4700::1111", 8443, ("2606:4700:4700::1111",))
+
+
+@pytest.mark.parametrize(
+    ("url", "code"),
+    [
+        ("https://hooks.partner.example:99999/hooks", "bad_port"),
+        ("https:///hooks", "no_host"),
+        ("https://a..b/hooks", "bad_host"),
+    ],
+)
+def test_a_url_without_a_usable_host_or_port_is_refused(url, code):
+    with pytest.raises(outbound_urls.OutboundURLRefused) as refused:
+        check(url, {"hooks.partner.example": [PUBLIC]})
+
+    assert refused.value.code == code
