@@ -115,6 +115,9 @@ def _celery_worker_session(django_db_setup, django_db_blocker):
         "CELERY_BROKER_URL": broker,
         "CELERY_TASK_DEFAULT_QUEUE": queue,
         "DEBUG": "false",
+        # The scripted partner endpoints listen on 127.0.0.1, where webhooks may not go by default.
+        "WEBHOOK_ALLOW_HTTP": "true",
+        "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
     }
     log_path = ROOT / "test-artifacts" / "celery-worker.log"
     log_path.parent.mkdir(exist_ok=True)

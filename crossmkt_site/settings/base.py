@@ -4,7 +4,10 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
+
+from crossmkt_site.outbound_urls import parse_networks
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -191,6 +194,16 @@ AXES_FAILURE_LIMIT = 5
 AXES_COOLOFF_TIME = 1  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+
+# Webhook URLs (README, "Webhooks"): https only, unless plain http is allowed (local settings do, for
+# development; production never); never to a loopback, private, link-local, multicast, reserved or other
+# non-public address, unless its network is listed here, e.g. a partner reached over a VPN: 10.20.0.0/16.
+WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
+WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=[])
+try:
+    parse_networks(WEBHOOK_ALLOWED_NETWORKS)
+except ValueError as error:
+    raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {error}; give networks such as 10.20.0.0/16") from None
 
 # Typed loosely so environments can adjust nested entries (production raises the root level).
 LOGGING: dict[str, Any] = {
