@@ -1,14 +1,17 @@
 """Who is calling: partners authenticate with ``Authorization: Api-Key <key>``, throttled per key.
 
 A request with a valid key has ``request.user`` set to the partner and ``request.auth``
-to the key; everything else gets a 401 carrying ``WWW-Authenticate: Api-Key``.
+to the key; everything else gets a 401 carrying ``WWW-Authenticate: Api-Key``. An address
+that sends too many wrong keys gets a 429 for every key, right or wrong, until its window ends.
+Every count lives in the default cache, which all server processes share (see settings' CACHES).
 """
 
+import math
 import re
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
-from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.permissions import BasePermission
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -27,11 +30,17 @@ class ApiKeyAuthentication(BaseAuthentication):
         scheme, _, credentials = get_authorization_header(request).partition(b" ")
         if scheme.lower() != KEYWORD.lower().encode():
             return None
+        failures = FailedKeyThrottle()
+        # Checked before the key, so that a right key guessed from a blocked address looks like a wrong one.
+        if not failures.allows_another(request):
+            raise Throttled(wait=failures.wait(), detail="too many failed API key attempts from this address.")
         raw_key = credentials.strip().decode("latin-1")
         if not RAW_KEY_PATTERN.fullmatch(raw_key):
+            failures.record(request)
             raise AuthenticationFailed(f"malformed API key; send 'Authorization: {KEYWORD} <key>'")
         key = partner_api_key_authenticate(raw_key=raw_key)
         if key is None:
+            failures.record(request)
             raise AuthenticationFailed("invalid or revoked API key")
         return key.partner, key
 
@@ -46,7 +55,52 @@ class HasPartnerKey(BasePermission):
         return isinstance(request.auth, PartnerApiKey)
 
 
-class ApiKeyRateThrottle(SimpleRateThrottle):
+class SharedCounterThrottle(SimpleRateThrottle):
+    """Count requests in fixed windows with the cache's atomic increment: processes sharing the cache share counts.
+
+    DRF's own throttles keep a list of timestamps that each request reads, extends and writes
+    back; requests served at the same moment by two processes overwrite each other's entries and
+    more get through than the rate allows. One counter per window, raised with ``cache.incr``
+    (a single INCR on Redis), loses none. The price of fixed windows: a client may spend one
+    window's allowance at its end and the next one's at the start of the next.
+    """
+
+    num_requests: int
+    duration: int
+    window_ends: float
+
+    def _counter(self) -> tuple[str, float]:
+        """Return the cache key of the current window's counter and the time the window ends."""
+        now = self.timer()
+        start = now - now % self.duration
+        self.window_ends = start + self.duration
+        return f"{self.key}_{int(start)}", self.window_ends
+
+    def _increase(self) -> int:
+        counter, ends = self._counter()
+        timeout = math.ceil(ends - self.timer()) + 1
+        # add() does nothing when another process has opened this window's counter already.
+        self.cache.add(counter, 0, timeout=timeout)
+        try:
+            return self.cache.incr(counter)
+        except ValueError:  # the counter expired between add() and incr(): this is the new window's first
+            self.cache.set(counter, 1, timeout=timeout)
+            return 1
+
+    def allow_request(self, request, view) -> bool:
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, view)
+        if self.key is None:
+            return True
+        return self._increase() <= self.num_requests
+
+    def wait(self) -> float:
+        """Return the seconds until the current window ends (at least one)."""
+        return max(1.0, self.window_ends - self.timer())
+
+
+class ApiKeyRateThrottle(SharedCounterThrottle):
     """Limit requests per API key at the ``partner_key`` rate in REST_FRAMEWORK settings."""
 
     scope = "partner_key"
@@ -55,6 +109,33 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         if not isinstance(request.auth, PartnerApiKey):
             return None
         return self.cache_format % {"scope": self.scope, "ident": request.auth.pk}
+
+
+class FailedKeyThrottle(SharedCounterThrottle):
+    """Count wrong or malformed API keys per client address at the ``failed_key`` rate in REST_FRAMEWORK settings.
+
+    The address is REMOTE_ADDR, or the one the trusted proxies put in X-Forwarded-For when
+    REST_FRAMEWORK's NUM_PROXIES (``API_NUM_PROXIES``) says how many there are.
+    """
+
+    scope = "failed_key"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+    def allows_another(self, request) -> bool:
+        """Tell whether this address may still try a key in the current window."""
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, None)
+        counter, _ends = self._counter()
+        return self.cache.get(counter, 0) < self.num_requests
+
+    def record(self, request) -> None:
+        """Count one failed key from this address."""
+        if self.rate is not None:
+            self.key = self.get_cache_key(request, None)
+            self._increase()
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
