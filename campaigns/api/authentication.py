@@ -30,17 +30,18 @@ class ApiKeyAuthentication(BaseAuthentication):
         scheme, _, credentials = get_authorization_header(request).partition(b" ")
         if scheme.lower() != KEYWORD.lower().encode():
             return None
-        failures = FailedKeyThrottle()
-        # Checked before the key, so that a right key guessed from a blocked address looks like a wrong one.
-        if not failures.allows_another(request):
-            raise Throttled(wait=failures.wait(), detail="too many failed API key attempts from this address.")
         raw_key = credentials.strip().decode("latin-1")
-        if not RAW_KEY_PATTERN.fullmatch(raw_key):
-            failures.record(request)
+        malformed = not RAW_KEY_PATTERN.fullmatch(raw_key)
+        key = None if malformed else partner_api_key_authenticate(raw_key=raw_key)
+        failures = FailedKeyThrottle()
+        # The failure is counted with one atomic increment, so simultaneous guesses cannot all slip under the
+        # limit; and a right key from an address over it is refused too, so a lucky guess looks like a wrong one.
+        within_limit = failures.allows_another(request) if key is not None else failures.record(request)
+        if not within_limit:
+            raise Throttled(wait=failures.wait(), detail="too many failed API key attempts from this address.")
+        if malformed:
             raise AuthenticationFailed(f"malformed API key; send 'Authorization: {KEYWORD} <key>'")
-        key = partner_api_key_authenticate(raw_key=raw_key)
         if key is None:
-            failures.record(request)
             raise AuthenticationFailed("invalid or revoked API key")
         return key.partner, key
 
@@ -124,18 +125,19 @@ class FailedKeyThrottle(SharedCounterThrottle):
         return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
 
     def allows_another(self, request) -> bool:
-        """Tell whether this address may still try a key in the current window."""
+        """Tell whether this address is still under its limit of failures in the current window."""
         if self.rate is None:
             return True
         self.key = self.get_cache_key(request, None)
         counter, _ends = self._counter()
         return self.cache.get(counter, 0) < self.num_requests
 
-    def record(self, request) -> None:
-        """Count one failed key from this address."""
-        if self.rate is not None:
-            self.key = self.get_cache_key(request, None)
-            self._increase()
+    def record(self, request) -> bool:
+        """Count one failed key from this address; tell whether it is still within the limit."""
+        if self.rate is None:
+            return True
+        self.key = self.get_cache_key(request, None)
+        return self._increase() <= self.num_requests
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

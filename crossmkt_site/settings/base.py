@@ -89,9 +89,14 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The cache holds the API's throttle counts, so it must be one that every server process shares:
 # Redis when CACHE_URL names one (redis://127.0.0.1:6379/2), else a table in the database above
-# (created by `migrate`). locmem:// is per process: fine for tests, wrong behind several workers.
+# (created by `migrate`; its increments lock the row on PostgreSQL). locmem:// is per process:
+# fine for tests, wrong behind several workers.
 CACHE_TABLE = "crossmkt_cache"
-CACHES = {"default": env.cache_url("CACHE_URL", default=f"dbcache://{CACHE_TABLE}")}
+CACHES = {
+    "default": env.cache_url("CACHE_URL")
+    if env("CACHE_URL", default="")
+    else {"BACKEND": "crossmkt_site.cache.DatabaseCache", "LOCATION": CACHE_TABLE}
+}
 # Lets several deployments (or test runs) share one Redis database without sharing counts.
 CACHES["default"]["KEY_PREFIX"] = env("CACHE_KEY_PREFIX", default="crossmkt")
 

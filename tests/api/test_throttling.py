@@ -159,10 +159,7 @@ def _not_near_the_end_of_the_hour() -> None:
 @pytest.mark.django_db(transaction=True)
 def test_two_server_processes_share_the_failed_key_and_per_key_counts_in_the_database_cache(gunicorn, ours):
     # given the default cache (a database table, as `migrate` makes it) and two gunicorn servers using it
-    with override_settings(
-        CACHES={"default": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": settings.CACHE_TABLE}}
-    ):
-        call_command("createcachetable", verbosity=0)
+    _create_cache_table()
     raw_key = ours.raw_key
     limits = {"API_FAILED_KEYS_PER_ADDRESS": "4/hour", "API_RATE_PER_KEY": "6/hour"}
     servers = [gunicorn(workers=1, **limits), gunicorn(workers=1, **limits)]
@@ -182,6 +179,13 @@ def test_two_server_processes_share_the_failed_key_and_per_key_counts_in_the_dat
     assert good == [200] * 6 + [429, 429]
 
 
+def _create_cache_table() -> None:
+    with override_settings(
+        CACHES={"default": {"BACKEND": "crossmkt_site.cache.DatabaseCache", "LOCATION": settings.CACHE_TABLE}}
+    ):
+        call_command("createcachetable", verbosity=0)
+
+
 def _redis_cache_url() -> str:
     broker = os.environ.get("CELERY_BROKER_URL", "")
     if not broker.startswith("redis://"):
@@ -192,20 +196,26 @@ def _redis_cache_url() -> str:
 @pytest.mark.postgres
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_three_gunicorn_workers_let_exactly_the_keys_rate_through_with_a_redis_cache(gunicorn, ours):
-    # given one key allowed twenty requests an hour and a server of three workers counting in Redis
-    raw_key = ours.raw_key
+@pytest.mark.parametrize("cache", ["database", "redis"])
+def test_three_gunicorn_workers_let_exactly_the_limits_through_at_once(gunicorn, ours, cache):
+    # given one key allowed twenty requests an hour, twenty wrong keys an hour per address,
+    # and a server of three workers counting in the database (the default) or in Redis
+    if cache == "database":
+        _create_cache_table()
     server = gunicorn(
         workers=3,
-        cache_url=_redis_cache_url(),
+        cache_url=_redis_cache_url() if cache == "redis" else None,
         CACHE_KEY_PREFIX=f"crossmkt-test-{uuid.uuid4().hex}",
         API_RATE_PER_KEY="20/hour",
+        API_FAILED_KEYS_PER_ADDRESS="20/hour",
     )
     _not_near_the_end_of_the_hour()
 
-    # when sixty requests arrive at once
+    # when sixty requests with the key arrive at once, then sixty wrong keys
     with ThreadPoolExecutor(max_workers=12) as pool:
-        answers = list(pool.map(lambda _i: _status(f"{server}/api/v1/deals/", raw_key), range(60)))
+        answers = list(pool.map(lambda _i: _status(f"{server}/api/v1/deals/", ours.raw_key), range(60)))
+        guesses = list(pool.map(lambda i: _status(f"{server}/api/v1/deals/", f"cmk_aaaa_wrong{i}"), range(60)))
 
-    # then exactly twenty get through, whichever worker served them
+    # then exactly twenty of each get through, whichever worker served them
     assert answers.count(200) == 20 and answers.count(429) == 40, answers
+    assert guesses.count(401) == 20 and guesses.count(429) == 40, guesses
