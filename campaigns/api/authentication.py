@@ -80,13 +80,12 @@ class SharedCounterThrottle(SimpleRateThrottle):
     def _increase(self) -> int:
         counter, ends = self._counter()
         timeout = math.ceil(ends - self.timer()) + 1
-        # add() does nothing when another process has opened this window's counter already.
-        self.cache.add(counter, 0, timeout=timeout)
         try:
             return self.cache.incr(counter)
-        except ValueError:  # the counter expired between add() and incr(): this is the new window's first
-            self.cache.set(counter, 1, timeout=timeout)
-            return 1
+        except ValueError:  # the window's first request: open its counter, unless another process just did
+            if self.cache.add(counter, 1, timeout=timeout):
+                return 1
+            return self.cache.incr(counter)
 
     def allow_request(self, request, view) -> bool:
         if self.rate is None:

@@ -89,7 +89,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # The cache holds the API's throttle counts, so it must be one that every server process shares:
 # Redis when CACHE_URL names one (redis://127.0.0.1:6379/2), else a table in the database above
-# (created by `migrate`; its increments lock the row on PostgreSQL). locmem:// is per process:
+# (created by `migrate`; its increments lock the row on PostgreSQL). locmemcache:// is per process:
 # fine for tests, wrong behind several workers.
 CACHE_TABLE = "crossmkt_cache"
 CACHES = {
