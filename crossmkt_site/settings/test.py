@@ -15,3 +15,5 @@ AXES_ENABLED = True
 CELERY_TASK_DEFAULT_QUEUE = f"crossmkt-test-{os.getpid()}"
 # A task whose worker died is handed to another worker after this long (Redis redelivery).
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 30}
+# Each test process counts throttles in its own memory; tests/api/test_throttling.py starts servers that share one.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
