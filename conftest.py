@@ -127,6 +127,9 @@ def start_celery_worker(queue: str, *, log_name: str, concurrency: int = 4, env:
                 "CELERY_BROKER_URL": _broker_url(),
                 "CELERY_TASK_DEFAULT_QUEUE": queue,
                 "DEBUG": "false",
+                # The scripted partner endpoints listen on 127.0.0.1, where webhooks may not go by default.
+                "WEBHOOK_ALLOW_HTTP": "true",
+                "WEBHOOK_ALLOWED_NETWORKS": "127.0.0.1/32",
                 **(env or {}),
             },
             stdout=log,

@@ -1,5 +1,6 @@
 """Fixtures shared across test areas: a logged-in partnership manager and scripted partner endpoints."""
 
+import ssl
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -22,12 +23,18 @@ def manager_client(client: Client, manager) -> Client:
 
 
 @pytest.fixture
-def endpoint() -> Iterator[Callable[..., PartnerEndpoint]]:
-    """Start partner endpoints that answer from a script of replies; all are stopped after the test."""
+def endpoint(settings) -> Iterator[Callable[..., PartnerEndpoint]]:
+    """Start partner endpoints that answer from a script of replies; all are stopped after the test.
+
+    They listen on 127.0.0.1, where webhooks may not go by default: while this fixture is in
+    use, plain http and that one address are allowed (a test proving a refusal sets them back).
+    """
+    settings.WEBHOOK_ALLOW_HTTP = True
+    settings.WEBHOOK_ALLOWED_NETWORKS = ["127.0.0.1/32"]
     started: list[PartnerEndpoint] = []
 
-    def start(*script: Reply) -> PartnerEndpoint:
-        started.append(PartnerEndpoint(list(script)))
+    def start(*script: Reply, tls: ssl.SSLContext | None = None) -> PartnerEndpoint:
+        started.append(PartnerEndpoint(list(script), tls=tls))
         return started[-1]
 
     yield start

@@ -68,9 +68,10 @@ class OfferRedeemApi(APIView):
         operation_id="offer_redeem",
         summary="Redeem an offer",
         description=(
-            "Redeems the offer once. A request repeated with the same `Idempotency-Key` returns the first "
-            "redemption instead of failing; the same key for another offer is a 422. Already redeemed, revoked "
-            "or expired offers are a 409; an order below a coupon's minimum spend is a 400."
+            "Redeems the offer once. A request repeated with the same `Idempotency-Key` and the same body returns "
+            "the first redemption instead of failing; the same key for another offer or with a different body is "
+            "a 422 `idempotency_key_reused`. Already redeemed, revoked or expired offers are a 409; an order below "
+            "a coupon's minimum spend is a 400."
         ),
         tags=["offers"],
         parameters=[

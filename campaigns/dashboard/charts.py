@@ -18,7 +18,7 @@ Number = int | float | Decimal
 
 WIDTH = 560
 ROW = 26
-FONT = "font-family:system-ui,-apple-system,'Noto Sans CJK SC','WenQuanYi Micro Hei',sans-serif"
+FONT = "system-ui,-apple-system,'Noto Sans CJK SC','WenQuanYi Micro Hei',sans-serif"
 COLORS = {
     "bar": "#417690",
     "positive": "#2f855a",
@@ -98,7 +98,7 @@ def _short(label: str, width: float, size: int = 12) -> str:
 def _open(kind: str, title: str, width: int, height: float) -> list[str]:
     return [
         f'<svg class="chart" data-chart="{kind}" xmlns="http://www.w3.org/2000/svg" role="img" '
-        f'viewBox="0 0 {width} {_num(height)}" width="100%" style="max-width:{width}px;{FONT}" '
+        f'viewBox="0 0 {width} {_num(height)}" width="{width}" font-family="{FONT}" '
         f'aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
         _text(0, 16, title, size=14, weight="600"),

@@ -124,6 +124,13 @@ class RedemptionEntry(models.Model):
     order_amount = MoneyField(_("order amount (CNY)"), default=0)
     discount = MoneyField(_("discount (CNY)"), default=0)
     idempotency_key = models.CharField(_("idempotency key"), max_length=128, blank=True)
+    # A retry with the key must repeat the request; another request under the same key is refused.
+    request_fingerprint = models.CharField(
+        _("request fingerprint"),
+        max_length=64,
+        blank=True,
+        help_text=_("SHA-256 of the request that used the idempotency key (empty for entries made before it existed)."),
+    )
     created_at = models.DateTimeField(_("recorded at"), auto_now_add=True, db_index=True)
 
     class Meta:

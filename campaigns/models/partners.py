@@ -1,13 +1,48 @@
 import secrets
 
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import URLValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from simple_history.models import HistoricalRecords
+
+from crossmkt_site.outbound_urls import Destination, OutboundURLRefused, outbound_url_check
 
 
 def new_webhook_secret() -> str:
     """Return a fresh random secret for signing a partner's webhooks."""
     return secrets.token_urlsafe(32)
+
+
+def webhook_destination(url: str) -> Destination:
+    """Check a webhook URL under the current settings and resolve its host once; raise OutboundURLRefused if refused.
+
+    ``WEBHOOK_ALLOW_HTTP`` lets plain http through (local settings, never production);
+    ``WEBHOOK_ALLOWED_NETWORKS`` lists networks that may be reached although not public.
+    """
+    return outbound_url_check(
+        url, allow_http=settings.WEBHOOK_ALLOW_HTTP, allowed_networks=settings.WEBHOOK_ALLOWED_NETWORKS
+    )
+
+
+_url_syntax = URLValidator(schemes=["http", "https"])
+
+
+def validate_webhook_url(value: str) -> None:
+    """Refuse a webhook URL we would not send to, saying why in the language the message is shown in."""
+    try:
+        webhook_destination(value)
+    except OutboundURLRefused as refused:
+        params = {name: _(text) if name == "kind" else text for name, text in refused.params.items()}
+        raise ValidationError(_(refused.template), code=refused.code, params=params) from None
+    _url_syntax(value)
+
+
+class WebhookURLField(models.URLField):
+    """A URL a partner's webhooks may go to: https, no credentials, public addresses only (see validate_webhook_url)."""
+
+    default_validators = [validate_webhook_url]
 
 
 class Partner(models.Model):
@@ -23,8 +58,10 @@ class Partner(models.Model):
     name = models.CharField(_("name"), max_length=200)
     kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
     contact_email = models.EmailField(_("contact e-mail"), blank=True)
-    webhook_url = models.URLField(
-        _("webhook URL"), blank=True, help_text=_("Where we POST signed event notifications.")
+    webhook_url = WebhookURLField(
+        _("webhook URL"),
+        blank=True,
+        help_text=_("Where we POST signed event notifications: an https URL on the public internet."),
     )
     webhook_secret = models.CharField(
         _("webhook secret"),

@@ -4,8 +4,9 @@ import hashlib
 import hmac
 import secrets
 
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from crossmkt_site.bulk import instance_from_row
 from crossmkt_site.errors import ApplicationError
@@ -48,13 +49,19 @@ def _active_key_with_partner(*, prefix: str) -> PartnerApiKey | None:
 
 
 def partner_create(*, slug: str, kind: str, name: str, webhook_url: str = "") -> Partner:
-    """Register a partner; refuse a slug that is taken or a kind we do not know."""
+    """Register a partner; refuse a slug that is taken, a kind we do not know or a webhook URL we would not send to."""
     if kind not in Partner.Kind.values:
         raise ApplicationError(f"unknown kind {kind!r}; use one of {', '.join(Partner.Kind.values)}", field="kind")
     if Partner.objects.filter(slug=slug).exists():
         raise ApplicationError(f"partner {slug!r} already exists", code="exists", field="slug")
     partner = Partner(slug=slug, kind=kind, name=name, webhook_url=webhook_url)
-    partner.full_clean()
+    # Commands and the API speak English; the admin shows the same messages in the manager's language.
+    with translation.override("en"):
+        try:
+            partner.full_clean()
+        except ValidationError as error:
+            field, messages = next(iter(error.message_dict.items()))
+            raise ApplicationError(f"{field}: {' '.join(messages)}", field=field) from None
     partner.save()
     return partner
 

@@ -1,5 +1,7 @@
 """Redeeming offers: once only, idempotent per key, undone only by a rollback line in the ledger."""
 
+import hashlib
+import json
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
@@ -16,15 +18,38 @@ from .stock import stock_release
 from .webhooks import webhook_offer_redeemed, webhook_offer_redemption_rolled_back
 
 
-def _existing_for_key(partner: Partner, idempotency_key: str, code: str) -> RedemptionEntry | None:
+def request_fingerprint(*, code: str, order_amount: Decimal, item_id: str) -> str:
+    """Return the SHA-256 of what a redemption asks for, written canonically (199.0 and 199.00 are one amount)."""
+    canonical = {"code": code, "order_amount": str(to_cny(order_amount)), "item_id": item_id}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def _existing_for_key(partner: Partner, idempotency_key: str, code: str, fingerprint: str) -> RedemptionEntry | None:
+    """Return the entry this key made, if the request repeats it; refuse a key reused for another request.
+
+    As Stripe does: a retry must send the same request, so that a client's bug that reuses a
+    key for a different order is told so instead of silently getting the first order's answer.
+    """
     if not idempotency_key:
         return None
     entry = (
         RedemptionEntry.objects.select_related("offer").filter(partner=partner, idempotency_key=idempotency_key).first()
     )
-    if entry is not None and entry.offer.code != code:
+    if entry is None:
+        return None
+    if entry.offer.code != code:
         raise ApplicationError(
             "this Idempotency-Key was already used for another offer; use a new key per redemption",
+            code="idempotency_key_reused",
+            field="Idempotency-Key",
+            status=422,
+        )
+    # Entries made before fingerprints were kept have none and answer any retry, as they did.
+    if entry.request_fingerprint and entry.request_fingerprint != fingerprint:
+        raise ApplicationError(
+            "this Idempotency-Key was already used for this offer with a different request body "
+            f"(order_amount {entry.order_amount}); repeat the same request to get its answer, or use a new key "
+            "per redemption",
             code="idempotency_key_reused",
             field="Idempotency-Key",
             status=422,
@@ -78,7 +103,8 @@ def offer_redeem(
     order_amount = to_cny(order_amount)
     if order_amount < 0:
         raise ApplicationError("order_amount cannot be negative", field="order_amount")
-    existing = _existing_for_key(partner, idempotency_key, code)
+    fingerprint = request_fingerprint(code=code, order_amount=order_amount, item_id=item_id)
+    existing = _existing_for_key(partner, idempotency_key, code, fingerprint)
     if existing is not None:
         return existing
     offer = offers_visible_to(partner).filter(code=code).first()
@@ -87,7 +113,7 @@ def offer_redeem(
     now = timezone.now()
     if offer.status not in Offer.OPEN_STATUSES or offer.expires_at <= now:
         # A concurrent request with this same key may have redeemed it a moment ago: that is its answer.
-        return _existing_or_refuse(partner, idempotency_key, offer, now)
+        return _existing_or_refuse(partner, idempotency_key, fingerprint, offer, now)
     discount = ZERO
     if offer.kind == Rule.OfferKind.COUPON:
         _check_applicable(offer, item_id)
@@ -120,18 +146,19 @@ def offer_redeem(
                 order_amount=order_amount,
                 discount=discount,
                 idempotency_key=idempotency_key,
+                request_fingerprint=fingerprint if idempotency_key else "",
             )
             webhook_offer_redeemed(offer=offer, entry=entry)
             return entry
     except (_LostRace, IntegrityError):
         # Someone else got there first: the same key retried concurrently gets their entry.
         offer.refresh_from_db()
-        return _existing_or_refuse(partner, idempotency_key, offer, now)
+        return _existing_or_refuse(partner, idempotency_key, fingerprint, offer, now)
 
 
-def _existing_or_refuse(partner: Partner, idempotency_key: str, offer: Offer, now) -> RedemptionEntry:
+def _existing_or_refuse(partner: Partner, idempotency_key: str, fingerprint: str, offer: Offer, now) -> RedemptionEntry:
     """Return the entry this key already made for the offer, or raise why the offer cannot be redeemed."""
-    existing = _existing_for_key(partner, idempotency_key, offer.code)
+    existing = _existing_for_key(partner, idempotency_key, offer.code, fingerprint)
     if existing is not None:
         return existing
     _refuse(offer, now)

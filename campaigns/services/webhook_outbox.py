@@ -3,11 +3,18 @@
 A change that a partner must hear about writes a ``WebhookDelivery`` row in its own
 transaction (an outbox), and the delivery task is queued once that transaction commits.
 The task claims one attempt with a conditional UPDATE, so two copies of the same message
-never both send; POSTs the event with urllib; records the attempt; and on a transient
-failure (connection error, timeout, HTTP 5xx or 429) schedules the next attempt with
-exponential back-off and jitter, up to the delivery's attempt limit. Anything else
-(3xx, other 4xx) fails for good at once. A periodic sweep re-queues deliveries whose
-message was lost, so a broker outage delays events but loses none.
+never both send; checks the partner's URL again and resolves its host once (DNS may have
+changed since the URL was saved), refusing any address that is not public; POSTs the event
+to the address it vetted (the host name goes in ``Host`` and, for https, in the TLS
+handshake and certificate check); records the attempt; and on a transient failure
+(connection error, timeout, a name that does not resolve, HTTP 5xx or 429) schedules the
+next attempt with exponential back-off and jitter, up to the delivery's attempt limit.
+Anything else fails for good at once: a refused destination (a scheme, credentials or an
+address we do not send to; a manager sends the event again once the URL is fixed), a
+redirect (never followed), any other 4xx. An attempt keeps the status, the timing and, for
+an answer other than 2xx, at most ``RESPONSE_EXCERPT_CHARS`` printable characters of the
+body. A periodic sweep re-queues deliveries whose message was lost, so a broker outage
+delays events but loses none.
 
 The outbox knows nothing of what an event means: ``webhooks`` builds each event's payload,
 and a module that must act on the final outcome of its events (``deals`` confirms or
@@ -25,8 +32,7 @@ import json
 import logging
 import random
 import time
-import urllib.error
-import urllib.request
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,7 +43,10 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django.utils import timezone
 
+from crossmkt_site.outbound_urls import OutboundURLRefused, pinned_connection
+
 from ..models import Partner, WebhookAttempt, WebhookDelivery
+from ..models.partners import webhook_destination
 from ..models.webhooks import DEFAULT_MAX_ATTEMPTS
 
 logger = logging.getLogger("crossmkt.webhooks")
@@ -61,7 +70,11 @@ SWEEP_BATCH = 1000
 # Offers or grants per event: one chunk's issuance to one partner is split into events of at
 # most this many, so a body stays around a few hundred kilobytes.
 EVENT_BATCH_SIZE = 1000
-RESPONSE_EXCERPT_CHARS = 300
+# What an attempt keeps of an answer that is not 2xx: a short, printable excerpt, so the delivery
+# log shows what the partner said without becoming a way to read whatever answered.
+RESPONSE_EXCERPT_CHARS = 200
+RESPONSE_READ_BYTES = 1024
+REASON_CHARS = 60
 USER_AGENT = "crossmkt-webhooks/1"
 # The task that makes one attempt, queued by name: the task module builds on this one, not the other way round.
 DELIVER_TASK = "campaigns.tasks.deliver_webhook"
@@ -179,15 +192,6 @@ def _queue_on_commit(delivery_ids: list[int]) -> None:
     transaction.on_commit(queue, robust=True)
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    # A redirected POST loses its body or changes method; the partner should register the final URL instead.
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
-
-
-_opener = urllib.request.build_opener(_NoRedirects)
-
-
 @dataclass
 class _Response:
     status_code: int | None
@@ -197,29 +201,58 @@ class _Response:
 
 
 def _post(url: str, body: bytes, headers: dict[str, str]) -> _Response:
-    """POST a body and classify what happened; never raises for network or HTTP trouble."""
-    request = urllib.request.Request(url, data=body, headers=headers, method="POST")
+    """Check the URL, POST the body to the address that check vetted, and classify what happened.
+
+    Never raises for a refused URL, a name that does not resolve, network or HTTP trouble.
+    """
     try:
-        with _opener.open(request, timeout=TIMEOUT_SECONDS) as response:
-            response.read(RESPONSE_EXCERPT_CHARS)
-            return _Response(response.status, "", transient=False)
-    except urllib.error.HTTPError as error:
-        excerpt = error.read(RESPONSE_EXCERPT_CHARS).decode("utf-8", "replace") if error.fp else ""
-        transient = error.code == 429 or error.code >= 500
+        destination = webhook_destination(url)
+    except OutboundURLRefused as refused:
+        if refused.transient:
+            return _Response(None, f"cannot connect: {refused.message}", transient=True)
+        return _Response(None, f"refused: {refused.message}", transient=False)
+    connection = pinned_connection(destination, timeout=TIMEOUT_SECONDS)
+    try:
+        try:
+            connection.connect()
+        except OSError as error:
+            return _Response(None, f"cannot connect: {_describe(error)}", transient=True)
+        connection.request("POST", destination.target, body=body, headers=headers)
+        response = connection.getresponse()
+        status = response.status
+        if 200 <= status < 300:
+            return _Response(status, "", transient=False)
+        reason = _printable(response.reason or "", REASON_CHARS)
+        if 300 <= status < 400:
+            location = _printable(response.getheader("Location") or "", RESPONSE_EXCERPT_CHARS)
+            return _Response(
+                status,
+                f"HTTP {status} {reason}: redirect not followed (to {location or 'nowhere'}); register the final URL",
+                transient=False,
+            )
+        excerpt = _printable(response.read(RESPONSE_READ_BYTES).decode("utf-8", "replace"), RESPONSE_EXCERPT_CHARS)
+        transient = status == 429 or status >= 500
         return _Response(
-            error.code,
-            f"HTTP {error.code} {error.reason}: {excerpt}".strip(),
+            status,
+            f"HTTP {status} {reason}: {excerpt}".strip().rstrip(":"),
             transient,
-            _retry_after(error.headers.get("Retry-After")) if transient else None,
+            _retry_after(response.getheader("Retry-After")) if transient else None,
         )
-    except urllib.error.URLError as error:
-        return _Response(None, f"cannot connect: {error.reason}", transient=True)
-    except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as error:
-        return _Response(
-            None, f"{type(error).__name__}: {error}" if str(error) else type(error).__name__, transient=True
-        )
-    except ValueError as error:
-        return _Response(None, f"bad webhook URL: {error}", transient=False)
+    except (http.client.HTTPException, OSError) as error:
+        return _Response(None, _describe(error), transient=True)
+    finally:
+        connection.close()
+
+
+def _describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+def _printable(text: str, limit: int) -> str:
+    """Return text with control and format characters as spaces, runs of spaces as one, cut to ``limit`` characters."""
+    cleaned = "".join(" " if unicodedata.category(char)[0] in "CZ" else char for char in text)
+    cleaned = " ".join(cleaned.split())
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
 
 
 def _retry_after(value: str | None) -> float | None:

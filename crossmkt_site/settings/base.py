@@ -4,7 +4,10 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
+
+from crossmkt_site.outbound_urls import parse_networks
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 
@@ -41,8 +44,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "crossmkt_site.middleware.ContentSecurityPolicyMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    "crossmkt_site.middleware.ApiLanguageMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
@@ -85,6 +90,19 @@ DATABASES["default"]["ATOMIC_REQUESTS"] = False
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# The cache holds the API's throttle counts, so it must be one that every server process shares:
+# Redis when CACHE_URL names one (redis://127.0.0.1:6379/2), else a table in the database above
+# (created by `migrate`; its increments lock the row on PostgreSQL). locmemcache:// is per process:
+# fine for tests, wrong behind several workers.
+CACHE_TABLE = "crossmkt_cache"
+CACHES = {
+    "default": env.cache_url("CACHE_URL")
+    if env("CACHE_URL", default="")
+    else {"BACKEND": "crossmkt_site.cache.DatabaseCache", "LOCATION": CACHE_TABLE}
+}
+# Lets several deployments (or test runs) share one Redis database without sharing counts.
+CACHES["default"]["KEY_PREFIX"] = env("CACHE_KEY_PREFIX", default="crossmkt")
+
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -103,13 +121,37 @@ TIME_ZONE = env("TIME_ZONE")
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
 
+# Content-Security-Policy of every response (crossmkt_site.middleware): our own scripts, styles and fonts
+# only, no inline code, no eval, no framing. Images also from data: URLs (Swagger UI's and the admin's icons).
+CONTENT_SECURITY_POLICY = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:"],
+    "font-src": ["'self'"],
+    "connect-src": ["'self'"],
+    "object-src": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+}
+# Report violations in the browser's console instead of blocking them (to try a stricter policy first).
+CONTENT_SECURITY_POLICY_REPORT_ONLY = env.bool("CONTENT_SECURITY_POLICY_REPORT_ONLY", default=False)
+
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "campaigns.api.schema.PartnerApiSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": ["campaigns.api.authentication.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["campaigns.api.authentication.HasPartnerKey"],
     "DEFAULT_THROTTLE_CLASSES": ["campaigns.api.authentication.ApiKeyRateThrottle"],
-    # Requests per API key; counted in the default cache, so per process unless CACHES points at a shared one.
-    "DEFAULT_THROTTLE_RATES": {"partner_key": env("API_RATE_PER_KEY", default="6000/minute")},
+    # Counted in the default cache (CACHES), which every server process shares: requests per API key, and
+    # wrong or malformed keys per client address (beyond that, every key from the address is a 429).
+    "DEFAULT_THROTTLE_RATES": {
+        "partner_key": env("API_RATE_PER_KEY", default="6000/minute"),
+        "failed_key": env("API_FAILED_KEYS_PER_ADDRESS", default="20/minute"),
+    },
+    # Proxies in front of the server whose X-Forwarded-For is trusted for the client's address; with 0,
+    # the header is ignored (a client could write any address into it) and REMOTE_ADDR counts.
+    "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
     "DEFAULT_PARSER_CLASSES": ["campaigns.api.parsers.JSONBodyParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
@@ -206,6 +248,16 @@ AXES_FAILURE_LIMIT = 5
 AXES_COOLOFF_TIME = 1  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+
+# Webhook URLs (README, "Webhooks"): https only, unless plain http is allowed (local settings do, for
+# development; production never); never to a loopback, private, link-local, multicast, reserved or other
+# non-public address, unless its network is listed here, e.g. a partner reached over a VPN: 10.20.0.0/16.
+WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
+WEBHOOK_ALLOWED_NETWORKS = env.list("WEBHOOK_ALLOWED_NETWORKS", default=[])
+try:
+    parse_networks(WEBHOOK_ALLOWED_NETWORKS)
+except ValueError as error:
+    raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {error}; give networks such as 10.20.0.0/16") from None
 
 # Typed loosely so environments can adjust nested entries (production raises the root level).
 LOGGING: dict[str, Any] = {

@@ -24,6 +24,8 @@ SECURE_HSTS_PRELOAD = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Webhooks carry users' pseudonymous ids and offer codes: only over TLS, whatever the environment says.
+WEBHOOK_ALLOW_HTTP = False
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)  # noqa: F405 (base: 0)
 LOGGING["root"]["level"] = "INFO"  # noqa: F405

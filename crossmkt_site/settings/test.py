@@ -13,3 +13,5 @@ CELERY_TASK_ALWAYS_EAGER = True
 AXES_ENABLED = True
 # Each test process has its own queue, and the worker it starts listens only there.
 CELERY_TASK_DEFAULT_QUEUE = f"crossmkt-test-{os.getpid()}"
+# Each test process counts throttles in its own memory; tests/api/test_throttling.py starts servers that share one.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}

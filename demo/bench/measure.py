@@ -108,6 +108,12 @@ def serve(port: int) -> subprocess.Popen:
         "CONN_MAX_AGE": "60",  # connections kept, as in production
         "CROSSMKT_URLCONF": "demo.bench.urls",
     }
+    # The API's throttles count in the shared cache; served as in production, that is Redis (the broker's
+    # server when none is named), not the database table a laptop falls back to.
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if not env.get("CACHE_URL") and broker.startswith("redis"):
+        env["CACHE_URL"] = broker
+        env["CACHE_KEY_PREFIX"] = "crossmkt-bench"
     server = subprocess.Popen(
         [
             sys.executable,

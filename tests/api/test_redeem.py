@@ -61,3 +61,29 @@ def test_an_order_below_the_minimum_spend_is_refused(ours):
 def test_an_unknown_code_is_a_404(ours, code):
     response = redeem(ours.client, code)
     assert response.status_code == 404 and error_fields(response) == [("code", "not_found")]
+
+
+@pytest.mark.parametrize(
+    "second_body",
+    [{"amount": "299.00"}, {"amount": "199.00", "item_id": "C9"}],
+    ids=["another amount", "another item"],
+)
+def test_the_same_idempotency_key_with_another_body_is_a_422_naming_the_header(ours, second_body):
+    # given a redemption made with a key
+    first = redeem(ours.client, ours.offer.code, key="order-77")
+    assert first.status_code == 200, first.content
+
+    # when the same key comes back with a different order
+    response = redeem(ours.client, ours.offer.code, key="order-77", **second_body)
+
+    # then it is refused, saying the key was used for another request, and nothing changed
+    assert response.status_code == 422, response.content
+    assert error_fields(response) == [("Idempotency-Key", "idempotency_key_reused")]
+    assert "different" in response.json()["errors"][0]["message"]
+    assert RedemptionEntry.objects.count() == 1
+
+
+def test_the_same_idempotency_key_with_the_same_order_written_differently_is_the_same_request(ours):
+    first = redeem(ours.client, ours.offer.code, amount="199.00", key="order-78")
+    again = redeem(ours.client, ours.offer.code, amount="199.0", key="order-78")
+    assert again.status_code == 200 and again.json() == first.json()
