@@ -9,12 +9,13 @@ goes in. A batch is checked with one indexed query, and none when the partners i
 erased nobody.
 """
 
+import hashlib
+import hmac
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 from django.conf import settings
-from django.utils.crypto import salted_hmac
 
 from ..models import ErasedIdentity
 from .ingest import Rejection
@@ -25,11 +26,22 @@ _KEY_SALT = "crossmkt.analytics.erasure.suppression"
 _LOOKUP_CHUNK = 5_000
 
 
+def _key() -> bytes:
+    # Django's salted_hmac derives its key this way; done once per batch here, not once per id.
+    secret = settings.ERASURE_HASH_KEY or settings.SECRET_KEY
+    return hashlib.sha256((_KEY_SALT + secret).encode()).digest()
+
+
+def _digest(key: bytes, partner_id: int, external_id: str) -> str:
+    return hmac.new(key, f"{partner_id}:{external_id}".encode(), hashlib.sha256).hexdigest()
+
+
 def erased_digest(*, partner_id: int, external_id: str) -> str:
-    """Return the suppression list's hash of one person: partner and id, keyed, hex."""
-    return salted_hmac(
-        _KEY_SALT, f"{partner_id}:{external_id}", secret=settings.ERASURE_HASH_KEY or None, algorithm="sha256"
-    ).hexdigest()
+    """Return the suppression list's hash of one person: HMAC-SHA256 of partner and id, hex.
+
+    The same value as ``salted_hmac(_KEY_SALT, f"{partner_id}:{external_id}", secret=key, algorithm="sha256")``.
+    """
+    return _digest(_key(), partner_id, external_id)
 
 
 def _erased_digests(digests: Iterable[str]) -> set[str]:
@@ -49,8 +61,9 @@ def erased_mask(*, partner_ids: Sequence[int], external_ids: Sequence[str]) -> n
         return mask
     pairs = pd.DataFrame({"partner": np.asarray(partner_ids, dtype="int64"), "id": np.asarray(external_ids, object)})
     distinct = pairs.drop_duplicates()
+    key = _key()
     digest = {
-        (partner, external_id): erased_digest(partner_id=partner, external_id=external_id)
+        (partner, external_id): _digest(key, partner, external_id)
         for partner, external_id in distinct.itertuples(index=False, name=None)
     }
     erased = _erased_digests(digest.values())
