@@ -13,8 +13,9 @@ What happens to a user's data on erasure:
 - offers still open are revoked first, by the campaigns side (``campaigns.services.erasure``),
   which tells this erasure how many it revoked;
 - imported experiment outcomes (``ExperimentOutcome``) of the id keep their arm, conversion
-  and revenue, as anonymous rows under the user row's new random id; webhook payloads stored
-  by the campaigns side are rewritten the same way there;
+  and revenue, as anonymous rows under the user row's new random id; the admin's history of
+  the row names it by that id too; webhook payloads stored by the campaigns side are
+  rewritten the same way there;
 - the person goes on the suppression list (``ErasedIdentity``, a keyed hash of home partner
   and id, see ``suppression``), so imports and the API refuse their rows from then on;
 - an ``ErasureLogEntry`` records who asked (partner and key prefix), the pseudonymous id
@@ -23,6 +24,8 @@ What happens to a user's data on erasure:
 
 import secrets
 
+from django.contrib.admin.models import LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
 from django.utils import timezone
 
@@ -79,6 +82,10 @@ def enduser_erase(
     user.external_id = f"erased-{secrets.token_hex(16)}"
     user.save(update_fields=[*PERSONAL_FIELDS, "marketing_consent", "data_sharing_consent", "erased_at", "external_id"])
     ExperimentOutcome.objects.filter(user_ref=pseudonymous_id).update(user_ref=user.external_id)
+    # The admin's history names a user it changed by the user's id.
+    LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(EndUser), object_id=str(user.pk)).update(
+        object_repr=user.external_id
+    )
     ErasedIdentity.objects.get_or_create(
         digest=erased_digest(partner_id=user.home_partner_id, external_id=pseudonymous_id),
         defaults={"partner_id": user.home_partner_id, "erased_at": now},

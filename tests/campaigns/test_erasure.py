@@ -9,6 +9,8 @@ from importlib import import_module
 import pandas as pd
 import pytest
 from django.apps import apps
+from django.contrib.admin.models import CHANGE, LogEntry
+from django.contrib.contenttypes.models import ContentType
 from django.core.management import call_command
 from django.db.models import Sum
 from django.utils import timezone
@@ -204,14 +206,24 @@ def test_events_of_an_erased_person_are_rejected_by_line_in_an_events_file(tmp_p
     assert list(BehaviorEvent.objects.values_list("event_id", flat=True)) == ["e2"]
 
 
-def test_the_suppression_list_keeps_a_keyed_hash_of_partner_and_id_not_the_id(zhixue):
-    EndUserFactory.create(external_id="u-gone", home_partner=zhixue)
+def test_the_suppression_list_keeps_a_keyed_hash_of_partner_and_id_not_the_id(zhixue, admin_user):
+    gone = EndUserFactory.create(external_id="u-gone", home_partner=zhixue)
+    LogEntry.objects.create(
+        user=admin_user,
+        content_type=ContentType.objects.get_for_model(EndUser),
+        object_id=str(gone.pk),
+        object_repr=str(gone),
+        action_flag=CHANGE,
+        change_message='[{"changed": {"fields": ["Age"]}}]',
+    )
 
     user_erase(partner=zhixue, external_id="u-gone")
 
     entry = ErasedIdentity.objects.get()
     assert entry.partner == zhixue and len(entry.digest) == 64
     assert "u-gone" not in entry.digest and "u-gone" not in str(entry)
+    # and the admin's history of the row no longer names the person
+    assert LogEntry.objects.get().object_repr == EndUser.objects.get(pk=gone.pk).external_id != "u-gone"
 
 
 def test_people_erased_before_the_list_existed_are_suppressed_and_pseudonymised_by_the_migrations(zhixue, yingshi):
