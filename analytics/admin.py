@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from crossmkt_site.admin_mixins import ReadOnlyAdminMixin
 
-from .models import BehaviorEvent, Conversion, EndUser, ErasureLogEntry, ModelRun, UserScore
+from .models import BehaviorEvent, Conversion, EndUser, ErasedIdentity, ErasureLogEntry, ModelRun, UserScore
 
 
 @admin.register(EndUser)
@@ -67,6 +67,14 @@ class ErasureLogEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["erased_at", "pseudonymous_id", "partner", "api_key_prefix", "events_deleted", "offers_revoked"]
     list_filter = ["partner"]
     search_fields = ["pseudonymous_id"]
+    list_select_related = ["partner"]
+    date_hierarchy = "erased_at"
+
+
+@admin.register(ErasedIdentity)
+class ErasedIdentityAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["erased_at", "partner", "digest"]
+    list_filter = ["partner"]
     list_select_related = ["partner"]
     date_hierarchy = "erased_at"
 

@@ -294,6 +294,33 @@ class ErasureLogEntry(models.Model):
         return f"{self.pseudonymous_id} @ {self.erased_at:%Y-%m-%d %H:%M}"
 
 
+class ErasedIdentity(models.Model):
+    """One erased person on the suppression list: a keyed hash of (home partner, pseudonymous id), never the id.
+
+    Imports and the API look incoming ids up here and refuse the rows of an erased person, so
+    an erasure cannot be undone by sending the same person again. The hash is HMAC-SHA256 under
+    ``ERASURE_HASH_KEY`` (by default derived from ``SECRET_KEY``): without the key the list
+    cannot be checked against guessed ids.
+    """
+
+    digest = models.CharField(_("hash of partner and id"), max_length=64, unique=True)
+    partner = models.ForeignKey(
+        "campaigns.Partner",
+        on_delete=models.PROTECT,
+        related_name="erased_identities",
+        verbose_name=_("home partner"),
+    )
+    erased_at = models.DateTimeField(_("erased at"))
+
+    class Meta:
+        ordering = ["-erased_at"]
+        verbose_name = _("erased identity")
+        verbose_name_plural = _("erased identities (suppression list)")
+
+    def __str__(self) -> str:
+        return f"{self.digest[:12]}… @ {self.erased_at:%Y-%m-%d %H:%M}"
+
+
 class ExperimentOutcome(models.Model):
     """One user's outcome in an experiment run elsewhere (``import_outcomes``), reported like our own campaigns."""
 

@@ -23,6 +23,7 @@ from .ingest import (
     validate_events,
 )
 from .progress import progress_bar
+from .suppression import staged_without_erased
 
 BEHAVIOR_COLUMNS = (
     "user_id",
@@ -67,6 +68,8 @@ def events_import_file(
     ):
         for batch in stream.batches(on_progress=advance):
             staged, rejected = validate_events(batch.columns, batch.lines, partner_ids=partner_ids)
+            staged, erased = staged_without_erased(staged, partner_column="partner_id")
+            rejected.extend(erased)
             stored = events_ingest(staged)
             if on_batch is not None:
                 on_batch(stored)
@@ -287,6 +290,8 @@ def behavior_import_file(
                     default_partner_id=default_partner_id,
                     extra_names=stream.extra_columns,
                 )
+                staged, erased = staged_without_erased(staged, partner_column="home_partner_id")
+                rejected.extend(erased)
                 staged = staged.drop_duplicates("user_ext", keep="last")
                 result.add(behavior_ingest(staged))
                 result.rejected.extend(rejected)

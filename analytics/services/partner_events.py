@@ -13,6 +13,7 @@ from django.utils import timezone
 from crossmkt_site.errors import ApplicationError
 
 from .ingest import IngestResult, Rejection, events_ingest, validate_events
+from .suppression import staged_without_erased
 
 MAX_EVENTS_PER_REQUEST = 10_000
 ITEM_FIELDS = ("event_id", "user_id", "kind", "item_id", "amount", "occurred_at")
@@ -99,7 +100,8 @@ def events_ingest_items(*, partner_id: int, partner_slug: str, items: Sequence, 
         staged, invalid = validate_events(
             columns, positions, partner_ids={partner_slug: partner_id}, now=now or timezone.now()
         )
+        staged, erased = staged_without_erased(staged, partner_column="partner_id")
         result = events_ingest(staged)
-        rejected.extend(invalid)
+        rejected.extend(invalid + erased)
     result.rejected = sorted(rejected, key=lambda rejection: rejection.position)
     return result

@@ -21,7 +21,10 @@ class EventItemSerializer(serializers.Serializer):
     """One behaviour event; documents the item shape, which is checked as columns, not by this serializer."""
 
     event_id = serializers.CharField(max_length=64, help_text="Your id for the event; sending it again is a duplicate.")
-    user_id = serializers.CharField(max_length=64, help_text="The user's pseudonymous id. A new id creates the user.")
+    user_id = serializers.CharField(
+        max_length=64,
+        help_text="The user's pseudonymous id. A new id creates the user; an id this partner erased is rejected.",
+    )
     kind = serializers.ChoiceField(choices=BehaviorEvent.Kind.choices)
     item_id = serializers.CharField(
         max_length=64,

@@ -141,7 +141,9 @@ class UserEraseApi(APIView):
             "Only the user's home partner may erase them; for anyone else the user is a 404. Personal fields are "
             "cleared, consents switched off, the user's events, features and scores deleted and open offers revoked; "
             "offers, redemptions, conversions and campaign arms stay, no longer linked to this id, so settlements "
-            "and reports still add up. The erasure is logged with the key that asked for it."
+            "and reports still add up; imported outcomes and stored webhook payloads keep the user's items under a "
+            "random id. The erasure is logged with the key that asked for it, and the id is suppressed: events sent "
+            "for it later are rejected item by item."
         ),
         tags=["users"],
         responses={200: OutputSerializer, **error_responses(404)},

@@ -3,15 +3,21 @@
 Offers still open are revoked and the money they reserved goes back to the campaign; offers,
 the redemption ledger, conversions and campaign assignments stay, so settlements and reports
 keep adding up. What happens to the user's own data is ``analytics.services.erasure``'s to say.
+Stored webhook payloads that named the user (offers issued, deal grants) keep their items,
+with the user row's new random id in place of the id the partners knew.
 """
 
+from collections import defaultdict
+
 from django.db import transaction
+from django.db.models import Q, TextField
+from django.db.models.functions import Cast
 
 from analytics.models import ErasureLogEntry
 from analytics.services.erasure import enduser_erase, enduser_lock_erasable
 from crossmkt_site.errors import ApplicationError
 
-from ..models import Offer, Partner
+from ..models import DealGrant, Offer, Partner, WebhookDelivery
 from .offers import offer_revoke
 
 
@@ -29,10 +35,68 @@ def user_erase(*, partner: Partner, external_id: str, api_key_prefix: str = "") 
             # Redeemed or expired since it was listed: there is nothing left to revoke.
             if error.code != "not_open":
                 raise
-    return enduser_erase(
+    entry = enduser_erase(
         user=user,
         pseudonymous_id=external_id,
         partner_id=partner.pk,
         api_key_prefix=api_key_prefix,
         offers_revoked=offers_revoked,
     )
+    webhook_payloads_pseudonymise(user_id=user.pk, external_id=external_id, pseudonym=entry.user.external_id)
+    return entry
+
+
+def _replace_user_id(items: list, *, key: str, keys: set, external_id: str, pseudonym: str) -> bool:
+    changed = False
+    for item in items:
+        if isinstance(item, dict) and item.get(key) in keys and item.get("user_id") == external_id:
+            item["user_id"] = pseudonym
+            changed = True
+    return changed
+
+
+@transaction.atomic
+def webhook_payloads_pseudonymise(*, user_id: int, external_id: str, pseudonym: str) -> int:
+    """Put ``pseudonym`` for ``external_id`` in the stored payloads that name the user; return how many changed.
+
+    Issuance events are found by the user's offer codes within their campaigns' events, deal
+    grant events by the grants' deliveries; only the user's own items change, and the rows are
+    locked so that two erasures touching one event do not undo each other.
+    """
+    codes_by_campaign: dict[str, set[str]] = defaultdict(set)
+    for slug, code in Offer.objects.filter(user_id=user_id).values_list("campaign__slug", "code"):
+        codes_by_campaign[slug].add(code)
+    grants = dict(DealGrant.objects.filter(user_id=user_id, delivery__isnull=False).values_list("pk", "delivery_id"))
+    changed: list[WebhookDelivery] = []
+    if codes_by_campaign:
+        # A code is letters and digits, so it appears as itself in the payload's text.
+        named = Q()
+        for slug, codes in codes_by_campaign.items():
+            any_code = Q()
+            for code in codes:
+                any_code |= Q(text__contains=code)
+            named |= Q(payload__campaign=slug) & any_code
+        issued = (
+            WebhookDelivery.objects.select_for_update()
+            .filter(event_type=WebhookDelivery.Event.OFFERS_ISSUED)
+            .annotate(text=Cast("payload", TextField()))
+            .filter(named)
+            .order_by("pk")
+        )
+        for delivery in issued:
+            codes = codes_by_campaign.get(delivery.payload.get("campaign"), set())
+            offers = delivery.payload.get("offers") or []
+            if _replace_user_id(offers, key="code", keys=codes, external_id=external_id, pseudonym=pseudonym):
+                changed.append(delivery)
+    if grants:
+        granted = (
+            WebhookDelivery.objects.select_for_update()
+            .filter(pk__in=set(grants.values()), event_type=WebhookDelivery.Event.DEAL_GRANTED)
+            .order_by("pk")
+        )
+        for grant_event in granted:
+            items = grant_event.payload.get("grants") or []
+            if _replace_user_id(items, key="grant", keys=set(grants), external_id=external_id, pseudonym=pseudonym):
+                changed.append(grant_event)
+    WebhookDelivery.objects.bulk_update(changed, ["payload"])
+    return len(changed)

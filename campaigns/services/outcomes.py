@@ -12,6 +12,7 @@ from analytics.services.csvfiles import CsvStream
 from analytics.services.imports import parse_flag
 from analytics.services.ingest import IngestResult, Rejection, RowChecker, check_ids, parse_money
 from analytics.services.progress import progress_bar
+from analytics.services.suppression import ERASED_REASON, erased_mask_any_partner
 from crossmkt_site.bulk import bulk_insert
 from crossmkt_site.errors import ApplicationError
 
@@ -63,6 +64,8 @@ def outcomes_import_file(
                 frame = pd.DataFrame(batch.columns)
                 checker = RowChecker(batch.lines)
                 check_ids(frame["user_id"], "user_id", checker)
+                # Outcome rows name no partner: an id erased at any partner is refused.
+                checker.flag(erased_mask_any_partner(frame["user_id"].tolist()), "user_id", ERASED_REASON)
                 check_ids(frame["arm"], "arm", checker)
                 converted = parse_flag(frame["converted"], "converted", checker)
                 checker.flag((frame["converted"] == "").to_numpy(), "converted", "missing")

@@ -20,6 +20,9 @@ env = environ.Env(
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 SECRET_KEY = env("SECRET_KEY", default="")
+# Key of the erased-id suppression list's hashes (README, "Privacy"); empty: derived from SECRET_KEY. Keep it
+# stable: under a new key (or a rotated SECRET_KEY while this is empty) the list no longer recognises anyone.
+ERASURE_HASH_KEY = env("ERASURE_HASH_KEY", default="")
 DEBUG = env("DEBUG")
 ALLOWED_HOSTS = env("ALLOWED_HOSTS")
 

@@ -268,25 +268,38 @@ def test_erasure_removes_personal_data_keeps_money_and_logs_who_did_it(ours, era
     assert ours.client.delete("/api/v1/users/u-private/").status_code == 404
 
 
-def test_events_sent_after_erasure_start_a_new_user_without_consent(ours, erasable):
+def test_events_sent_for_an_erased_person_are_rejected_per_item_and_do_not_bring_them_back(ours, theirs, erasable):
+    # given the home partner erased the person
     ours.client.delete("/api/v1/users/u-private/")
-    ours.client.post(
-        "/api/v1/events/",
-        {
-            "events": [
-                {
-                    "event_id": "after",
-                    "user_id": "u-private",
-                    "kind": "film_watch",
-                    "occurred_at": "2026-03-01T20:00:00+08:00",
-                }
-            ]
-        },
-        format="json",
+
+    def event(event_id, user_id):
+        return {
+            "event_id": event_id,
+            "user_id": user_id,
+            "kind": "film_watch",
+            "occurred_at": "2026-03-01T20:00:00+08:00",
+        }
+
+    # when it sends events for the erased id beside events for someone else
+    response = ours.client.post(
+        "/api/v1/events/", {"events": [event("before", "u-new"), event("after", "u-private")]}, format="json"
     )
+
+    # then only the erased person's item is rejected, by index, with the reason
+    assert response.status_code == 200, response.content
+    body = response.json()
+    assert body["accepted"] == 1
+    assert [(item["index"], item["field"]) for item in body["rejected"]] == [(1, "user_id")]
+    assert "this person was erased" in body["rejected"][0]["message"]
+    # and nobody is created under that id at this partner
+    assert not EndUser.objects.filter(external_id="u-private").exists()
+    assert not BehaviorEvent.objects.filter(event_id="after").exists()
+
+    # while the same string from another partner is that partner's own (new, consent-less) user
+    theirs.client.post("/api/v1/events/", {"events": [event("theirs-1", "u-private")]}, format="json")
     newcomer = EndUser.objects.get(external_id="u-private")
+    assert newcomer.home_partner == theirs.partner and newcomer.pk != erasable[0].pk
     assert newcomer.erased_at is None and not newcomer.marketing_consent and newcomer.age is None
-    assert newcomer.pk != erasable[0].pk
 
 
 def test_erasure_log_is_read_only_in_the_admin(ours, erasable, admin_client):
