@@ -75,7 +75,7 @@ def events_import_file(
                 on_batch(stored)
             result.add(stored)
             result.rejected.extend(rejected)
-        result.rejected.extend(Rejection(row.line, "*", row.reason) for row in stream.malformed)
+        result.rejected.extend(Rejection(row.line, row.column, row.reason) for row in stream.malformed)
     result.rejected.sort(key=lambda rejection: rejection.position)
     return result
 
@@ -91,6 +91,24 @@ def parse_flag(values: pd.Series, column: str, checker: RowChecker) -> pd.Series
     known = lowered.isin(TRUE_WORDS | FALSE_WORDS) | (lowered == "")
     checker.flag(~known.to_numpy(), column, lambda i: f"not yes/no (1/0, true/false, 是/否): {values.iloc[i]!r}")
     return lowered.map(lambda word: True if word in TRUE_WORDS else False if word in FALSE_WORDS else None)
+
+
+def _blank_as_missing(values: pd.Series) -> np.ndarray:
+    """Text of an optional column with blank cells as None: the user then keeps what is stored."""
+    return values.where(values != "", None).to_numpy()
+
+
+def _parse_optional_times(values: pd.Series, column: str, checker: RowChecker) -> pd.Series:
+    """Parse the times given in an optional column; a blank cell is no time (NaT), not a missing one."""
+    given = (values != "").to_numpy()
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    if given.any():
+        # Checked apart, then each problem is put back on its row of the batch.
+        inner = RowChecker(np.flatnonzero(given).tolist())
+        parsed[given] = parse_timestamps(values[given].reset_index(drop=True), column, inner).to_numpy()
+        reasons = {rejection.position: rejection.reason for rejection in inner.rejections}
+        checker.flag(np.isin(np.arange(len(values)), list(reasons)), column, lambda i: reasons[i])
+    return parsed
 
 
 def validate_behavior(
@@ -132,7 +150,7 @@ def validate_behavior(
     else:
         home = pd.Series([default_partner_id] * len(frame))
     signed_up = (
-        parse_timestamps(frame["signed_up_at"], "signed_up_at", checker)
+        _parse_optional_times(frame["signed_up_at"], "signed_up_at", checker)
         if "signed_up_at" in frame
         else pd.Series([pd.NaT] * len(frame), dtype="datetime64[ns, UTC]")
     )
@@ -143,11 +161,12 @@ def validate_behavior(
             "position": np.asarray(positions)[good],
             "user_ext": frame["user_id"][good].to_numpy(),
             "home_partner_id": home[good].astype("int64").to_numpy(),
-            "age": [int(a) if a else None for a in age_text[good]],
+            # Nullable integers: a blank age is NULL, and the others stay whole numbers (not 25.0).
+            "age": pd.array([int(a) if a else None for a in age_text[good]], dtype="Int64"),
             "education": frame["education"][good].to_numpy(),
             "occupation": frame["occupation"][good].to_numpy(),
-            "gender": frame["gender"][good].to_numpy() if "gender" in frame else None,
-            "acquisition_channel": frame["acquisition_channel"][good].to_numpy()
+            "gender": _blank_as_missing(frame["gender"][good]) if "gender" in frame else None,
+            "acquisition_channel": _blank_as_missing(frame["acquisition_channel"][good])
             if "acquisition_channel" in frame
             else None,
             "marketing_consent": flags["marketing_consent"][good].to_numpy(),
@@ -295,6 +314,6 @@ def behavior_import_file(
                 staged = staged.drop_duplicates("user_ext", keep="last")
                 result.add(behavior_ingest(staged))
                 result.rejected.extend(rejected)
-        result.rejected.extend(Rejection(row.line, "*", row.reason) for row in stream.malformed)
+        result.rejected.extend(Rejection(row.line, row.column, row.reason) for row in stream.malformed)
     result.rejected.sort(key=lambda rejection: rejection.position)
     return result

@@ -82,7 +82,7 @@ def outcomes_import_file(
                 rows = rows.drop_duplicates("user_ref", keep="last")
                 result.add(_outcomes_upsert(campaign, rows, now))
                 result.rejected.extend(checker.rejections)
-        result.rejected.extend(Rejection(row.line, "*", row.reason) for row in stream.malformed)
+        result.rejected.extend(Rejection(row.line, row.column, row.reason) for row in stream.malformed)
     result.rejected.sort(key=lambda rejection: rejection.position)
     return result
 

@@ -208,7 +208,10 @@ def stock_load_file(*, partner: Partner, kind: str, path, now: datetime | None =
                 items.append(
                     StockItem(partner=partner, kind=kind, code=code, face_value=face_value, expires_at=expires_at)
                 )
-        problems.extend(f"line {row.line}: {row.reason}" for row in stream.malformed)
+        problems.extend(
+            f"line {row.line}: {row.reason}" if row.column == "*" else f"line {row.line}: {row.column}: {row.reason}"
+            for row in stream.malformed
+        )
     if problems:
         shown = problems[:20]
         more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""

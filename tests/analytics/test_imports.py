@@ -186,3 +186,166 @@ def test_undecodable_file_says_so(tmp_path, partners):
         run("import_events", path)
     with pytest.raises(CommandError, match="unknown encoding"):
         run("import_events", write(tmp_path, "ok.csv", EVENTS_HEADER), "--encoding", "klingon")
+
+
+GOOD_EVENTS = [
+    "e1,u1,zhixue,course_view,C001,0,2026-03-01T10:00:00Z",
+    "e2,u2,zhixue,course_view,C001,0,2026-03-01T10:00:00Z",
+    "e3,u3,zhixue,course_purchase,C001,99.00,2026-03-01T10:00:00Z",
+]
+
+
+def rejected_lines(out):
+    """Map each rejected line number in a command's output to 'column: reason'."""
+    found = {}
+    for text in out.splitlines():
+        if text.strip().startswith("rejected line "):
+            number, rest = text.strip().removeprefix("rejected line ").split(": ", 1)
+            found[int(number)] = rest
+    return found
+
+
+@pytest.mark.parametrize("column", range(7))
+def test_a_nul_byte_rejects_its_line_by_column_and_the_rest_import(tmp_path, partners, column):
+    # given a file whose third row has a NUL byte in one field (PostgreSQL refuses NUL in text)
+    bad = ["e9", "u9", "zhixue", "course_view", "C001", "0", "2026-03-01T10:00:00Z"]
+    bad[column] = bad[column][:1] + "\x00" + bad[column][1:]
+    path = write(tmp_path, "events.csv", "\n".join([EVENTS_HEADER, *GOOD_EVENTS[:2], ",".join(bad), GOOD_EVENTS[2]]))
+
+    # when it is imported
+    out = run("import_events", path)
+
+    # then the good rows are in and the bad line is named with its column and the reason
+    assert "3 events imported, 0 duplicates skipped, 1 rejected" in out
+    name = EVENTS_HEADER.split(",")[column]
+    assert rejected_lines(out) == {4: f"{name}: contains a NUL byte"}
+    assert sorted(BehaviorEvent.objects.values_list("event_id", flat=True)) == ["e1", "e2", "e3"]
+    assert not EndUser.objects.filter(external_id__startswith="u9").exists()
+
+
+BEHAVIOR_HEADER = "user_id,watching_count,purchasing_count,age,education,occupation,purchased_course"
+
+
+def test_behavior_nul_byte_rejects_its_line_and_the_rest_import(tmp_path, partners):
+    # given a per-user table with a NUL in an occupation and another in a column kept as extra
+    text = "\n".join(
+        [
+            BEHAVIOR_HEADER + ",note",
+            "u1,15,7,25,本科,工程师,1,ok",
+            "u2,3,0,41,硕士,教\x00师,0,ok",
+            "u3,3,0,41,硕士,教师,0,b\x00d",
+            "u4,1,0,30,本科,教师,0,",
+        ]
+    )
+
+    out = run("import_behavior", write(tmp_path, "b.csv", text))
+
+    assert "2 users imported, 0 duplicates skipped, 2 rejected" in out
+    assert rejected_lines(out) == {3: "occupation: contains a NUL byte", 4: "note: contains a NUL byte"}
+    assert sorted(EndUser.objects.values_list("external_id", flat=True)) == ["u1", "u4"]
+
+
+def test_a_blank_age_is_unknown_and_the_other_rows_import(tmp_path, partners):
+    # given a per-user table where one row leaves age blank
+    text = "\n".join([BEHAVIOR_HEADER, "u1,15,7,25,本科,工程师,1", "u2,3,0,,硕士,教师,0", "u3,4,1,33,本科,教师,1"])
+
+    out = run("import_behavior", write(tmp_path, "b.csv", text))
+
+    # then the whole file is imported, u2 with an unknown age
+    assert "3 users imported, 0 duplicates skipped, 0 rejected" in out
+    assert dict(EndUser.objects.values_list("external_id", "age")) == {"u1": 25, "u2": None, "u3": 33}
+
+
+def test_blank_optional_cells_leave_what_is_stored(tmp_path, partners):
+    # given a user imported once with a gender and a sign-up time
+    header = BEHAVIOR_HEADER + ",gender,signed_up_at"
+    run(
+        "import_behavior",
+        write(tmp_path, "a.csv", "\n".join([header, "u1,1,0,25,本科,工程师,1,女,2026-01-05T08:00:00Z"])),
+    )
+
+    # when a later file leaves gender and signed_up_at blank for them and for a new user
+    text = "\n".join(
+        [
+            header,
+            "u1,2,0,26,本科,工程师,1,,",
+            "u2,3,0,41,硕士,教师,0,男,2026-02-01T08:00:00Z",
+            "u3,4,1,33,本科,教师,1,,",
+        ]
+    )
+    out = run("import_behavior", write(tmp_path, "b.csv", text))
+
+    # then every row is imported; a blank optional cell keeps what was stored, and a new user has none
+    assert "3 users imported, 0 duplicates skipped, 0 rejected" in out
+    u1 = EndUser.objects.get(external_id="u1")
+    assert (u1.age, u1.gender, u1.signed_up_at) == (26, "女", datetime(2026, 1, 5, 8, tzinfo=UTC))
+    u3 = EndUser.objects.get(external_id="u3")
+    assert (u3.gender, u3.signed_up_at) == ("", None)
+
+
+def test_an_unterminated_quote_rejects_its_line_and_the_lines_it_swallowed_import(tmp_path, partners):
+    # given a quote opened in item_id on line 3 and never closed, followed by eight good rows
+    following = [f"f{n},u{n},zhixue,course_view,C001,0,2026-03-01T10:00:00Z" for n in range(8)]
+    text = "\n".join(
+        [EVENTS_HEADER, GOOD_EVENTS[0], 'e2,u2,zhixue,course_view,"C001,0,2026-03-01T10:00:00Z', *following]
+    )
+
+    out = run("import_events", write(tmp_path, "events.csv", text))
+
+    # then only line 3 is rejected, naming the column where the quote opened; the eight rows after it import
+    assert "9 events imported, 0 duplicates skipped, 1 rejected" in out
+    assert list(rejected_lines(out)) == [3]
+    assert rejected_lines(out)[3].startswith("item_id: quote not closed")
+    assert BehaviorEvent.objects.count() == 9 and not BehaviorEvent.objects.filter(event_id="e2").exists()
+
+
+def test_a_quote_closed_lines_later_still_rejects_only_its_line(tmp_path, partners):
+    # given a quote left open in amount on line 2 that a stray quote closes on line 5, so the swallowed
+    # text has the right number of fields, and a text after a closing quote on line 7
+    text = "\n".join(
+        [
+            EVENTS_HEADER,
+            'e1,u1,zhixue,course_view,C001,0,"2026-03-01T10:00:00Z',
+            "e2,u2,zhixue,course_view,C001,0,2026-03-01T10:00:00Z",
+            "e3,u3,zhixue,course_view,C001,0,2026-03-01T10:00:00Z",
+            'e4,u4,zhixue,course_view,C001,0,2026-03-01T10:00:00Z"',
+            "e5,u5,zhixue,course_view,C001,0,2026-03-01T10:00:00Z",
+            'e6,"u6"x,zhixue,course_view,C001,0,2026-03-01T10:00:00Z',
+            "e7,u7,zhixue,course_view,C001,0,2026-03-01T10:00:00Z",
+        ]
+    )
+
+    out = run("import_events", write(tmp_path, "events.csv", text))
+
+    rejected = rejected_lines(out)
+    assert sorted(rejected) == [2, 5, 7]
+    assert rejected[2].startswith("occurred_at: quote not closed")
+    assert rejected[7].startswith("user_id: text after a closing quote")
+    assert sorted(BehaviorEvent.objects.values_list("event_id", flat=True)) == ["e2", "e3", "e5", "e7"]
+
+
+def test_a_quoted_note_over_several_lines_is_kept(tmp_path, partners):
+    # given a column the import keeps as it is, holding a note written over two lines
+    text = "\n".join(
+        [BEHAVIOR_HEADER + ",备注", 'u1,15,7,25,本科,工程师,1,"第一行\n第二行, 还有"', "u2,3,0,41,硕士,教师,0,"]
+    )
+
+    out = run("import_behavior", write(tmp_path, "b.csv", text))
+
+    assert "2 users imported, 0 duplicates skipped, 0 rejected" in out
+    assert ImportedBehavior.objects.get(user__external_id="u1").extra == {"备注": "第一行\n第二行, 还有"}
+
+
+def test_a_quote_left_open_on_the_last_line_is_named(tmp_path, partners):
+    text = "\n".join([EVENTS_HEADER, GOOD_EVENTS[0], 'e2,u2,zhixue,course_view,C001,"0,2026-03-01T10:00:00Z'])
+
+    out = run("import_events", write(tmp_path, "events.csv", text))
+
+    assert "1 events imported, 0 duplicates skipped, 1 rejected" in out
+    assert rejected_lines(out) == {3: "amount: quote not closed before the end of the file"}
+
+
+def test_a_utf16_file_without_a_byte_order_mark_fails_with_one_clear_line(tmp_path, partners):
+    path = write(tmp_path, "events.csv", EVENTS_HEADER + "\n" + GOOD_EVENTS[0], encoding="utf-16-le")
+    with pytest.raises(CommandError, match="contains NUL bytes; if the file is UTF-16, save it as UTF-8"):
+        run("import_events", path)

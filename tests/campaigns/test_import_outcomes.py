@@ -64,3 +64,24 @@ def test_outcomes_cannot_overwrite_one_of_our_campaigns(tmp_path):
     path = write_outcomes(tmp_path / "o.csv", {"holdout": (5, 0.1)})
     with pytest.raises(CommandError, match="is one of ours"):
         call_command("import_outcomes", path, "--campaign", "ours", "--no-progress")
+
+
+@pytest.mark.parametrize("column", range(4))
+def test_a_nul_byte_rejects_its_line_by_column_and_the_rest_import(tmp_path, column):
+    # given an outcomes file with a NUL byte in one field of line 3 (PostgreSQL refuses NUL in text)
+    bad = ["y1", "coupon", "1", "120.00"]
+    bad[column] = bad[column][:1] + "\x00" + bad[column][1:]
+    path = tmp_path / "o.csv"
+    path.write_text(
+        "\n".join(["user_id,arm,converted,revenue", "y0,holdout,0,0", ",".join(bad), "y2,coupon,1,80.00"]),
+        encoding="utf-8",
+    )
+
+    out = io.StringIO()
+    call_command("import_outcomes", path, "--campaign", "nul-test", "--no-progress", stdout=out)
+
+    # then the good rows are in and line 3 is named with its column
+    name = ("user_id", "arm", "converted", "revenue")[column]
+    assert "2 outcomes imported, 0 duplicates skipped, 1 rejected" in out.getvalue()
+    assert f"rejected line 3: {name}: contains a NUL byte" in out.getvalue()
+    assert sorted(ExperimentOutcome.objects.values_list("user_ref", flat=True)) == ["y0", "y2"]

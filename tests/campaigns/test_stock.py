@@ -205,3 +205,14 @@ def test_no_two_offers_share_a_ticket_when_many_issuers_draw_on_one_pool(cinema,
     report_line(
         f"stock pool of 50 tickets shared by 3 campaigns and 6 issuers: {offers.count()} offers, no ticket twice"
     )
+
+
+def test_a_nul_byte_in_a_stock_file_is_named_by_line_and_column(cinema, tmp_path):
+    # given a stock file with a NUL byte in one code (PostgreSQL refuses NUL in text)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("code,value,expires_at\nW-1,45.00,2099-12-31\nW-\x002,45.00,2099-12-31\n", encoding="utf-8")
+
+    with pytest.raises(CommandError, match="line 3: code: contains a NUL byte"):
+        call_command("load_stock", "wanda", str(bad), "--kind", "movie_ticket")
+
+    assert not StockItem.objects.exists()
