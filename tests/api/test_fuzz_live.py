@@ -9,6 +9,7 @@ schema says.
 """
 
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -149,11 +150,13 @@ def test_live_production_server_answers_generated_requests_without_5xx_and_as_it
         "--no-color",
     ]
 
-    run = subprocess.run(command, capture_output=True, text=True, timeout=FUZZ_SECONDS + 60, cwd=ROOT)
+    # Run from the temporary directory: schemathesis keeps its state (.schemathesis/) in the working directory.
+    run = subprocess.run(command, capture_output=True, text=True, timeout=FUZZ_SECONDS + 60, cwd=tmp_path)
 
     output = run.stdout + run.stderr
     assert run.returncode == 0, (
         f"schemathesis found failures against the production server:\n{output[-12000:]}\n"
         f"gunicorn's log:\n{server_log.read_text()[-8000:]}"
     )
-    assert "No issues found" in output or "passed" in output.lower(), output[-4000:]
+    selected = re.search(r"Operations:\s+(\d+) selected", output)
+    assert selected is not None and int(selected.group(1)) >= 10, output[-4000:]  # the whole API was fuzzed
