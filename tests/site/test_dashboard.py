@@ -403,6 +403,7 @@ def test_a_campaign_with_one_user_per_arm_shows_not_enough_data_instead_of_a_500
     build_campaign("Measured", seed=1)
     build_campaign("Tiny", users=2, treated_rate=1.0, holdout_rate=0.0)
     manager_client.raise_request_exception = False
+    manager_client.cookies["django_language"] = "en"
 
     response = manager_client.get(reverse("admin-dashboard"), {"period": period} if period else {})
 
@@ -416,12 +417,14 @@ def test_a_campaign_with_one_user_per_arm_shows_not_enough_data_instead_of_a_500
     assert note.startswith("Tiny: not enough data") and "at least two users" in note
 
 
-def test_the_revenue_chart_is_a_note_when_no_campaign_has_enough_users(manager_client, db):
+@pytest.mark.parametrize(("language", "phrase"), [("en", "Tiny: not enough data ("), ("zh-hans", "Tiny：数据不足（")])
+def test_the_revenue_chart_is_a_note_when_no_campaign_has_enough_users(manager_client, db, language, phrase):
     build_campaign("Tiny", users=2, treated_rate=1.0, holdout_rate=0.0)
+    manager_client.cookies["django_language"] = language
 
     response = manager_client.get(reverse("admin-dashboard"))
 
     assert response.status_code == 200
     revenue = svg_charts(response.content.decode())[1]
     assert 'class="interval"' not in revenue
-    assert "not enough data" in revenue
+    assert phrase in revenue
