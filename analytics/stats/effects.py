@@ -33,6 +33,14 @@ Methods
 * Sample-ratio mismatch: chi-square goodness of fit of arm sizes against configured shares.
 * Retention: Kaplan-Meier curves (lifelines, exponential Greenwood interval) and a
   log-rank test.
+
+Too few users
+-------------
+A statistic that cannot be computed on the users given (a conversion rate of an empty arm,
+a revenue spread from one user) raises ``NotEnoughData``, a ``ValueError`` whose ``reason``
+says what is missing in words for the reader. ``compare_arms`` catches it per statistic:
+that result is ``None`` and ``not_enough_data`` maps its name to the reason, while the
+statistics that can be computed are still reported.
 """
 
 from __future__ import annotations
@@ -41,7 +49,7 @@ import math
 import operator
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from typing import Any, Literal, cast
 
@@ -68,6 +76,19 @@ BootstrapMethod = Literal["bca", "percentile"]
 
 
 # --------------------------------------------------------------------------- results
+
+
+class NotEnoughData(ValueError):
+    """A statistic cannot be computed on this few users; ``reason`` says why, in words for the reader."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _users(count: int) -> str:
+    """Return '1 user' or 'n users'."""
+    return f"{count:,} user" if count == 1 else f"{count:,} users"
 
 
 def _json_safe(value: Any) -> Any:
@@ -241,9 +262,11 @@ class ArmComparison(_JsonResult):
 
     arm: str
     control: str
-    conversion: ConversionUplift
-    revenue: RevenueUplift
-    campaign_return: CampaignReturn
+    conversion: ConversionUplift | None
+    revenue: RevenueUplift | None
+    campaign_return: CampaignReturn | None
+    # Statistic name ("conversion", "revenue", "campaign_return") -> why it is None.
+    not_enough_data: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -255,6 +278,8 @@ class CampaignEvaluation(_JsonResult):
     comparisons: tuple[ArmComparison, ...]
     sample_ratio: SampleRatioCheck | None
     retention: RetentionComparison | None
+    # "sample_ratio" or "retention" -> why it is None although asked for.
+    not_enough_data: Mapping[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- input checks
@@ -298,7 +323,7 @@ def _count_arrays(successes: npt.ArrayLike, trials: npt.ArrayLike) -> tuple[Floa
     if np.any(success_counts != np.floor(success_counts)) or np.any(trial_counts != np.floor(trial_counts)):
         raise ValueError("counts must be whole numbers")
     if np.any(trial_counts <= 0):
-        raise ValueError("every arm needs at least one user")
+        raise NotEnoughData("every arm needs at least one user for a conversion rate; an arm has none")
     if np.any(success_counts < 0) or np.any(success_counts > trial_counts):
         raise ValueError("conversions must lie between 0 and the number of users")
     return success_counts, trial_counts
@@ -691,7 +716,10 @@ def revenue_uplift(
     treated_users = treated_sample.size
     control_users = control_sample.size
     if treated_users < 2 or control_users < 2:
-        raise ValueError("each arm needs at least two users to compare revenue")
+        raise NotEnoughData(
+            f"each arm needs at least two users to compare revenue per user (its spread is unknown from one); "
+            f"the treated arm has {_users(treated_users)}, the control {_users(control_users)}"
+        )
 
     difference, standard_error, degrees_of_freedom = (
         float(part) for part in _welch_parts(treated_sample, control_sample)
@@ -866,7 +894,7 @@ def _retention_sample(arm: str, durations: Sequence[float], churned: Sequence[bo
     if times.ndim != 1 or flags.ndim != 1 or times.size != flags.size:
         raise ValueError(f"retention of {arm}: durations and churn flags must be equal-length sequences")
     if times.size == 0:
-        raise ValueError(f"retention of {arm} has no users")
+        raise NotEnoughData(f"retention of {arm} has no users to follow")
     if not np.all(np.isfinite(times)) or np.any(times < 0.0):
         raise ValueError(f"retention of {arm}: durations must be finite and non-negative")
     if flags.dtype != np.bool_ and not np.all(np.isin(flags, (0, 1))):
@@ -982,27 +1010,46 @@ def compare_arms(
     for name, data in arms.items():
         if name == control:
             continue
-        conversion = conversion_uplift(
-            data.conversions, data.users, control_data.conversions, control_data.users, level
-        )
-        revenue = revenue_uplift(
-            data.revenue,
-            control_data.revenue,
-            level,
-            resamples=resamples,
-            seed=_arm_seed(seed, name),
-            bootstrap_method=bootstrap_method,
-        )
+        missing: dict[str, str] = {}
+        conversion: ConversionUplift | None = None
+        revenue: RevenueUplift | None = None
+        returned: CampaignReturn | None = None
+        try:
+            conversion = conversion_uplift(
+                data.conversions, data.users, control_data.conversions, control_data.users, level
+            )
+        except NotEnoughData as error:
+            missing["conversion"] = error.reason
+        try:
+            revenue = revenue_uplift(
+                data.revenue,
+                control_data.revenue,
+                level,
+                resamples=resamples,
+                seed=_arm_seed(seed, name),
+                bootstrap_method=bootstrap_method,
+            )
+        except NotEnoughData as error:
+            missing["revenue"] = error.reason
+        if conversion is not None and revenue is not None:
+            returned = campaign_return(data.cost, conversion, revenue)
+        else:
+            needed = " and ".join(part for part in ("conversion", "revenue") if part in missing)
+            missing["campaign_return"] = (
+                f"incremental revenue and ROI need the {needed} comparison: {missing[needed.split()[0]]}"
+            )
         comparisons.append(
             ArmComparison(
                 arm=name,
                 control=control,
                 conversion=conversion,
                 revenue=revenue,
-                campaign_return=campaign_return(data.cost, conversion, revenue),
+                campaign_return=returned,
+                not_enough_data=missing,
             )
         )
 
+    campaign_missing: dict[str, str] = {}
     sample_ratio = None
     if configured_shares is not None:
         sample_ratio = sample_ratio_mismatch(
@@ -1021,7 +1068,10 @@ def compare_arms(
     if retention_durations:
         if len(retention_durations) != len(arms):
             raise ValueError("retention data must be given for every arm or for none")
-        retention = retention_comparison(retention_durations, retention_churned, level)
+        try:
+            retention = retention_comparison(retention_durations, retention_churned, level)
+        except NotEnoughData as error:
+            campaign_missing["retention"] = error.reason
 
     return CampaignEvaluation(
         control=control,
@@ -1029,4 +1079,5 @@ def compare_arms(
         comparisons=tuple(comparisons),
         sample_ratio=sample_ratio,
         retention=retention,
+        not_enough_data=campaign_missing,
     )

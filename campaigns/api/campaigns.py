@@ -71,9 +71,10 @@ class CampaignReportApi(APIView):
             "The same report as `manage.py campaign_report` and the admin: the funnel, each arm's users, conversions "
             "and revenue per user, the uplift of each treated arm over the holdout with 95% intervals, cost, "
             "incremental revenue and ROI, per-rule uplift, and warnings (such as a sample-ratio mismatch) to read "
-            "first; with an uplift model trained, `uplift_models` gives each model's AUUC and Qini curve on held-out "
-            "users (the campaigns it learned from are listed only where the partner may see them). Aggregates only: "
-            "no user appears in it."
+            "first; a figure the arms have too few users for is null, with the reason under `not_enough_data` "
+            "beside it; with an uplift model trained, `uplift_models` gives each model's AUUC and Qini curve on "
+            "held-out users (the campaigns it learned from are listed only where the partner may see them). "
+            "Aggregates only: no user appears in it."
         ),
         tags=["campaigns"],
         responses={200: OpenApiTypes.OBJECT, **error_responses(404)},

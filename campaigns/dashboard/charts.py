@@ -74,9 +74,11 @@ def _text(
     size: int = 12,
     color: str = COLORS["text"],
     weight: str = "normal",
+    css_class: str = "",
 ) -> str:
+    attribute = f' class="{escape(css_class)}"' if css_class else ""
     return (
-        f'<text x="{_num(x)}" y="{_num(y)}" text-anchor="{anchor}" font-size="{size}" fill="{color}" '
+        f'<text{attribute} x="{_num(x)}" y="{_num(y)}" text-anchor="{anchor}" font-size="{size}" fill="{color}" '
         f'font-weight="{weight}">{escape(content)}</text>'
     )
 
@@ -93,6 +95,36 @@ def _short(label: str, width: float, size: int = 12) -> str:
     while label and _text_width(label + "…", size) > width:
         label = label[:-1]
     return label + "…"
+
+
+NOTE_LINE = 16
+
+
+def _wrap(content: str, width: float, size: int = 11) -> list[str]:
+    """Break a text into lines that fit a width in pixels, at spaces (a word longer than a line is cut)."""
+    lines: list[str] = []
+    line = ""
+    for word in content.split():
+        candidate = f"{line} {word}" if line else word
+        if line and _text_width(candidate, size) > width:
+            lines.append(line)
+            candidate = word
+        line = candidate
+    if line:
+        lines.append(line)
+    return [_short(item, width, size) for item in lines]
+
+
+def _note_lines(notes: Sequence[str], width: int) -> list[str]:
+    """Return the notes under a chart wrapped to its width; each note begins a new line."""
+    return [line for note in notes for line in _wrap(note, width - 16)]
+
+
+def _draw_notes(lines: Sequence[str], top: float) -> list[str]:
+    return [
+        _text(8, top + index * NOTE_LINE, line, size=11, color=COLORS["axis"], css_class="note")
+        for index, line in enumerate(lines)
+    ]
 
 
 def _open(kind: str, title: str, width: int, height: float) -> list[str]:
@@ -172,14 +204,30 @@ def bar_chart(*, title: str, bars: Sequence[Bar], empty: str, width: int = WIDTH
 
 
 def interval_chart(
-    *, title: str, intervals: Sequence[Interval], axis_label: str, empty: str, width: int = WIDTH, percent: bool = True
+    *,
+    title: str,
+    intervals: Sequence[Interval],
+    axis_label: str,
+    empty: str,
+    width: int = WIDTH,
+    percent: bool = True,
+    notes: Sequence[str] = (),
 ) -> str:
-    """Draw each estimate as a point with a whisker from lower to upper bound, against a zero line."""
+    """Draw each estimate as a point with a whisker from lower to upper bound, against a zero line.
+
+    ``notes`` are printed under the chart (or, with no intervals, instead of it): estimates that
+    could not be drawn and why.
+    """
+    note_lines = _note_lines(notes, width)
     if not intervals:
-        return _empty("interval", title, empty, width)
+        if not note_lines:
+            return _empty("interval", title, empty, width)
+        parts = _open("interval", title, width, 40 + NOTE_LINE * len(note_lines))
+        return "".join(parts + _draw_notes(note_lines, 44)) + "</svg>"
     label_width, top = 150, 30
     value_width = max(80, 14 + max(_text_width(item.display, 11) for item in intervals))
-    height = top + ROW * len(intervals) + 40
+    plot_height = top + ROW * len(intervals) + 40
+    height = plot_height + (NOTE_LINE * len(note_lines) + 8 if note_lines else 0)
     bounds = [float(value) for item in intervals for value in (item.lower, item.upper, item.estimate)]
     ticks = nice_ticks(min(0.0, *bounds), max(0.0, *bounds), 4)
     low, high = ticks[0], ticks[-1]
@@ -217,8 +265,9 @@ def interval_chart(
         )
         parts.append(_text(plot_left + plot_width + 8, y + 4, item.display, size=11))
     parts.append(
-        _text(plot_left + plot_width / 2, height - 4, axis_label, anchor="middle", size=11, color=COLORS["axis"])
+        _text(plot_left + plot_width / 2, plot_height - 4, axis_label, anchor="middle", size=11, color=COLORS["axis"])
     )
+    parts.extend(_draw_notes(note_lines, plot_height + 14))
     return "".join(parts) + "</svg>"
 
 

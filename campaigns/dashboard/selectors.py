@@ -85,6 +85,7 @@ def _return_of(reports: list[dict]) -> tuple[Decimal | None, Decimal, Decimal | 
         comparison["campaign_return"]
         for report in reports
         for comparison in (report.get("uplift") or {}).get("comparisons", [])
+        if comparison["campaign_return"] is not None  # an arm too small to measure: the report says why
     ]
     if not returns:
         return None, ZERO, None

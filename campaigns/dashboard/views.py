@@ -30,7 +30,10 @@ def _cards(figures: DashboardFigures) -> list[dict]:
     """Return the KPI cards: a label, the figure, and a line that puts it in context."""
     issued, redeemed = figures.offers_issued, figures.offers_redeemed
     spent, cap = figures.budget_spent, figures.budget_cap
-    if figures.incremental_revenue is None:
+    compared = any((item.report.get("uplift") or {}).get("comparisons") for item in figures.campaigns)
+    if figures.incremental_revenue is None and compared:
+        effect = _("not enough data: the arms need at least two users each")
+    elif figures.incremental_revenue is None:
         effect = _("no campaign with a holdout to measure against yet")
     elif figures.roi is None:
         effect = _("cost %(cost)s CNY, so no ROI") % {"cost": _money(figures.campaign_cost)}
@@ -80,28 +83,43 @@ def _comparison_label(item: CampaignFigures, arm: str, arms: int) -> str:
     return item.campaign.name if arms == 1 else f"{item.campaign.name} · {arm}"
 
 
+def _not_enough_note(label: str, comparison: dict, statistic: str) -> str:
+    return _("%(label)s: not enough data (%(reason)s)") % {
+        "label": label,
+        "reason": (comparison.get("not_enough_data") or {}).get(statistic, "-"),
+    }
+
+
 def _uplift_charts(figures: DashboardFigures) -> list[str]:
+    """Draw conversion and revenue uplift per treated arm; an arm too small for a statistic is a note instead."""
     conversion, revenue = [], []
+    conversion_notes, revenue_notes = [], []
     for item in figures.campaigns:
         comparisons = (item.report.get("uplift") or {}).get("comparisons", [])
         for comparison in comparisons:
             label = _comparison_label(item, comparison["arm"], len(comparisons))
             conv = comparison["conversion"]
-            conversion.append(
-                charts.Interval(
-                    label,
-                    conv["difference"],
-                    conv["difference_lower"],
-                    conv["difference_upper"],
-                    _("%(estimate)+.1f pp (%(lower)+.1f to %(upper)+.1f)")
-                    % {
-                        "estimate": conv["difference"] * 100,
-                        "lower": conv["difference_lower"] * 100,
-                        "upper": conv["difference_upper"] * 100,
-                    },
+            if conv is None:
+                conversion_notes.append(_not_enough_note(label, comparison, "conversion"))
+            else:
+                conversion.append(
+                    charts.Interval(
+                        label,
+                        conv["difference"],
+                        conv["difference_lower"],
+                        conv["difference_upper"],
+                        _("%(estimate)+.1f pp (%(lower)+.1f to %(upper)+.1f)")
+                        % {
+                            "estimate": conv["difference"] * 100,
+                            "lower": conv["difference_lower"] * 100,
+                            "upper": conv["difference_upper"] * 100,
+                        },
+                    )
                 )
-            )
             money = comparison["revenue"]
+            if money is None:
+                revenue_notes.append(_not_enough_note(label, comparison, "revenue"))
+                continue
             revenue.append(
                 charts.Interval(
                     label,
@@ -123,6 +141,7 @@ def _uplift_charts(figures: DashboardFigures) -> list[str]:
             intervals=conversion,
             axis_label=_("treated minus holdout, percentage points"),
             empty=no_holdout,
+            notes=conversion_notes,
         ),
         charts.interval_chart(
             title=_("Revenue per user uplift over holdout (CNY), %(level)s Welch interval") % level,
@@ -130,6 +149,7 @@ def _uplift_charts(figures: DashboardFigures) -> list[str]:
             axis_label=_("treated minus holdout, CNY per user"),
             empty=no_holdout,
             percent=False,
+            notes=revenue_notes,
         ),
     ]
 
@@ -197,7 +217,9 @@ def _funnel_chart(item: CampaignFigures) -> str:
 
 
 def _retention_chart(item: CampaignFigures) -> str:
-    retention = (item.report.get("uplift") or {}).get("retention") or {}
+    uplift = item.report.get("uplift") or {}
+    retention = uplift.get("retention") or {}
+    too_few = (uplift.get("not_enough_data") or {}).get("retention")
     series, colors = [], iter(charts.SERIES_COLORS)
     for curve in retention.get("curves", []):
         is_holdout = curve["arm"] == HOLDOUT
@@ -217,7 +239,11 @@ def _retention_chart(item: CampaignFigures) -> str:
         series=series,
         x_label=_("days since assignment"),
         y_label=_("still a member"),
-        empty=_("No retention data (no holdout, or outcomes imported without times)."),
+        empty=(
+            _("Not enough data (%(reason)s).") % {"reason": too_few}
+            if too_few
+            else _("No retention data (no holdout, or outcomes imported without times).")
+        ),
     )
 
 

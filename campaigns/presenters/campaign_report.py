@@ -5,6 +5,44 @@ import io
 
 from ..reports.campaign_report import CampaignReport
 
+NOT_ENOUGH = "not enough data"
+
+
+def _not_enough(reasons: dict, statistic: str) -> str:
+    """Return "not enough data (why)" for a statistic the report could not compute."""
+    reason = reasons.get(statistic)
+    return f"{NOT_ENOUGH} ({reason})" if reason else NOT_ENOUGH
+
+
+def _comparison_line(comparison: dict) -> str:
+    """Say what one treated arm did over the control; a statistic it has too few users for says so."""
+    conv, revenue, ret = comparison["conversion"], comparison["revenue"], comparison["campaign_return"]
+    reasons = comparison.get("not_enough_data") or {}
+    level = f"{(conv or revenue or {}).get('confidence', 0.95):.0%}"
+    parts = [
+        "conversion "
+        + (
+            _not_enough(reasons, "conversion")
+            if conv is None
+            else (
+                f"{conv['difference']:+.4f} ({level} CI {conv['difference_lower']:+.4f} to "
+                f"{conv['difference_upper']:+.4f}, p={conv['p_value']:.3g})"
+            )
+        ),
+        "revenue/user "
+        + (
+            _not_enough(reasons, "revenue")
+            if revenue is None
+            else f"{revenue['difference']} CNY (Welch {revenue['welch_lower']} to {revenue['welch_upper']})"
+        ),
+        (
+            f"incremental revenue and ROI: {_not_enough(reasons, 'campaign_return')}"
+            if ret is None
+            else f"cost {ret['cost']} CNY, incremental revenue {ret['incremental_revenue']} CNY, ROI {ret['roi']}"
+        ),
+    ]
+    return f"Uplift of {comparison['arm']} over {comparison['control']}: " + "; ".join(parts)
+
 
 def render_text(report: CampaignReport) -> str:
     """Render the report for a terminal: warnings first, then funnel, arms, uplift and rules."""
@@ -25,17 +63,11 @@ def render_text(report: CampaignReport) -> str:
             f"{arm['revenue_per_user'] or '-':>13}"
         )
     for comparison in (data["uplift"] or {}).get("comparisons", []):
-        conv, revenue, ret = comparison["conversion"], comparison["revenue"], comparison["campaign_return"]
-        lines.append(
-            f"Uplift of {comparison['arm']} over {comparison['control']}: conversion {conv['difference']:+.4f} "
-            f"(95% CI {conv['difference_lower']:+.4f} to {conv['difference_upper']:+.4f}, p={conv['p_value']:.3g}); "
-            f"revenue/user {revenue['difference']} CNY (Welch {revenue['welch_lower']} to {revenue['welch_upper']}); "
-            f"cost {ret['cost']} CNY, incremental revenue {ret['incremental_revenue']} CNY, ROI {ret['roi']}"
-        )
+        lines.append(_comparison_line(comparison))
     for rule in data["rules"]:
         uplift = rule.get("conversion_uplift")
         detail = (
-            "no holdout"
+            _not_enough(rule.get("not_enough_data") or {}, "conversion_uplift")
             if uplift is None
             else (
                 f"{uplift['difference']:+.4f} ({uplift['difference_lower']:+.4f} to {uplift['difference_upper']:+.4f})"
@@ -74,6 +106,8 @@ def render_csv(report: CampaignReport) -> str:
     Uplift models follow as ``uplift_model`` rows named ``method:package`` (users: held-out
     users; uplift: AUUC; lower: AUUC of a random ranking; upper: Qini coefficient) and
     ``qini_curve`` rows named ``method:package@fraction`` (uplift: the Qini curve there).
+    A statistic an arm or rule has too few users for gives a ``not_enough_data`` row named
+    ``arm:statistic`` (or ``rule:name``) with "not enough data: why" in the uplift column.
     """
     out = io.StringIO()
     writer = csv.writer(out)
@@ -91,7 +125,8 @@ def render_csv(report: CampaignReport) -> str:
         ]
     )
     data = report.to_dict()
-    uplifts = {c["arm"]: c["conversion"] for c in (data["uplift"] or {}).get("comparisons", [])}
+    comparisons = (data["uplift"] or {}).get("comparisons", [])
+    uplifts = {c["arm"]: c["conversion"] or {} for c in comparisons}
     for arm in data["arms"]:
         conv = uplifts.get(arm["arm"], {})
         writer.writerow(
@@ -124,6 +159,21 @@ def render_csv(report: CampaignReport) -> str:
         )
     for key, value in data["funnel"].items():
         writer.writerow(["funnel", key, value, "", "", "", "", "", ""])
+    missing = [
+        (f"{comparison['arm']}:{statistic}", reason)
+        for comparison in comparisons
+        for statistic, reason in (comparison.get("not_enough_data") or {}).items()
+    ]
+    missing += [
+        (statistic, reason) for statistic, reason in ((data["uplift"] or {}).get("not_enough_data") or {}).items()
+    ]
+    missing += [
+        (f"rule:{rule['rule']}", reason)
+        for rule in data["rules"]
+        for reason in (rule.get("not_enough_data") or {}).values()
+    ]
+    for name, reason in missing:
+        writer.writerow(["not_enough_data", name, "", "", "", "", f"{NOT_ENOUGH}: {reason}", "", ""])
     for model in (data["uplift_models"] or {}).get("models", []):
         name = f"{model['method']}:{model['package']}"
         writer.writerow(

@@ -4,6 +4,10 @@ Outcomes are read per assigned user (``campaigns.reports.selectors``). Each trea
 compared with the holdout: conversion difference with Newcombe's hybrid score interval, revenue
 per user with Welch's interval and a percentile bootstrap, incremental revenue and ROI; the
 holdout split is checked for sample-ratio mismatch before anything else is read.
+
+A statistic the arms hold too few users for is ``null`` in the data with its reason under
+``not_enough_data`` beside it (``{"revenue": "each arm needs at least two users ..."}``), and
+a warning says so; everything that can be computed is still reported.
 """
 
 from dataclasses import dataclass
@@ -26,6 +30,16 @@ METHODS = (
     "(2,000 resamples, seeded); sample ratio: chi-square goodness of fit, flagged below p = 0.001; "
     "retention: Kaplan-Meier per arm with a log-rank test"
 )
+
+
+# How the report's warnings name a statistic that could not be computed.
+STATISTICS = {
+    "conversion": "conversion uplift",
+    "revenue": "revenue per user uplift",
+    "campaign_return": "incremental revenue and ROI",
+    "sample_ratio": "the sample-ratio check",
+    "retention": "the retention comparison",
+}
 
 
 def _arm_data(group: pd.DataFrame, cost: Decimal = ZERO) -> ArmData:
@@ -100,6 +114,12 @@ def campaign_report(*, campaign: Campaign, now: datetime | None = None, confiden
         # The check carries a warning exactly when the split mismatches.
         if result.sample_ratio is not None and result.sample_ratio.warning is not None:
             warnings.append(result.sample_ratio.warning)
+        for comparison in result.comparisons:
+            for statistic, reason in comparison.not_enough_data.items():
+                if statistic != "campaign_return":  # follows from the others, which say why
+                    warnings.append(f"not enough data for the {STATISTICS[statistic]} of {comparison.arm}: {reason}")
+        for statistic, reason in result.not_enough_data.items():
+            warnings.append(f"not enough data for {STATISTICS[statistic]}: {reason}")
         evaluation = result.to_dict()
         rules = _rule_uplifts(frame, confidence)
     elif not frame.empty:
@@ -133,8 +153,16 @@ def _rule_uplifts(frame: pd.DataFrame, confidence: float) -> list[dict]:
     rows = []
     for rule, group in frame.groupby("rule"):
         treated, held = group[group["arm"] != HOLDOUT], group[group["arm"] == HOLDOUT]
-        row = {"rule": rule, "treated": _arm_summary("treated", treated), "holdout": _arm_summary(HOLDOUT, held)}
-        if len(treated) and len(held):
+        row: dict = {
+            "rule": rule,
+            "treated": _arm_summary("treated", treated),
+            "holdout": _arm_summary(HOLDOUT, held),
+            "conversion_uplift": None,
+        }
+        if not len(held) or not len(treated):
+            side = "held-out" if not len(held) else "treated"
+            row["not_enough_data"] = {"conversion_uplift": f"no {side} user matched this rule first"}
+        else:
             row["conversion_uplift"] = conversion_uplift(
                 int(treated["converted"].sum()),
                 len(treated),

@@ -116,3 +116,44 @@ def test_report_formats_agree():
     assert data["funnel"]["treated"] == 300
     assert "arm,treatment,300" in outputs["csv"]
     assert "Funnel: eligible 600" in outputs["text"]
+
+
+# ----------------------------------------------------------------- arms too small for a statistic (issue 14, item 4)
+
+
+@pytest.fixture
+def tiny_campaign():
+    """A campaign with one treated user who bought and one held-out user who did not."""
+    return build_experiment(treated_users=1, holdout_users=1, treated_rate=1.0, holdout_rate=0.0, holdout_share="0.500")
+
+
+def test_api_reports_a_one_user_arm_with_not_enough_data_instead_of_a_500(tiny_campaign):
+    from campaigns.services.partners import partner_api_key_create
+    from tests.api.conftest import client_with_key
+
+    client = client_with_key(partner_api_key_create(partner=tiny_campaign.owner)[1])
+    client.raise_request_exception = False
+
+    response = client.get(f"/api/v1/campaigns/{tiny_campaign.slug}/report/")
+
+    assert response.status_code == 200, response.content[:300]
+    comparison = response.json()["uplift"]["comparisons"][0]
+    assert comparison["conversion"]["difference"] == 1.0
+    assert comparison["revenue"] is None
+    assert comparison["campaign_return"] is None
+    reasons = comparison["not_enough_data"]
+    assert "at least two users" in reasons["revenue"] and "1 user" in reasons["revenue"]
+    assert "revenue" in reasons["campaign_return"]
+
+
+def test_command_prints_not_enough_data_for_a_one_user_arm_in_every_format(tiny_campaign):
+    outputs = {}
+    for fmt in ("text", "csv", "json"):
+        out = io.StringIO()
+        call_command("campaign_report", tiny_campaign.slug, "--format", fmt, stdout=out)
+        outputs[fmt] = out.getvalue()
+
+    assert "revenue/user not enough data (each arm needs at least two users" in outputs["text"]
+    assert "Uplift of treatment over holdout: conversion +1.0000" in outputs["text"]
+    assert "not enough data" in outputs["csv"]
+    assert json.loads(outputs["json"])["uplift"]["comparisons"][0]["revenue"] is None

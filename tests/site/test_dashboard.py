@@ -395,3 +395,36 @@ def test_chromium_opens_the_dashboard_finds_the_charts_drawn_and_no_javascript_e
     ARTIFACTS.mkdir(exist_ok=True)
     chromium.set_window_size(1400, max(chromium.execute_script("return document.body.scrollHeight"), 900))
     assert chromium.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+
+
+@pytest.mark.parametrize("period", ["", "2020-01"])
+def test_a_campaign_with_one_user_per_arm_shows_not_enough_data_instead_of_a_500(manager_client, db, period):
+    # given a measurable campaign and one whose arms hold one user each (issue 14, item 4)
+    build_campaign("Measured", seed=1)
+    build_campaign("Tiny", users=2, treated_rate=1.0, holdout_rate=0.0)
+    manager_client.raise_request_exception = False
+    manager_client.cookies["django_language"] = "en"
+
+    response = manager_client.get(reverse("admin-dashboard"), {"period": period} if period else {})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    conversion, revenue = svg_charts(page)[:2]
+    # conversion can be compared on one user per arm; revenue per user cannot, and the chart says why
+    assert conversion.count('class="interval"') == 2
+    assert revenue.count('class="interval"') == 1
+    note = found(r'<text[^>]*class="note"[^>]*>(.*?)</text>', revenue).group(1)
+    assert note.startswith("Tiny: not enough data") and "at least two users" in note
+
+
+@pytest.mark.parametrize(("language", "phrase"), [("en", "Tiny: not enough data ("), ("zh-hans", "Tiny：数据不足（")])
+def test_the_revenue_chart_is_a_note_when_no_campaign_has_enough_users(manager_client, db, language, phrase):
+    build_campaign("Tiny", users=2, treated_rate=1.0, holdout_rate=0.0)
+    manager_client.cookies["django_language"] = language
+
+    response = manager_client.get(reverse("admin-dashboard"))
+
+    assert response.status_code == 200
+    revenue = svg_charts(response.content.decode())[1]
+    assert 'class="interval"' not in revenue
+    assert phrase in revenue
