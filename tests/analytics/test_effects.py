@@ -549,10 +549,13 @@ def test_compare_arms_compares_each_treated_arm_with_the_control():
     for comparison in evaluation.comparisons:
         true_difference = planted[comparison.arm] - planted["control"]
         conversion = comparison.conversion
+        assert conversion is not None
         assert abs(conversion.difference - true_difference) <= 3 * conversion.standard_error
         revenue = comparison.revenue
+        assert revenue is not None
         assert abs(float(revenue.difference) - true_difference * BASKET_MEAN) <= 3 * revenue.standard_error
     sms_return = evaluation.comparisons[1].campaign_return
+    assert sms_return is not None
     assert sms_return.roi is None and sms_return.note
 
     data = _json_round_trip(evaluation.to_dict())
