@@ -97,7 +97,7 @@ def events_ingest_items(*, partner_id: int, partner_slug: str, items: Sequence, 
             columns = {name: [values[index] for index in positions] for name, values in columns.items()}
         columns["partner"] = [partner_slug] * len(positions)
         staged, invalid = validate_events(
-            columns, positions, partner_ids={partner_slug: partner_id}, now=now or timezone.now()
+            columns, positions, partner_ids={partner_slug: partner_id}, now=now or timezone.now(), unit="index"
         )
         result = events_ingest(staged)
         rejected.extend(invalid)

@@ -6,6 +6,8 @@ from decimal import Decimal
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from crossmkt_site.bounds import money_problem
+
 
 class RelatedSlugsField(serializers.ListField):
     """Show a many-to-many relation as a list of one text attribute of the related rows (prefetch it)."""
@@ -26,11 +28,14 @@ MONEY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
         "type": "string",
         "pattern": MONEY_PATTERN,
         "example": "199.00",
-        "description": "CNY as a decimal string with at most two decimals, not negative.",
+        "description": (
+            "CNY as a decimal string with at most two decimals, not negative, with a decimal point "
+            "(no comma) and at most the largest amount accepted (CROSSMKT_MAX_AMOUNT, 1000000.00 by default)."
+        ),
     }
 )
 class MoneyInputField(serializers.Field):
-    """Read an amount of CNY sent as a decimal string ("199.00").
+    """Read an amount of CNY sent as a decimal string ("199.00"), within ``crossmkt_site.bounds``' rules.
 
     Numbers are refused, so no float ever carries money.
     """
@@ -40,7 +45,13 @@ class MoneyInputField(serializers.Field):
     }
 
     def to_internal_value(self, data):
-        if not isinstance(data, str) or not re.fullmatch(MONEY_PATTERN, data):
+        if not isinstance(data, str):
+            self.fail("invalid")
+        problem = money_problem(data)
+        if problem is not None:
+            # Say what is wrong (a comma, a sign, the ceiling) and how to write it.
+            raise serializers.ValidationError(problem, code="invalid")
+        if not re.fullmatch(MONEY_PATTERN, data):
             self.fail("invalid")
         return Decimal(data)
 
