@@ -3,10 +3,12 @@
 import re
 from decimal import Decimal
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crossmkt_site.bounds import money_problem
+from crossmkt_site.bounds import event_time_window, money_problem, out_of_window_message
+from crossmkt_site.errors import ApplicationError
 
 
 class RelatedSlugsField(serializers.ListField):
@@ -68,3 +70,22 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class EventTimeField(serializers.DateTimeField):
+    """An ISO 8601 time of something that happened (read in TIME_ZONE without an offset).
+
+    A time so far off that it cannot even be converted to UTC (years 1 or 9999 with an offset) is
+    refused like any other time outside the window of plausible times, with the window named (422);
+    the service checks the window for every other time.
+    """
+
+    def enforce_timezone(self, value):
+        try:
+            return super().enforce_timezone(value)
+        except serializers.ValidationError as error:
+            if "overflow" not in error.get_codes():
+                raise
+            earliest, latest = event_time_window(timezone.now())
+            message = out_of_window_message(value.isoformat(), earliest, latest, future=value.year > earliest.year)
+            raise ApplicationError(f"{self.field_name} is {message}", field=self.field_name, status=422) from None
