@@ -7,7 +7,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from crossmkt_site.bounds import event_time_window, money_problem, out_of_window_message
+from crossmkt_site.bounds import MONEY_COLUMN_MAX, event_time_window, money_problem, out_of_window_message
 from crossmkt_site.errors import ApplicationError
 
 
@@ -49,12 +49,16 @@ class MoneyInputField(serializers.Field):
     def to_internal_value(self, data):
         if not isinstance(data, str):
             self.fail("invalid")
-        problem = money_problem(data)
+        # Say what is wrong (a comma, a sign) and how to write it.
+        problem = money_problem(data, ceiling=MONEY_COLUMN_MAX)
         if problem is not None:
-            # Say what is wrong (a comma, a sign, the ceiling) and how to write it.
             raise serializers.ValidationError(problem, code="invalid")
         if not re.fullmatch(MONEY_PATTERN, data):
             self.fail("invalid")
+        # Well-formed (the schema's pattern) but above the business ceiling: a 422, like a time out of its window.
+        problem = money_problem(data)
+        if problem is not None:
+            raise ApplicationError(problem, field=self.field_name, status=422)
         return Decimal(data)
 
     def to_representation(self, value):
@@ -84,7 +88,7 @@ class EventTimeField(serializers.DateTimeField):
         try:
             return super().enforce_timezone(value)
         except serializers.ValidationError as error:
-            if "overflow" not in error.get_codes():
+            if error.get_codes() != ["overflow"]:
                 raise
             earliest, latest = event_time_window(timezone.now())
             message = out_of_window_message(value.isoformat(), earliest, latest, future=value.year > earliest.year)

@@ -117,16 +117,16 @@ def test_the_database_refuses_a_second_conversion_with_the_same_id(ours):
 
 
 @pytest.mark.parametrize(
-    "amount, words",
+    "amount, status, words",
     [
-        ("1,50", 'decimal commas are not accepted: write "1.50"'),
-        ("1,000.00", "commas are not accepted"),
-        ("999999999999.99", "above the largest amount accepted, 1000000.00"),
+        ("1,50", 400, 'decimal commas are not accepted: write "1.50"'),
+        ("1,000.00", 400, "commas are not accepted"),
+        ("999999999999.99", 422, "above the largest amount accepted, 1000000.00"),
     ],
 )
-def test_an_amount_with_a_comma_or_above_the_ceiling_says_so(ours, amount, words):
+def test_an_amount_with_a_comma_or_above_the_ceiling_says_so(ours, amount, status, words):
     response = report(ours, amount=amount)
-    assert response.status_code == 400 and error_fields(response) == [("amount", "invalid")]
+    assert response.status_code == status and error_fields(response) == [("amount", "invalid")]
     assert words in response.json()["errors"][0]["message"], response.content
     assert not Conversion.objects.exists()
 
