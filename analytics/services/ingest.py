@@ -150,7 +150,7 @@ def parse_timestamps(values: pd.Series, column: str, checker: RowChecker, *, now
         checker.flag(
             beyond != 0,
             column,
-            lambda i: out_of_window_message(values.iloc[i], earliest, latest, future=beyond[i] > 0),
+            lambda i: out_of_window_message(values.iloc[i], earliest, latest, future=bool(beyond[i] > 0)),
         )
         checker.flag(unread, column, lambda i: f"not an ISO 8601 time: {values.iloc[i]!r}")
     early = (parsed < pd.Timestamp(earliest)).fillna(False).to_numpy()
