@@ -5,11 +5,11 @@ from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 
+from crossmkt_site.bounds import event_time_problem, money_problem
 from crossmkt_site.errors import ApplicationError
 from crossmkt_site.money import to_cny
 
 from ..models import Conversion, EndUser
-from .ingest import FUTURE_GRACE
 
 
 def _same_report(conversion: Conversion, values: dict) -> bool:
@@ -29,14 +29,20 @@ def _first_report(*, partner_id: int, conversion_id: str, values: dict) -> Conve
 
 
 def conversion_amount_check(*, amount: Decimal, occurred_at: datetime, now: datetime) -> Decimal:
-    """Return the amount in CNY; refuse a negative amount or a time more than a day in the future."""
+    """Return the amount in CNY; refuse a negative amount, one above the ceiling, or a time outside the window.
+
+    The bounds are ``crossmkt_site.bounds``': the largest amount accepted, and plausible times from
+    CROSSMKT_EARLIEST_EVENT_TIME to now plus CROSSMKT_FUTURE_TOLERANCE.
+    """
     amount = to_cny(amount)
     if amount < 0:
         raise ApplicationError("a conversion amount cannot be negative", field="amount")
-    if occurred_at > now + FUTURE_GRACE:
-        raise ApplicationError(
-            f"occurred_at is in the future: {occurred_at.isoformat()}", field="occurred_at", status=422
-        )
+    problem = money_problem(str(amount))
+    if problem is not None:
+        raise ApplicationError(problem, field="amount")
+    problem = event_time_problem(occurred_at, now=now)
+    if problem is not None:
+        raise ApplicationError(f"occurred_at is {problem}", field="occurred_at", status=422)
     return amount
 
 

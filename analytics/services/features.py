@@ -14,6 +14,8 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from crossmkt_site.bounds import MONEY_COLUMN_MAX
+
 from ..models import UserFeatures
 
 PURCHASE = "course_purchase"
@@ -38,7 +40,9 @@ def _feature_expressions() -> dict[str, str]:
         "course_view_count": "SUM(CASE WHEN e.kind = 'course_view' THEN 1 ELSE 0 END)",
         "purchasing_count": f"SUM(CASE WHEN e.kind = '{PURCHASE}' THEN 1 ELSE 0 END)",
         "purchase_days": f"COUNT(DISTINCT CASE WHEN e.kind = '{PURCHASE}' THEN {_local_date('e.occurred_at')} END)",
-        "total_spend": "COALESCE(SUM(e.amount), 0)",
+        # Capped at what the money column holds: one user's sum must not stop the build for everyone.
+        "total_spend": f"CASE WHEN SUM(e.amount) > {MONEY_COLUMN_MAX} THEN {MONEY_COLUMN_MAX} "
+        "ELSE COALESCE(SUM(e.amount), 0) END",
         "activity_count": "SUM(CASE WHEN e.kind = 'activity_join' THEN 1 ELSE 0 END)",
         "discounts_received": "SUM(CASE WHEN e.kind = 'offer_redeem' THEN 1 ELSE 0 END)",
         "first_event_at": "MIN(e.occurred_at)",

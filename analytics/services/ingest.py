@@ -12,7 +12,8 @@ adds nothing.
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -21,21 +22,14 @@ from django.db import connection, transaction
 from django.utils import timezone
 from psycopg.errors import UniqueViolation
 
+from crossmkt_site.bounds import event_time_window, max_amount, money_problem, out_of_window_message
 from crossmkt_site.bulk import bulk_insert_frame
 
 from ..models import BehaviorEvent
 
 EVENT_COLUMNS = ("event_id", "user_id", "partner", "kind", "item_id", "amount", "occurred_at")
 MAX_ID_LENGTH = 64
-# Clocks drift and time zones get confused; a day's grace, and nothing later than that.
-FUTURE_GRACE = timedelta(days=1)
-# [0-9], not \d: \d also matches other scripts' digits, which the database cannot read as numbers.
-MONEY_PATTERN = r"[0-9]{1,12}(\.[0-9]{1,2})?"
-NUMBER_PATTERN = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
 ZONE_SUFFIX = re.compile(r"(Z|[+-]\d{2}:?\d{2})$", re.IGNORECASE)
-_NUMBER = re.compile(NUMBER_PATTERN)
-_MONEY = re.compile(MONEY_PATTERN)
-_NEGATIVE_ZERO = re.compile(r"-0*(\.0*)?")
 
 
 @dataclass(frozen=True)
@@ -95,28 +89,35 @@ class RowChecker:
 def parse_money(values: pd.Series, column: str, checker: RowChecker, *, blank_is_zero: bool = True) -> pd.Series:
     """Check CNY amounts as text (no float ever touches them) and return them normalised.
 
-    A batch repeats a few prices many times, so each distinct text is checked once.
+    The rules are ``crossmkt_site.bounds``' (no comma, no sign, two decimals, the ceiling). A batch
+    repeats a few prices many times, so each distinct text is checked once.
     """
     codes, distinct = pd.factorize(values.to_numpy(dtype=object))
-    texts = [text.replace(",", "") for text in distinct]
-    if blank_is_zero:
-        texts = [text or "0" for text in texts]
-    numeric = np.array([_NUMBER.fullmatch(text) is not None for text in texts], dtype=bool)
-    negative = numeric & np.array([text.startswith("-") and text.strip("-0.") != "" for text in texts], dtype=bool)
-    money = np.array(
-        [_MONEY.fullmatch(text) is not None or _NEGATIVE_ZERO.fullmatch(text) is not None for text in texts], dtype=bool
-    )
-    shown = np.array(texts, dtype=object)[codes]
-    checker.flag(~numeric[codes], column, lambda i: f"not a number: {shown[i]!r}")
-    checker.flag(negative[codes], column, lambda i: f"negative amount: {shown[i]}")
-    checker.flag(~money[codes], column, lambda i: f"not an amount in CNY with at most two decimals: {shown[i]}")
+    texts = [text or "0" for text in distinct] if blank_is_zero else list(distinct)
+    ceiling = max_amount()
+    problems = np.array([money_problem(text, ceiling=ceiling) for text in texts], dtype=object)
+    row_problems = problems[codes]
+    checker.flag(pd.notna(row_problems), column, lambda i: row_problems[i])
     return pd.Series(
         np.array([text.lstrip("+") for text in texts], dtype=object)[codes], index=values.index, dtype=object
     )
 
 
+def _beyond_pandas(text: str) -> int:
+    """Return -1 or 1 when ``text`` is an ISO 8601 time before or after what pandas holds (1677 to 2262), else 0."""
+    try:
+        year = datetime.fromisoformat(text).year
+    except ValueError:
+        return 0
+    return -1 if year <= pd.Timestamp.min.year else 1 if year >= pd.Timestamp.max.year else 0
+
+
 def parse_timestamps(values: pd.Series, column: str, checker: RowChecker, *, now=None) -> pd.Series:
-    """Parse ISO 8601 times; a time without an offset is read in TIME_ZONE; refuse far-future ones."""
+    """Parse ISO 8601 times; a time without an offset is read in TIME_ZONE.
+
+    Refuse, with the window in the message, a time outside ``crossmkt_site.bounds``' window of
+    plausible times (which pandas and NumPy always hold).
+    """
     now = now or timezone.now()
     has_zone = pd.Series(
         np.fromiter(
@@ -138,10 +139,24 @@ def parse_timestamps(values: pd.Series, column: str, checker: RowChecker, *, now
         parsed[naive] = local.dt.tz_localize(settings.TIME_ZONE, ambiguous="NaT", nonexistent="NaT").dt.tz_convert(
             "UTC"
         )
+    earliest, latest = event_time_window(now)
     checker.flag((values == "").to_numpy(), column, "missing time")
-    checker.flag(parsed.isna().to_numpy(), column, lambda i: f"not an ISO 8601 time: {values.iloc[i]!r}")
-    limit = pd.Timestamp(now + FUTURE_GRACE)
-    checker.flag((parsed > limit).fillna(False).to_numpy(), column, lambda i: f"in the future: {values.iloc[i]}")
+    unread = parsed.isna().to_numpy()
+    if unread.any():
+        # Years like 0001 or 9999 are real ISO 8601 times that pandas cannot hold: say they are out of the window.
+        beyond = np.zeros(len(values), dtype=int)
+        for index in np.flatnonzero(unread):
+            beyond[index] = _beyond_pandas(values.iloc[index])
+        checker.flag(
+            beyond != 0,
+            column,
+            lambda i: out_of_window_message(values.iloc[i], earliest, latest, future=bool(beyond[i] > 0)),
+        )
+        checker.flag(unread, column, lambda i: f"not an ISO 8601 time: {values.iloc[i]!r}")
+    early = (parsed < pd.Timestamp(earliest)).fillna(False).to_numpy()
+    late = (parsed > pd.Timestamp(latest)).fillna(False).to_numpy()
+    checker.flag(early, column, lambda i: out_of_window_message(values.iloc[i], earliest, latest, future=False))
+    checker.flag(late, column, lambda i: out_of_window_message(values.iloc[i], earliest, latest, future=True))
     return parsed
 
 
@@ -150,10 +165,61 @@ def check_ids(values: pd.Series, column: str, checker: RowChecker) -> None:
     checker.flag((values.str.len() > MAX_ID_LENGTH).to_numpy(), column, f"longer than {MAX_ID_LENGTH} characters")
 
 
+_EVENT_CONTENT = ("user_id", "kind", "item_id", "amount", "occurred_at")
+
+
+def _check_repeated_ids(
+    frame: pd.DataFrame, amount: pd.Series, occurred_at: pd.Series, checker: RowChecker, *, unit: str
+) -> None:
+    """Reject a good row whose event id appears earlier in the batch with other content.
+
+    A repeat with the same content is a duplicate (stored once); with other content one of the
+    two would be lost silently, so the later one is refused, naming the first and what differs.
+    """
+    key = frame["partner"] + "\x00" + frame["event_id"]
+    repeated = (key.duplicated(keep=False) & checker.good).to_numpy()
+    if not repeated.any():
+        return
+    rows = np.flatnonzero(repeated)
+    content = pd.DataFrame(
+        {
+            "key": key.iloc[rows].to_numpy(),
+            "user_id": frame["user_id"].iloc[rows].to_numpy(),
+            "kind": frame["kind"].iloc[rows].to_numpy(),
+            "item_id": frame["item_id"].iloc[rows].to_numpy(),
+            "amount": [Decimal(text) for text in amount.iloc[rows]],
+            "occurred_at": occurred_at.iloc[rows].to_numpy(),
+            "position": checker.positions[rows],
+        }
+    )
+    first = content.groupby("key", sort=False).transform("first")
+    differs = content[list(_EVENT_CONTENT)].ne(first[list(_EVENT_CONTENT)])
+    conflict = np.zeros(len(frame), dtype=bool)
+    conflict[rows] = differs.any(axis=1).to_numpy()
+
+    def reason(index: int) -> str:
+        at = int(np.searchsorted(rows, index))
+        fields = ", ".join(name for name in _EVENT_CONTENT if differs.iloc[at][name])
+        return (
+            f"event_id {frame['event_id'].iloc[index]!r} was already sent at {unit} {first['position'].iloc[at]} "
+            f"of this batch with another {fields}; send each event once (a corrected event needs a new event_id)"
+        )
+
+    checker.flag(conflict, "event_id", reason)
+
+
 def validate_events(
-    columns: dict[str, Sequence[str]], positions: Sequence[int], *, partner_ids: dict[str, int], now=None
+    columns: dict[str, Sequence[str]],
+    positions: Sequence[int],
+    *,
+    partner_ids: dict[str, int],
+    now=None,
+    unit: str = "line",
 ) -> tuple[pd.DataFrame, list[Rejection]]:
-    """Check event rows given as columns of text; return the good rows ready to stage, and the rejections."""
+    """Check event rows given as columns of text; return the good rows ready to stage, and the rejections.
+
+    ``unit`` names the positions in messages ("line" of a file, "index" of a request's items).
+    """
     frame = pd.DataFrame({name: pd.Series(columns[name], dtype=object).astype(str) for name in EVENT_COLUMNS})
     checker = RowChecker(positions)
     check_ids(frame["event_id"], "event_id", checker)
@@ -170,6 +236,7 @@ def validate_events(
     )
     amount = parse_money(frame["amount"], "amount", checker)
     occurred_at = parse_timestamps(frame["occurred_at"], "occurred_at", checker, now=now)
+    _check_repeated_ids(frame, amount, occurred_at, checker, unit=unit)
     good = checker.good
     staged = pd.DataFrame(
         {

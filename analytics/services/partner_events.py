@@ -98,7 +98,7 @@ def events_ingest_items(*, partner_id: int, partner_slug: str, items: Sequence, 
             columns = {name: [values[index] for index in positions] for name, values in columns.items()}
         columns["partner"] = [partner_slug] * len(positions)
         staged, invalid = validate_events(
-            columns, positions, partner_ids={partner_slug: partner_id}, now=now or timezone.now()
+            columns, positions, partner_ids={partner_slug: partner_id}, now=now or timezone.now(), unit="index"
         )
         staged, erased = staged_without_erased(staged, partner_column="partner_id")
         result = events_ingest(staged)

@@ -6,7 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from ..services.conversions import conversion_record
-from .fields import MoneyInputField
+from .fields import EventTimeField, MoneyInputField
 from .schema import BODY_ERRORS, error_responses
 
 
@@ -19,7 +19,9 @@ class ConversionCreateApi(APIView):
         )
         user_id = serializers.CharField(max_length=64, trim_whitespace=False, help_text="The user's pseudonymous id.")
         amount = MoneyInputField()
-        occurred_at = serializers.DateTimeField()
+        occurred_at = EventTimeField(
+            help_text="ISO 8601; from CROSSMKT_EARLIEST_EVENT_TIME (1990-01-01) to now plus CROSSMKT_FUTURE_TOLERANCE."
+        )
         # \Z, not $: the field searches, and $ would let a trailing newline through.
         offer_code = serializers.RegexField(
             r"^[0-9A-Za-z]{1,32}\Z", required=False, help_text="The offer the sale used, if any."
@@ -42,7 +44,8 @@ class ConversionCreateApi(APIView):
             "201 for a new conversion; sending the same `conversion_id` again with the same data returns the first "
             "report with 200, with different data it is a 409. The user, offer and campaign must be ones this "
             "partner may see (404 otherwise). An offer of another user, a campaign that is not the offer's, or a time "
-            "more than a day in the future is a 422. A campaign is taken from the offer when only the offer is given."
+            "outside the window of plausible times (before 1990-01-01 or more than a day in the future, by default) "
+            "is a 422. A campaign is taken from the offer when only the offer is given."
         ),
         tags=["conversions"],
         request=InputSerializer,

@@ -3,8 +3,12 @@
 import re
 from decimal import Decimal
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+
+from crossmkt_site.bounds import MONEY_COLUMN_MAX, event_time_window, money_problem, out_of_window_message
+from crossmkt_site.errors import ApplicationError
 
 
 class RelatedSlugsField(serializers.ListField):
@@ -26,11 +30,14 @@ MONEY_PATTERN = r"^[0-9]{1,12}(\.[0-9]{1,2})?$"
         "type": "string",
         "pattern": MONEY_PATTERN,
         "example": "199.00",
-        "description": "CNY as a decimal string with at most two decimals, not negative.",
+        "description": (
+            "CNY as a decimal string with at most two decimals, not negative, with a decimal point "
+            "(no comma) and at most the largest amount accepted (CROSSMKT_MAX_AMOUNT, 1000000.00 by default)."
+        ),
     }
 )
 class MoneyInputField(serializers.Field):
-    """Read an amount of CNY sent as a decimal string ("199.00").
+    """Read an amount of CNY sent as a decimal string ("199.00"), within ``crossmkt_site.bounds``' rules.
 
     Numbers are refused, so no float ever carries money.
     """
@@ -40,8 +47,18 @@ class MoneyInputField(serializers.Field):
     }
 
     def to_internal_value(self, data):
-        if not isinstance(data, str) or not re.fullmatch(MONEY_PATTERN, data):
+        if not isinstance(data, str):
             self.fail("invalid")
+        # Say what is wrong (a comma, a sign) and how to write it.
+        problem = money_problem(data, ceiling=MONEY_COLUMN_MAX)
+        if problem is not None:
+            raise serializers.ValidationError(problem, code="invalid")
+        if not re.fullmatch(MONEY_PATTERN, data):
+            self.fail("invalid")
+        # Well-formed (the schema's pattern) but above the business ceiling: a 422, like a time out of its window.
+        problem = money_problem(data)
+        if problem is not None:
+            raise ApplicationError(problem, field=self.field_name, status=422)
         return Decimal(data)
 
     def to_representation(self, value):
@@ -57,3 +74,22 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class EventTimeField(serializers.DateTimeField):
+    """An ISO 8601 time of something that happened (read in TIME_ZONE without an offset).
+
+    A time so far off that it cannot even be converted to UTC (years 1 or 9999 with an offset) is
+    refused like any other time outside the window of plausible times, with the window named (422);
+    the service checks the window for every other time.
+    """
+
+    def enforce_timezone(self, value):
+        try:
+            return super().enforce_timezone(value)
+        except serializers.ValidationError as error:
+            if error.get_codes() != ["overflow"]:
+                raise
+            earliest, latest = event_time_window(timezone.now())
+            message = out_of_window_message(value.isoformat(), earliest, latest, future=value.year > earliest.year)
+            raise ApplicationError(f"{self.field_name} is {message}", field=self.field_name, status=422) from None

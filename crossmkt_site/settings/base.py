@@ -1,5 +1,8 @@
 """Settings shared by every environment; everything that varies comes from the environment."""
 
+import re
+import zoneinfo
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -261,6 +264,25 @@ try:
     parse_networks(WEBHOOK_ALLOWED_NETWORKS)
 except ValueError as error:
     raise ImproperlyConfigured(f"WEBHOOK_ALLOWED_NETWORKS: {error}; give networks such as 10.20.0.0/16") from None
+
+# Bounds on what partners send (README, "Bounds on amounts and times"): the largest amount of one event,
+# conversion or order, in CNY (at most 999999999999.99, what the money column holds); and the window of
+# plausible event times, from the earliest (read in TIME_ZONE without an offset) to now plus a tolerance
+# for clocks that run ahead ("90m", "24h", "1d" or seconds).
+CROSSMKT_MAX_AMOUNT = env.str("CROSSMKT_MAX_AMOUNT", default="1000000.00")
+try:
+    _earliest = datetime.fromisoformat(env.str("CROSSMKT_EARLIEST_EVENT_TIME", default="1990-01-01"))
+    CROSSMKT_EARLIEST_EVENT_TIME = (
+        _earliest if _earliest.tzinfo else _earliest.replace(tzinfo=zoneinfo.ZoneInfo(TIME_ZONE))
+    )
+except ValueError as error:
+    raise ImproperlyConfigured(f"CROSSMKT_EARLIEST_EVENT_TIME: {error}; give a date such as 1990-01-01") from None
+_tolerance = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([smhd]?)", env.str("CROSSMKT_FUTURE_TOLERANCE", default="1d"))
+if _tolerance is None:
+    raise ImproperlyConfigured("CROSSMKT_FUTURE_TOLERANCE: give a duration such as 90m, 24h, 1d or seconds")
+CROSSMKT_FUTURE_TOLERANCE = timedelta(
+    seconds=float(_tolerance[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[_tolerance[2]]
+)
 
 # Typed loosely so environments can adjust nested entries (production raises the root level).
 LOGGING: dict[str, Any] = {

@@ -67,3 +67,21 @@ def test_features_as_of_an_earlier_date_ignore_later_events(user_with_history):
     frame = features_frame_as_of(as_of=at(6)).set_index("user_id")
     row = frame.loc[user_with_history[0].pk]
     assert (row.watching_count, row.purchasing_count, row.purchase_days) == (3, 2, 1)
+
+
+def test_a_total_spend_beyond_the_money_column_is_capped_not_an_overflow_for_everyone(user_with_history):
+    # given a user whose stored purchases sum past what the money column holds (rows stored before the
+    # amount ceiling existed, or a million purchases at the ceiling), and another user
+    user, partner = user_with_history
+    big = EndUserFactory.create(home_partner=partner)
+    for day in (1, 2):
+        BehaviorEventFactory.create(
+            user=big, partner=partner, kind="course_purchase", amount=Decimal("999999999999.99"), occurred_at=at(day)
+        )
+
+    # when features are built for everyone
+    features_build(full=True)
+
+    # then the build completes: the big spender's total stops at the column's largest value, the other's is exact
+    assert UserFeatures.objects.get(user=big).total_spend == Decimal("999999999999.99")
+    assert UserFeatures.objects.get(user=user).total_spend == Decimal("298.50")

@@ -349,3 +349,42 @@ def test_a_utf16_file_without_a_byte_order_mark_fails_with_one_clear_line(tmp_pa
     path = write(tmp_path, "events.csv", EVENTS_HEADER + "\n" + GOOD_EVENTS[0], encoding="utf-16-le")
     with pytest.raises(CommandError, match="contains NUL bytes; if the file is UTF-16, save it as UTF-8"):
         run("import_events", path)
+
+
+def test_amounts_and_times_out_of_bounds_are_rejected_by_line_and_the_rest_imports(tmp_path, partners):
+    # given a file with the values that once stopped feature building and scoring, and a decimal comma
+    path = write(
+        tmp_path,
+        "events.csv",
+        "\n".join(
+            [
+                EVENTS_HEADER,
+                "e1,u1,zhixue,course_purchase,C001,999999999999.99,2026-03-02T10:00:00Z",  # 2 above the ceiling
+                "e2,u1,zhixue,course_purchase,C001,1,50,2026-03-02T10:00:00Z",  # 3 unquoted comma: a field too many
+                'e3,u1,zhixue,course_purchase,C001,"1,50",2026-03-02T10:00:00Z',  # 4 decimal comma
+                'e4,u1,zhixue,course_purchase,C001,"1,000.00",2026-03-02T10:00:00Z',  # 5 thousands separator
+                "e5,u1,zhixue,course_view,C001,0,1677-09-21T00:12:44Z",  # 6 before NumPy's range would end
+                "e6,u1,zhixue,course_view,C001,0,1969-12-31T23:59:59Z",  # 7 before the window
+                "e7,u1,zhixue,course_view,C001,0,9999-12-31T23:59:59Z",  # 8 beyond pandas
+                "e8,u1,zhixue,course_view,C001,0,0001-01-01T00:00:00Z",  # 9 beyond pandas
+                "e9,u1,zhixue,course_purchase,C001,1000000.00,1997-01-01T00:00:00Z",  # 10 good: ceiling, CDNOW's era
+                "e9,u1,zhixue,course_purchase,C001,5.00,1997-01-01T00:00:00Z",  # 11 same event id, other amount
+            ]
+        ),
+    )
+
+    # when it is imported
+    out = run("import_events", path)
+
+    # then each bad line is named with its column and a reason that says what is accepted
+    assert "1 events imported, 0 duplicates skipped, 9 rejected" in out, out
+    rows = [line.strip() for line in out.splitlines() if line.strip().startswith("rejected line")]
+    reasons = {int(line.split()[2].rstrip(":")): line for line in rows}
+    assert "amount: above the largest amount accepted, 1000000.00" in reasons[2]
+    assert 'amount: decimal commas are not accepted: write "1.50"' in reasons[4]
+    assert "amount: commas are not accepted" in reasons[5]
+    for line in (6, 7, 9):
+        assert "occurred_at: too early, outside the accepted window 1990-01-01T00:00:00+08:00 to " in reasons[line]
+    assert "occurred_at: in the future, outside the accepted window" in reasons[8]
+    assert "event_id: event_id 'e9' was already sent at line 10 of this batch with another amount" in reasons[11]
+    assert BehaviorEvent.objects.get().amount == Decimal("1000000.00")

@@ -114,3 +114,38 @@ def test_the_database_refuses_a_second_conversion_with_the_same_id(ours):
         Conversion.objects.create(
             partner=ours.partner, conversion_id="dup", user=ours.user, amount=1, occurred_at=timezone.now()
         )
+
+
+@pytest.mark.parametrize(
+    "amount, status, words",
+    [
+        ("1,50", 400, 'decimal commas are not accepted: write "1.50"'),
+        ("1,000.00", 400, "commas are not accepted"),
+        ("999999999999.99", 422, "above the largest amount accepted, 1000000.00"),
+    ],
+)
+def test_an_amount_with_a_comma_or_above_the_ceiling_says_so(ours, amount, status, words):
+    response = report(ours, amount=amount)
+    assert response.status_code == status and error_fields(response) == [("amount", "invalid")]
+    assert words in response.json()["errors"][0]["message"], response.content
+    assert not Conversion.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "1677-09-21T00:12:44Z",
+        "1900-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "9999-12-31T23:59:59Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-08:00",
+        "0001-01-01T00:00:00+08:00",
+    ],
+)
+def test_a_time_outside_the_plausible_window_is_a_422_naming_the_window(ours, occurred_at):
+    response = report(ours, occurred_at=occurred_at)
+    assert response.status_code == 422, response.content
+    assert error_fields(response) == [("occurred_at", "invalid")]
+    assert "outside the accepted window 1990-01-01T00:00:00+08:00 to " in response.json()["errors"][0]["message"]
+    assert not Conversion.objects.exists()

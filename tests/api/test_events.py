@@ -1,13 +1,15 @@
 """POST events/: a partner's batch is stored once, bad items are named by index, bad bodies get a clear 4xx."""
 
+import io
 import json
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.core.management import call_command
 from django.utils import timezone
 
-from analytics.models import BehaviorEvent, EndUser
+from analytics.models import BehaviorEvent, EndUser, UserScore
 from analytics.services.partner_events import MAX_EVENTS_PER_REQUEST
 from campaigns.api.events import EVENTS_MAX_BODY_BYTES
 
@@ -61,7 +63,7 @@ def test_a_batch_partly_sent_before_or_naming_an_event_twice_stores_each_new_eve
     assert post(ours.client, {"events": [event(n) for n in range(30)]}).json()["accepted"] == 30
 
     # when a batch repeats 10 of them, brings 20 new ones and names one new event twice
-    batch = [event(n) for n in range(20, 50)] + [event(45, item_id="F00043")]
+    batch = [event(n) for n in range(20, 50)] + [event(45)]
     response = post(ours.client, {"events": batch})
 
     # then only the new events are stored, once each, the first time they appear
@@ -159,3 +161,131 @@ def test_a_body_that_is_not_a_batch_is_a_clear_4xx(ours, body, content_type, sta
     assert response.status_code == status, response.content
     assert error_fields(response) == fields
     assert not BehaviorEvent.objects.exists()
+
+
+# --- bounds: values the database or NumPy cannot hold never get in (issue 14, items 2, 3, 7, 12) ---
+
+
+def rejected_by_index(response) -> dict[int, tuple[str, str]]:
+    return {item["index"]: (item["field"], item["message"]) for item in response.json()["rejected"]}
+
+
+def test_an_amount_above_the_business_ceiling_is_rejected_per_item_with_the_ceiling(ours):
+    # given two events with an amount the money column holds but whose sum overflows it, and a good one
+    items = [
+        event(0, kind="course_purchase", amount="999999999999.99"),
+        event(1, kind="course_purchase", amount="999999999999.99"),
+        event(2, kind="course_purchase", amount="1000000.00"),
+    ]
+
+    # when they are sent
+    response = post(ours.client, {"events": items})
+
+    # then the two are rejected by index, naming the field and the ceiling, and the one at the ceiling is stored
+    assert response.status_code == 200
+    rejected = rejected_by_index(response)
+    assert set(rejected) == {0, 1}
+    assert all(field == "amount" and "1000000.00" in message for field, message in rejected.values())
+    assert list(BehaviorEvent.objects.values_list("amount", flat=True)) == [Decimal("1000000.00")]
+
+
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        "1677-09-21T00:12:44Z",
+        "1900-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+        "9999-12-31T23:59:59Z",
+        "0001-01-01T00:00:00Z",
+        "1989-12-31T15:59:59Z",
+    ],
+)
+def test_a_time_outside_the_plausible_window_is_rejected_with_the_window(ours, occurred_at):
+    # when an event is sent with a time no partner's record can have
+    response = post(ours.client, {"events": [event(0, occurred_at=occurred_at), event(1)]})
+
+    # then it is refused as out of the window, which the message names, not as unreadable; the other is stored
+    field, message = rejected_by_index(response)[0]
+    assert field == "occurred_at"
+    assert "not an ISO 8601" not in message and "1990-01-01" in message, message
+    assert "outside the accepted window" in message, message
+    assert list(BehaviorEvent.objects.values_list("event_id", flat=True)) == ["e00001"]
+
+
+def test_the_first_moment_of_the_window_is_accepted(ours):
+    # 1990-01-01 00:00 in Shanghai (the CDNOW sample, from 1997, imports well inside it)
+    response = post(ours.client, {"events": [event(0, occurred_at="1990-01-01T00:00:00+08:00")]})
+    assert response.json()["accepted"] == 1, response.content
+
+
+@pytest.mark.parametrize("amount", ["1,50", "1,000.00", "1.000,50"])
+def test_a_comma_in_an_amount_is_refused_not_read_as_thousands(ours, amount):
+    # when an amount is written with a decimal comma
+    response = post(ours.client, {"events": [event(0, kind="course_purchase", amount=amount)]})
+
+    # then it is refused, saying commas are not accepted, and nothing is stored (it was once stored as 150.00)
+    field, message = rejected_by_index(response)[0]
+    assert field == "amount" and "comma" in message, message
+    assert not BehaviorEvent.objects.exists()
+
+
+def test_a_decimal_comma_message_says_how_to_write_it(ours):
+    response = post(ours.client, {"events": [event(0, kind="course_purchase", amount="1,50")]})
+    assert '"1.50"' in rejected_by_index(response)[0][1]
+
+
+def test_an_event_id_repeated_in_a_batch_with_other_content_is_rejected(ours):
+    # given a batch that names e00001 twice with different amounts, and e00002 twice identically
+    items = [
+        event(1, kind="course_purchase", amount="10.00"),
+        event(2),
+        event(1, kind="course_purchase", amount="99.00"),
+        event(2),
+    ]
+
+    # when it is sent
+    response = post(ours.client, {"events": items})
+
+    # then the conflicting repeat is rejected, naming the first index; the identical one is a duplicate
+    body = response.json()
+    assert (body["accepted"], body["duplicates"]) == (2, 1)
+    field, message = rejected_by_index(response)[2]
+    assert field == "event_id" and "index 0" in message and "amount" in message, message
+    assert BehaviorEvent.objects.get(event_id="e00001").amount == Decimal("10.00")
+
+
+@pytest.mark.slow
+def test_hostile_amounts_and_times_cannot_stop_feature_building_or_scoring(ours):
+    # given 60 users with ordinary behaviour, and the values of the report sent among them
+    now = timezone.now()
+    kinds = ["film_watch", "course_view", "course_purchase", "activity_join"]
+    items = []
+    for n in range(240):
+        kind = kinds[(n * 7 + n // 60) % len(kinds)]
+        items.append(
+            event(
+                n,
+                user_id=f"h{n % 60:03d}",
+                kind=kind,
+                amount="99.00" if kind == "course_purchase" else "0",
+                occurred_at=(now - timedelta(days=1 + (n * 13) % 300)).isoformat(),
+            )
+        )
+    hostile = [
+        event(1000, user_id="h000", kind="course_purchase", amount="999999999999.99"),
+        event(1001, user_id="h000", kind="course_purchase", amount="999999999999.99"),
+        event(1002, user_id="h001", occurred_at="1677-09-21T00:12:44Z"),
+        event(1003, user_id="h002", kind="course_purchase", amount="1,50"),
+        event(1004, user_id="h003", occurred_at="1900-01-01T00:00:00Z"),
+    ]
+    response = post(ours.client, {"events": items + hostile})
+
+    # when features are built and users are segmented and scored
+    call_command("build_features", "--full", stdout=io.StringIO())
+    call_command("train", "--model", "segments", stdout=io.StringIO())
+    call_command("score", "--model", "segments", "--no-progress", stdout=io.StringIO())
+
+    # then the hostile items were refused by index, and every user got a segment
+    assert [item["index"] for item in response.json()["rejected"]] == list(range(len(items), len(items) + 5))
+    scored = UserScore.objects.filter(model="segments")
+    assert scored.count() == EndUser.objects.count()

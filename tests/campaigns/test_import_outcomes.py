@@ -2,6 +2,7 @@
 
 import io
 import json
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -85,3 +86,23 @@ def test_a_nul_byte_rejects_its_line_by_column_and_the_rest_import(tmp_path, col
     assert "2 outcomes imported, 0 duplicates skipped, 1 rejected" in out.getvalue()
     assert f"rejected line 3: {name}: contains a NUL byte" in out.getvalue()
     assert sorted(ExperimentOutcome.objects.values_list("user_ref", flat=True)) == ["y0", "y2"]
+
+
+def test_revenue_with_a_comma_or_above_the_ceiling_is_rejected_by_line(tmp_path):
+    # given outcomes whose revenue is written with a decimal comma (once stored as 150.00) or is absurd
+    path = tmp_path / "outcomes.csv"
+    path.write_text(
+        'user_id,arm,converted,revenue\nx1,coupon,1,"1,50"\nx2,coupon,1,999999999999.99\nx3,holdout,1,1.50\n',
+        encoding="utf-8",
+    )
+
+    # when they are imported
+    out = io.StringIO()
+    call_command("import_outcomes", path, "--campaign", "partner-commas", "--no-progress", stdout=out)
+
+    # then those lines are rejected with the reason, and the good one is in
+    text = out.getvalue()
+    assert "1 outcomes imported, 0 duplicates skipped, 2 rejected" in text, text
+    assert 'line 2: revenue: decimal commas are not accepted: write "1.50"' in text
+    assert "line 3: revenue: above the largest amount accepted, 1000000.00" in text
+    assert list(ExperimentOutcome.objects.values_list("user_ref", "revenue")) == [("x3", Decimal("1.50"))]
