@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from analytics.models import Conversion
+from tests.api.hostile_values import TIMES_OUTSIDE_THE_WINDOW
 from tests.factories import CampaignFactory, EndUserFactory, OfferFactory
 
 from .conftest import error_fields
@@ -133,15 +134,7 @@ def test_an_amount_with_a_comma_or_above_the_ceiling_says_so(ours, amount, statu
 
 @pytest.mark.parametrize(
     "occurred_at",
-    [
-        "1677-09-21T00:12:44Z",
-        "1900-01-01T00:00:00Z",
-        "1969-12-31T23:59:59Z",
-        "9999-12-31T23:59:59Z",
-        "0001-01-01T00:00:00Z",
-        "9999-12-31T23:59:59-08:00",
-        "0001-01-01T00:00:00+08:00",
-    ],
+    [*TIMES_OUTSIDE_THE_WINDOW, "9999-12-31T23:59:59-08:00", "0001-01-01T00:00:00+08:00"],
 )
 def test_a_time_outside_the_plausible_window_is_a_422_naming_the_window(ours, occurred_at):
     response = report(ours, occurred_at=occurred_at)

@@ -12,6 +12,7 @@ from django.utils import timezone
 from analytics.models import BehaviorEvent, EndUser, UserScore
 from analytics.services.partner_events import MAX_EVENTS_PER_REQUEST
 from campaigns.api.events import EVENTS_MAX_BODY_BYTES
+from tests.api.hostile_values import TIMES_OUTSIDE_THE_WINDOW
 
 from .conftest import error_fields
 
@@ -191,14 +192,7 @@ def test_an_amount_above_the_business_ceiling_is_rejected_per_item_with_the_ceil
 
 @pytest.mark.parametrize(
     "occurred_at",
-    [
-        "1677-09-21T00:12:44Z",
-        "1900-01-01T00:00:00Z",
-        "1969-12-31T23:59:59Z",
-        "9999-12-31T23:59:59Z",
-        "0001-01-01T00:00:00Z",
-        "1989-12-31T15:59:59Z",
-    ],
+    [*TIMES_OUTSIDE_THE_WINDOW, "1989-12-31T15:59:59Z"],
 )
 def test_a_time_outside_the_plausible_window_is_rejected_with_the_window(ours, occurred_at):
     # when an event is sent with a time no partner's record can have

@@ -6,8 +6,6 @@ Django app. The world holds the objects the schema's examples name, so the examp
 the success paths too.
 """
 
-from decimal import Decimal
-
 import pytest
 import schemathesis
 from django.core.signals import request_finished, request_started
@@ -17,9 +15,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import negative_data_rejection
 from schemathesis.config import SchemathesisConfig
 
-from campaigns.models import Partner
-from campaigns.services.partners import partner_api_key_create
-from tests.factories import CampaignFactory, DealFactory, EndUserFactory, OfferFactory, PartnerFactory
+from tests.api.schema_world import schema_example_world
 
 EXAMPLES_PER_OPERATION = 40
 
@@ -61,12 +57,7 @@ def _connection_kept_open():
 @pytest.fixture
 def fuzz_key(db, _connection_kept_open) -> str:
     """Build the world the schema's examples name and return the calling partner's raw key."""
-    partner = PartnerFactory.create(slug="zhixue", kind=Partner.Kind.KNOWLEDGE)
-    user = EndUserFactory.create(external_id="u0001", home_partner=partner)
-    campaign = CampaignFactory.create(slug="economics-in-movies", owner=partner)
-    OfferFactory.create(code="7K3M9QX2HV4TBN8C", campaign=campaign, user=user, amount_off=Decimal("20.00"))
-    DealFactory.create(slug="course-buy-video-month", source_partner=partner)
-    return partner_api_key_create(partner=partner)[1]
+    return schema_example_world()
 
 
 @schema.parametrize()

@@ -18,7 +18,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -27,10 +26,8 @@ from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
 
-from campaigns.models import Partner
-from campaigns.services.partners import partner_api_key_create
 from conftest import ROOT
-from tests.factories import CampaignFactory, DealFactory, EndUserFactory, OfferFactory, PartnerFactory
+from tests.api.schema_world import schema_example_world
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -95,12 +92,7 @@ def live_key(transactional_db) -> str:
         CACHES={"default": {"BACKEND": "crossmkt_site.cache.DatabaseCache", "LOCATION": settings.CACHE_TABLE}}
     ):
         call_command("createcachetable", verbosity=0)
-    partner = PartnerFactory.create(slug="zhixue", kind=Partner.Kind.KNOWLEDGE)
-    user = EndUserFactory.create(external_id="u0001", home_partner=partner)
-    campaign = CampaignFactory.create(slug="economics-in-movies", owner=partner)
-    OfferFactory.create(code="7K3M9QX2HV4TBN8C", campaign=campaign, user=user, amount_off=Decimal("20.00"))
-    DealFactory.create(slug="course-buy-video-month", source_partner=partner)
-    return partner_api_key_create(partner=partner)[1]
+    return schema_example_world()
 
 
 @pytest.fixture
