@@ -218,6 +218,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=300),
     "unacked_restore_interval": 10,
     "unacked_restore_throttle": 1,
+    # The sweep takes a Redis lock; a worker killed while holding it would stop every sweep until the lock
+    # expires (kombu's default: 5 minutes), so it expires well within the visibility timeout.
+    "unacked_mutex_expire": env.int("CELERY_UNACKED_MUTEX_EXPIRE", default=60),
 }
 # How long a command (score --wait, run_campaign, demo) waits on the workers before it gives up and
 # says what is pending: room for 1M users' scoring and a killed worker's tasks coming back.

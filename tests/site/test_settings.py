@@ -79,6 +79,8 @@ def test_a_dead_workers_task_comes_back_within_minutes_in_every_environment(sett
     # and the workers look for such tasks every ten seconds (kombu's default sweep is every 100 s)
     assert options["visibility_timeout"] == 300
     assert options["unacked_restore_interval"] * options["unacked_restore_throttle"] <= 10
+    # and a sweep lock left by a killed worker expires well within that time (kombu's default holds it 5 minutes)
+    assert options["unacked_mutex_expire"] <= options["visibility_timeout"] / 2
 
 
 def test_the_visibility_timeout_comes_from_the_environment():

@@ -25,6 +25,8 @@ from tests.factories import CampaignFactory, PartnerFactory, RuleFactory
 # production 300 s (tests/site/test_settings.py checks that default), so the test waits
 # seconds, not minutes. Nothing else differs from production.
 VISIBILITY_TIMEOUT_FOR_THIS_TEST = "15"
+# Room for the sweep lock a killed worker may have held (CELERY_UNACKED_MUTEX_EXPIRE: 30 s here) to expire.
+RECOVERY_WAIT_SECONDS = 150
 SCORED = ("segments", "churn")
 
 
@@ -101,7 +103,7 @@ def test_a_worker_killed_whole_is_replaced_and_the_scoring_run_completes(own_que
     EndUser.objects.bulk_create(EndUser(external_id=f"w{i:05d}", home_partner=partner) for i in range(3000))
     for model in SCORED:
         model_run_save(model=model, params={}, metrics={}, n_train=0, artifact=any_scorer())
-    env = {"CELERY_VISIBILITY_TIMEOUT": VISIBILITY_TIMEOUT_FOR_THIS_TEST}
+    env = {"CELERY_VISIBILITY_TIMEOUT": VISIBILITY_TIMEOUT_FOR_THIS_TEST, "CELERY_UNACKED_MUTEX_EXPIRE": "30"}
     first = start_celery_worker(own_queue, log_name="recovery-worker-1.log", concurrency=2, env=env)
     second = None
     try:
@@ -119,11 +121,11 @@ def test_a_worker_killed_whole_is_replaced_and_the_scoring_run_completes(own_que
         assert not any(running(pid) for pid in killed), f"part of the worker survived: {killed}"
         # and a new worker starts
         second = start_celery_worker(own_queue, log_name="recovery-worker-2.log", concurrency=2, env=env)
-        thread.join(timeout=120)
+        thread.join(timeout=RECOVERY_WAIT_SECONDS)
 
         # then the waiting run completes with one row per user per model
         assert not thread.is_alive(), (
-            f"scoring still waiting 120 s after the restart ({UserScore.objects.count()} rows)"
+            f"scoring still waiting {RECOVERY_WAIT_SECONDS} s after the restart ({UserScore.objects.count()} rows)"
         )
         assert "error" not in outcome, outcome.get("error")
         assert outcome["result"] == dict.fromkeys(SCORED, 3000)
