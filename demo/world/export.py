@@ -30,15 +30,6 @@ from demo.world.generator import DEFAULT_CHUNK_SIZE, EVENT_COLUMNS, iter_world
 from demo.world.parameters import LABEL_WINDOW_END, OBSERVATION_END, PROPENSITY_TARGET_COURSE
 from demo.world.truth import planted_truth
 
-BEHAVIOR_COLUMNS = (
-    "user_id",
-    "watching_count",
-    "purchasing_count",
-    "age",
-    "education",
-    "occupation",
-    "purchased_course",
-)
 BEHAVIOR_EXTRA_COLUMNS = (
     "gender",
     "acquisition_channel",

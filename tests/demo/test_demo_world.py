@@ -21,9 +21,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
+from analytics.services.imports import BEHAVIOR_COLUMNS
 from demo.world import parameters as P  # noqa: N812  # the demo world's short name for its parameters, as in demo/world
 from demo.world.catalog import OFFER_KINDS, PARTNER_KINDS, SHANGHAI, demo_catalog
-from demo.world.export import BEHAVIOR_COLUMNS, behavior_table, export_demo_csvs
+from demo.world.export import behavior_table, export_demo_csvs
 from demo.world.generator import BLOCK_SIZE, EVENT_COLUMNS, iter_world
 from demo.world.truth import (
     EVENT_KINDS,
