@@ -289,7 +289,7 @@ def test_cuped_adjusts_conversion_by_pre_period_purchases():
     arms = []
     for _ in range(2):
         purchases = rng.poisson(1.0, size=1_000)
-        converted = rng.random(1_000) < 0.02 + 0.08 * np.minimum(purchases, 3)
+        converted = rng.random(1_000) < 0.02 + 0.2 * np.minimum(purchases, 3)
         arms.append((converted.astype(float), purchases))
     x_t, x_c = arms[0][1], arms[1][1]
     # when
