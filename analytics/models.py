@@ -333,6 +333,19 @@ class ExperimentOutcome(models.Model):
     )
     converted = models.BooleanField(_("converted"))
     revenue = MoneyField(_("revenue (CNY)"), default=0)
+    # Optional pre-period covariates for CUPED; blank means the user has no pre-period history.
+    pre_revenue = MoneyField(
+        _("pre-period revenue (CNY)"),
+        null=True,
+        blank=True,
+        help_text=_("The user's spend before the experiment; empty when the user has no history."),
+    )
+    pre_converted = models.BooleanField(
+        _("converted before"),
+        null=True,
+        blank=True,
+        help_text=_("Whether the user bought before the experiment; empty when the user has no history."),
+    )
     imported_at = models.DateTimeField(_("imported at"), auto_now=True)
 
     class Meta:
@@ -341,6 +354,9 @@ class ExperimentOutcome(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["campaign", "user_ref"], name="one_outcome_per_campaign_user"),
             models.CheckConstraint(condition=Q(revenue__gte=0), name="outcome_revenue_not_negative"),
+            models.CheckConstraint(
+                condition=Q(pre_revenue__isnull=True) | Q(pre_revenue__gte=0), name="outcome_pre_revenue_not_negative"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -22,6 +22,7 @@ from analytics.stats.effects import ArmData, compare_arms, conversion_uplift
 from crossmkt_site.money import ZERO
 
 from ..models import Campaign
+from .experiment_stats import experiment_statistics, methods_text
 from .selectors import HOLDOUT, campaign_arm_costs, campaign_funnel, campaign_outcome_frame
 
 METHODS = (
@@ -79,9 +80,13 @@ class CampaignReport:
     warnings: list
     methods: str = METHODS
     uplift_models: dict | None = None
+    # Experiment statistics (campaigns.reports.experiment_stats): intervals, multiple_testing, guardrails.
+    experiment: dict | None = None
 
     def to_dict(self) -> dict:
+        experiment = self.experiment or {"intervals": None, "multiple_testing": None, "guardrails": []}
         return {
+            **experiment,
             "campaign": self.campaign,
             "funnel": self.funnel,
             "warnings": self.warnings,
@@ -100,6 +105,7 @@ def campaign_report(*, campaign: Campaign, now: datetime | None = None, confiden
     costs = campaign_arm_costs(campaign)
     warnings: list[str] = []
     evaluation = None
+    experiment = None
     rules: list[dict] = []
     arms = [_arm_summary(arm, group) for arm, group in frame.groupby("arm")] if not frame.empty else []
     if not frame.empty and HOLDOUT in set(frame["arm"]) and len(set(frame["arm"])) > 1:
@@ -122,6 +128,10 @@ def campaign_report(*, campaign: Campaign, now: datetime | None = None, confiden
             warnings.append(f"not enough data for {STATISTICS[statistic]}: {reason}")
         evaluation = result.to_dict()
         rules = _rule_uplifts(frame, confidence)
+        experiment, experiment_warnings = experiment_statistics(
+            campaign=campaign, frame=frame, evaluation=evaluation, rules=rules, now=now, confidence=confidence
+        )
+        warnings.extend(experiment_warnings)
     elif not frame.empty:
         warnings.append("no holdout users: the campaign's effect cannot be measured, only its reach")
     return CampaignReport(
@@ -145,6 +155,8 @@ def campaign_report(*, campaign: Campaign, now: datetime | None = None, confiden
         evaluation=evaluation,
         warnings=warnings,
         uplift_models=uplift_models_summary(campaign_slug=campaign.slug),
+        methods=f"{METHODS}; {methods_text()}",
+        experiment=experiment,
     )
 
 

@@ -19,6 +19,8 @@ from crossmkt_site.errors import ApplicationError
 from ..models import Campaign
 
 OUTCOME_COLUMNS = ("user_id", "arm", "converted", "revenue")
+# Pre-period covariates for CUPED (README, "Experiment statistics"); a blank cell is a user without history.
+COVARIATE_COLUMNS = ("pre_revenue", "pre_converted")
 
 
 def campaign_for_outcomes(*, slug: str, now: dt.datetime) -> Campaign:
@@ -57,7 +59,7 @@ def outcomes_import_file(
     """
     now = timezone.now()
     result = IngestResult()
-    with CsvStream(path, required=OUTCOME_COLUMNS, encoding=encoding) as stream:
+    with CsvStream(path, required=OUTCOME_COLUMNS, optional=COVARIATE_COLUMNS, encoding=encoding) as stream:
         campaign = campaign_for_outcomes(slug=campaign_slug, now=now)
         with progress_bar(f"importing {stream.path.name}", stream.size, unit="bytes", enabled=progress) as advance:
             for batch in stream.batches(on_progress=advance):
@@ -70,6 +72,7 @@ def outcomes_import_file(
                 converted = parse_flag(frame["converted"], "converted", checker)
                 checker.flag((frame["converted"] == "").to_numpy(), "converted", "missing")
                 revenue = parse_money(frame["revenue"], "revenue", checker)
+                pre_revenue, pre_converted = _covariates(frame, checker)
                 good = checker.good
                 rows = pd.DataFrame(
                     {
@@ -77,6 +80,8 @@ def outcomes_import_file(
                         "arm": frame["arm"][good],
                         "converted": converted[good].astype(bool),
                         "revenue": revenue[good],
+                        "pre_revenue": pre_revenue[good],
+                        "pre_converted": pre_converted[good],
                     }
                 )
                 rows = rows.drop_duplicates("user_ref", keep="last")
@@ -85,6 +90,19 @@ def outcomes_import_file(
         result.rejected.extend(Rejection(row.line, row.column, row.reason) for row in stream.malformed)
     result.rejected.sort(key=lambda rejection: rejection.position)
     return result
+
+
+def _covariates(frame: pd.DataFrame, checker: RowChecker) -> tuple[pd.Series, pd.Series]:
+    """Parse the optional pre-period columns; a blank cell (or an absent column) is None: no history."""
+    blank = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    pre_revenue, pre_converted = blank, blank
+    if "pre_revenue" in frame:
+        given = frame["pre_revenue"] != ""
+        parsed = parse_money(frame["pre_revenue"], "pre_revenue", checker, blank_is_zero=True)
+        pre_revenue = parsed.where(given, None).astype(object)
+    if "pre_converted" in frame:
+        pre_converted = parse_flag(frame["pre_converted"], "pre_converted", checker).astype(object)
+    return pre_revenue, pre_converted
 
 
 @transaction.atomic
@@ -98,21 +116,26 @@ def _outcomes_upsert(campaign: Campaign, rows: pd.DataFrame, now: dt.datetime) -
         cursor.execute("DROP TABLE IF EXISTS staging_outcomes")
         cursor.execute(
             "CREATE TEMPORARY TABLE staging_outcomes (user_ref varchar(64), arm varchar(64), converted boolean, "
-            "revenue numeric(14, 2))"
+            "revenue numeric(14, 2), pre_revenue numeric(14, 2), pre_converted boolean)"
         )
         bulk_insert(
             cursor,
             "staging_outcomes",
-            ["user_ref", "arm", "converted", "revenue"],
+            ["user_ref", "arm", "converted", "revenue", "pre_revenue", "pre_converted"],
             rows.itertuples(index=False, name=None),
         )
         cursor.execute(
-            f"""INSERT INTO {table} (campaign_id, user_ref, arm, converted, revenue, imported_at)
-                SELECT %s, user_ref, arm, converted, revenue, %s FROM staging_outcomes WHERE TRUE
+            f"""INSERT INTO {table} (campaign_id, user_ref, arm, converted, revenue, pre_revenue, pre_converted,
+                    imported_at)
+                SELECT %s, user_ref, arm, converted, revenue, pre_revenue, pre_converted, %s
+                FROM staging_outcomes WHERE TRUE
                 ON CONFLICT (campaign_id, user_ref) DO UPDATE SET arm = EXCLUDED.arm, converted = EXCLUDED.converted,
-                    revenue = EXCLUDED.revenue, imported_at = EXCLUDED.imported_at
-                WHERE ({table}.arm, {table}.converted, {table}.revenue) {distinct}
-                      (EXCLUDED.arm, EXCLUDED.converted, EXCLUDED.revenue)""",
+                    revenue = EXCLUDED.revenue, pre_revenue = EXCLUDED.pre_revenue,
+                    pre_converted = EXCLUDED.pre_converted, imported_at = EXCLUDED.imported_at
+                WHERE ({table}.arm, {table}.converted, {table}.revenue, {table}.pre_revenue, {table}.pre_converted)
+                      {distinct}
+                      (EXCLUDED.arm, EXCLUDED.converted, EXCLUDED.revenue, EXCLUDED.pre_revenue,
+                       EXCLUDED.pre_converted)""",
             [campaign.pk, now],
         )
         result.imported = cursor.rowcount
