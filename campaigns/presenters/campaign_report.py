@@ -4,6 +4,7 @@ import csv
 import io
 
 from ..reports.campaign_report import CampaignReport
+from .experiment_stats import experiment_csv_rows, experiment_text_lines
 
 NOT_ENOUGH = "not enough data"
 
@@ -95,6 +96,7 @@ def render_text(report: CampaignReport) -> str:
                 f"lift {model['auuc_lift']:+.4f}), Qini coefficient {model['qini_coefficient']:+.4f}; "
                 f"Qini curve {points} ({model['users']} users)"
             )
+    lines.extend(experiment_text_lines(data))
     lines.append(f"Methods: {data['methods']}")
     return "\n".join(lines)
 
@@ -191,4 +193,5 @@ def render_csv(report: CampaignReport) -> str:
         )
         for fraction, qini in zip(model["qini_curve"]["fraction"], model["qini_curve"]["qini"], strict=True):
             writer.writerow(["qini_curve", f"{name}@{fraction:.2f}", "", "", "", "", qini, "", ""])
+    writer.writerows(experiment_csv_rows(data))
     return out.getvalue()
