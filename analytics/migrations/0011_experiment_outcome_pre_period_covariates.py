@@ -4,25 +4,39 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('analytics', '0010_erased_identity'),
-        ('campaigns', '0010_erased_ids_out_of_webhook_payloads'),
+        ("analytics", "0010_erased_identity"),
+        ("campaigns", "0010_erased_ids_out_of_webhook_payloads"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='experimentoutcome',
-            name='pre_converted',
-            field=models.BooleanField(blank=True, help_text='Whether the user bought before the experiment; empty when the user has no history.', null=True, verbose_name='converted before'),
+            model_name="experimentoutcome",
+            name="pre_converted",
+            field=models.BooleanField(
+                blank=True,
+                help_text="Whether the user bought before the experiment; empty when the user has no history.",
+                null=True,
+                verbose_name="converted before",
+            ),
         ),
         migrations.AddField(
-            model_name='experimentoutcome',
-            name='pre_revenue',
-            field=models.DecimalField(blank=True, decimal_places=2, help_text="The user's spend before the experiment; empty when the user has no history.", max_digits=14, null=True, verbose_name='pre-period revenue (CNY)'),
+            model_name="experimentoutcome",
+            name="pre_revenue",
+            field=models.DecimalField(
+                blank=True,
+                decimal_places=2,
+                help_text="The user's spend before the experiment; empty when the user has no history.",
+                max_digits=14,
+                null=True,
+                verbose_name="pre-period revenue (CNY)",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='experimentoutcome',
-            constraint=models.CheckConstraint(condition=models.Q(('pre_revenue__isnull', True), ('pre_revenue__gte', 0), _connector='OR'), name='outcome_pre_revenue_not_negative'),
+            model_name="experimentoutcome",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("pre_revenue__isnull", True), ("pre_revenue__gte", 0), _connector="OR"),
+                name="outcome_pre_revenue_not_negative",
+            ),
         ),
     ]

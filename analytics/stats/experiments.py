@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -136,9 +136,7 @@ def mixture_tuning_ratio(alpha: float) -> float:
     return math.exp(float(found.x))
 
 
-def mixture_variance(
-    variance: npt.ArrayLike, users: npt.ArrayLike, tuning_users: int, alpha: float
-) -> FloatArray:
+def mixture_variance(variance: npt.ArrayLike, users: npt.ArrayLike, tuning_users: int, alpha: float) -> FloatArray:
     """Return tau2: the mixture variance that makes the interval narrowest at ``tuning_users`` users.
 
     ``variance * users`` is the per-user variance of the difference (constant as users arrive in a
@@ -226,7 +224,7 @@ class CupedEstimate(_JsonResult):
 
 
 def covariate_columns(
-    columns: dict[str, npt.ArrayLike], has_history: npt.ArrayLike | None = None
+    columns: Mapping[str, npt.ArrayLike], has_history: npt.ArrayLike | None = None
 ) -> tuple[FloatArray, tuple[str, ...]]:
     """Return the covariate matrix and its column names, with a "no_history" indicator for users without history.
 
@@ -237,7 +235,7 @@ def covariate_columns(
     matrix = np.column_stack([np.asarray(columns[name], dtype=np.float64) for name in names]) if names else None
     if matrix is None:
         raise ValueError("give at least one covariate")
-    missing = np.isnan(matrix).any(axis=1)
+    missing: npt.NDArray[np.bool_] = np.asarray(np.isnan(matrix).any(axis=1), dtype=bool)
     if has_history is not None:
         missing |= ~np.asarray(has_history, dtype=bool)
     matrix = np.where(missing[:, None], 0.0, matrix)
@@ -247,9 +245,7 @@ def covariate_columns(
     return matrix[:, keep], tuple(names[index] for index in keep)
 
 
-def _welch(
-    treated: FloatArray, control: FloatArray, alpha: float
-) -> tuple[float, float, float, float, float]:
+def _welch(treated: FloatArray, control: FloatArray, alpha: float) -> tuple[float, float, float, float, float]:
     """Return estimate, lower, upper, standard error and two-sided p-value of Welch's t comparison."""
     n_t, n_c = len(treated), len(control)
     var_t, var_c = treated.var(ddof=1) / n_t, control.var(ddof=1) / n_c

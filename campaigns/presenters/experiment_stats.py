@@ -7,7 +7,9 @@ def _interval(block: dict[str, Any], prefix: str = "", signed: bool = True) -> s
     estimate, lower, upper = block[f"{prefix}estimate"], block[f"{prefix}lower"], block[f"{prefix}upper"]
     if isinstance(estimate, str):  # money: CNY strings
         return f"{estimate} CNY ({lower} to {upper})"
-    return f"{estimate:+.4f} ({lower:+.4f} to {upper:+.4f})" if signed else f"{estimate:.4f} ({lower:.4f} to {upper:.4f})"
+    return (
+        f"{estimate:+.4f} ({lower:+.4f} to {upper:+.4f})" if signed else f"{estimate:.4f} ({lower:.4f} to {upper:.4f})"
+    )
 
 
 def _p(value: float | None) -> str:
@@ -33,9 +35,7 @@ def experiment_text_lines(data: dict[str, Any]) -> list[str]:
             for metric in ("conversion", "revenue"):
                 block = comparison.get(metric)
                 if block:
-                    lines.append(
-                        f"  {arm} {metric}: p={_p(block['p_value'])}, Holm p={_p(block.get('p_value_holm'))}"
-                    )
+                    lines.append(f"  {arm} {metric}: p={_p(block['p_value'])}, Holm p={_p(block.get('p_value_holm'))}")
         cuped = comparison.get("cuped")
         if cuped:
             for metric in ("conversion", "revenue"):
@@ -68,7 +68,7 @@ def experiment_text_lines(data: dict[str, Any]) -> list[str]:
 
 
 def experiment_csv_rows(data: dict[str, Any]) -> list[list[Any]]:
-    """Return CSV rows in the report's nine columns (section, name, users, conversions, rate, revenue, uplift, lower, upper).
+    """Return CSV rows in the report's nine columns (section, name, users, conversions, rate, revenue, uplift, bounds).
 
     * ``cuped`` and ``cuped_unadjusted`` rows named ``arm:metric``: estimate and interval;
       ``cuped_variance_reduction``: the reduction in the uplift column.

@@ -83,4 +83,3 @@ def campaign_rollbacks_by_arm(campaign: Campaign) -> dict[str, tuple[int, int]]:
     with connection.cursor() as cursor:
         cursor.execute(sql, [campaign.pk])
         return {arm: (int(redeemed or 0), int(rolled or 0)) for arm, redeemed, rolled in cursor.fetchall()}
-

@@ -287,6 +287,19 @@ CROSSMKT_FUTURE_TOLERANCE = timedelta(
     seconds=float(_tolerance[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[_tolerance[2]]
 )
 
+# Experiment statistics of the campaign report (README, "Experiment statistics"): the days before assignment
+# whose spend and purchases adjust the uplift (CUPED); the users at which the always-valid interval of a running
+# campaign is narrowest; the share of redemptions rolled back above which the rollback guardrail shows harm.
+CROSSMKT_CUPED_PRE_DAYS = env.int("CROSSMKT_CUPED_PRE_DAYS", default=28)
+CROSSMKT_SEQUENTIAL_TUNING_USERS = env.int("CROSSMKT_SEQUENTIAL_TUNING_USERS", default=10_000)
+CROSSMKT_GUARDRAIL_ROLLBACK_TOLERANCE = env.float("CROSSMKT_GUARDRAIL_ROLLBACK_TOLERANCE", default=0.02)
+if CROSSMKT_CUPED_PRE_DAYS < 1 or CROSSMKT_SEQUENTIAL_TUNING_USERS < 2:
+    raise ImproperlyConfigured(
+        "CROSSMKT_CUPED_PRE_DAYS must be at least 1 and CROSSMKT_SEQUENTIAL_TUNING_USERS at least 2"
+    )
+if not 0 <= CROSSMKT_GUARDRAIL_ROLLBACK_TOLERANCE < 1:
+    raise ImproperlyConfigured("CROSSMKT_GUARDRAIL_ROLLBACK_TOLERANCE: give a share such as 0.02")
+
 # Typed loosely so environments can adjust nested entries (production raises the root level).
 LOGGING: dict[str, Any] = {
     "version": 1,

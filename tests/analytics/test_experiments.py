@@ -105,7 +105,12 @@ def _paper_closed_form(mean_difference, sigma2, n, tau2, theta0=0.0):
 
 @pytest.mark.parametrize(
     ("mean_difference", "sigma2", "n", "tau2", "theta0"),
-    [(0.0, 1.0, 100, 0.01, 0.0), (0.3, 2.5, 400, 0.05, 0.0), (-0.02, 0.05, 5_000, 1e-4, 0.01), (1.2, 9.0, 30, 1.0, 0.5)],
+    [
+        (0.0, 1.0, 100, 0.01, 0.0),
+        (0.3, 2.5, 400, 0.05, 0.0),
+        (-0.02, 0.05, 5_000, 1e-4, 0.01),
+        (1.2, 9.0, 30, 1.0, 0.5),
+    ],
 )
 def test_msprt_ratio_is_the_papers_closed_form(mean_difference, sigma2, n, tau2, theta0):
     ours = msprt_likelihood_ratio(mean_difference, 2 * sigma2 / n, tau2, null=theta0)
