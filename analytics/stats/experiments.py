@@ -343,6 +343,7 @@ def churn_hazard_ratio(
 ) -> HazardRatio:
     """Fit a Cox model of churn on the arm and return the treated arm's hazard ratio with its Wald interval."""
     from lifelines import CoxPHFitter  # lifelines is slow to import; only guardrails need it
+    from lifelines.exceptions import ConvergenceError
 
     alpha = _alpha(confidence)
     d_t = np.asarray(durations_treated, dtype=np.float64)
@@ -363,18 +364,25 @@ def churn_hazard_ratio(
     # A zero follow-up time carries no risk time; lifelines needs positive durations.
     frame["duration"] = frame["duration"].clip(lower=1e-6)
     fitter = CoxPHFitter(alpha=alpha)
-    fitter.fit(frame, duration_col="duration", event_col="churned")
+    try:
+        fitter.fit(frame, duration_col="duration", event_col="churned")
+    except ConvergenceError as error:
+        raise NotEnoughData(f"the churn model did not converge on so few members ({error})") from None
     coefficient = float(fitter.params_["treated"])
     se = float(fitter.standard_errors_["treated"])
     z = float(stats.norm.ppf(1 - alpha / 2))
-    lower, upper = math.exp(coefficient - z * se), math.exp(coefficient + z * se)
+    # A handful of members can give a log ratio so uncertain that its bounds overflow: they are infinite.
+    with np.errstate(over="ignore"):
+        hazard, lower, upper = (
+            float(value) for value in np.exp([coefficient, coefficient - z * se, coefficient + z * se])
+        )
     return HazardRatio(
         users_treated=len(d_t),
         users_control=len(d_c),
         churned_treated=int(e_t.sum()),
         churned_control=int(e_c.sum()),
         confidence=1.0 - alpha,
-        hazard_ratio=math.exp(coefficient),
+        hazard_ratio=hazard,
         lower=lower,
         upper=upper,
         p_value=float(fitter.summary.loc["treated", "p"]),

@@ -247,6 +247,60 @@ def _retention_chart(item: CampaignFigures) -> str:
     )
 
 
+def _experiment_chart(item: CampaignFigures) -> str:
+    """Draw each arm's conversion uplift with the interval the report shows, unadjusted and CUPED-adjusted."""
+    report = item.report
+    kind = (report.get("intervals") or {}).get("kind")
+    intervals, notes = [], []
+    for comparison in (report.get("uplift") or {}).get("comparisons", []):
+        arm = comparison["arm"]
+        shown = (comparison.get("always_valid") or {}).get("conversion") if kind == "always-valid" else None
+        conv = comparison.get("conversion")
+        if shown is None and conv is not None and kind != "always-valid":
+            shown = {
+                "estimate": conv["difference"],
+                "lower": conv["difference_lower"],
+                "upper": conv["difference_upper"],
+            }
+        cuped = (comparison.get("cuped") or {}).get("conversion")
+        for label, block in ((arm, shown), (_("%(arm)s, CUPED") % {"arm": arm}, cuped)):
+            if block is None:
+                continue
+            intervals.append(
+                charts.Interval(
+                    label,
+                    block["estimate"],
+                    block["lower"],
+                    block["upper"],
+                    _("%(estimate)+.1f pp (%(lower)+.1f to %(upper)+.1f)")
+                    % {
+                        "estimate": block["estimate"] * 100,
+                        "lower": block["lower"] * 100,
+                        "upper": block["upper"] * 100,
+                    },
+                )
+            )
+        if cuped is not None:
+            notes.append(
+                _("%(arm)s: CUPED reduced the variance by %(reduction).0f%%")
+                % {"arm": arm, "reduction": cuped["variance_reduction"] * 100}
+            )
+        elif (comparison.get("not_enough_data") or {}).get("cuped"):
+            notes.append(_not_enough_note(arm, comparison, "cuped"))
+    title = (
+        _("Conversion uplift, always-valid interval (safe to check daily), unadjusted and CUPED")
+        if kind == "always-valid"
+        else _("Conversion uplift, fixed-horizon interval, unadjusted and CUPED")
+    )
+    return charts.interval_chart(
+        title=title,
+        intervals=intervals,
+        axis_label=_("treated minus holdout, percentage points"),
+        empty=_("No campaign with a holdout yet."),
+        notes=notes,
+    )
+
+
 def _budget_chart(item: CampaignFigures, now: datetime) -> str:
     campaign = item.campaign
     zone = ZoneInfo(settings.TIME_ZONE)
@@ -299,7 +353,13 @@ def dashboard_view(request):
             "campaign": item.campaign,
             "warnings": item.report.get("warnings", []),
             "charts": [
-                mark_safe(chart) for chart in (_funnel_chart(item), _retention_chart(item), _budget_chart(item, now))
+                mark_safe(chart)
+                for chart in (
+                    _funnel_chart(item),
+                    _retention_chart(item),
+                    _budget_chart(item, now),
+                    _experiment_chart(item),
+                )
             ],
         }
         for item in figures.campaigns

@@ -16,6 +16,11 @@ def _p(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
+def _bound(value: float | None, spec: str) -> str:
+    """Format an interval bound; an infinite bound is null in the data and printed as "inf"."""
+    return "inf" if value is None else format(value, spec)
+
+
 def experiment_text_lines(data: dict[str, Any]) -> list[str]:
     """Return the text lines of the interval kind, CUPED, Holm and the guardrails."""
     intervals = data.get("intervals")
@@ -52,7 +57,8 @@ def experiment_text_lines(data: dict[str, Any]) -> list[str]:
         churn, rollbacks = guard.get("churn"), guard.get("rollbacks")
         if churn:
             parts.append(
-                f"churn hazard ratio {churn['hazard_ratio']:.2f} ({churn['lower']:.2f} to {churn['upper']:.2f})"
+                f"churn hazard ratio {_bound(churn['hazard_ratio'], '.2f')} "
+                f"({_bound(churn['lower'], '.2f')} to {_bound(churn['upper'], '.2f')})"
                 + (" HARM" if churn["harm"] else "")
             )
         if rollbacks:

@@ -186,7 +186,7 @@ def test_dashboard_shows_kpis_and_charts_with_data(manager_client, world, langua
     assert cards["offers"] == "200 / 20"
     assert cards["budget"] == "500.00 / 4,000.00"
     drawn = svg_charts(page)
-    # two uplift charts and the balances, then funnel, retention and budget for each campaign
+    # two uplift charts and the balances, then funnel, retention, budget and experiment statistics per campaign
     assert [found(r'data-chart="(\w+)"', svg).group(1) for svg in drawn] == [
         "interval",
         "interval",
@@ -194,10 +194,16 @@ def test_dashboard_shows_kpis_and_charts_with_data(manager_client, world, langua
         "bar",
         "step",
         "line",
+        "interval",
         "bar",
         "step",
         "line",
+        "interval",
     ]
+    # running campaigns: the interval a manager may check daily, unadjusted and CUPED-adjusted per arm
+    if language == "en":
+        assert "always-valid interval (safe to check daily)" in drawn[6]
+        assert "CUPED" in drawn[6]
     assert len(re.findall(r'class="interval"', drawn[0])) == 2
     assert all(re.search(r'data-value="[-0-9.]+"', svg) for svg in drawn)
     # a campaign's name is text, never markup
