@@ -74,7 +74,12 @@ class CampaignReportApi(APIView):
             "first; a figure the arms have too few users for is null, with the reason under `not_enough_data` "
             "beside it; with an uplift model trained, `uplift_models` gives each model's AUUC and Qini curve on "
             "held-out users (the campaigns it learned from are listed only where the partner may see them). "
-            "Aggregates only: no user appears in it."
+            "`intervals.kind` says whether intervals are always-valid (a running campaign: each comparison's "
+            "`always_valid` block may be read every day) or fixed-horizon; each comparison's `cuped` block gives "
+            "conversion and revenue per user adjusted for pre-period spend and purchases beside the unadjusted "
+            "figures, with `variance_reduction`; `p_value_holm` stands beside each p-value of the campaign's arms "
+            "and rules (`multiple_testing`); `guardrails` flag churn or redemption rollbacks when the interval "
+            "shows harm. Aggregates only: no user appears in it."
         ),
         tags=["campaigns"],
         responses={200: OpenApiTypes.OBJECT, **error_responses(404)},
