@@ -11,7 +11,9 @@ from ._reporting import report_import
 class Command(BaseCommand):
     help = (
         "Import per-user outcomes of an experiment run elsewhere: columns user_id,arm,converted,revenue. The arm named "
-        "'holdout' is the control; any number of other arms. A new slug creates an external campaign. "
+        "'holdout' is the control; any number of other arms. Optional pre_revenue and pre_converted (the user's "
+        "spend and whether they bought before the experiment; blank: no history) let the report adjust the uplift "
+        "by CUPED. A new slug creates an external campaign. "
         "Then: python manage.py campaign_report SLUG."
     )
 
