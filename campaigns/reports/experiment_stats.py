@@ -133,10 +133,12 @@ def _cuped_block(
             "lower": result.lower,
             "upper": result.upper,
             "p_value": result.p_value,
+            "standard_error": result.standard_error,
             "unadjusted_estimate": result.unadjusted_estimate,
             "unadjusted_lower": result.unadjusted_lower,
             "unadjusted_upper": result.unadjusted_upper,
             "unadjusted_p_value": result.unadjusted_p_value,
+            "unadjusted_standard_error": result.unadjusted_standard_error,
             "variance_reduction": result.variance_reduction,
             "theta": list(result.theta),
         }

@@ -79,5 +79,9 @@ def test_each_played_demo_campaign_reports_its_planted_effect_within_three_stand
         assert abs(conversion["difference"] - expected["conversion_uplift"]) <= 3 * conversion["standard_error"], (
             campaign.slug
         )
+        # and so does the CUPED-adjusted uplift, within three of its own (smaller or equal) standard errors
+        cuped = report["uplift"]["comparisons"][0]["cuped"]["conversion"]
+        assert abs(cuped["estimate"] - expected["conversion_uplift"]) <= 3 * cuped["standard_error"], campaign.slug
+        assert cuped["standard_error"] <= cuped["unadjusted_standard_error"] * 1.01
         checked += 1
     assert checked >= 3
