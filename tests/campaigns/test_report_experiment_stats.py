@@ -19,12 +19,13 @@ from tests.factories import CampaignFactory, PartnerFactory, RuleFactory
 pytestmark = pytest.mark.django_db
 
 
-def build_campaign(*, users=600, running=True, without_history=0.2, rollbacks=0, seed=3):
+def build_campaign(*, users=600, running=True, without_history=0.2, rollbacks=0, cancel=(0.0, 0.0), seed=3):
     """Assign ``users`` half to a coupon arm and half to the holdout; each user's pre-period spend predicts revenue.
 
     A user with history bought 0-4 courses of 100 CNY in the four weeks before assignment and
     afterwards buys one with probability rising with that count (plus 10 points in the coupon arm);
-    a user without history has no event before assignment.
+    a user without history has no event before assignment. ``cancel`` is the share of the coupon arm
+    and of the holdout who cancel their membership within 15 days of assignment.
     """
     rng = np.random.default_rng(seed)
     now = timezone.now()
@@ -88,6 +89,19 @@ def build_campaign(*, users=600, running=True, without_history=0.2, rollbacks=0,
                     occurred_at=assigned_at + timedelta(days=1),
                 )
             )
+    cancels = rng.random(users) < np.where(arms == "coupon", cancel[0], cancel[1])
+    days = rng.uniform(0.5, 15.0, size=users)
+    events.extend(
+        BehaviorEvent(
+            partner=partner,
+            event_id=f"c{i}",
+            user=user,
+            kind="membership_cancel",
+            occurred_at=assigned_at + timedelta(days=float(days[i])),
+        )
+        for i, user in enumerate(people)
+        if cancels[i]
+    )
     BehaviorEvent.objects.bulk_create(events)
     offers = Offer.objects.bulk_create(
         Offer(
@@ -165,6 +179,24 @@ def test_rollbacks_above_the_tolerance_are_flagged_as_harm():
     assert any("rolled back" in warning for warning in report["warnings"])
     # no member cancelled here: the churn hazard ratio says why it is missing
     assert "churn" in guard["not_enough_data"]
+
+
+def test_members_cancelling_faster_in_a_treated_arm_are_flagged_as_harm():
+    # given 600 users: 40% of the coupon arm cancel within 15 days, 10% of the holdout
+    campaign = build_campaign(cancel=(0.4, 0.1))
+    report = campaign_report(campaign=campaign).to_dict()
+    churn = report["guardrails"][0]["churn"]
+    assert churn["harm"] and churn["lower"] > 1
+    assert any("cancel faster" in warning for warning in report["warnings"])
+
+
+def test_equal_cancellation_is_not_flagged():
+    campaign = build_campaign(cancel=(0.2, 0.2), seed=8)
+    report = campaign_report(campaign=campaign).to_dict()
+    churn = report["guardrails"][0]["churn"]
+    assert churn["lower"] < 1 < churn["upper"]
+    assert not churn["harm"]
+    assert not any("guardrail" in warning for warning in report["warnings"])
 
 
 def test_text_and_csv_show_cuped_holm_and_the_interval_kind():
