@@ -218,7 +218,7 @@ def _copy_costs(items: list[dict], partner_id: int) -> tuple[int, dict[str, floa
         write,
         ours=ours,
         columns=EVENT_COLUMNS,
-        variants=("unlogged", "physical", "foreign_keys", "indexes", "same_schema", "ours"),
+        variants=("unlogged", "physical", "foreign_keys", "indexes", "same_schema", "built_after", "ours"),
     )
 
 

@@ -276,7 +276,16 @@ def _scoring_write_costs(frames: list[pd.DataFrame]) -> dict[str, float]:
         write,
         upsert=upsert,
         columns=SCORE_COLUMNS,
-        variants=("unlogged", "physical", "foreign_keys", "indexes", "same_schema", "upsert_empty", "upsert_full"),
+        variants=(
+            "unlogged",
+            "physical",
+            "foreign_keys",
+            "indexes",
+            "same_schema",
+            "upsert_empty",
+            "upsert_full",
+            "built_after",
+        ),
     )
 
 
@@ -457,7 +466,9 @@ def _offers_write_costs(campaign: Campaign) -> tuple[int, dict[str, float]]:
                 copy.write(data[offset : offset + (1 << 20)])
 
     return rows, write_costs(
-        "campaigns_offer", write, variants=("unlogged", "physical", "foreign_keys", "indexes", "same_schema")
+        "campaigns_offer",
+        write,
+        variants=("unlogged", "physical", "foreign_keys", "indexes", "same_schema", "built_after"),
     )
 
 
