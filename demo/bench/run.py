@@ -341,7 +341,12 @@ def _number(value: float) -> str:
 
 
 def _ratio(value: float, suffix: str = "") -> str:
-    return "—" if value != value else f"{value:.2f}{suffix}" if value < 10 else f"{value:,.0f}{suffix}"
+    """A ratio to two decimals; below 0.1 to two significant digits, so a small one does not read as 0.00."""
+    if value != value:
+        return "—"
+    if value < 0.1:
+        return f"{value:.2g}{suffix}"
+    return f"{value:.2f}{suffix}" if value < 10 else f"{value:,.0f}{suffix}"
 
 
 def benchmarks_markdown(
