@@ -26,13 +26,32 @@ STAGES = {
     "GET users/{id}/offers/ under load (gunicorn -w 2, wrk, loopback)": "req/s",
 }
 
+# The stages whose limits write rows: a same-schema and a physical limit each.
+WRITTEN_STAGES = (
+    "batch scoring: propensity + churn + CLV, DB → DB",
+    "campaign evaluation + offer issuance",
+    "bulk event ingest through the API (10k events per request)",
+)
 
-def _rows(table: str) -> dict[str, list[str]]:
-    return {
-        line.split("|")[1].strip(): [cell.strip() for cell in line.strip().strip("|").split("|")]
-        for line in table.splitlines()
-        if line.startswith("| ") and not line.startswith("| stage")
-    }
+
+def _tables(text: str) -> list[dict[str, list[str]]]:
+    """Every Markdown table of the text, each as its rows' cells by their first cell (headers included)."""
+    tables: list[dict[str, list[str]]] = []
+    inside = False
+    for line in text.splitlines():
+        if not line.startswith("| "):
+            inside = False
+            continue
+        if not inside:
+            tables.append({})
+            inside = True
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        tables[-1][cells[0]] = cells
+    return tables
+
+
+def _rows(text: str) -> dict[str, list[str]]:
+    return _tables(text)[0]
 
 
 def test_bench_runs_every_stage_on_a_small_world_and_writes_the_table(tmp_path):
@@ -57,15 +76,38 @@ def test_bench_runs_every_stage_on_a_small_world_and_writes_the_table(tmp_path):
     for stage, unit in STAGES.items():
         assert stage in rows, f"no row for {stage}"
         assert rows[stage][2].endswith(unit)
-        assert float(rows[stage][9].replace(",", "")) > 0  # peak memory, MB
+        assert float(rows[stage][11].replace(",", "")) > 0  # peak memory, MB
     assert rows["demo world load (seed_demo, 2 processes)"][1] == "2,000"
-    for stage in (
-        "feature build from events",
-        "batch scoring: propensity + churn + CLV, DB → DB",
-        "campaign evaluation + offer issuance",
-        "bulk event ingest through the API (10k events per request)",
-    ):
-        assert float(rows[stage][5]) > 0 and rows[stage][8] in ("yes", "**no**")  # a ratio to the limit, judged
+    for stage in ("feature build from events", *WRITTEN_STAGES):
+        assert float(rows[stage][5]) > 0 and rows[stage][10] in ("yes", "**no**")  # a ratio to the limit, judged
+    header = rows["stage"]
+    assert header[4:8] == ["limit", "product / limit", "physical limit", "product / physical limit"]
+    for stage in WRITTEN_STAGES:
+        # Both limits measured in the same run, each with its ratio.
+        assert float(rows[stage][6].replace(",", "")) > 0 and float(rows[stage][7]) > 0
+    # The cost between the two limits, one design choice at a time, measured for each of those stages.
+    costs = _tables(text)[1]
+    assert costs["stage"][2:5] == ["read + compute", "bare, unlogged (no WAL)", "bare: the physical limit"]
+    variants = {
+        "batch scoring: propensity + churn + CLV, DB → DB": (
+            "+ foreign keys only",
+            "+ indexes only",
+            "+ both: the same-schema limit",
+            "as upsert, into an empty table like ours",
+            "as upsert, over a previous version of every row",
+        ),
+        "campaign evaluation + offer issuance": ("+ foreign keys only", "+ indexes only"),
+        "bulk event ingest through the API (10k events per request)": (
+            "+ foreign keys only",
+            "+ indexes only",
+            "into our table as it is (rolled back)",
+        ),
+    }
+    for stage, measured in variants.items():
+        cells = dict(zip(costs["stage"], costs[stage], strict=True))
+        assert int(cells["rows"].replace(",", "")) > 0
+        for variant in ("bare: the physical limit", *measured):
+            assert float(cells[variant].replace(",", "")) > 0, (stage, variant)
     assert rows["re-running the same campaign"][1] == "0"  # the re-run issued nothing
     assert "cores" in text and "PostgreSQL" in text and "2,000 users" in text
     assert "old table" not in text and text.endswith("## Why some stages miss\n\nkept by hand.\n")
