@@ -263,7 +263,7 @@ CELERY_BEAT_SCHEDULE = {
     # Ingestion queues deal evaluation for the users it touched; this pass catches whatever that missed.
     "evaluate-deals": {
         "task": "campaigns.tasks.evaluate_deals",
-        "schedule": 600.0,
+        "schedule": float(env.int("CROSSMKT_DEALS_SECONDS", default=600)),
     },
     "requeue-webhooks": {
         "task": "campaigns.tasks.requeue_webhooks",
