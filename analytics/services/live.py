@@ -39,10 +39,12 @@ def pending_users_record(*, user_ids: Iterable[int], now: datetime | None = None
     with transaction.atomic(), connection.cursor() as cursor:
         for start in range(0, len(ids), step):
             chunk = ids[start : start + step]
-            if postgres:
-                source, params = "SELECT unnest(%s::bigint[]) AS user_id ORDER BY 1", [chunk]
-            else:
-                source, params = " UNION ALL ".join(["SELECT %s AS user_id"] * len(chunk)), chunk
+            params: list = [chunk] if postgres else list(chunk)
+            source = (
+                "SELECT unnest(%s::bigint[]) AS user_id ORDER BY 1"
+                if postgres
+                else " UNION ALL ".join(["SELECT %s AS user_id"] * len(chunk))
+            )
             cursor.execute(
                 f"""INSERT INTO {PENDING_TABLE} (user_id, first_touched_at, last_touched_at, touches)
                     SELECT t.user_id, %s, %s, 1 FROM ({source}) t

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from kombu import pools
 
 from conftest import ROOT, worker_database_url
 from crossmkt_site.celery import app
@@ -115,8 +116,8 @@ class PrivateRedis:
 
 
 def use_broker(url: str) -> None:
-    """Point this process's Celery app at another broker, dropping the connections it pooled."""
-    app.pool.force_close_all()
-    app.conf.broker_url = url
+    """Point this process's Celery app at a broker (another, or the same restarted) with fresh connection pools."""
+    pools.reset()  # kombu's pools are global and keyed by URL: a restarted server's would hand out dead connections
+    app.conf.broker_url = app.conf.broker_write_url = app.conf.broker_read_url = url
     app._pool = None
     app.amqp._producer_pool = None

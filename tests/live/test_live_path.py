@@ -1,5 +1,6 @@
 """The live path run in process (eager tasks, as `make run` does): posted events reach offers by themselves."""
 
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 
@@ -145,13 +146,14 @@ def test_a_score_rule_decides_on_a_score_computed_after_the_users_latest_event()
     # then the user was scored after them, with the active run, and got the offer
     score = UserScore.objects.get(user=user, model="propensity")
     assert score.run == run and score.score == pytest.approx(0.3)
-    assert score.scored_at >= user.events.order_by("-received_at").first().received_at
+    latest = user.events.order_by("-received_at").first()
+    assert latest is not None and score.scored_at >= latest.received_at
     assert len(world.offers_of("u1")) == 1
 
 
 def stage(partner, external_id: str, count: int):
     moment = (timezone.now() - timedelta(hours=1)).isoformat()
-    columns = {
+    columns: dict[str, Sequence[str]] = {
         "event_id": [f"{external_id}-x{n}" for n in range(count)],
         "user_id": [external_id] * count,
         "partner": [partner.slug] * count,

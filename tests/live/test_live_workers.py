@@ -14,7 +14,7 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from analytics.models import BehaviorEvent, EndUser, PendingUser, UserFeatures, UserScore
+from analytics.models import BehaviorEvent, PendingUser, UserFeatures, UserScore
 from analytics.services.ingest import events_ingest
 from analytics.services.registry import model_run_save
 from campaigns.models import Campaign, CampaignAssignment, Deal, DealGrant, Offer, WebhookDelivery
@@ -44,13 +44,12 @@ FAST = {
 def own_queue():
     """Send this test's tasks, not eagerly, to a queue of its own (no other test's worker listens there)."""
     queue = f"crossmkt-live-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    before = app.conf.task_always_eager, app.conf.task_default_queue, app.conf.broker_url
+    before = app.conf.task_always_eager, app.conf.task_default_queue, app.conf.broker_write_url
     app.conf.task_always_eager, app.conf.task_default_queue = False, queue
     try:
         yield queue
     finally:
-        if app.conf.broker_url != before[2]:
-            use_broker(before[2])
+        use_broker(before[2])  # back from a private Redis, if the test used one
         app.conf.task_always_eager, app.conf.task_default_queue = before[0], before[1]
         with app.connection_for_write() as conn:
             conn.default_channel.queue_delete(queue)
@@ -346,7 +345,12 @@ def test_after_worker_redis_and_database_faults_the_outcome_is_a_fault_free_runs
     listener = endpoint()
     zhixue = Partner(slug="zhixue", webhook_url=listener.url)
     course = CourseFactory.create(partner=zhixue.partner, sku="ECO-101")
-    deal = DealFactory.create(slug="buy-a-course", source_partner=zhixue.partner)
+    deal = DealFactory.create(
+        slug="buy-a-course",
+        source_partner=zhixue.partner,
+        status=Deal.Status.ACTIVE,
+        starts_at=timezone.now() - timedelta(days=1),
+    )
     deal.trigger_courses.set([course])
     watch_campaign(zhixue.partner, holdout_share=Decimal("0.200"), budget=Decimal("100000.00"))
     model_run_save(model="propensity", params={}, metrics={}, n_train=0, artifact=WatchPropensity())
@@ -367,6 +371,22 @@ def test_after_worker_redis_and_database_faults_the_outcome_is_a_fault_free_runs
     workers = [start_celery_worker(own_queue, log_name="live-faults-1.log", concurrency=2, env=env)]
     beat = Beat(own_queue, log_name="live-faults-beat.log", env=env)
     try:
+        replaced: list[str] = []
+
+        def supervise() -> None:
+            # As systemd or Kubernetes would: a worker process that exited is started again. (Celery's Redis
+            # transport can die with "Unrecoverable error" when the broker goes away while it restores
+            # unacknowledged messages; production runs workers under such a supervisor.)
+            for index, worker in enumerate(workers):
+                if worker.process.poll() is not None:
+                    replaced.append(f"worker {worker.process.pid} exited ({worker.process.returncode})")
+                    workers[index] = start_celery_worker(
+                        own_queue, log_name=f"live-faults-{len(replaced) + 2}.log", concurrency=2, env=env
+                    )
+
+        def caught_up() -> bool:
+            supervise()
+            return settled(own_queue)
 
         def run(faults: dict[int, Callable[[], str]]) -> tuple[dict[str, set], list[str]]:
             done = []
@@ -374,10 +394,11 @@ def test_after_worker_redis_and_database_faults_the_outcome_is_a_fault_free_runs
                 if number in faults:
                     done.append(faults[number]())
                 zhixue.post(batch)
+                supervise()
                 time.sleep(0.4)
-            wait_until(lambda: settled(own_queue), "the workers caught up", seconds=180)
+            wait_until(caught_up, "the workers caught up", seconds=180)
             time.sleep(4)  # a last tick of the deals and the drain: nothing may change any more
-            wait_until(lambda: settled(own_queue), "the workers caught up", seconds=60)
+            wait_until(caught_up, "the workers caught up", seconds=60)
             return outcome(), done
 
         # when the batches are posted with no fault
@@ -386,28 +407,54 @@ def test_after_worker_redis_and_database_faults_the_outcome_is_a_fault_free_runs
         forget_outcome()
 
         def kill_worker() -> str:
-            killed = workers[0].kill_whole()
-            workers.append(start_celery_worker(own_queue, log_name="live-faults-2.log", concurrency=2, env=env))
-            return f"killed worker {killed} and started another"
+            killed = workers[0].kill_whole()  # the supervisor below starts another
+            return f"killed worker {killed} whole (kill -9 of its process group)"
 
         def restart_redis() -> str:
             redis.restart()
+            use_broker(redis.url)  # this process (the API server's stand-in) drops its dead connections too
             return f"restarted Redis on port {redis.port}"
 
+        terminated: list[int] = []
+
         def terminate_sessions() -> str:
-            return f"terminated {terminate_worker_sessions()} worker database sessions"
+            # For the next 6 s, while batches keep coming, every worker session is terminated every 0.3 s.
+            def keep_terminating():
+                try:
+                    deadline = time.monotonic() + 6
+                    while time.monotonic() < deadline:
+                        terminated.append(terminate_worker_sessions())
+                        time.sleep(0.3)
+                finally:
+                    connection.close()
+
+            terminator = threading.Thread(target=keep_terminating, daemon=True)
+            terminator.start()
+            threads.append(terminator)
+            return "terminated the workers' database sessions every 0.3 s for 6 s"
+
+        threads: list[threading.Thread] = []
 
         # when the same batches are posted while a worker is killed whole, Redis restarts and the workers'
         # database sessions are terminated
-        actual, faults = run({12: kill_worker, 24: restart_redis, 36: terminate_sessions})
+        actual, faults = run({12: kill_worker, 24: restart_redis, 34: terminate_sessions})
+        for thread in threads:
+            thread.join(timeout=30)
+        assert sum(terminated) > 0, "no worker session was terminated"
 
         # then nothing is pending and the outcome is the fault-free run's, by ids
         assert not PendingUser.objects.exists()
         for name in expected:
             assert actual[name] == expected[name], f"{name} differ after the faults"
-        watched = dict(UserFeatures.objects.filter(watching_count__gt=0).values_list("user__external_id", "watching_count"))
+        watched = dict(
+            UserFeatures.objects.filter(watching_count__gt=0).values_list("user__external_id", "watching_count")
+        )
         assert watched == {key: value for key, value in counts.items() if value}
-        report_line("live path faults: " + "; ".join(faults) + "; outcome equal to the fault-free run's")
+        report_line(
+            "live path faults: " + "; ".join(faults) + f" ({sum(terminated)} sessions ended); "
+            f"restarted by the test's supervisor: {', '.join(replaced) or 'none'}; "
+            "outcome equal to the fault-free run's"
+        )
     finally:
         beat.stop()
         for worker in workers:
