@@ -146,7 +146,9 @@ class Campaign(models.Model):
             ),
             models.CheckConstraint(condition=Q(per_user_limit__gte=1), name="campaign_per_user_limit_positive"),
             models.CheckConstraint(
-                condition=~Q(reach="continuous") | Q(mode="rules"), name="campaign_continuous_reach_decides_by_rules"
+                condition=~Q(reach="continuous") | Q(mode="rules"),
+                name="campaign_continuous_reach_decides_by_rules",
+                violation_error_message=_("Continuous reach needs the rules targeting mode."),
             ),
             models.CheckConstraint(
                 condition=Q(holdout_share__gte=0) & Q(holdout_share__lt=1),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from django.conf import settings
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
@@ -291,3 +292,55 @@ def test_beat_schedules_the_drain_the_sweep_the_nightly_refresh_and_weekly_retra
         "campaigns.tasks.retrain_models",
     } <= tasks
     assert settings.CELERY_BEAT_SCHEDULER == "django_celery_beat.schedulers:DatabaseScheduler"
+
+
+def campaign_form(campaign: Campaign, **changes) -> dict:
+    zone = timezone.get_current_timezone()
+    starts, ends = campaign.starts_at.astimezone(zone), campaign.ends_at.astimezone(zone)
+    return {
+        "slug": campaign.slug,
+        "name": campaign.name,
+        "kind": campaign.kind,
+        "mode": campaign.mode,
+        "reach": campaign.reach,
+        "status": campaign.status,
+        "owner": campaign.owner_id,
+        "starts_at_0": f"{starts:%Y-%m-%d}",
+        "starts_at_1": f"{starts:%H:%M:%S}",
+        "ends_at_0": f"{ends:%Y-%m-%d}",
+        "ends_at_1": f"{ends:%H:%M:%S}",
+        "timezone": "Asia/Shanghai",
+        "budget": "1000.00",
+        "per_user_limit": 1,
+        "holdout_share": "0.100",
+        "offer_valid_days": 14,
+        "conversion_window_days": 14,
+        "rules-TOTAL_FORMS": 0,
+        "rules-INITIAL_FORMS": 0,
+        "rules-MIN_NUM_FORMS": 0,
+        "rules-MAX_NUM_FORMS": 1000,
+        **changes,
+    }
+
+
+def test_a_manager_sets_the_reach_in_the_admin_and_optimise_mode_cannot_be_continuous(manager_client):
+    # given a campaign reaching once
+    world = World(reach=Campaign.Reach.ONCE)
+    url = reverse("admin:campaigns_campaign_change", args=[world.campaign.pk])
+
+    # when the manager makes it continuous in the admin
+    response = manager_client.post(url, campaign_form(world.campaign, reach="continuous"))
+
+    # then it is, and the changelist shows and filters by reach
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Campaign.objects.get().reach == Campaign.Reach.CONTINUOUS
+    listing = manager_client.get(reverse("admin:campaigns_campaign_changelist") + "?reach__exact=continuous")
+    assert world.campaign.slug in listing.content.decode()
+
+    # when the manager also switches it to optimise mode
+    refused = manager_client.post(url, campaign_form(Campaign.objects.get(), mode="optimise"))
+
+    # then the form says no and nothing changes
+    assert refused.status_code == 200
+    assert "持续触达仅适用于“规则决定”投放模式" in refused.content.decode()
+    assert Campaign.objects.get().mode == Campaign.Mode.RULES
