@@ -112,7 +112,12 @@ def evaluate_deals(user_external_ids: list[str] | None = None) -> dict:
 def drain_pending_users(self) -> dict:
     """Evaluate the users accepted batches left pending (queued on every batch, and by beat as a safety net)."""
     result = live_drain()
-    if result.more and not self.request.is_eager:
+    if result.more and self.request.is_eager:
+        # In process (no broker) there is no other worker and no beat: drain everything now.
+        while result.more:
+            more = live_drain()
+            result.users, result.issued, result.more = result.users + more.users, result.issued + more.issued, more.more
+    elif result.more:
         live_drain_queue()  # users are left: another drain (on any worker) goes on
     return {**result.as_dict(), "worker_pid": os.getpid()}
 

@@ -16,6 +16,7 @@ from analytics.models import EndUser, PendingUser, UserFeatures, UserScore
 from analytics.services.ingest import events_ingest, validate_events
 from analytics.services.live import pending_users_record
 from analytics.services.registry import model_run_save
+from analytics.tasks import refresh_features_and_scores
 from campaigns.models import Campaign, CampaignAssignment, Offer
 from campaigns.services.campaign_planning import holdout_draw
 from campaigns.services.live import continuous_sweep, live_drain
@@ -344,3 +345,21 @@ def test_a_manager_sets_the_reach_in_the_admin_and_optimise_mode_cannot_be_conti
     assert refused.status_code == 200
     assert "持续触达仅适用于“规则决定”投放模式" in refused.content.decode()
     assert Campaign.objects.get().mode == Campaign.Mode.RULES
+
+
+def test_the_nightly_refresh_rebuilds_and_scores_everyone_with_the_active_runs():
+    # given events stored by a bulk load (nothing pending, no features) and an active propensity model
+    partner = PartnerFactory.create(slug="zhixue")
+    user = EndUserFactory.create(external_id="u1", home_partner=partner)
+    events_ingest(stage(partner, "u1", 4), record_touched=False)
+    run = model_run_save(model="propensity", params={}, metrics={}, n_train=0, artifact=WatchPropensity())
+    assert not PendingUser.objects.exists() and not UserFeatures.objects.exists()
+
+    # when beat's nightly task runs
+    result = refresh_features_and_scores.delay().get()
+
+    # then the user's features are rebuilt and scored by the active run
+    assert result["features"] == 1
+    assert UserFeatures.objects.get(user=user).watching_count == 4
+    score = UserScore.objects.get(user=user, model="propensity")
+    assert score.run == run and score.score == pytest.approx(0.4)
