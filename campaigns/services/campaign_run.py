@@ -281,8 +281,11 @@ def _offers_frame(
     def per_rule(values, dtype=object):
         return pd.array(values, dtype=dtype)[rule_indexes] if len(rules) else pd.array([], dtype=dtype)
 
-    touched = pd.to_datetime(
-        pd.Series([touched_at.get(int(user)) if touched_at else None for user in users], dtype=object), utc=True
+    # When the user's events were accepted: the live path's offers only (a run's stay empty).
+    touched = (
+        pd.to_datetime(pd.Series([touched_at.get(int(user)) for user in users], dtype=object), utc=True)
+        if touched_at
+        else pd.Series(pd.NaT, index=range(len(users)), dtype="datetime64[ns, UTC]")
     )
     return pd.DataFrame(
         {
