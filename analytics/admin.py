@@ -10,7 +10,16 @@ from django.utils.translation import gettext_lazy as _
 
 from crossmkt_site.admin_mixins import ReadOnlyAdminMixin
 
-from .models import BehaviorEvent, Conversion, EndUser, ErasedIdentity, ErasureLogEntry, ModelRun, UserScore
+from .models import (
+    BehaviorEvent,
+    Conversion,
+    EndUser,
+    ErasedIdentity,
+    ErasureLogEntry,
+    ModelRun,
+    PendingUser,
+    UserScore,
+)
 
 
 @admin.register(EndUser)
@@ -49,6 +58,17 @@ class UserScoreAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["model", "label"]
     search_fields = ["user__external_id"]
     list_select_related = ["user", "run"]
+    show_full_result_count = False
+
+
+@admin.register(PendingUser)
+class PendingUserAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Users the live path has still to evaluate: the workers drain these; a long-waiting row means they are not."""
+
+    list_display = ["user", "first_touched_at", "last_touched_at", "touches"]
+    search_fields = ["user__external_id"]
+    list_select_related = ["user"]
+    ordering = ["first_touched_at"]
     show_full_result_count = False
 
 

@@ -212,6 +212,28 @@ class UserFeatures(models.Model):
         return f"{self.user_id} (features)"
 
 
+class PendingUser(models.Model):
+    """A user with new events (or data) the live path has not evaluated yet: one row per user, however many batches.
+
+    Written in the same transaction as the events that touched the user, so nothing accepted
+    is lost with a message; deleted only by the transaction that refreshed the user's features
+    and scores and evaluated the continuous campaigns for them. ``first_touched_at`` is when
+    the oldest of those batches was accepted (what event-to-offer latency is measured from).
+    """
+
+    user = models.OneToOneField(EndUser, on_delete=models.CASCADE, primary_key=True, related_name="+")
+    first_touched_at = models.DateTimeField(_("first touched at"), db_index=True)
+    last_touched_at = models.DateTimeField(_("last touched at"))
+    touches = models.PositiveIntegerField(_("batches"), default=1)
+
+    class Meta:
+        verbose_name = _("pending user")
+        verbose_name_plural = _("pending users")
+
+    def __str__(self) -> str:
+        return f"{self.user_id} (pending since {self.first_touched_at:%Y-%m-%d %H:%M:%S})"
+
+
 class Conversion(models.Model):
     """A sale a partner reports for a user, optionally attributed to an offer or a campaign.
 

@@ -1,9 +1,10 @@
 """Celery tasks of the analytics app; each takes JSON-safe arguments and is safe to run twice."""
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
 from .services.features import features_build
-from .services.scoring import SCORE_CHUNK_TASK, score_chunk
+from .services.scoring import REFRESH_TASK, SCORE_CHUNK_TASK, features_and_scores_refresh, score_chunk
 
 
 @shared_task(name="analytics.tasks.build_features", acks_late=True)
@@ -16,3 +17,16 @@ def build_features(full: bool = False) -> dict:
 def score_users_chunk(model: str, low: int, high: int) -> int:
     """Score one range of user ids with a model's active run; scoring twice leaves one row per user."""
     return score_chunk(model=model, id_range=(low, high))
+
+
+@shared_task(
+    name=REFRESH_TASK,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=True,
+    max_retries=3,
+)
+def refresh_features_and_scores() -> dict:
+    """Rebuild everyone's features and queue everyone's scoring with the active runs (scheduled nightly by beat)."""
+    return features_and_scores_refresh()

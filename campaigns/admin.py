@@ -187,6 +187,7 @@ class CampaignAdmin(SimpleHistoryAdmin):
         "name",
         "kind",
         "mode",
+        "reach",
         "status",
         "owner",
         "starts_at",
@@ -196,7 +197,7 @@ class CampaignAdmin(SimpleHistoryAdmin):
         "issued_count",
         "holdout_share",
     ]
-    list_filter = ["status", "kind", "mode", "owner"]
+    list_filter = ["status", "kind", "mode", "reach", "owner"]
     search_fields = ["slug", "name"]
     readonly_fields = ["spent", "issued_count", "created_at", "updated_at"]
     filter_horizontal = ["partners", "promoted_films", "promoted_courses", "promoted_bundles"]

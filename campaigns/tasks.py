@@ -8,15 +8,17 @@ import os
 from datetime import datetime
 
 from celery import shared_task
-from django.db import OperationalError
+from django.db import InterfaceError, OperationalError
 
 from crossmkt_site.celery import countdown_limit
 
 from .models.webhooks import DEFAULT_MAX_ATTEMPTS
 from .services.campaign_run import ISSUE_CHUNK_TASK, campaign_issue_chunk
 from .services.deals import EVALUATE_DEALS_TASK, deals_evaluate
+from .services.live import LIVE_DRAIN_TASK, SWEEP_TASK, continuous_sweep, live_drain, live_drain_queue
 from .services.offers import offer_expire_due
 from .services.stock import stock_expire_due
+from .services.training import RETRAIN_TASK, models_retrain
 from .services.webhook_outbox import DELIVER_TASK, webhook_attempt, webhooks_requeue_due
 
 
@@ -94,3 +96,39 @@ def evaluate_deals(user_external_ids: list[str] | None = None) -> dict:
     """Grant active deals to the users (all, or these) whose events trigger them; safe to run twice."""
     runs = deals_evaluate(user_external_ids=user_external_ids)
     return {"deals": [run.as_dict() for run in runs], "worker_pid": os.getpid()}
+
+
+@shared_task(
+    name=LIVE_DRAIN_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    # A dropped database connection rolls the drain back (its users stay pending); try again soon.
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=1,
+    retry_backoff_max=30,
+    max_retries=8,
+)
+def drain_pending_users(self) -> dict:
+    """Evaluate the users accepted batches left pending (queued on every batch, and by beat as a safety net)."""
+    result = live_drain()
+    if result.more and self.request.is_eager:
+        # In process (no broker) there is no other worker and no beat: drain everything now.
+        while result.more:
+            more = live_drain()
+            result.users, result.issued, result.more = result.users + more.users, result.issued + more.issued, more.more
+    elif result.more:
+        live_drain_queue()  # users are left: another drain (on any worker) goes on
+    return {**result.as_dict(), "worker_pid": os.getpid()}
+
+
+@shared_task(name=SWEEP_TASK, acks_late=True, autoretry_for=(OperationalError, InterfaceError), max_retries=3)
+def sweep_continuous_campaigns() -> dict:
+    """Queue a pass of every running continuous campaign over all users (scheduled by beat)."""
+    return {"campaigns": continuous_sweep()}
+
+
+@shared_task(name=RETRAIN_TASK, acks_late=True)
+def retrain_models() -> dict:
+    """Retrain every behaviour model as ``train --model all`` does (scheduled weekly by beat)."""
+    return {"models": models_retrain()}

@@ -10,6 +10,7 @@ from crossmkt_site.errors import ApplicationError
 from crossmkt_site.money import to_cny
 
 from ..models import Conversion, EndUser
+from .live import pending_users_record
 
 
 def _same_report(conversion: Conversion, values: dict) -> bool:
@@ -71,7 +72,9 @@ def conversion_create(
         return _first_report(partner_id=partner_id, conversion_id=conversion_id, values=values), False
     try:
         with transaction.atomic():
-            return Conversion.objects.create(partner_id=partner_id, conversion_id=conversion_id, **values), True
+            conversion = Conversion.objects.create(partner_id=partner_id, conversion_id=conversion_id, **values)
+            pending_users_record(user_ids=[user.pk])
+            return conversion, True
     except IntegrityError:
         # The same report arrived twice at once and the other request committed first.
         if not Conversion.objects.filter(partner_id=partner_id, conversion_id=conversion_id).exists():

@@ -130,3 +130,30 @@ def features_frame_as_of(*, as_of: datetime) -> pd.DataFrame:
         cursor.execute(features_sql(as_of_param=True), {"zone": settings.TIME_ZONE, "as_of": as_of})
         names = [column[0] for column in cursor.description]
         return pd.DataFrame(cursor.fetchall(), columns=names)
+
+
+def features_refresh_users(*, user_ids: Sequence[int], built_at: datetime | None = None) -> int:
+    """Rebuild the stored features of these users only (the live path); return how many rows were written.
+
+    Its rows count towards the incremental build's watermark (the newest ``built_at``): the
+    users an incremental build may then pass over all have a pending row of their own, which
+    the live path drains, and the nightly full build rebuilds everyone.
+    """
+    ids = sorted({int(pk) for pk in user_ids})
+    if not ids:
+        return 0
+    params = {"zone": settings.TIME_ZONE, "built_at": built_at or timezone.now()}
+    # Integers only, read back from the database: safe to write into the statement.
+    user_filter = f"AND e.user_id IN ({', '.join(map(str, ids))})"
+    columns = ", ".join(_FEATURE_COLUMNS)
+    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in [*_FEATURE_COLUMNS, "built_at"])
+    sql = f"""
+        INSERT INTO analytics_userfeatures (user_id, {columns}, built_at)
+        SELECT f.user_id, {", ".join("f." + name for name in _FEATURE_COLUMNS)}, %(built_at)s
+        FROM ({features_sql(as_of_param=False, user_filter=user_filter)}) f
+        WHERE TRUE
+        ON CONFLICT (user_id) DO UPDATE SET {updates}
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount

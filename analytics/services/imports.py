@@ -22,6 +22,7 @@ from .ingest import (
     stage_frame,
     validate_events,
 )
+from .live import pending_users_record
 from .progress import progress_bar
 from .suppression import staged_without_erased
 
@@ -265,6 +266,8 @@ def behavior_ingest(staged: pd.DataFrame) -> IngestResult:
         )
         changed |= {row[0] for row in cursor.fetchall()}
         cursor.execute("DROP TABLE staging_behavior")
+        # Every id above is a user's: their fields changed, so the live path evaluates them again.
+        pending_users_record(user_ids=changed, now=now)
     result.imported = len(changed)
     result.duplicates = len(staged) - result.imported
     return result

@@ -26,6 +26,7 @@ from crossmkt_site.bounds import event_time_window, max_amount, money_problem, o
 from crossmkt_site.bulk import bulk_insert_frame
 
 from ..models import BehaviorEvent
+from .live import pending_users_record
 
 EVENT_COLUMNS = ("event_id", "user_id", "partner", "kind", "item_id", "amount", "occurred_at")
 MAX_ID_LENGTH = 64
@@ -269,11 +270,13 @@ _EVENT_STAGING_DDL = (
 )
 
 
-def events_ingest(staged: pd.DataFrame) -> IngestResult:
+def events_ingest(staged: pd.DataFrame, *, record_touched: bool = True) -> IngestResult:
     """Insert validated events (and users first seen in them); duplicates by (partner, event id) are skipped.
 
     ``staged`` has the columns ``validate_events`` returns. The result names the users with
-    new events, for the caller to act on (new events can trigger deals).
+    new events, for the caller to act on (new events can trigger deals). Unless
+    ``record_touched`` is off (a bulk load rebuilt and scored as a whole afterwards), the users
+    of a batch that stored something are left pending for the live path, in the same transaction.
     """
     result = IngestResult()
     if staged.empty:
@@ -301,6 +304,8 @@ def events_ingest(staged: pd.DataFrame) -> IngestResult:
         result.duplicates = len(staged) - result.imported
         if result.imported:
             result.users_with_new_events = staged["user_ext"].unique().tolist()
+            if record_touched:
+                pending_users_record(user_ids=np.unique(user_ids).tolist(), now=now)
     return result
 
 

@@ -21,6 +21,7 @@ from crossmkt_site.groups import results_as_they_finish, workers_require
 
 from ..models import ModelRun, UserScore
 from ..selectors import user_frame, user_id_ranges
+from .features import features_build
 from .registry import model_run_active, model_run_artifact
 
 # About a second of work per model on the benchmark machine; small enough for a fair share per worker.
@@ -95,6 +96,57 @@ def score_chunk(*, model: str, id_range: tuple[int, int], as_of: datetime | None
         scored_at=as_of
     ).delete()
     return written
+
+
+# Unpickled scorers by model run id: a run's artifact never changes, and the live path scores a few
+# users at a time, where unpickling a model each time would cost more than scoring them.
+_SCORERS: dict[int, Scorer] = {}
+
+
+def _scorer(run: ModelRun) -> Scorer:
+    scorer = _SCORERS.get(run.pk)
+    if scorer is None:
+        if len(_SCORERS) > 32:
+            _SCORERS.clear()
+        scorer = _SCORERS[run.pk] = model_run_artifact(run)
+    return scorer
+
+
+def score_users(*, user_ids, as_of: datetime | None = None, models=SCORED_MODELS) -> dict[str, int]:
+    """Score these users with each model's active run (a model without one is passed over); return counts.
+
+    The live path calls this after refreshing the users' features, so every score it leaves
+    carries its run and a ``scored_at`` later than the events it was computed from.
+    """
+    as_of = as_of or timezone.now()
+    ids = sorted({int(pk) for pk in user_ids})
+    scored: dict[str, int] = {}
+    if not ids:
+        return scored
+    runs = {run.model: run for run in ModelRun.objects.filter(model__in=models, is_active=True)}
+    for model in models:
+        run = runs.get(model)
+        if run is None:
+            continue
+        scorer = _scorer(run)
+        frame = user_frame(scorer.fields, as_of=as_of, id_range=(ids[0], ids[-1] + 1), user_ids=ids)
+        scored[model] = (
+            scores_write(run=run, scores=scorer.score(frame, as_of=as_of), scored_at=as_of) if len(frame) else 0
+        )
+        UserScore.objects.filter(model=model, user_id__in=ids).exclude(scored_at=as_of).delete()
+    return scored
+
+
+# The nightly refresh, queued by beat by name (analytics/tasks.py registers it).
+REFRESH_TASK = "analytics.tasks.refresh_features_and_scores"
+
+
+def features_and_scores_refresh() -> dict:
+    """Rebuild every user's features, then queue the scoring of everyone by every model that has an active run."""
+    users = features_build(full=True)
+    models = tuple(ModelRun.objects.filter(model__in=SCORED_MODELS, is_active=True).values_list("model", flat=True))
+    queued = score_all(models=models, wait=False) if models else {}
+    return {"features": users, "scoring": queued}
 
 
 def score_all(

@@ -36,6 +36,10 @@ class Campaign(models.Model):
         RULES = "rules", _("Rules decide")
         OPTIMISE = "optimise", _("Optimise incremental margin")
 
+    class Reach(models.TextChoices):
+        ONCE = "once", _("Once: one pass when run")
+        CONTINUOUS = "continuous", _("Continuous: every user the moment a rule becomes true")
+
     class Status(models.TextChoices):
         DRAFT = "draft", _("Draft")
         RUNNING = "running", _("Running")
@@ -55,6 +59,18 @@ class Campaign(models.Model):
             "Rules: every matching user gets the offers of the first rules they match. Optimise: the rules' "
             "conditions say who may get which offer, and the uplift model chooses at most one offer package per "
             "user to earn the most incremental margin within the budget."
+        ),
+    )
+    reach = models.CharField(
+        _("reach"),
+        max_length=16,
+        choices=Reach.choices,
+        default=Reach.ONCE,
+        help_text=_(
+            "Once: a run reaches the users who qualify at that moment. Continuous: while the campaign runs and "
+            "inside its window, the workers reach every user the moment one of its rules becomes true for them "
+            "(after each batch of their events, and on a schedule for time-based conditions), until the window, "
+            "budget or offer cap ends it. Continuous needs the rules targeting mode."
         ),
     )
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.DRAFT, db_index=True)
@@ -129,6 +145,11 @@ class Campaign(models.Model):
                 name="campaign_within_offer_cap",
             ),
             models.CheckConstraint(condition=Q(per_user_limit__gte=1), name="campaign_per_user_limit_positive"),
+            models.CheckConstraint(
+                condition=~Q(reach="continuous") | Q(mode="rules"),
+                name="campaign_continuous_reach_decides_by_rules",
+                violation_error_message=_("Continuous reach needs the rules targeting mode."),
+            ),
             models.CheckConstraint(
                 condition=Q(holdout_share__gte=0) & Q(holdout_share__lt=1),
                 name="campaign_holdout_share_is_fraction",

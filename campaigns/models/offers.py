@@ -76,6 +76,14 @@ class Offer(models.Model):
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
     redeemed_at = models.DateTimeField(_("redeemed at"), null=True, blank=True)
     revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+    # Set by the live path only: when the oldest batch of the user's events it decided on was accepted, so
+    # issued_at - touched_at is the event-to-offer latency. Empty for offers of a run or a sweep.
+    touched_at = models.DateTimeField(
+        _("events accepted at"),
+        null=True,
+        blank=True,
+        help_text=_("Issued by the live path: when the user's events that led to it were accepted."),
+    )
 
     class Meta:
         ordering = ["-issued_at"]

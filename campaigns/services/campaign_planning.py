@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 import pandas as pd
 
+from analytics.models import PendingUser
 from analytics.selectors import sql_columns, user_frame, user_id_ranges
 from campaigns.rules import (
     AnyOf,
@@ -137,28 +139,46 @@ def plan_chunk(campaign: Campaign, plans: list[RulePlan], frame: pd.DataFrame) -
 
 
 def load_chunk(
-    plans: list[RulePlan], id_range: tuple[int, int], as_of: datetime, unassigned_in: Campaign | None = None
+    plans: list[RulePlan],
+    id_range: tuple[int, int],
+    as_of: datetime,
+    unassigned_in: Campaign | None = None,
+    *,
+    user_ids: Sequence[int] | None = None,
+    skip_pending: bool = False,
 ) -> pd.DataFrame:
     """Load the reachable users of a range that match some rule (and, given a campaign, have no assignment in it).
 
     Where every rule's condition has an SQL form, the database does the first cut, so a
     run reads only the users it may act on; ``plan_chunk`` then evaluates each rule exactly.
+    ``user_ids`` narrows the range to those users (the live path). ``skip_pending`` leaves out
+    users with events the live path has not evaluated yet: their features and scores predate
+    their latest events, and the live path decides for them once it has refreshed both.
     """
     fields = sorted({name for plan in plans for name in plan.fields})
     return user_frame(
         fields,
         as_of=as_of,
         id_range=id_range,
+        user_ids=user_ids,
         reachable_only=True,
-        where=_chunk_filter(plans, unassigned_in, id_range),
+        where=_chunk_filter(plans, unassigned_in, id_range, skip_pending=skip_pending),
         item_categories=item_category_sources(),
     )
 
 
 def _chunk_filter(
-    plans: list[RulePlan], unassigned_in: Campaign | None, id_range: tuple[int, int]
+    plans: list[RulePlan], unassigned_in: Campaign | None, id_range: tuple[int, int], *, skip_pending: bool = False
 ) -> SqlFragment | None:
     parts: list[SqlFragment] = []
+    if skip_pending:
+        parts.append(
+            SqlFragment(
+                f"NOT EXISTS (SELECT 1 FROM {PendingUser._meta.db_table} p "
+                "WHERE p.user_id = u.id AND p.user_id >= %s AND p.user_id < %s)",
+                tuple(id_range),
+            )
+        )
     columns = sql_columns({name for plan in plans for name in plan.fields})
     conditions = [plan.condition for plan in plans if plan.condition is not None]
     if columns is not None and len(conditions) == len(plans):

@@ -11,6 +11,7 @@ each take an item of their partner's stock pool in the same transaction, and the
 issues nothing the second time; the database constraints back every one of these limits.
 """
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -92,21 +93,49 @@ class ChunkResult:
 
 
 def campaign_issue_chunk(
-    *, campaign_id: int, id_range: tuple[int, int], now: datetime | None = None, optimisation: dict | None = None
+    *,
+    campaign_id: int,
+    id_range: tuple[int, int] | None = None,
+    now: datetime | None = None,
+    optimisation: dict | None = None,
+    user_ids: Sequence[int] | None = None,
+    touched_at: Mapping[int, datetime] | None = None,
 ) -> ChunkResult:
-    """Assign and issue offers for one range of user ids; running it again issues nothing.
+    """Assign and issue offers for one range of user ids, or for these users; running it again issues nothing.
 
     An optimise-mode campaign's chunk chooses with ``optimisation`` (the plan's model run
-    and multiplier, from ``campaign_run``) instead of giving every rule's offer.
+    and multiplier, from ``campaign_run``) instead of giving every rule's offer. The live path
+    passes ``user_ids`` (users whose features and scores it has just refreshed) and, per user,
+    ``touched_at`` (when their events were accepted), which each offer keeps. A range of a
+    continuous campaign leaves out users the live path has still to evaluate (see ``load_chunk``).
     """
     now = now or timezone.now()
     campaign = Campaign.objects.get(pk=campaign_id)
     campaign_check_runnable(campaign, now)
     plans = campaign_rule_plans(campaign)
+    if user_ids is not None:
+        user_ids = sorted({int(pk) for pk in user_ids})
+        if not user_ids:
+            return ChunkResult()
+        id_range = (user_ids[0], user_ids[-1] + 1)
+    if id_range is None:
+        raise ValueError("campaign_issue_chunk needs an id_range or user_ids")
     lo, hi = id_range
     # Users handled by an earlier run are not read again: a re-run costs one pass over the index.
-    handled = CampaignAssignment.objects.filter(campaign=campaign, user_id__gte=lo, user_id__lt=hi).count()
-    plan = _chunk_plan(campaign, plans, id_range, now, optimisation, unassigned_in=campaign)
+    handled_rows = CampaignAssignment.objects.filter(campaign=campaign, user_id__gte=lo, user_id__lt=hi)
+    if user_ids is not None:
+        handled_rows = handled_rows.filter(user_id__in=user_ids)
+    handled = handled_rows.count()
+    plan = _chunk_plan(
+        campaign,
+        plans,
+        id_range,
+        now,
+        optimisation,
+        unassigned_in=campaign,
+        user_ids=user_ids,
+        skip_pending=user_ids is None and campaign.reach == Campaign.Reach.CONTINUOUS,
+    )
     result = ChunkResult(eligible=len(plan.user_ids), holdout=int(plan.holdout.sum()), skipped_existing=handled)
     if not len(plan.user_ids):
         return result
@@ -189,6 +218,7 @@ def campaign_issue_chunk(
                     codes,
                     now,
                     expires_at,
+                    touched_at,
                 ),
             )
         items = stock.hand_out(pick_rules)
@@ -219,8 +249,10 @@ def _chunk_plan(
     now: datetime,
     optimisation: dict | None,
     unassigned_in: Campaign | None = None,
+    user_ids: Sequence[int] | None = None,
+    skip_pending: bool = False,
 ) -> ChunkPlan:
-    frame = load_chunk(plans, id_range, now, unassigned_in=unassigned_in)
+    frame = load_chunk(plans, id_range, now, unassigned_in=unassigned_in, user_ids=user_ids, skip_pending=skip_pending)
     if campaign.mode != Campaign.Mode.OPTIMISE:
         return plan_chunk(campaign, plans, frame)
     return optimised_chunk_plan(
@@ -241,12 +273,20 @@ def _within_limits(campaign: Campaign, costs: np.ndarray) -> np.ndarray:
     return keep
 
 
-def _offers_frame(campaign, rules, users, rule_indexes, sequences, codes, now, expires_at) -> pd.DataFrame:
+def _offers_frame(
+    campaign, rules, users, rule_indexes, sequences, codes, now, expires_at, touched_at=None
+) -> pd.DataFrame:
     """The offer rows to write, column by column: each rule's terms spread over the users it picked."""
 
     def per_rule(values, dtype=object):
         return pd.array(values, dtype=dtype)[rule_indexes] if len(rules) else pd.array([], dtype=dtype)
 
+    # When the user's events were accepted: the live path's offers only (a run's stay empty).
+    touched = (
+        pd.to_datetime(pd.Series([touched_at.get(int(user)) for user in users], dtype=object), utc=True)
+        if touched_at
+        else pd.Series(pd.NaT, index=range(len(users)), dtype="datetime64[ns, UTC]")
+    )
     return pd.DataFrame(
         {
             "code": np.asarray(codes, dtype=object),
@@ -266,6 +306,7 @@ def _offers_frame(campaign, rules, users, rule_indexes, sequences, codes, now, e
             "status": Offer.Status.ISSUED.value,
             "issued_at": pd.Timestamp(now),
             "expires_at": pd.Timestamp(expires_at),
+            "touched_at": touched.array,
         }
     )
 

@@ -12,6 +12,7 @@ from crossmkt_site.errors import ApplicationError
 
 from ..models import Partner
 from ..selectors import campaign_get_visible, offer_get_visible
+from .live import live_drain_on_commit
 
 
 def conversion_record(
@@ -41,7 +42,7 @@ def conversion_record(
         raise ApplicationError("the offer belongs to another campaign", field="campaign", status=422)
     if campaign is None and offer is not None:
         campaign = offer.campaign
-    return conversion_create(
+    conversion, created = conversion_create(
         partner_id=partner.pk,
         conversion_id=conversion_id,
         user=user,
@@ -50,3 +51,6 @@ def conversion_record(
         offer_id=None if offer is None else offer.pk,
         campaign_id=None if campaign is None else campaign.pk,
     )
+    if created:
+        live_drain_on_commit()  # the user is pending, recorded with the conversion
+    return conversion, created

@@ -1,4 +1,4 @@
-"""Behaviour coming in: analytics stores events and users, then the deals new events may trigger are evaluated.
+"""Behaviour coming in: analytics stores events and users, then deals and the live path evaluate what they touched.
 
 The partner API (``POST events/``) and the ``import_events`` command accept events here;
 ``import_behavior`` starts here too, because the users' home partners are campaigns' to look up.
@@ -15,6 +15,7 @@ from crossmkt_site.errors import ApplicationError
 
 from ..models import Partner
 from .deals import deals_evaluate_on_commit
+from .live import live_drain_on_commit
 
 
 def partner_ids_by_slug() -> dict[str, int]:
@@ -25,10 +26,12 @@ def partner_ids_by_slug() -> dict[str, int]:
 def _deals_evaluate_for(result: IngestResult) -> None:
     if result.users_with_new_events:
         deals_evaluate_on_commit(user_external_ids=result.users_with_new_events)
+        # Ingestion left those users pending, in the transaction that stored their events: drain them.
+        live_drain_on_commit()
 
 
 def events_accept(*, partner: Partner, items: Sequence, now: datetime | None = None) -> IngestResult:
-    """Store a partner's batch of event objects and queue the deals evaluation of the users with new events."""
+    """Store a partner's batch of event objects; queue the deals evaluation and the live path for its users."""
     result = events_ingest_items(partner_id=partner.pk, partner_slug=partner.slug, items=items, now=now)
     _deals_evaluate_for(result)
     return result
@@ -54,7 +57,7 @@ def behavior_import_file(
     partner_ids = partner_ids_by_slug()
     if partner is not None and partner not in partner_ids:
         raise ApplicationError(f"no partner {partner!r}; see 'manage.py partner list'", field="partner")
-    return imports.behavior_import_file(
+    result = imports.behavior_import_file(
         path,
         partner_ids=partner_ids,
         partner_id=partner_ids[partner] if partner else None,
@@ -62,3 +65,6 @@ def behavior_import_file(
         encoding=encoding,
         progress=progress,
     )
+    if result.imported:
+        live_drain_on_commit()  # the users whose rows changed are pending
+    return result

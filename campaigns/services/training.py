@@ -14,6 +14,7 @@ from analytics.services import training
 from analytics.services.training.recommendations import train_recommendations
 from analytics.services.training.uplift import train_uplift
 from analytics.services.uplift import experiment_rows
+from crossmkt_site.errors import ApplicationError
 
 from ..selectors.recommendations import bundled_pairs, catalog_frame
 from ..selectors.uplift_experiments import uplift_experiments
@@ -47,3 +48,23 @@ def uplift_train(*, observation_end: datetime | None = None, activate: bool = Tr
 
 TRAINERS: dict[str, Callable[..., ModelRun]] = {**training.TRAINERS, "recommendations": recommendations_train}
 CAMPAIGN_TRAINERS: dict[str, Callable[..., ModelRun]] = {"uplift": uplift_train}
+
+
+# The task that retrains every behaviour model, queued by beat (weekly) by name.
+RETRAIN_TASK = "campaigns.tasks.retrain_models"
+
+
+def models_retrain() -> dict[str, dict]:
+    """Train every model ``train --model all`` trains, as that command does; report each model's new run or error.
+
+    A model that cannot be trained now (too little data, say) is reported and the others still are.
+    """
+    done: dict[str, dict] = {}
+    for name, trainer in TRAINERS.items():
+        try:
+            run = trainer(observation_end=None, activate=True)
+        except ApplicationError as error:
+            done[name] = {"error": error.message}
+            continue
+        done[name] = {"run": run.pk, "version": run.version, "active": run.is_active}
+    return done

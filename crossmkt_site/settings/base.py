@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -232,19 +233,37 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_RESULT_EXPIRES = 3600
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Beat keeps these in the database (django-celery-beat): each is editable under "Periodic tasks" in the admin.
 CELERY_BEAT_SCHEDULE = {
     "expire-offers": {
         "task": "campaigns.tasks.expire_offers",
         "schedule": 300.0,
     },
-    "build-features": {
-        "task": "analytics.tasks.build_features",
-        "schedule": 900.0,
+    # The live path: every accepted batch queues a drain of its users; this tick drains whatever a dead
+    # worker or a lost message left pending.
+    "drain-pending-users": {
+        "task": "campaigns.tasks.drain_pending_users",
+        "schedule": float(env.int("CROSSMKT_LIVE_DRAIN_SECONDS", default=30)),
+    },
+    # Time-based conditions (recency, churn risk, a membership ending) become true without an event.
+    "sweep-continuous-campaigns": {
+        "task": "campaigns.tasks.sweep_continuous_campaigns",
+        "schedule": float(env.int("CROSSMKT_SWEEP_SECONDS", default=900)),
+    },
+    # Everyone's features rebuilt and scored with the active runs, nightly (TIME_ZONE).
+    "refresh-features-and-scores": {
+        "task": "analytics.tasks.refresh_features_and_scores",
+        "schedule": crontab(minute=30, hour=2),
+    },
+    # Every behaviour model retrained weekly, Sunday night.
+    "retrain-models": {
+        "task": "campaigns.tasks.retrain_models",
+        "schedule": crontab(minute=0, hour=4, day_of_week="sun"),
     },
     # Ingestion queues deal evaluation for the users it touched; this pass catches whatever that missed.
     "evaluate-deals": {
         "task": "campaigns.tasks.evaluate_deals",
-        "schedule": 600.0,
+        "schedule": float(env.int("CROSSMKT_DEALS_SECONDS", default=600)),
     },
     "requeue-webhooks": {
         "task": "campaigns.tasks.requeue_webhooks",

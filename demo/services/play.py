@@ -118,7 +118,7 @@ def demo_campaign_play(*, campaign: Campaign, truth: dict, seed: int, now: dt.da
             "occurred_at": pd.to_datetime(started, utc=True) + pd.to_timedelta(offsets, unit="s"),
         }
     )
-    events_ingest(events)
+    events_ingest(events, record_touched=False)  # a replay of past conversions, not a partner's batch
     if campaign.ends_at <= now:
         Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.ENDED)
     return {

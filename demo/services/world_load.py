@@ -155,6 +155,7 @@ def _campaign_load(
             "global_limit": c.global_limit,
             "offer_valid_days": max(o.valid_days for r in c.rules for o in r.offers),
             "status": status,
+            "reach": c.reach,
         },
     )
     if not created:
@@ -316,7 +317,7 @@ def _load_users(
                     events_imported += len(chunk.events)
             users_created += created
             if not bulk:
-                result = events_ingest(_staged_events(chunk.events, partner_ids))
+                result = events_ingest(_staged_events(chunk.events, partner_ids), record_touched=False)
                 events_imported += result.imported
                 duplicates += result.duplicates
         progress(len(chunk.users))

@@ -247,6 +247,8 @@ class Campaign:
     target_course_skus: tuple[str, ...]
     conversion_window_days: int
     rules: tuple[Rule, ...]
+    # "continuous": after its first pass, the live path reaches every user the moment a rule becomes true.
+    reach: str = "once"
 
 
 @dataclass(frozen=True)
@@ -707,6 +709,7 @@ def _campaign(
     rules: tuple[Rule, ...],
     deal: str | None = None,
     global_limit: int | None = None,
+    reach: str = "once",
 ) -> Campaign:
     return Campaign(
         slug,
@@ -725,6 +728,7 @@ def _campaign(
         target_course_skus,
         14,
         rules,
+        reach,
     )
 
 
@@ -854,6 +858,7 @@ CAMPAIGNS = (
             ),
         ),
         deal="course-buy-lanying-month",
+        reach="continuous",
     ),
     _campaign(
         "script-workshop",

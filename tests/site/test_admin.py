@@ -69,6 +69,7 @@ def test_changes_to_a_campaign_are_kept_in_its_history(manager_client, manager):
         "name": "After",
         "kind": campaign.kind,
         "mode": campaign.mode,
+        "reach": campaign.reach,
         "status": campaign.status,
         "owner": campaign.owner_id,
         "starts_at_0": f"{starts:%Y-%m-%d}",

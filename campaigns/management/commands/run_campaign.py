@@ -1,4 +1,4 @@
-"""python manage.py run_campaign SLUG [--dry-run]: evaluate the rules and issue offers on the workers."""
+"""python manage.py run_campaign SLUG [--dry-run] [--continuous]: evaluate the rules and issue offers on the workers."""
 
 from django.core.management.base import BaseCommand, CommandError
 
@@ -9,6 +9,7 @@ from crossmkt_site.groups import no_worker_note
 from ...selectors import campaign_get
 from ...services.campaign_planning import campaign_chunks
 from ...services.campaign_run import campaign_dry_run, campaign_run
+from ...services.live import campaign_reach_continuous
 
 
 class Command(BaseCommand):
@@ -27,11 +28,22 @@ class Command(BaseCommand):
             default=None,
             help="Seconds to wait on the workers before giving up (default: WORKER_WAIT_TIMEOUT, 900).",
         )
+        parser.add_argument(
+            "--continuous",
+            action="store_true",
+            help="Make the campaign's reach continuous (the workers then reach every user the moment a rule becomes "
+            "true for them) and make the first full pass now.",
+        )
         parser.add_argument("--no-progress", action="store_true")
 
-    def handle(self, *args, slug, dry_run, no_wait, timeout, no_progress, **options):
+    def handle(self, *args, slug, dry_run, no_wait, timeout, no_progress, continuous, **options):
+        if continuous and dry_run:
+            raise CommandError("--continuous changes the campaign; it cannot be combined with --dry-run")
         try:
             campaign = campaign_get(slug=slug)
+            if continuous:
+                campaign = campaign_reach_continuous(campaign=campaign)
+                self.stdout.write(f"{slug}: reach is continuous; making the first full pass")
             chunks = len(campaign_chunks())
             with progress_bar(
                 f"{'forecasting' if dry_run else 'running'} {slug}", chunks, enabled=not no_progress
