@@ -306,16 +306,37 @@ def user_id_bounds(*, reachable_only: bool = False) -> tuple[int, int]:
     return (0, 0) if low is None else (low, high + 1)
 
 
+# The user a partner means by an id, in the order of ``analytics.services.identity``, without writing:
+# its consented link, its own user, a consenting user of another partner whose alliance id it is.
+_VISIBLE_USER_SQL = """
+SELECT user_id FROM (
+    SELECT 1 AS step, u.id AS user_id FROM analytics_userlink l JOIN analytics_enduser u ON u.id = l.user_id
+    WHERE l.partner_id = %(partner)s AND l.external_id = %(id)s AND u.data_sharing_consent AND u.erased_at IS NULL
+    UNION ALL
+    SELECT 2, u.id FROM analytics_enduser u
+    WHERE u.home_partner_id = %(partner)s AND u.external_id = %(id)s AND u.erased_at IS NULL
+    UNION ALL
+    SELECT 3, u.id FROM analytics_enduser u
+    WHERE u.alliance_id = %(id)s AND u.data_sharing_consent AND u.erased_at IS NULL
+      AND u.home_partner_id <> %(partner)s
+      AND NOT EXISTS (SELECT 1 FROM analytics_userlink l
+                      WHERE l.partner_id = %(partner)s AND (l.user_id = u.id OR l.external_id = %(id)s))
+) candidates ORDER BY step LIMIT 1
+"""
+
+
 def enduser_id_visible(*, partner: Model, external_id: str, field: str | None = "user_id") -> int:
-    """Return the id of the user ``enduser_get_visible`` would return, in one written-out statement (a hot path)."""
+    """Return the id of the user a partner means by ``external_id`` and may see, or a 404 error naming field.
+
+    Its own user, or a person linked to it (or whose alliance id it sends) who consents to data
+    sharing; another partner's unlinked user is a 404 like an unknown id. One written-out
+    statement (a hot path).
+    """
     row = None
+    # An id no user can have is answered without a query (PostgreSQL refuses NUL characters outright).
     if len(external_id) <= EndUser.EXTERNAL_ID_MAX_LENGTH and "\x00" not in external_id:
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT id FROM {EndUser._meta.db_table} WHERE external_id = %s AND erased_at IS NULL "
-                "AND (home_partner_id = %s OR data_sharing_consent)",
-                [external_id, partner.pk],
-            )
+            cursor.execute(_VISIBLE_USER_SQL, {"partner": partner.pk, "id": external_id})
             row = cursor.fetchone()
     if row is None:
         raise ApplicationError("no such user", code="not_found", field=field, status=404)
@@ -323,14 +344,8 @@ def enduser_id_visible(*, partner: Model, external_id: str, field: str | None = 
 
 
 def enduser_get_visible(*, partner: Model, external_id: str, field: str | None = "user_id") -> EndUser:
-    """Return the user with this pseudonymous id if the partner may see them, or a 404 error naming field."""
-    user = None
-    # An id no user can have is answered without a query (PostgreSQL refuses NUL characters outright).
-    if len(external_id) <= EndUser.EXTERNAL_ID_MAX_LENGTH and "\x00" not in external_id:
-        user = EndUser.objects.visible_to(partner).filter(external_id=external_id).first()
-    if user is None:
-        raise ApplicationError("no such user", code="not_found", field=field, status=404)
-    return user
+    """Return the user a partner means by ``external_id`` if it may see them, or a 404 error naming field."""
+    return EndUser.objects.get(pk=enduser_id_visible(partner=partner, external_id=external_id, field=field))
 
 
 def uplift_models_summary(*, campaign_slug: str | None = None) -> dict | None:
