@@ -139,14 +139,15 @@ class UserEraseApi(APIView):
         operation_id="user_erase",
         summary="Erase a user's personal data",
         description=(
-            "For a partner linked to the person (by their home partner or an alliance id), this removes only what "
-            "that partner sent: its link and its events for the person; its id for them is suppressed. For the "
+            "For a partner linked to the person (by their home partner or an alliance id), this removes only what"
+            " that partner sent: its link and its events for the person; its id for them is suppressed. For the "
             "user's home partner it erases the person everywhere, with what every linked partner sent; another "
             "partner's unlinked user is a 404. Personal fields are cleared, consents switched off, the user's "
             "events, features and scores deleted and open offers revoked; offers, redemptions, conversions and "
-            "campaign arms stay, no longer linked to this id, so settlements and reports still add up; imported outcomes and stored webhook payloads keep the user's items under a "
-            "random id. The erasure is logged with the key that asked for it, and the id is suppressed: events sent "
-            "for it later are rejected item by item."
+            "campaign arms stay, no longer linked to this id, so settlements and reports still add up; imported "
+            "outcomes and stored webhook payloads keep the user's items under a random id. The erasure is logged "
+            "with the key that asked for it, and the ids are suppressed: events sent for them later are rejected "
+            "item by item."
         ),
         tags=["users"],
         responses={200: OutputSerializer, **error_responses(404)},
