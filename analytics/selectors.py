@@ -308,7 +308,7 @@ def user_id_bounds(*, reachable_only: bool = False) -> tuple[int, int]:
 
 # The user a partner means by an id, in the order of ``analytics.services.identity``, without writing:
 # its consented link, its own user, a consenting user of another partner whose alliance id it is.
-_VISIBLE_USER_SQL = """
+VISIBLE_USER_SQL = """
 SELECT user_id FROM (
     SELECT 1 AS step, u.id AS user_id FROM analytics_userlink l JOIN analytics_enduser u ON u.id = l.user_id
     WHERE l.partner_id = %(partner)s AND l.external_id = %(id)s AND u.data_sharing_consent AND u.erased_at IS NULL
@@ -336,7 +336,7 @@ def enduser_id_visible(*, partner: Model, external_id: str, field: str | None = 
     # An id no user can have is answered without a query (PostgreSQL refuses NUL characters outright).
     if len(external_id) <= EndUser.EXTERNAL_ID_MAX_LENGTH and "\x00" not in external_id:
         with connection.cursor() as cursor:
-            cursor.execute(_VISIBLE_USER_SQL, {"partner": partner.pk, "id": external_id})
+            cursor.execute(VISIBLE_USER_SQL, {"partner": partner.pk, "id": external_id})
             row = cursor.fetchone()
     if row is None:
         raise ApplicationError("no such user", code="not_found", field=field, status=404)
