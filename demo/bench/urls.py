@@ -68,7 +68,7 @@ def bare_user_offers(request: HttpRequest, user_id: str) -> JsonResponse:
             }
             for r in cursor.fetchall()
         ]
-    return JsonResponse({"user_id": user[1], "offers": offers})
+    return JsonResponse({"user_id": user_id, "offers": offers})
 
 
 urlpatterns = [path("bench/bare/users/<str:user_id>/offers/", bare_user_offers), *product_urlpatterns]
