@@ -6,7 +6,7 @@ any of those fields for a range of users with one SQL query, deriving ages such 
 ``days_since_last_activity`` from stored times at the moment asked for.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -19,7 +19,7 @@ from django.db.models import Model
 from crossmkt_site.bulk import query_frame
 from crossmkt_site.errors import ApplicationError
 
-from .models import EndUser, ModelRun
+from .models import EndUser, ModelRun, UserLink
 
 CHURN_BANDS = ("low", "medium", "high")
 
@@ -341,6 +341,33 @@ def enduser_id_visible(*, partner: Model, external_id: str, field: str | None = 
     if row is None:
         raise ApplicationError("no such user", code="not_found", field=field, status=404)
     return row[0]
+
+
+def ids_known_to_partner(*, partner_id: int, user_ids: Sequence[int]) -> dict[int, str]:
+    """Map the users a partner may see among ``user_ids`` to the id that partner knows each by.
+
+    Its own users by their id, people linked to it (while they consent to data sharing) by its id
+    for them; anyone else is left out.
+    """
+    ids = sorted({int(pk) for pk in user_ids})
+    known: dict[int, str] = {}
+    for start in range(0, len(ids), _ID_CHUNK):
+        chunk = ids[start : start + _ID_CHUNK]
+        known.update(
+            EndUser.objects.filter(pk__in=chunk, home_partner_id=partner_id, erased_at__isnull=True).values_list(
+                "pk", "external_id"
+            )
+        )
+        known.update(
+            UserLink.objects.filter(
+                user_id__in=chunk, partner_id=partner_id, user__data_sharing_consent=True, user__erased_at__isnull=True
+            ).values_list("user_id", "external_id")
+        )
+    return known
+
+
+# Ids per query; SQLite takes at most 32,766 parameters.
+_ID_CHUNK = 5_000
 
 
 def enduser_get_visible(*, partner: Model, external_id: str, field: str | None = "user_id") -> EndUser:

@@ -28,6 +28,7 @@ from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from analytics.models import BehaviorEvent, EndUser
+from analytics.selectors import ids_known_to_partner
 from crossmkt_site.money import ZERO
 
 from ..models import Course, Deal, DealGrant, WebhookDelivery
@@ -174,7 +175,15 @@ def deal_evaluate(*, deal_id: int, user_ids: Sequence[int] | None = None, now: d
             # The partner pulls its grants through the API: being recorded is being confirmed.
             run.confirmed = fresh.update(status=DealGrant.Status.CONFIRMED, confirmed_at=now)
             return run
-        grants = list(fresh.order_by("triggered_at", "pk").values_list("pk", "user__external_id", "triggered_at"))
+        rows = list(
+            fresh.order_by("triggered_at", "pk").values_list("pk", "user_id", "user__external_id", "triggered_at")
+        )
+        # The target partner's own id for the person when it has one (its user, or its link), else the home
+        # partner's: the person consented to data sharing, and the grant is how the target hears of them.
+        known = ids_known_to_partner(partner_id=deal.target_partner_id, user_ids=[row[1] for row in rows])
+        grants = [
+            (pk, known.get(user_id, external_id), triggered_at) for pk, user_id, external_id, triggered_at in rows
+        ]
         batches = [grants[start : start + EVENT_BATCH_SIZE] for start in range(0, len(grants), EVENT_BATCH_SIZE)]
         deliveries = webhook_deliveries_create(
             now=now,
