@@ -1,4 +1,4 @@
-"""The data step of the identity-per-partner migration: nothing lost, unconsented use split off, consented use linked."""
+"""The identity-per-partner migration's data step: nothing lost, unconsented use split off, consented use linked."""
 
 from decimal import Decimal
 from importlib import import_module
