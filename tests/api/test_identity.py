@@ -101,6 +101,10 @@ def test_an_id_sent_first_by_another_partner_is_not_squatted(ours, theirs):
     theirs_user = EndUser.objects.get(home_partner=theirs.partner, external_id="u-late")
     assert list(theirs_user.events.values_list("partner__slug", flat=True)) == ["yingshi"]
     assert theirs.client.get("/api/v1/users/u-late/offers/").status_code == 200
+    # and our DELETE of the id erases only what we sent
+    assert ours.client.delete("/api/v1/users/u-late/").status_code == 200
+    assert list(theirs_user.events.values_list("event_id", flat=True)) == ["theirs-0"]
+    assert theirs.client.get("/api/v1/users/u-late/offers/").status_code == 200
 
 
 def test_a_link_by_the_home_partner_shares_the_person_under_the_other_partners_id(ours, theirs, their_customer):
