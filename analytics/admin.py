@@ -28,7 +28,7 @@ class UserLinkInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = UserLink
     fk_name = "user"
     fields = ["partner", "external_id", "via", "created_at"]
-    readonly_fields = fields
+    readonly_fields = ["partner", "external_id", "via", "created_at"]
     extra = 0
 
 

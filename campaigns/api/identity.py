@@ -15,7 +15,7 @@ from analytics.models import EndUser, UserLink
 from ..services.identity import user_alliance_id_set, user_link_create, user_link_delete
 from .schema import BODY_ERRORS, error_responses
 
-_ID = {"max_length": EndUser.EXTERNAL_ID_MAX_LENGTH, "trim_whitespace": False}
+ID_LENGTH = EndUser.EXTERNAL_ID_MAX_LENGTH
 
 
 class UserLinkCreateApi(APIView):
@@ -23,7 +23,9 @@ class UserLinkCreateApi(APIView):
 
     class InputSerializer(serializers.Serializer):
         partner = serializers.SlugField(max_length=64, help_text="Slug of the other partner.")
-        partner_user_id = serializers.CharField(**_ID, help_text="The other partner's pseudonymous id for the user.")
+        partner_user_id = serializers.CharField(
+            max_length=ID_LENGTH, trim_whitespace=False, help_text="The other partner's pseudonymous id for the user."
+        )
 
     class OutputSerializer(serializers.Serializer):
         user_id = serializers.CharField(help_text="Your id for the user.")
@@ -90,7 +92,10 @@ class UserAllianceIdApi(APIView):
 
     class InputSerializer(serializers.Serializer):
         alliance_id = serializers.CharField(
-            **_ID, allow_null=True, help_text="The alliance-wide pseudonymous id; null clears it."
+            max_length=ID_LENGTH,
+            trim_whitespace=False,
+            allow_null=True,
+            help_text="The alliance-wide pseudonymous id; null clears it.",
         )
 
     class OutputSerializer(serializers.Serializer):
