@@ -61,7 +61,7 @@ def user_link_create(*, home_partner_id: int, external_id: str, partner_id: int,
     user = enduser_get_own(partner_id=home_partner_id, external_id=external_id, lock=True)
     if partner_id == home_partner_id:
         raise ApplicationError(
-            "a user cannot be linked to their own home partner", code="self_link", field="partner", status=400
+            "a user cannot be linked to their own home partner", code="self_link", field="partner", status=422
         )
     _require_sharing_consent(user)
     existing = UserLink.objects.filter(partner_id=partner_id, user=user).first()

@@ -40,14 +40,14 @@ class UserLinkCreateApi(APIView):
         description=(
             "Only the user's home partner may link them, and only while they consent to data sharing (409 "
             "`no_data_sharing_consent` otherwise). From then on the other partner's events and requests for "
-            "`partner_user_id` reach this user. 400 `unknown_partner` for a partner that does not exist, 400 "
+            "`partner_user_id` reach this user. 404 `unknown_partner` for a partner that does not exist, 422 "
             "`self_link` for your own slug; 409 `already_linked` when the user is already linked to that partner or "
             "that partner's id is linked to someone else, 409 `partner_user_exists` when that partner already has "
             "a user of its own with that id, 409 `erased` when that id was erased. Another partner's user is a 404."
         ),
         tags=["users"],
         request=InputSerializer,
-        responses={201: OutputSerializer, **error_responses(*BODY_ERRORS, 404, 409)},
+        responses={201: OutputSerializer, **error_responses(*BODY_ERRORS, 404, 409, 422)},
         examples=[
             OpenApiExample(
                 "Link to a video platform's id",

@@ -23,7 +23,7 @@ def user_link_create(*, partner: Partner, user_id: str, other_partner: str, othe
     return identity.user_link_create(
         home_partner_id=partner.pk,
         external_id=user_id,
-        partner_id=_partner_id(other_partner, status=400),
+        partner_id=_partner_id(other_partner, status=404),
         partner_user_id=other_user_id,
     )
 

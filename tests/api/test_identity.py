@@ -252,8 +252,8 @@ def test_the_home_partners_delete_erases_the_person_everywhere(ours, theirs, the
 @pytest.mark.parametrize(
     "body, status, expected",
     [
-        ({"partner": "netflix", "partner_user_id": "x"}, 400, ("partner", "unknown_partner")),
-        ({"partner": "yingshi", "partner_user_id": "x"}, 400, ("partner", "self_link")),
+        ({"partner": "netflix", "partner_user_id": "x"}, 404, ("partner", "unknown_partner")),
+        ({"partner": "yingshi", "partner_user_id": "x"}, 422, ("partner", "self_link")),
         ({"partner": "zhixue", "partner_user_id": "x" * 65}, 400, ("partner_user_id", "max_length")),
         ({"partner": "zhixue"}, 400, ("partner_user_id", "required")),
     ],
