@@ -348,7 +348,10 @@ class ErasureLogEntry(models.Model):
         ordering = ["-erased_at"]
         verbose_name = _("erasure log entry")
         verbose_name_plural = _("erasure log")
-        constraints = [models.UniqueConstraint(fields=["user", "partner"], name="one_erasure_per_user_and_partner")]
+        # One per id a partner erased: the home partner's for the person, each linked partner's for its link.
+        constraints = [
+            models.UniqueConstraint(fields=["user", "partner", "pseudonymous_id"], name="one_erasure_per_partner_id")
+        ]
 
     def __str__(self) -> str:
         return f"{self.pseudonymous_id} @ {self.erased_at:%Y-%m-%d %H:%M}"

@@ -54,7 +54,9 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='erasurelogentry',
-            constraint=models.UniqueConstraint(fields=('user', 'partner'), name='one_erasure_per_user_and_partner'),
+            constraint=models.UniqueConstraint(
+                fields=('user', 'partner', 'pseudonymous_id'), name='one_erasure_per_partner_id'
+            ),
         ),
         migrations.AddField(
             model_name='userlink',
