@@ -18,8 +18,19 @@ from .models import (
     ErasureLogEntry,
     ModelRun,
     PendingUser,
+    UserLink,
     UserScore,
 )
+
+
+class UserLinkInline(ReadOnlyAdminMixin, admin.TabularInline):
+    """Other partners' ids for the user; made by the home partner's API or by an alliance-id match."""
+
+    model = UserLink
+    fk_name = "user"
+    fields = ["partner", "external_id", "via", "created_at"]
+    readonly_fields = ["partner", "external_id", "via", "created_at"]
+    extra = 0
 
 
 @admin.register(EndUser)
@@ -33,12 +44,23 @@ class EndUserAdmin(admin.ModelAdmin):
         "acquisition_channel",
         "marketing_consent",
         "data_sharing_consent",
+        "alliance_id",
         "erased_at",
     ]
     list_filter = ["home_partner", "marketing_consent", "data_sharing_consent", "education", "acquisition_channel"]
-    search_fields = ["external_id"]
+    search_fields = ["external_id", "alliance_id", "links__external_id"]
     list_select_related = ["home_partner"]
     readonly_fields = ["created_at", "erased_at"]
+    inlines = [UserLinkInline]
+    show_full_result_count = False
+
+
+@admin.register(UserLink)
+class UserLinkAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["created_at", "partner", "external_id", "user", "via"]
+    list_filter = ["partner", "via"]
+    search_fields = ["external_id", "user__external_id"]
+    list_select_related = ["partner", "user"]
     show_full_result_count = False
 
 

@@ -11,20 +11,25 @@ class EndUserQuerySet(models.QuerySet):
         return self.filter(marketing_consent=True, erased_at__isnull=True)
 
     def visible_to(self, partner):
-        """Return users a partner may see: its own, and those who consented to data sharing."""
-        return self.filter(Q(home_partner=partner) | Q(data_sharing_consent=True)).filter(erased_at__isnull=True)
+        """Return users a partner may see: its own, and those linked to it who consented to data sharing."""
+        linked = Q(links__partner=partner, data_sharing_consent=True)
+        return self.filter(Q(home_partner=partner) | linked).filter(erased_at__isnull=True).distinct()
 
 
 class EndUser(models.Model):
-    """An end user, known only by a pseudonymous id shared across the alliance.
+    """An end user of one partner (the home partner), known by that partner's pseudonymous id.
 
-    ``external_id`` is what partners send and see; the demographics are personal
-    data, kept for the models and never sent to partners, and removed on erasure.
+    ``external_id`` is what the home partner sends and sees, unique per home partner: the same
+    string sent by two partners is two people. Another partner knows the person only through a
+    ``UserLink`` (under that partner's own id for them), which applies while the person consents
+    to data sharing; ``alliance_id`` is a pseudonymous id the home partner registered so that
+    another partner sending it is linked to this person. The demographics are personal data, kept
+    for the models and never sent to partners, and removed on erasure.
     """
 
     EXTERNAL_ID_MAX_LENGTH = 64
 
-    external_id = models.CharField(_("pseudonymous id"), max_length=EXTERNAL_ID_MAX_LENGTH, unique=True)
+    external_id = models.CharField(_("pseudonymous id"), max_length=EXTERNAL_ID_MAX_LENGTH, db_index=True)
     home_partner = models.ForeignKey(
         "campaigns.Partner",
         on_delete=models.PROTECT,
@@ -35,6 +40,17 @@ class EndUser(models.Model):
     age = models.PositiveSmallIntegerField(_("age"), null=True, blank=True)
     education = models.CharField(_("education"), max_length=32, blank=True)
     occupation = models.CharField(_("occupation"), max_length=64, blank=True)
+    # NULL, not "", for "none": the alliance id is unique among the users that have one.
+    alliance_id = models.CharField(  # noqa: DJ001
+        _("alliance id"),
+        max_length=EXTERNAL_ID_MAX_LENGTH,
+        null=True,
+        blank=True,
+        help_text=_(
+            "A pseudonymous id the home partner registered for this person; another partner sending it is "
+            "linked to them while they consent to data sharing."
+        ),
+    )
     gender = models.CharField(_("gender"), max_length=16, blank=True)
     acquisition_channel = models.CharField(_("acquisition channel"), max_length=32, blank=True, db_index=True)
     marketing_consent = models.BooleanField(_("marketing consent"), default=False)
@@ -50,10 +66,47 @@ class EndUser(models.Model):
         verbose_name_plural = _("end users")
         constraints = [
             models.CheckConstraint(condition=Q(age__isnull=True) | Q(age__lte=130), name="enduser_age_plausible"),
+            models.UniqueConstraint(fields=["home_partner", "external_id"], name="enduser_id_unique_per_partner"),
+            models.UniqueConstraint(
+                fields=["alliance_id"], condition=Q(alliance_id__isnull=False), name="enduser_alliance_id_unique"
+            ),
         ]
 
     def __str__(self) -> str:
         return self.external_id
+
+
+class UserLink(models.Model):
+    """Another partner's id for one person: that partner's events and requests for the id reach this user.
+
+    A link applies only while the user consents to data sharing (and is not erased); it is made
+    by the home partner (``POST users/{id}/links/``) or when the partner sends the user's alliance
+    id. One link per partner and id, and per partner and user.
+    """
+
+    class Via(models.TextChoices):
+        HOME_PARTNER = "home_partner", _("made by the home partner")
+        ALLIANCE_ID = "alliance_id", _("matched by alliance id")
+        MIGRATION = "migration", _("consented use before links existed")
+
+    user = models.ForeignKey(EndUser, on_delete=models.CASCADE, related_name="links", verbose_name=_("user"))
+    partner = models.ForeignKey(
+        "campaigns.Partner", on_delete=models.PROTECT, related_name="user_links", verbose_name=_("partner")
+    )
+    external_id = models.CharField(_("partner's id for the user"), max_length=EndUser.EXTERNAL_ID_MAX_LENGTH)
+    via = models.CharField(_("made"), max_length=16, choices=Via.choices)
+    created_at = models.DateTimeField(_("linked at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("user link")
+        verbose_name_plural = _("user links")
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "external_id"], name="user_link_id_unique_per_partner"),
+            models.UniqueConstraint(fields=["partner", "user"], name="one_link_per_partner_and_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.partner_id}:{self.external_id} → {self.user_id}"
 
 
 class BehaviorEvent(models.Model):
@@ -291,7 +344,13 @@ class ErasureLogEntry(models.Model):
 
     ``pseudonymous_id`` is the id the partner knew the user by; the user row itself
     gets a random id on erasure, so this record is the one place that still says whom.
+    The home partner's erasure removes the person everywhere (``scope`` "person"); a linked
+    partner's removes only that partner's link and the events it sent ("partner").
     """
+
+    class Scope(models.TextChoices):
+        PERSON = "person", _("the person, at every partner")
+        PARTNER = "partner", _("what one linked partner sent")
 
     user = models.ForeignKey(EndUser, on_delete=models.PROTECT, related_name="erasures", verbose_name=_("user"))
     pseudonymous_id = models.CharField(_("pseudonymous id"), max_length=64)
@@ -302,6 +361,7 @@ class ErasureLogEntry(models.Model):
         verbose_name=_("requested by"),
     )
     api_key_prefix = models.CharField(_("API key prefix"), max_length=16, blank=True)
+    scope = models.CharField(_("scope"), max_length=16, choices=Scope.choices, default=Scope.PERSON)
     erased_at = models.DateTimeField(_("erased at"))
     events_deleted = models.PositiveIntegerField(_("events deleted"), default=0)
     offers_revoked = models.PositiveIntegerField(_("open offers revoked"), default=0)
@@ -310,7 +370,10 @@ class ErasureLogEntry(models.Model):
         ordering = ["-erased_at"]
         verbose_name = _("erasure log entry")
         verbose_name_plural = _("erasure log")
-        constraints = [models.UniqueConstraint(fields=["user"], name="one_erasure_per_user")]
+        # One per id a partner erased: the home partner's for the person, each linked partner's for its link.
+        constraints = [
+            models.UniqueConstraint(fields=["user", "partner", "pseudonymous_id"], name="one_erasure_per_partner_id")
+        ]
 
     def __str__(self) -> str:
         return f"{self.pseudonymous_id} @ {self.erased_at:%Y-%m-%d %H:%M}"

@@ -6,7 +6,7 @@ any of those fields for a range of users with one SQL query, deriving ages such 
 ``days_since_last_activity`` from stored times at the moment asked for.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -19,7 +19,7 @@ from django.db.models import Model
 from crossmkt_site.bulk import query_frame
 from crossmkt_site.errors import ApplicationError
 
-from .models import EndUser, ModelRun
+from .models import EndUser, ModelRun, UserLink
 
 CHURN_BANDS = ("low", "medium", "high")
 
@@ -306,31 +306,73 @@ def user_id_bounds(*, reachable_only: bool = False) -> tuple[int, int]:
     return (0, 0) if low is None else (low, high + 1)
 
 
+# The user a partner means by an id, in the order of ``analytics.services.identity``, without writing:
+# its consented link, its own user, a consenting user of another partner whose alliance id it is.
+VISIBLE_USER_SQL = """
+SELECT user_id FROM (
+    SELECT 1 AS step, u.id AS user_id FROM analytics_userlink l JOIN analytics_enduser u ON u.id = l.user_id
+    WHERE l.partner_id = %(partner)s AND l.external_id = %(id)s AND u.data_sharing_consent AND u.erased_at IS NULL
+    UNION ALL
+    SELECT 2, u.id FROM analytics_enduser u
+    WHERE u.home_partner_id = %(partner)s AND u.external_id = %(id)s AND u.erased_at IS NULL
+    UNION ALL
+    SELECT 3, u.id FROM analytics_enduser u
+    WHERE u.alliance_id = %(id)s AND u.data_sharing_consent AND u.erased_at IS NULL
+      AND u.home_partner_id <> %(partner)s
+      AND NOT EXISTS (SELECT 1 FROM analytics_userlink l
+                      WHERE l.partner_id = %(partner)s AND (l.user_id = u.id OR l.external_id = %(id)s))
+) candidates ORDER BY step LIMIT 1
+"""
+
+
 def enduser_id_visible(*, partner: Model, external_id: str, field: str | None = "user_id") -> int:
-    """Return the id of the user ``enduser_get_visible`` would return, in one written-out statement (a hot path)."""
+    """Return the id of the user a partner means by ``external_id`` and may see, or a 404 error naming field.
+
+    Its own user, or a person linked to it (or whose alliance id it sends) who consents to data
+    sharing; another partner's unlinked user is a 404 like an unknown id. One written-out
+    statement (a hot path).
+    """
     row = None
+    # An id no user can have is answered without a query (PostgreSQL refuses NUL characters outright).
     if len(external_id) <= EndUser.EXTERNAL_ID_MAX_LENGTH and "\x00" not in external_id:
         with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT id FROM {EndUser._meta.db_table} WHERE external_id = %s AND erased_at IS NULL "
-                "AND (home_partner_id = %s OR data_sharing_consent)",
-                [external_id, partner.pk],
-            )
+            cursor.execute(VISIBLE_USER_SQL, {"partner": partner.pk, "id": external_id})
             row = cursor.fetchone()
     if row is None:
         raise ApplicationError("no such user", code="not_found", field=field, status=404)
     return row[0]
 
 
+def ids_known_to_partner(*, partner_id: int, user_ids: Sequence[int]) -> dict[int, str]:
+    """Map the users a partner may see among ``user_ids`` to the id that partner knows each by.
+
+    Its own users by their id, people linked to it (while they consent to data sharing) by its id
+    for them; anyone else is left out.
+    """
+    ids = sorted({int(pk) for pk in user_ids})
+    known: dict[int, str] = {}
+    for start in range(0, len(ids), _ID_CHUNK):
+        chunk = ids[start : start + _ID_CHUNK]
+        known.update(
+            EndUser.objects.filter(pk__in=chunk, home_partner_id=partner_id, erased_at__isnull=True).values_list(
+                "pk", "external_id"
+            )
+        )
+        known.update(
+            UserLink.objects.filter(
+                user_id__in=chunk, partner_id=partner_id, user__data_sharing_consent=True, user__erased_at__isnull=True
+            ).values_list("user_id", "external_id")
+        )
+    return known
+
+
+# Ids per query; SQLite takes at most 32,766 parameters.
+_ID_CHUNK = 5_000
+
+
 def enduser_get_visible(*, partner: Model, external_id: str, field: str | None = "user_id") -> EndUser:
-    """Return the user with this pseudonymous id if the partner may see them, or a 404 error naming field."""
-    user = None
-    # An id no user can have is answered without a query (PostgreSQL refuses NUL characters outright).
-    if len(external_id) <= EndUser.EXTERNAL_ID_MAX_LENGTH and "\x00" not in external_id:
-        user = EndUser.objects.visible_to(partner).filter(external_id=external_id).first()
-    if user is None:
-        raise ApplicationError("no such user", code="not_found", field=field, status=404)
-    return user
+    """Return the user a partner means by ``external_id`` if it may see them, or a 404 error naming field."""
+    return EndUser.objects.get(pk=enduser_id_visible(partner=partner, external_id=external_id, field=field))
 
 
 def uplift_models_summary(*, campaign_slug: str | None = None) -> dict | None:

@@ -92,9 +92,10 @@ def requeue_webhooks() -> dict:
     retry_backoff=True,
     max_retries=5,
 )
-def evaluate_deals(user_external_ids: list[str] | None = None) -> dict:
+def evaluate_deals(user_ids: list[int] | None = None, user_external_ids: list[str] | None = None) -> dict:
     """Grant active deals to the users (all, or these) whose events trigger them; safe to run twice."""
-    runs = deals_evaluate(user_external_ids=user_external_ids)
+    # user_external_ids: tasks queued before identities were per partner.
+    runs = deals_evaluate(user_ids=user_ids, user_external_ids=user_external_ids)
     return {"deals": [run.as_dict() for run in runs], "worker_pid": os.getpid()}
 
 

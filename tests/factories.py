@@ -11,7 +11,7 @@ from decimal import Decimal
 import factory
 from django.utils import timezone
 
-from analytics.models import BehaviorEvent, EndUser
+from analytics.models import BehaviorEvent, EndUser, UserLink
 from campaigns.models import Campaign, Course, Deal, Film, Offer, Partner, Rule
 
 
@@ -99,6 +99,18 @@ class EndUserFactory(factory.django.DjangoModelFactory[EndUser]):
     occupation = "工程师"
     marketing_consent = True
     data_sharing_consent = True
+
+
+class UserLinkFactory(factory.django.DjangoModelFactory[UserLink]):
+    """Another partner's id for a user (by default the user's own id, as an alliance-id match makes it)."""
+
+    class Meta:
+        model = UserLink
+
+    user = factory.SubFactory(EndUserFactory)
+    partner = factory.SubFactory(PartnerFactory)
+    external_id = factory.LazyAttribute(lambda link: link.user.external_id)
+    via = UserLink.Via.HOME_PARTNER
 
 
 class OfferFactory(factory.django.DjangoModelFactory[Offer]):

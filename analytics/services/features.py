@@ -122,6 +122,37 @@ def features_build(*, full: bool = False) -> int:
         return cursor.rowcount
 
 
+def features_build_for_users(*, user_ids: Sequence[int]) -> int:
+    """Rebuild these users' stored features now (after some of their events were removed); return how many.
+
+    A user with no events left has no features row.
+    """
+    ids = sorted({int(pk) for pk in user_ids})
+    if not ids:
+        return 0
+    placeholders = ", ".join(["%s"] * len(ids))
+    columns = ", ".join(_FEATURE_COLUMNS)
+    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in [*_FEATURE_COLUMNS, "built_at"])
+    # features_sql's own parameters are named; these ids are spelled out as numbers, which they are.
+    user_filter = f"AND e.user_id IN ({', '.join(str(pk) for pk in ids)})"
+    sql = f"""
+        INSERT INTO analytics_userfeatures (user_id, {columns}, built_at)
+        SELECT f.user_id, {", ".join("f." + name for name in _FEATURE_COLUMNS)}, %(built_at)s
+        FROM ({features_sql(as_of_param=False, user_filter=user_filter)}) f
+        WHERE TRUE
+        ON CONFLICT (user_id) DO UPDATE SET {updates}
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, {"zone": settings.TIME_ZONE, "built_at": timezone.now()})
+        rebuilt = cursor.rowcount
+        cursor.execute(
+            f"DELETE FROM analytics_userfeatures WHERE user_id IN ({placeholders}) "
+            "AND NOT EXISTS (SELECT 1 FROM analytics_behaviorevent e WHERE e.user_id = analytics_userfeatures.user_id)",
+            ids,
+        )
+    return rebuilt
+
+
 def features_frame_as_of(*, as_of: datetime) -> pd.DataFrame:
     """Return every user's event features computed from events before ``as_of`` (for training)."""
     # In UTC: SQLite compares times as text, so a time with another offset would be compared wrongly.

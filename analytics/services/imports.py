@@ -10,9 +10,11 @@ from django.utils import timezone
 
 from crossmkt_site.errors import ApplicationError
 
+from ..models import EndUser
 from .csvfiles import CsvStream
 from .ingest import (
     EVENT_COLUMNS,
+    MAX_ID_LENGTH,
     IngestResult,
     Rejection,
     RowChecker,
@@ -44,6 +46,7 @@ BEHAVIOR_OPTIONAL = (
     "signed_up_at",
     "signup_at",
     "home_partner",
+    "alliance_id",
 )
 TRUE_WORDS = {"1", "true", "yes", "y", "t", "是", "真"}
 FALSE_WORDS = {"0", "false", "no", "n", "f", "否", "假"}
@@ -126,6 +129,12 @@ def validate_behavior(
         frame = frame.rename(columns={"signup_at": "signed_up_at"})
     checker = RowChecker(positions)
     check_ids(frame["user_id"], "user_id", checker)
+    if "alliance_id" in frame:
+        checker.flag(
+            (frame["alliance_id"].str.len() > MAX_ID_LENGTH).to_numpy(),
+            "alliance_id",
+            f"longer than {MAX_ID_LENGTH} characters",
+        )
     watching = _parse_count(frame["watching_count"], "watching_count", checker)
     purchasing = _parse_count(frame["purchasing_count"], "purchasing_count", checker)
     age_text = frame["age"]
@@ -170,6 +179,7 @@ def validate_behavior(
             "acquisition_channel": _blank_as_missing(frame["acquisition_channel"][good])
             if "acquisition_channel" in frame
             else None,
+            "alliance_id": _blank_as_missing(frame["alliance_id"][good]) if "alliance_id" in frame else None,
             "marketing_consent": flags["marketing_consent"][good].to_numpy(),
             "data_sharing_consent": flags["data_sharing_consent"][good].to_numpy(),
             "signed_up_at": [None if pd.isna(t) else t for t in signed_up[good]],
@@ -193,6 +203,7 @@ _BEHAVIOR_STAGING = {
     "occupation": "varchar(64)",
     "gender": "varchar(16)",
     "acquisition_channel": "varchar(32)",
+    "alliance_id": "varchar(64)",
     "marketing_consent": "boolean",
     "data_sharing_consent": "boolean",
     "signed_up_at": "timestamp with time zone",
@@ -202,7 +213,14 @@ _BEHAVIOR_STAGING = {
     "extra": "text",
 }
 # Columns a file may leave out: NULL in staging, and then the user keeps what they had.
-_KEEP_IF_ABSENT = ("gender", "acquisition_channel", "marketing_consent", "data_sharing_consent", "signed_up_at")
+_KEEP_IF_ABSENT = (
+    "gender",
+    "acquisition_channel",
+    "alliance_id",
+    "marketing_consent",
+    "data_sharing_consent",
+    "signed_up_at",
+)
 _USER_COLUMNS = ("age", "education", "occupation", *_KEEP_IF_ABSENT)
 
 
@@ -223,12 +241,14 @@ def behavior_ingest(staged: pd.DataFrame) -> IngestResult:
         stage_frame(cursor, "staging_behavior", ddl, staged, ", ".join(_BEHAVIOR_STAGING))
         cursor.execute(
             """INSERT INTO analytics_enduser (external_id, home_partner_id, age, education, occupation, gender,
-                   acquisition_channel, marketing_consent, data_sharing_consent, signed_up_at, created_at)
+                   acquisition_channel, alliance_id, marketing_consent, data_sharing_consent, signed_up_at,
+                   created_at)
                SELECT s.user_ext, s.home_partner_id, s.age, s.education, s.occupation, COALESCE(s.gender, ''),
-                   COALESCE(s.acquisition_channel, ''), COALESCE(s.marketing_consent, FALSE),
+                   COALESCE(s.acquisition_channel, ''), s.alliance_id, COALESCE(s.marketing_consent, FALSE),
                    COALESCE(s.data_sharing_consent, FALSE), s.signed_up_at, %s
                FROM staging_behavior s
-               WHERE NOT EXISTS (SELECT 1 FROM analytics_enduser e WHERE e.external_id = s.user_ext)
+               WHERE NOT EXISTS (SELECT 1 FROM analytics_enduser e
+                                 WHERE e.home_partner_id = s.home_partner_id AND e.external_id = s.user_ext)
                RETURNING id""",
             [now],
         )
@@ -237,7 +257,7 @@ def behavior_ingest(staged: pd.DataFrame) -> IngestResult:
         cursor.execute(
             f"""UPDATE analytics_enduser AS u SET {", ".join(f"{name} = {value}" for name, value in new_value.items())}
                 FROM staging_behavior s
-                WHERE u.external_id = s.user_ext AND u.erased_at IS NULL
+                WHERE u.home_partner_id = s.home_partner_id AND u.external_id = s.user_ext AND u.erased_at IS NULL
                   AND ({", ".join(f"u.{name}" for name in new_value)}) {distinct} ({", ".join(new_value.values())})
                 RETURNING id"""
         )
@@ -246,7 +266,8 @@ def behavior_ingest(staged: pd.DataFrame) -> IngestResult:
             f"""INSERT INTO analytics_importedbehavior (user_id, watching_count, purchasing_count, purchased_course,
                     extra, imported_at)
                 SELECT u.id, s.watching_count, s.purchasing_count, s.purchased_course, s.extra{as_json}, %s
-                FROM staging_behavior s JOIN analytics_enduser u ON u.external_id = s.user_ext
+                FROM staging_behavior s JOIN analytics_enduser u
+                    ON u.home_partner_id = s.home_partner_id AND u.external_id = s.user_ext
                 WHERE u.erased_at IS NULL
                   AND NOT EXISTS (SELECT 1 FROM analytics_importedbehavior b WHERE b.user_id = u.id)
                 RETURNING user_id""",
@@ -257,7 +278,8 @@ def behavior_ingest(staged: pd.DataFrame) -> IngestResult:
             f"""UPDATE analytics_importedbehavior AS b SET watching_count = s.watching_count,
                     purchasing_count = s.purchasing_count, purchased_course = s.purchased_course,
                     extra = s.extra{as_json}, imported_at = %s
-                FROM staging_behavior s JOIN analytics_enduser u ON u.external_id = s.user_ext
+                FROM staging_behavior s JOIN analytics_enduser u
+                    ON u.home_partner_id = s.home_partner_id AND u.external_id = s.user_ext
                 WHERE b.user_id = u.id
                   AND (b.watching_count, b.purchasing_count, b.purchased_course, b.extra) {distinct}
                       (s.watching_count, s.purchasing_count, s.purchased_course, s.extra{as_json})
@@ -271,6 +293,33 @@ def behavior_ingest(staged: pd.DataFrame) -> IngestResult:
     result.imported = len(changed)
     result.duplicates = len(staged) - result.imported
     return result
+
+
+ALLIANCE_ID_TAKEN = "alliance id already registered for another user"
+
+
+def _staged_without_taken_alliance_ids(staged: pd.DataFrame) -> tuple[pd.DataFrame, list[Rejection]]:
+    """Reject the rows whose alliance id another user has, or an earlier row of the batch gave another user."""
+    given = staged["alliance_id"].notna() if "alliance_id" in staged else pd.Series(False, index=staged.index)
+    if not given.any():
+        return staged, []
+    rows = staged[given]
+    owners = {
+        alliance: (home, external)
+        for alliance, home, external in EndUser.objects.filter(alliance_id__in=set(rows["alliance_id"])).values_list(
+            "alliance_id", "home_partner_id", "external_id"
+        )
+    }
+    taken = np.zeros(len(staged), dtype=bool)
+    for index, (alliance, home, external) in enumerate(
+        zip(staged["alliance_id"], staged["home_partner_id"], staged["user_ext"], strict=True)
+    ):
+        if alliance is None:
+            continue
+        owner = owners.setdefault(alliance, (home, external))
+        taken[index] = owner != (home, external)
+    rejections = [Rejection(int(position), "alliance_id", ALLIANCE_ID_TAKEN) for position in staged["position"][taken]]
+    return staged[~taken].reset_index(drop=True), rejections
 
 
 def behavior_import_file(
@@ -314,7 +363,9 @@ def behavior_import_file(
                 )
                 staged, erased = staged_without_erased(staged, partner_column="home_partner_id")
                 rejected.extend(erased)
-                staged = staged.drop_duplicates("user_ext", keep="last")
+                staged = staged.drop_duplicates(["home_partner_id", "user_ext"], keep="last")
+                staged, taken = _staged_without_taken_alliance_ids(staged)
+                rejected.extend(taken)
                 result.add(behavior_ingest(staged))
                 result.rejected.extend(rejected)
         result.rejected.extend(Rejection(row.line, row.column, row.reason) for row in stream.malformed)

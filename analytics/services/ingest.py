@@ -27,6 +27,7 @@ from crossmkt_site.bulk import bulk_insert_frame
 
 from ..models import BehaviorEvent
 from .live import pending_users_record
+from .resolution import user_ids_resolve
 
 EVENT_COLUMNS = ("event_id", "user_id", "partner", "kind", "item_id", "amount", "occurred_at")
 MAX_ID_LENGTH = 64
@@ -49,8 +50,10 @@ class Rejection:
 class IngestResult:
     """What an import or a bulk request did.
 
-    ``users_with_new_events`` are the external ids of the users of one batch some of whose events
-    were stored now (what may trigger deals); ``add`` sums counts and rejections, not these.
+    ``users_with_new_events`` are the ids sent for the users of one batch some of whose events
+    were stored now, and ``user_ids_with_new_events`` those users' own ids (what may trigger
+    deals; an id string alone no longer names one person); ``add`` sums counts and rejections,
+    not these.
     """
 
     imported: int = 0
@@ -58,6 +61,7 @@ class IngestResult:
     users_created: int = 0
     rejected: list[Rejection] = field(default_factory=list)
     users_with_new_events: list[str] = field(default_factory=list)
+    user_ids_with_new_events: list[int] = field(default_factory=list)
 
     def add(self, other: "IngestResult") -> None:
         self.imported += other.imported
@@ -304,8 +308,9 @@ def events_ingest(staged: pd.DataFrame, *, record_touched: bool = True) -> Inges
         result.duplicates = len(staged) - result.imported
         if result.imported:
             result.users_with_new_events = staged["user_ext"].unique().tolist()
+            result.user_ids_with_new_events = np.unique(user_ids).tolist()
             if record_touched:
-                pending_users_record(user_ids=np.unique(user_ids).tolist(), now=now)
+                pending_users_record(user_ids=result.user_ids_with_new_events, now=now)
     return result
 
 
@@ -335,56 +340,33 @@ def _events_insert(cursor, events: pd.DataFrame) -> int:
 
 
 def _user_ids_ensure(cursor, staged: pd.DataFrame, now) -> tuple[np.ndarray, int]:
-    """Return the user id of each staged row, creating the users not seen before; and how many were created.
+    """Return the user id each staged row's sender means by its user id, creating users as needed; and how many.
 
-    A user first seen here belongs to the partner of their earliest row; without a record of
-    consent they get no offers and are shared with no one.
+    Identity is per partner (``resolution.user_ids_resolve``): a user first seen here belongs to
+    the partner that sent the row; without a record of consent they get no offers and are
+    shared with no one.
     """
-    firsts = staged.sort_values("position", kind="stable").drop_duplicates("user_ext")
-    ids = user_ids_by_external_id(cursor, firsts["user_ext"].tolist())
-    new = firsts[~firsts["user_ext"].isin(ids.keys())]
-    created = 0
-    if len(new):
-        cursor.execute("DROP TABLE IF EXISTS user_batch")
-        cursor.execute("CREATE TEMPORARY TABLE user_batch (external_id varchar(64), home_partner_id bigint)")
-        bulk_insert_frame(
-            cursor,
-            "user_batch",
-            pd.DataFrame(
-                {
-                    "external_id": new["user_ext"].to_numpy(),
-                    "home_partner_id": new["partner_id"].to_numpy(dtype="int64"),
-                }
-            ),
-        )
-        # Another request may be creating some of them right now: theirs stand, ours are skipped.
-        cursor.execute(
-            """INSERT INTO analytics_enduser (external_id, home_partner_id, education, occupation, gender,
-                   acquisition_channel, marketing_consent, data_sharing_consent, created_at)
-               SELECT external_id, home_partner_id, '', '', '', '', FALSE, FALSE, %s FROM user_batch
-               WHERE TRUE ON CONFLICT (external_id) DO NOTHING RETURNING external_id, id""",
-            [connection.ops.adapt_datetimefield_value(now)],
-        )
-        inserted = dict(cursor.fetchall())
-        created = len(inserted)
-        cursor.execute("DROP TABLE user_batch")
-        ids.update(inserted)
-        if created < len(new):
-            ids.update(user_ids_by_external_id(cursor, [user for user in new["user_ext"] if user not in inserted]))
-    return staged["user_ext"].map(ids).to_numpy(dtype="int64"), created
+    return user_ids_resolve(
+        cursor, staged["partner_id"].to_numpy(dtype="int64"), staged["user_ext"].to_numpy(dtype=object), now=now
+    )
 
 
-def user_ids_by_external_id(cursor, external_ids: list[str]) -> dict[str, int]:
-    """Map the external ids that exist to their user ids."""
+def user_ids_by_external_id(cursor, external_ids: list[str], *, partner_id: int) -> dict[str, int]:
+    """Map the ids of one partner's own users that exist to their user ids."""
     found: dict[str, int] = {}
     for start in range(0, len(external_ids), _LOOKUP_CHUNK):
         chunk = external_ids[start : start + _LOOKUP_CHUNK]
         if connection.vendor == "postgresql":
-            cursor.execute("SELECT external_id, id FROM analytics_enduser WHERE external_id = ANY(%s)", [chunk])
+            cursor.execute(
+                "SELECT external_id, id FROM analytics_enduser WHERE home_partner_id = %s AND external_id = ANY(%s)",
+                [partner_id, chunk],
+            )
         else:
             placeholders = ", ".join(["%s"] * len(chunk))
             cursor.execute(
-                f"SELECT external_id, id FROM analytics_enduser WHERE external_id IN ({placeholders})", chunk
+                "SELECT external_id, id FROM analytics_enduser "
+                f"WHERE home_partner_id = %s AND external_id IN ({placeholders})",
+                [partner_id, *chunk],
             )
         found.update(cursor.fetchall())
     return found

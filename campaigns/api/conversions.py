@@ -30,7 +30,7 @@ class ConversionCreateApi(APIView):
 
     class OutputSerializer(serializers.Serializer):
         conversion_id = serializers.CharField()
-        user_id = serializers.CharField(source="user.external_id")
+        user_id = serializers.CharField(help_text="Your id for the user, as you sent it.")
         amount = serializers.DecimalField(max_digits=14, decimal_places=2)
         occurred_at = serializers.DateTimeField()
         offer_code = serializers.CharField(source="offer.code", allow_null=True)
@@ -77,6 +77,5 @@ class ConversionCreateApi(APIView):
             offer_code=data.get("offer_code", ""),
             campaign_slug=data.get("campaign", ""),
         )
-        return Response(
-            self.OutputSerializer(conversion).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
-        )
+        output = self.OutputSerializer(conversion).data | {"user_id": data["user_id"]}
+        return Response(output, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

@@ -6,6 +6,7 @@ from .campaigns import CampaignDetailApi, CampaignListApi, CampaignReportApi
 from .conversions import ConversionCreateApi
 from .deals import DealDetailApi, DealListApi
 from .events import EventsIngestApi
+from .identity import UserAllianceIdApi, UserLinkCreateApi, UserLinkDeleteApi
 from .offers import OfferRedeemApi
 from .settlement import SettlementApi
 from .users import UserEraseApi, UserOffersApi, UserRecommendationsApi
@@ -16,6 +17,9 @@ urlpatterns = [
     path("events/", EventsIngestApi.as_view(), name="events-ingest"),
     path("users/<str:user_id>/", UserEraseApi.as_view(), name="user-erase"),
     path("users/<str:user_id>/offers/", UserOffersApi.as_view(), name="user-offers"),
+    path("users/<str:user_id>/links/", UserLinkCreateApi.as_view(), name="user-link-create"),
+    path("users/<str:user_id>/links/<slug:partner>/", UserLinkDeleteApi.as_view(), name="user-link-delete"),
+    path("users/<str:user_id>/alliance-id/", UserAllianceIdApi.as_view(), name="user-alliance-id"),
     path("users/<str:user_id>/recommendations/", UserRecommendationsApi.as_view(), name="user-recommendations"),
     path("offers/<str:code>/redeem/", OfferRedeemApi.as_view(), name="offer-redeem"),
     path("conversions/", ConversionCreateApi.as_view(), name="conversion-create"),

@@ -55,8 +55,9 @@ class UserOffersApi(APIView):
     @extend_schema(
         operation_id="user_offers_list",
         summary="A user's open offers",
-        description="Offers that can still be redeemed, soonest to expire first. Users this partner may not see "
-        "(another partner's, without data-sharing consent) are a 404, like unknown ones.",
+        description="Offers that can still be redeemed, soonest to expire first. The id is yours: your own user, or "
+        "a person linked to you (by their home partner, or by the alliance id you send) who consents to data "
+        "sharing. Another partner's unlinked user is a 404, like an unknown one.",
         tags=["users"],
         responses={200: OutputSerializer, **error_responses(404)},
         examples=[
@@ -122,11 +123,11 @@ class UserRecommendationsApi(APIView):
         query.is_valid(raise_exception=True)
         user = enduser_get_visible(partner=request.user, external_id=user_id)
         recommendations = user_recommendations(user=user, partner=request.user, limit=query.validated_data["limit"])
-        return Response(self.OutputSerializer({"user_id": user.external_id, "recommendations": recommendations}).data)
+        return Response(self.OutputSerializer({"user_id": user_id, "recommendations": recommendations}).data)
 
 
 class UserEraseApi(APIView):
-    """Erase a user's personal data at the request of their home partner."""
+    """Erase a user's personal data (home partner), or what the calling partner sent for a linked person."""
 
     class OutputSerializer(serializers.Serializer):
         user_id = serializers.CharField(source="pseudonymous_id")
@@ -138,12 +139,15 @@ class UserEraseApi(APIView):
         operation_id="user_erase",
         summary="Erase a user's personal data",
         description=(
-            "Only the user's home partner may erase them; for anyone else the user is a 404. Personal fields are "
-            "cleared, consents switched off, the user's events, features and scores deleted and open offers revoked; "
-            "offers, redemptions, conversions and campaign arms stay, no longer linked to this id, so settlements "
-            "and reports still add up; imported outcomes and stored webhook payloads keep the user's items under a "
-            "random id. The erasure is logged with the key that asked for it, and the id is suppressed: events sent "
-            "for it later are rejected item by item."
+            "For a partner linked to the person (by their home partner or an alliance id), this removes only what"
+            " that partner sent: its link and its events for the person; its id for them is suppressed. For the "
+            "user's home partner it erases the person everywhere, with what every linked partner sent; another "
+            "partner's unlinked user is a 404. Personal fields are cleared, consents switched off, the user's "
+            "events, features and scores deleted and open offers revoked; offers, redemptions, conversions and "
+            "campaign arms stay, no longer linked to this id, so settlements and reports still add up; imported "
+            "outcomes and stored webhook payloads keep the user's items under a random id. The erasure is logged "
+            "with the key that asked for it, and the ids are suppressed: events sent for them later are rejected "
+            "item by item."
         ),
         tags=["users"],
         responses={200: OutputSerializer, **error_responses(404)},

@@ -28,6 +28,7 @@ from django.db.models import Count, F, Sum
 from django.utils import timezone
 
 from analytics.models import BehaviorEvent, EndUser
+from analytics.selectors import ids_known_to_partner
 from crossmkt_site.money import ZERO
 
 from ..models import Course, Deal, DealGrant, WebhookDelivery
@@ -174,7 +175,15 @@ def deal_evaluate(*, deal_id: int, user_ids: Sequence[int] | None = None, now: d
             # The partner pulls its grants through the API: being recorded is being confirmed.
             run.confirmed = fresh.update(status=DealGrant.Status.CONFIRMED, confirmed_at=now)
             return run
-        grants = list(fresh.order_by("triggered_at", "pk").values_list("pk", "user__external_id", "triggered_at"))
+        rows = list(
+            fresh.order_by("triggered_at", "pk").values_list("pk", "user_id", "user__external_id", "triggered_at")
+        )
+        # The target partner's own id for the person when it has one (its user, or its link), else the home
+        # partner's: the person consented to data sharing, and the grant is how the target hears of them.
+        known = ids_known_to_partner(partner_id=deal.target_partner_id, user_ids=[row[1] for row in rows])
+        grants = [
+            (pk, known.get(user_id, external_id), triggered_at) for pk, user_id, external_id, triggered_at in rows
+        ]
         batches = [grants[start : start + EVENT_BATCH_SIZE] for start in range(0, len(grants), EVENT_BATCH_SIZE)]
         deliveries = webhook_deliveries_create(
             now=now,
@@ -200,24 +209,32 @@ def _grant_payload(deal: Deal, grants: list[tuple[int, str, datetime]]) -> dict:
     }
 
 
-def deals_evaluate(*, user_external_ids: Sequence[str] | None = None, now: datetime | None = None) -> list[DealRun]:
-    """Evaluate every active deal, over all users or only over these (by pseudonymous id)."""
+def deals_evaluate(
+    *,
+    user_ids: Sequence[int] | None = None,
+    user_external_ids: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> list[DealRun]:
+    """Evaluate every active deal, over all users or only over these (by user id, or by any partner's id)."""
     now = now or timezone.now()
     active = Deal.objects.filter(status=Deal.Status.ACTIVE, starts_at__lte=now).order_by("pk")
     deal_ids = list(active.values_list("pk", flat=True))
     if not deal_ids:
         return []
     user_chunks: list[list[int] | None] = [None]
-    if user_external_ids is not None:
+    if user_ids is not None:
+        ids = sorted(set(user_ids))
+        user_chunks = [ids[start : start + USER_CHUNK] for start in range(0, len(ids), USER_CHUNK)]
+    elif user_external_ids is not None:
         external = sorted(set(user_external_ids))
-        user_ids = [
+        found = [
             pk
             for start in range(0, len(external), USER_CHUNK)
             for pk in EndUser.objects.filter(external_id__in=external[start : start + USER_CHUNK]).values_list(
                 "pk", flat=True
             )
         ]
-        user_chunks = [user_ids[start : start + USER_CHUNK] for start in range(0, len(user_ids), USER_CHUNK)]
+        user_chunks = [found[start : start + USER_CHUNK] for start in range(0, len(found), USER_CHUNK)]
     runs = []
     for deal_id in deal_ids:
         chunk_runs = [deal_evaluate(deal_id=deal_id, user_ids=chunk, now=now) for chunk in user_chunks]
@@ -231,9 +248,9 @@ def deals_evaluate(*, user_external_ids: Sequence[str] | None = None, now: datet
     return runs
 
 
-def deals_evaluate_on_commit(*, user_external_ids: Sequence[str]) -> None:
+def deals_evaluate_on_commit(*, user_ids: Sequence[int]) -> None:
     """Queue an evaluation of the active deals for these users once the current transaction commits."""
-    task = signature(EVALUATE_DEALS_TASK, kwargs={"user_external_ids": list(user_external_ids)})
+    task = signature(EVALUATE_DEALS_TASK, kwargs={"user_ids": [int(pk) for pk in user_ids]})
     # robust: new events are committed whatever the broker says; the beat schedule catches up.
     transaction.on_commit(task.delay, robust=True)
 

@@ -1,4 +1,9 @@
-"""Erasing a user at their home partner's request: open offers are revoked, then the analytics data goes.
+"""Erasing a user: at their home partner's request everywhere, at a linked partner's only what it sent.
+
+A linked partner's request removes its link and its events for the person
+(``analytics.services.erasure.enduser_link_erase``) and rewrites the stored webhook payloads
+that named the person to it by its id; the person's offers and everyone else's data stay.
+At the home partner's request:
 
 Offers still open are revoked and the money they reserved goes back to the campaign; offers,
 the redemption ledger, conversions and campaign assignments stay, so settlements and reports
@@ -13,8 +18,8 @@ from django.db import transaction
 from django.db.models import Q, TextField
 from django.db.models.functions import Cast
 
-from analytics.models import ErasureLogEntry
-from analytics.services.erasure import enduser_erase, enduser_lock_erasable
+from analytics.models import ErasureLogEntry, UserLink
+from analytics.services.erasure import enduser_erase, enduser_link_erase, enduser_lock_erasable
 from crossmkt_site.errors import ApplicationError
 
 from ..models import DealGrant, Offer, Partner, WebhookDelivery
@@ -23,8 +28,14 @@ from .offers import offer_revoke
 
 @transaction.atomic
 def user_erase(*, partner: Partner, external_id: str, api_key_prefix: str = "") -> ErasureLogEntry:
-    """Revoke the open offers of one of the partner's own users and erase their data; anyone else's is a 404."""
-    user = enduser_lock_erasable(partner_id=partner.pk, external_id=external_id)
+    """Erase what the partner's id stands for: its own user everywhere, or its link and what it sent; else a 404."""
+    target = enduser_lock_erasable(partner_id=partner.pk, external_id=external_id)
+    user = target.user
+    if target.link is not None:
+        entry = enduser_link_erase(link=target.link, api_key_prefix=api_key_prefix)
+        webhook_payloads_pseudonymise(user_id=user.pk, external_id=external_id, pseudonym=f"erased-link-{entry.pk}")
+        return entry
+    linked_ids = list(UserLink.objects.filter(user=user).values_list("external_id", flat=True))
     open_codes = list(Offer.objects.filter(user=user, status__in=Offer.OPEN_STATUSES).values_list("code", flat=True))
     offers_revoked = 0
     for code in open_codes:
@@ -42,7 +53,8 @@ def user_erase(*, partner: Partner, external_id: str, api_key_prefix: str = "") 
         api_key_prefix=api_key_prefix,
         offers_revoked=offers_revoked,
     )
-    webhook_payloads_pseudonymise(user_id=user.pk, external_id=external_id, pseudonym=entry.user.external_id)
+    for known_as in {external_id, *linked_ids}:
+        webhook_payloads_pseudonymise(user_id=user.pk, external_id=known_as, pseudonym=entry.user.external_id)
     return entry
 
 

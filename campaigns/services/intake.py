@@ -24,8 +24,8 @@ def partner_ids_by_slug() -> dict[str, int]:
 
 
 def _deals_evaluate_for(result: IngestResult) -> None:
-    if result.users_with_new_events:
-        deals_evaluate_on_commit(user_external_ids=result.users_with_new_events)
+    if result.user_ids_with_new_events:
+        deals_evaluate_on_commit(user_ids=result.user_ids_with_new_events)
         # Ingestion left those users pending, in the transaction that stored their events: drain them.
         live_drain_on_commit()
 

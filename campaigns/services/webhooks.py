@@ -9,7 +9,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from analytics.models import EndUser
+from analytics.selectors import ids_known_to_partner
 
 from ..models import Campaign, Offer, Partner, RedemptionEntry, Rule, WebhookDelivery
 from .webhook_outbox import EVENT_BATCH_SIZE, listening_partners, webhook_deliveries_create
@@ -87,7 +87,8 @@ def webhook_offers_issued(
 
     Offers are given as columns: user, index into ``rules``, code, and the pool item (id,
     partner's code) or None. A partner sees a user's pseudonymous id only if the user is
-    its own or consented to data sharing; the code alone is enough to honour the offer.
+    its own or linked to it with consent, and then its own id for them; the code alone is
+    enough to honour the offer.
     """
     if not len(codes):
         return []
@@ -98,10 +99,7 @@ def webhook_offers_issued(
     partners = listening_partners(pk for pks in recipients for pk in pks)
     if not partners:
         return []
-    rows = EndUser.objects.filter(pk__gte=min(user_ids), pk__lte=max(user_ids)).values_list(
-        "pk", "external_id", "home_partner_id", "data_sharing_consent"
-    )
-    users = {pk: (external_id, home_partner_id, shares) for pk, external_id, home_partner_id, shares in rows}
+    known = {partner_id: ids_known_to_partner(partner_id=partner_id, user_ids=user_ids) for partner_id in partners}
     benefit_partner_ids = {rule.benefit_partner_id for rule in rules if rule.benefit_partner_id is not None}
     # Keyed by id; a rule without a benefit partner (None) finds no slug.
     slugs: dict[int | None, str] = dict(Partner.objects.filter(pk__in=benefit_partner_ids).values_list("pk", "slug"))
@@ -111,13 +109,12 @@ def webhook_offers_issued(
         listeners = recipients[int(index)] & partners.keys()
         if not listeners:
             continue
-        external_id, home_partner_id, shares = users[int(user_id)]
         for partner_id in listeners:
             by_partner[partner_id].append(
                 {
                     "code": code,
                     "kind": rule.offer_kind,
-                    "user_id": external_id if shares or home_partner_id == partner_id else None,
+                    "user_id": known[partner_id].get(int(user_id)),
                     "honoured_by": slugs.get(rule.benefit_partner_id),
                     "amount_off": _money(rule.amount_off),
                     "percent_off": _money(rule.percent_off),

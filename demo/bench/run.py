@@ -226,9 +226,7 @@ def _orm_rate(items: list[dict], partner: Partner, run: str) -> float:
     """The notebook way: look the user up or create them, then one ORM insert per event."""
     started = time.perf_counter()
     for item in items:
-        user, _ = EndUser.objects.get_or_create(
-            external_id=f"{run}-{item['user_id']}", defaults={"home_partner": partner}
-        )
+        user, _ = EndUser.objects.get_or_create(external_id=f"{run}-{item['user_id']}", home_partner=partner)
         BehaviorEvent.objects.create(
             partner=partner,
             event_id=f"{run}-{item['event_id']}",

@@ -15,6 +15,7 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
+from analytics.selectors import VISIBLE_USER_SQL
 from campaigns.models import Offer
 from campaigns.selectors import OPEN_OFFERS_SQL
 from campaigns.services.partners import KEY_SCHEME, _hash_secret
@@ -41,11 +42,7 @@ def bare_user_offers(request: HttpRequest, user_id: str) -> JsonResponse:
         if row is None or not hmac.compare_digest(row[1], _hash_secret(raw_key)):
             return JsonResponse({"error": "unauthorized"}, status=401)
         partner_id = row[0]
-        cursor.execute(
-            "SELECT id, external_id FROM analytics_enduser WHERE external_id = %s AND erased_at IS NULL "
-            "AND (home_partner_id = %s OR data_sharing_consent)",
-            [user_id, partner_id],
-        )
+        cursor.execute(VISIBLE_USER_SQL, {"partner": partner_id, "id": user_id})
         user = cursor.fetchone()
         if user is None:
             return JsonResponse({"error": "not found"}, status=404)
@@ -71,7 +68,7 @@ def bare_user_offers(request: HttpRequest, user_id: str) -> JsonResponse:
             }
             for r in cursor.fetchall()
         ]
-    return JsonResponse({"user_id": user[1], "offers": offers})
+    return JsonResponse({"user_id": user_id, "offers": offers})
 
 
 urlpatterns = [path("bench/bare/users/<str:user_id>/offers/", bare_user_offers), *product_urlpatterns]

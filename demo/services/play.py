@@ -13,6 +13,8 @@ import pandas as pd
 from django.db import connection, transaction
 from django.utils import timezone
 
+from analytics.models import EndUser
+from analytics.selectors import ids_known_to_partner
 from analytics.services.ingest import events_ingest
 from campaigns.models import Campaign, CampaignAssignment, StockItem
 from campaigns.services.campaign_run import (
@@ -20,7 +22,6 @@ from campaigns.services.campaign_run import (
     campaign_dry_run,
     campaign_run,
 )
-from campaigns.services.intake import partner_ids_by_slug
 from campaigns.services.stock import rule_needs_stock
 from crossmkt_site.bulk import bulk_insert
 from crossmkt_site.errors import ApplicationError
@@ -106,12 +107,17 @@ def demo_campaign_play(*, campaign: Campaign, truth: dict, seed: int, now: dt.da
     if owner is None:
         # Every demo campaign is loaded with its owner partner (demo_catalog_load).
         raise ValueError(f"demo campaign {campaign.slug!r} has no owner partner")
+    # The owner reports the sale under its own id for the person; a person it does not know (another
+    # partner's, unlinked) buys at their home partner, which reports it under theirs.
+    known = ids_known_to_partner(partner_id=owner.pk, user_ids=buyers["user_id"].tolist())
+    home = dict(EndUser.objects.filter(pk__in=buyers["user_id"].tolist()).values_list("pk", "home_partner_id"))
+    by_owner = buyers["user_id"].isin(list(known)).to_numpy()
     events = pd.DataFrame(
         {
             "position": np.arange(len(buyers)),
-            "partner_id": partner_ids_by_slug()[owner.slug],
+            "partner_id": np.where(by_owner, owner.pk, buyers["user_id"].map(home).to_numpy(dtype="int64")),
             "event_id": [f"{campaign.slug}-conversion-{user}" for user in buyers["user__external_id"]],
-            "user_ext": buyers["user__external_id"].to_numpy(),
+            "user_ext": np.where(by_owner, buyers["user_id"].map(known).to_numpy(), buyers["user__external_id"]),
             "kind": "course_purchase",
             "item_id": rng.choice(skus, len(buyers)),
             "amount": [f"{value:.2f}" for value in revenue[converted]],

@@ -20,7 +20,7 @@ from django.db import connection, connections, transaction
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
-from analytics.models import BehaviorEvent
+from analytics.models import BehaviorEvent, UserLink
 from analytics.services.ingest import events_ingest, user_ids_by_external_id
 from campaigns.models import Bundle, Campaign, Course, Deal, Film, Partner, Rule
 from campaigns.rules import to_json, validate_text
@@ -205,6 +205,7 @@ USER_COLUMNS = [
     "acquisition_channel",
     "marketing_consent",
     "data_sharing_consent",
+    "alliance_id",
     "signed_up_at",
     "created_at",
 ]
@@ -213,8 +214,11 @@ USER_COLUMNS = [
 def _users_ingest(
     cursor: CursorWrapper, users: pd.DataFrame, partner_ids: dict[str, int], now: dt.datetime
 ) -> tuple[dict[str, int], int]:
-    """Insert the chunk's users who are not there yet; return every user's id by external id, and how many were new."""
-    ids = user_ids_by_external_id(cursor, users["user_id"].tolist())
+    """Insert the chunk's users who are not there yet; return every user's id by external id, and how many were new.
+
+    The world's ids are unique across partners, so each names one user of its home partner.
+    """
+    ids = _own_user_ids(cursor, users, partner_ids)
     new = users[~users["user_id"].isin(list(ids))]
     if new.empty:
         return ids, 0
@@ -229,6 +233,7 @@ def _users_ingest(
             "acquisition_channel": new["acquisition_channel"],
             "marketing_consent": new["marketing_consent"].astype(bool),
             "data_sharing_consent": new["data_sharing_consent"].astype(bool),
+            "alliance_id": new["alliance_id"],
             "signed_up_at": pd.to_datetime(new["signup_at"], utc=True),
             "created_at": now,
         }
@@ -240,14 +245,56 @@ def _users_ingest(
     # Looked up first, so the upsert only guards against another loader of the same world.
     cursor.execute(
         f"INSERT INTO analytics_enduser ({columns}) SELECT {columns} FROM demo_user_batch "
-        "WHERE TRUE ON CONFLICT (external_id) DO NOTHING RETURNING external_id, id"
+        "WHERE TRUE ON CONFLICT (home_partner_id, external_id) DO NOTHING RETURNING external_id, id"
     )
     created = dict(cursor.fetchall())
     cursor.execute("DROP TABLE demo_user_batch")
     ids.update(created)
     if len(created) < len(new):
-        ids.update(user_ids_by_external_id(cursor, [user for user in new["user_id"] if user not in created]))
+        ids.update(_own_user_ids(cursor, new[~new["user_id"].isin(list(created))], partner_ids))
     return ids, len(created)
+
+
+def _own_user_ids(cursor: CursorWrapper, users: pd.DataFrame, partner_ids: dict[str, int]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for slug, group in users.groupby("home_partner"):
+        ids.update(user_ids_by_external_id(cursor, group["user_id"].tolist(), partner_id=partner_ids[str(slug)]))
+    return ids
+
+
+def _links_ingest(
+    cursor: CursorWrapper, users: pd.DataFrame, events: pd.DataFrame, user_ids: dict[str, int], partner_ids, now
+) -> None:
+    """Link the partners other than a person's home partner that they have events at, as their alliance id would.
+
+    The link is what ``events_ingest`` makes when such a partner first sends the alliance id; made
+    here so that the bulk path, which bypasses it, stores each event on the person too.
+    """
+    home = events["user_id"].map(users.set_index("user_id")["home_partner"])
+    pairs = events.loc[events["partner"] != home, ["partner", "user_id"]].drop_duplicates()
+    if pairs.empty:
+        return
+    cursor.execute("DROP TABLE IF EXISTS demo_link_batch")
+    cursor.execute(
+        "CREATE TEMPORARY TABLE demo_link_batch (user_id bigint, partner_id bigint, external_id varchar(64))"
+    )
+    bulk_insert_frame(
+        cursor,
+        "demo_link_batch",
+        pd.DataFrame(
+            {
+                "user_id": pairs["user_id"].map(user_ids).to_numpy(dtype="int64"),
+                "partner_id": pairs["partner"].map(partner_ids).to_numpy(dtype="int64"),
+                "external_id": pairs["user_id"].to_numpy(),
+            }
+        ),
+    )
+    cursor.execute(
+        "INSERT INTO analytics_userlink (user_id, partner_id, external_id, via, created_at) "
+        "SELECT user_id, partner_id, external_id, %s, %s FROM demo_link_batch WHERE TRUE ON CONFLICT DO NOTHING",
+        [UserLink.Via.ALLIANCE_ID, connection.ops.adapt_datetimefield_value(now)],
+    )
+    cursor.execute("DROP TABLE demo_link_batch")
 
 
 def _planted_ingest(cursor: CursorWrapper, users: pd.DataFrame, user_ids: dict[str, int]) -> None:
@@ -311,6 +358,7 @@ def _load_users(
                     cursor.execute("SET LOCAL synchronous_commit TO OFF")
             with connection.cursor() as cursor:
                 user_ids, created = _users_ingest(cursor, chunk.users, partner_ids, now)
+                _links_ingest(cursor, chunk.users, chunk.events, user_ids, partner_ids, now)
                 _planted_ingest(cursor, chunk.users, user_ids)
                 if bulk:
                     _events_stage(cursor, _staged_events(chunk.events, partner_ids), user_ids)

@@ -5,7 +5,7 @@
 - ``behavior.csv``, the ``import_behavior`` format (the article's per-user table):
   ``user_id, watching_count, purchasing_count, age, education, occupation, purchased_course``
   then the extra columns ``gender, acquisition_channel, home_partner, marketing_consent,
-  data_sharing_consent, signup_at``; the counts and the label follow the propensity
+  data_sharing_consent, alliance_id, signup_at``; the counts and the label follow the propensity
   definitions of the planted truth (as of the observation end);
 - ``users.csv``: the full users table, planted ``latent_*`` columns included;
 - ``truth.json`` and ``catalog.json``.
@@ -36,6 +36,7 @@ BEHAVIOR_EXTRA_COLUMNS = (
     "home_partner",
     "marketing_consent",
     "data_sharing_consent",
+    "alliance_id",
     "signup_at",
 )
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S+00:00"

@@ -16,6 +16,10 @@ Users table (one row per user):
   (高中/大专/本科/硕士/博士), ``occupation`` (学生/互联网从业者/金融从业者/教师/自由职业者/公司职员),
   ``acquisition_channel`` (线上广告/社交裂变/应用商店/合作伙伴/自然流量);
 - ``marketing_consent``, ``data_sharing_consent`` (bool);
+- ``alliance_id``: for people who are customers of several partners, the id every partner
+  knows them by (their ``user_id``), registered by the home partner, and these people consent
+  to data sharing: identity is per partner, so without both their events at the other partners
+  would be other people's (``analytics.services.identity``). None for everyone else;
 - ``signup_at`` (UTC), up to two years before the world's year starts;
 - planted truth, never to be used as a model input: ``latent_segment``,
   ``latent_top_category``, ``latent_interest_<category>`` (sums to 1 over the categories),
@@ -675,7 +679,23 @@ def _generate_block(block_index: int, seed: int, tables: _Tables) -> _Block:
     user_ids = np.array([user_id_for(first_user_index + index) for index in range(users.count)], dtype=object)
     users_frame = _users_frame(users, user_ids, purchases, purchase_probability)
     events_frame, event_user = _events_frame(events, user_ids, tables)
+    _share_customers_of_several_partners(users_frame, events_frame, event_user)
     return _Block(users_frame, events_frame, event_user)
+
+
+def _share_customers_of_several_partners(
+    users_frame: pd.DataFrame, events_frame: pd.DataFrame, event_user: Array[np.int64]
+) -> None:
+    """Give the people with events at a partner other than their home partner consent and an alliance id.
+
+    Drawn after everything else, so the world's other draws stay as they were.
+    """
+    home = users_frame["home_partner"].to_numpy()[event_user]
+    several = np.zeros(len(users_frame), dtype=bool)
+    several[event_user[events_frame["partner"].to_numpy() != home]] = True
+    users_frame["data_sharing_consent"] = users_frame["data_sharing_consent"].to_numpy() | several
+    alliance = np.where(several, users_frame["user_id"].to_numpy(), None)
+    users_frame.insert(users_frame.columns.get_loc("signup_at"), "alliance_id", alliance)
 
 
 def _users_frame(

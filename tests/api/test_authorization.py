@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from tests.factories import UserLinkFactory
+
 from .conftest import Side, client_with_key
 
 pytestmark = pytest.mark.django_db
@@ -43,11 +45,37 @@ def conversion_for(side: Side) -> Call:
     )
 
 
+def _sharing(side: Side) -> str:
+    """Let the side's user consent to data sharing (what linking needs); return the side's peer partner."""
+    side.user.data_sharing_consent = True
+    side.user.save()
+    return side.deal.target_partner.slug
+
+
+def link_for(side: Side) -> Call:
+    peer = _sharing(side)
+    return Call("post", f"/api/v1/users/{side.user.external_id}/links/", {"partner": peer, "partner_user_id": "p-1"})
+
+
+def unlink_for(side: Side) -> Call:
+    peer = _sharing(side)
+    UserLinkFactory.create(user=side.user, partner=side.deal.target_partner)
+    return Call("delete", f"/api/v1/users/{side.user.external_id}/links/{peer}/")
+
+
+def alliance_id_for(side: Side) -> Call:
+    _sharing(side)
+    return Call("put", f"/api/v1/users/{side.user.external_id}/alliance-id/", {"alliance_id": f"a-{side.user.pk}"})
+
+
 # Each endpoint, addressed at one side's object (the world's "ours" or "theirs").
 ENDPOINTS: dict[str, Callable[[Side], Call]] = {
     "user offers": lambda side: Call("get", f"/api/v1/users/{side.user.external_id}/offers/"),
     "user recommendations": lambda side: Call("get", f"/api/v1/users/{side.user.external_id}/recommendations/"),
     "user erasure": lambda side: Call("delete", f"/api/v1/users/{side.user.external_id}/"),
+    "user link": link_for,
+    "user link removal": unlink_for,
+    "user alliance id": alliance_id_for,
     "offer redeem": lambda side: Call(
         "post",
         f"/api/v1/offers/{side.offer.code}/redeem/",
@@ -138,14 +166,19 @@ def test_another_partners_event_ids_are_its_own(ours, theirs):
     assert response.json() == {"accepted": 1, "duplicates": 0, "rejected": []}
 
 
-def test_a_user_who_shares_data_is_visible_to_other_partners_but_not_erasable_by_them(ours, theirs):
+def test_a_user_who_shares_data_is_visible_to_another_partner_only_through_a_link(ours, theirs):
     # given their user consented to data sharing
     theirs.user.data_sharing_consent = True
     theirs.user.save()
-    # then we may read the user's offers (of our campaigns: none) but erasure stays with the home partner
-    offers = ours.client.get(f"/api/v1/users/{theirs.user.external_id}/offers/")
-    assert offers.status_code == 200 and offers.json()["offers"] == []
+    # then consent alone shows them to no other partner: the id is not ours
+    assert ours.client.get(f"/api/v1/users/{theirs.user.external_id}/offers/").status_code == 404
     assert ours.client.delete(f"/api/v1/users/{theirs.user.external_id}/").status_code == 404
+    # when their home partner links them to our id for them
+    UserLinkFactory.create(user=theirs.user, partner=ours.partner, external_id="our-id")
+    # then we may read the user's offers (of our campaigns: none) under our id, not under theirs
+    offers = ours.client.get("/api/v1/users/our-id/offers/")
+    assert offers.status_code == 200 and offers.json() == {"user_id": "our-id", "offers": []}
+    assert ours.client.get(f"/api/v1/users/{theirs.user.external_id}/offers/").status_code == 404
 
 
 def test_a_key_that_is_not_ours_at_all_is_401(ours):

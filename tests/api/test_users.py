@@ -26,6 +26,7 @@ from tests.factories import (
     EndUserFactory,
     FilmFactory,
     OfferFactory,
+    UserLinkFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -167,6 +168,7 @@ def test_recommendations_use_only_the_partners_own_events_without_data_sharing_c
 
 def test_recommended_films_are_within_their_licence_and_promoted_by_the_partners_running_campaigns(ours, theirs):
     user = personal_user(theirs.partner, data_sharing_consent=True)
+    UserLinkFactory.create(user=user, partner=ours.partner)
     CourseFactory.create(partner=ours.partner, sku="ECO-101", category="economics")
     BehaviorEventFactory.create(partner=ours.partner, user=user, kind="course_purchase", item_id="ECO-101")
     licensed = FilmFactory.create(partner=theirs.partner, external_id="F-IN", category="economics")

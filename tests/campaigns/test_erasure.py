@@ -31,6 +31,7 @@ from tests.factories import (
     OfferFactory,
     PartnerFactory,
     RuleFactory,
+    UserLinkFactory,
 )
 
 pytestmark = pytest.mark.django_db
@@ -109,6 +110,9 @@ def test_stored_webhook_payloads_no_longer_carry_an_erased_persons_id(zhixue, yi
     # given a person who shares data, told to yingshi in an issuance event and a deal grant, beside another person
     gone = EndUserFactory.create(external_id="u-gone", home_partner=zhixue, data_sharing_consent=True)
     other = EndUserFactory.create(external_id="u-other", home_partner=zhixue, data_sharing_consent=True)
+    # linked to yingshi under the same ids (as sending their alliance ids would link them)
+    for user in (gone, other):
+        UserLinkFactory.create(user=user, partner=yingshi)
     campaign = CampaignFactory.create(owner=yingshi)
     rule = RuleFactory.create(campaign=campaign, offer_kind=Rule.OfferKind.COUPON)
     now = timezone.now()

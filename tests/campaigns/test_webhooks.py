@@ -27,7 +27,14 @@ from campaigns.services.webhook_outbox import (
 )
 from campaigns.tasks import deliver_webhook
 from tests.campaigns.partner_endpoint import Reply
-from tests.factories import CampaignFactory, EndUserFactory, OfferFactory, PartnerFactory, RuleFactory
+from tests.factories import (
+    CampaignFactory,
+    EndUserFactory,
+    OfferFactory,
+    PartnerFactory,
+    RuleFactory,
+    UserLinkFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -214,6 +221,9 @@ def test_issuance_sends_one_event_per_chunk_and_partner_listing_its_offers(
     video = listening_partner(video_server.url, kind=Partner.Kind.VIDEO)
     sharing = [EndUserFactory.create(home_partner=owner, data_sharing_consent=True) for _ in range(3)]
     private = [EndUserFactory.create(home_partner=owner, data_sharing_consent=False) for _ in range(2)]
+    # two of the sharing ones are linked to the video platform, under its ids for them
+    for index, user in enumerate(sharing[:2]):
+        UserLinkFactory.create(user=user, partner=video, external_id=f"video-{index}")
     campaign = CampaignFactory.create(owner=owner, holdout_share=Decimal("0"), budget=Decimal("100.00"))
     RuleFactory.create(
         campaign=campaign,
@@ -243,10 +253,10 @@ def test_issuance_sends_one_event_per_chunk_and_partner_listing_its_offers(
         listed = {item["code"]: item for item in event["data"]["offers"]}
         assert listed.keys() == offers.keys()
         assert {item["stock_code"] for item in listed.values()} == {o.stock_item.code for o in offers.values()}
-    # and the video platform learns who a user is only if the user agreed to share
+    # and the video platform learns who a user is only if the user is linked to it with consent, by its own id
     video_items = json.loads(video_server.received[0].body)["data"]["offers"]
     shown = {item["user_id"] for item in video_items if item["user_id"]}
-    assert shown == {user.external_id for user in sharing}
+    assert shown == {"video-0", "video-1"}
     owner_items = json.loads(owner_server.received[0].body)["data"]["offers"]
     assert {item["user_id"] for item in owner_items} == {user.external_id for user in sharing + private}
 

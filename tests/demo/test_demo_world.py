@@ -285,7 +285,14 @@ def test_users_have_the_demographics_and_consents_of_the_product(small_world):
     assert set(users["home_partner"]) == {partner.slug for partner in CATALOG.partners}
     assert users["age"].between(*P.AGE_RANGE).all()
     assert 0.8 < users["marketing_consent"].mean() < 0.95
-    assert 0.5 < users["data_sharing_consent"].mean() < 0.9
+    # consent as drawn, for people who are customers of one partner only
+    several = users["alliance_id"].notna()
+    assert 0.5 < users.loc[~several, "data_sharing_consent"].mean() < 0.9
+    # customers of several partners consent and carry an alliance id (their id), so those partners reach them
+    home = events["user_id"].map(users.set_index("user_id")["home_partner"])
+    assert set(users.loc[several, "user_id"]) == set(events.loc[events["partner"] != home, "user_id"])
+    assert users.loc[several, "data_sharing_consent"].all()
+    assert (users.loc[several, "alliance_id"] == users.loc[several, "user_id"]).all()
     assert (users["signup_at"] < P.OBSERVATION_END).all()
     first_event = events.groupby("user_id")["occurred_at"].min()
     assert (first_event > users.set_index("user_id").loc[first_event.index, "signup_at"]).all()
