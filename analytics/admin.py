@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from crossmkt_site.admin_mixins import ReadOnlyAdminMixin
 
 from .models import BehaviorEvent, Conversion, EndUser, ErasedIdentity, ErasureLogEntry, ModelRun, UserScore
+from .presenters import quality_gate_text
 
 
 @admin.register(EndUser)
@@ -97,9 +98,19 @@ def _flatten(data, prefix: str = "") -> dict[str, object]:
 class ModelRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Model runs: versions, metrics, a side-by-side comparison, and the association pairs (关联分析)."""
 
-    list_display = ["model", "version", "is_active", "n_train", "data_end", "created_at", "association_pairs"]
+    list_display = [
+        "model",
+        "version",
+        "is_active",
+        "n_train",
+        "data_end",
+        "created_at",
+        "quality_gate_decision",
+        "association_pairs",
+    ]
     list_filter = ["model", "is_active"]
     exclude = ["artifact"]
+    readonly_fields = ["quality_gate_decision"]
     actions = ["compare_runs"]
     association_columns = (
         ("film_title", _("film")),
@@ -115,6 +126,11 @@ class ModelRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("artifact")
+
+    @admin.display(description=_("quality gate"))
+    def quality_gate_decision(self, run):
+        """Say whether the retraining gate activated or kept this run, and on which figures."""
+        return quality_gate_text(run.quality_gate)
 
     @admin.display(description=_("course and film pairs"))
     def association_pairs(self, run):

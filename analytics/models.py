@@ -120,6 +120,9 @@ class ModelRun(models.Model):
     data_end = models.DateTimeField(_("observation end"), null=True, blank=True)
     artifact = models.BinaryField(_("fitted artifact"), null=True, blank=True, editable=False)
     created_at = models.DateTimeField(_("trained at"), auto_now_add=True)
+    # What the retraining quality gate decided when the run was stored, and on which figures
+    # (analytics.services.quality_gate); empty for runs stored before the gate existed.
+    quality_gate = models.JSONField(_("quality gate"), default=dict, blank=True)
 
     class Meta:
         ordering = ["model", "-version"]
