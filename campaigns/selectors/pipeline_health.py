@@ -116,7 +116,9 @@ def _events_by_partner() -> tuple[dict[str, int], datetime]:
     if cached is not None:
         return cached
     # Index-only scan of event_id_unique_per_partner (partner_id leads), grouped as it is read.
-    counts = dict(BehaviorEvent.objects.order_by().values_list("partner_id").annotate(n=Count("*")).values_list())
+    counts = dict(
+        BehaviorEvent.objects.order_by().values("partner_id").annotate(n=Count("id")).values_list("partner_id", "n")
+    )
     result = (
         {slug: counts.get(pk, 0) for pk, slug in Partner.objects.order_by("slug").values_list("pk", "slug")},
         timezone.now(),
@@ -174,14 +176,14 @@ def pipeline_health() -> PipelineHealth:
         events_counted_at=counted_at,
         offers_issued_by_campaign=dict(Campaign.objects.order_by("slug").values_list("slug", "issued_count")),
         grants_by_status=dict.fromkeys(DealGrant.Status.values, 0)
-        | dict(DealGrant.objects.order_by().values_list("status").annotate(n=Count("*")).values_list()),
+        | dict(DealGrant.objects.order_by().values("status").annotate(n=Count("id")).values_list("status", "n")),
         webhooks_by_status=dict.fromkeys(WebhookDelivery.Status.values, 0)
-        | dict(webhooks.values_list("status").annotate(n=Count("*")).values_list()),
+        | dict(webhooks.values("status").annotate(n=Count("id")).values_list("status", "n")),
         webhooks_open_by_event={
             (event, status): n
             for event, status, n in webhooks.filter(status__in=open_statuses)
-            .values_list("event_type", "status")
-            .annotate(n=Count("*"))
+            .values("event_type", "status")
+            .annotate(n=Count("id"))
             .values_list("event_type", "status", "n")
         },
         oldest_pending_webhook_at=webhooks.filter(status=WebhookDelivery.Status.PENDING).aggregate(
