@@ -73,6 +73,25 @@ def test_the_qini_bootstrap_standard_error_is_the_spread_of_the_qini_coefficient
     assert np.mean(estimates) == pytest.approx(spread, rel=0.2)
 
 
+def test_an_equally_good_retraining_is_kept_about_one_time_in_six():
+    # given: 2,000 pairs of runs of the same model measured on independent held-out samples
+    rng = np.random.default_rng(13)
+    n_positive, n_negative = 120, 480
+
+    def measured() -> HeldOutMetric:
+        scores = np.concatenate([rng.normal(0.9, 1.0, n_positive), rng.normal(0.0, 1.0, n_negative)])
+        labels = np.concatenate([np.ones(n_positive), np.zeros(n_negative)])
+        auc = roc_auc_score(labels, scores)
+        se = auc_standard_error(auc, n_positive=n_positive, n_negative=n_negative)
+        return HeldOutMetric(name="auc", value=auc, se=se, n=n_positive + n_negative, higher_is_better=True)
+
+    # when
+    kept = np.mean([not gate_compare(measured(), measured()).passes for _ in range(2_000)])
+
+    # then: a one-standard-error threshold on the difference keeps P(Z > 1) = 15.9% of them (README)
+    assert kept == pytest.approx(0.159, abs=0.025)
+
+
 def test_a_candidate_worse_beyond_the_standard_error_of_the_difference_fails_and_within_it_passes():
     active = HeldOutMetric(name="auc", value=0.75, se=0.03, n=1_000, higher_is_better=True)
     tolerance = math.sqrt(0.03**2 + 0.04**2)  # 0.05
