@@ -29,7 +29,7 @@ compared, so a gate never blocks retraining for lack of a figure.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..models import ModelRun
@@ -121,7 +121,7 @@ def _uplift(metrics: Mapping[str, Any]) -> HeldOutMetric | None:
     return HeldOutMetric(name="qini_coefficient", value=value, se=se, n=n, higher_is_better=True)
 
 
-METRIC_READERS = {
+METRIC_READERS: dict[str, Callable[[Mapping[str, Any]], HeldOutMetric | None]] = {
     ModelRun.Model.PROPENSITY: _propensity,
     ModelRun.Model.CHURN: _churn,
     ModelRun.Model.CLV: _clv,

@@ -33,6 +33,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import cast
 
 from django.conf import settings
 from django.core.cache import cache
@@ -139,7 +140,11 @@ def _models() -> tuple[ModelHealth, ...]:
         own = [run for run in runs if run["model"] == model]
         active = next((run for run in own if run["is_active"]), None)
         latest = own[0] if own else None
-        scored = max((run for run in own if run["last_scored_at"]), key=lambda run: run["last_scored_at"], default=None)
+        scored = max(
+            (run for run in own if run["last_scored_at"] is not None),
+            key=lambda run: cast(datetime, run["last_scored_at"]),
+            default=None,
+        )
         result.append(
             ModelHealth(
                 model=model,

@@ -122,7 +122,12 @@ def test_a_candidate_worse_beyond_the_standard_error_of_the_difference_fails_and
             False,
         ),
         ("segments", {"silhouette": 0.31, "silhouette_se": 0.004, "silhouette_n": 5_000}, "silhouette", True),
-        ("recommendations", {"hit_rate_at_10": 0.2, "evaluation": {"overall": {"n_users": 900}}}, "hit_rate_at_10", True),
+        (
+            "recommendations",
+            {"hit_rate_at_10": 0.2, "evaluation": {"overall": {"n_users": 900}}},
+            "hit_rate_at_10",
+            True,
+        ),
         (
             "uplift",
             {
@@ -148,9 +153,7 @@ def test_clvs_standard_error_is_that_of_the_mean_absolute_error():
         "holdout": {
             "compared": True,
             "n_customers": len(errors),
-            "bgnbd": {
-                "purchases": {"mae": float(np.mean(np.abs(errors))), "rmse": float(np.sqrt(np.mean(errors**2)))}
-            },
+            "bgnbd": {"purchases": {"mae": float(np.mean(np.abs(errors))), "rmse": float(np.sqrt(np.mean(errors**2)))}},
         }
     }
     metric = held_out_metric(model="clv", metrics=metrics)

@@ -118,7 +118,10 @@ def test_metrics_parse_and_say_what_the_database_holds(client, pipeline):
 
     events = metrics["crossmkt_events_accepted_total"]
     # Every partner has a line; those the factories made for users and campaigns sent nothing.
-    assert {labels: n for labels, n in events.items() if n} == {(("partner", "iqiyi"),): 1.0, (("partner", "wanda"),): 3.0}
+    assert {labels: n for labels, n in events.items() if n} == {
+        (("partner", "iqiyi"),): 1.0,
+        (("partner", "wanda"),): 3.0,
+    }
     assert metrics["crossmkt_offers_issued_total"] == {(("campaign", "member-day"),): 42.0}
     assert metrics["crossmkt_deal_grants"] == {
         (("status", "reserved"),): 0.0,

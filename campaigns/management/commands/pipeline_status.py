@@ -1,5 +1,7 @@
 """python manage.py pipeline_status [--json]: the pipeline health figures, as the admin page and /metrics show them."""
 
+from typing import TextIO, cast
+
 from django.core.management.base import BaseCommand
 from django.utils import translation
 from rich.console import Console
@@ -24,7 +26,7 @@ class Command(BaseCommand):
             self.stdout.write(pipeline_status_json(health))
             return
         # As wide as the text needs: a quality gate's sentence is long, and a pipe has no terminal width.
-        console = Console(file=self.stdout, width=200, no_color=True, highlight=False, soft_wrap=False)
+        console = Console(file=cast(TextIO, self.stdout), width=200, no_color=True, highlight=False, soft_wrap=False)
         with translation.override("en"):  # as every other command's output
             for table in pipeline_status_tables(health):
                 if not table.rows:
