@@ -157,6 +157,7 @@ def test_clvs_standard_error_is_that_of_the_mean_absolute_error():
         }
     }
     metric = held_out_metric(model="clv", metrics=metrics)
+    assert metric is not None
     assert metric.se == pytest.approx(np.std(np.abs(errors), ddof=1) / np.sqrt(len(errors)))
 
 
@@ -189,7 +190,7 @@ def _train(*options: str) -> tuple[ModelRun, str]:
     out = io.StringIO()
     end = truth_time(loaded_truth()["propensity"]["observation_end"])
     call_command("train", "--model", "propensity", "--observation-end", end.isoformat(), *options, stdout=out)
-    return ModelRun.objects.filter(model="propensity").order_by("-version").first(), out.getvalue()
+    return ModelRun.objects.filter(model="propensity").latest("version"), out.getvalue()
 
 
 def _shuffle_the_label_windows_purchases() -> None:
