@@ -21,6 +21,7 @@ from .models import (
     UserLink,
     UserScore,
 )
+from .presenters import quality_gate_text
 
 
 class UserLinkInline(ReadOnlyAdminMixin, admin.TabularInline):
@@ -139,9 +140,19 @@ def _flatten(data, prefix: str = "") -> dict[str, object]:
 class ModelRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Model runs: versions, metrics, a side-by-side comparison, and the association pairs (关联分析)."""
 
-    list_display = ["model", "version", "is_active", "n_train", "data_end", "created_at", "association_pairs"]
+    list_display = [
+        "model",
+        "version",
+        "is_active",
+        "n_train",
+        "data_end",
+        "created_at",
+        "quality_gate_decision",
+        "association_pairs",
+    ]
     list_filter = ["model", "is_active"]
     exclude = ["artifact"]
+    readonly_fields = ["quality_gate_decision"]
     actions = ["compare_runs"]
     association_columns = (
         ("film_title", _("film")),
@@ -157,6 +168,11 @@ class ModelRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).defer("artifact")
+
+    @admin.display(description=_("quality gate"))
+    def quality_gate_decision(self, run):
+        """Say whether the retraining gate activated or kept this run, and on which figures."""
+        return quality_gate_text(run.quality_gate)
 
     @admin.display(description=_("course and film pairs"))
     def association_pairs(self, run):

@@ -173,6 +173,12 @@ class ModelRun(models.Model):
     data_end = models.DateTimeField(_("observation end"), null=True, blank=True)
     artifact = models.BinaryField(_("fitted artifact"), null=True, blank=True, editable=False)
     created_at = models.DateTimeField(_("trained at"), auto_now_add=True)
+    # What the retraining quality gate decided when the run was stored, and on which figures
+    # (analytics.services.quality_gate); empty for runs stored before the gate existed.
+    quality_gate = models.JSONField(_("quality gate"), default=dict, blank=True)
+    # The latest scoring time written with this run (analytics.services.scoring.scores_write), so that
+    # operators see when each model last scored without reading the millions of score rows.
+    last_scored_at = models.DateTimeField(_("last scored at"), null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["model", "-version"]

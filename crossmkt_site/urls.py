@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.utils.translation import gettext_lazy as _
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
+from campaigns.dashboard.pipeline import metrics_view, pipeline_health_view
 from campaigns.dashboard.views import dashboard_view
 
 from .health import healthz
@@ -15,7 +16,9 @@ admin.site.index_title = _("Partnerships, campaigns and analytics")
 
 urlpatterns = [
     path("healthz/", healthz, name="healthz"),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="admin-dashboard"),
+    path("admin/pipeline/", admin.site.admin_view(pipeline_health_view), name="admin-pipeline-health"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("campaigns.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

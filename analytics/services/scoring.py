@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 from celery import group, signature
 from django.db import connection, transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from crossmkt_site.bulk import bulk_insert_frame
@@ -79,6 +81,10 @@ def scores_write(*, run: ModelRun, scores: pd.DataFrame, scored_at: datetime) ->
         )
         written = cursor.rowcount
         cursor.execute("DROP TABLE staging_scores")
+    # After the upsert's transaction, so that chunks scoring at once do not queue on the run's row.
+    ModelRun.objects.filter(pk=run.pk).update(
+        last_scored_at=Greatest(Coalesce("last_scored_at", Value(scored_at)), Value(scored_at))
+    )
     return written
 
 

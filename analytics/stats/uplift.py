@@ -398,3 +398,40 @@ def evaluate_uplift(
 def evaluations_to_dict(evaluations: Sequence[ArmEvaluation]) -> dict[str, Mapping[str, Any]]:
     """Return the evaluations keyed by arm, as JSON-safe data for a report or chart."""
     return {evaluation.arm: evaluation.to_dict() for evaluation in evaluations}
+
+
+def qini_coefficient_se(
+    score: npt.ArrayLike,
+    treated: npt.ArrayLike,
+    outcome: npt.ArrayLike,
+    *,
+    n_points: int = DEFAULT_CURVE_POINTS,
+    replicates: int = 200,
+    seed: int = 0,
+) -> float:
+    """Return the bootstrap standard error of the Qini coefficient of ``uplift_curves`` on these users.
+
+    Users are resampled with replacement within each arm (so every replicate has both arms and
+    the arms keep their sizes), ``replicates`` times with a fixed seed; the standard deviation of
+    the replicates' coefficients is the standard error.
+    """
+    ranking = np.asarray(score, dtype=float)
+    is_treated = np.asarray(treated, dtype=bool)
+    result = np.asarray(outcome, dtype=float)
+    treated_rows, control_rows = np.flatnonzero(is_treated), np.flatnonzero(~is_treated)
+    if len(treated_rows) == 0 or len(control_rows) == 0:
+        raise ValueError("the curves need treated and control users")
+    rng = np.random.default_rng(seed)
+    coefficients = np.empty(replicates)
+    for replicate in range(replicates):
+        rows = np.concatenate(
+            [
+                rng.choice(treated_rows, len(treated_rows), replace=True),
+                rng.choice(control_rows, len(control_rows), replace=True),
+            ]
+        )
+        rng.shuffle(rows)  # ties in score are ranked in input order
+        coefficients[replicate] = uplift_curves(
+            ranking[rows], is_treated[rows], result[rows], n_points
+        ).qini_coefficient
+    return float(np.std(coefficients, ddof=1))

@@ -226,6 +226,14 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 # How long a command (score --wait, run_campaign, demo) waits on the workers before it gives up and
 # says what is pending: room for 1M users' scoring and a killed worker's tasks coming back.
 WORKER_WAIT_TIMEOUT = env.int("WORKER_WAIT_TIMEOUT", default=900)
+
+# /metrics (Prometheus): a scrape authenticates with "Authorization: Bearer <METRICS_TOKEN>" or a staff
+# session; METRICS_ALLOW_ANONYMOUS lets anyone read it (local settings turn it on, production never).
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_ALLOW_ANONYMOUS = env.bool("METRICS_ALLOW_ANONYMOUS", default=False)
+# Seconds the per-partner event counts of the pipeline health views are kept in the shared cache: the one
+# figure whose query grows with the data (a parallel scan of the events: 2-3 s per ten million events).
+PIPELINE_EVENTS_COUNT_SECONDS = env.int("PIPELINE_EVENTS_COUNT_SECONDS", default=60)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"

@@ -10,3 +10,5 @@ WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=True)
 
 # The default SQLite file lives in var/, which is not committed.
 (BASE_DIR / "var").mkdir(exist_ok=True)  # noqa: F405
+# On a laptop /metrics answers anyone (a local Prometheus needs no token); production never does.
+METRICS_ALLOW_ANONYMOUS = env.bool("METRICS_ALLOW_ANONYMOUS", default=True)

@@ -26,6 +26,8 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 # Webhooks carry users' pseudonymous ids and offer codes: only over TLS, whatever the environment says.
 WEBHOOK_ALLOW_HTTP = False
+# /metrics tells how much the partners send and how the pipeline fares: a token or a staff session only.
+METRICS_ALLOW_ANONYMOUS = False
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)  # noqa: F405 (base: 0)
 LOGGING["root"]["level"] = "INFO"  # noqa: F405

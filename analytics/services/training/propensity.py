@@ -221,6 +221,7 @@ def propensity_fit(
     predicted = scorer.pipeline.predict_proba(inputs.iloc[test])[:, 1]
     metrics: dict[str, Any] = {
         "n_test": len(test),
+        "n_test_positive": int(labels[test].sum()),
         "rows_without_age_left_out": without_age,
         "base_rate": float(labels.mean()),
         "auc": roc_auc_score(labels[test], predicted),

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from django.utils import timezone
 from sklearn.cluster import KMeans
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import silhouette_samples, silhouette_score
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
@@ -169,6 +169,18 @@ def _k_scan(points: np.ndarray, rng: np.random.Generator) -> dict[int, float]:
     return scan
 
 
+def _silhouette(points: np.ndarray, segment: np.ndarray) -> dict[str, float | int]:
+    """Return the mean silhouette on a fixed sample of the points, its standard error and the sample's size.
+
+    The sample is the one ``silhouette_score(sample_size=..., random_state=RANDOM_STATE)`` draws, so the
+    mean is that function's; the per-point values give the standard error the quality gate compares with.
+    """
+    indices = np.random.RandomState(RANDOM_STATE).permutation(len(points))[: min(len(points), SILHOUETTE_SAMPLE)]
+    values = silhouette_samples(points[indices], segment[indices])
+    se = float(np.std(values, ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("inf")
+    return {"silhouette": float(np.mean(values)), "silhouette_se": se, "silhouette_n": len(values)}
+
+
 def segments_fit(
     counts: pd.DataFrame, exposure: pd.Series, *, k: int = DEFAULT_K, data_start: datetime | None = None
 ) -> SegmentsFit:
@@ -229,9 +241,7 @@ def _segments_fit(counts: pd.DataFrame, exposure: pd.Series, *, k: int, data_sta
         "k": k,
         "inertia": float(((points - centres[segment]) ** 2).sum()),
         "fitted_on_users": len(fitted_on),
-        "silhouette": silhouette_score(
-            points, segment, sample_size=min(len(points), SILHOUETTE_SAMPLE), random_state=RANDOM_STATE
-        ),
+        **_silhouette(points, segment),
         "silhouette_by_k": _k_scan(points, rng),
         "profile": profile,
         "overall_mean_rates_per_year": rates.mean().to_dict(),

@@ -23,7 +23,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 from threadpoolctl import threadpool_limits
 
 from ...models import ModelRun
-from ...stats.uplift import METHODS, UpliftModel, evaluate_uplift, fit_uplift
+from ...stats.uplift import METHODS, UpliftModel, evaluate_uplift, fit_uplift, qini_coefficient_se
 from ..registry import model_run_save
 from ..uplift import ANY_STRATUM, CONTROL, FEATURES, ExperimentRows, UpliftBundle, held_out_mask
 from .common import as_utc, json_safe, require
@@ -114,6 +114,7 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
     revenue = frame["revenue"].to_numpy(dtype=float)
     arms: dict[str, list] = {method: [] for method in METHODS}
     evaluation: dict[str, dict] = {method: {} for method in METHODS}
+    held_out_ranking: dict[str, dict] = {method: {} for method in METHODS}
     skipped = list(rows.skipped)
     for package in sorted(set(frame.loc[treated, "package"])):
         gets = treated & (frame["package"] == package).to_numpy()
@@ -161,6 +162,11 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
                 model, matrix[test], labels[test], converted[test], revenue[test], n_points=CURVE_POINTS
             )[0]
             evaluation[method][package] = {"conversion": _curves(result.conversion), "value": _curves(result.value)}
+            held_out_ranking[method][package] = (
+                model.predict(matrix[test]).conversion[:, 0],
+                labels[test] == package,
+                converted[test],
+            )
     require(bool(arms[METHODS[0]]), "no offer package has enough users to learn its uplift: " + "; ".join(skipped))
     baseline_rows = control & ~held
     baseline = _classifier(int(baseline_rows.sum()))().fit(matrix[baseline_rows], converted[baseline_rows])
@@ -173,6 +179,12 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
     # world it earned 0.97-1.17x the best rule per CNY where the two-model learners earned 1.5-2x).
     # It is fitted and its Qini curve reported for comparison; the choice is between the others.
     selected = max(SELECTABLE_METHODS, key=lambda method: (scores[method], method == "t_learner"))
+    # The quality gate's standard error of the selected learner's mean Qini coefficient: the
+    # packages' held-out users are bootstrapped separately and their variances averaged.
+    package_errors = [
+        qini_coefficient_se(*ranking, n_points=CURVE_POINTS) for ranking in held_out_ranking[selected].values()
+    ]
+    qini_se = float(np.sqrt(np.sum(np.square(package_errors)))) / len(package_errors)
     bundle = UpliftBundle(
         feature_names=FEATURES,
         selected=selected,
@@ -185,6 +197,7 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
         "experiments": len(rows.sources),
         "held_out_users": int(held.sum()),
         **{f"qini_coefficient_{method}": scores[method] for method in METHODS},
+        "qini_coefficient_se": qini_se,
         "evaluation": evaluation,
         "sources": rows.sources,
         "skipped": skipped,

@@ -1,5 +1,9 @@
 """The closing summary every import command prints."""
 
+from django.utils import translation
+
+from analytics.presenters import quality_gate_text
+
 
 def report_import(command, result, *, noun: str, show_rejected: int) -> None:
     """Print imported / duplicates / rejected, and the rejected rows by line, column and reason."""
@@ -26,6 +30,11 @@ def report_training(command, run, *, name: str, seconds: float) -> None:
             f"{'' if run.is_active else ' (not activated)'}"
         )
     )
+    with translation.override("en"):  # as every other line of the commands' output
+        gate = quality_gate_text(run.quality_gate)
+    if gate:
+        line = f"  quality gate: {gate}"
+        command.stdout.write(command.style.WARNING(line) if not run.is_active else line)
     for key, value in metrics_headline(run.metrics).items():
         command.stdout.write(f"  {key}: {value}")
 

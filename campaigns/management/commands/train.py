@@ -12,6 +12,7 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from analytics.services.registry import model_run_activate
 from crossmkt_site.errors import ApplicationError
 
 from ...services.training import CAMPAIGN_TRAINERS, TRAINERS
@@ -35,21 +36,31 @@ def parse_observation_end(text: str | None) -> dt.datetime | None:
 
 
 class Command(BaseCommand):
-    help = "Fit a model (or all), store it as a new active version, and print its metrics."
+    help = (
+        "Fit a model (or all), store it as a new version, activate it if the quality gate finds it no worse "
+        "than the active one, and print its metrics and the gate's decision."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--model", choices=[*MODELS, *CAMPAIGN_MODELS, "all"], default="all")
         parser.add_argument(
             "--json",
             action="store_true",
-            help='One JSON object per model: {"model", "version", "n_train", "params", "metrics"}.',
+            help='One JSON object per model: {"model", "version", "n_train", "params", "metrics", "is_active", '
+            '"quality_gate"}.',
         )
         parser.add_argument("--observation-end", help="End of the calibration / feature period (date or ISO time).")
-        parser.add_argument(
+        activation = parser.add_mutually_exclusive_group()
+        activation.add_argument(
             "--no-activate", action="store_true", help="Store the run without making it the active one."
         )
+        activation.add_argument(
+            "--force-activate",
+            action="store_true",
+            help="Make the new run active even where the quality gate finds it worse than the active one.",
+        )
 
-    def handle(self, *args, model, json: bool, observation_end, no_activate, **options):
+    def handle(self, *args, model, json: bool, observation_end, no_activate, force_activate, **options):
         trainers = {**TRAINERS, **CAMPAIGN_TRAINERS}
         names = MODELS if model == "all" else (model,)
         end = parse_observation_end(observation_end)
@@ -57,6 +68,8 @@ class Command(BaseCommand):
             started = time.monotonic()
             try:
                 run = trainers[name](observation_end=end, activate=not no_activate)
+                if force_activate and not run.is_active:
+                    run = model_run_activate(model=run.model, version=run.version, override_gate=True)
             except ApplicationError as error:
                 raise CommandError(f"{name}: {error.message}") from None
             if json:
@@ -68,6 +81,8 @@ class Command(BaseCommand):
                             "n_train": run.n_train,
                             "params": run.params,
                             "metrics": run.metrics,
+                            "is_active": run.is_active,
+                            "quality_gate": run.quality_gate,
                         }
                     )
                 )
