@@ -23,28 +23,32 @@ a query at read time, and each query is bounded at a million users (plans in the
   last scoring (``ModelRun.last_scored_at``, written by ``scores_write``): the model-run table,
   a few rows per retraining.
 
-**Extension point (the live path).** ``PipelineHealth.pending`` (users touched by accepted
+**The live path.** ``PipelineHealth.pending`` (users touched by accepted
 events and not yet evaluated, and the age of the oldest) and ``PipelineHealth.offer_latency``
 (the event-to-offer latency histogram) are rendered by all three views whenever they are set;
-``_pending_backlog()`` and ``_offer_latency()`` below return None until the live path's
-durable pending table and its latency record exist, and are where their queries go.
+``_pending_backlog()`` reads ``analytics.PendingUser`` (a count and the ``first_touched_at``
+index's minimum) and ``_offer_latency()`` the live offers' ``issued_at - touched_at`` (a partial
+index of offers the live path issued).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import cast
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import Count, Min
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Min, Q, Sum
 from django.utils import timezone
 
-from analytics.models import BehaviorEvent, ModelRun
+from analytics.models import BehaviorEvent, ModelRun, PendingUser
 
-from ..models import Campaign, DealGrant, Partner, WebhookDelivery
+from ..models import Campaign, DealGrant, Offer, Partner, WebhookDelivery
+
+# Upper bounds (seconds) of the event-to-offer latency histogram; the issue's target is p99 <= 5 s.
+LATENCY_BUCKETS_SECONDS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 EVENTS_COUNT_CACHE_KEY = "pipeline-health:events-by-partner"
 
@@ -65,7 +69,7 @@ class ModelHealth:
 
 @dataclass(frozen=True)
 class PendingBacklog:
-    """The live path's backlog: users touched by accepted events and not yet evaluated (extension point)."""
+    """The live path's backlog: users touched by accepted events and not yet evaluated."""
 
     users: int
     oldest_age_seconds: float | None
@@ -73,7 +77,7 @@ class PendingBacklog:
 
 @dataclass(frozen=True)
 class LatencyHistogram:
-    """Event-to-offer latency as a cumulative histogram in seconds (extension point).
+    """Event-to-offer latency as a cumulative histogram in seconds.
 
     ``buckets`` maps each upper bound (ending with ``float("inf")``) to the number of offers
     issued within that many seconds of the event that made their rule true.
@@ -162,14 +166,36 @@ def _models() -> tuple[ModelHealth, ...]:
     return tuple(result)
 
 
-def _pending_backlog() -> PendingBacklog | None:
-    """Return the live path's pending users and the age of the oldest (None: the live path is not built yet)."""
-    return None
+def _pending_backlog() -> PendingBacklog:
+    """Return the live path's pending users and the age of the oldest (the ``first_touched_at`` index)."""
+    backlog = PendingUser.objects.order_by().aggregate(users=Count("pk"), oldest=Min("first_touched_at"))
+    oldest = backlog["oldest"]
+    age = (timezone.now() - oldest).total_seconds() if oldest is not None else None
+    return PendingBacklog(users=backlog["users"], oldest_age_seconds=age)
 
 
-def _offer_latency() -> LatencyHistogram | None:
-    """Return the event-to-offer latency histogram (None: the live path records no latencies yet)."""
-    return None
+def _offer_latency() -> LatencyHistogram:
+    """Return the event-to-offer latency of every offer the live path issued, as a cumulative histogram.
+
+    Offers of a run or a sweep have no ``touched_at`` and are not counted. The partial index on
+    ``(touched_at, issued_at)`` of live offers makes this an index-only scan of those offers.
+    """
+    latency = ExpressionWrapper(F("issued_at") - F("touched_at"), output_field=DurationField())
+    live = Offer.objects.order_by().filter(touched_at__isnull=False).annotate(latency=latency)
+    figures = live.aggregate(
+        count=Count("pk"),
+        total=Sum("latency"),
+        **{
+            f"le_{index}": Count("pk", filter=Q(latency__lte=timedelta(seconds=bound)))
+            for index, bound in enumerate(LATENCY_BUCKETS_SECONDS)
+        },
+    )
+    buckets = {bound: figures[f"le_{index}"] for index, bound in enumerate(LATENCY_BUCKETS_SECONDS)}
+    buckets[float("inf")] = figures["count"]
+    total = figures["total"]
+    return LatencyHistogram(
+        buckets=buckets, count=figures["count"], sum_seconds=total.total_seconds() if total is not None else 0.0
+    )
 
 
 def pipeline_health() -> PipelineHealth:

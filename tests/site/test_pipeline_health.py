@@ -24,13 +24,20 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from prometheus_client.parser import text_string_to_metric_families
 
-from analytics.models import ModelRun
+from analytics.models import ModelRun, PendingUser
 from analytics.services.scoring import scores_write
 from campaigns.models import Campaign, DealGrant, Partner, WebhookDelivery
 from campaigns.presenters.pipeline_metrics import pipeline_metrics_text
 from campaigns.presenters.pipeline_status import pipeline_status_tables
-from campaigns.selectors.pipeline_health import LatencyHistogram, PendingBacklog, pipeline_health
-from tests.factories import BehaviorEventFactory, CampaignFactory, DealFactory, EndUserFactory, PartnerFactory
+from campaigns.selectors.pipeline_health import pipeline_health
+from tests.factories import (
+    BehaviorEventFactory,
+    CampaignFactory,
+    DealFactory,
+    EndUserFactory,
+    OfferFactory,
+    PartnerFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -145,8 +152,9 @@ def test_metrics_parse_and_say_what_the_database_holds(client, pipeline):
         pipeline["trained"].timestamp()
     )
     assert "crossmkt_model_last_scored_timestamp_seconds" not in metrics  # nothing scored yet
-    # The live path's figures appear once its selector measures them (see test_the_live_paths_figures_...).
-    assert "crossmkt_live_pending_users" not in metrics
+    # Nothing is pending and the live path has issued nothing: zeros, not missing series.
+    assert metrics["crossmkt_live_pending_users"][()] == 0
+    assert metrics["crossmkt_event_to_offer_latency_seconds_count"][()] == 0
 
 
 def test_metrics_need_the_token_or_a_staff_session(client, pipeline, django_user_model):
@@ -265,7 +273,7 @@ def test_pipeline_status_prints_the_same_figures(pipeline, client):
         "deal grants: Compensated",
         "Failed: Offers issued",
         "Kept, not activated: held-out AUC 0.5100 ± 0.0150 against 0.7400 ± 0.0130 of v1: worse by 0.2300",
-        "Live path: Not measured yet",
+        "users pending",
     ):
         assert expected in text, expected
 
@@ -282,32 +290,33 @@ def test_pipeline_status_prints_the_same_figures(pipeline, client):
     propensity = next(model for model in data["models"] if model["model"] == "propensity")
     assert propensity["active_version"] == 1 and propensity["last_trained_version"] == 2
     assert propensity["quality_gate"]["decision"] == "kept"
-    assert data["pending"] is None and data["offer_latency"] is None
+    assert data["pending"]["users"] == 0 and data["offer_latency"]["count"] == 0
 
 
-def test_the_live_paths_figures_are_rendered_once_the_selector_measures_them(pipeline):
-    # given: the figures the live path's queries will fill in (the extension point of the selector)
-    health = pipeline_health()
-    live = type(health)(
-        **{
-            **health.__dict__,
-            "pending": PendingBacklog(users=17, oldest_age_seconds=3.5),
-            "offer_latency": LatencyHistogram(
-                buckets={0.5: 10, 1.0: 30, 5.0: 39, float("inf"): 40}, count=40, sum_seconds=36.0
-            ),
-        }
-    )
+def test_the_live_paths_backlog_and_latency_come_from_its_pending_users_and_live_offers(pipeline):
+    # given: 17 users pending, the oldest touched 3.5 s ago; the live path issued 4 offers, a run one
+    now = pipeline["now"]
+    for n, user in enumerate(EndUserFactory.create_batch(17)):
+        PendingUser.objects.create(
+            user=user, first_touched_at=now - timedelta(seconds=3.5 - n * 0.1), last_touched_at=now, touches=1
+        )
+    campaign = CampaignFactory.create(slug="always-on")
+    for seconds in (0.4, 0.9, 4.0, 12.0):
+        OfferFactory.create(campaign=campaign, issued_at=now, touched_at=now - timedelta(seconds=seconds))
+    OfferFactory.create(campaign=campaign, issued_at=now)  # a batch run's: no latency
 
     # when
-    metrics = _families(pipeline_metrics_text(lambda: live).decode())
+    health = pipeline_health()
+    metrics = _families(pipeline_metrics_text(lambda: health).decode())
     with translation.override("en"):
-        tables = {table.key: table for table in pipeline_status_tables(live)}
+        tables = {table.key: table for table in pipeline_status_tables(health)}
 
     # then
     assert metrics["crossmkt_live_pending_users"][()] == 17
-    assert metrics["crossmkt_live_oldest_pending_age_seconds"][()] == 3.5
+    assert 3.5 <= metrics["crossmkt_live_oldest_pending_age_seconds"][()] < 60
     buckets = metrics["crossmkt_event_to_offer_latency_seconds_bucket"]
-    assert buckets[(("le", "5.0"),)] == 39 and buckets[(("le", "+Inf"),)] == 40
-    assert metrics["crossmkt_event_to_offer_latency_seconds_count"][()] == 40
-    assert metrics["crossmkt_event_to_offer_latency_seconds_sum"][()] == 36.0
+    assert buckets[(("le", "0.5"),)] == 1 and buckets[(("le", "1.0"),)] == 2
+    assert buckets[(("le", "5.0"),)] == 3 and buckets[(("le", "+Inf"),)] == 4
+    assert metrics["crossmkt_event_to_offer_latency_seconds_count"][()] == 4
+    assert metrics["crossmkt_event_to_offer_latency_seconds_sum"][()] == pytest.approx(17.3)
     assert ("users pending", "17") in tables["live"].rows
