@@ -63,9 +63,7 @@ class SpendReturn:
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as JSON-safe values: Decimal as a string, None kept."""
-        return {
-            name: str(value) if isinstance(value, Decimal) else value for name, value in self.__dict__.items()
-        }
+        return {name: str(value) if isinstance(value, Decimal) else value for name, value in self.__dict__.items()}
 
 
 def spend_return(

@@ -116,9 +116,9 @@ def offer_costs_release(*, offer_ids: Iterable[int]) -> dict[int, Decimal]:
     more, one whose code expired with it stays spent.
     """
     ids = list(offer_ids)
-    Offer.objects.filter(
-        pk__in=ids, kind=Rule.OfferKind.MOVIE_TICKET, spent__gt=0, stock_item__isnull=True
-    ).update(spent=ZERO)
+    Offer.objects.filter(pk__in=ids, kind=Rule.OfferKind.MOVIE_TICKET, spent__gt=0, stock_item__isnull=True).update(
+        spent=ZERO
+    )
     freed: dict[int, Decimal] = defaultdict(Decimal)
     for campaign_id, cost, spent in Offer.objects.filter(pk__in=ids).values_list("campaign_id", "cost", "spent"):
         freed[campaign_id] += cost - min(spent, cost)
