@@ -62,7 +62,8 @@ def _cards(figures: DashboardFigures) -> list[dict]:
             "label": _("Budget held / cap (CNY)"),
             "value": f"{_money(spent)} / {_money(cap)}",
             "detail": _(
-                "%(share)s of the running campaigns' budgets; reserved %(reserved)s, spent %(spent)s, released %(released)s"
+                "%(share)s of the running campaigns' budgets; reserved %(reserved)s, spent %(spent)s, "
+                "released %(released)s"
             )
             % {
                 "share": f"{spent / cap:.1%}" if cap else "-",

@@ -23,8 +23,17 @@ from analytics.stats.returns import spend_return
 from crossmkt_site.money import ZERO
 
 from ..models import Campaign
-from ..services.offer_costs import COST_MODEL
 from .selectors import HOLDOUT, ArmCost, campaign_arm_costs, campaign_funnel, campaign_outcome_frame
+
+# What each offer kind costs, as campaigns.services.offer_costs implements it.
+COST_MODEL = (
+    "cost model: the budget reserves each offer's face value at issue (the rule's cost per offer, at least a "
+    "coupon's amount off, a code's value or the deal's settlement price) and releases what expires or is revoked "
+    "unused; spent is what offers really cost: a coupon its discount when redeemed (the ledger's), nothing unused; "
+    "a movie ticket its code's value when issued, or when used if the stock pool says paid on use; a free-viewing "
+    "trial the video partner's settlement price per activated trial; a membership grant the deal's settlement "
+    "price when taken up; ROI and incremental margin are on spent"
+)
 
 METHODS = (
     "conversion difference: Newcombe hybrid score interval (Wilson intervals combined); "

@@ -1,6 +1,7 @@
 """The cost model: what an offer reserves of its campaign's budget, what it really costs, and what it gives back.
 
-Kind by kind (``COST_MODEL`` says the same in the campaign report's methods):
+Kind by kind (the campaign report's methods, ``campaigns.reports.campaign_report.COST_MODEL``,
+say the same; keep them together):
 
 * **coupon**: reserves the rule's cost per offer, and at least its amount off; costs the
   discount the redemption ledger records when it is redeemed, nothing if it is never used.
@@ -41,15 +42,6 @@ from crossmkt_site.money import ZERO
 from ..models import Campaign, Offer, Rule, StockItem
 from .stock import HeldItem
 
-COST_MODEL = (
-    "cost model: the budget reserves each offer's face value at issue (the rule's cost per offer, at least a "
-    "coupon's amount off, a code's value or the deal's settlement price) and releases what expires or is revoked "
-    "unused; spent is what offers really cost: a coupon its discount when redeemed (the ledger's), nothing unused; "
-    "a movie ticket its code's value when issued, or when used if the stock pool says paid on use; a free-viewing "
-    "trial the video partner's settlement price per activated trial; a membership grant the deal's settlement "
-    "price when taken up; ROI and incremental margin are on spent"
-)
-
 
 def offer_reservation(rule: Rule, item: HeldItem | None) -> Decimal:
     """Return the face value an offer of this rule reserves at issue: the most it can cost, where that is known."""
@@ -80,8 +72,9 @@ def offer_use_cost(offer: Offer, *, discount: Decimal) -> Decimal:
             return offer.cost
         value, paid_on_use = item
         return value if paid_on_use else offer.spent
-    if offer.kind in (Rule.OfferKind.FREE_VIEWING, Rule.OfferKind.MEMBERSHIP_GRANT) and offer.deal_id is not None:
-        return offer.deal.settlement_price
+    deal = offer.deal if offer.deal_id is not None else None
+    if offer.kind in (Rule.OfferKind.FREE_VIEWING, Rule.OfferKind.MEMBERSHIP_GRANT) and deal is not None:
+        return deal.settlement_price
     if offer.kind == Rule.OfferKind.FREE_VIEWING and item is not None:
         return item[0]
     return offer.cost

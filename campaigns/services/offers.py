@@ -1,6 +1,7 @@
 """Offer life-cycle changes that are not issuance or redemption: expiry and revocation."""
 
 import logging
+
 from django.db import transaction
 from django.utils import timezone
 

@@ -48,8 +48,8 @@ def events_csv(transactions: pd.DataFrame, path) -> None:
 
 
 def test_cdnow_imported_and_trained_on_the_published_calibration_end_gives_the_published_estimates(
-    cdnow_transactions,
-    tmp_path,  # noqa: F811 - the fixture
+    cdnow_transactions,  # noqa: F811 - the fixture imported above
+    tmp_path,
 ):
     # given the CDNOW transaction log imported as course purchases at one partner
     PartnerFactory.create(slug="cdnow", kind=Partner.Kind.KNOWLEDGE)

@@ -8,8 +8,9 @@ is read as a manager reads it (command, JSON, CSV).
 import csv
 import io
 import json
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.core.management import call_command
@@ -37,7 +38,7 @@ def issue(campaign: Campaign, users: list[EndUser]) -> dict:
     return campaign_issue_chunk(campaign_id=campaign.pk, id_range=(min(ids), max(ids) + 1)).as_dict()
 
 
-def after_expiry() -> timezone.datetime:
+def after_expiry() -> datetime:
     return timezone.now() + timedelta(days=ISSUED_DAYS + 1)
 
 
@@ -172,7 +173,7 @@ def test_a_rolled_back_redemption_costs_nothing_again_and_holds_its_reservation(
 def test_a_rollback_the_spent_budget_cannot_hold_again_is_refused(owner):
     # given a coupon redeemed for 10 of its 30 CNY, and the 20 given back taken by a new offer
     campaign = campaign_with(owner, budget="30.00", amount_off=Decimal("30.00"), cost=Decimal("30.00"))
-    first, second = users_of(owner, 2)
+    first, _ = users_of(owner, 2)
     issue(campaign, [first])
     offer = Offer.objects.get(campaign=campaign)
     offer_redeem(code=offer.code, partner=owner, order_amount=Decimal("10.00"))
@@ -252,7 +253,7 @@ def test_a_ticket_from_a_pool_paid_on_use_costs_only_when_used(owner, cinema):
     issue(campaign, users_of(owner, 2))
     assert cost_of(campaign)["spent"] == "0.00"
 
-    used, unused = Offer.objects.filter(campaign=campaign).order_by("pk")
+    used, _ = Offer.objects.filter(campaign=campaign).order_by("pk")
     offer_redeem(code=used.code, partner=cinema, order_amount=Decimal("0"))
     offer_expire_due(now=after_expiry())
 
@@ -300,7 +301,7 @@ def test_a_trial_costs_the_settlement_price_only_when_activated(owner, video):
     assert (cost["reserved"], cost["spent"]) == ("36.00", "0.00")  # each reserves the settlement price
 
     # when one trial is activated, one expires and one is still open
-    first, second, third = Offer.objects.filter(campaign=campaign).order_by("pk")
+    first, second, _ = Offer.objects.filter(campaign=campaign).order_by("pk")
     offer_redeem(code=first.code, partner=video, order_amount=Decimal("0"))
     lapse(second)
     offer_expire_due()
@@ -426,7 +427,7 @@ def test_reserved_is_spent_plus_released_plus_outstanding_and_the_budget_is_neve
     load_codes(cinema, "movie_ticket", 4, value="45.00", prefix=prefix + "B")
     load_codes(cinema, "movie_ticket", 4, value="38.00", paid_on_use=True, prefix=prefix + "U", days=90)
     load_codes(video, "free_viewing", 4, value="0.00", prefix=prefix + "T")
-    rules = {
+    rules: dict[str, dict[str, Any]] = {
         "amount_coupon": {"amount_off": Decimal("30.00"), "cost": Decimal("25.00")},
         "percent_coupon": {"amount_off": None, "percent_off": Decimal("20"), "cost": Decimal("15.00")},
         "bought_ticket": {"offer_kind": "movie_ticket", "benefit_partner": cinema, "amount_off": None},
