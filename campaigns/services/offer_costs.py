@@ -80,11 +80,6 @@ def offer_use_cost(offer: Offer, *, discount: Decimal) -> Decimal:
     return offer.cost
 
 
-def held(*, cost: Decimal, spent: Decimal, is_open: bool) -> Decimal:
-    """Return what one offer holds of its campaign's budget: its reservation while open, else what it spent."""
-    return cost if is_open else min(spent, cost)
-
-
 def budget_move(*, campaign_id: int, amount: Decimal, refuse_over_budget: str | None = None) -> None:
     """Add ``amount`` (negative: give back) to what the campaign's offers hold of its budget.
 
