@@ -64,22 +64,22 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='course',
             name='partner_share',
-            field=models.DecimalField(decimal_places=4, default=0, help_text="Fraction, 0 to 1, of each sale paid to the course's partner (author or producer); the rest is our margin, on which campaign reports count incremental margin and ROI.", max_digits=5, verbose_name="partner's share"),
+            field=models.DecimalField(db_default=0, decimal_places=4, default=0, help_text="Fraction, 0 to 1, of each sale paid to the course's partner (author or producer); the rest is our margin, on which campaign reports count incremental margin and ROI.", max_digits=5, verbose_name="partner's share"),
         ),
         migrations.AddField(
             model_name='historicalcourse',
             name='partner_share',
-            field=models.DecimalField(decimal_places=4, default=0, help_text="Fraction, 0 to 1, of each sale paid to the course's partner (author or producer); the rest is our margin, on which campaign reports count incremental margin and ROI.", max_digits=5, verbose_name="partner's share"),
+            field=models.DecimalField(db_default=0, decimal_places=4, default=0, help_text="Fraction, 0 to 1, of each sale paid to the course's partner (author or producer); the rest is our margin, on which campaign reports count incremental margin and ROI.", max_digits=5, verbose_name="partner's share"),
         ),
         migrations.AddField(
             model_name='offer',
             name='spent',
-            field=models.DecimalField(decimal_places=2, default=0, max_digits=14, verbose_name='spent (CNY)'),
+            field=models.DecimalField(db_default=0, decimal_places=2, default=0, max_digits=14, verbose_name='spent (CNY)'),
         ),
         migrations.AddField(
             model_name='stockitem',
             name='paid_on_use',
-            field=models.BooleanField(default=False, help_text='The partner bills this code only when it is used; otherwise it was bought in advance and costs its value from the moment an offer takes it.', verbose_name='paid on use'),
+            field=models.BooleanField(db_default=False, default=False, help_text='The partner bills this code only when it is used; otherwise it was bought in advance and costs its value from the moment an offer takes it.', verbose_name='paid on use'),
         ),
         migrations.AlterField(
             model_name='campaign',

@@ -22,6 +22,7 @@ class Course(models.Model):
         max_digits=5,
         decimal_places=4,
         default=0,
+        db_default=0,
         help_text=_(
             "Fraction, 0 to 1, of each sale paid to the course's partner (author or producer); the rest is our "
             "margin, on which campaign reports count incremental margin and ROI."

@@ -73,7 +73,7 @@ class Offer(models.Model):
     cost = MoneyField(_("reserved (CNY)"), default=0)
     # What the offer has cost so far under the report's cost model (a redeemed coupon's discount, a
     # prepaid ticket's code value, an activated trial's settlement price); 0 for an offer never used.
-    spent = MoneyField(_("spent (CNY)"), default=0)
+    spent = MoneyField(_("spent (CNY)"), default=0, db_default=0)
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.ISSUED)
     issued_at = models.DateTimeField(_("issued at"))
     expires_at = models.DateTimeField(_("expires at"), db_index=True)

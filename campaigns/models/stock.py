@@ -37,6 +37,7 @@ class StockItem(models.Model):
     paid_on_use = models.BooleanField(
         _("paid on use"),
         default=False,
+        db_default=False,  # rows written by raw COPY / INSERT without the column are bought in advance
         help_text=_(
             "The partner bills this code only when it is used; otherwise it was bought in advance and costs its "
             "value from the moment an offer takes it."
