@@ -73,7 +73,7 @@ class PartnerAdmin(SimpleHistoryAdmin):
 
 @admin.register(Course)
 class CourseAdmin(SimpleHistoryAdmin):
-    list_display = ["sku", "title", "partner", "category", "price", "is_active"]
+    list_display = ["sku", "title", "partner", "category", "price", "partner_share", "is_active"]
     list_filter = ["partner", "category", "is_active"]
     search_fields = ["sku", "title"]
 
@@ -258,7 +258,18 @@ class RuleAdmin(SimpleHistoryAdmin):
 
 @admin.register(Offer)
 class OfferAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["code", "campaign", "user", "kind", "status", "cost", "issued_at", "expires_at", "redeemed_at"]
+    list_display = [
+        "code",
+        "campaign",
+        "user",
+        "kind",
+        "status",
+        "cost",
+        "spent",
+        "issued_at",
+        "expires_at",
+        "redeemed_at",
+    ]
     list_filter = ["status", "kind", "campaign"]
     search_fields = ["code", "user__external_id"]
     list_select_related = ["campaign", "user"]
@@ -355,6 +366,7 @@ class StockItemAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "kind",
         "status",
         "face_value",
+        "paid_on_use",
         "expires_at",
         "offer",
         "assigned_at",

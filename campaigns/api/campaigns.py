@@ -69,8 +69,12 @@ class CampaignReportApi(APIView):
         summary="A campaign's effect report",
         description=(
             "The same report as `manage.py campaign_report` and the admin: the funnel, each arm's users, conversions "
-            "and revenue per user, the uplift of each treated arm over the holdout with 95% intervals, cost, "
-            "incremental revenue and ROI, per-rule uplift, and warnings (such as a sample-ratio mismatch) to read "
+            "and revenue per user, the uplift of each treated arm over the holdout with 95% intervals; `cost`: "
+            "the face value the offers reserved, what they really cost (`spent`), what went back to the budget "
+            "(`released`) and what open offers still hold (`outstanding`), in total and per arm; per treated arm "
+            "incremental revenue, and under `spend_return` the incremental margin (course price less the partner's "
+            "share) and ROI on spent with their intervals; per-rule uplift, and warnings (such as a sample-ratio "
+            "mismatch) to read "
             "first; a figure the arms have too few users for is null, with the reason under `not_enough_data` "
             "beside it; with an uplift model trained, `uplift_models` gives each model's AUUC and Qini curve on "
             "held-out users (the campaigns it learned from are listed only where the partner may see them). "

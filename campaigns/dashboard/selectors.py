@@ -12,7 +12,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db.models import BigIntegerField, Count, F, Q, Sum
+from django.db.models import BigIntegerField, Case, Count, DecimalField, F, Q, Sum, Value, When
 from django.db.models.functions import Cast, Round, TruncDate
 from django.utils import timezone
 
@@ -29,11 +29,11 @@ RATIO = Decimal("0.0001")
 
 @dataclass
 class CampaignFigures:
-    """One of the latest campaigns: its report (as the API returns it) and its spending by day."""
+    """One of the latest campaigns: its report (as the API returns it) and, by day of issue, budget held and spent."""
 
     campaign: Campaign
     report: dict
-    spending: list[tuple[date, Decimal]] = field(default_factory=list)
+    spending: list[tuple[date, Decimal, Decimal]] = field(default_factory=list)
 
 
 @dataclass
@@ -54,45 +54,73 @@ class DashboardFigures:
     budget_spent: Decimal
     budget_cap: Decimal
     campaigns: list[CampaignFigures]
-    incremental_revenue: Decimal | None
-    campaign_cost: Decimal
+    # Over the latest campaigns' treated arms: incremental margin, what they spent, and ROI on it.
+    incremental_margin: Decimal | None
+    campaign_spent: Decimal
     roi: Decimal | None
+    # Of the running campaigns' offers: face value reserved, spent, released.
+    running_costs: dict[str, Decimal]
     balances: list[PartnerBalance]
     statements_issued: int
     statements_draft: int
 
 
-def _spending_by_day(campaigns: list[Campaign], zone: ZoneInfo) -> dict[int, list[tuple[date, Decimal]]]:
-    """Return per campaign the cost of offers still holding budget, summed by day of issue, in one query."""
+def _fen(expression) -> Sum:
+    """Sum money in whole fen, so SQLite's binary floats cannot lose a fen."""
+    return Sum(Cast(Round(expression * 100), BigIntegerField()))
+
+
+# What an offer holds of its campaign's budget (campaigns.services.offer_costs.held), as SQL.
+HELD = Case(
+    When(status__in=Offer.OPEN_STATUSES, then=F("cost")),
+    When(spent__lt=F("cost"), then=F("spent")),
+    default=F("cost"),
+)
+
+
+def _spending_by_day(campaigns: list[Campaign], zone: ZoneInfo) -> dict[int, list[tuple[date, Decimal, Decimal]]]:
+    """Return per campaign, by day of issue, what its offers hold of the budget and what they spent, in one query."""
     rows = (
         Offer.objects.filter(campaign__in=campaigns)
-        .exclude(status__in=[Offer.Status.EXPIRED, Offer.Status.REVOKED])
         .annotate(day=TruncDate("issued_at", tzinfo=zone))
         .values_list("campaign_id", "day")
-        # Summed in whole fen, so SQLite's binary floats cannot lose a fen.
-        .annotate(fen=Sum(Cast(Round(F("cost") * 100), BigIntegerField())))
+        .annotate(held=_fen(HELD), spent_fen=_fen(F("spent")))
         .order_by("campaign_id", "day")
     )
-    by_campaign: dict[int, list[tuple[date, Decimal]]] = defaultdict(list)
-    for campaign_id, day, fen in rows:
-        by_campaign[campaign_id].append((day, Decimal(int(fen or 0)) / 100))
+    by_campaign: dict[int, list[tuple[date, Decimal, Decimal]]] = defaultdict(list)
+    for campaign_id, day, held, spent in rows:
+        by_campaign[campaign_id].append((day, Decimal(int(held or 0)) / 100, Decimal(int(spent or 0)) / 100))
     return by_campaign
 
 
+def _running_costs(running) -> dict[str, Decimal]:
+    """Return what the running campaigns' offers reserved, spent and gave back, in CNY."""
+    released = Case(
+        When(status__in=Offer.OPEN_STATUSES, then=Value(0)),
+        When(spent__lt=F("cost"), then=F("cost") - F("spent")),
+        default=Value(0),
+        output_field=DecimalField(max_digits=14, decimal_places=2),
+    )
+    totals = Offer.objects.filter(campaign__in=running).aggregate(
+        reserved_fen=_fen(F("cost")), spent_fen=_fen(F("spent")), released_fen=_fen(released)
+    )
+    return {name.removesuffix("_fen"): Decimal(int(fen or 0)) / 100 for name, fen in totals.items()}
+
+
 def _return_of(reports: list[dict]) -> tuple[Decimal | None, Decimal, Decimal | None]:
-    """Add up incremental revenue and cost over the treated arms of the reports; ROI is of the sums."""
+    """Add up incremental margin and spend over the treated arms of the reports; ROI on spent is of the sums."""
     returns = [
-        comparison["campaign_return"]
+        comparison.get("spend_return")
         for report in reports
         for comparison in (report.get("uplift") or {}).get("comparisons", [])
-        if comparison["campaign_return"] is not None  # an arm too small to measure: the report says why
+        if comparison.get("spend_return") is not None  # an arm too small to measure: the report says why
     ]
     if not returns:
         return None, ZERO, None
-    incremental = sum((Decimal(item["incremental_revenue"]) for item in returns), ZERO)
-    cost = sum((Decimal(item["cost"]) for item in returns), ZERO)
-    roi = ((incremental - cost) / cost).quantize(RATIO) if cost > 0 else None
-    return incremental, cost, roi
+    incremental = sum((Decimal(item["incremental_margin"]) for item in returns), ZERO)
+    spent = sum((Decimal(item["spent"]) for item in returns), ZERO)
+    roi = ((incremental - spent) / spent).quantize(RATIO) if spent > 0 else None
+    return incremental, spent, roi
 
 
 def partner_balances(sheets: list[SettlementSheet]) -> list[PartnerBalance]:
@@ -144,9 +172,10 @@ def dashboard_figures(*, period: date, now: datetime | None = None, latest: int 
         budget_spent=(budget["spent"] or ZERO).quantize(Decimal("0.01")),
         budget_cap=(budget["cap"] or ZERO).quantize(Decimal("0.01")),
         campaigns=figures,
-        incremental_revenue=incremental,
-        campaign_cost=cost,
+        incremental_margin=incremental,
+        campaign_spent=cost,
         roi=roi,
+        running_costs=_running_costs(running),
         balances=partner_balances(sheets),
         statements_issued=sum(not sheet.is_draft for sheet in sheets),
         statements_draft=sum(sheet.is_draft for sheet in sheets),

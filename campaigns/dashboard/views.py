@@ -31,17 +31,18 @@ def _cards(figures: DashboardFigures) -> list[dict]:
     issued, redeemed = figures.offers_issued, figures.offers_redeemed
     spent, cap = figures.budget_spent, figures.budget_cap
     compared = any((item.report.get("uplift") or {}).get("comparisons") for item in figures.campaigns)
-    if figures.incremental_revenue is None and compared:
+    if figures.incremental_margin is None and compared:
         effect = _("not enough data: the arms need at least two users each")
-    elif figures.incremental_revenue is None:
+    elif figures.incremental_margin is None:
         effect = _("no campaign with a holdout to measure against yet")
     elif figures.roi is None:
-        effect = _("cost %(cost)s CNY, so no ROI") % {"cost": _money(figures.campaign_cost)}
+        effect = _("nothing spent yet (%(spent)s CNY), so no ROI") % {"spent": _money(figures.campaign_spent)}
     else:
-        effect = _("ROI %(roi)s on a cost of %(cost)s CNY") % {
+        effect = _("ROI %(roi)s on %(spent)s CNY spent") % {
             "roi": figures.roi,
-            "cost": _money(figures.campaign_cost),
+            "spent": _money(figures.campaign_spent),
         }
+    costs = figures.running_costs
     owed = [balance for balance in figures.balances if balance.amount > 0]
     return [
         {
@@ -58,15 +59,23 @@ def _cards(figures: DashboardFigures) -> list[dict]:
         },
         {
             "key": "budget",
-            "label": _("Budget spent / cap (CNY)"),
+            "label": _("Budget held / cap (CNY)"),
             "value": f"{_money(spent)} / {_money(cap)}",
-            "detail": _("%(share)s of the running campaigns' budgets")
-            % {"share": f"{spent / cap:.1%}" if cap else "-"},
+            "detail": _(
+                "%(share)s of the running campaigns' budgets; reserved %(reserved)s, spent %(spent)s, "
+                "released %(released)s"
+            )
+            % {
+                "share": f"{spent / cap:.1%}" if cap else "-",
+                "reserved": _money(costs["reserved"]),
+                "spent": _money(costs["spent"]),
+                "released": _money(costs["released"]),
+            },
         },
         {
             "key": "effect",
-            "label": _("Incremental revenue, latest campaigns (CNY)"),
-            "value": _money(figures.incremental_revenue),
+            "label": _("Incremental margin, latest campaigns (CNY)"),
+            "value": _money(figures.incremental_margin),
             "detail": effect,
         },
         {
@@ -307,16 +316,23 @@ def _budget_chart(item: CampaignFigures, now: datetime) -> str:
     first = timezone.localtime(campaign.starts_at, zone).date()
     last = max(first, min(timezone.localtime(now, zone).date(), timezone.localtime(campaign.ends_at, zone).date()))
     points, total = [(0, Decimal("0"))], Decimal("0")
-    for day, cost in item.spending:
-        total += cost
+    spent_points, spent_total = [(0, Decimal("0"))], Decimal("0")
+    for day, held, spent in item.spending:
+        total += held
+        spent_total += spent
         points.append((max((day - first).days, 0), total))
+        spent_points.append((max((day - first).days, 0), spent_total))
     points.append((max((last - first).days, points[-1][0]), total))
+    spent_points.append((points[-1][0], spent_total))
     span = points[-1][0]
     ticks = sorted({0: first, span // 2: first + timedelta(days=span // 2), span: first + timedelta(days=span)}.items())
     cap = campaign.budget
     return charts.line_chart(
-        title=_("Budget spent vs cap (CNY)"),
-        series=[charts.Series(_("spent (offers holding budget)"), points)],
+        title=_("Budget held and spent vs cap (CNY)"),
+        series=[
+            charts.Series(_("held (open offers' face value, used offers' cost)"), points),
+            charts.Series(_("spent"), spent_points, color=charts.COLORS["positive"], dashed=True),
+        ],
         x_ticks=[(x, f"{day:%m-%d}") for x, day in ticks],
         y_label=_("CNY"),
         cap=cap,
@@ -336,6 +352,44 @@ def _balance_chart(figures: DashboardFigures) -> str:
     )
 
 
+def _money_lines(report: dict) -> list[str]:
+    """Say what a campaign reserved, spent and released, and per treated arm its margin and ROI on spent."""
+    cost = report.get("cost")
+    if not cost:
+        return []
+    lines = [
+        _(
+            "Reserved %(reserved)s CNY, spent %(spent)s CNY, released %(released)s CNY, "
+            "still outstanding %(outstanding)s CNY"
+        )
+        % {name: _money(Decimal(cost[name])) for name in ("reserved", "spent", "released", "outstanding")}
+    ]
+    for comparison in (report.get("uplift") or {}).get("comparisons", []):
+        spend = comparison.get("spend_return")
+        if spend is None:
+            continue
+        values = {
+            "arm": comparison["arm"],
+            "margin": _money(Decimal(spend["incremental_margin"])),
+            "low": _money(Decimal(spend["incremental_margin_lower"])),
+            "high": _money(Decimal(spend["incremental_margin_upper"])),
+            "roi": spend["roi"],
+            "roi_low": spend["roi_lower"],
+            "roi_high": spend["roi_upper"],
+        }
+        if spend["roi"] is None:
+            lines.append(_("%(arm)s: incremental margin %(margin)s CNY (%(low)s to %(high)s); nothing spent") % values)
+        else:
+            lines.append(
+                _(
+                    "%(arm)s: incremental margin %(margin)s CNY (%(low)s to %(high)s), "
+                    "ROI on spent %(roi)s (%(roi_low)s to %(roi_high)s)"
+                )
+                % values
+            )
+    return lines
+
+
 def dashboard_view(request):
     """Show the dashboard for a month (``?period=YYYY-MM``, by default the last finished month)."""
     if not request.user.has_perm("campaigns.view_campaign"):
@@ -352,6 +406,7 @@ def dashboard_view(request):
         {
             "campaign": item.campaign,
             "warnings": item.report.get("warnings", []),
+            "money": _money_lines(item.report),
             "charts": [
                 mark_safe(chart)
                 for chart in (

@@ -24,8 +24,10 @@ class CampaignQuerySet(models.QuerySet):
 class Campaign(models.Model):
     """A cross-marketing campaign: rules that pick users and the offers they get.
 
-    ``spent`` is the money reserved by issued offers and ``issued_count`` the offers
-    issued; the database refuses any write that would take either past its cap.
+    ``spent`` is what the campaign's offers hold of its budget (an open offer its face value,
+    a used one what it cost, at most that; see ``campaigns.services.offer_costs``) and
+    ``issued_count`` the offers issued; the database refuses any write that would take either
+    past its cap.
     """
 
     class Kind(models.TextChoices):
@@ -95,7 +97,7 @@ class Campaign(models.Model):
     ends_at = models.DateTimeField(_("ends at"))
     timezone = TimeZoneField(_("time zone"), default="Asia/Shanghai", help_text=_("The window is read in this zone."))
     budget = MoneyField(_("budget (CNY)"), null=True, blank=True, help_text=_("Empty means no money cap."))
-    spent = MoneyField(_("reserved (CNY)"), default=0, editable=False)
+    spent = MoneyField(_("budget held (CNY)"), default=0, editable=False)
     per_user_limit = models.PositiveSmallIntegerField(_("offers per user"), default=1)
     global_limit = models.PositiveIntegerField(_("offer cap"), null=True, blank=True)
     issued_count = models.PositiveIntegerField(_("offers issued"), default=0, editable=False)

@@ -17,6 +17,17 @@ class Course(models.Model):
     category = models.CharField(_("category"), max_length=64, db_index=True)
     tags = models.JSONField(_("tags"), default=list, blank=True)
     price = MoneyField(_("price (CNY)"))
+    partner_share = models.DecimalField(
+        _("partner's share"),
+        max_digits=5,
+        decimal_places=4,
+        default=0,
+        db_default=0,
+        help_text=_(
+            "Fraction, 0 to 1, of each sale paid to the course's partner (author or producer); the rest is our "
+            "margin, on which campaign reports count incremental margin and ROI."
+        ),
+    )
     is_active = models.BooleanField(_("on sale"), default=True)
 
     history = HistoricalRecords()
@@ -28,6 +39,9 @@ class Course(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["partner", "sku"], name="course_sku_unique_per_partner"),
             models.CheckConstraint(condition=Q(price__gte=0), name="course_price_not_negative"),
+            models.CheckConstraint(
+                condition=Q(partner_share__gte=0) & Q(partner_share__lte=1), name="course_partner_share_is_fraction"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -69,7 +69,11 @@ class Offer(models.Model):
     percent_off = models.DecimalField(_("percent off"), max_digits=5, decimal_places=2, null=True, blank=True)
     min_spend = MoneyField(_("minimum spend (CNY)"), default=0)
     days = models.PositiveSmallIntegerField(_("days"), null=True, blank=True)
-    cost = MoneyField(_("cost (CNY)"), default=0)
+    # What the offer holds of the campaign's budget: its face value, reserved at issue.
+    cost = MoneyField(_("reserved (CNY)"), default=0)
+    # What the offer has cost so far under the report's cost model (a redeemed coupon's discount, a
+    # prepaid ticket's code value, an activated trial's settlement price); 0 for an offer never used.
+    spent = MoneyField(_("spent (CNY)"), default=0, db_default=0)
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.ISSUED)
     issued_at = models.DateTimeField(_("issued at"))
     expires_at = models.DateTimeField(_("expires at"), db_index=True)
@@ -94,7 +98,10 @@ class Offer(models.Model):
             models.UniqueConstraint(fields=["campaign", "user", "sequence"], name="one_offer_per_campaign_user_slot"),
             models.CheckConstraint(condition=Q(sequence__lt=F("allowance")), name="offer_within_user_allowance"),
             models.CheckConstraint(
-                condition=Q(cost__gte=0) & Q(min_spend__gte=0) & (Q(amount_off__isnull=True) | Q(amount_off__gte=0)),
+                condition=Q(cost__gte=0)
+                & Q(spent__gte=0)
+                & Q(min_spend__gte=0)
+                & (Q(amount_off__isnull=True) | Q(amount_off__gte=0)),
                 name="offer_money_not_negative",
             ),
             models.CheckConstraint(condition=Q(expires_at__gt=F("issued_at")), name="offer_expires_after_issue"),

@@ -34,6 +34,15 @@ class StockItem(models.Model):
     kind = models.CharField(_("kind"), max_length=32, choices=Kind.choices)
     code = models.CharField(_("partner's code"), max_length=CODE_MAX_LENGTH)
     face_value = MoneyField(_("face value (CNY)"), default=0)
+    paid_on_use = models.BooleanField(
+        _("paid on use"),
+        default=False,
+        db_default=False,  # rows written by raw COPY / INSERT without the column are bought in advance
+        help_text=_(
+            "The partner bills this code only when it is used; otherwise it was bought in advance and costs its "
+            "value from the moment an offer takes it."
+        ),
+    )
     expires_at = models.DateTimeField(_("expires at"))
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.AVAILABLE)
     offer = models.OneToOneField(

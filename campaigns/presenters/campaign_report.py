@@ -2,6 +2,7 @@
 
 import csv
 import io
+from decimal import Decimal
 
 from ..reports.campaign_report import CampaignReport
 from .experiment_stats import experiment_csv_rows, experiment_text_lines
@@ -37,12 +38,40 @@ def _comparison_line(comparison: dict) -> str:
             else f"{revenue['difference']} CNY (Welch {revenue['welch_lower']} to {revenue['welch_upper']})"
         ),
         (
-            f"incremental revenue and ROI: {_not_enough(reasons, 'campaign_return')}"
+            f"incremental revenue: {_not_enough(reasons, 'campaign_return')}"
             if ret is None
-            else f"cost {ret['cost']} CNY, incremental revenue {ret['incremental_revenue']} CNY, ROI {ret['roi']}"
+            else f"spent {ret['cost']} CNY, incremental revenue {ret['incremental_revenue']} CNY"
         ),
+        _spend_return_text(comparison.get("spend_return"), reasons, level),
     ]
     return f"Uplift of {comparison['arm']} over {comparison['control']}: " + "; ".join(parts)
+
+
+def _spend_return_text(spend: dict | None, reasons: dict, level: str) -> str:
+    """Say the arm's incremental margin and its ROI on what it spent, with their intervals."""
+    if spend is None:
+        return f"incremental margin and ROI on spent: {_not_enough(reasons, 'spend_return')}"
+    margin = (
+        f"incremental margin {spend['incremental_margin']} CNY ({level} CI {spend['incremental_margin_lower']} to "
+        f"{spend['incremental_margin_upper']})"
+    )
+    if spend["roi"] is None:
+        return f"{margin}, ROI on spent undefined ({spend['note']})"
+    return f"{margin}, ROI on spent {spend['roi']} ({level} CI {spend['roi_lower']} to {spend['roi_upper']})"
+
+
+def cost_line(cost: dict) -> str:
+    """Say what the campaign's offers reserved, spent, released and still hold, and what the budget holds."""
+    budget = "no budget cap" if cost["budget"] is None else f"budget {cost['budget']} CNY"
+    beyond = (
+        f", {cost['beyond_reservation']} CNY of it beyond what was reserved"
+        if Decimal(cost["beyond_reservation"])
+        else ""
+    )
+    return (
+        f"Cost: reserved {cost['reserved']} CNY, spent {cost['spent']} CNY{beyond}, released {cost['released']} CNY, "
+        f"outstanding {cost['outstanding']} CNY ({budget}, {cost['budget_held']} CNY of it held)"
+    )
 
 
 def render_text(report: CampaignReport) -> str:
@@ -56,6 +85,8 @@ def render_text(report: CampaignReport) -> str:
         lines.append(f"WARNING: {warning}")
     funnel = data["funnel"]
     lines.append("Funnel: " + ", ".join(f"{key} {value}" for key, value in funnel.items()))
+    if data["cost"]:
+        lines.append(cost_line(data["cost"]))
     lines.append(f"{'arm':<12} {'users':>9} {'converted':>10} {'rate':>8} {'revenue/user':>13}")
     for arm in data["arms"]:
         rate = "-" if arm["conversion_rate"] is None else f"{arm['conversion_rate']:.2%}"
@@ -105,6 +136,10 @@ def render_csv(report: CampaignReport) -> str:
     """Render the per-arm and per-rule figures as CSV rows.
 
     The columns are section, name, users, conversions, rate, revenue, uplift, lower, upper.
+    ``cost`` rows carry reserved, spent, released, outstanding, beyond_reservation, budget and
+    budget_held (in total, then as ``arm:figure``) in the revenue column; per treated arm an
+    ``incremental_margin`` row (revenue: spent; uplift, lower, upper: the incremental margin and
+    its interval) and a ``roi_on_spent`` row (uplift, lower, upper: ROI on spent and its interval).
     Uplift models follow as ``uplift_model`` rows named ``method:package`` (users: held-out
     users; uplift: AUUC; lower: AUUC of a random ranking; upper: Qini coefficient) and
     ``qini_curve`` rows named ``method:package@fraction`` (uplift: the Qini curve there).
@@ -161,6 +196,41 @@ def render_csv(report: CampaignReport) -> str:
         )
     for key, value in data["funnel"].items():
         writer.writerow(["funnel", key, value, "", "", "", "", "", ""])
+    for key, value in (data["cost"] or {}).items():
+        if key != "by_arm":
+            writer.writerow(["cost", key, "", "", "", value, "", "", ""])
+    for arm, cost in ((data["cost"] or {}).get("by_arm") or {}).items():
+        for key, value in cost.items():
+            writer.writerow(["cost", f"{arm}:{key}", "", "", "", value, "", "", ""])
+    for comparison in comparisons:
+        spend = comparison.get("spend_return")
+        if spend is not None:
+            writer.writerow(
+                [
+                    "incremental_margin",
+                    comparison["arm"],
+                    spend["users_treated"],
+                    "",
+                    "",
+                    spend["spent"],
+                    spend["incremental_margin"],
+                    spend["incremental_margin_lower"],
+                    spend["incremental_margin_upper"],
+                ]
+            )
+            writer.writerow(
+                [
+                    "roi_on_spent",
+                    comparison["arm"],
+                    spend["users_treated"],
+                    "",
+                    "",
+                    spend["spent"],
+                    spend["roi"],
+                    spend["roi_lower"],
+                    spend["roi_upper"],
+                ]
+            )
     missing = [
         (f"{comparison['arm']}:{statistic}", reason)
         for comparison in comparisons

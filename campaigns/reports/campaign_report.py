@@ -18,18 +18,33 @@ import pandas as pd
 from django.utils import timezone
 
 from analytics.selectors import uplift_models_summary
-from analytics.stats.effects import ArmData, compare_arms, conversion_uplift
+from analytics.stats.effects import ArmData, NotEnoughData, compare_arms, conversion_uplift
+from analytics.stats.returns import spend_return
 from crossmkt_site.money import ZERO
 
 from ..models import Campaign
 from .experiment_stats import experiment_statistics, methods_text
-from .selectors import HOLDOUT, campaign_arm_costs, campaign_funnel, campaign_outcome_frame
+from .selectors import HOLDOUT, ArmCost, campaign_arm_costs, campaign_funnel, campaign_outcome_frame
+
+# What each offer kind costs, as campaigns.services.offer_costs implements it.
+COST_MODEL = (
+    "cost model: the budget reserves each offer's face value at issue (the rule's cost per offer, at least a "
+    "coupon's amount off, a code's value or the deal's settlement price) and releases what expires or is revoked "
+    "unused; spent is what offers really cost: a coupon its discount when redeemed (the ledger's), nothing unused; "
+    "a movie ticket its code's value when issued, or when used if the stock pool says paid on use; a free-viewing "
+    "trial the video partner's settlement price per activated trial; a membership grant the deal's settlement "
+    "price when taken up; ROI and incremental margin are on spent"
+)
 
 METHODS = (
     "conversion difference: Newcombe hybrid score interval (Wilson intervals combined); "
     "relative uplift: log risk ratio (Katz); revenue per user: Welch t interval and percentile bootstrap "
     "(2,000 resamples, seeded); sample ratio: chi-square goodness of fit, flagged below p = 0.001; "
-    "retention: Kaplan-Meier per arm with a log-rank test"
+    "retention: Kaplan-Meier per arm with a log-rank test; "
+    + COST_MODEL
+    + "; incremental margin: each purchase's margin (the course's price paid less its partner's share) per user, "
+    "treated minus holdout scaled to the treated arm, with Welch's interval; ROI = (incremental margin - spent) / "
+    "spent, its interval from the margin's (spent is observed, not estimated)"
 )
 
 
@@ -38,6 +53,7 @@ STATISTICS = {
     "conversion": "conversion uplift",
     "revenue": "revenue per user uplift",
     "campaign_return": "incremental revenue and ROI",
+    "spend_return": "incremental margin and ROI on spent",
     "sample_ratio": "the sample-ratio check",
     "retention": "the retention comparison",
 }
@@ -82,6 +98,7 @@ class CampaignReport:
     uplift_models: dict | None = None
     # Experiment statistics (campaigns.reports.experiment_stats): intervals, multiple_testing, guardrails.
     experiment: dict | None = None
+    cost: dict | None = None
 
     def to_dict(self) -> dict:
         experiment = self.experiment or {"intervals": None, "multiple_testing": None, "guardrails": []}
@@ -89,6 +106,7 @@ class CampaignReport:
             **experiment,
             "campaign": self.campaign,
             "funnel": self.funnel,
+            "cost": self.cost,
             "warnings": self.warnings,
             "arms": self.arms,
             "uplift": self.evaluation,
@@ -109,7 +127,7 @@ def campaign_report(*, campaign: Campaign, now: datetime | None = None, confiden
     rules: list[dict] = []
     arms = [_arm_summary(arm, group) for arm, group in frame.groupby("arm")] if not frame.empty else []
     if not frame.empty and HOLDOUT in set(frame["arm"]) and len(set(frame["arm"])) > 1:
-        by_arm = {arm: _arm_data(group, costs.get(arm, ZERO)) for arm, group in frame.groupby("arm")}
+        by_arm = {arm: _arm_data(group, costs.get(arm, ArmCost()).spent) for arm, group in frame.groupby("arm")}
         shares = None
         if campaign.kind == Campaign.Kind.RULES:
             holdout_share = float(campaign.holdout_share)
@@ -127,6 +145,7 @@ def campaign_report(*, campaign: Campaign, now: datetime | None = None, confiden
         for statistic, reason in result.not_enough_data.items():
             warnings.append(f"not enough data for {STATISTICS[statistic]}: {reason}")
         evaluation = result.to_dict()
+        _add_spend_returns(evaluation, frame, costs, confidence)
         rules = _rule_uplifts(frame, confidence)
         experiment, experiment_warnings = experiment_statistics(
             campaign=campaign, frame=frame, evaluation=evaluation, rules=rules, now=now, confidence=confidence
@@ -157,7 +176,39 @@ def campaign_report(*, campaign: Campaign, now: datetime | None = None, confiden
         uplift_models=uplift_models_summary(campaign_slug=campaign.slug),
         methods=f"{METHODS}; {methods_text()}",
         experiment=experiment,
+        cost=_cost_summary(campaign, costs, warnings),
     )
+
+
+def _cost_summary(campaign: Campaign, costs: dict[str, ArmCost], warnings: list[str]) -> dict:
+    """Say what the campaign reserved, spent, released and still holds, in total and per arm."""
+    total = sum(costs.values(), ArmCost())
+    if total.beyond_reservation:
+        warnings.append(
+            f"percent-off coupons took {total.beyond_reservation} CNY more off orders than their rules reserved; "
+            "that is spent and counted, but the budget did not hold it: raise the rules' cost per offer"
+        )
+    return {
+        **total.to_dict(),
+        "budget": None if campaign.budget is None else str(campaign.budget),
+        "budget_held": str(campaign.spent),
+        "by_arm": {arm: cost.to_dict() for arm, cost in sorted(costs.items())},
+    }
+
+
+def _add_spend_returns(evaluation: dict, frame: pd.DataFrame, costs: dict[str, ArmCost], confidence: float) -> None:
+    """Give each treated arm's comparison its incremental margin and ROI on what the arm spent, with intervals."""
+    held = frame.loc[frame["arm"] == HOLDOUT, "margin"]
+    for comparison in evaluation["comparisons"]:
+        arm = comparison["arm"]
+        treated = frame.loc[frame["arm"] == arm, "margin"]
+        try:
+            comparison["spend_return"] = spend_return(
+                costs.get(arm, ArmCost()).spent, list(treated), list(held), confidence
+            ).to_dict()
+        except NotEnoughData as error:  # the revenue comparison's warning already says why
+            comparison["spend_return"] = None
+            comparison.setdefault("not_enough_data", {})["spend_return"] = error.reason
 
 
 def _rule_uplifts(frame: pd.DataFrame, confidence: float) -> list[dict]:

@@ -2,10 +2,16 @@
 
 Outcomes are read per assigned user: conversion is a purchase of one of the campaign's
 promoted courses (any course when it promotes none) within the campaign's conversion window
-after the user's assignment (and before now); revenue is the sum of those purchases.
-An experiment run elsewhere is read from its imported outcomes.
+after the user's assignment (and before now); revenue is the sum of those purchases, and
+margin what of them stays with us (each course's price less its partner's share).
+An experiment run elsewhere is read from its imported outcomes (its margin is its revenue).
+
+Costs follow ``campaigns.services.offer_costs``: per arm, the face value reserved by every
+offer issued, what the offers really cost (spent), what they gave back (released) and what
+open offers still hold (outstanding).
 """
 
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -14,6 +20,7 @@ from django.db import connection
 from django.utils import timezone
 
 from analytics.models import ExperimentOutcome
+from crossmkt_site.money import FEN, ZERO
 
 from ..models import Campaign, CampaignAssignment, Offer
 
@@ -26,7 +33,7 @@ def _imported_outcome_frame(campaign: Campaign) -> pd.DataFrame:
         ExperimentOutcome.objects.filter(campaign=campaign).values_list("user_ref", "arm", "converted", "revenue")
     )
     frame = pd.DataFrame(rows, columns=["user_id", "arm", "converted", "revenue"])
-    return frame.assign(rule="", churned=False, duration_days=float("nan"))
+    return frame.assign(rule="", churned=False, duration_days=float("nan"), margin=frame["revenue"])
 
 
 def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -> pd.DataFrame:
@@ -42,16 +49,19 @@ def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -
         if connection.vendor == "postgresql"
         else "datetime(a.assigned_at, %(window)s)"
     )
+    # The cancellation is a subquery, not a join: joined, every cancellation would count each purchase again.
     sql = f"""
         SELECT a.user_id, a.arm, COALESCE(r.name, '') AS rule, a.assigned_at,
                COUNT(p.id) AS purchases, COALESCE(SUM(p.amount), 0) AS revenue,
-               MIN(c.occurred_at) AS cancelled_at
+               COALESCE(SUM(p.amount * (1 - COALESCE(co.partner_share, 0))), 0) AS margin,
+               (SELECT MIN(c.occurred_at) FROM analytics_behaviorevent c
+                WHERE c.user_id = a.user_id AND c.kind = 'membership_cancel'
+                  AND c.occurred_at >= a.assigned_at AND c.occurred_at < %(now)s) AS cancelled_at
         FROM campaigns_campaignassignment a
         LEFT JOIN campaigns_rule r ON r.id = a.rule_id
         LEFT JOIN analytics_behaviorevent p ON p.user_id = a.user_id AND p.kind = 'course_purchase' {promoted}
              AND p.occurred_at >= a.assigned_at AND p.occurred_at < {window_end} AND p.occurred_at < %(now)s
-        LEFT JOIN analytics_behaviorevent c ON c.user_id = a.user_id AND c.kind = 'membership_cancel'
-             AND c.occurred_at >= a.assigned_at AND c.occurred_at < %(now)s
+        LEFT JOIN campaigns_course co ON co.partner_id = p.partner_id AND co.sku = p.item_id
         WHERE a.campaign_id = %(campaign)s
         GROUP BY a.user_id, a.arm, r.name, a.assigned_at
         ORDER BY a.user_id
@@ -66,7 +76,8 @@ def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -
             converted=pd.Series(dtype=bool), duration_days=pd.Series(dtype=float), churned=pd.Series(dtype=bool)
         )
     frame["converted"] = frame["purchases"] > 0
-    frame["revenue"] = frame["revenue"].map(lambda value: Decimal(value).quantize(Decimal("0.01")))
+    for money in ("revenue", "margin"):
+        frame[money] = frame[money].map(lambda value: Decimal(str(value)).quantize(Decimal("0.01")))
     assigned = pd.to_datetime(frame["assigned_at"], utc=True)
     cancelled = pd.to_datetime(frame["cancelled_at"], utc=True)
     frame["churned"] = cancelled.notna()
@@ -74,17 +85,46 @@ def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -
     return frame
 
 
-def campaign_arm_costs(campaign: Campaign) -> dict[str, Decimal]:
-    """Money each arm's offers hold or used: issued and redeemed offers, not expired or revoked ones."""
+@dataclass
+class ArmCost:
+    """Money of one arm's offers under the cost model; ``reserved = spent + released + outstanding - beyond``."""
+
+    reserved: Decimal = ZERO
+    spent: Decimal = ZERO
+    released: Decimal = ZERO
+    outstanding: Decimal = ZERO
+    # What percent-off coupons took off orders above the estimate their rule reserved.
+    beyond_reservation: Decimal = ZERO
+
+    def __add__(self, other: "ArmCost") -> "ArmCost":
+        return ArmCost(**{name: getattr(self, name) + getattr(other, name) for name in self.__dataclass_fields__})
+
+    def to_dict(self) -> dict[str, str]:
+        return {name: str(getattr(self, name)) for name in self.__dataclass_fields__}
+
+
+def campaign_arm_costs(campaign: Campaign) -> dict[str, ArmCost]:
+    """Return per arm the face value its offers reserved, what they cost, gave back and still hold."""
     sql = """
-        SELECT a.arm, COALESCE(SUM(o.cost), 0) FROM campaigns_offer o
+        SELECT a.arm, COUNT(o.id),
+               COALESCE(SUM(o.cost), 0),
+               COALESCE(SUM(o.spent), 0),
+               COALESCE(SUM(CASE WHEN o.status IN ('issued', 'delivered') THEN 0
+                                 WHEN o.spent < o.cost THEN o.cost - o.spent ELSE 0 END), 0),
+               COALESCE(SUM(CASE WHEN o.status NOT IN ('issued', 'delivered') THEN 0
+                                 WHEN o.spent < o.cost THEN o.cost - o.spent ELSE 0 END), 0),
+               COALESCE(SUM(CASE WHEN o.spent > o.cost THEN o.spent - o.cost ELSE 0 END), 0)
+        FROM campaigns_offer o
         JOIN campaigns_campaignassignment a ON a.campaign_id = o.campaign_id AND a.user_id = o.user_id
-        WHERE o.campaign_id = %s AND o.status NOT IN ('expired', 'revoked')
+        WHERE o.campaign_id = %s
         GROUP BY a.arm
     """
     with connection.cursor() as cursor:
         cursor.execute(sql, [campaign.pk])
-        return {arm: Decimal(cost).quantize(Decimal("0.01")) for arm, cost in cursor.fetchall()}
+        return {
+            arm: ArmCost(*(Decimal(str(value)).quantize(FEN) for value in money))
+            for arm, _count, *money in cursor.fetchall()
+        }
 
 
 def campaign_funnel(campaign: Campaign, frame: pd.DataFrame) -> dict[str, int]:

@@ -58,6 +58,7 @@ from crossmkt_site.money import ZERO
 from ..models import Campaign, Course
 from ..selectors.uplift_experiments import package_name, rule_packages
 from .campaign_planning import ChunkPlan, RulePlan, campaign_chunks, holdout_draw, load_chunk, plan_chunk
+from .offer_costs import offer_reservation
 
 # A package a user may not get, or whose uplift no model knows, is worth this: never chosen.
 BLOCKED = -1e9
@@ -110,7 +111,7 @@ def campaign_candidates(campaign: Campaign, plans: list[RulePlan], order_value: 
                 rules=tuple(members),
                 package=package_name(rule.offer_kind for rule in rules),
                 label=" + ".join(rule.name for rule in rules),
-                cost=sum((rule.cost for rule in rules), ZERO),
+                cost=sum((offer_reservation(rule, None) for rule in rules), ZERO),
                 discount=min(discount, order_value).quantize(CENT),
             )
         )

@@ -42,6 +42,7 @@ from .campaign_planning import (
     new_codes,
     plan_chunk,
 )
+from .offer_costs import offer_issue_spend, offer_reservation
 from .stock import stock_assign, stock_hold
 from .webhooks import webhook_offers_issued
 
@@ -161,15 +162,24 @@ def campaign_issue_chunk(
         # Clamp to budget and cap in a random order ("reach") that favours neither old nor new users.
         order = np.lexsort((pick_sequence, holdout_draw(campaign, pick_users, "reach")))
         pick_users, pick_rules, pick_sequence = pick_users[order], pick_rules[order], pick_sequence[order]
-        costs = np.array([plans[r].rule.cost for r in pick_rules], dtype=object)
         expires_at = min(now + timedelta(days=campaign.offer_valid_days), campaign.ends_at)
         # A ticket or trial offer needs an item of its partner's pool; one that finds none is not issued.
-        stock = stock_hold(rules=[p.rule for p in plans], pick_rules=pick_rules, valid_until=expires_at)
-        pick_users, pick_rules, pick_sequence, costs = (
+        rules = [p.rule for p in plans]
+        stock = stock_hold(rules=rules, pick_rules=pick_rules, valid_until=expires_at)
+        pick_users, pick_rules, pick_sequence = (
             pick_users[stock.covered],
             pick_rules[stock.covered],
             pick_sequence[stock.covered],
-            costs[stock.covered],
+        )
+        # Each offer reserves its face value (the cost model: at least its code's value or deal price).
+        items = stock.hand_out(pick_rules)
+        reservations = [offer_reservation(rule, None) for rule in rules]
+        costs = np.array(
+            [
+                reservations[r] if item is None else offer_reservation(rules[r], item)
+                for r, item in zip(pick_rules.tolist(), items, strict=True)
+            ],
+            dtype=object,
         )
         keep = _within_limits(campaign, costs)
         result.clamped = int(len(stock.covered) - stock.covered.sum()) + int(len(keep) - keep.sum())
@@ -178,6 +188,12 @@ def campaign_issue_chunk(
             pick_rules[keep],
             pick_sequence[keep],
             costs[keep],
+        )
+        # Items of picks the budget dropped stay in the pool (they were only locked).
+        items = [item for item, kept in zip(items, keep.tolist(), strict=True) if kept]
+        spent = np.array(
+            [offer_issue_spend(rules[r].offer_kind, item) for r, item in zip(pick_rules.tolist(), items, strict=True)],
+            dtype=object,
         )
         # A treated user the budget or the stock could not reach gets no assignment, so a later run may
         # still reach them.
@@ -211,17 +227,18 @@ def campaign_issue_chunk(
                 Offer._meta.db_table,
                 _offers_frame(
                     campaign,
-                    [p.rule for p in plans],
+                    rules,
                     pick_users,
                     pick_rules,
                     pick_sequence,
                     codes,
                     now,
                     expires_at,
+                    costs,
+                    spent,
                     touched_at,
                 ),
             )
-        items = stock.hand_out(pick_rules)
         stock_assign(campaign_id=campaign.pk, id_range=id_range, issued_at=now, codes=codes, items=items)
         total = sum(costs, ZERO)
         Campaign.objects.filter(pk=campaign.pk).update(
@@ -274,7 +291,7 @@ def _within_limits(campaign: Campaign, costs: np.ndarray) -> np.ndarray:
 
 
 def _offers_frame(
-    campaign, rules, users, rule_indexes, sequences, codes, now, expires_at, touched_at=None
+    campaign, rules, users, rule_indexes, sequences, codes, now, expires_at, costs, spent, touched_at=None
 ) -> pd.DataFrame:
     """The offer rows to write, column by column: each rule's terms spread over the users it picked."""
 
@@ -302,7 +319,8 @@ def _offers_frame(
             "percent_off": per_rule([rule.percent_off for rule in rules]),
             "min_spend": per_rule([rule.min_spend for rule in rules]),
             "days": per_rule([rule.days for rule in rules], "Int64"),
-            "cost": per_rule([rule.cost for rule in rules]),
+            "cost": pd.array(costs, dtype=object),
+            "spent": pd.array(spent, dtype=object),
             "status": Offer.Status.ISSUED.value,
             "issued_at": pd.Timestamp(now),
             "expires_at": pd.Timestamp(expires_at),
@@ -389,7 +407,7 @@ def campaign_dry_run(*, campaign: Campaign, now: datetime | None = None, on_chun
             rule_forecast.treated += int((first & ~plan.holdout).sum())
             offers = int((plan.pick_rules == index).sum())
             rule_forecast.offers += offers
-            rule_forecast.cost += plans[index].rule.cost * offers
+            rule_forecast.cost += offer_reservation(plans[index].rule, None) * offers
         if on_chunk:
             on_chunk(done, len(chunks))
     return forecast

@@ -1,8 +1,6 @@
 """Offer life-cycle changes that are not issuance or redemption: expiry and revocation."""
 
 import logging
-from collections import defaultdict
-from decimal import Decimal
 
 from django.db import transaction
 from django.utils import timezone
@@ -10,7 +8,7 @@ from django.utils import timezone
 from crossmkt_site.errors import ApplicationError
 
 from ..models import Offer
-from .redemption import release_reservations
+from .offer_costs import offer_costs_release
 from .stock import stock_release
 from .webhooks import webhook_offer_revoked
 
@@ -34,17 +32,13 @@ def offer_expire_due(*, now=None, batch_size: int = EXPIRY_BATCH_SIZE) -> int:
                 Offer.objects.select_for_update(skip_locked=True)
                 .filter(status__in=Offer.OPEN_STATUSES, expires_at__lte=now)
                 .order_by("pk")
-                .values_list("pk", "campaign_id", "cost")[:batch_size]
+                .values_list("pk", flat=True)[:batch_size]
             )
             if not due:
                 break
-            Offer.objects.filter(pk__in=[pk for pk, _, _ in due]).update(status=Offer.Status.EXPIRED)
-            freed: dict[int, Decimal] = defaultdict(Decimal)
-            for _, campaign_id, cost in due:
-                freed[campaign_id] += cost
-            for campaign_id, amount in freed.items():
-                release_reservations(campaign_id=campaign_id, amount=amount)
-            stock_release(offer_ids=[pk for pk, _, _ in due], now=now)
+            Offer.objects.filter(pk__in=due).update(status=Offer.Status.EXPIRED)
+            stock_release(offer_ids=due, now=now)
+            offer_costs_release(offer_ids=due)
             expired += len(due)
     if expired:
         logger.info("expired %d offers due by %s", expired, now.isoformat())
@@ -64,7 +58,7 @@ def offer_revoke(*, code: str) -> Offer:
     offer.status = Offer.Status.REVOKED
     offer.revoked_at = timezone.now()
     offer.save(update_fields=["status", "revoked_at"])
-    release_reservations(campaign_id=offer.campaign_id, amount=offer.cost)
     stock_release(offer_ids=[offer.pk], now=offer.revoked_at)
+    offer_costs_release(offer_ids=[offer.pk])
     webhook_offer_revoked(offer=offer)
     return offer

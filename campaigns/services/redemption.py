@@ -5,14 +5,14 @@ import json
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from crossmkt_site.errors import ApplicationError
 from crossmkt_site.money import ZERO, to_cny
 
-from ..models import Campaign, Offer, Partner, RedemptionEntry, Rule
+from ..models import Offer, Partner, RedemptionEntry, Rule, StockItem
 from ..selectors import offers_visible_to
+from .offer_costs import budget_move, offer_use_cost
 from .pricing import coupon_discount
 from .stock import stock_release
 from .webhooks import webhook_offer_redeemed, webhook_offer_redemption_rolled_back
@@ -139,6 +139,11 @@ def offer_redeem(
             )
             if not won:
                 raise _LostRace
+            # The cost model: the offer now costs what its kind costs on use, and gives the rest of its
+            # reservation back to the budget.
+            spent = offer_use_cost(offer, discount=discount)
+            Offer.objects.filter(pk=offer.pk).update(spent=spent)
+            budget_move(campaign_id=offer.campaign_id, amount=min(spent, offer.cost) - offer.cost)
             entry = RedemptionEntry.objects.create(
                 offer=offer,
                 kind=RedemptionEntry.Kind.REDEEM,
@@ -186,10 +191,22 @@ def offer_redemption_rollback(*, code: str, partner: Partner, idempotency_key: s
     reopened = Offer.Status.DELIVERED if offer.delivered_at else Offer.Status.ISSUED
     offer.status = reopened if offer.expires_at > now else Offer.Status.EXPIRED
     offer.redeemed_at = None
-    offer.save(update_fields=["status", "redeemed_at"])
+    held_before = min(offer.spent, offer.cost)
+    # Unused again: only a prepaid ticket is still spent (its code's value), and only while it keeps its code.
+    prepaid = StockItem.objects.filter(offer=offer, paid_on_use=False, kind=Rule.OfferKind.MOVIE_TICKET)
     if offer.status == Offer.Status.EXPIRED:
-        release_reservations(campaign_id=offer.campaign_id, amount=offer.cost)
         stock_release(offer_ids=[offer.pk], now=now)
+    offer.spent = prepaid.values_list("face_value", flat=True).first() or ZERO
+    offer.save(update_fields=["status", "redeemed_at", "spent"])
+    held_after = offer.cost if offer.status != Offer.Status.EXPIRED else min(offer.spent, offer.cost)
+    budget_move(
+        campaign_id=offer.campaign_id,
+        amount=held_after - held_before,
+        refuse_over_budget=(
+            "this redemption cannot be rolled back: the offer would need its reservation back and the campaign's "
+            "budget is spent meanwhile; raise the budget, or revoke the offer instead"
+        ),
+    )
     entry = RedemptionEntry.objects.create(
         offer=offer,
         kind=RedemptionEntry.Kind.ROLLBACK,
@@ -201,9 +218,3 @@ def offer_redemption_rollback(*, code: str, partner: Partner, idempotency_key: s
     )
     webhook_offer_redemption_rolled_back(offer=offer, entry=entry)
     return entry
-
-
-def release_reservations(*, campaign_id: int, amount: Decimal) -> None:
-    """Give money reserved by offers that will never be used back to the campaign's budget."""
-    if amount:
-        Campaign.objects.filter(pk=campaign_id).update(spent=F("spent") - amount)

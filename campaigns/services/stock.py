@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, time
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
 import numpy as np
 from django.db import IntegrityError, transaction
@@ -39,20 +40,29 @@ def rule_needs_stock(rule: Rule) -> bool:
     return rule.offer_kind in STOCK_KINDS and rule.benefit_partner_id is not None
 
 
+class HeldItem(NamedTuple):
+    """A pool item locked for an offer: its id, the partner's code, its value and whether it is paid on use."""
+
+    pk: int
+    code: str
+    face_value: Decimal
+    paid_on_use: bool
+
+
 @dataclass
 class StockHold:
     """Pool items locked for one chunk's picks, and which picks they cover."""
 
     covered: np.ndarray
     pool_of_rule: dict[int, tuple[int, str]] = field(default_factory=dict)
-    items: dict[tuple[int, str], list[tuple[int, str]]] = field(default_factory=dict)
+    items: dict[tuple[int, str], list[HeldItem]] = field(default_factory=dict)
 
-    def hand_out(self, pick_rules: np.ndarray) -> list[tuple[int, str] | None]:
-        """Return the (item id, partner's code) each pick gets, in order, or None for picks that need no stock."""
+    def hand_out(self, pick_rules: np.ndarray) -> list[HeldItem | None]:
+        """Return the item each pick gets, in order, or None for picks that need no stock."""
         if not self.pool_of_rule:
             return [None] * len(pick_rules)
         taken: dict[tuple[int, str], int] = defaultdict(int)
-        handed: list[tuple[int, str] | None] = []
+        handed: list[HeldItem | None] = []
         for rule_index in pick_rules.tolist():
             pool = self.pool_of_rule.get(rule_index)
             if pool is None:
@@ -81,12 +91,13 @@ def stock_hold(*, rules: Sequence[Rule], pick_rules: np.ndarray, valid_until: da
         needing = np.flatnonzero(np.isin(pick_rules, rule_indexes))
         if not len(needing):
             continue
-        items = list(
-            StockItem.objects.select_for_update(skip_locked=True)
+        items = [
+            HeldItem(*row)
+            for row in StockItem.objects.select_for_update(skip_locked=True)
             .filter(partner_id=partner_id, kind=kind, status__in=StockItem.IN_POOL, expires_at__gte=valid_until)
             .order_by("expires_at", "pk")
-            .values_list("pk", "code")[: len(needing)]
-        )
+            .values_list("pk", "code", "face_value", "paid_on_use")[: len(needing)]
+        ]
         hold.items[(partner_id, kind)] = items
         hold.covered[needing[len(items) :]] = False
     return hold
@@ -98,7 +109,7 @@ def stock_assign(
     id_range: tuple[int, int],
     issued_at: datetime,
     codes: Sequence[str],
-    items: Sequence[tuple[int, str] | None],
+    items: Sequence[HeldItem | None],
 ) -> int:
     """Record which offer (by code, issued in this chunk) each held item went to; return how many."""
     pairs = [(code, item[0]) for code, item in zip(codes, items, strict=True) if item is not None]
@@ -166,10 +177,13 @@ def _parse_expiry(text: str) -> datetime | None:
     return moment
 
 
-def stock_load_file(*, partner: Partner, kind: str, path, now: datetime | None = None) -> StockLoad:
+def stock_load_file(
+    *, partner: Partner, kind: str, path, now: datetime | None = None, paid_on_use: bool = False
+) -> StockLoad:
     """Load a partner's codes from a CSV (code, value, expires_at), all or nothing; codes already loaded are skipped.
 
-    Any bad row stops the whole file, with every bad row named by line and column.
+    Any bad row stops the whole file, with every bad row named by line and column. ``paid_on_use``
+    marks codes the partner bills only when used (otherwise a ticket was bought in advance).
     """
     if kind not in STOCK_KINDS:
         raise ApplicationError(
@@ -206,7 +220,14 @@ def stock_load_file(*, partner: Partner, kind: str, path, now: datetime | None =
                 if expires_at <= now:
                     problems.append(f"line {line}: expires_at: already past: {expires}")
                 items.append(
-                    StockItem(partner=partner, kind=kind, code=code, face_value=face_value, expires_at=expires_at)
+                    StockItem(
+                        partner=partner,
+                        kind=kind,
+                        code=code,
+                        face_value=face_value,
+                        expires_at=expires_at,
+                        paid_on_use=paid_on_use,
+                    )
                 )
         problems.extend(
             f"line {row.line}: {row.reason}" if row.column == "*" else f"line {row.line}: {row.column}: {row.reason}"

@@ -12,6 +12,7 @@ from datetime import datetime
 from analytics.selectors import ids_known_to_partner
 
 from ..models import Campaign, Offer, Partner, RedemptionEntry, Rule, WebhookDelivery
+from .stock import HeldItem
 from .webhook_outbox import EVENT_BATCH_SIZE, listening_partners, webhook_deliveries_create
 
 
@@ -79,7 +80,7 @@ def webhook_offers_issued(
     user_ids: Sequence[int],
     rule_indexes: Sequence[int],
     codes: Sequence[str],
-    stock: Sequence[tuple[int, str] | None],
+    stock: Sequence[HeldItem | None],
     issued_at: datetime,
     expires_at: datetime,
 ) -> list[WebhookDelivery]:

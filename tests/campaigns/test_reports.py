@@ -82,7 +82,9 @@ def test_report_recovers_the_effect_with_an_interval_and_funnel():
     conversion = comparison["conversion"]
     assert conversion["difference_lower"] < 0.05 < conversion["difference_upper"]
     assert abs(conversion["difference"] - 0.05) < 3 * conversion["standard_error"]
-    assert comparison["campaign_return"]["cost"] == "6000.00"
+    # no coupon was redeemed: 6,000 CNY reserved, nothing spent, so ROI is on nothing
+    assert (report["cost"]["reserved"], report["cost"]["spent"]) == ("6000.00", "0.00")
+    assert comparison["campaign_return"]["cost"] == "0.00"
     assert Decimal(comparison["revenue"]["difference"]) > 0
     assert not report["warnings"]
     assert report["rules"][0]["conversion_uplift"]["difference"] == pytest.approx(conversion["difference"])

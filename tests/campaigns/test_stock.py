@@ -64,7 +64,8 @@ def test_each_ticket_offer_takes_its_own_item_and_none_is_issued_without_one(cin
     assert (result["issued"], result["clamped"], offers.count()) == (3, 2, 3)
     assert StockItem.objects.filter(status="assigned", offer__in=offers).count() == 3
     campaign.refresh_from_db()
-    assert campaign.spent == Decimal("30.00")  # nothing reserved for offers never issued
+    # each issued ticket holds its code's 45 CNY (more than the rule's 10), none for offers never issued
+    assert campaign.spent == Decimal("135.00")
 
     # and once more tickets are loaded, a new run reaches the two users left out
     tickets(cinema, 2, prefix="U")

@@ -385,9 +385,11 @@ def test_chromium_opens_the_dashboard_finds_the_charts_drawn_and_no_javascript_e
         "bar",
         "step",
         "line",
+        "interval",
         "bar",
         "step",
         "line",
+        "interval",
     ]
     assert all(chart["width"] > 200 and chart["height"] > 50 and chart["shapes"] > 0 for chart in drawn), drawn
     assert chromium.execute_script("return document.documentElement.lang") == "zh-hans"

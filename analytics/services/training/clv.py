@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,6 +38,7 @@ from ...stats import bgnbd, markov_clv
 from ..registry import model_run_save
 from .common import (
     as_utc,
+    event_time_bounds,
     fetch_frame,
     json_safe,
     sql_time,
@@ -183,14 +184,24 @@ def _repeat_spend(summary: bgnbd.PurchaseSummary) -> FloatArray:
     return summary.average_repeat_spend
 
 
+def last_day_before(moment: datetime, time_zone: str) -> date:
+    """Return the last calendar day (in ``time_zone``) with time before ``moment``: the day before a midnight."""
+    return (moment - timedelta(microseconds=1)).astimezone(ZoneInfo(time_zone)).date()
+
+
 def summarise_purchases(purchases: pd.DataFrame, *, observation_end: datetime, time_zone: str) -> bgnbd.PurchaseSummary:
-    """Summarise purchases before ``observation_end`` as (x, t_x, T, m_x) on local calendar days."""
+    """Summarise purchases before ``observation_end`` as (x, t_x, T, m_x) on local calendar days.
+
+    ``observation_end`` is exclusive; T runs to the last day before it (a midnight end closes the
+    day before), as lifetimes' ``calibration_period_end`` and Fader, Hardie and Lee's 39-week
+    CDNOW calibration (through 30 September 1997) count it.
+    """
     before = purchases[purchases["occurred_at"] < observation_end]
     zone = ZoneInfo(time_zone)
     return bgnbd.summarise_transactions(
         before["user_id"].to_numpy(),
         before["occurred_at"].dt.tz_convert(zone),
-        observation_end=observation_end.astimezone(zone).date(),
+        observation_end=last_day_before(observation_end, time_zone),
         amounts=before["amount"].to_numpy(),
     )
 
@@ -454,6 +465,9 @@ def _holdout_comparison(
         "compared": True,
         "start": observation_end,
         "end": holdout_end,
+        # The window as calendar days in TIME_ZONE, both included.
+        "first_day": observation_end.astimezone(ZoneInfo(time_zone)).date().isoformat(),
+        "last_day": last_day_before(holdout_end, time_zone).isoformat(),
         "weeks": weeks,
         "months": months,
         "n_customers": len(customers),
@@ -502,6 +516,16 @@ def _distribution(values: FloatArray) -> dict[str, float]:
 # --------------------------------------------------------------------------
 
 
+def _end_of_stored_events() -> datetime | None:
+    """Return the end of the day (in TIME_ZONE) of the last stored event: the default end of the holdout."""
+    last = event_time_bounds()[1]
+    if last is None:
+        return None
+    zone = ZoneInfo(settings.TIME_ZONE)
+    day = last.astimezone(zone).date() + timedelta(days=1)
+    return datetime.combine(day, datetime.min.time(), tzinfo=zone).astimezone(ZoneInfo("UTC"))
+
+
 def default_observation_end(*, now: datetime) -> datetime:
     """Return the default calibration end: a quarter before now."""
     return now - timedelta(weeks=DEFAULT_HOLDOUT_WEEKS)
@@ -519,16 +543,19 @@ def train_clv(
 ) -> ModelRun:
     """Fit both lifetime-value models, compare them on the holdout period, and store the BG/NBD scorer as a run.
 
-    A naive ``observation_end`` is read in ``TIME_ZONE`` (default: a quarter before now). The
-    holdout runs from there to ``data_end`` (default: now). Purchases of ``excluded_items``
-    (course SKUs that some other process sells) are left out of both.
+    Both ends are exclusive: a date given on the command line as ``1997-09-30`` arrives as
+    1997-10-01 00:00 in ``TIME_ZONE``. A naive ``observation_end`` is read in ``TIME_ZONE``
+    (default: a quarter before now). The holdout runs from there to ``data_end``, by default
+    through the day of the last stored event (never "now": a data set that ended years ago is
+    compared over the time it covers). Purchases of ``excluded_items`` (course SKUs that some
+    other process sells) are left out of both.
     """
     now = timezone.now()
     observation_end = as_utc(observation_end) if observation_end else default_observation_end(now=now)
-    holdout_end = as_utc(data_end) if data_end else now
+    holdout_end = as_utc(data_end) if data_end else _end_of_stored_events()
     excluded = tuple(excluded_items)
     training = clv_models_fit(
-        course_purchases_frame(before=max(holdout_end, observation_end), excluded_items=excluded),
+        course_purchases_frame(before=max(holdout_end or observation_end, observation_end), excluded_items=excluded),
         observation_end=observation_end,
         holdout_end=holdout_end,
         time_zone=settings.TIME_ZONE,

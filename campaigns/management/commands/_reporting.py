@@ -37,6 +37,14 @@ def report_training(command, run, *, name: str, seconds: float) -> None:
         command.stdout.write(command.style.WARNING(line) if not run.is_active else line)
     for key, value in metrics_headline(run.metrics).items():
         command.stdout.write(f"  {key}: {value}")
+    holdout = run.metrics.get("holdout") if isinstance(run.metrics, dict) else None
+    if isinstance(holdout, dict) and holdout.get("compared"):
+        command.stdout.write(
+            f"  holdout: {holdout['first_day']} to {holdout['last_day']} ({holdout['weeks']:.1f} weeks, "
+            f"{holdout['n_customers']} customers)"
+        )
+    elif isinstance(holdout, dict):
+        command.stdout.write(f"  holdout: not compared ({holdout.get('reason')})")
 
 
 def metrics_headline(metrics: dict) -> dict:

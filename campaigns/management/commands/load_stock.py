@@ -20,10 +20,16 @@ class Command(BaseCommand):
         parser.add_argument("slug", help="The partner whose codes these are.")
         parser.add_argument("file")
         parser.add_argument("--kind", required=True, choices=StockItem.Kind.values)
+        parser.add_argument(
+            "--paid-on-use",
+            action="store_true",
+            help="The partner bills these codes only when used. Without it a movie ticket was bought in advance "
+            "and costs its value from the moment an offer takes it.",
+        )
 
-    def handle(self, *args, slug, file, kind, **options):
+    def handle(self, *args, slug, file, kind, paid_on_use, **options):
         try:
-            result = stock_load_file(partner=partner_get(slug=slug), kind=kind, path=file)
+            result = stock_load_file(partner=partner_get(slug=slug), kind=kind, path=file, paid_on_use=paid_on_use)
         except ApplicationError as error:
             raise CommandError(error.message) from None
         self.stdout.write(
