@@ -56,11 +56,22 @@ class Command(BaseCommand):
         for played in demo_campaigns_play():
             if "refused" in played:
                 self.stdout.write(self.style.WARNING(f"not run: {played['refused']}"))
-                continue
-            self.stdout.write(
-                f"played {played['campaign']}: {played['issued']} offers issued, {played['holdout']} held out, "
-                f"{played['converted']} conversions drawn from the planted effects"
-            )
+            elif "follow_up" in played:
+                follow = played["follow_up"]
+                self.stdout.write(
+                    f"after the campaigns, up to now: {follow['grants']} deal grants, {follow['grant_spend_events']} "
+                    f"purchases of granted users at the target partners, {follow['membership_cancels']} memberships "
+                    f"ended, {follow['offers_expired']} unused offers expired"
+                )
+            else:
+                planted = played["planted"] or {}
+                self.stdout.write(
+                    f"played {played['campaign']}: {played['issued']} offers issued, {played['holdout']} held out, "
+                    f"{played['converted']} conversions drawn from the planted effects, "
+                    f"{played['coupons_redeemed']} coupons redeemed, {played['trials_activated']} trials activated "
+                    f"({played['trials_converted']} became paid), {played['tickets_used']} tickets used, "
+                    f"{played['grants_activated']} grants taken up; planted ROI {planted.get('roi')}"
+                )
         # The played campaigns' holdouts are what the uplift models learn from (and the optimise mode spends by).
         try:
             call_command("train", "--model", "uplift", stdout=self.stdout)
