@@ -508,8 +508,12 @@ def _record_planted(world: DemoWorld, played: list[dict]) -> None:
         world.truth = truth
 
 
-def demo_campaigns_play(*, now: dt.datetime | None = None) -> list[dict]:
-    """Play every demo campaign whose window has begun and not played yet, then what follows, up to now."""
+def demo_campaigns_play(*, now: dt.datetime | None = None, follow_up: bool = True) -> list[dict]:
+    """Play every demo campaign whose window has begun and not played yet; return what each did.
+
+    With ``follow_up`` (the default), what follows the campaigns is then played up to now too
+    (``demo_funnel_follow_up``).
+    """
     now = now or timezone.now()
     world = demo_world_latest()
     if world is None:
@@ -526,5 +530,6 @@ def demo_campaigns_play(*, now: dt.datetime | None = None) -> list[dict]:
             Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
             played.append({"campaign": campaign.slug, "refused": error.message})
     _record_planted(world, played)
-    played.append({"follow_up": demo_funnel_follow_up(seed=world.seed, now=now)})
+    if follow_up:
+        demo_funnel_follow_up(seed=world.seed, now=now)
     return played
