@@ -166,6 +166,7 @@ def roi_interval_coverage(
     holdout_share: float,
     roi_interval: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[float | None, float | None]],
     seeds: Sequence[int],
+    margin_rate: float = 1.0,
 ) -> dict[str, Any]:
     """Simulate a campaign over many seeds and count how often an ROI interval covers the planted ROI.
 
@@ -174,7 +175,8 @@ def roi_interval_coverage(
     without the database); ``roi_interval(treated_revenue, holdout_revenue, treated_spent)``
     is the report's interval (the statistic under test). The planted ROI is that of each draw's
     treated users (``demo.world.truth.planted_campaign_roi``), so that the estimand is the
-    report's. Returns the coverage, the number of draws and how many had no interval.
+    report's; ``margin_rate`` makes it an ROI on margin (see ``planted_campaign_roi``). Returns the
+    coverage, the number of draws and how many had no interval.
     """
     segment_array = np.asarray(segments, dtype=object)
     package_array = np.asarray(packages, dtype=object)
@@ -184,7 +186,9 @@ def roi_interval_coverage(
         holdout = rng.random(len(segment_array)) < holdout_share
         treated = ~holdout
         _, revenue, spent = simulate_campaign_money(truth, campaign_slug, segment_array, treated, package_array, rng)
-        planted = truth_campaign_roi(truth, campaign_slug, segment_array[treated], package_array[treated])
+        planted = truth_campaign_roi(
+            truth, campaign_slug, segment_array[treated], package_array[treated], margin_rate=margin_rate
+        )
         lower, upper = roi_interval(revenue[treated], revenue[holdout], spent[treated])
         if lower is None or upper is None or planted["roi"] is None:
             missing += 1

@@ -378,14 +378,20 @@ def _funnel() -> dict[str, Any]:
 
 
 def planted_campaign_roi(
-    truth: Mapping[str, Any], campaign_slug: str, segments: npt.ArrayLike, offer_keys: npt.ArrayLike
+    truth: Mapping[str, Any],
+    campaign_slug: str,
+    segments: npt.ArrayLike,
+    offer_keys: npt.ArrayLike,
+    *,
+    margin_rate: float = 1.0,
 ) -> dict[str, Any]:
     """Return what a campaign that treated these users should earn and spend by the planted truth, and its ROI.
 
     ``segments`` and ``offer_keys`` hold each treated user's ``latent_segment`` and package
     (``Rule.effect_key``). The incremental revenue and spend are expectations given exactly these
     users (the estimand of a treated-versus-holdout comparison); the ROI is on spent, under the
-    truth's ``funnel.cost_model``.
+    truth's ``funnel.cost_model``. ``margin_rate`` is the share of revenue kept as margin, for an
+    ROI on incremental margin when every promoted course keeps the same share (1: ROI on revenue).
     """
     effects = truth["campaign_effects"][campaign_slug]
     codes = _segment_codes(segments)
@@ -401,13 +407,16 @@ def planted_campaign_roi(
             spent += counts[index] * row["spent_per_treated_user"]
             for kind, value in row["spent_by_kind"].items():
                 by_kind[kind] = by_kind.get(kind, 0.0) + counts[index] * value
+    earned = margin_rate * revenue
     return {
         "treated_users": len(codes),
         "incremental_revenue": round(revenue, 2),
+        "margin_rate": margin_rate,
         "spent": round(spent, 2),
         "spent_by_kind": {kind: round(value, 2) for kind, value in by_kind.items()},
-        "roi": round((revenue - spent) / spent, 6) if spent > 0 else None,
-        "basis": "expected incremental revenue over the treated users, less expected spent, over expected spent",
+        "roi": round((earned - spent) / spent, 6) if spent > 0 else None,
+        "basis": "(margin_rate * expected incremental revenue over the treated users - expected spent) / expected "
+        "spent",
     }
 
 

@@ -52,3 +52,28 @@ def test_the_planted_rois_include_a_campaign_that_earns_and_one_that_loses():
     assert coupon["spent_per_treated_user"] == pytest.approx(
         parameters.COUPON_REDEMPTION_PROBABILITY * coupon["treated_conversion"] * 30.0, abs=1e-6
     )
+
+
+def test_the_coverage_harness_counts_intervals_that_hold_the_planted_roi():
+    from demo.comparison import roi_compare, roi_interval_coverage
+
+    segments = np.array(["film_buff", "bargain_hunter"] * 500, dtype=object)
+    packages = np.full(len(segments), "coupon", dtype=object)
+
+    def around(planted_offset: float):
+        def interval(treated_revenue, holdout_revenue, treated_spent):
+            # a fixed interval, whatever the draw
+            return (-10.0 + planted_offset, 10.0 + planted_offset)
+
+        return interval
+
+    # an interval wide enough always covers it, one far off never does
+    kwargs = {"truth": TRUTH, "campaign_slug": "economics-in-movies", "segments": segments, "packages": packages}
+    wide = roi_interval_coverage(**kwargs, holdout_share=0.15, roi_interval=around(0.0), seeds=range(5))
+    off = roi_interval_coverage(**kwargs, holdout_share=0.15, roi_interval=around(100.0), seeds=range(5))
+    assert wide == {"draws": 5, "without_interval": 0, "coverage": 1.0}
+    assert off["coverage"] == 0.0
+    # and one report's interval is held against the planted ROI
+    compared = roi_compare(estimate=2.1, lower=1.5, upper=2.8, planted={"roi": 2.6})
+    assert compared["covered"] and compared["same_sign"]
+    assert roi_compare(estimate=-0.2, lower=-0.5, upper=0.1, planted={"roi": 2.6})["covered"] is False
