@@ -92,7 +92,7 @@ def test_retention_curves_fall_and_the_data_runs_up_to_now(played):
         for curve in retention["curves"]:
             assert curve["survival"][0] <= 1 and min(curve["survival"]) < 1, (campaign.slug, curve["arm"])
     latest = BehaviorEvent.objects.order_by("-occurred_at").values_list("occurred_at", flat=True).first()
-    assert NOW - dt.timedelta(days=7) < latest < NOW
+    assert latest is not None and NOW - dt.timedelta(days=7) < latest < NOW
 
 
 def test_the_truth_records_a_planted_roi_per_played_campaign_one_earning_and_one_losing(played):

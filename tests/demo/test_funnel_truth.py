@@ -68,9 +68,18 @@ def test_the_coverage_harness_counts_intervals_that_hold_the_planted_roi():
         return interval
 
     # an interval wide enough always covers it, one far off never does
-    kwargs = {"truth": TRUTH, "campaign_slug": "economics-in-movies", "segments": segments, "packages": packages}
-    wide = roi_interval_coverage(**kwargs, holdout_share=0.15, roi_interval=around(0.0), seeds=range(5))
-    off = roi_interval_coverage(**kwargs, holdout_share=0.15, roi_interval=around(100.0), seeds=range(5))
+    def coverage(offset: float) -> dict:
+        return roi_interval_coverage(
+            truth=TRUTH,
+            campaign_slug="economics-in-movies",
+            segments=segments,
+            packages=packages,
+            holdout_share=0.15,
+            roi_interval=around(offset),
+            seeds=range(5),
+        )
+
+    wide, off = coverage(0.0), coverage(100.0)
     assert wide == {"draws": 5, "without_interval": 0, "coverage": 1.0}
     assert off["coverage"] == 0.0
     # and one report's interval is held against the planted ROI
