@@ -7,7 +7,7 @@ metrics (of a fit, or of a stored run: the same keys) against the planted truth.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,8 @@ from analytics.services.training.propensity import (
     propensity_split,
 )
 from analytics.services.training.segments import SegmentScorer, behaviour_rates
+from demo.world.truth import planted_campaign_roi as truth_campaign_roi
+from demo.world.truth import simulate_campaign_money
 
 
 def truth_time(text: str) -> datetime:
@@ -122,4 +124,79 @@ def segments_compare(
         "crosstab": pd.crosstab(
             np.array(scorer.names_en, dtype=object)[segment[known]], planted[known].to_numpy()
         ).to_dict("index"),
+    }
+
+
+def planted_campaign_roi(truth: Mapping[str, Any], campaign_slug: str) -> dict[str, Any] | None:
+    """Return the planted incremental revenue, spend and ROI recorded when the demo played this campaign.
+
+    ``truth["played_campaigns"][slug]`` (``demo.world.truth.planted_campaign_roi`` over the users
+    the campaign treated, under ``truth["funnel"]["cost_model"]``), or None if it was not played.
+    """
+    played = truth.get("played_campaigns") or {}
+    return played.get(campaign_slug)
+
+
+def roi_compare(
+    *, estimate: float | None, lower: float | None, upper: float | None, planted: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Hold a report's ROI and its interval against the planted ROI (``planted_campaign_roi``'s dict).
+
+    ``covered`` says whether the interval contains the planted ROI (None when either is missing);
+    ``same_sign`` whether the estimate tells a manager the same thing (earns or loses money).
+    """
+    true_roi = planted.get("roi")
+    known = None not in (true_roi, lower, upper)
+    return {
+        "planted": true_roi,
+        "estimate": estimate,
+        "lower": lower,
+        "upper": upper,
+        "covered": (float(lower) <= float(true_roi) <= float(upper)) if known else None,  # type: ignore[arg-type]
+        "same_sign": (estimate > 0) == (true_roi > 0) if None not in (estimate, true_roi) else None,  # type: ignore[operator]
+    }
+
+
+def roi_interval_coverage(
+    *,
+    truth: Mapping[str, Any],
+    campaign_slug: str,
+    segments: Sequence[str] | np.ndarray,
+    packages: Sequence[str] | np.ndarray,
+    holdout_share: float,
+    roi_interval: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[float | None, float | None]],
+    seeds: Sequence[int],
+    margin_rate: float = 1.0,
+) -> dict[str, Any]:
+    """Simulate a campaign over many seeds and count how often an ROI interval covers the planted ROI.
+
+    Each seed splits the users into holdout and treated at ``holdout_share`` and draws their
+    revenue and spend with ``demo.world.truth.simulate_campaign_money`` (the demo's own play,
+    without the database); ``roi_interval(treated_revenue, holdout_revenue, treated_spent)``
+    is the report's interval (the statistic under test). The planted ROI is that of each draw's
+    treated users (``demo.world.truth.planted_campaign_roi``), so that the estimand is the
+    report's; ``margin_rate`` makes it an ROI on margin (see ``planted_campaign_roi``). Returns the
+    coverage, the number of draws and how many had no interval.
+    """
+    segment_array = np.asarray(segments, dtype=object)
+    package_array = np.asarray(packages, dtype=object)
+    covered = missing = 0
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        holdout = rng.random(len(segment_array)) < holdout_share
+        treated = ~holdout
+        _, revenue, spent = simulate_campaign_money(truth, campaign_slug, segment_array, treated, package_array, rng)
+        planted = truth_campaign_roi(
+            truth, campaign_slug, segment_array[treated], package_array[treated], margin_rate=margin_rate
+        )
+        lower, upper = roi_interval(revenue[treated], revenue[holdout], spent[treated])
+        if lower is None or upper is None or planted["roi"] is None:
+            missing += 1
+        elif lower <= planted["roi"] <= upper:
+            covered += 1
+    measured = len(seeds) - missing
+    return {
+        "draws": len(seeds),
+        "without_interval": missing,
+        "coverage": covered / measured if measured else None,
     }

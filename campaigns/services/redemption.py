@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+from datetime import datetime
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
@@ -93,12 +94,19 @@ def _check_applicable(offer: Offer, item_id: str) -> None:
 
 
 def offer_redeem(
-    *, code: str, partner: Partner, order_amount: Decimal, idempotency_key: str = "", item_id: str = ""
+    *,
+    code: str,
+    partner: Partner,
+    order_amount: Decimal,
+    idempotency_key: str = "",
+    item_id: str = "",
+    now: datetime | None = None,
 ) -> RedemptionEntry:
     """Redeem an offer for an order; of simultaneous attempts exactly one succeeds, and a repeated key returns it.
 
     ``item_id`` is the course SKU or bundle slug bought; a coupon limited to some courses or
-    bundles needs it.
+    bundles needs it. ``now`` is when the order was placed (default: now): the offer must be
+    open then, and it is the offer's ``redeemed_at``; the ledger line is recorded when written.
     """
     order_amount = to_cny(order_amount)
     if order_amount < 0:
@@ -110,7 +118,7 @@ def offer_redeem(
     offer = offers_visible_to(partner).filter(code=code).first()
     if offer is None:
         raise ApplicationError("no such offer", code="not_found", field="code", status=404)
-    now = timezone.now()
+    now = now or timezone.now()
     if offer.status not in Offer.OPEN_STATUSES or offer.expires_at <= now:
         # A concurrent request with this same key may have redeemed it a moment ago: that is its answer.
         return _existing_or_refuse(partner, idempotency_key, fingerprint, offer, now)

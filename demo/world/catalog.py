@@ -880,7 +880,8 @@ CAMPAIGNS = (
                 True,
                 (
                     Offer("coupon", KNOWLEDGE, "50.00", 14, amount="50.00", item_id="WRT-101"),
-                    Offer("movie_ticket", CINEMA, "25.00", 30, item_id="XG-30006"),
+                    # Any film showing at the cinema: 片场 (XG-30006) only opens on 5 December.
+                    Offer("movie_ticket", CINEMA, "25.00", 30),
                 ),
             ),
         ),

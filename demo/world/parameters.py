@@ -317,3 +317,31 @@ CAMPAIGN_RESPONSE = {
 MAXIMUM_CONVERSION = 0.95
 # Order values of converted users vary around the mean: Gamma with this shape and mean 1.
 ORDER_VALUE_SHAPE = 16.0
+
+# e. The funnel after an offer is issued, which the demo plays through the real services
+# (``demo.services.play``): redemption, activation and use, deal grants and what granted users
+# spend, and how memberships end after the world's year. Probabilities are per offer or user.
+# A treated user who buys a promoted course with a coupon for it in hand uses the coupon with this
+# probability; coupons of users who buy nothing are never used.
+COUPON_REDEMPTION_PROBABILITY = 0.85
+# A free-viewing trial is activated with this probability, some time in its first days; an
+# activated trial of a partner with a paid plan becomes a paid membership when the trial ends
+# with this probability.
+TRIAL_ACTIVATION_PROBABILITY = 0.6
+TRIAL_TO_PAID_PROBABILITY = 0.25
+# A movie ticket is used (a cinema film_watch on the ticket) with this probability before it expires.
+TICKET_USE_PROBABILITY = 0.7
+# A campaign's membership grant is activated with this probability.
+GRANT_ACTIVATION_PROBABILITY = 0.8
+# What a user granted a deal's benefit then spends at the deal's target partner, by benefit: a month
+# of membership turns into a paid month of the partner's plan when it ends; a movie ticket brings
+# a paid cinema visit (at a film's ticket price) within a month. Free viewing leads to no spend
+# (the studio sells nothing).
+DEAL_GRANT_SPEND_PROBABILITY = {"membership_days": 0.35, "movie_ticket": 0.4}
+# What each issued offer costs the campaign (its budget reserves face value at issue regardless).
+OFFER_COST_MODEL = {
+    "coupon": "its discount, when redeemed (the ledger's discount); nothing if never used",
+    "movie_ticket": "its stock code's value, when issued (bought from the cinema)",
+    "free_viewing": "the video partner's settlement price (the offer's cost), per activated trial",
+    "membership_grant": "the deal's settlement price (the offer's cost), when issued",
+}

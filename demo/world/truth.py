@@ -39,7 +39,7 @@ EVENT_KINDS = (
     "activity_join",
     "offer_redeem",
 )
-TRUTH_VERSION = 1
+TRUTH_VERSION = 2
 
 
 def _iso(timestamp: pd.Timestamp) -> str:
@@ -86,32 +86,82 @@ def _price_reduction(rule_offers: Any, order_value: float) -> float:
     return min(reduction, order_value)
 
 
-def planted_package_effects(campaign_slug: str, kinds: Sequence[str], price_reduction: float) -> dict[str, Any]:
+def _package_spent(kinds: Sequence[str], offer_costs: Mapping[str, float], coupon_discount: float) -> dict[str, Any]:
+    """Return, per offer kind of a package, what one treated user costs as a function of their conversion.
+
+    Each value is ``(fixed, per_conversion)``: the expected spend is ``fixed + per_conversion *
+    treated_conversion`` under ``parameters.OFFER_COST_MODEL``.
+    """
+    spent: dict[str, tuple[float, float]] = {}
+    for kind in dict.fromkeys(kinds):
+        cost = float(offer_costs.get(kind, 0.0))
+        if kind == "coupon":
+            spent[kind] = (0.0, parameters.COUPON_REDEMPTION_PROBABILITY * coupon_discount)
+        elif kind == "free_viewing":
+            spent[kind] = (parameters.TRIAL_ACTIVATION_PROBABILITY * cost, 0.0)
+        else:
+            spent[kind] = (cost, 0.0)
+    return spent
+
+
+def planted_package_effects(
+    campaign_slug: str,
+    kinds: Sequence[str],
+    price_reduction: float,
+    offer_costs: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
     """Return the planted effect, per segment, of giving one package of offer kinds in a campaign's setting.
 
     The package's conversion uplifts add up per kind (scaled as the campaign's are), capped
     at ``MAXIMUM_CONVERSION``; a converted user pays the campaign's order value less
-    ``price_reduction`` (the package's coupons). This is how the catalog's own packages are
-    planted, so any other package (one offer of a kind, say) can be checked against the same truth.
+    ``price_reduction`` (the package's coupons) when they use the coupon, which they do with
+    ``COUPON_REDEMPTION_PROBABILITY``. This is how the catalog's own packages are planted, so
+    any other package (one offer of a kind, say) can be checked against the same truth.
+
+    With ``offer_costs`` (the package's cost per issued offer, by kind), each segment also gets
+    what a treated user is expected to cost under ``OFFER_COST_MODEL`` (``spent_per_treated_user``)
+    and the return on it, ``roi = (revenue_uplift_per_user - spent) / spent``.
     """
     base_scale, uplift_scale, order_value = parameters.CAMPAIGN_RESPONSE[campaign_slug]
     reduction = min(float(price_reduction), order_value)
-    revenue_per_conversion = order_value - reduction
-    segments = {}
+    uses_coupon = "coupon" in kinds and reduction > 0
+    expected_discount = parameters.COUPON_REDEMPTION_PROBABILITY * reduction if uses_coupon else 0.0
+    revenue_per_conversion = order_value - expected_discount
+    spent_terms = _package_spent(kinds, offer_costs, reduction) if offer_costs is not None else None
+    segments: dict[str, dict[str, Any]] = {}
     for name in parameters.SEGMENT_NAMES:
         base = parameters.BASE_CONVERSION_BY_SEGMENT[name] * base_scale
         uplift = uplift_scale * sum(parameters.CONVERSION_UPLIFT_BY_OFFER_KIND[kind][name] for kind in kinds)
         treated_conversion = min(base + uplift, parameters.MAXIMUM_CONVERSION)
+        revenue_uplift = treated_conversion * revenue_per_conversion - base * order_value
         segments[name] = {
             "conversion_uplift": round(treated_conversion - base, 6),
             "treated_conversion": round(treated_conversion, 6),
-            "revenue_uplift_per_user": round(treated_conversion * revenue_per_conversion - base * order_value, 6),
+            "revenue_uplift_per_user": round(revenue_uplift, 6),
         }
+        if spent_terms is not None:
+            by_kind = {
+                kind: fixed + per_conversion * treated_conversion
+                for kind, (fixed, per_conversion) in spent_terms.items()
+            }
+            spent = sum(by_kind.values())
+            segments[name]["spent_per_treated_user"] = round(spent, 6)
+            segments[name]["spent_by_kind"] = {kind: round(value, 6) for kind, value in by_kind.items()}
+            segments[name]["roi"] = round((revenue_uplift - spent) / spent, 6) if spent > 0 else None
     return {
         "price_reduction": round(reduction, 2),
+        "expected_discount_per_conversion": round(expected_discount, 2),
         "revenue_per_conversion": round(revenue_per_conversion, 2),
+        **({"offer_costs": {kind: float(offer_costs.get(kind, 0.0)) for kind in kinds}} if offer_costs else {}),
         "segments": segments,
     }
+
+
+def _offer_costs(rule_offers: Any) -> dict[str, float]:
+    costs: dict[str, float] = {}
+    for offer in rule_offers:
+        costs[offer.kind] = costs.get(offer.kind, 0.0) + float(offer.cost_per_issue)
+    return costs
 
 
 def _campaign_effects(campaign: Campaign) -> dict[str, Any]:
@@ -122,7 +172,10 @@ def _campaign_effects(campaign: Campaign) -> dict[str, Any]:
     offers: dict[str, Any] = {}
     for rule in campaign.rules:
         package = planted_package_effects(
-            campaign.slug, [offer.kind for offer in rule.offers], _price_reduction(rule.offers, order_value)
+            campaign.slug,
+            [offer.kind for offer in rule.offers],
+            _price_reduction(rule.offers, order_value),
+            _offer_costs(rule.offers),
         )
         offers[rule.effect_key] = {
             "rules": [other.slug for other in campaign.rules if other.effect_key == rule.effect_key],
@@ -134,8 +187,10 @@ def _campaign_effects(campaign: Campaign) -> dict[str, Any]:
         "target_course_skus": list(campaign.target_course_skus),
         "conversion_window_days": campaign.conversion_window_days,
         "order_value": order_value,
-        "order_value_distribution": f"revenue of a conversion = revenue_per_conversion * Gamma(shape "
-        f"{parameters.ORDER_VALUE_SHAPE}, mean 1), rounded to cents",
+        "order_value_distribution": f"a converted user's order = order_value * Gamma(shape "
+        f"{parameters.ORDER_VALUE_SHAPE}, mean 1), rounded to cents; a treated user holding a coupon for the "
+        f"course pays it less the coupon's discount with probability {parameters.COUPON_REDEMPTION_PROBABILITY} "
+        f"(revenue_per_conversion is the expected price paid)",
         "segments": {
             name: {
                 "base_conversion": round(base_conversion[name], 6),
@@ -283,6 +338,85 @@ def planted_truth(*, n_users: int, seed: int) -> dict[str, Any]:
             "co-occurrence beats recommending the most popular items",
         },
         "campaign_effects": {campaign.slug: _campaign_effects(campaign) for campaign in catalog.campaigns},
+        "funnel": _funnel(),
+    }
+
+
+def _funnel() -> dict[str, Any]:
+    return {
+        "played_by": "demo.services.play, through the real services: offers redeemed or activated through the "
+        "redemption service (so the ledger records each discount), deal grants through the deal evaluation, "
+        "and the behaviour that follows as ordinary events up to the time the demo runs",
+        "coupon_redemption_probability": parameters.COUPON_REDEMPTION_PROBABILITY,
+        "coupon_redemption": "a treated user who converts (buys a promoted course; the course their coupon names, "
+        "when it names one) uses each coupon for it with this probability, at the purchase, which then falls while "
+        "the coupon is valid (a member day's coupons last the day); users who do not convert never use theirs, so "
+        "some coupons are never used and expire",
+        "trial_activation_probability": parameters.TRIAL_ACTIVATION_PROBABILITY,
+        "trial_to_paid_probability": parameters.TRIAL_TO_PAID_PROBABILITY,
+        "trials": "a free-viewing trial is activated (redeemed) within its first three days (and while valid) with the "
+        "activation "
+        "probability; an activated trial of a partner with a paid plan becomes a membership_start of that plan at "
+        "list price when the trial's days end, with the trial-to-paid probability",
+        "ticket_use_probability": parameters.TICKET_USE_PROBABILITY,
+        "tickets": "a movie ticket is used (redeemed, and a cinema film_watch of amount 0 recorded) within its "
+        "first two weeks (and while valid) with this probability",
+        "grant_activation_probability": parameters.GRANT_ACTIVATION_PROBABILITY,
+        "deal_grant_spend_probability": dict(parameters.DEAL_GRANT_SPEND_PROBABILITY),
+        "deal_grants": "every deal grant is confirmed (the partners pull grants through the API). A user granted a "
+        "month of membership starts a paid month of the target partner's plan at list price when it ends, and one "
+        "granted a movie ticket buys a cinema ticket within 30 days, each with the spend probability; so the "
+        "target partner owes a revenue share while the source partner owes the grants",
+        "memberships_after_the_world": "every membership spell still open at the world end (and every paid "
+        "membership the demo starts) ends at a time drawn from the planted Cox model given that it lasted until "
+        "then; a membership_cancel is recorded when that time has come by the time the demo runs",
+        "cost_model": dict(parameters.OFFER_COST_MODEL),
+        "roi": "per campaign, (expected incremental revenue - expected spent) / expected spent over the users it "
+        "treated, where the incremental revenue is revenue_uplift_per_user of each user's segment and package, and "
+        "spent is spent_per_treated_user under cost_model; recorded at play time under played_campaigns",
+    }
+
+
+def planted_campaign_roi(
+    truth: Mapping[str, Any],
+    campaign_slug: str,
+    segments: npt.ArrayLike,
+    offer_keys: npt.ArrayLike,
+    *,
+    margin_rate: float = 1.0,
+) -> dict[str, Any]:
+    """Return what a campaign that treated these users should earn and spend by the planted truth, and its ROI.
+
+    ``segments`` and ``offer_keys`` hold each treated user's ``latent_segment`` and package
+    (``Rule.effect_key``). The incremental revenue and spend are expectations given exactly these
+    users (the estimand of a treated-versus-holdout comparison); the ROI is on spent, under the
+    truth's ``funnel.cost_model``. ``margin_rate`` is the share of revenue kept as margin, for an
+    ROI on incremental margin when every promoted course keeps the same share (1: ROI on revenue).
+    """
+    effects = truth["campaign_effects"][campaign_slug]
+    codes = _segment_codes(segments)
+    keys = _per_user_offer_keys(offer_keys, len(codes))
+    revenue = spent = 0.0
+    by_kind: dict[str, float] = {}
+    for key in pd.unique(keys):
+        package = effects["offers"][key]
+        counts = np.bincount(codes[keys == key], minlength=len(parameters.SEGMENT_NAMES))
+        for index, name in enumerate(parameters.SEGMENT_NAMES):
+            row = package["segments"][name]
+            revenue += counts[index] * row["revenue_uplift_per_user"]
+            spent += counts[index] * row["spent_per_treated_user"]
+            for kind, value in row["spent_by_kind"].items():
+                by_kind[kind] = by_kind.get(kind, 0.0) + counts[index] * value
+    earned = margin_rate * revenue
+    return {
+        "treated_users": len(codes),
+        "incremental_revenue": round(revenue, 2),
+        "margin_rate": margin_rate,
+        "spent": round(spent, 2),
+        "spent_by_kind": {kind: round(value, 2) for kind, value in by_kind.items()},
+        "roi": round((earned - spent) / spent, 6) if spent > 0 else None,
+        "basis": "(margin_rate * expected incremental revenue over the treated users - expected spent) / expected "
+        "spent",
     }
 
 
@@ -396,3 +530,54 @@ def expected_campaign_uplift(
         expected["expected_treated_revenue_per_user"] - expected["expected_holdout_revenue_per_user"]
     )
     return expected
+
+
+def simulate_campaign_money(
+    truth: Mapping[str, Any],
+    campaign_slug: str,
+    segments: npt.ArrayLike,
+    treated_mask: npt.ArrayLike,
+    offer_kind: str | npt.ArrayLike,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Draw each user's conversion, the revenue they pay and what they cost, as the demo plays a campaign.
+
+    The same process as ``demo.services.play`` without the database, for simulations over many
+    seeds: conversions from the planted effects; a converted user's order is ``order_value``
+    times a Gamma(shape ``ORDER_VALUE_SHAPE``, mean 1) factor; a treated converted user uses
+    their package's coupon with ``COUPON_REDEMPTION_PROBABILITY`` and pays the order less its
+    discount (at most the order; a percent coupon's discount is taken as its planted reduction
+    on the mean order); spent follows ``OFFER_COST_MODEL`` (tickets and grants their cost at
+    issue, a trial its cost when activated, a coupon its discount when used). Returns
+    (converted, revenue, spent) per user, in CNY rounded to cents; untreated users cost nothing.
+    """
+    effects = truth["campaign_effects"][campaign_slug]
+    codes = _segment_codes(segments)
+    treated = np.asarray(treated_mask, dtype=bool)
+    keys = _per_user_offer_keys(offer_kind, len(codes))
+    conversion, _ = _user_rates(effects, codes, treated, keys)
+    n = len(codes)
+    converted = rng.random(n) < conversion
+    order = np.round(
+        float(effects["order_value"]) * rng.gamma(parameters.ORDER_VALUE_SHAPE, 1.0 / parameters.ORDER_VALUE_SHAPE, n),
+        2,
+    )
+    coupon_use = rng.random(n) < parameters.COUPON_REDEMPTION_PROBABILITY
+    trial_use = rng.random(n) < parameters.TRIAL_ACTIVATION_PROBABILITY
+    discount = np.zeros(n)
+    spent = np.zeros(n)
+    for key in pd.unique(keys[treated]):
+        package = effects["offers"][key]
+        users = treated & (keys == key)
+        costs = package.get("offer_costs", {})
+        if "coupon" in costs:
+            used = users & converted & coupon_use
+            discount[used] = np.minimum(float(package["price_reduction"]), order[used])
+        for kind, cost in costs.items():
+            if kind == "free_viewing":
+                spent[users & trial_use] += cost
+            elif kind != "coupon":
+                spent[users] += cost
+    spent += discount
+    revenue = np.where(converted, np.round(order - discount, 2), 0.0)
+    return converted, revenue, np.round(spent, 2)

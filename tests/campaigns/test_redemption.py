@@ -1,8 +1,10 @@
 """Redeeming a coupon: limited coupons apply only to their courses or bundles."""
 
+import datetime as dt
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from campaigns.services.redemption import offer_redeem
 from crossmkt_site.errors import ApplicationError
@@ -38,3 +40,27 @@ def test_an_unlimited_coupon_needs_no_item():
     assert offer.campaign.owner is not None
     entry = offer_redeem(code=offer.code, partner=offer.campaign.owner, order_amount=Decimal("99.00"))
     assert entry.discount == Decimal("10.00")
+
+
+def test_an_order_placed_earlier_redeems_the_offer_as_of_then_and_an_expired_one_is_refused():
+    # given a coupon issued ten days ago that expired three days ago
+    now = timezone.now()
+    offer = OfferFactory.create(
+        rule=RuleFactory.create(),
+        amount_off=Decimal("10.00"),
+        issued_at=now - dt.timedelta(days=10),
+        expires_at=now - dt.timedelta(days=3),
+    )
+    owner = offer.campaign.owner
+    assert owner is not None
+    # when an order placed after its expiry is replayed, it is refused as expired
+    with pytest.raises(ApplicationError) as late:
+        offer_redeem(code=offer.code, partner=owner, order_amount=Decimal("99.00"), now=now - dt.timedelta(days=1))
+    assert late.value.code == "expired"
+
+    # when an order placed while it was open is replayed, it is redeemed as of that order
+    ordered = now - dt.timedelta(days=5)
+    entry = offer_redeem(code=offer.code, partner=owner, order_amount=Decimal("99.00"), now=ordered)
+
+    offer.refresh_from_db()
+    assert entry.discount == Decimal("10.00") and offer.status == "redeemed" and offer.redeemed_at == ordered

@@ -5,6 +5,7 @@ import time
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from analytics.models import ModelRun
 from campaigns.management.commands._reporting import report_training
@@ -17,7 +18,7 @@ from crossmkt_site.groups import workers_require
 
 from ...comparison import clv_compare
 from ...selectors import demo_world_exists, demo_world_latest
-from ...services.play import demo_campaigns_play
+from ...services.play import demo_campaigns_play, demo_funnel_follow_up
 from ...services.training import demo_model_train
 
 DEMO_USERNAME = "admin"
@@ -53,14 +54,25 @@ class Command(BaseCommand):
             raise CommandError("no demo world is loaded, although seed_demo has just run")
         self.train(world.truth)
         call_command("score", "--wait", *quiet, stdout=self.stdout)
-        for played in demo_campaigns_play():
+        now = timezone.now()
+        for played in demo_campaigns_play(now=now, follow_up=False):
             if "refused" in played:
                 self.stdout.write(self.style.WARNING(f"not run: {played['refused']}"))
-                continue
-            self.stdout.write(
-                f"played {played['campaign']}: {played['issued']} offers issued, {played['holdout']} held out, "
-                f"{played['converted']} conversions drawn from the planted effects"
-            )
+            else:
+                planted = played["planted"] or {}
+                self.stdout.write(
+                    f"played {played['campaign']}: {played['issued']} offers issued, {played['holdout']} held out, "
+                    f"{played['converted']} conversions drawn from the planted effects, "
+                    f"{played['coupons_redeemed']} coupons redeemed, {played['trials_activated']} trials activated "
+                    f"({played['trials_converted']} became paid), {played['tickets_used']} tickets used, "
+                    f"{played['grants_activated']} grants taken up; planted ROI {planted.get('roi')}"
+                )
+        follow = demo_funnel_follow_up(seed=world.seed, now=now)
+        self.stdout.write(
+            f"after the campaigns, up to now: {follow['grants']} deal grants, {follow['grant_spend_events']} "
+            f"purchases of granted users at the target partners, {follow['membership_cancels']} memberships "
+            f"ended, {follow['offers_expired']} unused offers expired"
+        )
         # The played campaigns' holdouts are what the uplift models learn from (and the optimise mode spends by).
         try:
             call_command("train", "--model", "uplift", stdout=self.stdout)
