@@ -22,6 +22,7 @@ import json
 import math
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -300,6 +301,7 @@ def celery_workers(queue: str, *, count: int = WORKERS) -> Iterator[None]:
                 process.wait(timeout=30)
         with app.connection_for_write() as conn:
             conn.default_channel.queue_delete(queue)
+        shutil.rmtree(logs, ignore_errors=True)
 
 
 @contextmanager
