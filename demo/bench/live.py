@@ -445,13 +445,19 @@ def latencies(campaign: Campaign | None, since: datetime | None) -> np.ndarray:
 # The stage
 
 
+def require_broker() -> None:
+    """The live stage's workers need a broker they share with the server: Redis, named in CELERY_BROKER_URL."""
+    if not os.environ.get("CELERY_BROKER_URL", "").startswith("redis"):
+        raise ApplicationError(
+            "the live stage starts Celery workers: set CELERY_BROKER_URL=redis://…, or leave live out of --stages"
+        )
+
+
 def stage_live(*, seconds: float, bulk_rate: float, trial_seconds: float | None = None) -> list[StageResult]:
     """Find the highest sustained live rate as a fraction of ``bulk_rate``; at half of it, the event-to-offer
     latency over ``seconds``. Return the two rows."""
     require_postgresql()
-    broker = os.environ.get("CELERY_BROKER_URL", "")
-    if not broker.startswith("redis"):
-        raise ApplicationError("the live stage starts Celery workers: set CELERY_BROKER_URL=redis://…")
+    require_broker()
     if not bulk_rate > 0:
         raise ApplicationError("the live stage needs the bulk-ingest rate of the same run: include the ingest stage")
     trial_seconds = trial_seconds or max(seconds / 5, 3.0)

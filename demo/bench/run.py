@@ -452,6 +452,8 @@ def bench_run(
     require_postgresql()
     # The live stage's rate is a fraction of the bulk-ingest rate of the same run: the ingest stage runs with it.
     wanted = [name for name in STAGE_ORDER if name in stages or (name == "ingest" and "live" in stages)]
+    if "live" in wanted:
+        live_stage.require_broker()  # before the other stages, so a run without a broker is refused at once
     n_events = n_events or bench_events(n_users)
     load_seconds = load_seconds or (10.0 if n_users >= 500_000 else 3.0)
     live_seconds = live_seconds or (300.0 if n_users >= 500_000 else 15.0)

@@ -185,3 +185,22 @@ def test_bench_live_stage_finds_a_sustained_rate_and_the_latency_of_the_offers_i
     # Nothing is left pending, and the stage's own events are gone.
     assert not PendingUser.objects.exists()
     assert not BehaviorEvent.objects.filter(event_id__startswith="live").exists()
+
+
+def test_bench_refuses_the_live_stage_without_a_broker_before_measuring_anything(tmp_path, monkeypatch):
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+
+    with pytest.raises(CommandError, match="CELERY_BROKER_URL=redis"):
+        call_command(
+            "bench",
+            "--users",
+            "2000",
+            "--stages",
+            "world",
+            "live",
+            "--output",
+            tmp_path / "B.md",
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+    assert not DemoWorld.objects.exists()
