@@ -259,20 +259,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve(port: int) -> subprocess.Popen:
-    """Start gunicorn with two workers on loopback against this database; return once it answers."""
+def database_url() -> str:
+    """The URL of the database this process is connected to, for the processes a stage starts."""
     db = connection.settings_dict
+    return (
+        f"postgres://{db['USER']}:{db['PASSWORD'] or ''}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+
+
+def serve(port: int, *, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start gunicorn with two workers on loopback against this database; return once it answers.
+
+    ``env`` adds to the server's environment (the live stage names its Celery queue there).
+    """
+    extra = env or {}
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "crossmkt_site.settings.local",
         "DEBUG": "false",
-        "DATABASE_URL": (
-            f"postgres://{db['USER']}:{db['PASSWORD'] or ''}"
-            f"@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
-        ),
+        "DATABASE_URL": database_url(),
         "API_RATE_PER_KEY": "1000000/minute",
         "CONN_MAX_AGE": "60",  # connections kept, as in production
         "CROSSMKT_URLCONF": "demo.bench.urls",
+        **extra,
     }
     # The API's throttles count in the shared cache; served as in production, that is Redis (the broker's
     # server when none is named), not the database table a laptop falls back to.

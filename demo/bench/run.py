@@ -2,8 +2,9 @@
 
 Stages, in the order a run takes them (QUALITY.md sets the targets): the demo world load,
 the feature build, model training, batch scoring, campaign evaluation + issuance, the
-re-run of that campaign, bulk event ingest through the partner API, and ``GET
-users/{id}/offers/`` under load. Each stage runs in a forked process of its own, so its
+re-run of that campaign, bulk event ingest through the partner API, ``GET
+users/{id}/offers/`` under load, and the live path (events at fixed rates while two workers drain
+them; ``live.py``). Each stage runs in a forked process of its own, so its
 peak memory is its own. Results are throughputs; the table gives the ratios.
 """
 
@@ -35,6 +36,7 @@ from campaigns.services.training import TRAINERS
 from crossmkt_site.errors import ApplicationError
 
 from ..world.generator import iter_world
+from . import live as live_stage
 from . import stages as s
 from .measure import (
     NAN,
@@ -422,7 +424,7 @@ def analyze_all(echo: Callable[[str], object]) -> None:
     echo(f"analyze: planner statistics refreshed in {time.perf_counter() - started:.1f} s")
 
 
-STAGE_ORDER = ("world", "features", "training", "scoring", "campaign", "rerun", "ingest", "load")
+STAGE_ORDER = ("world", "features", "training", "scoring", "campaign", "rerun", "ingest", "load", "live")
 
 
 def bench_events(n_users: int) -> int:
@@ -436,6 +438,7 @@ def bench_run(
     stages: Sequence[str] = STAGE_ORDER,
     n_events: int | None = None,
     load_seconds: float | None = None,
+    live_seconds: float | None = None,
     echo: Callable[[str], object] = lambda line: None,
     world_progress: Callable[[], AbstractContextManager[Callable[[int], None] | None]] | None = None,
 ) -> list[StageResult]:
@@ -445,9 +448,13 @@ def bench_run(
     number of users loaded so far (the world is loaded here: its loader forks its own workers).
     """
     require_postgresql()
-    wanted = [name for name in STAGE_ORDER if name in stages]
+    # The live stage's rate is a fraction of the bulk-ingest rate of the same run: the ingest stage runs with it.
+    wanted = [name for name in STAGE_ORDER if name in stages or (name == "ingest" and "live" in stages)]
+    if "live" in wanted:
+        live_stage.require_broker()  # before the other stages, so a run without a broker is refused at once
     n_events = n_events or bench_events(n_users)
     load_seconds = load_seconds or (10.0 if n_users >= 500_000 else 3.0)
+    live_seconds = live_seconds or (300.0 if n_users >= 500_000 else 15.0)
     results: list[StageResult] = []
 
     def measured(result: StageResult) -> StageResult:
@@ -473,6 +480,7 @@ def bench_run(
     elif status != "ready":
         raise ApplicationError(f"this database has no benchmark world of {n_users:,} users: include the world stage")
     first_campaign_seconds = NAN
+    bulk_rate = NAN
     for name in wanted:
         if name == "world":
             continue
@@ -506,7 +514,10 @@ def bench_run(
         elif name == "rerun":
             measured(run_isolated(s.stage_rerun, first_seconds=first_campaign_seconds, users=n_users))
         elif name == "ingest":
-            measured(run_isolated(stage_ingest, n_events=n_events))
+            bulk_rate = measured(run_isolated(stage_ingest, n_events=n_events)).product
         elif name == "load":
             measured(run_isolated(s.stage_offers_load, seconds=load_seconds))
+        elif name == "live":
+            for result in run_isolated(live_stage.stage_live, seconds=live_seconds, bulk_rate=bulk_rate):
+                measured(result)
     return results

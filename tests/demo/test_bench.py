@@ -6,8 +6,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from analytics.models import BehaviorEvent
+from analytics.models import BehaviorEvent, PendingUser
 from campaigns.models import Campaign, Offer
+from conftest import require_worker_services
+from demo.bench.run import STAGE_ORDER
 from demo.models import DemoWorld
 from tests.factories import EndUserFactory
 
@@ -62,6 +64,8 @@ def test_bench_runs_every_stage_on_a_small_world_and_writes_the_table(tmp_path):
         "bench",
         "--users",
         "2000",
+        "--stages",
+        *(stage for stage in STAGE_ORDER if stage != "live"),  # the live stage, with its workers, has its own test
         "--load-seconds",
         "1",
         "--output",
@@ -127,3 +131,76 @@ def test_bench_refuses_a_database_holding_other_users(tmp_path):
         call_command(
             "bench", "--users", "2000", "--output", tmp_path / "B.md", stdout=io.StringIO(), stderr=io.StringIO()
         )
+
+
+LIVE = "live path: events through the API with 2 workers draining, highest sustained rate"
+LATENCY = "live path: event-to-offer latency at half the sustained rate"
+INGEST = "bulk event ingest through the API (10k events per request)"
+
+
+@pytest.mark.worker
+@pytest.mark.slow
+def test_bench_live_stage_finds_a_sustained_rate_and_the_latency_of_the_offers_it_issued(tmp_path):
+    require_worker_services()
+    output = tmp_path / "BENCHMARKS.md"
+
+    call_command(
+        "bench",
+        "--users",
+        "2000",
+        "--stages",
+        "world",
+        "live",
+        "--live-seconds",
+        "6",
+        "--output",
+        output,
+        "--no-progress",
+        stdout=io.StringIO(),
+        stderr=io.StringIO(),
+    )
+
+    rows = _rows(output.read_text())
+    # The bulk-ingest rate is measured in the same run (the ingest stage runs with the live one): the live row's limit.
+    assert INGEST in rows
+    bulk = float(rows[INGEST][2].split()[0].replace(",", ""))
+    live, latency = rows[LIVE], rows[LATENCY]
+    assert live[2].endswith("events/s") and float(live[4].replace(",", "")) == pytest.approx(bulk, abs=1)
+    sustained = float(live[2].split()[0].replace(",", ""))
+    assert 0 < sustained <= bulk * 1.1
+    assert float(live[5]) == pytest.approx(sustained / bulk, rel=0.05)
+    assert live[10] in ("yes", "**no**") and "bounded" in live[13]
+    assert int(live[1].replace(",", "")) > 0  # events accepted over the windows
+    # Offers were issued by the workers with no command run, and their latencies are ordered and positive.
+    offers = int(latency[1].replace(",", ""))
+    assert offers > 0 and latency[2].endswith("ms p99")
+    p50, p95, p99 = (
+        float(latency[13].split(f"{name} ", 1)[1].split(" ms", 1)[0].replace(",", "")) for name in ("p50", "p95", "p99")
+    )
+    assert 0 < p50 <= p95 <= p99 == pytest.approx(float(latency[2].split()[0].replace(",", "")), abs=1)
+    assert latency[10] in ("yes", "**no**")
+    last = Campaign.objects.filter(slug__startswith="bench-live-").latest("pk")
+    assert last.reach == Campaign.Reach.CONTINUOUS and last.status == Campaign.Status.ENDED
+    assert Offer.objects.filter(campaign=last, touched_at__isnull=False).count() == offers
+    # Nothing is left pending, and the stage's own events are gone.
+    assert not PendingUser.objects.exists()
+    assert not BehaviorEvent.objects.filter(event_id__startswith="live").exists()
+
+
+def test_bench_refuses_the_live_stage_without_a_broker_before_measuring_anything(tmp_path, monkeypatch):
+    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
+
+    with pytest.raises(CommandError, match="CELERY_BROKER_URL=redis"):
+        call_command(
+            "bench",
+            "--users",
+            "2000",
+            "--stages",
+            "world",
+            "live",
+            "--output",
+            tmp_path / "B.md",
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+    assert not DemoWorld.objects.exists()

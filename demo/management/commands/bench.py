@@ -38,6 +38,12 @@ class Command(BaseCommand):
             help="Duration of each load test (default 10 s at 500k users and more, else 3 s).",
         )
         parser.add_argument(
+            "--live-seconds",
+            type=float,
+            help="Duration of the live stage's latency window at half the sustained rate (default 300 s at 500k "
+            "users and more, else 15 s); each window of its rate search lasts a fifth of it, at least 3 s.",
+        )
+        parser.add_argument(
             "--output",
             default=str(ROOT / "BENCHMARKS.md"),
             help="Where to write the table; its sections after the table (## headings) are kept.",
@@ -51,12 +57,15 @@ class Command(BaseCommand):
         stages: list[str],
         events: int | None,
         load_seconds: float | None,
+        live_seconds: float | None,
         output: str,
         no_progress: bool,
         **options: object,
     ) -> None:
         if users < 1000:
             raise CommandError("--users must be at least 1,000 (the models need that many to train)")
+        if live_seconds is not None and live_seconds < 1:
+            raise CommandError("--live-seconds must be at least 1")
         if events is not None and events < 1:
             raise CommandError("--events must be at least 1")
         started = time.monotonic()
@@ -66,6 +75,7 @@ class Command(BaseCommand):
                 stages=stages,
                 n_events=events,
                 load_seconds=load_seconds,
+                live_seconds=live_seconds,
                 echo=self.stderr.write,
                 world_progress=lambda: progress_bar(f"demo world ({users:,} users)", users, enabled=not no_progress),
             )
