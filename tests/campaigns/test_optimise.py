@@ -27,7 +27,7 @@ from campaigns.services.training import uplift_train
 from crossmkt_site.errors import ApplicationError
 from tests.factories import CampaignFactory, CourseFactory, PartnerFactory, RuleFactory
 
-USERS = 600
+USERS = 2000
 
 
 @pytest.fixture

@@ -28,6 +28,17 @@ def report_training(command, run, *, name: str, seconds: float) -> None:
     )
     for key, value in metrics_headline(run.metrics).items():
         command.stdout.write(f"  {key}: {value}")
+    trusted = set(run.metrics.get("trusted_packages", ()))
+    for package, interval in (run.metrics.get("qini_intervals") or {}).items():
+        verdict = (
+            "above zero: the optimiser may spend on it"
+            if package in trusted
+            else "not above zero: the rules choose its users"
+        )
+        command.stdout.write(
+            f"  held-out Qini of {package} ({run.metrics.get('selected_method')}): {interval['coefficient']:.4f}, "
+            f"{interval['confidence']:.0%} interval [{interval['lower']:.4f}, {interval['upper']:.4f}], {verdict}"
+        )
 
 
 def metrics_headline(metrics: dict) -> dict:
