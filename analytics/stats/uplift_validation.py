@@ -24,7 +24,7 @@ Valuing a choice on randomised outcomes
 ---------------------------------------
 Each held-out row comes from a past experiment in which the user was randomly treated with one
 offer package (probability ``share``) or held out. For a package ``j`` with price ``price`` of a
-conversion and coupon ``discount[j]``, the Horvitz–Thompson term::
+conversion and coupon ``discount[j]``, the Horvitz-Thompson term::
 
     m = t / share * y * (price - discount[j])  -  (1 - t) / (1 - share) * y * price
 
@@ -218,7 +218,7 @@ class RandomisedRows:
 
 
 def margin_terms(rows: RandomisedRows, *, price: float, discount: npt.ArrayLike) -> FloatArray:
-    """Return the Horvitz–Thompson incremental margin of each package for each row (rows x packages)."""
+    """Return the Horvitz-Thompson incremental margin of each package for each row (rows x packages)."""
     discounts = np.asarray(discount, dtype=float)
     if discounts.shape != (rows.informative.shape[1],):
         raise ValueError("discount must hold one entry per package")
@@ -282,7 +282,7 @@ def compare_choices(
     """Value two choices (a package index per row, -1 for none) on held-out randomised rows, with intervals.
 
     Each choice counts only the rows whose experiment randomised the package it chose for them;
-    its margin per CNY is their summed Horvitz–Thompson margin over the chosen packages' cost.
+    its margin per CNY is their summed Horvitz-Thompson margin over the chosen packages' cost.
     Rows are resampled with replacement (both choices on the same resample) for percentile
     intervals of each margin per CNY and of ``second - first``.
     """

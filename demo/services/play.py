@@ -129,8 +129,11 @@ def demo_campaign_play(*, campaign: Campaign, truth: dict, seed: int, now: dt.da
     }
 
 
-def demo_campaigns_play(*, now: dt.datetime | None = None) -> list[dict]:
-    """Play every demo campaign whose window has begun and that has not been played yet."""
+def demo_campaigns_play(*, now: dt.datetime | None = None, seed: int | None = None) -> list[dict]:
+    """Play every demo campaign whose window has begun and that has not been played yet.
+
+    Outcomes are drawn with the world's seed, or ``seed`` (the same world played again with other draws).
+    """
     now = now or timezone.now()
     world = demo_world_latest()
     if world is None:
@@ -141,7 +144,11 @@ def demo_campaigns_play(*, now: dt.datetime | None = None) -> list[dict]:
         if campaign.assignments.exists():
             continue
         try:
-            played.append(demo_campaign_play(campaign=campaign, truth=world.truth, seed=world.seed, now=now))
+            played.append(
+                demo_campaign_play(
+                    campaign=campaign, truth=world.truth, seed=world.seed if seed is None else seed, now=now
+                )
+            )
         except ApplicationError as error:
             # A campaign the engine refuses (a film out of licence, say) is left for a manager to fix.
             Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)

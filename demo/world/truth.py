@@ -86,21 +86,42 @@ def _price_reduction(rule_offers: Any, order_value: float) -> float:
     return min(reduction, order_value)
 
 
-def planted_package_effects(campaign_slug: str, kinds: Sequence[str], price_reduction: float) -> dict[str, Any]:
+def homogeneous_uplift() -> dict[str, dict[str, float]]:
+    """Return the per-kind conversion uplift table with no heterogeneity: every segment gets the kind's mean effect.
+
+    The mean is weighted by the segments' shares, so the population's average effect is the
+    demo's; only who it falls on changes (nobody is changed more than anyone else).
+    """
+    shares = {segment.name: segment.share for segment in parameters.SEGMENTS}
+    total = sum(shares.values())
+    return {
+        kind: dict.fromkeys(parameters.SEGMENT_NAMES, sum(effect[name] * shares[name] for name in effect) / total)
+        for kind, effect in parameters.CONVERSION_UPLIFT_BY_OFFER_KIND.items()
+    }
+
+
+def planted_package_effects(
+    campaign_slug: str,
+    kinds: Sequence[str],
+    price_reduction: float,
+    uplift_by_kind: Mapping[str, Mapping[str, float]] | None = None,
+) -> dict[str, Any]:
     """Return the planted effect, per segment, of giving one package of offer kinds in a campaign's setting.
 
     The package's conversion uplifts add up per kind (scaled as the campaign's are), capped
     at ``MAXIMUM_CONVERSION``; a converted user pays the campaign's order value less
     ``price_reduction`` (the package's coupons). This is how the catalog's own packages are
     planted, so any other package (one offer of a kind, say) can be checked against the same truth.
+    ``uplift_by_kind`` replaces the demo's per-kind, per-segment table (``homogeneous_uplift()``).
     """
+    table = parameters.CONVERSION_UPLIFT_BY_OFFER_KIND if uplift_by_kind is None else uplift_by_kind
     base_scale, uplift_scale, order_value = parameters.CAMPAIGN_RESPONSE[campaign_slug]
     reduction = min(float(price_reduction), order_value)
     revenue_per_conversion = order_value - reduction
     segments = {}
     for name in parameters.SEGMENT_NAMES:
         base = parameters.BASE_CONVERSION_BY_SEGMENT[name] * base_scale
-        uplift = uplift_scale * sum(parameters.CONVERSION_UPLIFT_BY_OFFER_KIND[kind][name] for kind in kinds)
+        uplift = uplift_scale * sum(table[kind][name] for kind in kinds)
         treated_conversion = min(base + uplift, parameters.MAXIMUM_CONVERSION)
         segments[name] = {
             "conversion_uplift": round(treated_conversion - base, 6),
@@ -114,7 +135,14 @@ def planted_package_effects(campaign_slug: str, kinds: Sequence[str], price_redu
     }
 
 
-def _campaign_effects(campaign: Campaign) -> dict[str, Any]:
+def campaign_effects(uplift_by_kind: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
+    """Return every demo campaign's planted effects (the truth's ``campaign_effects``), optionally another table."""
+    return {campaign.slug: _campaign_effects(campaign, uplift_by_kind) for campaign in demo_catalog().campaigns}
+
+
+def _campaign_effects(
+    campaign: Campaign, uplift_by_kind: Mapping[str, Mapping[str, float]] | None = None
+) -> dict[str, Any]:
     base_scale, _uplift_scale, order_value = parameters.CAMPAIGN_RESPONSE[campaign.slug]
     base_conversion = {
         name: parameters.BASE_CONVERSION_BY_SEGMENT[name] * base_scale for name in parameters.SEGMENT_NAMES
@@ -122,7 +150,10 @@ def _campaign_effects(campaign: Campaign) -> dict[str, Any]:
     offers: dict[str, Any] = {}
     for rule in campaign.rules:
         package = planted_package_effects(
-            campaign.slug, [offer.kind for offer in rule.offers], _price_reduction(rule.offers, order_value)
+            campaign.slug,
+            [offer.kind for offer in rule.offers],
+            _price_reduction(rule.offers, order_value),
+            uplift_by_kind,
         )
         offers[rule.effect_key] = {
             "rules": [other.slug for other in campaign.rules if other.effect_key == rule.effect_key],

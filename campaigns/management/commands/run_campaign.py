@@ -6,9 +6,9 @@ from analytics.services.progress import progress_bar
 from crossmkt_site.errors import ApplicationError
 from crossmkt_site.groups import no_worker_note
 
+from ...presenters.optimise_comparison import held_out_lines
 from ...selectors import campaign_get
 from ...services.campaign_planning import campaign_chunks
-from ...presenters.optimise_comparison import held_out_lines
 from ...services.campaign_run import campaign_dry_run, campaign_run
 
 
