@@ -100,12 +100,13 @@ def _qini_from_segments(n_t: FloatArray, n_c: FloatArray, y_t: FloatArray, y_c: 
 def _segment_sums(
     replicate: IntArray, segment: IntArray, weights: FloatArray | None, size: int, segments: int
 ) -> FloatArray:
-    sums: FloatArray = np.bincount(
+    counts = np.bincount(
         (replicate * segments + segment).ravel(),
         weights=None if weights is None else weights.ravel(),
         minlength=size * segments,
-    ).reshape(size, segments)
-    return sums.astype(float)
+    )
+    sums: FloatArray = counts.reshape(size, segments).astype(float)
+    return sums
 
 
 def qini_interval(
@@ -315,23 +316,23 @@ def compare_choices(
     def bounds(index: int) -> tuple[float | None, float | None]:
         if not draws[index]:
             return None, None
-        values = np.concatenate(draws[index])
-        values = values[np.isfinite(values)]
-        if len(values) < 0.9 * replicates:
+        pooled = np.concatenate(draws[index])
+        finite = pooled[np.isfinite(pooled)]
+        if len(finite) < 0.9 * replicates:
             return None, None
-        lower, upper = np.quantile(values, [tail, 1.0 - tail])
+        lower, upper = np.quantile(finite, [tail, 1.0 - tail])
         return float(lower), float(upper)
 
-    values = []
+    values: list[ChoiceValue] = []
     for index, (margin, spend) in enumerate(parts):
-        total_cost = float(spend.sum())
+        spent = float(spend.sum())
         lower, upper = bounds(index)
         values.append(
             ChoiceValue(
                 rows=int((spend > 0).sum()),
-                cost=total_cost,
+                cost=spent,
                 margin=float(margin.sum()),
-                margin_per_cny=float(margin.sum()) / total_cost if total_cost > 0 else None,
+                margin_per_cny=float(margin.sum()) / spent if spent > 0 else None,
                 lower=lower,
                 upper=upper,
             )
