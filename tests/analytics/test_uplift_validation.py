@@ -132,6 +132,9 @@ def test_choices_valued_on_randomised_outcomes_cover_the_planted_margin_per_cny_
         counted_rules = np.where(rows.informative[:, 0], rules, -1)
         counted_chosen = np.where(rows.informative[np.arange(len(x)), chosen], chosen, -1)
         truth = {"rules": _true_per_cny(x, counted_rules), "chosen": _true_per_cny(x, counted_chosen)}
+        assert result.first.lower is not None and result.first.upper is not None
+        assert result.second.lower is not None and result.second.upper is not None
+        assert result.difference_lower is not None and result.difference_upper is not None
         covered["rules"] += result.first.lower <= truth["rules"] <= result.first.upper
         covered["chosen"] += result.second.lower <= truth["chosen"] <= result.second.upper
         difference = truth["chosen"] - truth["rules"]

@@ -17,6 +17,7 @@ five replications with the demo's planted effects and one with no heterogeneity 
 import datetime as dt
 from decimal import Decimal
 
+import numpy as np
 import pytest
 from django.db import transaction
 
@@ -98,7 +99,11 @@ def _true_margin_per_cny(campaign, uplift_by_kind) -> tuple[float, float, int]:
     )
     assert not held & set(packages), "a held-out user got an offer"
     users = sorted(packages)
-    unseen = [user for user, out in zip(users, held_out_mask(users, HELD_OUT_SHARE), strict=True) if out]
+    unseen = [
+        user
+        for user, out in zip(users, held_out_mask(np.array(users, dtype=np.int64), HELD_OUT_SHARE), strict=True)
+        if out
+    ]
     segment = dict(PlantedUser.objects.filter(user_id__in=unseen).values_list("user_id", "segment"))
     margin, spent = 0.0, 0.0
     for user in unseen:
