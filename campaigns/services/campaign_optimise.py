@@ -118,8 +118,15 @@ def campaign_candidates(campaign: Campaign, plans: list[RulePlan], order_value: 
     return candidates
 
 
-@lru_cache(maxsize=4)
 def _bundle(run_id: int) -> UpliftBundle:
+    """Return a stored run's fitted models, unpickled once per worker."""
+    # Keyed by the run's creation time too: an id can come back after a rolled-back transaction.
+    created = ModelRun.objects.filter(pk=run_id).values_list("created_at", flat=True).first()
+    return _bundle_at(run_id, created)
+
+
+@lru_cache(maxsize=4)
+def _bundle_at(run_id: int, created: datetime | None) -> UpliftBundle:
     # A stored run never changes, so each worker unpickles it once.
     return model_run_artifact(ModelRun.objects.get(pk=run_id))
 

@@ -119,7 +119,6 @@ def _true_margin_per_cny(campaign, uplift_by_kind) -> tuple[float, float, int]:
 def _replicate(seed: int, uplift_by_kind=None) -> dict:
     """Play, train and run the four member days with this outcome seed; measure; roll everything back."""
     from campaigns.models import Offer
-    from campaigns.services import campaign_optimise
     from campaigns.services.campaign_run import campaign_dry_run, campaign_run
     from campaigns.services.training import uplift_train
     from demo.models import DemoWorld
@@ -130,8 +129,6 @@ def _replicate(seed: int, uplift_by_kind=None) -> dict:
             world = DemoWorld.objects.get()
             world.truth = {**world.truth, "campaign_effects": campaign_effects(uplift_by_kind)}
             world.save(update_fields=["truth"])
-        # Run ids come back after a rollback; a bundle cached under an id must not outlive its run.
-        campaign_optimise._bundle.cache_clear()
         demo_campaigns_play(now=PLAYED_AT, seed=seed)
         run = uplift_train()
         rule_based = {
