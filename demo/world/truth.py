@@ -100,6 +100,19 @@ def homogeneous_uplift() -> dict[str, dict[str, float]]:
     }
 
 
+def amplified_uplift(factor: float) -> dict[str, dict[str, float]]:
+    """Return the per-kind uplift table with its heterogeneity scaled: each segment ``factor`` times farther from the mean.
+
+    The share-weighted mean of each kind stays the demo's (before effects below zero are
+    raised to zero); ``factor`` 0 is ``homogeneous_uplift()``, 1 the demo's own table.
+    """
+    mean = homogeneous_uplift()
+    return {
+        kind: {name: max(0.0, mean[kind][name] + factor * (value - mean[kind][name])) for name, value in effect.items()}
+        for kind, effect in parameters.CONVERSION_UPLIFT_BY_OFFER_KIND.items()
+    }
+
+
 def planted_package_effects(
     campaign_slug: str,
     kinds: Sequence[str],
