@@ -101,7 +101,7 @@ def homogeneous_uplift() -> dict[str, dict[str, float]]:
 
 
 def amplified_uplift(factor: float) -> dict[str, dict[str, float]]:
-    """Return the per-kind uplift table with its heterogeneity scaled: each segment ``factor`` times farther from the mean.
+    """Return the per-kind uplift table with each segment ``factor`` times as far from the kind's mean as in the demo.
 
     The share-weighted mean of each kind stays the demo's (before effects below zero are
     raised to zero); ``factor`` 0 is ``homogeneous_uplift()``, 1 the demo's own table.
