@@ -237,6 +237,7 @@ def test_without_a_held_out_qini_interval_above_zero_optimise_mode_runs_its_rule
     campaign_run(campaign=campaign)
 
     # then the preview says the optimiser falls back to the rules, and why
+    assert isinstance(forecast.comparison, Comparison)
     assert forecast.comparison.falls_back_to_rules
     text = out.getvalue()
     assert "falls back to the rules" in text
