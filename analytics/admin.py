@@ -5,7 +5,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from crossmkt_site.admin_mixins import ReadOnlyAdminMixin
@@ -152,7 +152,7 @@ class ModelRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     ]
     list_filter = ["model", "is_active"]
     exclude = ["artifact"]
-    readonly_fields = ["quality_gate_decision"]
+    readonly_fields = ["quality_gate_decision", "uplift_claims"]
     actions = ["compare_runs"]
     association_columns = (
         ("film_title", _("film")),
@@ -180,6 +180,32 @@ class ModelRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         if run.model != ModelRun.Model.RECOMMENDATIONS or not run.is_active:
             return ""
         return format_html('<a href="{}">{}</a>', reverse("admin:analytics_modelrun_associations"), _("browse"))
+
+    @admin.display(description=_("held-out Qini intervals"))
+    def uplift_claims(self, run):
+        """Say per offer package whether its held-out Qini interval lies above zero, so the optimiser may use it."""
+        intervals = (run.metrics or {}).get("qini_intervals") if run.model == ModelRun.Model.UPLIFT else None
+        if not intervals:
+            return ""
+        trusted = set(run.metrics.get("trusted_packages", ()))
+        rows = format_html_join(
+            "",
+            "<li>{}: {} [{}, {}] ({}) — {}</li>",
+            (
+                (
+                    package,
+                    f"{interval['coefficient']:.4f}",
+                    f"{interval['lower']:.4f}",
+                    f"{interval['upper']:.4f}",
+                    f"{interval['confidence']:.0%}",
+                    _("above zero: the optimiser uses this model")
+                    if package in trusted
+                    else _("not above zero: the rules choose these users"),
+                )
+                for package, interval in intervals.items()
+            ),
+        )
+        return format_html("<ul>{}</ul>", rows)
 
     @admin.action(description=_("Compare the selected runs side by side"))
     def compare_runs(self, request, queryset):

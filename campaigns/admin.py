@@ -162,7 +162,7 @@ def _comparison_message(campaign, forecast) -> str:
         return str(_("unknown")) if strategy.expected_margin is None else str(strategy.expected_margin)
 
     text = _(
-        "%(campaign)s, rules vs optimised (valued by %(model)s): "
+        "%(campaign)s, rules vs optimised (model forecast by %(model)s, in sample): "
         "rules spend %(rules_spend)s CNY on %(rules_users)s users "
         "for an expected incremental margin of %(rules_margin)s CNY; optimised spend %(optimised_spend)s CNY on "
         "%(optimised_users)s users (%(optimised_holdout)s held out) for %(optimised_margin)s CNY"
@@ -177,7 +177,28 @@ def _comparison_message(campaign, forecast) -> str:
         "optimised_holdout": comparison.optimised.holdout,
         "optimised_margin": margin(comparison.optimised),
     }
-    return " ".join([text, *comparison.notes])
+    return " ".join([text, _held_out_message(comparison), *comparison.notes])
+
+
+def _held_out_message(comparison) -> str:
+    """Say what each choice earns per CNY on held-out randomised outcomes, with intervals, or why not compared."""
+    held = comparison.held_out
+    if held is None or held.first.margin_per_cny is None or held.second.margin_per_cny is None:
+        return _("Held out: not compared (%(reason)s).") % {"reason": comparison.held_out_missing}
+
+    def interval(value, lower, upper) -> str:
+        return f"{value:.3f}" + ("" if lower is None else f" [{lower:.3f}, {upper:.3f}]")
+
+    return _(
+        "Held out (%(folds)s-fold cross-fitting on past experiments' users, %(confidence)s intervals): incremental "
+        "margin per CNY, rules %(rules)s, optimised %(optimised)s, difference %(difference)s."
+    ) % {
+        "folds": comparison.held_out_folds,
+        "confidence": f"{held.confidence:.0%}",
+        "rules": interval(held.first.margin_per_cny, held.first.lower, held.first.upper),
+        "optimised": interval(held.second.margin_per_cny, held.second.lower, held.second.upper),
+        "difference": interval(held.difference_per_cny, held.difference_lower, held.difference_upper),
+    }
 
 
 @admin.register(Campaign)

@@ -202,13 +202,61 @@ def held_out_mask(user_ids: np.ndarray, share: float) -> np.ndarray:
 
 
 @dataclass(frozen=True)
+class CrossFit:
+    """Past experiments' rows split into folds, each with the selected method's models fitted on the other folds.
+
+    A choice for the rows of fold ``k`` is made with ``models[k]`` and ``baselines[k]``, which
+    never saw those rows, and valued on their randomised outcomes
+    (``analytics.stats.uplift_validation``). ``package`` is a treated row's package, a held-out
+    row's stratum (``ANY_STRATUM``: every package of its experiment); ``shares`` maps
+    ``"<experiment>|<package>"`` to that package's probability of treatment in the experiment.
+    """
+
+    folds: np.ndarray
+    models: tuple[UpliftModel | None, ...]
+    baselines: tuple[Any, ...]
+    features: np.ndarray
+    treated: np.ndarray
+    converted: np.ndarray
+    package: np.ndarray
+    experiment: np.ndarray
+    shares: dict[str, float]
+
+    @property
+    def k(self) -> int:
+        """Return the number of folds."""
+        return len(self.models)
+
+    def randomised(self, packages: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Return, per row and package, whether its experiment randomised that package for it, and the share."""
+        informative = np.zeros((len(self.package), len(packages)), dtype=bool)
+        share = np.full(informative.shape, 0.5)
+        for column, name in enumerate(packages):
+            probability = np.array(
+                [self.shares.get(f"{experiment}|{name}", np.nan) for experiment in self.experiment], dtype=float
+            )
+            known = np.isfinite(probability) & ((self.package == name) | (self.package == ANY_STRATUM))
+            informative[:, column] = known
+            share[known, column] = probability[known]
+        return informative, share
+
+
+@dataclass(frozen=True)
 class UpliftBundle:
-    """The fitted uplift models of one run: per method one model with one arm per offer package, and a baseline."""
+    """The fitted uplift models of one run: per method one model with one arm per offer package, and a baseline.
+
+    ``trusted`` holds the packages whose selected model's held-out Qini coefficient (of
+    conversion) has its bootstrap interval above zero: only those the optimiser may spend on.
+    Runs stored before the intervals existed trust no package.
+    """
 
     feature_names: tuple[str, ...]
     models: dict[str, UpliftModel]
     baseline: Any  # a classifier of conversion without an offer, fitted on every held-out user
     selected: str  # the method the optimiser uses: the best on held-out users
+    trusted: tuple[str, ...] = ()
+    qini_intervals: dict[str, dict[str, float]] = field(default_factory=dict)  # per package, of the selected method
+    crossfit: CrossFit | None = None
 
     @property
     def packages(self) -> tuple[str, ...]:

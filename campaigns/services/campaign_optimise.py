@@ -51,6 +51,7 @@ from analytics.selectors import user_frame
 from analytics.services.registry import model_run_active, model_run_artifact
 from analytics.services.uplift import UpliftBundle, uplift_features
 from analytics.stats.allocation import allocate_offers, choose_at_multiplier
+from analytics.stats.uplift_validation import ChoiceComparison, RandomisedRows, compare_choices
 from campaigns.rules import evaluate_table
 from crossmkt_site.errors import ApplicationError
 from crossmkt_site.money import ZERO
@@ -118,10 +119,50 @@ def campaign_candidates(campaign: Campaign, plans: list[RulePlan], order_value: 
     return candidates
 
 
-@lru_cache(maxsize=4)
 def _bundle(run_id: int) -> UpliftBundle:
+    """Return a stored run's fitted models, unpickled once per worker."""
+    # Keyed by the run's creation time too: an id can come back after a rolled-back transaction.
+    created = ModelRun.objects.filter(pk=run_id).values_list("created_at", flat=True).first()
+    return _bundle_at(run_id, created)
+
+
+@lru_cache(maxsize=4)
+def _bundle_at(run_id: int, created: datetime | None) -> UpliftBundle:
     # A stored run never changes, so each worker unpickles it once.
     return model_run_artifact(ModelRun.objects.get(pk=run_id))
+
+
+def trusted_packages(bundle: UpliftBundle) -> set[str]:
+    """Return the packages whose model the optimiser may spend on: held-out Qini interval above zero."""
+    return set(getattr(bundle, "trusted", ())) & set(bundle.packages)
+
+
+def _trust_note(bundle: UpliftBundle, package: str) -> str:
+    """Say why a package's users are left to the rules."""
+    if package not in bundle.packages:
+        return f"{package}: the uplift model has not learned it (no past experiment gave it to enough users)"
+    interval = getattr(bundle, "qini_intervals", {}).get(package)
+    if interval is None:
+        return f"{package}: this uplift run has no held-out Qini interval (trained before they existed; retrain)"
+    return (
+        f"{package}: held-out Qini coefficient {interval['coefficient']:.4f}, "
+        f"{interval['confidence']:.0%} interval [{interval['lower']:.4f}, {interval['upper']:.4f}] does not lie "
+        "above zero, so the model has not shown it ranks users better than chance"
+    )
+
+
+def _worth(uplift: np.ndarray, baseline: np.ndarray, price: float, discount: float, retained) -> np.ndarray:
+    """Return the expected incremental margin of a package per user (the module docstring's formula)."""
+    gain = np.clip(uplift, -1.0, 1.0)
+    worth: np.ndarray = gain * (price - discount + retained) - np.clip(baseline, 0.0, 1.0) * discount
+    return worth
+
+
+def _ruled(first_candidate: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Return which users the rules choose for: those whose first matching rule gives a package not usable."""
+    if not len(usable):
+        return np.ones(len(first_candidate), dtype=bool)
+    return (first_candidate >= 0) & ~usable[np.maximum(first_candidate, 0)]
 
 
 @dataclass
@@ -131,9 +172,12 @@ class ChunkValues:
     user_ids: np.ndarray
     masks: list[np.ndarray]  # per rule, over the matched users
     allowed: np.ndarray  # users x candidates
-    values: np.ndarray  # users x candidates, BLOCKED where not allowed or unknown
+    values: np.ndarray  # users x candidates, BLOCKED where not allowed, unknown or untrusted, and for ruled users
+    forecast: np.ndarray  # users x candidates, the model's value wherever it knows the package (BLOCKED elsewhere)
     draw: np.ndarray
     reach: np.ndarray
+    first_candidate: np.ndarray  # the candidate of each user's first (highest-priority) matching rule
+    ruled: np.ndarray  # users the rules choose for, their first rule's package being one the model may not spend on
 
 
 def chunk_values(
@@ -165,20 +209,30 @@ def chunk_values(
     retained = (scores["churn_probability"].clip(0, 1) * scores["clv"].clip(lower=0)).fillna(0.0).to_numpy(dtype=float)
     values = np.full((len(ids), len(candidates)), BLOCKED)
     price = float(order_value)
+    trusted = trusted_packages(bundle)
+    usable = np.array([candidate.package in trusted for candidate in candidates], dtype=bool)
+    rule_candidate = {rule: column for column, candidate in enumerate(candidates) for rule in candidate.rules}
+    first_rule = np.argmax(np.vstack(masks), axis=0) if masks and len(ids) else np.zeros(len(ids), dtype=np.int64)
+    first_candidate = np.array([rule_candidate.get(int(rule), -1) for rule in first_rule], dtype=np.int64)
+    ruled = _ruled(first_candidate, usable)
+    forecast = np.full((len(ids), len(candidates)), BLOCKED)
     for column, candidate in enumerate(candidates):
         if candidate.package not in uplift:
             continue
-        gain = np.clip(uplift[candidate.package], -1.0, 1.0)
-        discount = float(candidate.discount)
-        worth = gain * (price - discount + retained) - np.clip(baseline, 0.0, 1.0) * discount
-        values[:, column] = np.where(allowed[:, column], worth, BLOCKED)
+        worth = _worth(uplift[candidate.package], baseline, price, float(candidate.discount), retained)
+        forecast[:, column] = np.where(allowed[:, column], worth, BLOCKED)
+        if usable[column]:
+            values[:, column] = np.where(allowed[:, column] & ~ruled, worth, BLOCKED)
     return ChunkValues(
         user_ids=ids,
         masks=masks,
         allowed=allowed,
         values=values,
+        forecast=forecast,
         draw=holdout_draw(campaign, ids),
         reach=holdout_draw(campaign, ids, "reach"),
+        first_candidate=first_candidate,
+        ruled=ruled,
     )
 
 
@@ -219,7 +273,14 @@ class Strategy:
 
 @dataclass
 class Comparison:
-    """The rule-based and the optimised campaign side by side, valued by the same uplift model."""
+    """The rule-based and the optimised campaign side by side.
+
+    ``rules`` and ``optimised`` say what each would spend on this campaign's users, with the
+    model's own forecast of the margin (in sample: the model that chose values its choice).
+    ``held_out`` is the claim: both choices made on past experiments' users by models that never
+    saw them (cross-fitting) and valued on those users' randomised outcomes, with intervals.
+    ``ruled_packages`` are the packages whose users the rules choose, and ``notes`` say why.
+    """
 
     model: str
     method: str
@@ -227,6 +288,13 @@ class Comparison:
     rules: Strategy
     optimised: Strategy
     notes: list[str] = field(default_factory=list)
+    held_out: ChoiceComparison | None = None
+    held_out_folds: int = 0
+    held_out_missing: str | None = None
+    ruled_packages: list[str] = field(default_factory=list)
+
+    optimised_by_model: int = 0  # users the model chose for (the others of ``optimised`` the rules chose)
+    falls_back_to_rules: bool = False  # no package's model may be spent on: the rules choose for everyone
 
     def as_dict(self) -> dict:
         return {
@@ -235,6 +303,13 @@ class Comparison:
             "order_value": str(self.order_value),
             "rules": self.rules.as_dict(),
             "optimised": self.optimised.as_dict(),
+            "optimised_by_model": self.optimised_by_model,
+            "falls_back_to_rules": self.falls_back_to_rules,
+            "ruled_packages": self.ruled_packages,
+            "held_out": None
+            if self.held_out is None
+            else {**self.held_out.to_dict(), "folds": self.held_out_folds, "first": "rules", "second": "optimised"},
+            "held_out_missing": self.held_out_missing,
             "notes": self.notes,
         }
 
@@ -261,7 +336,12 @@ def _money(amount: float) -> Decimal:
 
 
 def campaign_optimise_plan(*, campaign: Campaign, plans: list[RulePlan], now: datetime, on_chunk=None) -> OptimisePlan:
-    """Value every candidate for every reachable user, solve the knapsack, and compare with the rules' own choice."""
+    """Value every candidate for every reachable user, solve the knapsack, and compare with the rules' own choice.
+
+    Users whose first matching rule gives a package the model may not spend on (its held-out
+    Qini interval does not lie above zero, or the model never learned it) are chosen by the
+    rules; the optimiser spends what they leave of the budget on the others.
+    """
     run = model_run_active(model=ModelRun.Model.UPLIFT)
     bundle = _bundle(run.pk)
     order_value = campaign_order_value(campaign)
@@ -294,39 +374,67 @@ def campaign_optimise_plan(*, campaign: Campaign, plans: list[RulePlan], now: da
         parts.append((values, given, rules_held))
         if on_chunk:
             on_chunk(done, len(chunks))
-    user_ids = np.concatenate([part[0].user_ids for part in parts]) if parts else np.zeros(0, dtype=np.int64)
-    matrix = np.vstack([part[0].values for part in parts]) if parts else np.zeros((0, len(candidates)))
-    reach = np.concatenate([part[0].reach for part in parts]) if parts else np.zeros(0)
-    draw = np.concatenate([part[0].draw for part in parts]) if parts else np.zeros(0)
-    given = np.vstack([part[1] for part in parts]) if parts else np.zeros((0, len(candidates)), dtype=bool)
-    rules_held = np.concatenate([part[2] for part in parts]) if parts else np.zeros(0, dtype=bool)
+
+    def stacked(pick, empty):
+        return np.concatenate([pick(part) for part in parts]) if parts else empty
+
+    user_ids = stacked(lambda part: part[0].user_ids, np.zeros(0, dtype=np.int64))
+    matrix = stacked(lambda part: part[0].values, np.zeros((0, len(candidates))))
+    forecast = stacked(lambda part: part[0].forecast, np.zeros((0, len(candidates))))
+    reach = stacked(lambda part: part[0].reach, np.zeros(0))
+    draw = stacked(lambda part: part[0].draw, np.zeros(0))
+    ruled = stacked(lambda part: part[0].ruled, np.zeros(0, dtype=bool))
+    given = stacked(lambda part: part[1], np.zeros((0, len(candidates)), dtype=bool))
+    rules_held = stacked(lambda part: part[2], np.zeros(0, dtype=bool))
     remaining = None if campaign.budget is None else max(campaign.budget - campaign.spent, ZERO)
+    # What the rules spend on the users they choose for comes first; the optimiser chooses within the rest.
+    ruled_spend = _money(float((given[ruled & ~rules_held] * costs[None, :]).sum())) if len(costs) else ZERO
     broken = _tie_broken(matrix, costs, reach)
     multiplier = 0.0
     if remaining is not None and len(user_ids) and len(candidates):
         # The holdout's share of the chosen users is not issued, so the choice covers a little more than what is left.
-        budget = (remaining / (1 - campaign.holdout_share)).quantize(CENT, rounding="ROUND_FLOOR")
+        left = max(remaining - ruled_spend, ZERO)
+        budget = (left / (1 - campaign.holdout_share)).quantize(CENT, rounding="ROUND_FLOOR")
         multiplier = allocate_offers(broken, [candidate.cost for candidate in candidates], budget).multiplier
     choice = choose_at_multiplier(broken, costs, multiplier) if len(candidates) else np.full(len(user_ids), -1)
     held = (choice >= 0) & (draw < share)
+    trusted = trusted_packages(bundle)
+    packages = {candidate.package for candidate in candidates}
+    ruled_packages = sorted(packages - trusted)
     comparison = Comparison(
         model=f"uplift v{run.version}",
         method=bundle.selected,
         order_value=order_value,
-        rules=_rules_strategy(matrix, given, rules_held, reach, costs, candidates, remaining),
-        optimised=_optimised_strategy(matrix, choice, held, reach, costs, remaining),
+        rules=_rules_strategy(forecast, given, rules_held, reach, costs, candidates, remaining),
+        optimised=_optimised_strategy(
+            forecast, choice, held, reach, costs, remaining, given & ruled[:, None], rules_held
+        ),
+        optimised_by_model=int(((choice >= 0) & ~held).sum()),
+        ruled_packages=ruled_packages,
+        falls_back_to_rules=bool(packages) and not packages & trusted,
     )
-    unknown = sorted({candidate.package for candidate in candidates if candidate.package not in bundle.packages})
-    if unknown:
+    if comparison.falls_back_to_rules:
         comparison.notes.append(
-            f"the uplift model has not learned {', '.join(unknown)} yet: the optimiser does not give it, and the "
-            "rules' users who get it count with an unknown margin"
+            "the optimiser falls back to the rules: no offer package of this campaign has an uplift model whose "
+            "held-out Qini interval lies above zero, so the rules choose every user"
         )
+    elif ruled_packages:
+        comparison.notes.append(
+            f"the rules choose the users whose first matching rule gives {', '.join(ruled_packages)}: the optimiser "
+            "spends only on packages whose model's held-out Qini interval lies above zero"
+        )
+    comparison.notes.extend(_trust_note(bundle, package) for package in ruled_packages)
+    comparison.held_out, comparison.held_out_missing = _held_out_comparison(
+        plans=plans, candidates=candidates, bundle=bundle, order_value=order_value, multiplier=multiplier
+    )
+    crossfit = getattr(bundle, "crossfit", None)
+    comparison.held_out_folds = crossfit.k if crossfit is not None else 0
     choices = pd.DataFrame(
         {
             "user_id": user_ids,
             "choice": choice,
             "holdout": held,
+            "ruled": ruled,
             "rules_choice": [tuple(np.flatnonzero(row).tolist()) for row in given],
             "rules_holdout": rules_held,
         }
@@ -339,6 +447,80 @@ def campaign_optimise_plan(*, campaign: Campaign, plans: list[RulePlan], now: da
         comparison=comparison,
         choices=choices,
     )
+
+
+def _held_out_comparison(
+    *, plans: list[RulePlan], candidates: list[Candidate], bundle: UpliftBundle, order_value: Decimal, multiplier: float
+) -> tuple[ChoiceComparison | None, str | None]:
+    """Make both choices on past experiments' users by cross-fitted models, and value them on their outcomes.
+
+    The rows are the uplift run's (features as of each experiment's assignment). Each rule's
+    condition is evaluated on them, so it may name only fields the uplift features have; the
+    rules give each row its first matching rule's package, the optimiser what the fold's model
+    (fitted without that fold) values above the plan's price of a CNY, except for the rows the
+    rules choose for. The lifetime value a purchase keeps is not counted (no scores as of then):
+    the comparison is of the order margin the randomised outcomes show.
+    """
+    crossfit = getattr(bundle, "crossfit", None)
+    if crossfit is None:
+        return None, "this uplift run has no cross-fitted models (trained before they existed); retrain uplift"
+    if not candidates or not len(crossfit.folds):
+        return None, "no offer package to compare"
+    fields = {name for plan in plans for name in plan.fields}
+    missing = sorted(fields - set(bundle.feature_names))
+    if missing:
+        return None, (
+            f"the rules name {', '.join(missing)}, which past experiments' users have no value of as of their "
+            "assignment; only rules on behaviour counts can be compared on held-out outcomes"
+        )
+    frame = pd.DataFrame(crossfit.features, columns=list(bundle.feature_names))
+    masks = [
+        np.ones(len(frame), dtype=bool) if plan.condition is None else evaluate_table(plan.condition, frame)
+        for plan in plans
+    ]
+    rule_candidate = {rule: column for column, candidate in enumerate(candidates) for rule in candidate.rules}
+    matched = np.logical_or.reduce(masks)
+    first_rule = np.argmax(np.vstack(masks), axis=0)
+    first_candidate = np.array([rule_candidate.get(int(rule), -1) for rule in first_rule], dtype=np.int64)
+    first_candidate = np.where(matched, first_candidate, -1)
+    trusted = trusted_packages(bundle)
+    usable = np.array([candidate.package in trusted for candidate in candidates], dtype=bool)
+    ruled = _ruled(first_candidate, usable)
+    allowed = np.column_stack([masks[candidate.rules[0]] for candidate in candidates])
+    costs = np.array([float(candidate.cost) for candidate in candidates])
+    price = float(order_value)
+    optimised = np.where(ruled, first_candidate, -1)
+    for fold, model in enumerate(crossfit.models):
+        rows = np.flatnonzero((crossfit.folds == fold) & ~ruled & matched)
+        if model is None or not len(rows):
+            continue
+        prediction = model.predict(crossfit.features[rows])
+        baseline = crossfit.baselines[fold].predict_proba(crossfit.features[rows])[:, 1]
+        values = np.full((len(rows), len(candidates)), BLOCKED)
+        for column, candidate in enumerate(candidates):
+            if usable[column] and candidate.package in prediction.arms:
+                uplift = prediction.conversion[:, prediction.arms.index(candidate.package)]
+                worth = _worth(uplift, baseline, price, float(candidate.discount), 0.0)
+                values[:, column] = np.where(allowed[rows, column], worth, BLOCKED)
+        optimised[rows] = choose_at_multiplier(values, costs, multiplier)
+    informative, share = crossfit.randomised([candidate.package for candidate in candidates])
+    randomised = RandomisedRows(
+        treated=crossfit.treated.astype(bool),
+        share=share,
+        converted=crossfit.converted.astype(float),
+        informative=informative,
+    )
+    result = compare_choices(
+        randomised,
+        first_candidate,
+        optimised,
+        price=price,
+        discount=[float(candidate.discount) for candidate in candidates],
+        cost=costs,
+    )
+    if result.first.cost == 0 or result.second.cost == 0:
+        return result, "too few past experiments' users were randomised to the packages both choices give"
+    return result, None
 
 
 def _clamp(order: np.ndarray, cost: np.ndarray, remaining: Decimal | None) -> np.ndarray:
@@ -373,19 +555,29 @@ def _rules_strategy(matrix, given, held, reach, costs, candidates, remaining) ->
     return strategy
 
 
-def _optimised_strategy(matrix, choice, held, reach, costs, remaining) -> Strategy:
-    rows = np.flatnonzero((choice >= 0) & ~held)
-    cost = costs[choice[rows]]
+def _optimised_strategy(matrix, choice, held, reach, costs, remaining, ruled_given, rules_held) -> Strategy:
+    """Return what the optimised campaign spends: the model's choice, and the rules' for the users they choose."""
+    by_model = (choice >= 0) & ~held
+    by_rules = ruled_given.any(axis=1) & ~rules_held
+    rows = np.flatnonzero(by_model | by_rules)
+    model_cost = np.where(by_model[rows], costs[np.maximum(choice[rows], 0)], 0.0)
+    cost = model_cost + (ruled_given[rows] * costs[None, :]).sum(axis=1)
     keep = _clamp(np.argsort(reach[rows], kind="stable"), cost, remaining)
-    rows = rows[keep]
-    return Strategy(
+    rows, cost = rows[keep], cost[keep]
+    worth = np.where(by_model[rows], matrix[rows, np.maximum(choice[rows], 0)], 0.0) + np.where(
+        ruled_given[rows], matrix[rows], 0.0
+    ).sum(axis=1)
+    unknown = (ruled_given[rows] & (matrix[rows] <= BLOCKED / 2)).any(axis=1)
+    strategy = Strategy(
         name="optimised",
         users=len(rows),
-        holdout=int(held.sum()),
-        offers=len(rows),
-        spend=_money(float(costs[choice[rows]].sum())),
-        expected_margin=_money(float(matrix[rows, choice[rows]].sum())),
+        holdout=int(held.sum() + (ruled_given.any(axis=1) & rules_held).sum()),
+        offers=int(by_model[rows].sum() + ruled_given[rows].sum()),
+        spend=_money(float(cost.sum())),
+        unknown_users=int(unknown.sum()),
     )
+    strategy.expected_margin = None if unknown.any() else _money(float(worth.sum()))
+    return strategy
 
 
 def optimised_chunk_plan(
@@ -397,7 +589,11 @@ def optimised_chunk_plan(
     now: datetime,
     optimisation: dict | None,
 ) -> ChunkPlan:
-    """Choose the offers of one chunk with the plan's multiplier: the same choice the plan made for these users."""
+    """Choose the offers of one chunk with the plan's multiplier: the same choice the plan made for these users.
+
+    Users whose first matching rule gives a package the model may not spend on get what the
+    rules give them (and are held out by the rules' draw), as in a rules-mode campaign.
+    """
     if not optimisation or "run" not in optimisation or "multiplier" not in optimisation:
         raise ApplicationError(
             f"campaign {campaign.slug!r} optimises its offers: run it with run_campaign (or the "
@@ -444,7 +640,7 @@ def optimised_chunk_plan(
     empty = np.empty(0, dtype=np.int64)
     # Only the chosen users take part in the run: the treated and, held out under the package
     # they would have got, the holdout; the others are left for a later run to reach.
-    return ChunkPlan(
+    optimised = ChunkPlan(
         user_ids=values.user_ids[chosen],
         draw=values.draw[chosen],
         holdout=holdout[chosen],
@@ -452,4 +648,20 @@ def optimised_chunk_plan(
         pick_users=np.concatenate(users) if users else empty,
         pick_rules=np.concatenate(rules) if rules else empty,
         pick_sequence=np.concatenate(sequences) if sequences else empty,
+    )
+    if not values.ruled.any():
+        return optimised
+    # The users whose first rule gives a package the model may not spend on: the rules' own plan for them.
+    ruled_ids = values.user_ids[values.ruled]
+    by_rules = plan_chunk(campaign, plans, frame)
+    users_kept = np.isin(by_rules.user_ids, ruled_ids)
+    picks_kept = np.isin(by_rules.pick_users, ruled_ids)
+    return ChunkPlan(
+        user_ids=np.concatenate([optimised.user_ids, by_rules.user_ids[users_kept]]),
+        draw=np.concatenate([optimised.draw, by_rules.draw[users_kept]]),
+        holdout=np.concatenate([optimised.holdout, by_rules.holdout[users_kept]]),
+        matched_rule=np.concatenate([optimised.matched_rule, by_rules.matched_rule[users_kept]]),
+        pick_users=np.concatenate([optimised.pick_users, by_rules.pick_users[picks_kept]]),
+        pick_rules=np.concatenate([optimised.pick_rules, by_rules.pick_rules[picks_kept]]),
+        pick_sequence=np.concatenate([optimised.pick_sequence, by_rules.pick_sequence[picks_kept]]),
     )

@@ -535,11 +535,14 @@ def _record_planted(world: DemoWorld, played: list[dict]) -> None:
         world.truth = truth
 
 
-def demo_campaigns_play(*, now: dt.datetime | None = None, follow_up: bool = True) -> list[dict]:
+def demo_campaigns_play(
+    *, now: dt.datetime | None = None, seed: int | None = None, follow_up: bool = True
+) -> list[dict]:
     """Play every demo campaign whose window has begun and not played yet; return what each did.
 
-    With ``follow_up`` (the default), what follows the campaigns is then played up to now too
-    (``demo_funnel_follow_up``).
+    Outcomes are drawn with the world's seed, or ``seed`` (the same world played again with other
+    draws). With ``follow_up`` (the default), what follows the campaigns is then played up to now
+    too (``demo_funnel_follow_up``).
     """
     now = now or timezone.now()
     world = demo_world_latest()
@@ -551,12 +554,16 @@ def demo_campaigns_play(*, now: dt.datetime | None = None, follow_up: bool = Tru
         if campaign.assignments.exists():
             continue
         try:
-            played.append(demo_campaign_play(campaign=campaign, truth=world.truth, seed=world.seed, now=now))
+            played.append(
+                demo_campaign_play(
+                    campaign=campaign, truth=world.truth, seed=world.seed if seed is None else seed, now=now
+                )
+            )
         except ApplicationError as error:
             # A campaign the engine refuses (a film out of licence, say) is left for a manager to fix.
             Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.PAUSED)
             played.append({"campaign": campaign.slug, "refused": error.message})
     _record_planted(world, played)
     if follow_up:
-        demo_funnel_follow_up(seed=world.seed, now=now)
+        demo_funnel_follow_up(seed=world.seed if seed is None else seed, now=now)
     return played

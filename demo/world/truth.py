@@ -104,11 +104,39 @@ def _package_spent(kinds: Sequence[str], offer_costs: Mapping[str, float], coupo
     return spent
 
 
+def homogeneous_uplift() -> dict[str, dict[str, float]]:
+    """Return the per-kind conversion uplift table with no heterogeneity: every segment gets the kind's mean effect.
+
+    The mean is weighted by the segments' shares, so the population's average effect is the
+    demo's; only who it falls on changes (nobody is changed more than anyone else).
+    """
+    shares = {segment.name: segment.share for segment in parameters.SEGMENTS}
+    total = sum(shares.values())
+    return {
+        kind: dict.fromkeys(parameters.SEGMENT_NAMES, sum(effect[name] * shares[name] for name in effect) / total)
+        for kind, effect in parameters.CONVERSION_UPLIFT_BY_OFFER_KIND.items()
+    }
+
+
+def amplified_uplift(factor: float) -> dict[str, dict[str, float]]:
+    """Return the per-kind uplift table with each segment ``factor`` times as far from the kind's mean as in the demo.
+
+    The share-weighted mean of each kind stays the demo's (before effects below zero are
+    raised to zero); ``factor`` 0 is ``homogeneous_uplift()``, 1 the demo's own table.
+    """
+    mean = homogeneous_uplift()
+    return {
+        kind: {name: max(0.0, mean[kind][name] + factor * (value - mean[kind][name])) for name, value in effect.items()}
+        for kind, effect in parameters.CONVERSION_UPLIFT_BY_OFFER_KIND.items()
+    }
+
+
 def planted_package_effects(
     campaign_slug: str,
     kinds: Sequence[str],
     price_reduction: float,
     offer_costs: Mapping[str, float] | None = None,
+    uplift_by_kind: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Return the planted effect, per segment, of giving one package of offer kinds in a campaign's setting.
 
@@ -121,7 +149,9 @@ def planted_package_effects(
     With ``offer_costs`` (the package's cost per issued offer, by kind), each segment also gets
     what a treated user is expected to cost under ``OFFER_COST_MODEL`` (``spent_per_treated_user``)
     and the return on it, ``roi = (revenue_uplift_per_user - spent) / spent``.
+    ``uplift_by_kind`` replaces the demo's per-kind, per-segment table (``homogeneous_uplift()``).
     """
+    table = parameters.CONVERSION_UPLIFT_BY_OFFER_KIND if uplift_by_kind is None else uplift_by_kind
     base_scale, uplift_scale, order_value = parameters.CAMPAIGN_RESPONSE[campaign_slug]
     reduction = min(float(price_reduction), order_value)
     uses_coupon = "coupon" in kinds and reduction > 0
@@ -131,7 +161,7 @@ def planted_package_effects(
     segments: dict[str, dict[str, Any]] = {}
     for name in parameters.SEGMENT_NAMES:
         base = parameters.BASE_CONVERSION_BY_SEGMENT[name] * base_scale
-        uplift = uplift_scale * sum(parameters.CONVERSION_UPLIFT_BY_OFFER_KIND[kind][name] for kind in kinds)
+        uplift = uplift_scale * sum(table[kind][name] for kind in kinds)
         treated_conversion = min(base + uplift, parameters.MAXIMUM_CONVERSION)
         revenue_uplift = treated_conversion * revenue_per_conversion - base * order_value
         segments[name] = {
@@ -164,7 +194,14 @@ def _offer_costs(rule_offers: Any) -> dict[str, float]:
     return costs
 
 
-def _campaign_effects(campaign: Campaign) -> dict[str, Any]:
+def campaign_effects(uplift_by_kind: Mapping[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
+    """Return every demo campaign's planted effects (the truth's ``campaign_effects``), optionally another table."""
+    return {campaign.slug: _campaign_effects(campaign, uplift_by_kind) for campaign in demo_catalog().campaigns}
+
+
+def _campaign_effects(
+    campaign: Campaign, uplift_by_kind: Mapping[str, Mapping[str, float]] | None = None
+) -> dict[str, Any]:
     base_scale, _uplift_scale, order_value = parameters.CAMPAIGN_RESPONSE[campaign.slug]
     base_conversion = {
         name: parameters.BASE_CONVERSION_BY_SEGMENT[name] * base_scale for name in parameters.SEGMENT_NAMES
@@ -176,6 +213,7 @@ def _campaign_effects(campaign: Campaign) -> dict[str, Any]:
             [offer.kind for offer in rule.offers],
             _price_reduction(rule.offers, order_value),
             _offer_costs(rule.offers),
+            uplift_by_kind,
         )
         offers[rule.effect_key] = {
             "rules": [other.slug for other in campaign.rules if other.effect_key == rule.effect_key],

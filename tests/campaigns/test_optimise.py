@@ -27,7 +27,7 @@ from campaigns.services.training import uplift_train
 from crossmkt_site.errors import ApplicationError
 from tests.factories import CampaignFactory, CourseFactory, PartnerFactory, RuleFactory
 
-USERS = 600
+USERS = 2000
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_train_command_learns_uplift_by_name_and_says_clearly_when_there_is_noth
 
 
 def test_optimise_run_spends_the_budget_on_the_users_the_offer_changes_and_keeps_a_holdout(world):
-    # given uplift learned from the pilot, and an optimise campaign whose budget reaches 50 of 600 users
+    # given uplift learned from the pilot, and an optimise campaign whose budget reaches 50 of 2,000 users
     uplift_train()
     campaign = _optimised(world)
 
@@ -200,6 +200,56 @@ def test_dry_run_prints_the_rule_based_and_the_optimised_campaign_side_by_side(w
     optimised_per_cny = Decimal(rows["optimised"][5]) / Decimal(rows["optimised"][4])
     assert optimised_per_cny > rules_per_cny
     assert not Offer.objects.filter(campaign=campaign).exists()
+    # and the claim is made on held-out outcomes: both choices cross-fitted on the pilot's users, with intervals,
+    # the optimised one earning more per CNY with an interval of the difference above zero
+    held = {
+        match[0]: (float(match[1]), float(match[2]), float(match[3]))
+        for match in re.findall(
+            r"^(rules|optimised) +incremental margin per CNY (-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]", text, re.M
+        )
+    }
+    assert set(held) == {"rules", "optimised"}, text
+    assert "3-fold cross-fitting" in text
+    difference = re.search(r"^optimised - rules: ([+-][\d.]+) per CNY \[(-?[\d.]+), (-?[\d.]+)\]", text, re.M)
+    assert difference is not None, text
+    assert float(difference[2]) > 0
+    assert held["optimised"][0] > held["rules"][0]
+
+
+def test_without_a_held_out_qini_interval_above_zero_optimise_mode_runs_its_rules_and_says_why(world):
+    # given a pilot whose coupon moved every user alike (bargain hunters no more than the others)
+    rng = np.random.default_rng(7)
+    outcomes = list(ExperimentOutcome.objects.filter(campaign=world["experiment"]))
+    for outcome in outcomes:
+        bought = rng.random() < (0.30 if outcome.arm == "coupon" else 0.20)
+        outcome.converted = bool(bought)
+        outcome.revenue = Decimal("100.00") if bought else Decimal("0")
+    ExperimentOutcome.objects.bulk_update(outcomes, ["converted", "revenue"])
+    out = StringIO()
+    call_command("train", "--model", "uplift", stdout=out)
+    assert "not above zero: the rules choose its users" in out.getvalue()
+    campaign = _optimised(world)
+
+    # when the optimise campaign is previewed and run
+    out = StringIO()
+    call_command("run_campaign", campaign.slug, "--dry-run", "--no-progress", stdout=out)
+    forecast = campaign_dry_run(campaign=campaign)
+    campaign_run(campaign=campaign)
+
+    # then the preview says the optimiser falls back to the rules, and why
+    assert isinstance(forecast.comparison, Comparison)
+    assert forecast.comparison.falls_back_to_rules
+    text = out.getvalue()
+    assert "falls back to the rules" in text
+    assert re.search(r"coupon: held-out Qini coefficient -?[\d.]+, 95% interval \[.*\] does not lie above zero", text)
+    # and the run did what the rules do: users taken in the rules' reach order until the budget ran out, a fifth of
+    # them held out by the rules' draw, bargain hunters no likelier than the others
+    assert forecast.comparison.optimised_by_model == 0
+    arms = CampaignAssignment.objects.filter(campaign=campaign)
+    assert 0.1 <= arms.filter(arm=CampaignAssignment.HOLDOUT).count() / arms.count() <= 0.35
+    offered = set(Offer.objects.filter(campaign=campaign).values_list("user_id", flat=True))
+    assert len(offered) == 50
+    assert len(offered & world["bargain"]) <= 0.8 * len(offered)
 
 
 def test_without_an_uplift_model_optimise_mode_says_how_to_train_one_and_rules_still_preview(world):

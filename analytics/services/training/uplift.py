@@ -24,8 +24,9 @@ from threadpoolctl import threadpool_limits
 
 from ...models import ModelRun
 from ...stats.uplift import METHODS, UpliftModel, evaluate_uplift, fit_uplift, qini_coefficient_se
+from ...stats.uplift_validation import crossfit_folds, qini_interval
 from ..registry import model_run_save
-from ..uplift import ANY_STRATUM, CONTROL, FEATURES, ExperimentRows, UpliftBundle, held_out_mask
+from ..uplift import ANY_STRATUM, CONTROL, FEATURES, CrossFit, ExperimentRows, UpliftBundle, held_out_mask
 from .common import as_utc, json_safe, require
 
 HELD_OUT_SHARE = 0.3
@@ -34,6 +35,12 @@ CURVE_POINTS = 21
 # A package is learned only with at least this many treated and held-out users in training.
 MINIMUM_USERS = 40
 MINIMUM_CONVERSIONS = 5
+# The held-out Qini coefficient's bootstrap interval: a package's model is used only when it lies above zero.
+QINI_REPLICATES = 1000
+QINI_CONFIDENCE = 0.95
+# Cross-fitting for the dry run's held-out comparison: folds, and at most this many rows kept to value choices on.
+CROSSFIT_FOLDS = 3
+CROSSFIT_MAX_ROWS = 200_000
 
 
 def _leaf_size(rows: int) -> int:
@@ -115,6 +122,7 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
     arms: dict[str, list] = {method: [] for method in METHODS}
     evaluation: dict[str, dict] = {method: {} for method in METHODS}
     held_out_ranking: dict[str, dict] = {method: {} for method in METHODS}
+    learned: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     skipped = list(rows.skipped)
     for package in sorted(set(frame.loc[treated, "package"])):
         gets = treated & (frame["package"] == package).to_numpy()
@@ -145,6 +153,7 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
             share[same] = n_treated / (n_treated + n_control) if n_control else 0.5
         share = np.clip(share, 0.02, 0.98)
         labels = np.where(gets, package, CONTROL)
+        learned[package] = (pair, labels, share)
         for method in METHODS:
             model = fit_uplift(
                 matrix[train],
@@ -161,7 +170,18 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
             result = evaluate_uplift(
                 model, matrix[test], labels[test], converted[test], revenue[test], n_points=CURVE_POINTS
             )[0]
-            evaluation[method][package] = {"conversion": _curves(result.conversion), "value": _curves(result.value)}
+            interval = qini_interval(
+                model.predict(matrix[test]).conversion[:, 0],
+                labels[test] == package,
+                converted[test],
+                replicates=QINI_REPLICATES,
+                confidence=QINI_CONFIDENCE,
+                n_points=CURVE_POINTS,
+            )
+            evaluation[method][package] = {
+                "conversion": {**(_curves(result.conversion) or {}), "qini_interval": interval.to_dict()},
+                "value": _curves(result.value),
+            }
             held_out_ranking[method][package] = (
                 model.predict(matrix[test]).conversion[:, 0],
                 labels[test] == package,
@@ -185,11 +205,16 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
         qini_coefficient_se(*ranking, n_points=CURVE_POINTS) for ranking in held_out_ranking[selected].values()
     ]
     qini_se = float(np.sqrt(np.sum(np.square(package_errors)))) / len(package_errors)
+    intervals = {package: item["conversion"]["qini_interval"] for package, item in sorted(evaluation[selected].items())}
+    trusted = tuple(package for package, interval in intervals.items() if interval["lower"] > 0)
     bundle = UpliftBundle(
         feature_names=FEATURES,
         selected=selected,
         baseline=baseline,
         models={method: UpliftModel(method=method, control=CONTROL, arms=tuple(arms[method])) for method in METHODS},
+        trusted=trusted,
+        qini_intervals=intervals,
+        crossfit=_crossfit(frame, matrix, converted, learned, selected),
     )
     metrics = {
         "selected_method": selected,
@@ -198,6 +223,9 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
         "held_out_users": int(held.sum()),
         **{f"qini_coefficient_{method}": scores[method] for method in METHODS},
         "qini_coefficient_se": qini_se,
+        "qini_intervals": intervals,
+        "trusted_packages": list(trusted),
+        "untrusted_packages": [package for package in intervals if package not in trusted],
         "evaluation": evaluation,
         "sources": rows.sources,
         "skipped": skipped,
@@ -207,6 +235,9 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
         "features": list(FEATURES),
         "held_out_share": HELD_OUT_SHARE,
         "curve_points": CURVE_POINTS,
+        "qini_replicates": QINI_REPLICATES,
+        "qini_confidence": QINI_CONFIDENCE,
+        "crossfit_folds": CROSSFIT_FOLDS,
         "selected_method": selected,
     }
     moments = [as_utc(datetime.fromisoformat(source["as_of"])) for source in rows.sources]
@@ -219,4 +250,70 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
         data_start=min(moments) if moments else None,
         data_end=max(moments) if moments else None,
         activate=activate,
+    )
+
+
+def _crossfit(
+    frame,
+    matrix: np.ndarray,
+    converted: np.ndarray,
+    learned: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    method: str,
+) -> CrossFit:
+    """Fit the selected method once per fold on the other folds' rows, for choices valued on that fold."""
+    users = frame["user_id"].to_numpy()
+    keep = np.zeros(len(frame), dtype=bool)
+    for pair, _labels, _share in learned.values():
+        keep |= pair
+    if keep.sum() > CROSSFIT_MAX_ROWS:
+        # A stable subset, so that the artifact stays small on a large world.
+        keep &= held_out_mask(users, CROSSFIT_MAX_ROWS / keep.sum())
+    folds = crossfit_folds(users, CROSSFIT_FOLDS)
+    models: list[UpliftModel | None] = []
+    baselines = []
+    control = (frame["role"] != "treated").to_numpy()
+    for fold in range(CROSSFIT_FOLDS):
+        others = folds != fold
+        fold_arms = []
+        for package, (pair, labels, share) in learned.items():
+            train = pair & others
+            treated = train & (labels == package)
+            if (
+                min(int(treated.sum()), int((train & ~treated).sum())) < MINIMUM_USERS
+                or converted[train].sum() < MINIMUM_CONVERSIONS
+            ):
+                continue
+            fold_arms.append(
+                fit_uplift(
+                    matrix[train],
+                    labels[train],
+                    converted[train],
+                    control=CONTROL,
+                    method=method,  # type: ignore[arg-type]
+                    classifier=_classifier(int(train.sum())),
+                    regressor=_regressor(int(train.sum())),
+                    treated_share=share[train],
+                ).arms[0]
+            )
+        models.append(UpliftModel(method=method, control=CONTROL, arms=tuple(fold_arms)) if fold_arms else None)  # type: ignore[arg-type]
+        base_rows = control & others
+        baselines.append(_classifier(int(base_rows.sum()))().fit(matrix[base_rows], converted[base_rows]))
+    shares: dict[str, float] = {}
+    for package, (pair, labels, _share) in learned.items():
+        for experiment in set(frame.loc[pair, "experiment"]):
+            same = pair & (frame["experiment"] == experiment).to_numpy()
+            n_treated = int((same & (labels == package)).sum())
+            n_control = int((same & (labels != package)).sum())
+            if n_treated and n_control:
+                shares[f"{experiment}|{package}"] = n_treated / (n_treated + n_control)
+    return CrossFit(
+        folds=folds[keep],
+        models=tuple(models),
+        baselines=tuple(baselines),
+        features=matrix[keep],
+        treated=(~control)[keep],
+        converted=converted[keep],
+        package=frame["package"].to_numpy(dtype=object)[keep],
+        experiment=frame["experiment"].to_numpy(dtype=object)[keep],
+        shares=shares,
     )

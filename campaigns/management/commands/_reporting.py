@@ -45,6 +45,17 @@ def report_training(command, run, *, name: str, seconds: float) -> None:
         )
     elif isinstance(holdout, dict):
         command.stdout.write(f"  holdout: not compared ({holdout.get('reason')})")
+    trusted = set(run.metrics.get("trusted_packages", ()))
+    for package, interval in (run.metrics.get("qini_intervals") or {}).items():
+        verdict = (
+            "above zero: the optimiser may spend on it"
+            if package in trusted
+            else "not above zero: the rules choose its users"
+        )
+        command.stdout.write(
+            f"  held-out Qini of {package} ({run.metrics.get('selected_method')}): {interval['coefficient']:.4f}, "
+            f"{interval['confidence']:.0%} interval [{interval['lower']:.4f}, {interval['upper']:.4f}], {verdict}"
+        )
 
 
 def metrics_headline(metrics: dict) -> dict:

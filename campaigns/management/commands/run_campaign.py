@@ -6,6 +6,7 @@ from analytics.services.progress import progress_bar
 from crossmkt_site.errors import ApplicationError
 from crossmkt_site.groups import no_worker_note
 
+from ...presenters.optimise_comparison import held_out_lines
 from ...selectors import campaign_get
 from ...services.campaign_planning import campaign_chunks
 from ...services.campaign_run import campaign_dry_run, campaign_run
@@ -96,12 +97,12 @@ class Command(BaseCommand):
             self.stdout.write(f"Rules vs optimised: not compared ({forecast.comparison_missing})")
             return
         self.stdout.write(
-            f"Rules vs optimised ({forecast.mode} mode runs; valued by {comparison.model}, {comparison.method}, a "
+            f"Rules vs optimised ({forecast.mode} mode runs; {comparison.model}, {comparison.method}, a "
             f"conversion worth {comparison.order_value} CNY; within the budget left):"
         )
         self.stdout.write(
             f"{'':<12} {'users':>9} {'holdout':>9} {'offers':>9} {'spend (CNY)':>14} "
-            f"{'incr. margin (CNY)':>19} {'per CNY':>8}"
+            f"{'model forecast':>19} {'per CNY':>8}"
         )
         for strategy in (comparison.rules, comparison.optimised):
             margin = "unknown" if strategy.expected_margin is None else str(strategy.expected_margin)
@@ -110,5 +111,10 @@ class Command(BaseCommand):
                 f"{strategy.name:<12} {strategy.users:>9} {strategy.holdout:>9} {strategy.offers:>9} "
                 f"{strategy.spend:>14} {margin:>19} {per_cny:>8}"
             )
+        self.stdout.write(
+            "  (the model forecast is in sample: the model that chose values its own choice, so it flatters it)"
+        )
+        for line in held_out_lines(comparison):
+            self.stdout.write(line)
         for note in comparison.notes:
             self.stdout.write(f"note: {note}")
