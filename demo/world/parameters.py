@@ -341,7 +341,9 @@ DEAL_GRANT_SPEND_PROBABILITY = {"membership_days": 0.35, "movie_ticket": 0.4}
 # What each issued offer costs the campaign (its budget reserves face value at issue regardless).
 OFFER_COST_MODEL = {
     "coupon": "its discount, when redeemed (the ledger's discount); nothing if never used",
-    "movie_ticket": "its stock code's value, when issued (bought from the cinema)",
+    "movie_ticket": "its stock code's value, bought from the cinema at issue; an unused ticket's code goes back to "
+    "the pool when the offer expires (the codes outlive the offers) and takes its cost with it, so once the offers "
+    "have ended a ticket costs its value when used",
     "free_viewing": "the video partner's settlement price (the offer's cost), per activated trial",
-    "membership_grant": "the deal's settlement price (the offer's cost), when issued",
+    "membership_grant": "the deal's settlement price (the offer's cost), when taken up (redeemed)",
 }

@@ -97,11 +97,21 @@ def _package_spent(kinds: Sequence[str], offer_costs: Mapping[str, float], coupo
         cost = float(offer_costs.get(kind, 0.0))
         if kind == "coupon":
             spent[kind] = (0.0, parameters.COUPON_REDEMPTION_PROBABILITY * coupon_discount)
-        elif kind == "free_viewing":
-            spent[kind] = (parameters.TRIAL_ACTIVATION_PROBABILITY * cost, 0.0)
+        elif kind in _TAKE_UP_PROBABILITY:
+            spent[kind] = (_TAKE_UP_PROBABILITY[kind] * cost, 0.0)
         else:
             spent[kind] = (cost, 0.0)
     return spent
+
+
+# What an offer of these kinds costs is paid only for the offers taken up (``campaigns.services.offer_costs``):
+# a trial per activation, a grant when taken up, and a prepaid ticket when used, since an unused one's code (the
+# demo's codes outlive its offers) goes back to the pool when the offer expires and takes its cost with it.
+_TAKE_UP_PROBABILITY = {
+    "free_viewing": parameters.TRIAL_ACTIVATION_PROBABILITY,
+    "movie_ticket": parameters.TICKET_USE_PROBABILITY,
+    "membership_grant": parameters.GRANT_ACTIVATION_PROBABILITY,
+}
 
 
 def homogeneous_uplift() -> dict[str, dict[str, float]]:
@@ -585,8 +595,8 @@ def simulate_campaign_money(
     times a Gamma(shape ``ORDER_VALUE_SHAPE``, mean 1) factor; a treated converted user uses
     their package's coupon with ``COUPON_REDEMPTION_PROBABILITY`` and pays the order less its
     discount (at most the order; a percent coupon's discount is taken as its planted reduction
-    on the mean order); spent follows ``OFFER_COST_MODEL`` (tickets and grants their cost at
-    issue, a trial its cost when activated, a coupon its discount when used). Returns
+    on the mean order); spent follows ``OFFER_COST_MODEL`` once every offer has ended (a trial
+    its cost when activated, a ticket when used, a grant when taken up, a coupon its discount when used). Returns
     (converted, revenue, spent) per user, in CNY rounded to cents; untreated users cost nothing.
     """
     effects = truth["campaign_effects"][campaign_slug]
@@ -601,7 +611,7 @@ def simulate_campaign_money(
         2,
     )
     coupon_use = rng.random(n) < parameters.COUPON_REDEMPTION_PROBABILITY
-    trial_use = rng.random(n) < parameters.TRIAL_ACTIVATION_PROBABILITY
+    taken_up = {kind: rng.random(n) < probability for kind, probability in _TAKE_UP_PROBABILITY.items()}
     discount = np.zeros(n)
     spent = np.zeros(n)
     for key in pd.unique(keys[treated]):
@@ -612,8 +622,8 @@ def simulate_campaign_money(
             used = users & converted & coupon_use
             discount[used] = np.minimum(float(package["price_reduction"]), order[used])
         for kind, cost in costs.items():
-            if kind == "free_viewing":
-                spent[users & trial_use] += cost
+            if kind in taken_up:
+                spent[users & taken_up[kind]] += cost
             elif kind != "coupon":
                 spent[users] += cost
     spent += discount
