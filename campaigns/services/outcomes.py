@@ -64,8 +64,9 @@ def campaign_for_outcomes(*, slug: str, now: dt.datetime, partner_slug: str | No
         campaign.owner = partner
         campaign.save(update_fields=["owner"])
     elif partner is not None and partner.pk != campaign.owner_id:
+        owner = Partner.objects.get(pk=campaign.owner_id)
         raise ApplicationError(
-            f"campaign {slug!r} belongs to partner {campaign.owner.slug!r}, not {partner.slug!r}; "
+            f"campaign {slug!r} belongs to partner {owner.slug!r}, not {partner.slug!r}; "
             "its outcomes name that partner's users",
             field="partner",
         )

@@ -46,7 +46,9 @@ def test_three_arm_experiment_is_reported_against_its_holdout(tmp_path, acme):
     )
 
     out = io.StringIO()
-    call_command("import_outcomes", path, "--campaign", "partner-test-q3", "--partner", "acme", "--no-progress", stdout=out)
+    call_command(
+        "import_outcomes", path, "--campaign", "partner-test-q3", "--partner", "acme", "--no-progress", stdout=out
+    )
 
     # then the good rows are in, the bad ones named, and the campaign is an external one
     assert "6000 outcomes imported, 0 duplicates skipped, 2 rejected" in out.getvalue()
@@ -62,7 +64,9 @@ def test_three_arm_experiment_is_reported_against_its_holdout(tmp_path, acme):
     assert comparisons["ticket"]["difference_lower"] < 0 < comparisons["ticket"]["difference_upper"]
     # re-importing the same file changes nothing
     again = io.StringIO()
-    call_command("import_outcomes", path, "--campaign", "partner-test-q3", "--partner", "acme", "--no-progress", stdout=again)
+    call_command(
+        "import_outcomes", path, "--campaign", "partner-test-q3", "--partner", "acme", "--no-progress", stdout=again
+    )
     assert "0 outcomes imported, 6000 duplicates skipped" in again.getvalue()
     assert ExperimentOutcome.objects.count() == 6000
 
@@ -107,7 +111,9 @@ def test_revenue_with_a_comma_or_above_the_ceiling_is_rejected_by_line(tmp_path,
 
     # when they are imported
     out = io.StringIO()
-    call_command("import_outcomes", path, "--campaign", "partner-commas", "--partner", "acme", "--no-progress", stdout=out)
+    call_command(
+        "import_outcomes", path, "--campaign", "partner-commas", "--partner", "acme", "--no-progress", stdout=out
+    )
 
     # then those lines are rejected with the reason, and the good one is in
     text = out.getvalue()

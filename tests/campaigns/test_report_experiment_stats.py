@@ -240,7 +240,16 @@ def _outcomes_file(path, *, covariates: bool, seed=4):
 def test_imported_outcomes_with_pre_period_columns_get_cuped(tmp_path, acme):
     # given an outside experiment of 800 users with pre_revenue and pre_converted (every tenth blank: no history)
     path = _outcomes_file(tmp_path / "outcomes.csv", covariates=True)
-    call_command("import_outcomes", path, "--campaign", "outside-cuped", "--partner", "acme", "--no-progress", stdout=io.StringIO())
+    call_command(
+        "import_outcomes",
+        path,
+        "--campaign",
+        "outside-cuped",
+        "--partner",
+        "acme",
+        "--no-progress",
+        stdout=io.StringIO(),
+    )
     out = io.StringIO()
     # when
     call_command("campaign_report", "outside-cuped", "--format", "json", stdout=out)
@@ -255,7 +264,16 @@ def test_imported_outcomes_with_pre_period_columns_get_cuped(tmp_path, acme):
 
 def test_imported_outcomes_without_pre_period_columns_say_why_there_is_no_cuped(tmp_path, acme):
     path = _outcomes_file(tmp_path / "outcomes.csv", covariates=False)
-    call_command("import_outcomes", path, "--campaign", "outside-plain", "--partner", "acme", "--no-progress", stdout=io.StringIO())
+    call_command(
+        "import_outcomes",
+        path,
+        "--campaign",
+        "outside-plain",
+        "--partner",
+        "acme",
+        "--no-progress",
+        stdout=io.StringIO(),
+    )
     out = io.StringIO()
     call_command("campaign_report", "outside-plain", stdout=out)
     assert "no CUPED (the experiment's outcomes were imported without pre_revenue" in out.getvalue()

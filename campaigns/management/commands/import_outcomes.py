@@ -1,4 +1,7 @@
-"""python manage.py import_outcomes FILE.csv --campaign SLUG [--partner SLUG]: an experiment run elsewhere, reported like ours."""
+"""python manage.py import_outcomes FILE.csv --campaign SLUG [--partner SLUG]: an experiment run elsewhere.
+
+Its outcomes are reported like one of ours.
+"""
 
 from django.core.management.base import BaseCommand, CommandError
 
