@@ -419,6 +419,15 @@ class ExperimentOutcome(models.Model):
         "campaigns.Campaign", on_delete=models.CASCADE, related_name="imported_outcomes", verbose_name=_("campaign")
     )
     user_ref = models.CharField(_("user id"), max_length=64)
+    # The person the campaign's partner means by user_ref (its own user or a consented link), set on import.
+    user = models.ForeignKey(
+        EndUser,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="experiment_outcomes",
+        verbose_name=_("user"),
+    )
     arm = models.CharField(
         _("arm"), max_length=64, help_text=_("'holdout' is the control; any other name is a treated arm.")
     )

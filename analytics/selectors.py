@@ -370,6 +370,33 @@ def ids_known_to_partner(*, partner_id: int, user_ids: Sequence[int]) -> dict[in
 _ID_CHUNK = 5_000
 
 
+def users_known_by_partner_ids(*, partner_id: int, external_ids: Sequence[str]) -> dict[str, int]:
+    """Map the ids among ``external_ids`` that a partner knows someone by to that person's user id.
+
+    As ``analytics.services.identity`` resolves, without writing: the partner's link of that id
+    (while the person consents to data sharing), else its own user of that id; erased people and
+    other partners' users are left out, so the same id at another partner never answers.
+    """
+    wanted = sorted({str(value) for value in external_ids})
+    known: dict[str, int] = {}
+    for start in range(0, len(wanted), _ID_CHUNK):
+        chunk = wanted[start : start + _ID_CHUNK]
+        known.update(
+            EndUser.objects.filter(
+                home_partner_id=partner_id, external_id__in=chunk, erased_at__isnull=True
+            ).values_list("external_id", "pk")
+        )
+        known.update(
+            UserLink.objects.filter(
+                partner_id=partner_id,
+                external_id__in=chunk,
+                user__data_sharing_consent=True,
+                user__erased_at__isnull=True,
+            ).values_list("external_id", "user_id")
+        )
+    return known
+
+
 def enduser_get_visible(*, partner: Model, external_id: str, field: str | None = "user_id") -> EndUser:
     """Return the user a partner means by ``external_id`` if it may see them, or a 404 error naming field."""
     return EndUser.objects.get(pk=enduser_id_visible(partner=partner, external_id=external_id, field=field))

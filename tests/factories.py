@@ -138,3 +138,8 @@ class BehaviorEventFactory(factory.django.DjangoModelFactory[BehaviorEvent]):
     item_id = "F00001"
     amount = Decimal("0.00")
     occurred_at = factory.LazyFunction(timezone.now)
+
+
+def end_users_of(partner: Partner, external_ids) -> list[EndUser]:
+    """Create the partner's own users of these ids in one statement (for files that name many)."""
+    return EndUser.objects.bulk_create([EndUser(home_partner=partner, external_id=str(i)) for i in external_ids])

@@ -3,7 +3,8 @@
 Identity is per partner (``identity``). A partner's erasure request (``DELETE users/{id}/``)
 for an id it reaches through a link (consented, or one that stopped applying when consent was
 withdrawn) removes only what that partner sent: the link and its events for the person, with
-its id for them put on the suppression list; the person and everything else stay. Its own user
+its id for them put on the suppression list, and the outcomes it imported for them
+pseudonymised and detached; the person and everything else stay. Its own user
 of that id (it is their home partner) is erased everywhere, as follows.
 
 What happens to a user's data on erasure by the home partner:
@@ -19,8 +20,10 @@ What happens to a user's data on erasure by the home partner:
   users) are kept;
 - offers still open are revoked first, by the campaigns side (``campaigns.services.erasure``),
   which tells this erasure how many it revoked;
-- imported experiment outcomes (``ExperimentOutcome``) of the id keep their arm, conversion
-  and revenue, as anonymous rows under the user row's new random id; the admin's history of
+- imported experiment outcomes (``ExperimentOutcome``) attached to the person (under any
+  partner's id for them), and unattached ones of the id in the home partner's campaigns or in
+  campaigns naming no partner, keep their arm, conversion and revenue, as anonymous rows under
+  the user row's new random id; another partner's person of the same id keeps theirs; the admin's history of
   the row names it by that id too; webhook payloads stored by the campaigns side are
   rewritten the same way there;
 - the person goes on the suppression list (``ErasedIdentity``, a keyed hash of partner and id,
@@ -36,6 +39,7 @@ from dataclasses import dataclass
 from django.contrib.admin.models import LogEntry
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from crossmkt_site.errors import ApplicationError
@@ -108,6 +112,11 @@ def enduser_link_erase(*, link: UserLink, api_key_prefix: str = "") -> ErasureLo
     now = timezone.now()
     user = link.user
     _, deleted = BehaviorEvent.objects.filter(user=user, partner_id=link.partner_id).delete()
+    # Outcomes the linked partner imported for them under its id: pseudonymised and no longer theirs.
+    for outcome in ExperimentOutcome.objects.filter(user=user, campaign__owner_id=link.partner_id):
+        outcome.user = None
+        outcome.user_ref = f"erased-{secrets.token_hex(16)}"
+        outcome.save(update_fields=["user", "user_ref"])
     link.delete()
     _suppress(partner_id=link.partner_id, external_id=link.external_id, now=now)
     features_build_for_users(user_ids=[user.pk])
@@ -156,7 +165,17 @@ def enduser_erase(
             "external_id",
         ]
     )
-    ExperimentOutcome.objects.filter(user_ref=pseudonymous_id).update(user_ref=user.external_id)
+    # Their imported outcomes: those attached to them (under any partner's id for them), and unattached
+    # ones of their id in their home partner's campaigns or in campaigns that name no partner. Another
+    # partner's person of the same id keeps theirs.
+    ExperimentOutcome.objects.filter(
+        Q(user=user)
+        | Q(
+            Q(campaign__owner_id=user.home_partner_id) | Q(campaign__owner__isnull=True),
+            user__isnull=True,
+            user_ref=pseudonymous_id,
+        )
+    ).update(user_ref=user.external_id)
     # The admin's history names a user it changed by the user's id.
     LogEntry.objects.filter(content_type=ContentType.objects.get_for_model(EndUser), object_id=str(user.pk)).update(
         object_repr=user.external_id

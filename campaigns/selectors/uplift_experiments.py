@@ -16,7 +16,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from analytics.models import EndUser, ExperimentOutcome
+from analytics.models import ExperimentOutcome
 from analytics.services.uplift import ANY_STRATUM, CONTROL, Experiment
 
 from ..models import Campaign, CampaignAssignment, Offer, Rule
@@ -85,19 +85,17 @@ def _our_campaign_rows(campaign: Campaign) -> tuple[pd.DataFrame, datetime | Non
 
 def _imported_rows(campaign: Campaign) -> tuple[pd.DataFrame, str | None]:
     """Return an imported experiment's rows (users we know, arms that name offer packages), or why it is skipped."""
+    # Each outcome names the person its campaign's partner meant when it was imported (``user``);
+    # an outcome without one (imported before identities were per partner, its id unknown to the
+    # campaign's owner) names no one and is left out, never matched by the id alone.
     outcomes = pd.DataFrame(
-        ExperimentOutcome.objects.filter(campaign=campaign).values_list("user_ref", "arm", "converted", "revenue"),
-        columns=["user_ref", "arm", "converted", "revenue"],
+        ExperimentOutcome.objects.filter(campaign=campaign, user__isnull=False, user__erased_at__isnull=True)
+        .values_list("user_id", "arm", "converted", "revenue")
+        .order_by("pk"),
+        columns=["user_id", "arm", "converted", "revenue"],
     )
     if outcomes.empty or not (outcomes["arm"] == CampaignAssignment.HOLDOUT).any():
         return pd.DataFrame(), "no holdout arm"
-    known = dict(
-        EndUser.objects.filter(external_id__in=list(outcomes["user_ref"]), erased_at__isnull=True).values_list(
-            "external_id", "id"
-        )
-    )
-    outcomes["user_id"] = outcomes["user_ref"].map(known)
-    outcomes = outcomes[outcomes["user_id"].notna()]
     held = outcomes["arm"] == CampaignAssignment.HOLDOUT
     outcomes["role"] = np.where(held, CONTROL, "treated")
     outcomes["package"] = np.where(held, ANY_STRATUM, outcomes["arm"].map(parse_package).fillna(""))

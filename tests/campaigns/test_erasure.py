@@ -32,6 +32,7 @@ from tests.factories import (
     PartnerFactory,
     RuleFactory,
     UserLinkFactory,
+    end_users_of,
 )
 
 pytestmark = pytest.mark.django_db
@@ -76,6 +77,7 @@ def test_outcomes_of_an_erased_person_keep_arm_and_revenue_under_a_pseudonym_and
 ):
     # given an outside experiment that includes a person zhixue later erases
     EndUserFactory.create(external_id="u-gone", home_partner=zhixue)
+    end_users_of(zhixue, ["u-stays", "u-other"])
     outcomes = write(
         tmp_path,
         "outcomes.csv",
@@ -86,7 +88,7 @@ def test_outcomes_of_an_erased_person_keep_arm_and_revenue_under_a_pseudonym_and
             "u-other,holdout,1,80.00",
         ],
     )
-    run("import_outcomes", outcomes, "--campaign", "partner-test-q3")
+    run("import_outcomes", outcomes, "--campaign", "partner-test-q3", "--partner", "zhixue")
     totals = dict(ExperimentOutcome.objects.values_list("arm").annotate(Sum("revenue")))
 
     # when the home partner erases the person
@@ -100,7 +102,7 @@ def test_outcomes_of_an_erased_person_keep_arm_and_revenue_under_a_pseudonym_and
     assert (anonymous.arm, anonymous.converted, anonymous.revenue) == ("coupon", True, Decimal("120.00"))
 
     # and importing the same file again rejects the erased person's line with the reason, and only that line
-    out = run("import_outcomes", outcomes, "--campaign", "partner-test-q3")
+    out = run("import_outcomes", outcomes, "--campaign", "partner-test-q3", "--partner", "zhixue")
     assert "0 outcomes imported, 2 duplicates skipped, 1 rejected" in out
     assert f"line 2: user_id: {ERASED}" in out
     assert not ExperimentOutcome.objects.filter(user_ref="u-gone").exists()

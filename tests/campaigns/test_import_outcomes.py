@@ -10,8 +10,17 @@ from django.core.management import CommandError, call_command
 
 from analytics.models import ExperimentOutcome
 from campaigns.models import Campaign
+from tests.factories import PartnerFactory, end_users_of
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def acme():
+    """The partner whose ids the outcome files use, knowing x0 to x5999, y0 to y2 and bad1, bad2."""
+    partner = PartnerFactory.create(slug="acme")
+    end_users_of(partner, [*(f"x{n}" for n in range(6000)), "y0", "y1", "y2", "bad1", "bad2"])
+    return partner
 
 
 def write_outcomes(path, arms: dict[str, tuple[int, float]], seed=0, extra_lines=()):
@@ -28,7 +37,7 @@ def write_outcomes(path, arms: dict[str, tuple[int, float]], seed=0, extra_lines
     return path
 
 
-def test_three_arm_experiment_is_reported_against_its_holdout(tmp_path):
+def test_three_arm_experiment_is_reported_against_its_holdout(tmp_path, acme):
     # given an outside experiment with a holdout and two treated arms, plus two bad rows
     path = write_outcomes(
         tmp_path / "outcomes.csv",
@@ -37,7 +46,9 @@ def test_three_arm_experiment_is_reported_against_its_holdout(tmp_path):
     )
 
     out = io.StringIO()
-    call_command("import_outcomes", path, "--campaign", "partner-test-q3", "--no-progress", stdout=out)
+    call_command(
+        "import_outcomes", path, "--campaign", "partner-test-q3", "--partner", "acme", "--no-progress", stdout=out
+    )
 
     # then the good rows are in, the bad ones named, and the campaign is an external one
     assert "6000 outcomes imported, 0 duplicates skipped, 2 rejected" in out.getvalue()
@@ -53,22 +64,24 @@ def test_three_arm_experiment_is_reported_against_its_holdout(tmp_path):
     assert comparisons["ticket"]["difference_lower"] < 0 < comparisons["ticket"]["difference_upper"]
     # re-importing the same file changes nothing
     again = io.StringIO()
-    call_command("import_outcomes", path, "--campaign", "partner-test-q3", "--no-progress", stdout=again)
+    call_command(
+        "import_outcomes", path, "--campaign", "partner-test-q3", "--partner", "acme", "--no-progress", stdout=again
+    )
     assert "0 outcomes imported, 6000 duplicates skipped" in again.getvalue()
     assert ExperimentOutcome.objects.count() == 6000
 
 
-def test_outcomes_cannot_overwrite_one_of_our_campaigns(tmp_path):
+def test_outcomes_cannot_overwrite_one_of_our_campaigns(tmp_path, acme):
     from tests.factories import CampaignFactory
 
     CampaignFactory.create(slug="ours")
     path = write_outcomes(tmp_path / "o.csv", {"holdout": (5, 0.1)})
     with pytest.raises(CommandError, match="is one of ours"):
-        call_command("import_outcomes", path, "--campaign", "ours", "--no-progress")
+        call_command("import_outcomes", path, "--campaign", "ours", "--partner", "acme", "--no-progress")
 
 
 @pytest.mark.parametrize("column", range(4))
-def test_a_nul_byte_rejects_its_line_by_column_and_the_rest_import(tmp_path, column):
+def test_a_nul_byte_rejects_its_line_by_column_and_the_rest_import(tmp_path, column, acme):
     # given an outcomes file with a NUL byte in one field of line 3 (PostgreSQL refuses NUL in text)
     bad = ["y1", "coupon", "1", "120.00"]
     bad[column] = bad[column][:1] + "\x00" + bad[column][1:]
@@ -79,7 +92,7 @@ def test_a_nul_byte_rejects_its_line_by_column_and_the_rest_import(tmp_path, col
     )
 
     out = io.StringIO()
-    call_command("import_outcomes", path, "--campaign", "nul-test", "--no-progress", stdout=out)
+    call_command("import_outcomes", path, "--campaign", "nul-test", "--partner", "acme", "--no-progress", stdout=out)
 
     # then the good rows are in and line 3 is named with its column
     name = ("user_id", "arm", "converted", "revenue")[column]
@@ -88,7 +101,7 @@ def test_a_nul_byte_rejects_its_line_by_column_and_the_rest_import(tmp_path, col
     assert sorted(ExperimentOutcome.objects.values_list("user_ref", flat=True)) == ["y0", "y2"]
 
 
-def test_revenue_with_a_comma_or_above_the_ceiling_is_rejected_by_line(tmp_path):
+def test_revenue_with_a_comma_or_above_the_ceiling_is_rejected_by_line(tmp_path, acme):
     # given outcomes whose revenue is written with a decimal comma (once stored as 150.00) or is absurd
     path = tmp_path / "outcomes.csv"
     path.write_text(
@@ -98,7 +111,9 @@ def test_revenue_with_a_comma_or_above_the_ceiling_is_rejected_by_line(tmp_path)
 
     # when they are imported
     out = io.StringIO()
-    call_command("import_outcomes", path, "--campaign", "partner-commas", "--no-progress", stdout=out)
+    call_command(
+        "import_outcomes", path, "--campaign", "partner-commas", "--partner", "acme", "--no-progress", stdout=out
+    )
 
     # then those lines are rejected with the reason, and the good one is in
     text = out.getvalue()

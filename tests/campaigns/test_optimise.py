@@ -71,6 +71,7 @@ def world(db):
         ExperimentOutcome(
             campaign=experiment,
             user_ref=user.external_id,
+            user=user,
             arm=name,
             converted=bool(bought),
             revenue=Decimal("100.00") if bought else Decimal("0"),

@@ -14,7 +14,7 @@ from analytics.models import BehaviorEvent, EndUser
 from campaigns.models import CampaignAssignment, Offer, RedemptionEntry
 from campaigns.presenters.campaign_report import render_csv, render_text
 from campaigns.reports.campaign_report import campaign_report
-from tests.factories import CampaignFactory, PartnerFactory, RuleFactory
+from tests.factories import CampaignFactory, PartnerFactory, RuleFactory, end_users_of
 
 pytestmark = pytest.mark.django_db
 
@@ -213,6 +213,14 @@ def test_text_and_csv_show_cuped_holm_and_the_interval_kind():
     assert "guardrail_rollbacks,coupon,100,1," in csv
 
 
+@pytest.fixture
+def acme():
+    """The partner whose ids the outcome files use (x0 to x799, a, b, c)."""
+    partner = PartnerFactory.create(slug="acme")
+    end_users_of(partner, [*(f"x{i}" for i in range(800)), "a", "b", "c"])
+    return partner
+
+
 def _outcomes_file(path, *, covariates: bool, seed=4):
     rng = np.random.default_rng(seed)
     lines = ["user_id,arm,converted,revenue" + (",pre_revenue,pre_converted" if covariates else "")]
@@ -229,10 +237,19 @@ def _outcomes_file(path, *, covariates: bool, seed=4):
     return path
 
 
-def test_imported_outcomes_with_pre_period_columns_get_cuped(tmp_path):
+def test_imported_outcomes_with_pre_period_columns_get_cuped(tmp_path, acme):
     # given an outside experiment of 800 users with pre_revenue and pre_converted (every tenth blank: no history)
     path = _outcomes_file(tmp_path / "outcomes.csv", covariates=True)
-    call_command("import_outcomes", path, "--campaign", "outside-cuped", "--no-progress", stdout=io.StringIO())
+    call_command(
+        "import_outcomes",
+        path,
+        "--campaign",
+        "outside-cuped",
+        "--partner",
+        "acme",
+        "--no-progress",
+        stdout=io.StringIO(),
+    )
     out = io.StringIO()
     # when
     call_command("campaign_report", "outside-cuped", "--format", "json", stdout=out)
@@ -245,15 +262,24 @@ def test_imported_outcomes_with_pre_period_columns_get_cuped(tmp_path):
     assert float(cuped["revenue"]["lower"]) < 10 < float(cuped["revenue"]["upper"])
 
 
-def test_imported_outcomes_without_pre_period_columns_say_why_there_is_no_cuped(tmp_path):
+def test_imported_outcomes_without_pre_period_columns_say_why_there_is_no_cuped(tmp_path, acme):
     path = _outcomes_file(tmp_path / "outcomes.csv", covariates=False)
-    call_command("import_outcomes", path, "--campaign", "outside-plain", "--no-progress", stdout=io.StringIO())
+    call_command(
+        "import_outcomes",
+        path,
+        "--campaign",
+        "outside-plain",
+        "--partner",
+        "acme",
+        "--no-progress",
+        stdout=io.StringIO(),
+    )
     out = io.StringIO()
     call_command("campaign_report", "outside-plain", stdout=out)
     assert "no CUPED (the experiment's outcomes were imported without pre_revenue" in out.getvalue()
 
 
-def test_import_outcomes_rejects_a_bad_pre_period_value_by_line(tmp_path):
+def test_import_outcomes_rejects_a_bad_pre_period_value_by_line(tmp_path, acme):
     path = tmp_path / "bad.csv"
     path.write_text(
         "user_id,arm,converted,revenue,pre_revenue,pre_converted\n"
@@ -261,6 +287,6 @@ def test_import_outcomes_rejects_a_bad_pre_period_value_by_line(tmp_path):
         encoding="utf-8",
     )
     out = io.StringIO()
-    call_command("import_outcomes", path, "--campaign", "outside-bad", "--no-progress", stdout=out)
+    call_command("import_outcomes", path, "--campaign", "outside-bad", "--partner", "acme", "--no-progress", stdout=out)
     text = out.getvalue()
     assert "pre_revenue" in text and "pre_converted" in text
