@@ -74,15 +74,6 @@ def erased_mask(*, partner_ids: Sequence[int], external_ids: Sequence[str]) -> n
     )
 
 
-def erased_mask_any_partner(external_ids: Sequence[str]) -> np.ndarray:
-    """Return, for each id, whether a person of that id was erased at any partner (for rows that name no partner)."""
-    mask = np.zeros(len(external_ids), dtype=bool)
-    partners = list(ErasedIdentity.objects.order_by().values_list("partner_id", flat=True).distinct())
-    for partner_id in partners:
-        mask |= erased_mask(partner_ids=[partner_id] * len(external_ids), external_ids=external_ids)
-    return mask
-
-
 def staged_without_erased(
     staged: pd.DataFrame, *, partner_column: str, id_column: str = "user_ext"
 ) -> tuple[pd.DataFrame, list[Rejection]]:
