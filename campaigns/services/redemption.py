@@ -275,9 +275,12 @@ def _redeem_chunk(
         if offer.status not in Offer.OPEN_STATUSES or offer.expires_at <= request.now:
             _refuse(offer, request.now)
             raise ApplicationError("this offer could not be redeemed; try again", code="conflict", status=409)
-        if offer.rule_id is not None and offer.kind == Rule.OfferKind.COUPON and offer.rule_id not in applicable:
-            applicable[offer.rule_id] = _applicable_items(offer.rule)
-        discount = _coupon_discount_checked(offer, amount, request.item_id, applicable.get(offer.rule_id))
+        rule = offer.rule if offer.kind == Rule.OfferKind.COUPON else None
+        if rule is not None and rule.pk not in applicable:
+            applicable[rule.pk] = _applicable_items(rule)
+        discount = _coupon_discount_checked(
+            offer, amount, request.item_id, applicable[rule.pk] if rule is not None else None
+        )
         offer.status, offer.redeemed_at = Offer.Status.REDEEMED, request.now
         offer.spent = offer_use_cost_given(offer, discount=discount, item=items.get(offer.pk))
         entry = RedemptionEntry(
