@@ -65,6 +65,11 @@ def offer_issue_spend(kind: str, item: HeldItem | None) -> Decimal:
 def offer_use_cost(offer: Offer, *, discount: Decimal) -> Decimal:
     """Return what an offer costs once used (redeemed), by kind; ``discount`` is the ledger's, for coupons."""
     item = StockItem.objects.filter(offer=offer).values_list("face_value", "paid_on_use").first()
+    return offer_use_cost_given(offer, discount=discount, item=item)
+
+
+def offer_use_cost_given(offer: Offer, *, discount: Decimal, item: tuple[Decimal, bool] | None) -> Decimal:
+    """``offer_use_cost`` given the offer's pool code (its face value and whether it is paid on use), if it has one."""
     if offer.kind == Rule.OfferKind.COUPON:
         return discount
     if offer.kind == Rule.OfferKind.MOVIE_TICKET:

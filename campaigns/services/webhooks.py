@@ -47,6 +47,40 @@ def webhook_offer_redeemed(*, offer: Offer, entry: RedemptionEntry) -> list[Webh
     )
 
 
+def webhook_offers_redeemed(*, redeemed: Sequence[tuple[Offer, RedemptionEntry]]) -> list[WebhookDelivery]:
+    """``webhook_offer_redeemed`` for many redemptions at once: the same deliveries, in the same order."""
+    campaigns = {
+        campaign.pk: campaign
+        for campaign in Campaign.objects.only("pk", "slug", "owner_id").filter(
+            pk__in={offer.campaign_id for offer, _ in redeemed}
+        )
+    }
+    listening = listening_partners(
+        pk for offer, _ in redeemed for pk in _offer_partner_ids(offer, campaigns[offer.campaign_id])
+    )
+    events = []
+    for offer, entry in redeemed:
+        campaign = campaigns[offer.campaign_id]
+        payload = {
+            "code": offer.code,
+            "campaign": campaign.slug,
+            "kind": offer.kind,
+            "redeemed_at": entry.created_at.isoformat(),
+            "redeemed_by": entry.partner.slug,
+            "order_amount": _money(entry.order_amount),
+            "discount": _money(entry.discount),
+            "ledger_entry": entry.pk,
+        }
+        # As _offer_event: the offer's listening partners, in the order the partners are listed.
+        hearing = _offer_partner_ids(offer, campaign)
+        events += [
+            (partner, WebhookDelivery.Event.OFFER_REDEEMED, payload)
+            for pk, partner in listening.items()
+            if pk in hearing
+        ]
+    return webhook_deliveries_create(events=events)
+
+
 def webhook_offer_redemption_rolled_back(*, offer: Offer, entry: RedemptionEntry) -> list[WebhookDelivery]:
     """Tell the offer's partners that its redemption was undone and what state it is in now."""
     return _offer_event(

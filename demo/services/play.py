@@ -16,6 +16,7 @@ due meanwhile.
 
 import contextlib
 import datetime as dt
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
@@ -37,7 +38,7 @@ from campaigns.services.campaign_run import (
 from campaigns.services.deals import deals_evaluate
 from campaigns.services.intake import partner_ids_by_slug
 from campaigns.services.offers import offer_expire_due
-from campaigns.services.redemption import offer_redeem
+from campaigns.services.redemption import RedemptionRequest, offer_redeem_many
 from campaigns.services.stock import rule_needs_stock
 from crossmkt_site.bulk import bulk_insert
 from crossmkt_site.errors import ApplicationError
@@ -163,9 +164,11 @@ def _offers_of(campaign: Campaign) -> pd.DataFrame:
     return frame.sort_values("pk", kind="stable")
 
 
-def _redeem(offer: pd.Series, partners: dict[int, Partner], at: dt.datetime, order: Decimal, item: str) -> Decimal:
-    """Redeem an offer through the redemption service as of ``at``; return the discount the ledger recorded."""
-    entry = offer_redeem(
+def _redemption(
+    offer: dict, partners: dict[int, Partner], at: dt.datetime, order: Decimal, item: str
+) -> RedemptionRequest:
+    """The redemption of an offer as of ``at`` its partner sends the redemption service."""
+    return RedemptionRequest(
         code=offer["code"],
         partner=partners[int(offer["partner_id"])],
         order_amount=order,
@@ -173,7 +176,12 @@ def _redeem(offer: pd.Series, partners: dict[int, Partner], at: dt.datetime, ord
         idempotency_key=f"demo-{offer['code']}",
         now=at,
     )
-    return entry.discount
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """The rows of a frame as dicts of the values ``iterrows`` gives, without building a Series per row."""
+    columns = {name: frame[name].tolist() for name in frame.columns}
+    return [dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 def _coupon_courses(campaign: Campaign) -> dict[int, list[str]]:
@@ -242,7 +250,9 @@ def _play_funnel(
     ends = min(started + dt.timedelta(days=campaign.conversion_window_days), now)
     skus = list(campaign.promoted_courses.values_list("sku", flat=True)) or ["DATA-101"]
     offers = _offers_of(campaign)
-    by_user = dict(list(offers.groupby("user_id")))
+    coupons_by_user: dict[int, list[dict]] = defaultdict(list)
+    for offer in _records(offers[offers["kind"] == Rule.OfferKind.COUPON]):
+        coupons_by_user[offer["user_id"]].append(offer)
     partners = {partner.pk: partner for partner in Partner.objects.all()}
     owner = campaign.owner
     if owner is None:
@@ -250,25 +260,34 @@ def _play_funnel(
         raise ValueError(f"demo campaign {campaign.slug!r} has no owner partner")
     coupon_courses = _coupon_courses(campaign)
     events = _Events()
-    revenue = Decimal("0.00")
-    redeemed = 0
     fractions = rng.random(len(buyers))
     factors = rng.gamma(parameters.ORDER_VALUE_SHAPE, 1.0 / parameters.ORDER_VALUE_SHAPE, len(buyers))
-    for (_, buyer), fraction, factor in zip(buyers.iterrows(), fractions, factors, strict=True):
-        held = by_user.get(buyer["user_id"], offers.iloc[:0])
-        coupons = held[held["kind"] == Rule.OfferKind.COUPON]
-        using = coupons[rng.random(len(coupons)) < parameters.COUPON_REDEMPTION_PROBABILITY]
+    purchases = []
+    requests: list[RedemptionRequest] = []
+    for buyer, fraction, factor in zip(_records(buyers), fractions, factors, strict=True):
+        coupons = coupons_by_user.get(buyer["user_id"], [])
+        draws = rng.random(len(coupons))
+        using = [
+            coupon
+            for coupon, draw in zip(coupons, draws, strict=True)
+            if draw < parameters.COUPON_REDEMPTION_PROBABILITY
+        ]
         # Who buys to use a coupon buys while it is valid (a member day's coupons last the day).
-        last = min([ends, *using["expires_at"]])
+        last = min([ends, *(coupon["expires_at"] for coupon in using)])
         at = started + (last - started) * float(fraction)
         # A coupon names the course it is for: who holds one buys that course.
-        named = [sku for rule in coupons["rule_id"] for sku in coupon_courses.get(rule, []) if sku in skus]
+        named = [sku for coupon in coupons for sku in coupon_courses.get(coupon["rule_id"], []) if sku in skus]
         item = named[0] if named else str(rng.choice(skus))
         order = Decimal(f"{effects['order_value'] * factor:.2f}")
+        purchases.append((buyer, at, item, order, len(using)))
+        requests += [_redemption(coupon, partners, at, order, item) for coupon in using]
+    # The coupons are used through the redemption service, a campaign's worth in one batch.
+    discounts = iter([entry.discount for entry in offer_redeem_many(requests=requests)])
+    revenue = Decimal("0.00")
+    for buyer, at, item, order, used in purchases:
         paid = order
-        for _, coupon in using.iterrows():
-            paid -= _redeem(coupon, partners, at, order, item)
-            redeemed += 1
+        for _ in range(used):
+            paid -= next(discounts)
         paid = max(paid, Decimal("0.00"))
         revenue += paid
         events.add(
@@ -282,7 +301,7 @@ def _play_funnel(
         )
     activated = _play_partner_offers(offers, partners, campaign, rng, now, events)
     events.ingest()
-    return revenue, redeemed, activated
+    return revenue, len(requests), activated
 
 
 def _play_partner_offers(
@@ -307,14 +326,15 @@ def _play_partner_offers(
         Rule.OfferKind.MOVIE_TICKET: TICKET_USED_WITHIN,
         Rule.OfferKind.MEMBERSHIP_GRANT: ACTIVATION_WITHIN,
     }
-    for _, offer in offers[offers["kind"].isin(list(probability))].iterrows():
+    requests: list[RedemptionRequest] = []
+    for offer in _records(offers[offers["kind"].isin(list(probability))]):
         kind = offer["kind"]
         used, fraction, paid_draw = rng.random(3)
         # Taken up while it is valid: within its first days, or before the campaign's last day ends.
         at = offer["issued_at"] + min(within[kind], offer["expires_at"] - offer["issued_at"]) * float(fraction)
         if used >= probability[kind] or at >= now:
             continue
-        _redeem(offer, partners, at, Decimal("0.00"), "")
+        requests.append(_redemption(offer, partners, at, Decimal("0.00"), ""))
         user = int(offer["user_id"])
         partner = partners[int(offer["partner_id"])]
         if kind == Rule.OfferKind.FREE_VIEWING:
@@ -340,6 +360,7 @@ def _play_partner_offers(
             )
         else:
             counts["grants_activated"] += 1
+    offer_redeem_many(requests=requests)
     return counts
 
 
