@@ -42,7 +42,10 @@ METHODS = (
     "(2,000 resamples, seeded); sample ratio: chi-square goodness of fit, flagged below p = 0.001; "
     "retention: Kaplan-Meier per arm with a log-rank test; "
     + COST_MODEL
-    + "; incremental margin: each purchase's margin (the course's price paid less its partner's share) per user, "
+    + "; incremental margin: each purchase's margin per user, gross of the campaign's own coupons (the price paid "
+    "less the course partner's share, plus the discount the ledger records for the campaign's coupons the user "
+    "redeemed in the window, net of rollbacks: the partner's share is of what was paid, and the discount is our "
+    "cost, counted once, in spent), "
     "treated minus holdout scaled to the treated arm, with Welch's interval; ROI = (incremental margin - spent) / "
     "spent, its interval from the margin's (spent is observed, not estimated)"
 )
