@@ -171,9 +171,12 @@ def roi_interval_coverage(
     """Simulate a campaign over many seeds and count how often an ROI interval covers the planted ROI.
 
     Each seed splits the users into holdout and treated at ``holdout_share`` and draws their
-    revenue and spend with ``demo.world.truth.simulate_campaign_money`` (the demo's own play,
-    without the database); ``roi_interval(treated_revenue, holdout_revenue, treated_spent)``
-    is the report's interval (the statistic under test). The planted ROI is that of each draw's
+    revenue, coupon discount and spend with ``demo.world.truth.simulate_campaign_money`` (the
+    demo's own play, without the database); ``roi_interval(treated_margin, holdout_margin,
+    treated_spent)`` is the report's interval (the statistic under test), handed each user's
+    margin as the report's outcome frame holds it: what they paid times ``margin_rate`` (1 less
+    the course partner's share), in cents, plus the campaign's coupon discount (gross of it; the
+    discount is in spent). The planted ROI is that of each draw's
     treated users (``demo.world.truth.planted_campaign_roi``), so that the estimand is the
     report's; ``margin_rate`` makes it an ROI on margin (see ``planted_campaign_roi``). Returns the
     coverage, the number of draws and how many had no interval.
@@ -185,11 +188,14 @@ def roi_interval_coverage(
         rng = np.random.default_rng(seed)
         holdout = rng.random(len(segment_array)) < holdout_share
         treated = ~holdout
-        _, revenue, spent = simulate_campaign_money(truth, campaign_slug, segment_array, treated, package_array, rng)
+        _, revenue, spent, discount = simulate_campaign_money(
+            truth, campaign_slug, segment_array, treated, package_array, rng
+        )
+        margin = np.round(revenue * margin_rate, 2) + discount
         planted = truth_campaign_roi(
             truth, campaign_slug, segment_array[treated], package_array[treated], margin_rate=margin_rate
         )
-        lower, upper = roi_interval(revenue[treated], revenue[holdout], spent[treated])
+        lower, upper = roi_interval(margin[treated], margin[holdout], spent[treated])
         if lower is None or upper is None or planted["roi"] is None:
             missing += 1
         elif lower <= planted["roi"] <= upper:
