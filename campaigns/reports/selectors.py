@@ -38,7 +38,9 @@ def _imported_outcome_frame(campaign: Campaign) -> pd.DataFrame:
         ExperimentOutcome.objects.filter(campaign=campaign).values_list("user_ref", "arm", "converted", "revenue")
     )
     frame = pd.DataFrame(rows, columns=["user_id", "arm", "converted", "revenue"])
-    return frame.assign(rule="", churned=False, duration_days=float("nan"), margin=frame["revenue"])
+    return frame.assign(
+        rule="", churned=False, duration_days=float("nan"), margin=frame["revenue"], discount=[ZERO] * len(frame)
+    )
 
 
 def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -> pd.DataFrame:

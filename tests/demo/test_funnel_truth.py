@@ -67,7 +67,7 @@ def test_the_coverage_harness_counts_intervals_that_hold_the_planted_roi():
     packages = np.full(len(segments), "coupon", dtype=object)
 
     def around(planted_offset: float):
-        def interval(treated_revenue, holdout_revenue, treated_spent):
+        def interval(treated_margin, holdout_margin, treated_spent, treated_discount):
             # a fixed interval, whatever the draw
             return (-10.0 + planted_offset, 10.0 + planted_offset)
 
