@@ -164,16 +164,19 @@ def roi_interval_coverage(
     segments: Sequence[str] | np.ndarray,
     packages: Sequence[str] | np.ndarray,
     holdout_share: float,
-    roi_interval: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[float | None, float | None]],
+    roi_interval: Callable[[np.ndarray, np.ndarray, np.ndarray, float], tuple[float | None, float | None]],
     seeds: Sequence[int],
     margin_rate: float = 1.0,
 ) -> dict[str, Any]:
     """Simulate a campaign over many seeds and count how often an ROI interval covers the planted ROI.
 
     Each seed splits the users into holdout and treated at ``holdout_share`` and draws their
-    revenue and spend with ``demo.world.truth.simulate_campaign_money`` (the demo's own play,
-    without the database); ``roi_interval(treated_revenue, holdout_revenue, treated_spent)``
-    is the report's interval (the statistic under test). The planted ROI is that of each draw's
+    revenue, coupon discount and spend with ``demo.world.truth.simulate_campaign_money`` (the
+    demo's own play, without the database); ``roi_interval(treated_margin, holdout_margin,
+    treated_spent, treated_discount)`` is the report's interval (the statistic under test), handed
+    what the report hands ``spend_return``: each user's margin on what they paid (times
+    ``margin_rate``, 1 less the course partner's share, in cents), and the treated arm's coupon
+    discounts, which the report's margin counts gross of (observed, as spent is). The planted ROI is that of each draw's
     treated users (``demo.world.truth.planted_campaign_roi``), so that the estimand is the
     report's; ``margin_rate`` makes it an ROI on margin (see ``planted_campaign_roi``). Returns the
     coverage, the number of draws and how many had no interval.
@@ -185,11 +188,14 @@ def roi_interval_coverage(
         rng = np.random.default_rng(seed)
         holdout = rng.random(len(segment_array)) < holdout_share
         treated = ~holdout
-        _, revenue, spent = simulate_campaign_money(truth, campaign_slug, segment_array, treated, package_array, rng)
+        _, revenue, spent, discount = simulate_campaign_money(
+            truth, campaign_slug, segment_array, treated, package_array, rng
+        )
+        margin = np.round(revenue * margin_rate, 2)
         planted = truth_campaign_roi(
             truth, campaign_slug, segment_array[treated], package_array[treated], margin_rate=margin_rate
         )
-        lower, upper = roi_interval(revenue[treated], revenue[holdout], spent[treated])
+        lower, upper = roi_interval(margin[treated], margin[holdout], spent[treated], round(discount[treated].sum(), 2))
         if lower is None or upper is None or planted["roi"] is None:
             missing += 1
         elif lower <= planted["roi"] <= upper:

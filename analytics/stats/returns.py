@@ -7,6 +7,11 @@ users, with bounds that scale Welch's interval of the per-user difference to the
 (as ``effects.campaign_return`` does for revenue). Spend is the money the arm's offers really
 cost (observed, not estimated), so net margin = incremental margin - spent and ROI = net margin
 / spent carry the same interval, shifted and scaled. With nothing spent ROI is undefined.
+
+A margin the treated arm has for certain and the control cannot have (``observed_margin``: the
+campaign's own coupon discounts, which count in the margin gross of them and again, as observed
+money, in spent) is added to the incremental margin as observed, like spent, outside Welch's
+interval: estimating it would count the sampling spread of money the ROI subtracts again.
 """
 
 from __future__ import annotations
@@ -71,9 +76,15 @@ def spend_return(
     margin_treated: Sequence[RevenueValue] | npt.NDArray[Any],
     margin_control: Sequence[RevenueValue] | npt.NDArray[Any],
     confidence: float = DEFAULT_CONFIDENCE,
+    observed_margin: Decimal | int | str = 0,
 ) -> SpendReturn:
-    """Set a treated arm's incremental margin against what it spent; raise NotEnoughData for arms under two users."""
+    """Set a treated arm's incremental margin against what it spent; raise NotEnoughData for arms under two users.
+
+    ``margin_treated`` and ``margin_control`` are per-user margins without ``observed_margin``,
+    the treated arm's total margin known exactly (its coupons' discounts), which is added as is.
+    """
     spend = _money(spent)
+    observed = _money(observed_margin)
     # The bootstrap is not needed here; one resample keeps revenue_uplift's Welch parts and checks.
     uplift = revenue_uplift(margin_treated, margin_control, confidence, resamples=1)
     treated, control = uplift.users_treated, uplift.users_control
@@ -83,8 +94,8 @@ def spend_return(
     with localcontext(prec=_PRECISION):
         per_user = uplift.total_treated / treated - uplift.total_control / control
         half = Decimal(repr(half_width))
-        incremental = per_user * treated
-        lower, upper = (per_user - half) * treated, (per_user + half) * treated
+        incremental = per_user * treated + observed
+        lower, upper = (per_user - half) * treated + observed, (per_user + half) * treated + observed
         if spend > 0:
             roi: Decimal | None = ((incremental - spend) / spend).quantize(RATIO_STEP)
             roi_lower: Decimal | None = ((lower - spend) / spend).quantize(RATIO_STEP)
@@ -98,7 +109,7 @@ def spend_return(
         users_control=control,
         confidence=uplift.confidence,
         spent=_cents(spend),
-        margin_per_user_treated=uplift.mean_treated,
+        margin_per_user_treated=_cents(uplift.mean_treated + observed / treated),
         margin_per_user_control=uplift.mean_control,
         incremental_margin=_cents(incremental),
         incremental_margin_lower=_cents(lower),

@@ -42,7 +42,10 @@ METHODS = (
     "(2,000 resamples, seeded); sample ratio: chi-square goodness of fit, flagged below p = 0.001; "
     "retention: Kaplan-Meier per arm with a log-rank test; "
     + COST_MODEL
-    + "; incremental margin: each purchase's margin (the course's price paid less its partner's share) per user, "
+    + "; incremental margin: each purchase's margin per user, gross of the campaign's own coupons (the price paid "
+    "less the course partner's share, plus the discount the ledger records for the campaign's coupons the user "
+    "redeemed in the window, net of rollbacks: the partner's share is of what was paid, and the discount is our "
+    "cost, counted once, in spent, and enters the incremental margin as observed money, as spent does), "
     "treated minus holdout scaled to the treated arm, with Welch's interval; ROI = (incremental margin - spent) / "
     "spent, its interval from the margin's (spent is observed, not estimated)"
 )
@@ -198,13 +201,16 @@ def _cost_summary(campaign: Campaign, costs: dict[str, ArmCost], warnings: list[
 
 def _add_spend_returns(evaluation: dict, frame: pd.DataFrame, costs: dict[str, ArmCost], confidence: float) -> None:
     """Give each treated arm's comparison its incremental margin and ROI on what the arm spent, with intervals."""
+    # The treated arm's own coupon discounts are in its margin and again in spent: observed money, not estimated.
     held = frame.loc[frame["arm"] == HOLDOUT, "margin"]
     for comparison in evaluation["comparisons"]:
         arm = comparison["arm"]
-        treated = frame.loc[frame["arm"] == arm, "margin"]
+        group = frame[frame["arm"] == arm]
+        treated = group["margin"] - group["discount"]
+        discount = sum(group["discount"], ZERO)
         try:
             comparison["spend_return"] = spend_return(
-                costs.get(arm, ArmCost()).spent, list(treated), list(held), confidence
+                costs.get(arm, ArmCost()).spent, list(treated), list(held), confidence, observed_margin=discount
             ).to_dict()
         except NotEnoughData as error:  # the revenue comparison's warning already says why
             comparison["spend_return"] = None

@@ -2,8 +2,13 @@
 
 Outcomes are read per assigned user: conversion is a purchase of one of the campaign's
 promoted courses (any course when it promotes none) within the campaign's conversion window
-after the user's assignment (and before now); revenue is the sum of those purchases, and
-margin what of them stays with us (each course's price less its partner's share).
+after the user's assignment (and before now); revenue is the sum of those purchases (what the user paid,
+net of any coupon), and margin what the purchases bring us gross of the campaign's own coupons:
+what was paid less the course partner's share, plus the discount the redemption ledger records
+for this campaign's coupons the user redeemed in the window (not rolled back). The discount is
+the coupon's cost (spent, under the cost model), so it is counted once, there; the partner's
+share is of what was paid (the partner is paid on the price the user paid), so the discount is
+ours alone.
 An experiment run elsewhere is read from its imported outcomes (its margin is its revenue).
 
 Costs follow ``campaigns.services.offer_costs``: per arm, the face value reserved by every
@@ -33,7 +38,9 @@ def _imported_outcome_frame(campaign: Campaign) -> pd.DataFrame:
         ExperimentOutcome.objects.filter(campaign=campaign).values_list("user_ref", "arm", "converted", "revenue")
     )
     frame = pd.DataFrame(rows, columns=["user_id", "arm", "converted", "revenue"])
-    return frame.assign(rule="", churned=False, duration_days=float("nan"), margin=frame["revenue"])
+    return frame.assign(
+        rule="", churned=False, duration_days=float("nan"), margin=frame["revenue"], discount=[ZERO] * len(frame)
+    )
 
 
 def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -> pd.DataFrame:
@@ -56,7 +63,14 @@ def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -
                COALESCE(SUM(p.amount * (1 - COALESCE(co.partner_share, 0))), 0) AS margin,
                (SELECT MIN(c.occurred_at) FROM analytics_behaviorevent c
                 WHERE c.user_id = a.user_id AND c.kind = 'membership_cancel'
-                  AND c.occurred_at >= a.assigned_at AND c.occurred_at < %(now)s) AS cancelled_at
+                  AND c.occurred_at >= a.assigned_at AND c.occurred_at < %(now)s) AS cancelled_at,
+               (SELECT COALESCE(SUM(e.discount), 0) FROM campaigns_redemptionentry e
+                JOIN campaigns_offer o ON o.id = e.offer_id
+                WHERE o.campaign_id = %(campaign)s AND o.user_id = a.user_id AND o.kind = 'coupon'
+                  AND e.kind = 'redeem' AND o.redeemed_at >= a.assigned_at AND o.redeemed_at < {window_end}
+                  AND o.redeemed_at < %(now)s
+                  AND NOT EXISTS (SELECT 1 FROM campaigns_redemptionentry b WHERE b.reverses_id = e.id)
+               ) AS discount
         FROM campaigns_campaignassignment a
         LEFT JOIN campaigns_rule r ON r.id = a.rule_id
         LEFT JOIN analytics_behaviorevent p ON p.user_id = a.user_id AND p.kind = 'course_purchase' {promoted}
@@ -76,8 +90,11 @@ def campaign_outcome_frame(campaign: Campaign, *, now: datetime | None = None) -
             converted=pd.Series(dtype=bool), duration_days=pd.Series(dtype=float), churned=pd.Series(dtype=bool)
         )
     frame["converted"] = frame["purchases"] > 0
-    for money in ("revenue", "margin"):
+    for money in ("revenue", "margin", "discount"):
         frame[money] = frame[money].map(lambda value: Decimal(str(value)).quantize(Decimal("0.01")))
+    # Margin is gross of the campaign's own coupons: what was paid, less the partner's share, plus the discount
+    # (which the cost model counts as spent), so the discount is counted once, as a cost.
+    frame["margin"] = frame["margin"] + frame["discount"]
     assigned = pd.to_datetime(frame["assigned_at"], utc=True)
     cancelled = pd.to_datetime(frame["cancelled_at"], utc=True)
     frame["churned"] = cancelled.notna()

@@ -156,9 +156,13 @@ def planted_package_effects(
     ``COUPON_REDEMPTION_PROBABILITY``. This is how the catalog's own packages are planted, so
     any other package (one offer of a kind, say) can be checked against the same truth.
 
-    With ``offer_costs`` (the package's cost per issued offer, by kind), each segment also gets
-    what a treated user is expected to cost under ``OFFER_COST_MODEL`` (``spent_per_treated_user``)
-    and the return on it, ``roi = (revenue_uplift_per_user - spent) / spent``.
+    Revenue is what users pay (net of the coupon); margin is gross of the package's own coupon,
+    as the campaign report measures it: what was paid plus the discount (``margin_per_conversion``
+    is the order value, with no partner's share; ``margin_uplift_per_user`` is the revenue uplift
+    plus ``discount_per_treated_user``), since the discount is the coupon's cost and is counted
+    once, in spent. With ``offer_costs`` (the package's cost per issued offer, by kind), each
+    segment also gets what a treated user is expected to cost under ``OFFER_COST_MODEL``
+    (``spent_per_treated_user``) and the return on it, ``roi = (margin_uplift_per_user - spent) / spent``.
     ``uplift_by_kind`` replaces the demo's per-kind, per-segment table (``homogeneous_uplift()``).
     """
     table = parameters.CONVERSION_UPLIFT_BY_OFFER_KIND if uplift_by_kind is None else uplift_by_kind
@@ -174,10 +178,13 @@ def planted_package_effects(
         uplift = uplift_scale * sum(table[kind][name] for kind in kinds)
         treated_conversion = min(base + uplift, parameters.MAXIMUM_CONVERSION)
         revenue_uplift = treated_conversion * revenue_per_conversion - base * order_value
+        discount = treated_conversion * expected_discount
         segments[name] = {
             "conversion_uplift": round(treated_conversion - base, 6),
             "treated_conversion": round(treated_conversion, 6),
             "revenue_uplift_per_user": round(revenue_uplift, 6),
+            "discount_per_treated_user": round(discount, 6),
+            "margin_uplift_per_user": round(revenue_uplift + discount, 6),
         }
         if spent_terms is not None:
             by_kind = {
@@ -187,11 +194,12 @@ def planted_package_effects(
             spent = sum(by_kind.values())
             segments[name]["spent_per_treated_user"] = round(spent, 6)
             segments[name]["spent_by_kind"] = {kind: round(value, 6) for kind, value in by_kind.items()}
-            segments[name]["roi"] = round((revenue_uplift - spent) / spent, 6) if spent > 0 else None
+            segments[name]["roi"] = round((revenue_uplift + discount - spent) / spent, 6) if spent > 0 else None
     return {
         "price_reduction": round(reduction, 2),
         "expected_discount_per_conversion": round(expected_discount, 2),
         "revenue_per_conversion": round(revenue_per_conversion, 2),
+        "margin_per_conversion": round(order_value, 2),
         **({"offer_costs": {kind: float(offer_costs.get(kind, 0.0)) for kind in kinds}} if offer_costs else {}),
         "segments": segments,
     }
@@ -238,7 +246,8 @@ def _campaign_effects(
         "order_value_distribution": f"a converted user's order = order_value * Gamma(shape "
         f"{parameters.ORDER_VALUE_SHAPE}, mean 1), rounded to cents; a treated user holding a coupon for the "
         f"course pays it less the coupon's discount with probability {parameters.COUPON_REDEMPTION_PROBABILITY} "
-        f"(revenue_per_conversion is the expected price paid)",
+        f"(revenue_per_conversion is the expected price paid; margin_per_conversion what the order was worth before "
+        f"the coupon, the margin the report measures with no partner's share: the discount is spent, counted once)",
         "segments": {
             name: {
                 "base_conversion": round(base_conversion[name], 6),
@@ -419,9 +428,11 @@ def _funnel() -> dict[str, Any]:
         "membership the demo starts) ends at a time drawn from the planted Cox model given that it lasted until "
         "then; a membership_cancel is recorded when that time has come by the time the demo runs",
         "cost_model": dict(parameters.OFFER_COST_MODEL),
-        "roi": "per campaign, (expected incremental revenue - expected spent) / expected spent over the users it "
-        "treated, where the incremental revenue is revenue_uplift_per_user of each user's segment and package, and "
-        "spent is spent_per_treated_user under cost_model; recorded at play time under played_campaigns",
+        "roi": "per campaign, (expected incremental margin - expected spent) / expected spent over the users it "
+        "treated, where the incremental margin is revenue_uplift_per_user (what users paid) plus "
+        "discount_per_treated_user (the campaign's own coupons: margin is gross of them, as the report measures it) "
+        "of each user's segment and package, and spent is spent_per_treated_user under cost_model (a used coupon's "
+        "discount among it, so it is counted once); recorded at play time under played_campaigns",
     }
 
 
@@ -438,13 +449,16 @@ def planted_campaign_roi(
     ``segments`` and ``offer_keys`` hold each treated user's ``latent_segment`` and package
     (``Rule.effect_key``). The incremental revenue and spend are expectations given exactly these
     users (the estimand of a treated-versus-holdout comparison); the ROI is on spent, under the
-    truth's ``funnel.cost_model``. ``margin_rate`` is the share of revenue kept as margin, for an
-    ROI on incremental margin when every promoted course keeps the same share (1: ROI on revenue).
+    truth's ``funnel.cost_model``. ``margin_rate`` is the share of what users paid kept as margin
+    (1 less the course partner's share), when every promoted course keeps the same share. The
+    incremental margin is ``margin_rate`` times the incremental revenue plus the treated users'
+    expected coupon discount, as the campaign report measures it (gross of the campaign's own
+    coupons: the partner's share is of what was paid, the discount is ours and is in spent).
     """
     effects = truth["campaign_effects"][campaign_slug]
     codes = _segment_codes(segments)
     keys = _per_user_offer_keys(offer_keys, len(codes))
-    revenue = spent = 0.0
+    revenue = discount = spent = 0.0
     by_kind: dict[str, float] = {}
     for key in pd.unique(keys):
         package = effects["offers"][key]
@@ -452,19 +466,22 @@ def planted_campaign_roi(
         for index, name in enumerate(parameters.SEGMENT_NAMES):
             row = package["segments"][name]
             revenue += counts[index] * row["revenue_uplift_per_user"]
+            discount += counts[index] * row["discount_per_treated_user"]
             spent += counts[index] * row["spent_per_treated_user"]
             for kind, value in row["spent_by_kind"].items():
                 by_kind[kind] = by_kind.get(kind, 0.0) + counts[index] * value
-    earned = margin_rate * revenue
+    earned = margin_rate * revenue + discount
     return {
         "treated_users": len(codes),
         "incremental_revenue": round(revenue, 2),
+        "discount": round(discount, 2),
+        "incremental_margin": round(earned, 2),
         "margin_rate": margin_rate,
         "spent": round(spent, 2),
         "spent_by_kind": {kind: round(value, 2) for kind, value in by_kind.items()},
         "roi": round((earned - spent) / spent, 6) if spent > 0 else None,
-        "basis": "(margin_rate * expected incremental revenue over the treated users - expected spent) / expected "
-        "spent",
+        "basis": "(margin_rate * expected incremental revenue over the treated users + their expected coupon "
+        "discount - expected spent) / expected spent",
     }
 
 
@@ -587,7 +604,7 @@ def simulate_campaign_money(
     treated_mask: npt.ArrayLike,
     offer_kind: str | npt.ArrayLike,
     rng: np.random.Generator,
-) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Draw each user's conversion, the revenue they pay and what they cost, as the demo plays a campaign.
 
     The same process as ``demo.services.play`` without the database, for simulations over many
@@ -597,7 +614,10 @@ def simulate_campaign_money(
     discount (at most the order; a percent coupon's discount is taken as its planted reduction
     on the mean order); spent follows ``OFFER_COST_MODEL`` once every offer has ended (a trial
     its cost when activated, a ticket when used, a grant when taken up, a coupon its discount when used). Returns
-    (converted, revenue, spent) per user, in CNY rounded to cents; untreated users cost nothing.
+    (converted, revenue, spent, discount) per user, in CNY rounded to cents: revenue is what the user paid,
+    discount what the campaign's coupon took off (so revenue + discount is the order, and a margin gross of the
+    coupon is ``round(revenue * margin_rate, 2) + discount``, as the report measures it); untreated users cost
+    nothing.
     """
     effects = truth["campaign_effects"][campaign_slug]
     codes = _segment_codes(segments)
@@ -628,4 +648,4 @@ def simulate_campaign_money(
                 spent[users] += cost
     spent += discount
     revenue = np.where(converted, np.round(order - discount, 2), 0.0)
-    return converted, revenue, np.round(spent, 2)
+    return converted, revenue, np.round(spent, 2), np.round(discount, 2)

@@ -19,13 +19,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from analytics.models import EndUser
-from campaigns.models import Campaign, Deal, Offer, Partner, Rule, StockItem
+from campaigns.models import Campaign, CampaignAssignment, Deal, Offer, Partner, Rule, StockItem
 from campaigns.reports.campaign_report import campaign_report
+from campaigns.reports.selectors import campaign_outcome_frame
 from campaigns.services.campaign_run import campaign_issue_chunk
 from campaigns.services.offers import offer_expire_due, offer_revoke
 from campaigns.services.redemption import offer_redeem, offer_redemption_rollback
 from crossmkt_site.errors import ApplicationError
-from tests.factories import CampaignFactory, DealFactory, EndUserFactory, PartnerFactory, RuleFactory
+from tests.factories import (
+    BehaviorEventFactory,
+    CampaignFactory,
+    CourseFactory,
+    DealFactory,
+    EndUserFactory,
+    PartnerFactory,
+    RuleFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -155,6 +164,50 @@ def test_a_redeemed_coupon_costs_its_discount_and_gives_back_the_rest(owner):
     report = campaign_report(campaign=percent).to_dict()
     assert (report["cost"]["spent"], report["cost"]["beyond_reservation"]) == ("20.00", "5.00")
     assert any("more off orders than their rules reserved" in warning for warning in report["warnings"])
+
+
+def test_a_coupons_discount_is_counted_once_in_the_return_as_spent_not_again_as_lost_margin(owner):
+    # given a 30 CNY coupon campaign holding out half its users, on a course whose partner takes 30% of each sale
+    campaign = campaign_with(owner, holdout="0.5", amount_off=Decimal("30.00"), cost=Decimal("30.00"))
+    CourseFactory.create(partner=owner, sku="K1", price=Decimal("100.00"), partner_share=Decimal("0.300"))
+    issue(campaign, users_of(owner, 40))
+    treated = list(CampaignAssignment.objects.filter(campaign=campaign).exclude(arm="holdout"))
+    held = list(CampaignAssignment.objects.filter(campaign=campaign, arm="holdout"))
+    assert len(treated) >= 2 and len(held) >= 2
+
+    # when a treated user uses the coupon on a 100 CNY order and pays 70, and a held-out user pays 100 for the course
+    coupon = Offer.objects.get(campaign=campaign, user_id=treated[0].user_id)
+    entry = offer_redeem(code=coupon.code, partner=owner, order_amount=Decimal("100.00"), item_id="K1")
+    for n, (assignment, paid) in enumerate(((treated[0], entry.order_amount - entry.discount), (held[0], "100.00"))):
+        BehaviorEventFactory.create(
+            partner=owner,
+            event_id=f"k{n}",
+            user_id=assignment.user_id,
+            kind="course_purchase",
+            item_id="K1",
+            amount=Decimal(paid),
+            occurred_at=timezone.now(),
+        )
+
+    # then revenue is what was paid, the margin is 70 x (1 - 0.3) + the 30 off (100 less the partner's 21 on what it
+    # saw paid), the 30 is spent, and the ROI takes it off once
+    frame = campaign_outcome_frame(campaign).set_index("user_id")
+    assert frame.loc[treated[0].user_id, "revenue"] == Decimal("70.00")
+    assert frame.loc[treated[0].user_id, "margin"] == Decimal("79.00")
+    assert frame.loc[held[0].user_id, "margin"] == Decimal("70.00")
+    report = campaign_report(campaign=campaign).to_dict()
+    assert report["cost"]["spent"] == "30.00"
+    result = report["uplift"]["comparisons"][0]["spend_return"]
+    incremental = (Decimal("79.00") / len(treated) - Decimal("70.00") / len(held)) * len(treated)
+    assert Decimal(result["incremental_margin"]) == incremental.quantize(Decimal("0.01"))
+    assert Decimal(result["roi"]) == ((incremental - 30) / 30).quantize(Decimal("0.0001"))
+    revenue_per_treated_user = report["uplift"]["comparisons"][0]["revenue"]["mean_treated"]
+    assert Decimal(revenue_per_treated_user) == (Decimal("70.00") / len(treated)).quantize(Decimal("0.01"))
+
+    # and a rolled-back redemption gives the margin its discount back
+    offer_redemption_rollback(code=coupon.code, partner=owner)
+    frame = campaign_outcome_frame(campaign).set_index("user_id")
+    assert frame.loc[treated[0].user_id, "margin"] == Decimal("49.00")
 
 
 def test_a_rolled_back_redemption_costs_nothing_again_and_holds_its_reservation(owner):
@@ -385,12 +438,13 @@ def test_roi_and_incremental_margin_are_on_spent_and_the_courses_margin(owner):
 
     report = campaign_report(campaign=campaign, now=timezone.now() + timedelta(minutes=1)).to_dict()
 
-    # then the margin is 60% of the 70 CNY paid, and ROI sets it against the 30 CNY each coupon cost
+    # then the margin is 60% of the 70 CNY paid plus the 30 CNY off (gross of the coupon: the discount is not taken
+    # off twice), and ROI sets it against the 30 CNY each coupon cost, once
     spend_return = report["uplift"]["comparisons"][0]["spend_return"]
     n = len(treated)
     assert spend_return["spent"] == f"{30 * n}.00"
-    assert Decimal(spend_return["incremental_margin"]) == Decimal("42.00") * n
-    assert Decimal(spend_return["roi"]) == Decimal("0.4000")  # (42 - 30) / 30
+    assert Decimal(spend_return["incremental_margin"]) == Decimal("72.00") * n  # 70 x 0.6 + 30
+    assert Decimal(spend_return["roi"]) == Decimal("1.4000")  # (72 - 30) / 30, not (42 - 30) / 30
 
 
 # --------------------------------------------------------------------------- the identity, as a property

@@ -27,7 +27,7 @@ def test_simulated_revenue_and_spend_average_to_the_planted_roi(campaign, packag
     packages = np.full(USERS, package, dtype=object)
 
     # when their outcomes are drawn as the demo plays them
-    converted, revenue, spent = simulate_campaign_money(TRUTH, campaign, segments, treated, packages, rng)
+    converted, revenue, spent, discount = simulate_campaign_money(TRUTH, campaign, segments, treated, packages, rng)
 
     # then untreated users cost nothing, and only converted users pay
     assert not spent[~treated].any() and not revenue[~converted].any()
@@ -39,8 +39,14 @@ def test_simulated_revenue_and_spend_average_to_the_planted_roi(campaign, packag
     incremental = revenue[treated].sum() - holdout_mean * users
     standard_error = users * np.sqrt(revenue[treated].var() / users + revenue[~treated].var() / (~treated).sum())
     assert abs(incremental - planted["incremental_revenue"]) < 4 * standard_error
-    # and the ROI is on what was spent, under the truth's cost model
-    assert planted["roi"] == pytest.approx((planted["incremental_revenue"] - planted["spent"]) / planted["spent"])
+    # and only treated users who converted got a discount, which the planted discount is, within sampling error
+    assert not discount[~treated | ~converted].any()
+    assert discount[treated].sum() == pytest.approx(planted["discount"], rel=0.03, abs=1.0)
+    # and the ROI is on what was spent, under the truth's cost model, with the margin gross of the coupon's discount
+    # (the discount is in spent, counted once there)
+    earned = planted["incremental_revenue"] + planted["discount"]
+    assert planted["incremental_margin"] == pytest.approx(earned, abs=0.02)
+    assert planted["roi"] == pytest.approx((earned - planted["spent"]) / planted["spent"], abs=1e-5)
 
 
 def test_the_planted_rois_include_a_campaign_that_earns_and_one_that_loses():
@@ -61,7 +67,7 @@ def test_the_coverage_harness_counts_intervals_that_hold_the_planted_roi():
     packages = np.full(len(segments), "coupon", dtype=object)
 
     def around(planted_offset: float):
-        def interval(treated_revenue, holdout_revenue, treated_spent):
+        def interval(treated_margin, holdout_margin, treated_spent, treated_discount):
             # a fixed interval, whatever the draw
             return (-10.0 + planted_offset, 10.0 + planted_offset)
 
