@@ -48,7 +48,7 @@ def experiment_text_lines(data: dict[str, Any]) -> list[str]:
                 lines.append(
                     f"  {arm} {metric}, CUPED ({', '.join(cuped['covariates'])}; {cuped['users_without_history']} "
                     f"users without history): {_interval(block)} against unadjusted "
-                    f"{_interval(block, 'unadjusted_')}, variance reduction {block['variance_reduction']:.0%}"
+                    f"{_interval(block, 'unadjusted_')}, variance reduction {_percent(block['variance_reduction'])}"
                 )
         elif (comparison.get("not_enough_data") or {}).get("cuped"):
             lines.append(f"  {arm}: no CUPED ({comparison['not_enough_data']['cuped']})")
@@ -133,3 +133,8 @@ def experiment_csv_rows(data: dict[str, Any]) -> list[list[Any]]:
                 ]
             )
     return rows
+
+
+def _percent(share: float) -> str:
+    """A share as a percentage to one decimal, never "-0.0%" (a reduction that rounds to nothing is 0.0%)."""
+    return f"{round(share * 100, 1) + 0.0:.1f}%"
