@@ -413,7 +413,12 @@ def write_costs_markdown(results: list[StageResult]) -> list[str]:
 
 
 def _seconds(value: float) -> str:
-    return "—" if value != value else f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
+    """Seconds as a table cell: two decimals, three significant digits below 0.1 s (a small world's writes)."""
+    if value != value:
+        return "—"
+    if value < 0.1:
+        return f"{value:.3g}"
+    return f"{value:,.2f}" if value < 100 else f"{value:,.0f}"
 
 
 def analyze_all(echo: Callable[[str], object]) -> None:

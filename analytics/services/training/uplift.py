@@ -36,6 +36,9 @@ CURVE_POINTS = 21
 MINIMUM_USERS = 40
 MINIMUM_CONVERSIONS = 5
 # The held-out Qini coefficient's bootstrap interval: a package's model is used only when it lies above zero.
+# QINI_CONFIDENCE is for the family of a run's packages (Bonferroni): with k packages each interval is at
+# 1 - (1 - QINI_CONFIDENCE) / k, so a world with no heterogeneity trusts no package in 95% of trainings, not
+# each package in 95% (with four packages, one of them by chance in about one training of five).
 QINI_REPLICATES = 1000
 QINI_CONFIDENCE = 0.95
 # Cross-fitting for the dry run's held-out comparison: folds, and at most this many rows kept to value choices on.
@@ -124,7 +127,9 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
     held_out_ranking: dict[str, dict] = {method: {} for method in METHODS}
     learned: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     skipped = list(rows.skipped)
-    for package in sorted(set(frame.loc[treated, "package"])):
+    packages = sorted(set(frame.loc[treated, "package"]))
+    package_confidence = 1 - (1 - QINI_CONFIDENCE) / max(len(packages), 1)
+    for package in packages:
         gets = treated & (frame["package"] == package).to_numpy()
         experiments = set(frame.loc[gets, "experiment"])
         matched = (
@@ -175,7 +180,7 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
                 labels[test] == package,
                 converted[test],
                 replicates=QINI_REPLICATES,
-                confidence=QINI_CONFIDENCE,
+                confidence=package_confidence,
                 n_points=CURVE_POINTS,
             )
             evaluation[method][package] = {
@@ -236,7 +241,8 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
         "held_out_share": HELD_OUT_SHARE,
         "curve_points": CURVE_POINTS,
         "qini_replicates": QINI_REPLICATES,
-        "qini_confidence": QINI_CONFIDENCE,
+        "qini_confidence": package_confidence,
+        "qini_family_confidence": QINI_CONFIDENCE,
         "crossfit_folds": CROSSFIT_FOLDS,
         "selected_method": selected,
     }
