@@ -108,18 +108,7 @@ def features_build(*, full: bool = False) -> int:
                 "(SELECT DISTINCT user_id FROM analytics_behaviorevent WHERE received_at >= %(watermark)s)"
             )
             params["watermark"] = watermark
-    columns = ", ".join(_FEATURE_COLUMNS)
-    updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in [*_FEATURE_COLUMNS, "built_at"])
-    sql = f"""
-        INSERT INTO analytics_userfeatures (user_id, {columns}, built_at)
-        SELECT f.user_id, {", ".join("f." + name for name in _FEATURE_COLUMNS)}, %(built_at)s
-        FROM ({features_sql(as_of_param=False, user_filter=user_filter)}) f
-        WHERE TRUE
-        ON CONFLICT (user_id) DO UPDATE SET {updates}
-    """
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    return _features_upsert(user_filter=user_filter, params=params)
 
 
 def features_build_for_users(*, user_ids: Sequence[int]) -> int:
@@ -176,6 +165,11 @@ def features_refresh_users(*, user_ids: Sequence[int], built_at: datetime | None
     params = {"zone": settings.TIME_ZONE, "built_at": built_at or timezone.now()}
     # Integers only, read back from the database: safe to write into the statement.
     user_filter = f"AND e.user_id IN ({', '.join(map(str, ids))})"
+    return _features_upsert(user_filter=user_filter, params=params)
+
+
+def _features_upsert(*, user_filter: str, params: dict) -> int:
+    """Compute the features of the users ``user_filter`` selects and upsert them; return the rows written."""
     columns = ", ".join(_FEATURE_COLUMNS)
     updates = ", ".join(f"{name} = EXCLUDED.{name}" for name in [*_FEATURE_COLUMNS, "built_at"])
     sql = f"""
