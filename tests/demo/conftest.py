@@ -15,7 +15,7 @@ def demo_world(request, django_db_setup, django_db_blocker):
         outer.__enter__()
         try:
             if getattr(request.module, "PIN_IDS", False):
-                _pin_ids()
+                pin_ids()
             demo_world_load(n_users=request.module.DATABASE_USERS, seed=request.module.SEED)
             features_build(full=True)
             yield
@@ -29,7 +29,7 @@ def demo_world(request, django_db_setup, django_db_blocker):
 PINNED_TABLES = ("analytics_enduser", "campaigns_campaign", "campaigns_rule")
 
 
-def _pin_ids() -> None:
+def pin_ids() -> None:
     """Start the ids of those tables at fixed values, whatever other tests created before.
 
     Without this a module's world differs with the test files that ran before it in the same
