@@ -89,8 +89,10 @@ def test_retention_curves_fall_and_the_data_runs_up_to_now(played):
     for campaign in Campaign.objects.filter(assignments__isnull=False).distinct():
         retention = campaign_report(campaign=campaign, now=NOW).to_dict()["uplift"]["retention"]
         assert retention is not None, campaign.slug
-        for curve in retention["curves"]:
-            assert curve["survival"][0] <= 1 and min(curve["survival"]) < 1, (campaign.slug, curve["arm"])
+        # Every curve starts at or below 1 and each campaign's curves fall; a small holdout arm of this
+        # 2,000-user world may see no cancellation at all (script-workshop's once did in CI).
+        assert all(curve["survival"][0] <= 1 for curve in retention["curves"]), campaign.slug
+        assert any(min(curve["survival"]) < 1 for curve in retention["curves"]), campaign.slug
     latest = BehaviorEvent.objects.order_by("-occurred_at").values_list("occurred_at", flat=True).first()
     assert latest is not None and NOW - dt.timedelta(days=7) < latest < NOW
 
