@@ -446,8 +446,12 @@ def bench_run(
     live_seconds: float | None = None,
     echo: Callable[[str], object] = lambda line: None,
     world_progress: Callable[[], AbstractContextManager[Callable[[int], None] | None]] | None = None,
+    results: list[StageResult] | None = None,
 ) -> list[StageResult]:
     """Run the chosen stages in order, each in a process of its own, and return their results.
+
+    Each result is appended to ``results`` (a new list if not given) as its stage ends, so a
+    caller holding the list keeps the finished stages' figures when a later stage fails.
 
     ``world_progress()``, if given, is a context manager yielding a function that takes the
     number of users loaded so far (the world is loaded here: its loader forks its own workers).
@@ -455,12 +459,15 @@ def bench_run(
     require_postgresql()
     # The live stage's rate is a fraction of the bulk-ingest rate of the same run: the ingest stage runs with it.
     wanted = [name for name in STAGE_ORDER if name in stages or (name == "ingest" and "live" in stages)]
+    # What the later stages need is checked before the first runs, so a run is refused at once, not after an hour.
+    if "load" in wanted:
+        s.require_wrk()
     if "live" in wanted:
-        live_stage.require_broker()  # before the other stages, so a run without a broker is refused at once
+        live_stage.require_broker()
     n_events = n_events or bench_events(n_users)
     load_seconds = load_seconds or (10.0 if n_users >= 500_000 else 3.0)
     live_seconds = live_seconds or (300.0 if n_users >= 500_000 else 15.0)
-    results: list[StageResult] = []
+    results = [] if results is None else results
 
     def measured(result: StageResult) -> StageResult:
         results.append(result)

@@ -522,14 +522,20 @@ end
 """
 
 
+def require_wrk() -> str:
+    """The load stage's load generator: wrk, on the PATH (bench_run asks before any stage runs)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise ApplicationError("the load stage needs wrk: apt-get install wrk (Debian's package), or leave load out")
+    return wrk
+
+
 def _wrk(
     url_base: str, paths: list[str], *, authorization: str = "", seconds: float, connections: int, pause_ms: float = 0
 ) -> dict:
     """Drive the server with wrk for a fixed duration; return requests, requests/s, errors and latency percentiles
     in ms."""
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise ApplicationError("the load stage needs wrk: apt-get install wrk (Debian's package)")
+    wrk = require_wrk()
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(
             WRK_SCRIPT

@@ -204,3 +204,57 @@ def test_bench_refuses_the_live_stage_without_a_broker_before_measuring_anything
             stderr=io.StringIO(),
         )
     assert not DemoWorld.objects.exists()
+
+
+def test_bench_refuses_the_load_stage_without_wrk_before_measuring_anything(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no wrk on it
+
+    with pytest.raises(CommandError, match="needs wrk"):
+        call_command(
+            "bench",
+            "--users",
+            "2000",
+            "--stages",
+            "world",
+            "load",
+            "--output",
+            tmp_path / "B.md",
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+    assert not DemoWorld.objects.exists()
+
+
+def test_a_stage_that_fails_leaves_the_table_of_the_stages_before_it(tmp_path, monkeypatch):
+    import demo.bench.run as bench_module
+
+    def broken(**kwargs):
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(bench_module, "stage_ingest", broken)
+    output = tmp_path / "BENCHMARKS.md"
+    output.write_text("# Benchmarks\n\nold table\n\n## Notes\n\nkept by hand.\n")
+
+    with pytest.raises(CommandError, match="the disk is full"):
+        call_command(
+            "bench",
+            "--users",
+            "2000",
+            "--stages",
+            "world",
+            "features",
+            "ingest",
+            "--output",
+            output,
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
+
+    text = output.read_text()
+    rows = _rows(text)
+    assert "demo world load (seed_demo, 2 processes)" in rows
+    assert "feature build from events" in rows
+    assert "bulk event ingest through the API (10k events per request)" not in rows
+    stopped = next(line for line in text.splitlines() if "stopped before its last stage" in line)
+    assert "the disk is full" in stopped
+    assert text.endswith("## Notes\n\nkept by hand.\n")

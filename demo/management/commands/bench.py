@@ -69,8 +69,10 @@ class Command(BaseCommand):
         if events is not None and events < 1:
             raise CommandError("--events must be at least 1")
         started = time.monotonic()
+        results: list = []
+        scale = f"{users:,} users, {events or bench_events(users):,} events through the API"
         try:
-            results = bench_run(
+            bench_run(
                 n_users=users,
                 stages=stages,
                 n_events=events,
@@ -78,11 +80,30 @@ class Command(BaseCommand):
                 live_seconds=live_seconds,
                 echo=self.stderr.write,
                 world_progress=lambda: progress_bar(f"demo world ({users:,} users)", users, enabled=not no_progress),
+                results=results,
             )
-        except ApplicationError as error:
-            raise CommandError(error.message) from None
-        scale = f"{users:,} users, {events or bench_events(users):,} events through the API"
-        table = benchmarks_markdown(results, scale=scale, wall_seconds=time.monotonic() - started)
+        except Exception as error:
+            # The stages that finished are not lost with the one that failed: their table is written, marked.
+            message = error.message if isinstance(error, ApplicationError) else f"{type(error).__name__}: {error}"
+            if results:
+                path = self._write(
+                    results,
+                    scale=scale,
+                    started=started,
+                    output=output,
+                    notes=f"**This run stopped before its last stage:** {(message.splitlines() or [''])[0]}",
+                )
+                self.stderr.write(f"bench: the {len(results)} measurements made before it stopped are in {path}")
+            raise CommandError(message) from None
+        path = self._write(results, scale=scale, started=started, output=output)
+        self.stderr.write(
+            f"bench: {len(results)} measurements in {(time.monotonic() - started) / 60:.1f} min; "
+            f"table written to {path}"
+        )
+
+    def _write(self, results: list, *, scale: str, started: float, output: str, notes: str = "") -> Path:
+        """Write the table to ``output``, keeping that file's sections after the table; print it too."""
+        table = benchmarks_markdown(results, scale=scale, wall_seconds=time.monotonic() - started, notes=notes)
         path = Path(output)
         kept = ""
         if path.exists():
@@ -91,7 +112,4 @@ class Command(BaseCommand):
                 kept = previous[previous.index(NOTES_HEADING) :]
         path.write_text(table + kept, encoding="utf-8")
         self.stdout.write(table)
-        self.stderr.write(
-            f"bench: {len(results)} measurements in {(time.monotonic() - started) / 60:.1f} min; "
-            f"table written to {path}"
-        )
+        return path
