@@ -16,7 +16,7 @@ import pandas as pd
 from django.db import connection
 from django.db.models import Model
 
-from crossmkt_site.bulk import query_frame
+from crossmkt_site.bulk import ids_in_sql, query_frame, sparse_ids
 from crossmkt_site.errors import ApplicationError
 
 from .models import EndUser, ModelRun, UserLink
@@ -201,11 +201,7 @@ def user_frame(
         where.append("u.id >= %s AND u.id < %s")
         params.extend(id_range)
     if user_ids is not None:
-        ids = [int(i) for i in user_ids]
-        if not ids:
-            ids = [-1]
-        where.append(f"u.id IN ({', '.join(['%s'] * len(ids))})")
-        params.extend(ids)
+        where.append(ids_in_sql("u.id", user_ids))
     if extra is not None:
         where.append(extra.sql)
         params.extend(extra.params)
@@ -232,7 +228,14 @@ def user_frame(
     if category_fields:
         if item_categories is None:
             raise ValueError(f"{next(iter(category_fields))!r} is a per-category count: pass item_categories")
-        _add_category_counts(frame, category_fields, as_of=as_of, id_range=id_range, item_categories=item_categories)
+        _add_category_counts(
+            frame,
+            category_fields,
+            as_of=as_of,
+            id_range=id_range,
+            user_ids=sparse_ids(frame.index) if user_ids is not None else None,
+            item_categories=item_categories,
+        )
     return frame[names]
 
 
@@ -250,6 +253,7 @@ def _add_category_counts(
     as_of: datetime,
     id_range: tuple[int, int] | None,
     item_categories: Mapping[str, str],
+    user_ids: Sequence[int] | None = None,
 ) -> None:
     """Count each user's events per catalog category (films watched, courses bought) up to as_of.
 
@@ -262,6 +266,8 @@ def _add_category_counts(
         if id_range is not None:
             where.append("e.user_id >= %s AND e.user_id < %s")
             params.extend(id_range)
+        if user_ids is not None:
+            where.append(ids_in_sql("e.user_id", user_ids))
         with connection.cursor() as cursor:
             cursor.execute(
                 f"SELECT e.user_id, i.category, COUNT(*) FROM analytics_behaviorevent e "

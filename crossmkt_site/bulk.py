@@ -184,3 +184,25 @@ def instance_from_row(model: type[ModelT], values: Sequence[Any]) -> ModelT:
             value = convert(value, expression, connection)
         converted.append(value)
     return model.from_db(connection.alias, [field.attname for field in fields], converted)
+
+
+# A set of ids filling less than this share of its id range is read id by id, not as the range.
+SPARSE_SHARE = 0.25
+
+
+def sparse_ids(ids: Iterable[int]) -> list[int] | None:
+    """Return the ids, sorted, if they are few for the range they span (the live path's scattered users), else None.
+
+    A chunk of consecutive users is cheapest to read as its id range; a few hundred users
+    scattered over a million ids are not: their range is the whole table.
+    """
+    values = sorted({int(pk) for pk in ids})
+    if not values:
+        return None
+    return values if len(values) < SPARSE_SHARE * (values[-1] - values[0] + 1) else None
+
+
+def ids_in_sql(column: str, ids: Iterable[int]) -> str:
+    """``column IN (1, 2, …)`` for these ids: integers only, so safe to write into the statement on any backend."""
+    values = sorted({int(pk) for pk in ids})
+    return f"{column} IN ({', '.join(map(str, values))})" if values else "FALSE"

@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from django.db import connection, transaction
 from django.utils import timezone
 
+from crossmkt_site.bulk import ids_in_sql
+
 from ..models import PendingUser
 from .features import features_refresh_users
 from .scoring import score_users
@@ -91,7 +93,12 @@ def _aware(value) -> datetime:
 
 def pending_users_release(*, user_ids: Iterable[int]) -> int:
     """Delete the pending rows of evaluated users (inside the transaction that claimed them); return how many."""
-    return PendingUser.objects.filter(user_id__in=list(user_ids)).delete()[0]
+    ids = sorted({int(pk) for pk in user_ids})
+    if not ids:
+        return 0
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {PENDING_TABLE} WHERE {ids_in_sql('user_id', ids)}")
+        return cursor.rowcount
 
 
 def users_refresh(*, user_ids: Iterable[int], as_of: datetime | None = None) -> dict:

@@ -130,17 +130,35 @@ def score_users(*, user_ids, as_of: datetime | None = None, models=SCORED_MODELS
     if not ids:
         return scored
     runs = {run.model: run for run in ModelRun.objects.filter(model__in=models, is_active=True)}
-    for model in models:
-        run = runs.get(model)
-        if run is None:
-            continue
-        scorer = _scorer(run)
-        frame = user_frame(scorer.fields, as_of=as_of, id_range=(ids[0], ids[-1] + 1), user_ids=ids)
+    scorers = {model: _scorer(runs[model]) for model in models if model in runs}
+    if not scorers:
+        return scored
+    # One read of every field the scorers need: a few hundred scattered users cost a query each, not their rows.
+    fields = list(dict.fromkeys(name for scorer in scorers.values() for name in scorer.fields))
+    users = user_frame(fields, as_of=as_of, id_range=(ids[0], ids[-1] + 1), user_ids=ids)
+    for model, scorer in scorers.items():
+        frame = users[list(scorer.fields)]
         scored[model] = (
-            scores_write(run=run, scores=scorer.score(frame, as_of=as_of), scored_at=as_of) if len(frame) else 0
+            scores_write(run=runs[model], scores=scorer.score(frame, as_of=as_of), scored_at=as_of) if len(frame) else 0
         )
-        UserScore.objects.filter(model=model, user_id__in=ids).exclude(scored_at=as_of).delete()
+        _stale_scores_delete(model=model, user_ids=ids, scored_at=as_of)
     return scored
+
+
+def _stale_scores_delete(*, model: str, user_ids: list[int], scored_at: datetime) -> None:
+    """Delete these users' scores by ``model`` not written at ``scored_at`` (a user the model no longer scores)."""
+    if connection.vendor != "postgresql":
+        UserScore.objects.filter(model=model, user_id__in=user_ids).exclude(scored_at=scored_at).delete()
+        return
+    # Joined with the ids, so each user is one probe of the (user_id, model) unique index. Written as
+    # ``user_id IN (…)``, the planner took the (model, score) index and read every score of the model:
+    # 0.14 s a model for 500 live users over a million, most of a drain.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {UserScore._meta.db_table} s USING unnest(%s::bigint[]) AS t(user_id) "
+            "WHERE s.user_id = t.user_id AND s.model = %s AND s.scored_at <> %s",
+            [user_ids, model, scored_at],
+        )
 
 
 # The nightly refresh, queued by beat by name (analytics/tasks.py registers it).

@@ -17,7 +17,7 @@ who are not members get no score.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from django.utils import timezone
 from lifelines import CoxPHFitter, KaplanMeierFitter
 from scipy.stats import chi2
 
+from crossmkt_site.bulk import ids_in_sql, sparse_ids
 from crossmkt_site.errors import ApplicationError
 
 from ...models import ModelRun
@@ -76,14 +77,22 @@ SPELL_COLUMNS = {
 }
 
 
-def membership_events(*, before: datetime, user_range: tuple[int, int] | None = None) -> pd.DataFrame:
-    """Return the membership starts and cancels before a time, and the activity joins of members, by SQL."""
+def membership_events(
+    *, before: datetime, user_range: tuple[int, int] | None = None, user_ids: Sequence[int] | None = None
+) -> pd.DataFrame:
+    """Return the membership starts and cancels before a time, and the activity joins of members, by SQL.
+
+    ``user_range`` and ``user_ids`` each narrow the read to those users (both may be given).
+    """
     users = members = ""
     params: dict[str, Any] = {"before": as_utc(before)}
     if user_range is not None:
         users = "AND e.user_id >= %(low)s AND e.user_id < %(high)s"
         members = "AND s.user_id >= %(low)s AND s.user_id < %(high)s"  # else every member's start is read for a chunk
         params |= {"low": int(user_range[0]), "high": int(user_range[1])}
+    if user_ids is not None:
+        users += f" AND {ids_in_sql('e.user_id', user_ids)}"
+        members += f" AND {ids_in_sql('s.user_id', user_ids)}"
     frame = fetch_frame(
         f"""
         SELECT e.user_id, e.kind, e.item_id, e.amount, {sql_time("e.occurred_at")} AS occurred_at
@@ -265,7 +274,9 @@ class ChurnScorer:
         if frame.empty:
             return pd.DataFrame({"score": pd.Series(dtype=float), "label": pd.Series(dtype=object)})
         id_range = (int(frame.index.min()), int(frame.index.max()) + 1)
-        return self.score_members(frame, membership_events(before=as_of, user_range=id_range), as_of=as_of)
+        # The live path's scattered users are read by id: their range would be every member's events.
+        events = membership_events(before=as_of, user_range=id_range, user_ids=sparse_ids(frame.index))
+        return self.score_members(frame, events, as_of=as_of)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from crossmkt_site.bulk import ids_in_sql, sparse_ids
 from crossmkt_site.errors import ApplicationError
 
 from ...models import BehaviorEvent, ModelRun
@@ -80,9 +81,16 @@ def _sql_time(moment: datetime) -> Any:
 
 
 def course_purchases_frame(
-    *, before: datetime | None = None, excluded_items: Sequence[str] = (), user_id_range: tuple[int, int] | None = None
+    *,
+    before: datetime | None = None,
+    excluded_items: Sequence[str] = (),
+    user_id_range: tuple[int, int] | None = None,
+    user_ids: Sequence[int] | None = None,
 ) -> pd.DataFrame:
-    """Return course purchases as user_id, occurred_at (UTC) and amount (float CNY), read in one query."""
+    """Return course purchases as user_id, occurred_at (UTC) and amount (float CNY), read in one query.
+
+    ``user_id_range`` and ``user_ids`` each narrow the read to those users (both may be given).
+    """
     where = ["kind = %s"]
     params: list[object] = [PURCHASE]
     if before is not None:
@@ -94,6 +102,8 @@ def course_purchases_frame(
     if user_id_range is not None:
         where.append("user_id >= %s AND user_id < %s")
         params.extend(user_id_range)
+    if user_ids is not None:
+        where.append(ids_in_sql("user_id", user_ids))
     sql = (
         f"SELECT user_id, {sql_time('occurred_at')} AS occurred_at, amount "
         f"FROM {BehaviorEvent._meta.db_table} WHERE {' AND '.join(where)}"
@@ -140,7 +150,10 @@ class BgNbdClvScorer:
             return pd.DataFrame(index=frame.index, columns=["score", "value", "label"])
         ids = frame.index
         purchases = course_purchases_frame(
-            before=as_of, excluded_items=self.excluded_items, user_id_range=(int(ids.min()), int(ids.max()) + 1)
+            before=as_of,
+            excluded_items=self.excluded_items,
+            user_id_range=(int(ids.min()), int(ids.max()) + 1),
+            user_ids=sparse_ids(ids),  # the live path's scattered users: their range would be every purchase
         )
         return self.score_purchases(purchases[purchases["user_id"].isin(ids)], index=ids, as_of=as_of)
 
