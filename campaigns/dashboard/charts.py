@@ -172,13 +172,26 @@ def _tick_label(value: float, percent: bool = False) -> str:
     return f"{value:g}"
 
 
-def bar_chart(*, title: str, bars: Sequence[Bar], empty: str, width: int = WIDTH, signed: bool = False) -> str:
-    """Draw horizontal bars, one row each; with ``signed`` negative values go left of a zero line in another colour."""
+def bar_chart(
+    *,
+    title: str,
+    bars: Sequence[Bar],
+    empty: str,
+    width: int = WIDTH,
+    signed: bool = False,
+    notes: Sequence[str] = (),
+) -> str:
+    """Draw horizontal bars, one row each; with ``signed`` negative values go left of a zero line in another colour.
+
+    ``notes`` are printed under the bars: what they count, and what they cannot.
+    """
     if not bars:
         return _empty("bar", title, empty, width)
+    note_lines = _note_lines(notes, width)
     label_width, top = 150, 30
     value_width = max(70, 12 + max(_text_width(bar.display) for bar in bars))
-    height = top + ROW * len(bars) + 10
+    bars_height = top + ROW * len(bars) + 10
+    height = bars_height + (NOTE_LINE * len(note_lines) + 6 if note_lines else 0)
     values = [float(bar.value) for bar in bars]
     low = min(0.0, *values) if signed else 0.0
     high = max(0.0, *values)
@@ -198,9 +211,10 @@ def bar_chart(*, title: str, bars: Sequence[Bar], empty: str, width: int = WIDTH
         )
         parts.append(_text(plot_left + plot_width + 6, y + 16, bar.display))
     parts.append(
-        f'<line x1="{_num(zero)}" x2="{_num(zero)}" y1="{top}" y2="{_num(height - 10)}" stroke="{COLORS["axis"]}"/>'
+        f'<line x1="{_num(zero)}" x2="{_num(zero)}" y1="{top}" y2="{_num(bars_height - 10)}" '
+        f'stroke="{COLORS["axis"]}"/>'
     )
-    return "".join(parts) + "</svg>"
+    return "".join(parts + _draw_notes(note_lines, bars_height + 8)) + "</svg>"
 
 
 def interval_chart(
