@@ -2,7 +2,7 @@
 
 Campaign figures come from ``campaign_report``, the one report implementation, for the
 campaigns that matter now: every campaign running, then those that ended in the last
-``RECENT_DAYS`` (ranked by the incremental margin they earned), at most ``MAX_REPORTS`` in all;
+``RECENT_DAYS`` (ranked by what they earned net of what they spent), at most ``MAX_REPORTS`` in all;
 campaigns not yet begun are listed without a report. Each group has its own totals, so a
 figure never mixes running and finished campaigns. Settlement comes from ``settlements_get``
 (issued statements where there are, drafts computed now elsewhere), a few queries for all
@@ -45,6 +45,11 @@ class CampaignFigures:
     incremental_margin: Decimal | None = None
     spent: Decimal = ZERO
     roi: Decimal | None = None
+
+    @property
+    def net_return(self) -> Decimal | None:
+        """Return what the campaign earned net of what it spent (incremental margin less spent), if measured."""
+        return None if self.incremental_margin is None else self.incremental_margin - self.spent
 
 
 @dataclass
@@ -94,7 +99,7 @@ class PartnerBalance:
 class DashboardFigures:
     now: datetime
     period: date
-    # Running now, newest first; ended since ``since``, the most incremental margin first (unmeasured last).
+    # Running now, newest first; ended since ``since``, the highest net return first (unmeasured last).
     running: list[CampaignFigures]
     ended: list[CampaignFigures]
     # Not begun yet (listed, nothing to report), and campaigns in scope left out beyond MAX_REPORTS.
@@ -251,10 +256,11 @@ def dashboard_figures(*, period: date, now: datetime | None = None, max_reports:
     spending = _spending_by_day(reported, zone)
     figures = [_figures(campaign, now, spending.get(campaign.pk, [])) for campaign in reported]
     running = [item for item in figures if item.campaign.pk in running_ids]
-    # What ended is ranked by what it earned: a manager looks first at what worked and what lost most.
+    # What ended is ranked by what it earned net of what it spent: a campaign that bought its margin at a loss
+    # ranks below one that earned less but spent less; unmeasured ones come last.
     ended = sorted(
         (item for item in figures if item.campaign.pk not in running_ids),
-        key=lambda item: (item.incremental_margin is None, -(item.incremental_margin or ZERO), item.campaign.slug),
+        key=lambda item: (item.net_return is None, -(item.net_return or ZERO), item.campaign.slug),
     )
     scheduled = list(
         Campaign.objects.exclude(status__in=[Campaign.Status.DRAFT, Campaign.Status.ENDED])

@@ -289,13 +289,15 @@ def _uplift_charts(figures: DashboardFigures) -> list[str]:
     elif kinds == {FIXED_HORIZON}:
         which = _("%(level)s fixed-horizon intervals") % level
     else:
-        which = (
-            _(
-                "%(level)s intervals: always-valid (mSPRT) until a campaign's last conversions are in, "
-                "fixed-horizon after"
-            )
-            % level
-        )
+        which = _("%(level)s intervals, of the kind each report shows") % level
+    kinds_note = _(
+        "Each row names its interval, as its campaign's report shows it: always-valid (mSPRT, safe to check "
+        "daily) until the campaign's last conversions are in (its end plus its conversion window), "
+        "fixed-horizon after."
+    )
+    for drawn, notes in ((conversion, conversion_notes), (revenue, revenue_notes)):
+        if drawn:
+            notes.append(kinds_note)
     return [
         charts.interval_chart(
             title=_("Conversion uplift over holdout, %(which)s") % {"which": which},
@@ -558,6 +560,13 @@ def _interval_text(low: str, high: str) -> str:
     return _("%(low)s to %(high)s") % {"low": low, "high": high}
 
 
+def _window(campaign: Campaign) -> str:
+    """Say a campaign's window by its first and last day in its own zone (it ends at the end of its last day)."""
+    zone = ZoneInfo(str(campaign.timezone))
+    last = timezone.localtime(campaign.ends_at - timedelta(microseconds=1), zone)
+    return _interval_text(f"{timezone.localtime(campaign.starts_at, zone):%Y-%m-%d}", f"{last:%Y-%m-%d}")
+
+
 def _table_row(item: CampaignFigures, group: str, detailed: bool) -> dict:
     """One campaign's line in the list: what it is, what it reached, spent and earned."""
     campaign, report = item.campaign, item.report
@@ -578,13 +587,13 @@ def _table_row(item: CampaignFigures, group: str, detailed: bool) -> dict:
         "campaign": campaign,
         "group": group,
         "detailed": detailed,
-        "window": _interval_text(
-            f"{timezone.localtime(campaign.starts_at):%Y-%m-%d}", f"{timezone.localtime(campaign.ends_at):%Y-%m-%d}"
-        ),
+        "window": _window(campaign),
         "treated": f"{report['funnel'].get('treated', 0):,}",
         "offers": f"{report['funnel'].get('issued', 0):,} / {report['funnel'].get('redeemed', 0):,}",
         "spent": _money(Decimal((report.get("cost") or {}).get("spent", "0"))),
         "margin": _money(item.incremental_margin),
+        "net": _money(item.net_return),
+        "losing": item.net_return is not None and item.net_return < 0,
         "margin_range": margin_range,
         "roi": "-" if item.roi is None else str(item.roi),
         "roi_range": roi_range,
@@ -596,18 +605,30 @@ def _stopped(campaign: Campaign) -> str:
     return _("paused") if campaign.status == Campaign.Status.PAUSED else _("ended")
 
 
-def _selection_text(figures: DashboardFigures, detailed_ended: int) -> str:
+def _ended_detailed(figures: DashboardFigures) -> tuple[list[CampaignFigures], CampaignFigures | None]:
+    """Return the ended campaigns drawn in full: the best few by net return, and the one that lost most, if any did."""
+    best = figures.ended[:ENDED_DETAILED]
+    worst = figures.ended[-1] if len(figures.ended) > ENDED_DETAILED else None
+    if worst is None or worst.net_return is None or worst.net_return >= 0:
+        worst = None
+    return best, worst
+
+
+def _selection_text(figures: DashboardFigures, best: list[CampaignFigures], worst: CampaignFigures | None) -> str:
     """Say which campaigns the page details and lists, so nobody takes them for all of them."""
     text = _(
         "Detailed below: every running campaign (%(running)d), newest first, then the %(shown)d of the "
-        "%(ended)d campaigns ended since %(since)s that earned the most incremental margin. The table lists "
-        "them all, ranked the same way, with the campaigns scheduled to start."
+        "%(ended)d campaigns ended since %(since)s that earned the most net of what they spent (incremental "
+        "margin less spent)."
     ) % {
         "running": len(figures.running),
-        "shown": detailed_ended,
+        "shown": len(best),
         "ended": len(figures.ended),
         "since": f"{figures.since:%Y-%m-%d}",
     }
+    if worst is not None:
+        text += " " + _("Then the one that lost the most.")
+    text += " " + _("The table lists them all, ranked the same way, with the campaigns scheduled to start.")
     if figures.left_out:
         text += " " + _("%(count)d more campaigns in that time are left out (the oldest ending first).") % {
             "count": figures.left_out
@@ -627,9 +648,16 @@ def dashboard_view(request):
         except ApplicationError as error:
             messages.error(request, error.message)
     figures = dashboard_figures(period=period, now=now)
+    best, worst = _ended_detailed(figures)
+    shown_ended = [*best, *([worst] if worst is not None else [])]
+    rank = {id(item): index for index, item in enumerate(figures.ended, start=1)}
     detailed = [(item, _("running")) for item in figures.running] + [
-        (item, _("%(state)s, #%(rank)d by incremental margin") % {"state": _stopped(item.campaign), "rank": rank})
-        for rank, item in enumerate(figures.ended[:ENDED_DETAILED], start=1)
+        (
+            item,
+            _("%(state)s, #%(rank)d of %(count)d by net return")
+            % {"state": _stopped(item.campaign), "rank": rank[id(item)], "count": len(figures.ended)},
+        )
+        for item in shown_ended
     ]
     panels = [
         {
@@ -650,22 +678,21 @@ def dashboard_view(request):
         for item, group in detailed
     ]
     rows = [_table_row(item, _("running"), True) for item in figures.running]
-    rows += [
-        _table_row(item, _stopped(item.campaign), index < ENDED_DETAILED) for index, item in enumerate(figures.ended)
-    ]
+    detailed_ids = {id(item) for item in shown_ended}
+    rows += [_table_row(item, _stopped(item.campaign), id(item) in detailed_ids) for item in figures.ended]
     context = {
         **admin.site.each_context(request),
         "title": _("Dashboard"),
         "period": f"{period:%Y-%m}",
         "card_rows": _card_rows(figures),
-        "selection": _selection_text(figures, min(len(figures.ended), ENDED_DETAILED)),
+        "selection": _selection_text(figures, best, worst),
         "rows": rows,
         "table_help": _(
             "Incremental margin: treated minus holdout margin, scaled to the treated users, with its %(level)s "
             "fixed-horizon interval below (one treated arm only); ROI on spent = (incremental margin - spent) / spent."
         )
         % {"level": f"{_confidence(figures):.0%}"},
-        "scheduled": figures.scheduled,
+        "scheduled": [{"campaign": campaign, "window": _window(campaign)} for campaign in figures.scheduled],
         "overview_charts": [
             mark_safe(chart) for chart in (*_uplift_charts(figures), _balance_chart(figures), *_qini_charts())
         ],

@@ -240,7 +240,9 @@ def test_dashboard_shows_kpis_and_charts_with_data(manager_client, world, langua
     if language == "en":
         assert "always-valid interval (safe to check daily)" in drawn[6]
         assert "CUPED" in drawn[6]
-        assert "always-valid (mSPRT) intervals" in drawn[0] and "fixed-horizon" not in drawn[0]
+        title = found(r"<title>(.*?)</title>", drawn[0]).group(1)
+        assert "always-valid (mSPRT) intervals" in title and "fixed-horizon" not in title
+        assert len(re.findall(r", always-valid</title>", drawn[0])) == 2
     assert len(re.findall(r'class="interval"', drawn[0])) == 2
     assert all(re.search(r'data-value="[-0-9.]+"', svg) for svg in drawn)
     # a campaign's name is text, never markup
@@ -256,7 +258,8 @@ def test_the_uplift_chart_shows_the_interval_each_report_shows(manager_client, d
     page = manager_client.get(reverse("admin-dashboard")).content.decode()
 
     conversion, revenue = svg_charts(page)[:2]
-    assert "always-valid (mSPRT) until a campaign" in conversion and "fixed-horizon after" in conversion
+    assert "intervals, of the kind each report shows" in found(r"<title>(.*?)</title>", conversion).group(1)
+    assert "Each row names its interval" in conversion
     now = timezone.now()
     for campaign, kind in ((running, "always-valid"), (settled, "fixed-horizon")):
         report = campaign_report(campaign=campaign, now=now).to_dict()
@@ -281,38 +284,45 @@ def test_the_uplift_chart_shows_the_interval_each_report_shows(manager_client, d
 
 
 def test_the_campaigns_that_earned_most_are_shown_whatever_their_start(manager_client, db):
-    # given one running campaign and four ended ones; the ones that began last earned least
+    # given one running campaign and five ended ones; the ones that ended last earned least, and one that bought its
+    # margin with offers that cost more than it earned
     build_campaign("Running", seed=1)
     for name, effect, days in (("Best", 0.45, 20), ("Second", 0.35, 30), ("Third", 0.25, 10), ("Flat", 0.15, 2)):
         build_campaign(name, seed=3, treated_rate=effect, ended_days_ago=days)
+    costly = build_campaign("Costly", seed=3, treated_rate=0.45, ended_days_ago=1)
+    Offer.objects.filter(campaign=costly).update(spent=Decimal("60.00"))
     build_campaign("Long ago", seed=4, treated_rate=0.6, ended_days_ago=200)
     manager_client.cookies["django_language"] = "en"
 
     page = manager_client.get(reverse("admin-dashboard")).content.decode()
 
-    # then the running one comes first, then the three ended ones that earned the most, best first
+    # then the running one comes first, then the three ended ones that earned the most net of spend, best first,
+    # then the one that lost the most
     panels = re.findall(
         r'<section class="campaign-panel module" id="campaign-[^"]+" data-campaign="[^"]+">\s*<h2>(.*?)</h2>', page
     )
     assert panels == [
         "Running (running)",
-        "Best (ended, #1 by incremental margin)",
-        "Second (ended, #2 by incremental margin)",
-        "Third (ended, #3 by incremental margin)",
+        "Best (ended, #1 of 5 by net return)",
+        "Second (ended, #2 of 5 by net return)",
+        "Third (ended, #3 of 5 by net return)",
+        "Costly (ended, #5 of 5 by net return)",
     ]
     # and the table lists every campaign of the last 90 days, ranked the same way, and links to all of them
     listed = re.findall(r'<tr data-campaign="[^"]+" data-status="(\w+)">\s*<td><a href="[^"]+">(.*?)</a>', page)
-    assert [name for _, name in listed] == ["Running", "Best", "Second", "Third", "Flat"]
-    margins = [
-        Decimal(value.replace(",", "")) for value in re.findall(r"<td class=\"number\" data-margin>([-\d,.]+)", page)
-    ]
-    assert margins[1:] == sorted(margins[1:], reverse=True)
+    assert [name for _, name in listed] == ["Running", "Best", "Second", "Third", "Flat", "Costly"]
+    nets = [Decimal(value.replace(",", "")) for value in re.findall(r"data-net>([-\d,.]+)</td>", page)]
+    assert nets[1:] == sorted(nets[1:], reverse=True) and nets[-1] < 0
+    # the costly campaign earned as much margin as the best, and lost money on it
+    margins = [Decimal(value.replace(",", "")) for value in re.findall(r"data-margin>([-\d,.]+)", page)]
+    assert margins[-1] == margins[1]
     assert "Long ago" not in page
     assert reverse("admin:campaigns_campaign_changelist") in page
     selection = found(r'<p class="selection">(.*?)<a', page).group(1)
-    assert "every running campaign (1)" in selection and "the 3 of the 4 campaigns ended since" in selection
-    # and the ended row's cards are over the four ended campaigns only
-    assert cards_of(page)["ended-campaigns"] == "4" and cards_of(page)["running-campaigns"] == "1"
+    assert "every running campaign (1)" in selection and "the 3 of the 5 campaigns ended since" in selection
+    assert "Then the one that lost the most." in selection
+    # and the ended row's cards are over the five ended campaigns only
+    assert cards_of(page)["ended-campaigns"] == "5" and cards_of(page)["running-campaigns"] == "1"
 
 
 def test_the_funnel_narrows_step_by_step_and_says_why_it_has_no_delivered_step(manager_client, world):
