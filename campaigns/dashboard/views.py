@@ -285,11 +285,11 @@ def _uplift_charts(figures: DashboardFigures) -> list[str]:
     no_holdout = _("No campaign with a holdout yet.")
     level = {"level": f"{_confidence(figures):.0%}"}
     if kinds == {ALWAYS_VALID}:
-        which = _("%(level)s always-valid (mSPRT) intervals, safe to check daily") % level
+        which = _("%(level)s always-valid intervals (mSPRT)") % level
     elif kinds == {FIXED_HORIZON}:
         which = _("%(level)s fixed-horizon intervals") % level
     else:
-        which = _("%(level)s intervals, of the kind each report shows") % level
+        which = _("%(level)s intervals, kind per row") % level
     kinds_note = _(
         "Each row names its interval, as its campaign's report shows it: always-valid (mSPRT, safe to check "
         "daily) until the campaign's last conversions are in (its end plus its conversion window), "
@@ -307,7 +307,7 @@ def _uplift_charts(figures: DashboardFigures) -> list[str]:
             notes=conversion_notes,
         ),
         charts.interval_chart(
-            title=_("Revenue per user uplift over holdout (CNY), %(which)s") % {"which": which},
+            title=_("Revenue per user uplift (CNY), %(which)s") % {"which": which},
             intervals=revenue,
             axis_label=_("treated minus holdout, CNY per user"),
             empty=no_holdout,
@@ -457,16 +457,18 @@ def _experiment_chart(item: CampaignFigures) -> str:
             )
         if cuped is not None:
             notes.append(
-                _("%(arm)s: CUPED reduced the variance by %(reduction).0f%%")
-                % {"arm": arm, "reduction": cuped["variance_reduction"] * 100}
+                _("%(arm)s: CUPED reduced the variance by %(reduction).1f%%")
+                # A reduction that rounds to nothing reads 0.0%, not -0.0%, as in the report's text.
+                % {"arm": arm, "reduction": round(cuped["variance_reduction"] * 100, 1) + 0.0}
             )
         elif (comparison.get("not_enough_data") or {}).get("cuped"):
             notes.append(_not_enough_note(arm, comparison, "cuped"))
-    title = (
-        _("Conversion uplift, always-valid interval (safe to check daily), unadjusted and CUPED")
-        if kind == "always-valid"
-        else _("Conversion uplift, fixed-horizon interval, unadjusted and CUPED")
-    )
+    if kind == ALWAYS_VALID:
+        title = _("Conversion uplift, always-valid interval, unadjusted and CUPED")
+        notes.append(_("Always-valid (mSPRT): safe to check daily while the campaign runs."))
+    else:
+        title = _("Conversion uplift, fixed-horizon interval, unadjusted and CUPED")
+        notes.append(_("Fixed-horizon: valid read once, after the campaign's last conversions are in."))
     return charts.interval_chart(
         title=title,
         intervals=intervals,
