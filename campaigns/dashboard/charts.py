@@ -100,11 +100,22 @@ def _short(label: str, width: float, size: int = 12) -> str:
 NOTE_LINE = 16
 
 
+def _pieces(word: str, width: float, size: int) -> list[str]:
+    """Split a word too long for a line (Chinese text has no spaces to break at) into pieces that fit."""
+    pieces, piece = [], ""
+    for char in word:
+        if piece and _text_width(piece + char, size) > width:
+            pieces.append(piece)
+            piece = ""
+        piece += char
+    return [*pieces, piece] if piece else pieces
+
+
 def _wrap(content: str, width: float, size: int = 11) -> list[str]:
-    """Break a text into lines that fit a width in pixels, at spaces (a word longer than a line is cut)."""
+    """Break a text into lines that fit a width in pixels, at spaces, or anywhere in a word longer than a line."""
     lines: list[str] = []
     line = ""
-    for word in content.split():
+    for word in (piece for token in content.split() for piece in _pieces(token, width, size)):
         candidate = f"{line} {word}" if line else word
         if line and _text_width(candidate, size) > width:
             lines.append(line)

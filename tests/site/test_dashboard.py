@@ -461,6 +461,22 @@ def test_empty_charts_say_so_instead_of_drawing_nothing():
         assert "nothing yet" in svg and "data-value" not in svg
 
 
+def test_notes_without_spaces_wrap_instead_of_being_cut():
+    note = (
+        "每行注明其区间类型，与该活动报告一致：在活动的最后转化计入之前（活动结束加转化窗口）为始终有效区间，"
+        "之后为固定样本区间。"
+    )
+    svg = charts.interval_chart(
+        title="t",
+        intervals=[charts.Interval("x", 0.05, 0.02, 0.08, "+5.0 pp")],
+        axis_label="pp",
+        empty="-",
+        notes=[note],
+    )
+    lines = re.findall(r'class="note"[^>]*>(.*?)</text>', svg)
+    assert len(lines) > 1 and "".join(lines) == note
+
+
 def test_nice_ticks_cover_the_range_in_round_steps():
     assert charts.nice_ticks(0, 87, 4) == [0, 20, 40, 60, 80, 100]
     assert charts.nice_ticks(-0.013, 0.042, 4) == [-0.02, -0.01, 0.0, 0.01, 0.02, 0.03, 0.04, 0.05]
