@@ -100,11 +100,22 @@ def _short(label: str, width: float, size: int = 12) -> str:
 NOTE_LINE = 16
 
 
+def _pieces(word: str, width: float, size: int) -> list[str]:
+    """Split a word too long for a line (Chinese text has no spaces to break at) into pieces that fit."""
+    pieces, piece = [], ""
+    for char in word:
+        if piece and _text_width(piece + char, size) > width:
+            pieces.append(piece)
+            piece = ""
+        piece += char
+    return [*pieces, piece] if piece else pieces
+
+
 def _wrap(content: str, width: float, size: int = 11) -> list[str]:
-    """Break a text into lines that fit a width in pixels, at spaces (a word longer than a line is cut)."""
+    """Break a text into lines that fit a width in pixels, at spaces, or anywhere in a word longer than a line."""
     lines: list[str] = []
     line = ""
-    for word in content.split():
+    for word in (piece for token in content.split() for piece in _pieces(token, width, size)):
         candidate = f"{line} {word}" if line else word
         if line and _text_width(candidate, size) > width:
             lines.append(line)
@@ -172,13 +183,26 @@ def _tick_label(value: float, percent: bool = False) -> str:
     return f"{value:g}"
 
 
-def bar_chart(*, title: str, bars: Sequence[Bar], empty: str, width: int = WIDTH, signed: bool = False) -> str:
-    """Draw horizontal bars, one row each; with ``signed`` negative values go left of a zero line in another colour."""
+def bar_chart(
+    *,
+    title: str,
+    bars: Sequence[Bar],
+    empty: str,
+    width: int = WIDTH,
+    signed: bool = False,
+    notes: Sequence[str] = (),
+) -> str:
+    """Draw horizontal bars, one row each; with ``signed`` negative values go left of a zero line in another colour.
+
+    ``notes`` are printed under the bars: what they count, and what they cannot.
+    """
     if not bars:
         return _empty("bar", title, empty, width)
+    note_lines = _note_lines(notes, width)
     label_width, top = 150, 30
     value_width = max(70, 12 + max(_text_width(bar.display) for bar in bars))
-    height = top + ROW * len(bars) + 10
+    bars_height = top + ROW * len(bars) + 10
+    height = bars_height + (NOTE_LINE * len(note_lines) + 6 if note_lines else 0)
     values = [float(bar.value) for bar in bars]
     low = min(0.0, *values) if signed else 0.0
     high = max(0.0, *values)
@@ -198,9 +222,10 @@ def bar_chart(*, title: str, bars: Sequence[Bar], empty: str, width: int = WIDTH
         )
         parts.append(_text(plot_left + plot_width + 6, y + 16, bar.display))
     parts.append(
-        f'<line x1="{_num(zero)}" x2="{_num(zero)}" y1="{top}" y2="{_num(height - 10)}" stroke="{COLORS["axis"]}"/>'
+        f'<line x1="{_num(zero)}" x2="{_num(zero)}" y1="{top}" y2="{_num(bars_height - 10)}" '
+        f'stroke="{COLORS["axis"]}"/>'
     )
-    return "".join(parts) + "</svg>"
+    return "".join(parts + _draw_notes(note_lines, bars_height + 8)) + "</svg>"
 
 
 def interval_chart(

@@ -41,6 +41,8 @@ METHODS = (
     "relative uplift: log risk ratio (Katz); revenue per user: Welch t interval and percentile bootstrap "
     "(2,000 resamples, seeded); sample ratio: chi-square goodness of fit, flagged below p = 0.001; "
     "retention: Kaplan-Meier per arm with a log-rank test; "
+    "funnel: offers issued and redeemed, and treated users who got an offer, used one, and used one and bought "
+    "(no delivered step: partners do not report that a user saw an offer, so the system cannot know it); "
     + COST_MODEL
     + "; incremental margin: each purchase's margin per user, gross of the campaign's own coupons (the price paid "
     "less the course partner's share, plus the discount the ledger records for the campaign's coupons the user "

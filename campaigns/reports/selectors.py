@@ -145,15 +145,28 @@ def campaign_arm_costs(campaign: Campaign) -> dict[str, ArmCost]:
 
 
 def campaign_funnel(campaign: Campaign, frame: pd.DataFrame) -> dict[str, int]:
-    """Count the campaign's funnel: users by arm, then offers issued, delivered and redeemed, and conversions."""
+    """Count the campaign's funnel: users by arm, offers issued and redeemed, and the treated users at each step.
+
+    ``issued`` and ``redeemed`` count offers (a user may hold several); ``users_issued``,
+    ``users_redeemed`` and ``users_redeemed_converted`` count treated users who got an offer, used
+    one, and used one and bought a promoted course in the conversion window, so
+    ``treated >= users_issued >= users_redeemed >= users_redeemed_converted``; ``converted`` is every
+    treated user who bought, with the offer or without. There is no delivered step: partners are
+    told of offers (``offers.issued`` webhooks, the offers API) and show them to their users, and
+    none reports back that a user saw one, so the system cannot know it.
+    """
     offers = Offer.objects.filter(campaign=campaign)
     treated = frame[frame["arm"] != HOLDOUT] if not frame.empty else frame
+    redeemers = set(offers.filter(status=Offer.Status.REDEEMED).values_list("user_id", flat=True).distinct().order_by())
+    bought = set(treated.loc[treated["converted"], "user_id"]) if not treated.empty else set()
     return {
         "eligible": len(frame),
         "treated": len(treated),
         "holdout": int((frame["arm"] == HOLDOUT).sum()) if not frame.empty else 0,
         "issued": offers.count(),
-        "delivered": offers.filter(delivered_at__isnull=False).count(),
         "redeemed": offers.filter(status=Offer.Status.REDEEMED).count(),
         "converted": int(treated["converted"].sum()) if not treated.empty else 0,
+        "users_issued": offers.values("user_id").distinct().order_by().count(),
+        "users_redeemed": len(redeemers),
+        "users_redeemed_converted": len(redeemers & bought),
     }

@@ -16,6 +16,7 @@ from crossmkt_site.money import ZERO, to_cny
 
 from ..models import Offer, Partner, RedemptionEntry, Rule, StockItem
 from ..selectors import offers_visible_to
+from ..selectors.grant_triggers import GrantUse, grants_earned, is_conditional_grant, trigger_text
 from .offer_costs import budget_move, offer_use_cost, offer_use_cost_given
 from .pricing import coupon_discount
 from .stock import stock_release
@@ -74,6 +75,21 @@ def _refuse(offer: Offer, now) -> None:
         raise ApplicationError("this offer was revoked", code="revoked", status=409)
     if offer.status == Offer.Status.EXPIRED or offer.expires_at <= now:
         raise ApplicationError(f"this offer expired at {offer.expires_at.isoformat()}", code="expired", status=409)
+
+
+def _refuse_unearned(uses: Sequence[GrantUse]) -> None:
+    """Refuse the first membership grant whose user has not met its deal's trigger since the grant was issued."""
+    for use, earned in zip(uses, grants_earned(uses), strict=True):
+        deal = use.offer.deal
+        if not earned and deal is not None:
+            raise ApplicationError(
+                f"this membership grant is earned by the deal {deal.slug!r}: the user has to "
+                f"{trigger_text(deal)} at {deal.source_partner.slug} after {use.offer.issued_at.isoformat()} "
+                "before it can be taken up",
+                code="not_earned",
+                field="code",
+                status=409,
+            )
 
 
 def _applicable_items(rule: Rule) -> tuple[set[str], set[str]]:
@@ -141,6 +157,8 @@ def offer_redeem(
         # A concurrent request with this same key may have redeemed it a moment ago: that is its answer.
         return _existing_or_refuse(partner, idempotency_key, fingerprint, offer, now)
     discount = _coupon_discount_checked(offer, order_amount, item_id, None)
+    if is_conditional_grant(offer):
+        _refuse_unearned([GrantUse(offer, now)])
     try:
         with transaction.atomic():
             # The conditional UPDATE is the single point of truth: the row lock it takes makes a
@@ -258,6 +276,13 @@ def _redeem_chunk(
             offer_id__in=[offer.pk for offer in offers.values()]
         ).values_list("offer_id", "face_value", "paid_on_use")
     }
+    _refuse_unearned(
+        [
+            GrantUse(offer, request.now)
+            for request in requests
+            if (offer := offers.get((request.partner.pk, request.code))) is not None and is_conditional_grant(offer)
+        ]
+    )
     results: list[RedemptionEntry] = []
     new: list[tuple[Offer, RedemptionEntry]] = []
     made: dict[tuple[int, str], RedemptionEntry] = {}

@@ -4,7 +4,8 @@ Campaigns whose window has begun are run as of their start; the planted treatmen
 (``demo.world.truth``) then decide who converts and for how much, and the planted funnel
 (``truth["funnel"]``) what happens to every offer: converted users use their coupons through
 the redemption service (so the ledger records each discount), trials are activated and some
-become paid memberships, tickets are used, membership grants activated. Those purchases and
+become paid memberships, tickets are used, and membership grants (a deal's benefit for buying a
+course) are taken up by users who bought one, after the purchase; nobody else can take one up. Those purchases and
 visits enter as ordinary behaviour events, so the campaign report measures them like real ones.
 
 After the campaigns, the deals are evaluated over the new purchases (grants are confirmed, the
@@ -30,6 +31,7 @@ from analytics.models import BehaviorEvent, EndUser
 from analytics.selectors import ids_known_to_partner
 from analytics.services.ingest import events_ingest
 from campaigns.models import Campaign, CampaignAssignment, Deal, DealGrant, Offer, Partner, Rule, StockItem
+from campaigns.selectors.grant_triggers import GrantUse, grants_earned
 from campaigns.services.campaign_run import (
     campaign_check_runnable,
     campaign_dry_run,
@@ -159,7 +161,7 @@ class _Events:
 
 
 def _offers_of(campaign: Campaign) -> pd.DataFrame:
-    columns = ["pk", "code", "user_id", "kind", "partner_id", "rule_id", "issued_at", "expires_at", "days"]
+    columns = ["pk", "code", "user_id", "kind", "partner_id", "rule_id", "deal_id", "issued_at", "expires_at", "days"]
     frame = pd.DataFrame(list(Offer.objects.filter(campaign=campaign).values_list(*columns)), columns=columns)
     return frame.sort_values("pk", kind="stable")
 
@@ -299,8 +301,12 @@ def _play_funnel(
             paid,
             at,
         )
-    activated = _play_partner_offers(offers, partners, campaign, rng, now, events)
+    # The purchases are recorded first: a membership grant is taken up on one, and the service checks it is there.
     events.ingest()
+    bought_at = {int(buyer["user_id"]): at for buyer, at, *_ in purchases}
+    partner_events = _Events()
+    activated = _play_partner_offers(offers, partners, campaign, rng, now, partner_events, bought_at)
+    partner_events.ingest()
     return revenue, len(requests), activated
 
 
@@ -311,11 +317,22 @@ def _play_partner_offers(
     rng: np.random.Generator,
     now: dt.datetime,
     events: _Events,
+    bought_at: dict[int, dt.datetime],
 ) -> dict[str, int]:
-    """Activate trials (some become paid memberships), use tickets, take up grants, via the redemption service."""
+    """Activate trials (some become paid memberships), use tickets, take up grants, via the redemption service.
+
+    A membership grant is a deal's benefit for buying a course: only a user who bought one (``bought_at``,
+    the purchase's time) takes it up, after the purchase and while the grant is valid.
+    """
     plans = _plans()
     films = list(campaign.promoted_films.values_list("external_id", flat=True))
-    counts = {"trials_activated": 0, "trials_converted": 0, "tickets_used": 0, "grants_activated": 0}
+    counts = {
+        "trials_activated": 0,
+        "trials_converted": 0,
+        "tickets_used": 0,
+        "grants_activated": 0,
+        "grants_not_earned": 0,
+    }
     probability = {
         Rule.OfferKind.FREE_VIEWING: parameters.TRIAL_ACTIVATION_PROBABILITY,
         Rule.OfferKind.MOVIE_TICKET: parameters.TICKET_USE_PROBABILITY,
@@ -327,12 +344,22 @@ def _play_partner_offers(
         Rule.OfferKind.MEMBERSHIP_GRANT: ACTIVATION_WITHIN,
     }
     requests: list[RedemptionRequest] = []
+    grants: list[tuple[dict, dt.datetime]] = []
     for offer in _records(offers[offers["kind"].isin(list(probability))]):
         kind = offer["kind"]
         used, fraction, paid_draw = rng.random(3)
+        since = offer["issued_at"]
+        if kind == Rule.OfferKind.MEMBERSHIP_GRANT:
+            bought = bought_at.get(int(offer["user_id"]))
+            if bought is None or bought >= offer["expires_at"]:
+                continue
+            since = max(since, bought)
         # Taken up while it is valid: within its first days, or before the campaign's last day ends.
-        at = offer["issued_at"] + min(within[kind], offer["expires_at"] - offer["issued_at"]) * float(fraction)
+        at = since + min(within[kind], offer["expires_at"] - since) * float(fraction)
         if used >= probability[kind] or at >= now:
+            continue
+        if kind == Rule.OfferKind.MEMBERSHIP_GRANT:
+            grants.append((offer, at))
             continue
         requests.append(_redemption(offer, partners, at, Decimal("0.00"), ""))
         user = int(offer["user_id"])
@@ -352,14 +379,32 @@ def _play_partner_offers(
                     Decimal(plan.list_price),
                     paid_at,
                 )
-        elif kind == Rule.OfferKind.MOVIE_TICKET:
+        else:
             counts["tickets_used"] += 1
             film = _cinema_film(at, films)
             events.add(
                 partner.slug, f"ticket-{offer['code']}", user, "film_watch", film.external_id, Decimal("0.00"), at
             )
-        else:
+    # The partner honouring a grant asks whether the purchase that earns it is on record, as the service checks:
+    # a purchase reported by another partner than the deal's source does not earn it.
+    uses = [
+        GrantUse(
+            Offer(
+                kind=offer["kind"],
+                deal_id=offer["deal_id"],
+                user_id=int(offer["user_id"]),
+                issued_at=offer["issued_at"],
+            ),
+            at,
+        )
+        for offer, at in grants
+    ]
+    for (offer, at), earned in zip(grants, grants_earned(uses), strict=True):
+        if earned:
             counts["grants_activated"] += 1
+            requests.append(_redemption(offer, partners, at, Decimal("0.00"), ""))
+        else:
+            counts["grants_not_earned"] += 1
     offer_redeem_many(requests=requests)
     return counts
 

@@ -331,7 +331,8 @@ TRIAL_ACTIVATION_PROBABILITY = 0.6
 TRIAL_TO_PAID_PROBABILITY = 0.25
 # A movie ticket is used (a cinema film_watch on the ticket) with this probability before it expires.
 TICKET_USE_PROBABILITY = 0.7
-# A campaign's membership grant is activated with this probability.
+# A campaign's membership grant is the benefit of a deal triggered by buying a course: a treated user who buys one
+# takes the grant up with this probability (after the purchase); one who buys nothing cannot take it up.
 GRANT_ACTIVATION_PROBABILITY = 0.8
 # What a user granted a deal's benefit then spends at the deal's target partner, by benefit: a month
 # of membership turns into a paid month of the partner's plan when it ends; a movie ticket brings
@@ -345,5 +346,6 @@ OFFER_COST_MODEL = {
     "the pool when the offer expires (the codes outlive the offers) and takes its cost with it, so once the offers "
     "have ended a ticket costs its value when used",
     "free_viewing": "the video partner's settlement price (the offer's cost), per activated trial",
-    "membership_grant": "the deal's settlement price (the offer's cost), when taken up (redeemed)",
+    "membership_grant": "the deal's settlement price (the offer's cost), when taken up (redeemed), which only a user "
+    "who bought a course the deal names since the grant was issued can do",
 }

@@ -97,6 +97,8 @@ def _package_spent(kinds: Sequence[str], offer_costs: Mapping[str, float], coupo
         cost = float(offer_costs.get(kind, 0.0))
         if kind == "coupon":
             spent[kind] = (0.0, parameters.COUPON_REDEMPTION_PROBABILITY * coupon_discount)
+        elif kind in _TAKEN_UP_BY_BUYERS:
+            spent[kind] = (0.0, _TAKE_UP_PROBABILITY[kind] * cost)
         elif kind in _TAKE_UP_PROBABILITY:
             spent[kind] = (_TAKE_UP_PROBABILITY[kind] * cost, 0.0)
         else:
@@ -112,6 +114,8 @@ _TAKE_UP_PROBABILITY = {
     "movie_ticket": parameters.TICKET_USE_PROBABILITY,
     "membership_grant": parameters.GRANT_ACTIVATION_PROBABILITY,
 }
+# A membership grant is the deal's benefit for buying a course: only a treated user who bought can take it up.
+_TAKEN_UP_BY_BUYERS = frozenset({"membership_grant"})
 
 
 def homogeneous_uplift() -> dict[str, dict[str, float]]:
@@ -613,7 +617,8 @@ def simulate_campaign_money(
     their package's coupon with ``COUPON_REDEMPTION_PROBABILITY`` and pays the order less its
     discount (at most the order; a percent coupon's discount is taken as its planted reduction
     on the mean order); spent follows ``OFFER_COST_MODEL`` once every offer has ended (a trial
-    its cost when activated, a ticket when used, a grant when taken up, a coupon its discount when used). Returns
+    its cost when activated, a ticket when used, a grant when taken up, which only a converted user does, a coupon
+    its discount when used). Returns
     (converted, revenue, spent, discount) per user, in CNY rounded to cents: revenue is what the user paid,
     discount what the campaign's coupon took off (so revenue + discount is the order, and a margin gross of the
     coupon is ``round(revenue * margin_rate, 2) + discount``, as the report measures it); untreated users cost
@@ -642,7 +647,9 @@ def simulate_campaign_money(
             used = users & converted & coupon_use
             discount[used] = np.minimum(float(package["price_reduction"]), order[used])
         for kind, cost in costs.items():
-            if kind in taken_up:
+            if kind in _TAKEN_UP_BY_BUYERS:
+                spent[users & converted & taken_up[kind]] += cost
+            elif kind in taken_up:
                 spent[users & taken_up[kind]] += cost
             elif kind != "coupon":
                 spent[users] += cost

@@ -79,6 +79,16 @@ def users_of(owner, count):
     return [EndUserFactory.create(home_partner=owner) for _ in range(count)]
 
 
+def bought_a_course(deal: Deal, users: list[EndUser]) -> None:
+    """Record, now, each user buying a course of the deal's set at its source partner: what earns its grants."""
+    course = CourseFactory.create(partner=deal.source_partner)
+    deal.trigger_courses.add(course)
+    for user in users:
+        BehaviorEventFactory.create(
+            partner=deal.source_partner, user=user, kind="course_purchase", item_id=course.sku, amount=course.price
+        )
+
+
 def load_codes(partner, kind, count, *, value, paid_on_use=False, days=60, prefix="C"):
     expires_at = timezone.now() + timedelta(days=days)
     StockItem.objects.bulk_create(
@@ -369,8 +379,10 @@ def test_a_membership_grant_costs_the_deals_settlement_price(owner, video):
     campaign = campaign_with(
         owner, offer_kind=Rule.OfferKind.MEMBERSHIP_GRANT, deal=deal, amount_off=None, days=30, cost=Decimal("20.00")
     )
-    issue(campaign, users_of(owner, 1))
+    people = users_of(owner, 1)
+    issue(campaign, people)
     offer = Offer.objects.get(campaign=campaign)
+    bought_a_course(deal, people)
 
     offer_redeem(code=offer.code, partner=owner, order_amount=Decimal("0"))
 
@@ -499,8 +511,9 @@ def test_reserved_is_spent_plus_released_plus_outstanding_and_the_budget_is_neve
         )
     members = users_of(owner, users)
 
-    # when offers are issued and each meets its drawn fate
+    # when offers are issued (every member then buys the course that earns a grant) and each meets its drawn fate
     issue(campaign, members)
+    bought_a_course(deal, members)
     for offer, fate, order in zip(Offer.objects.filter(campaign=campaign).order_by("pk"), fates, orders, strict=False):
         honour = cinema if offer.kind == "movie_ticket" else video if offer.kind == "free_viewing" else owner
         if fate in ("redeem", "redeem_and_roll_back"):

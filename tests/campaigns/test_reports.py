@@ -13,6 +13,7 @@ from django.utils import timezone
 from analytics.models import BehaviorEvent, EndUser
 from campaigns.models import CampaignAssignment, Offer
 from campaigns.reports.campaign_report import campaign_report
+from campaigns.reports.selectors import campaign_outcome_frame
 from tests.factories import CampaignFactory, PartnerFactory, RuleFactory
 
 pytestmark = pytest.mark.django_db
@@ -88,6 +89,28 @@ def test_report_recovers_the_effect_with_an_interval_and_funnel():
     assert Decimal(comparison["revenue"]["difference"]) > 0
     assert not report["warnings"]
     assert report["rules"][0]["conversion_uplift"]["difference"] == pytest.approx(conversion["difference"])
+
+
+def test_the_funnel_counts_treated_users_step_by_step_and_has_no_step_it_cannot_know():
+    # given 200 treated users with a coupon each, of whom the first 30 used it, and their purchases
+    campaign = build_experiment(
+        treated_users=200, holdout_users=200, treated_rate=0.3, holdout_rate=0.1, holdout_share="0.500"
+    )
+    used = list(Offer.objects.filter(campaign=campaign).order_by("pk")[:30].values_list("pk", flat=True))
+    Offer.objects.filter(pk__in=used).update(status=Offer.Status.REDEEMED)
+
+    funnel = campaign_report(campaign=campaign).to_dict()["funnel"]
+
+    # then each step is a subset of the one before, and the users who used a coupon and bought are among both
+    frame = campaign_outcome_frame(campaign)
+    buyers = set(frame[(frame["arm"] != "holdout") & frame["converted"]]["user_id"])
+    redeemers = set(Offer.objects.filter(pk__in=used).values_list("user_id", flat=True))
+    assert (funnel["users_issued"], funnel["users_redeemed"]) == (200, 30)
+    assert funnel["users_redeemed_converted"] == len(buyers & redeemers)
+    assert funnel["treated"] >= funnel["users_issued"] >= funnel["users_redeemed"] >= funnel["users_redeemed_converted"]
+    assert funnel["converted"] == len(buyers)
+    # nothing records that a partner showed an offer to its user, so there is no delivered step to show as 0
+    assert "delivered" not in funnel
 
 
 def test_skewed_holdout_is_flagged_before_the_uplift():

@@ -79,8 +79,9 @@ def population(campaign_slug: str) -> tuple[np.ndarray, np.ndarray]:
     [
         # a coupon campaign that earns, on a course whose partner takes 30% of each sale
         ("coding-drama", 0.7, 1),
-        # membership grants (paid when taken up) that lose money, at the demo's own margin (no partner share)
-        ("course-buy-membership", 1.0, -1),
+        # membership grants, paid when a user who bought a course takes one up (so spent follows conversions), that
+        # earn at the demo's own margin (no partner share)
+        ("course-buy-membership", 1.0, 1),
         # two packages at once: coupon + trial and coupon + prepaid ticket (paid when used), losing overall
         ("member-day-rewards", 1.0, -1),
     ],

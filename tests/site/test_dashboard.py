@@ -17,7 +17,8 @@ from django.utils import timezone
 
 from analytics.models import BehaviorEvent, EndUser
 from campaigns.dashboard import charts
-from campaigns.models import CampaignAssignment, Deal, DealGrant, Offer
+from campaigns.models import Campaign, CampaignAssignment, Deal, DealGrant, Offer
+from campaigns.reports.campaign_report import campaign_report
 from campaigns.selectors.settlement import period_bounds, period_last_closed
 from campaigns.services.settlement import settlement_issue
 from conftest import ROOT, skip_or_fail
@@ -41,17 +42,36 @@ CHROMIUM_FLAGS = [
 
 
 def build_campaign(
-    name: str, *, users: int = 200, treated_rate: float = 0.3, holdout_rate: float = 0.15, seed: int = 0
+    name: str,
+    *,
+    users: int = 200,
+    treated_rate: float = 0.3,
+    holdout_rate: float = 0.15,
+    seed: int = 0,
+    ended_days_ago: int | None = None,
 ):
-    """Run a small experiment: half treated with an offer, half held out; purchases and cancellations after it."""
+    """Run a small experiment: half treated with an offer, half held out; purchases and cancellations after it.
+
+    With ``ended_days_ago`` the campaign ended that many days ago, after a month.
+    """
     rng = np.random.default_rng(seed)
     owner = PartnerFactory.create()
+    ended = {}
+    if ended_days_ago is not None:
+        ended = {
+            "status": Campaign.Status.ENDED,
+            "starts_at": timezone.now() - timedelta(days=ended_days_ago + 30),
+            "ends_at": timezone.now() - timedelta(days=ended_days_ago),
+        }
     campaign = CampaignFactory.create(
-        name=name,
-        owner=owner,
-        holdout_share=Decimal("0.500"),
-        budget=Decimal("2000.00"),
-        starts_at=timezone.now() - timedelta(days=20),
+        **{
+            "name": name,
+            "owner": owner,
+            "holdout_share": Decimal("0.500"),
+            "budget": Decimal("2000.00"),
+            "starts_at": timezone.now() - timedelta(days=20),
+        }
+        | ended
     )
     rule = RuleFactory.create(campaign=campaign, condition={})
     people = EndUser.objects.bulk_create(
@@ -172,6 +192,17 @@ def svg_charts(page: str) -> list[str]:
     return re.findall(r'<svg class="chart".*?</svg>', page, flags=re.S)
 
 
+def cards_of(page: str) -> dict[str, str]:
+    return dict(
+        re.findall(r'data-kpi="([\w-]+)">\s*<h3>.*?</h3>\s*<div class="kpi-value">(.*?)</div>', page, flags=re.S)
+    )
+
+
+def scopes_of(page: str) -> dict[str, str]:
+    """Return each card row's scope heading, by row."""
+    return dict(re.findall(r'data-scope="(\w+)">\s*<h2 class="kpi-scope">(.*?)</h2>', page, flags=re.S))
+
+
 @pytest.mark.parametrize("language", ["zh-hans", "en"])
 def test_dashboard_shows_kpis_and_charts_with_data(manager_client, world, language):
     manager_client.cookies["django_language"] = language
@@ -181,10 +212,15 @@ def test_dashboard_shows_kpis_and_charts_with_data(manager_client, world, langua
     assert response.status_code == 200
     page = response.content.decode()
     assert f'lang="{language}"' in page
-    cards = dict(re.findall(r'data-kpi="(\w+)">\s*<h3>.*?</h3>\s*<div class="kpi-value">(.*?)</div>', page, flags=re.S))
-    assert cards["active"] == "2"
-    assert cards["offers"] == "200 / 20"
-    assert cards["budget"] == "500.00 / 4,000.00"
+    cards = cards_of(page)
+    # every figure of the first row is over the two running campaigns, and the row says so
+    assert cards["running-campaigns"] == "2"
+    assert cards["running-offers"] == "200 / 20"
+    assert cards["running-budget"] == "500.00 / 4,000.00"
+    assert cards["ended-campaigns"] == "0"
+    assert set(scopes_of(page)) == {"running", "ended", "settlement"}
+    if language == "en":
+        assert scopes_of(page)["running"].startswith("Running now")
     drawn = svg_charts(page)
     # two uplift charts and the balances, then funnel, retention, budget and experiment statistics per campaign
     assert [found(r'data-chart="(\w+)"', svg).group(1) for svg in drawn] == [
@@ -202,12 +238,105 @@ def test_dashboard_shows_kpis_and_charts_with_data(manager_client, world, langua
     ]
     # running campaigns: the interval a manager may check daily, unadjusted and CUPED-adjusted per arm
     if language == "en":
-        assert "always-valid interval (safe to check daily)" in drawn[6]
+        assert "always-valid interval" in found(r"<title>(.*?)</title>", drawn[6]).group(1)
+        assert "safe to check daily" in drawn[6]
         assert "CUPED" in drawn[6]
+        title = found(r"<title>(.*?)</title>", drawn[0]).group(1)
+        assert "always-valid intervals (mSPRT)" in title and "fixed-horizon" not in title
+        assert len(re.findall(r", always-valid</title>", drawn[0])) == 2
     assert len(re.findall(r'class="interval"', drawn[0])) == 2
     assert all(re.search(r'data-value="[-0-9.]+"', svg) for svg in drawn)
     # a campaign's name is text, never markup
     assert "<b>bold</b>" not in page and "Coding drama &lt;b&gt;bold&lt;/b&gt;" in page
+
+
+def test_the_uplift_chart_shows_the_interval_each_report_shows(manager_client, db):
+    # given a running campaign (always-valid while it can still gain conversions) and one settled long ago
+    running = build_campaign("Running", seed=1)
+    settled = build_campaign("Settled", seed=2, ended_days_ago=30)
+    manager_client.cookies["django_language"] = "en"
+
+    page = manager_client.get(reverse("admin-dashboard")).content.decode()
+
+    conversion, revenue = svg_charts(page)[:2]
+    assert "intervals, kind per row" in found(r"<title>(.*?)</title>", conversion).group(1)
+    assert "Each row names its interval" in conversion
+    now = timezone.now()
+    for campaign, kind in ((running, "always-valid"), (settled, "fixed-horizon")):
+        report = campaign_report(campaign=campaign, now=now).to_dict()
+        assert report["intervals"]["kind"] == kind
+        comparison = report["uplift"]["comparisons"][0]
+        if kind == "always-valid":
+            shown = comparison["always_valid"]["conversion"]
+            money = comparison["always_valid"]["revenue"]
+            lower, upper = shown["lower"], shown["upper"]
+            money_lower, money_upper = money["lower"], money["upper"]
+        else:
+            lower, upper = comparison["conversion"]["difference_lower"], comparison["conversion"]["difference_upper"]
+            money_lower, money_upper = comparison["revenue"]["welch_lower"], comparison["revenue"]["welch_upper"]
+        row = found(
+            rf'<g class="interval"[^>]*data-lower="([-\d.e]+)" data-upper="([-\d.e]+)">\s*<title>{campaign.name}: ',
+            conversion,
+        )
+        assert float(row.group(1)) == pytest.approx(lower) and float(row.group(2)) == pytest.approx(upper)
+        assert found(rf"{campaign.name}: [^<]*, {kind}</title>", conversion)
+        money_row = found(rf'data-lower="([-\d.]+)" data-upper="([-\d.]+)">\s*<title>{campaign.name}: ', revenue)
+        assert (money_row.group(1), money_row.group(2)) == (str(money_lower), str(money_upper))
+
+
+def test_the_campaigns_that_earned_most_are_shown_whatever_their_start(manager_client, db):
+    # given one running campaign and five ended ones; the ones that ended last earned least, and one that bought its
+    # margin with offers that cost more than it earned
+    build_campaign("Running", seed=1)
+    for name, effect, days in (("Best", 0.45, 20), ("Second", 0.35, 30), ("Third", 0.25, 10), ("Flat", 0.15, 2)):
+        build_campaign(name, seed=3, treated_rate=effect, ended_days_ago=days)
+    costly = build_campaign("Costly", seed=3, treated_rate=0.45, ended_days_ago=1)
+    Offer.objects.filter(campaign=costly).update(spent=Decimal("60.00"))
+    build_campaign("Long ago", seed=4, treated_rate=0.6, ended_days_ago=200)
+    manager_client.cookies["django_language"] = "en"
+
+    page = manager_client.get(reverse("admin-dashboard")).content.decode()
+
+    # then the running one comes first, then the three ended ones that earned the most net of spend, best first,
+    # then the one that lost the most
+    panels = re.findall(
+        r'<section class="campaign-panel module" id="campaign-[^"]+" data-campaign="[^"]+">\s*<h2>(.*?)</h2>', page
+    )
+    assert panels == [
+        "Running (running)",
+        "Best (ended, #1 of 5 by net return)",
+        "Second (ended, #2 of 5 by net return)",
+        "Third (ended, #3 of 5 by net return)",
+        "Costly (ended, #5 of 5 by net return)",
+    ]
+    # and the table lists every campaign of the last 90 days, ranked the same way, and links to all of them
+    listed = re.findall(r'<tr data-campaign="[^"]+" data-status="(\w+)">\s*<td><a href="[^"]+">(.*?)</a>', page)
+    assert [name for _, name in listed] == ["Running", "Best", "Second", "Third", "Flat", "Costly"]
+    nets = [Decimal(value.replace(",", "")) for value in re.findall(r"data-net>([-\d,.]+)</td>", page)]
+    assert nets[1:] == sorted(nets[1:], reverse=True) and nets[-1] < 0
+    # the costly campaign earned as much margin as the best, and lost money on it
+    margins = [Decimal(value.replace(",", "")) for value in re.findall(r"data-margin>([-\d,.]+)", page)]
+    assert margins[-1] == margins[1]
+    assert "Long ago" not in page
+    assert reverse("admin:campaigns_campaign_changelist") in page
+    selection = found(r'<p class="selection">(.*?)<a', page).group(1)
+    assert "every running campaign (1)" in selection and "the 3 of the 5 campaigns ended since" in selection
+    assert "Then the one that lost the most." in selection
+    # and the ended row's cards are over the five ended campaigns only
+    assert cards_of(page)["ended-campaigns"] == "5" and cards_of(page)["running-campaigns"] == "1"
+
+
+def test_the_funnel_narrows_step_by_step_and_says_why_it_has_no_delivered_step(manager_client, world):
+    manager_client.cookies["django_language"] = "en"
+
+    page = manager_client.get(reverse("admin-dashboard")).content.decode()
+
+    funnel = svg_charts(page)[3]
+    steps = [int(value) for value in re.findall(r'<rect class="bar"[^>]*data-value="(\d+)"', funnel)]
+    labels = re.findall(r"<title>([^<]*?): ", funnel)
+    assert labels == ["treated users", "got an offer", "used an offer", "used one and bought"]
+    assert steps == sorted(steps, reverse=True) and steps[0] == 100 and steps[2] == 10
+    assert "delivered" not in labels and "No delivered step" in funnel
 
 
 def test_settlement_balances_net_across_deals_per_partner(manager_client, world):
@@ -227,6 +356,18 @@ def test_settlement_balances_net_across_deals_per_partner(manager_client, world)
     assert values[second.source_partner.name] == Decimal("84.00")
     assert sum(values.values()) == 0
     assert "statements issued: 1; drafts computed now: 1" in page
+    # and the card says who owes whom, each direction on its own line, and each pair's net
+    card = re.search(r'data-kpi="settlement">.*?</section>', page, flags=re.S)
+    assert card is not None
+    owes = re.findall(r"<li>(.*?)</li>", card.group(0))
+    source, target = first.source_partner.name, first.target_partner.name
+    assert f"{source} owes {target} 40.00 (grants 40.00)" in owes
+    assert f"{target} owes {source} 20.00 (revenue share 20.00)" in owes
+    source, target = second.source_partner.name, second.target_partner.name
+    assert f"{target} owes {source} 100.00 (revenue share 100.00)" in owes
+    assert f"{source} owes {target} 16.00 (grants 16.00)" in owes
+    assert f"net: {first.source_partner.name} pays {first.target_partner.name} 20.00" in page
+    assert f"net: {target} pays {source} 84.00" in page
 
 
 def test_dashboard_queries_do_not_grow_with_deals_or_offers(manager_client, world):
@@ -318,6 +459,22 @@ def test_empty_charts_say_so_instead_of_drawing_nothing():
         charts.line_chart(title="t", series=[], x_ticks=[], y_label="", empty="nothing yet"),
     ):
         assert "nothing yet" in svg and "data-value" not in svg
+
+
+def test_notes_without_spaces_wrap_instead_of_being_cut():
+    note = (
+        "每行注明其区间类型，与该活动报告一致：在活动的最后转化计入之前（活动结束加转化窗口）为始终有效区间，"
+        "之后为固定样本区间。"
+    )
+    svg = charts.interval_chart(
+        title="t",
+        intervals=[charts.Interval("x", 0.05, 0.02, 0.08, "+5.0 pp")],
+        axis_label="pp",
+        empty="-",
+        notes=[note],
+    )
+    lines = re.findall(r'class="note"[^>]*>(.*?)</text>', svg)
+    assert len(lines) > 1 and "".join(lines) == note
 
 
 def test_nice_ticks_cover_the_range_in_round_steps():
@@ -418,11 +575,12 @@ def test_a_campaign_with_one_user_per_arm_shows_not_enough_data_instead_of_a_500
     assert response.status_code == 200
     page = response.content.decode()
     conversion, revenue = svg_charts(page)[:2]
-    # conversion can be compared on one user per arm; revenue per user cannot, and the chart says why
-    assert conversion.count('class="interval"') == 2
-    assert revenue.count('class="interval"') == 1
-    note = found(r'<text[^>]*class="note"[^>]*>(.*?)</text>', revenue).group(1)
-    assert note.startswith("Tiny: not enough data") and "at least two users" in note
+    # both run, so both charts show the always-valid interval their reports show; it needs two users per arm for
+    # conversion as for revenue, so the tiny campaign is a note in each, saying why
+    for chart in (conversion, revenue):
+        assert chart.count('class="interval"') == 1
+        note = found(r'<text[^>]*class="note"[^>]*>(.*?)</text>', chart).group(1)
+        assert note.startswith("Tiny: not enough data") and "at least two users" in note
 
 
 @pytest.mark.parametrize(("language", "phrase"), [("en", "Tiny: not enough data ("), ("zh-hans", "Tiny：数据不足（")])

@@ -65,7 +65,7 @@ class Command(BaseCommand):
                     f"{played['converted']} conversions drawn from the planted effects, "
                     f"{played['coupons_redeemed']} coupons redeemed, {played['trials_activated']} trials activated "
                     f"({played['trials_converted']} became paid), {played['tickets_used']} tickets used, "
-                    f"{played['grants_activated']} grants taken up; planted ROI {planted.get('roi')}"
+                    f"{played['grants_activated']} grants taken up by buyers; planted ROI {planted.get('roi')}"
                 )
         follow = demo_funnel_follow_up(seed=world.seed, now=now)
         self.stdout.write(

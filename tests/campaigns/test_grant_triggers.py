@@ -1,0 +1,98 @@
+"""A membership grant is its deal's benefit: it is taken up only after the user did what the deal asks for."""
+
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from campaigns.models import Deal, Offer, Rule
+from campaigns.services.campaign_run import campaign_issue_chunk
+from campaigns.services.redemption import RedemptionRequest, offer_redeem, offer_redeem_many
+from crossmkt_site.errors import ApplicationError
+from tests.factories import (
+    BehaviorEventFactory,
+    CampaignFactory,
+    CourseFactory,
+    DealFactory,
+    EndUserFactory,
+    PartnerFactory,
+    RuleFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def grants():
+    """A campaign granting a month of video membership for buying a course of the deal's set; three users hold one."""
+    owner = PartnerFactory.create()
+    video = PartnerFactory.create(kind="video")
+    course, other = CourseFactory.create(partner=owner), CourseFactory.create(partner=owner)
+    deal = DealFactory.create(
+        source_partner=owner, target_partner=video, trigger=Deal.Trigger.COURSE_PURCHASE, settlement_price=Decimal(9)
+    )
+    deal.trigger_courses.add(course)
+    campaign = CampaignFactory.create(owner=owner, budget=Decimal("1000.00"), holdout_share=Decimal("0"))
+    RuleFactory.create(
+        campaign=campaign, condition={}, offer_kind=Rule.OfferKind.MEMBERSHIP_GRANT, deal=deal, amount_off=None, days=30
+    )
+    people = [EndUserFactory.create(home_partner=owner) for _ in range(3)]
+    campaign_issue_chunk(campaign_id=campaign.pk, id_range=(people[0].pk, people[-1].pk + 1))
+    offers = {offer.user_id: offer for offer in Offer.objects.filter(campaign=campaign)}
+    return owner, course, other, people, [offers[person.pk] for person in people]
+
+
+def buy(owner, user, course, at):
+    BehaviorEventFactory.create(
+        partner=owner, user=user, kind="course_purchase", item_id=course.sku, amount=course.price, occurred_at=at
+    )
+
+
+def test_a_grant_is_taken_up_only_after_a_purchase_of_a_course_of_the_deal(grants):
+    owner, course, other, (buyer, before, elsewhere), (earned, early, wrong) = grants
+    issued = earned.issued_at
+    # given one user who bought the deal's course after the grant, one who bought it only before, one another course
+    buy(owner, buyer, course, issued + timedelta(hours=1))
+    buy(owner, before, course, issued - timedelta(days=1))
+    buy(owner, elsewhere, other, issued + timedelta(hours=1))
+    later = timezone.now() + timedelta(hours=2)
+
+    # then only the buyer takes the grant up, and it costs the deal's settlement price
+    offer_redeem(code=earned.code, partner=owner, order_amount=Decimal(0), now=later)
+    earned.refresh_from_db()
+    assert (earned.status, earned.spent) == (Offer.Status.REDEEMED, Decimal("9.00"))
+    for offer in (early, wrong):
+        with pytest.raises(ApplicationError) as refused:
+            offer_redeem(code=offer.code, partner=owner, order_amount=Decimal(0), now=later)
+        assert refused.value.code == "not_earned" and "buy a course" in refused.value.message
+        offer.refresh_from_db()
+        assert offer.status == Offer.Status.ISSUED and offer.spent == 0
+
+
+def test_a_grant_taken_up_before_the_purchase_is_refused_in_a_batch_too(grants):
+    owner, course, _other, (buyer, *_), (earned, *_) = grants
+    bought = earned.issued_at + timedelta(hours=3)
+    buy(owner, buyer, course, bought)
+
+    # when a batch asks for it an hour before the purchase, nothing of the batch is kept
+    with pytest.raises(ApplicationError) as refused:
+        offer_redeem_many(
+            requests=[
+                RedemptionRequest(
+                    code=earned.code, partner=owner, order_amount=Decimal(0), now=bought - timedelta(hours=1)
+                )
+            ]
+        )
+    assert refused.value.code == "not_earned"
+    earned.refresh_from_db()
+    assert earned.status == Offer.Status.ISSUED
+
+    # and after the purchase it is taken up
+    offer_redeem_many(
+        requests=[
+            RedemptionRequest(code=earned.code, partner=owner, order_amount=Decimal(0), now=bought + timedelta(hours=1))
+        ]
+    )
+    earned.refresh_from_db()
+    assert earned.status == Offer.Status.REDEEMED
