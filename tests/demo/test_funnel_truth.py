@@ -86,8 +86,15 @@ def test_the_coverage_harness_counts_intervals_that_hold_the_planted_roi():
         )
 
     wide, off = coverage(0.0), coverage(100.0)
-    assert wide == {"draws": 5, "without_interval": 0, "coverage": 1.0}
+    assert {key: wide[key] for key in ("draws", "without_interval", "coverage")} == {
+        "draws": 5,
+        "without_interval": 0,
+        "coverage": 1.0,
+    }
+    assert wide["planted_below_lower"] == wide["planted_above_upper"] == 0.0
+    # an interval far above the planted ROI misses it every time, on the side that overstates the ROI
     assert off["coverage"] == 0.0
+    assert (off["planted_below_lower"], off["planted_above_upper"]) == (1.0, 0.0)
     # and one report's interval is held against the planted ROI
     compared = roi_compare(estimate=2.1, lower=1.5, upper=2.8, planted={"roi": 2.6})
     assert compared["covered"] and compared["same_sign"]
