@@ -179,11 +179,14 @@ def roi_interval_coverage(
     discounts, which the report's margin counts gross of (observed, as spent is). The planted ROI is that of each draw's
     treated users (``demo.world.truth.planted_campaign_roi``), so that the estimand is the
     report's; ``margin_rate`` makes it an ROI on margin (see ``planted_campaign_roi``). Returns the
-    coverage, the number of draws and how many had no interval.
+    coverage, the number of draws and how many had no interval, the shares of draws whose interval
+    lay wholly above the planted ROI (``planted_below_lower``: the ROI overstated) and wholly below
+    it, and the mean number of buyers in the holdout.
     """
     segment_array = np.asarray(segments, dtype=object)
     package_array = np.asarray(packages, dtype=object)
-    covered = missing = 0
+    covered = missing = below = above = 0
+    buyers = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
         holdout = rng.random(len(segment_array)) < holdout_share
@@ -195,14 +198,22 @@ def roi_interval_coverage(
         planted = truth_campaign_roi(
             truth, campaign_slug, segment_array[treated], package_array[treated], margin_rate=margin_rate
         )
+        buyers.append(int(np.count_nonzero(margin[holdout])))
         lower, upper = roi_interval(margin[treated], margin[holdout], spent[treated], round(discount[treated].sum(), 2))
         if lower is None or upper is None or planted["roi"] is None:
             missing += 1
         elif lower <= planted["roi"] <= upper:
             covered += 1
+        elif planted["roi"] < lower:
+            below += 1
+        else:
+            above += 1
     measured = len(seeds) - missing
     return {
         "draws": len(seeds),
         "without_interval": missing,
         "coverage": covered / measured if measured else None,
+        "planted_below_lower": below / measured if measured else None,
+        "planted_above_upper": above / measured if measured else None,
+        "mean_holdout_buyers": float(np.mean(buyers)) if buyers else None,
     }

@@ -48,8 +48,11 @@ METHODS = (
     "less the course partner's share, plus the discount the ledger records for the campaign's coupons the user "
     "redeemed in the window, net of rollbacks: the partner's share is of what was paid, and the discount is our "
     "cost, counted once, in spent, and enters the incremental margin as observed money, as spent does), "
-    "treated minus holdout scaled to the treated arm, with Welch's interval; ROI = (incremental margin - spent) / "
-    "spent, its interval from the margin's (spent is observed, not estimated)"
+    "treated minus holdout scaled to the treated arm, with a hybrid score interval (Newcombe's square-and-add of "
+    "each arm's score interval for its mean margin per user, the variance taken at the hypothesised mean, as "
+    "Wilson's is: a holdout of a few buyers is not read as certain; Welch's t interval if a margin is below zero; "
+    "spend_return.interval_method says which); ROI = (incremental margin - spent) / spent, its interval from the "
+    "margin's (spent is observed, not estimated)"
 )
 
 

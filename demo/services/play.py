@@ -221,7 +221,7 @@ def demo_campaign_play(*, campaign: Campaign, truth: dict, seed: int, now: dt.da
         revenue, redeemed, activated = _play_funnel(campaign, assignments[converted], effects, rng, now)
     if campaign.ends_at <= now:
         Campaign.objects.filter(pk=campaign.pk).update(status=Campaign.Status.ENDED)
-    roi = planted_campaign_roi(truth, campaign.slug, segments[treated], packages[treated]) if treated.any() else None
+    roi = _planted_roi(campaign, truth, segments[treated], packages[treated], now) if treated.any() else None
     return {
         "campaign": campaign.slug,
         **result,
@@ -230,6 +230,26 @@ def demo_campaign_play(*, campaign: Campaign, truth: dict, seed: int, now: dt.da
         "coupons_redeemed": redeemed,
         **activated,
         "planted": roi,
+    }
+
+
+def _planted_roi(
+    campaign: Campaign, truth: dict, segments: npt.NDArray, packages: npt.NDArray, now: dt.datetime
+) -> dict:
+    """The planted ROI of the treated users as the report reads it now, and once every offer has ended.
+
+    While the campaign's prepaid movie tickets are valid, each costs its value in the report,
+    used or not; the unused ones' cost goes back with their codes when they expire.
+    """
+    tickets_open = Offer.objects.filter(
+        campaign=campaign, kind=Rule.OfferKind.MOVIE_TICKET, expires_at__gt=now, stock_item__paid_on_use=False
+    ).exists()
+    final = planted_campaign_roi(truth, campaign.slug, segments, packages)
+    planted = planted_campaign_roi(truth, campaign.slug, segments, packages, prepaid_tickets_open=tickets_open)
+    return {
+        **planted,
+        "as_of": now.isoformat(),
+        "when_offers_end": {key: final[key] for key in ("incremental_margin", "spent", "spent_by_kind", "roi")},
     }
 
 

@@ -436,7 +436,9 @@ def _funnel() -> dict[str, Any]:
         "treated, where the incremental margin is revenue_uplift_per_user (what users paid) plus "
         "discount_per_treated_user (the campaign's own coupons: margin is gross of them, as the report measures it) "
         "of each user's segment and package, and spent is spent_per_treated_user under cost_model (a used coupon's "
-        "discount among it, so it is counted once); recorded at play time under played_campaigns",
+        "discount among it, so it is counted once); recorded at play time under played_campaigns, as of that time "
+        "(as_of): while a campaign's prepaid movie tickets are still valid each costs its value, used or not, as the "
+        "report counts it then; when_offers_end holds the figures once every offer has ended",
     }
 
 
@@ -447,6 +449,7 @@ def planted_campaign_roi(
     offer_keys: npt.ArrayLike,
     *,
     margin_rate: float = 1.0,
+    prepaid_tickets_open: bool = False,
 ) -> dict[str, Any]:
     """Return what a campaign that treated these users should earn and spend by the planted truth, and its ROI.
 
@@ -458,6 +461,12 @@ def planted_campaign_roi(
     incremental margin is ``margin_rate`` times the incremental revenue plus the treated users'
     expected coupon discount, as the campaign report measures it (gross of the campaign's own
     coupons: the partner's share is of what was paid, the discount is ours and is in spent).
+
+    Spent is by default what the offers cost once every one has ended. A report read while a
+    campaign's prepaid movie tickets are still valid counts each of them at its value, used or
+    not (bought from the cinema; an unused one's code goes back to the pool, and its cost with
+    it, only when the offer expires): ``prepaid_tickets_open`` gives the planted spend and ROI
+    of that moment (every other kind costs on use, and the demo's uses come within days).
     """
     effects = truth["campaign_effects"][campaign_slug]
     codes = _segment_codes(segments)
@@ -471,8 +480,10 @@ def planted_campaign_roi(
             row = package["segments"][name]
             revenue += counts[index] * row["revenue_uplift_per_user"]
             discount += counts[index] * row["discount_per_treated_user"]
-            spent += counts[index] * row["spent_per_treated_user"]
             for kind, value in row["spent_by_kind"].items():
+                if prepaid_tickets_open and kind == "movie_ticket":
+                    value = package["offer_costs"][kind]
+                spent += counts[index] * value
                 by_kind[kind] = by_kind.get(kind, 0.0) + counts[index] * value
     earned = margin_rate * revenue + discount
     return {
@@ -484,8 +495,10 @@ def planted_campaign_roi(
         "spent": round(spent, 2),
         "spent_by_kind": {kind: round(value, 2) for kind, value in by_kind.items()},
         "roi": round((earned - spent) / spent, 6) if spent > 0 else None,
+        "prepaid_tickets_open": prepaid_tickets_open,
         "basis": "(margin_rate * expected incremental revenue over the treated users + their expected coupon "
-        "discount - expected spent) / expected spent",
+        "discount - expected spent) / expected spent"
+        + (", with every prepaid movie ticket still valid, so spent at its value" if prepaid_tickets_open else ""),
     }
 
 

@@ -110,5 +110,11 @@ def test_the_truth_records_a_planted_roi_per_played_campaign_one_earning_and_one
         assert planted is not None and planted["spent"] > 0, item["campaign"]
         assert planted["spent"] == pytest.approx(sum(planted["spent_by_kind"].values()), abs=0.05)
         rois[item["campaign"]] = planted["roi"]
+        # as of the time the demo ran, as the report reads it then; and once every offer has ended
+        assert planted["as_of"] == NOW.isoformat()
+        assert planted["when_offers_end"]["spent"] <= planted["spent"] + 0.01, item["campaign"]
     assert max(rois.values()) > 0 > min(rois.values()), rois
+    # the screenwriting workshop's prepaid tickets are valid until mid-December: each still costs its value now
+    workshop = planted_campaign_roi(truth, "script-workshop")
+    assert workshop["prepaid_tickets_open"] and workshop["spent"] > workshop["when_offers_end"]["spent"], workshop
     assert "cost_model" in truth["funnel"]

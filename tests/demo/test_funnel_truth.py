@@ -86,9 +86,41 @@ def test_the_coverage_harness_counts_intervals_that_hold_the_planted_roi():
         )
 
     wide, off = coverage(0.0), coverage(100.0)
-    assert wide == {"draws": 5, "without_interval": 0, "coverage": 1.0}
+    assert {key: wide[key] for key in ("draws", "without_interval", "coverage")} == {
+        "draws": 5,
+        "without_interval": 0,
+        "coverage": 1.0,
+    }
+    assert wide["planted_below_lower"] == wide["planted_above_upper"] == 0.0
+    # an interval far above the planted ROI misses it every time, on the side that overstates the ROI
     assert off["coverage"] == 0.0
+    assert (off["planted_below_lower"], off["planted_above_upper"]) == (1.0, 0.0)
     # and one report's interval is held against the planted ROI
     compared = roi_compare(estimate=2.1, lower=1.5, upper=2.8, planted={"roi": 2.6})
     assert compared["covered"] and compared["same_sign"]
     assert roi_compare(estimate=-0.2, lower=-0.5, upper=0.1, planted={"roi": 2.6})["covered"] is False
+
+
+def test_while_prepaid_tickets_are_valid_the_planted_spend_counts_each_at_its_value():
+    # given treated users of a campaign that gives a coupon and a prepaid movie ticket
+    rng = np.random.default_rng(2)
+    segments = rng.choice(parameters.SEGMENT_NAMES, 3_000, p=[segment.share for segment in parameters.SEGMENTS])
+    packages = np.full(len(segments), "coupon+movie_ticket", dtype=object)
+
+    # when the planted ROI is read once every offer has ended, and while the tickets are still valid
+    ended = planted_campaign_roi(TRUTH, "script-workshop", segments, packages)
+    open_ = planted_campaign_roi(TRUTH, "script-workshop", segments, packages, prepaid_tickets_open=True)
+
+    # then an unused ticket's code has gone back to the pool with its cost in the first, and is still spent in the
+    # second (25 CNY a ticket, used or not); the coupons and the margin are the same
+    ticket = TRUTH["campaign_effects"]["script-workshop"]["offers"]["coupon+movie_ticket"]["offer_costs"][
+        "movie_ticket"
+    ]
+    assert ended["spent_by_kind"]["movie_ticket"] == pytest.approx(
+        parameters.TICKET_USE_PROBABILITY * ticket * len(segments), abs=0.05
+    )
+    assert open_["spent_by_kind"]["movie_ticket"] == pytest.approx(ticket * len(segments), abs=0.05)
+    assert open_["spent_by_kind"]["coupon"] == ended["spent_by_kind"]["coupon"]
+    assert open_["incremental_margin"] == ended["incremental_margin"]
+    assert open_["spent"] == pytest.approx(sum(open_["spent_by_kind"].values()), abs=0.05)
+    assert open_["roi"] < ended["roi"] and open_["prepaid_tickets_open"] and not ended["prepaid_tickets_open"]

@@ -16,7 +16,7 @@ from campaigns.services.training import TRAINERS
 from crossmkt_site.errors import ApplicationError
 from crossmkt_site.groups import workers_require
 
-from ...comparison import clv_compare
+from ...comparison import clv_compare, planted_campaign_roi, roi_compare
 from ...selectors import demo_world_exists, demo_world_latest
 from ...services.play import demo_campaigns_play, demo_funnel_follow_up
 from ...services.training import demo_model_train
@@ -78,9 +78,12 @@ class Command(BaseCommand):
             call_command("train", "--model", "uplift", stdout=self.stdout)
         except CommandError as error:
             self.stdout.write(self.style.WARNING(f"uplift model not trained: {error}"))
+        truth = (demo_world_latest() or world).truth
         for campaign in Campaign.objects.filter(assignments__isnull=False).distinct().order_by("starts_at"):
+            report = campaign_report(campaign=campaign)
             self.stdout.write("")
-            self.stdout.write(render_text(campaign_report(campaign=campaign)))
+            self.stdout.write(render_text(report))
+            self.planted_roi_compare(truth, campaign.slug, report.to_dict())
         self.stdout.write("")
         self.stdout.write(self.style.SUCCESS("crossmkt demo ready."))
         self.stdout.write("  Admin:    http://127.0.0.1:8000/admin/")
@@ -102,6 +105,27 @@ class Command(BaseCommand):
             if run.model == ModelRun.Model.CLV:
                 relative_error = clv_compare(params=run.params, truth=truth)["max_relative_error"]
                 self.stdout.write(f"  max_relative_error_vs_truth: {round(relative_error, 4)}")
+
+    def planted_roi_compare(self, truth: dict, slug: str, report: dict) -> None:
+        """Say whether the report's ROI interval holds the ROI the demo planted for the users it treated."""
+        planted = planted_campaign_roi(truth, slug)
+        if planted is None:
+            return
+        for comparison in (report["uplift"] or {}).get("comparisons", []):
+            spend = comparison.get("spend_return")
+            if spend is None or spend["roi"] is None:
+                continue
+            compared = roi_compare(
+                estimate=float(spend["roi"]),
+                lower=float(spend["roi_lower"]),
+                upper=float(spend["roi_upper"]),
+                planted=planted,
+            )
+            self.stdout.write(
+                f"Planted ROI of the users the campaign treated (the demo's truth as of {planted.get('as_of')}): "
+                f"{compared['planted']:+.4f}; the report's {comparison['arm']} ROI interval "
+                f"{'holds' if compared['covered'] else 'misses'} it"
+            )
 
     def ensure_admin(self) -> None:
         users = get_user_model().objects
