@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.db import connection
+from threadpoolctl import threadpool_limits
 
 from ..stats.uplift import UpliftModel
 from .features import features_sql
@@ -268,6 +269,9 @@ class UpliftBundle:
         matrix = features[list(self.feature_names)].to_numpy(dtype=float)
         if not len(matrix):
             return {package: np.zeros(0) for package in self.packages}, np.zeros(0)
-        prediction = self.models[method or self.selected].predict(matrix)
-        uplift = {arm: prediction.conversion[:, column] for column, arm in enumerate(prediction.arms)}
-        return uplift, self.baseline.predict_proba(matrix)[:, 1]
+        # One thread: the optimiser predicts chunk by chunk in workers that already share the cores, where
+        # OpenMP threads contending for them made the trees' predictions several times slower.
+        with threadpool_limits(limits=1):
+            prediction = self.models[method or self.selected].predict(matrix, with_value=False)
+            uplift = {arm: prediction.conversion[:, column] for column, arm in enumerate(prediction.arms)}
+            return uplift, self.baseline.predict_proba(matrix)[:, 1]

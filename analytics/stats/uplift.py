@@ -87,14 +87,14 @@ class ArmModel:
     conversion_models: tuple[Any, ...]
     value_models: tuple[Any, ...]
 
-    def predict(self, features: npt.ArrayLike) -> tuple[FloatArray, FloatArray | None]:
-        """Predict each user's incremental conversion probability and incremental value (or None)."""
+    def predict(self, features: npt.ArrayLike, *, with_value: bool = True) -> tuple[FloatArray, FloatArray | None]:
+        """Predict each user's incremental conversion probability and value (the value None without ``with_value``)."""
         matrix = np.asarray(features, dtype=float)
+        value = None
         if self.method == "t_learner":
             treated_model, control_model = self.conversion_models
             conversion = treated_model.predict_proba(matrix)[:, 1] - control_model.predict_proba(matrix)[:, 1]
-            value = None
-            if self.value_models:
+            if self.value_models and with_value:
                 treated_value, control_value = self.value_models
                 value = treated_value.predict(matrix) - control_value.predict(matrix)
         elif self.method == "x_learner":
@@ -102,14 +102,13 @@ class ArmModel:
             conversion = share * self.conversion_models[3].predict(matrix) + (1 - share) * self.conversion_models[
                 2
             ].predict(matrix)
-            value = None
-            if self.value_models:
+            if self.value_models and with_value:
                 value = share * self.value_models[3].predict(matrix) + (1 - share) * self.value_models[2].predict(
                     matrix
                 )
         else:
             conversion = self.conversion_models[0].predict(matrix)
-            value = self.value_models[0].predict(matrix) if self.value_models else None
+            value = self.value_models[0].predict(matrix) if self.value_models and with_value else None
         return conversion, value
 
     def predict_control_conversion(self, features: npt.ArrayLike) -> FloatArray:
@@ -133,9 +132,12 @@ class UpliftModel:
         """Return the treated arms in model order."""
         return tuple(model.arm for model in self.arms)
 
-    def predict(self, features: npt.ArrayLike) -> UpliftPrediction:
-        """Predict every user's incremental conversion and value under every treated arm."""
-        predictions = [model.predict(features) for model in self.arms]
+    def predict(self, features: npt.ArrayLike, *, with_value: bool = True) -> UpliftPrediction:
+        """Predict every user's incremental conversion and value under every treated arm.
+
+        Without ``with_value`` only conversion is predicted (the value models are not evaluated; ``value`` is None).
+        """
+        predictions = [model.predict(features, with_value=with_value) for model in self.arms]
         conversion = np.column_stack([conversion for conversion, _ in predictions])
         values = [value for _, value in predictions if value is not None]
         value = np.column_stack(values) if len(values) == len(predictions) else None

@@ -45,6 +45,7 @@ from functools import lru_cache
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from analytics.models import ModelRun
 from analytics.selectors import user_frame
@@ -494,8 +495,10 @@ def _held_out_comparison(
         rows = np.flatnonzero((crossfit.folds == fold) & ~ruled & matched)
         if model is None or not len(rows):
             continue
-        prediction = model.predict(crossfit.features[rows])
-        baseline = crossfit.baselines[fold].predict_proba(crossfit.features[rows])[:, 1]
+        # One thread, as UpliftBundle.predict says why.
+        with threadpool_limits(limits=1):
+            prediction = model.predict(crossfit.features[rows], with_value=False)
+            baseline = crossfit.baselines[fold].predict_proba(crossfit.features[rows])[:, 1]
         values = np.full((len(rows), len(candidates)), BLOCKED)
         for column, candidate in enumerate(candidates):
             if usable[column] and candidate.package in prediction.arms:

@@ -199,9 +199,10 @@ def test_with_no_heterogeneity_planted_the_optimiser_falls_back_to_the_rules_and
     assert result["packages"] == {PACKAGE_A}
 
 
-# Five replications of a 20,000-user world take about an hour on the 2-core machine: run on request
-# (CROSSMKT_LONG_SIMULATIONS=1), not in every suite run. Issue #17 keeps this acceptance point open
-# until a run of it is recorded.
+# Five replications of a 20,000-user world take about six minutes on the 2-core machine (345 s, about
+# 70 s each, on PostgreSQL with the machine otherwise idle; 14 minutes while other work shared it): run
+# on request (CROSSMKT_LONG_SIMULATIONS=1), not in every suite run. Recorded on 2026-12-06 it fails
+# (issue #17): the coupon + free week package's held-out Qini interval lies above zero in one seed of five.
 @pytest.mark.skipif(
     not os.environ.get("CROSSMKT_LONG_SIMULATIONS"), reason="long simulation: set CROSSMKT_LONG_SIMULATIONS=1"
 )
