@@ -81,9 +81,13 @@ def scores_write(*, run: ModelRun, scores: pd.DataFrame, scored_at: datetime) ->
         )
         written = cursor.rowcount
         cursor.execute("DROP TABLE staging_scores")
-    # After the upsert's transaction, so that chunks scoring at once do not queue on the run's row.
-    ModelRun.objects.filter(pk=run.pk).update(
-        last_scored_at=Greatest(Coalesce("last_scored_at", Value(scored_at)), Value(scored_at))
+    # Once the caller's transaction commits (at once outside one), so that chunks and live drains scoring
+    # at once do not queue on the run's row: a live drain scores inside the transaction that decides and
+    # issues, and holding this row's lock to its end made two drains take turns.
+    transaction.on_commit(
+        lambda: ModelRun.objects.filter(pk=run.pk).update(
+            last_scored_at=Greatest(Coalesce("last_scored_at", Value(scored_at)), Value(scored_at))
+        )
     )
     return written
 

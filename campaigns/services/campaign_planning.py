@@ -16,6 +16,7 @@ from datetime import datetime
 
 import numpy as np
 import pandas as pd
+from django.db import connection
 
 from analytics.models import PendingUser
 from analytics.selectors import sql_columns, user_frame, user_id_ranges
@@ -30,6 +31,7 @@ from campaigns.rules import (
     referenced_fields,
     validate,
 )
+from crossmkt_site.bulk import ids_in_sql
 from crossmkt_site.errors import ApplicationError
 
 from ..models import Campaign, CampaignAssignment, Rule
@@ -156,6 +158,12 @@ def load_chunk(
     their latest events, and the live path decides for them once it has refreshed both.
     """
     fields = sorted({name for plan in plans for name in plan.fields})
+    if user_ids is not None and unassigned_in is not None:
+        # The users already assigned are looked up by the (campaign, user) unique index and left out
+        # here, not by NOT EXISTS in the read: for a campaign newer than the planner's statistics,
+        # PostgreSQL scanned its every assignment once per user (11 s for 1,000 users at 80k assignments).
+        user_ids = _unassigned(unassigned_in, user_ids)
+        unassigned_in = None
     return user_frame(
         fields,
         as_of=as_of,
@@ -165,6 +173,21 @@ def load_chunk(
         where=_chunk_filter(plans, unassigned_in, id_range, skip_pending=skip_pending),
         item_categories=item_category_sources(),
     )
+
+
+def _unassigned(campaign: Campaign, user_ids: Sequence[int]) -> list[int]:
+    """Return those of ``user_ids`` with no assignment in ``campaign``, in order."""
+    ids = sorted({int(pk) for pk in user_ids})
+    if not ids:
+        return ids
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT user_id FROM {CampaignAssignment._meta.db_table} "
+            f"WHERE campaign_id = %s AND {ids_in_sql('user_id', ids)}",
+            [campaign.pk],
+        )
+        assigned = {user_id for (user_id,) in cursor.fetchall()}
+    return [pk for pk in ids if pk not in assigned]
 
 
 def _chunk_filter(

@@ -146,11 +146,10 @@ def campaign_issue_chunk(
         campaign = Campaign.objects.select_for_update().get(pk=campaign_id)
         if campaign.status != Campaign.Status.RUNNING:
             return result
-        assigned = set(
-            CampaignAssignment.objects.filter(campaign=campaign, user_id__gte=lo, user_id__lt=hi).values_list(
-                "user_id", flat=True
-            )
-        )
+        assigned_rows = CampaignAssignment.objects.filter(campaign=campaign, user_id__gte=lo, user_id__lt=hi)
+        if user_ids is not None:  # the live path's users only, not every assignment their wide range holds
+            assigned_rows = assigned_rows.filter(user_id__in=plan.user_ids.tolist())
+        assigned = set(assigned_rows.values_list("user_id", flat=True))
         fresh = ~np.isin(plan.user_ids, np.fromiter(assigned, dtype=np.int64, count=len(assigned)))
         result.skipped_existing += int((~fresh).sum())  # assigned by another run since the read above
         picks_fresh = np.isin(plan.pick_users, plan.user_ids[fresh])

@@ -206,16 +206,18 @@ def test_production_never_serves_metrics_to_anyone_and_a_laptop_does():
     assert _setting_under(production, "METRICS_TOKEN", METRICS_TOKEN="from-the-environment") == "from-the-environment"
 
 
-def test_a_scoring_records_its_time_and_run_for_the_views(client, pipeline):
+def test_a_scoring_records_its_time_and_run_for_the_views(client, pipeline, django_capture_on_commit_callbacks):
     # given: the active propensity run scores two users
     run = ModelRun.objects.get(model="propensity", version=1)
     users = [EndUserFactory.create(), EndUserFactory.create()]
     scored_at = pipeline["now"] - timedelta(minutes=5)
     scores = pd.DataFrame({"score": [0.2, 0.7]}, index=[user.pk for user in users])
 
-    # when
-    scores_write(run=run, scores=scores, scored_at=scored_at)
-    scores_write(run=run, scores=scores.iloc[:1], scored_at=scored_at - timedelta(hours=1))  # an older chunk
+    # when: (each chunk's time is recorded once its transaction commits)
+    with django_capture_on_commit_callbacks(execute=True):
+        scores_write(run=run, scores=scores, scored_at=scored_at)
+    with django_capture_on_commit_callbacks(execute=True):
+        scores_write(run=run, scores=scores.iloc[:1], scored_at=scored_at - timedelta(hours=1))  # an older chunk
 
     # then: the latest time is kept, with its run
     metrics = _scrape(client, HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
