@@ -81,5 +81,6 @@ def test_the_report_says_which_interval_it_shows():
     assert score.interval_method == INTERVAL_METHOD and score.to_dict()["interval_method"] == INTERVAL_METHOD
     assert welch.interval_method == WELCH_METHOD
     # the ROI interval holds the estimate, and reaches further down than up (the holdout's two buyers)
+    assert score.roi is not None and score.roi_lower is not None and score.roi_upper is not None
     assert score.roi_lower < score.roi < score.roi_upper
     assert score.roi - score.roi_lower > score.roi_upper - score.roi

@@ -116,5 +116,6 @@ def test_the_truth_records_a_planted_roi_per_played_campaign_one_earning_and_one
     assert max(rois.values()) > 0 > min(rois.values()), rois
     # the screenwriting workshop's prepaid tickets are valid until mid-December: each still costs its value now
     workshop = planted_campaign_roi(truth, "script-workshop")
+    assert workshop is not None
     assert workshop["prepaid_tickets_open"] and workshop["spent"] > workshop["when_offers_end"]["spent"], workshop
     assert "cost_model" in truth["funnel"]
