@@ -200,7 +200,7 @@ class ModelRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     f"{interval['confidence']:.0%}",
                     _("above zero: the optimiser uses this model")
                     if package in trusted
-                    else _("not above zero: the rules choose these users"),
+                    else _("not above zero: this model is not used, only the rules give this package"),
                 )
                 for package, interval in intervals.items()
             ),

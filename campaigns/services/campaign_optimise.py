@@ -159,11 +159,18 @@ def _worth(uplift: np.ndarray, baseline: np.ndarray, price: float, discount: flo
     return worth
 
 
-def _ruled(first_candidate: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """Return which users the rules choose for: those whose first matching rule gives a package not usable."""
+def _ruled(allowed: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Return which users the rules choose for: those to whom no package the model may spend on applies.
+
+    ``allowed`` is users x candidates (which packages' conditions each user matches), ``usable``
+    per candidate whether its model is trusted. A user to whom some trusted package applies is
+    the optimiser's, whatever their first matching rule gives: it chooses among the trusted
+    packages that apply to them, or nothing.
+    """
     if not len(usable):
-        return np.ones(len(first_candidate), dtype=bool)
-    return (first_candidate >= 0) & ~usable[np.maximum(first_candidate, 0)]
+        return np.ones(len(allowed), dtype=bool)
+    ruled: np.ndarray = ~(allowed & usable[None, :]).any(axis=1)
+    return ruled
 
 
 @dataclass
@@ -178,7 +185,7 @@ class ChunkValues:
     draw: np.ndarray
     reach: np.ndarray
     first_candidate: np.ndarray  # the candidate of each user's first (highest-priority) matching rule
-    ruled: np.ndarray  # users the rules choose for, their first rule's package being one the model may not spend on
+    ruled: np.ndarray  # users the rules choose for: no package the model may spend on applies to them
 
 
 def chunk_values(
@@ -215,7 +222,7 @@ def chunk_values(
     rule_candidate = {rule: column for column, candidate in enumerate(candidates) for rule in candidate.rules}
     first_rule = np.argmax(np.vstack(masks), axis=0) if masks and len(ids) else np.zeros(len(ids), dtype=np.int64)
     first_candidate = np.array([rule_candidate.get(int(rule), -1) for rule in first_rule], dtype=np.int64)
-    ruled = _ruled(first_candidate, usable)
+    ruled = _ruled(allowed, usable)
     forecast = np.full((len(ids), len(candidates)), BLOCKED)
     for column, candidate in enumerate(candidates):
         if candidate.package not in uplift:
@@ -280,7 +287,8 @@ class Comparison:
     model's own forecast of the margin (in sample: the model that chose values its choice).
     ``held_out`` is the claim: both choices made on past experiments' users by models that never
     saw them (cross-fitting) and valued on those users' randomised outcomes, with intervals.
-    ``ruled_packages`` are the packages whose users the rules choose, and ``notes`` say why.
+    ``ruled_packages`` are the packages whose model may not be spent on (only the rules give
+    them, to ``ruled_users``: the users no trusted package applies to), and ``notes`` say why.
     """
 
     model: str
@@ -293,6 +301,7 @@ class Comparison:
     held_out_folds: int = 0
     held_out_missing: str | None = None
     ruled_packages: list[str] = field(default_factory=list)
+    ruled_users: int = 0  # matched users to whom no trusted package applies: the rules choose for them
 
     optimised_by_model: int = 0  # users the model chose for (the others of ``optimised`` the rules chose)
     falls_back_to_rules: bool = False  # no package's model may be spent on: the rules choose for everyone
@@ -307,6 +316,7 @@ class Comparison:
             "optimised_by_model": self.optimised_by_model,
             "falls_back_to_rules": self.falls_back_to_rules,
             "ruled_packages": self.ruled_packages,
+            "ruled_users": self.ruled_users,
             "held_out": None
             if self.held_out is None
             else {**self.held_out.to_dict(), "folds": self.held_out_folds, "first": "rules", "second": "optimised"},
@@ -339,9 +349,10 @@ def _money(amount: float) -> Decimal:
 def campaign_optimise_plan(*, campaign: Campaign, plans: list[RulePlan], now: datetime, on_chunk=None) -> OptimisePlan:
     """Value every candidate for every reachable user, solve the knapsack, and compare with the rules' own choice.
 
-    Users whose first matching rule gives a package the model may not spend on (its held-out
-    Qini interval does not lie above zero, or the model never learned it) are chosen by the
-    rules; the optimiser spends what they leave of the budget on the others.
+    The optimiser chooses for each user among the packages that apply to them and whose model
+    it may spend on (its held-out Qini interval lies above zero), or nothing. Users to whom no
+    such package applies are chosen by the rules, which may give them an untrusted package; the
+    optimiser spends what they leave of the budget on the others.
     """
     run = model_run_active(model=ModelRun.Model.UPLIFT)
     bundle = _bundle(run.pk)
@@ -412,17 +423,22 @@ def campaign_optimise_plan(*, campaign: Campaign, plans: list[RulePlan], now: da
         ),
         optimised_by_model=int(((choice >= 0) & ~held).sum()),
         ruled_packages=ruled_packages,
+        ruled_users=int(ruled.sum()),
         falls_back_to_rules=bool(packages) and not packages & trusted,
     )
     if comparison.falls_back_to_rules:
         comparison.notes.append(
             "the optimiser falls back to the rules: no offer package of this campaign has an uplift model whose "
-            "held-out Qini interval lies above zero, so the rules choose every user"
+            f"held-out Qini interval lies above zero, so the rules choose every user ({comparison.ruled_users:,})"
         )
     elif ruled_packages:
+        spent_on = sorted(packages & trusted)
         comparison.notes.append(
-            f"the rules choose the users whose first matching rule gives {', '.join(ruled_packages)}: the optimiser "
-            "spends only on packages whose model's held-out Qini interval lies above zero"
+            f"the optimiser spends only on {', '.join(spent_on)}, whose model's held-out Qini interval lies above "
+            f"zero, choosing among the ones that apply to each of {len(user_ids) - comparison.ruled_users:,} users; "
+            f"the model of {', '.join(ruled_packages)} is not used: the rules choose for the "
+            f"{comparison.ruled_users:,} users to whom no trusted package applies, and only they may get "
+            f"{'it' if len(ruled_packages) == 1 else 'those'}"
         )
     comparison.notes.extend(_trust_note(bundle, package) for package in ruled_packages)
     comparison.held_out, comparison.held_out_missing = _held_out_comparison(
@@ -458,9 +474,10 @@ def _held_out_comparison(
     The rows are the uplift run's (features as of each experiment's assignment). Each rule's
     condition is evaluated on them, so it may name only fields the uplift features have; the
     rules give each row its first matching rule's package, the optimiser what the fold's model
-    (fitted without that fold) values above the plan's price of a CNY, except for the rows the
-    rules choose for. The lifetime value a purchase keeps is not counted (no scores as of then):
-    the comparison is of the order margin the randomised outcomes show.
+    (fitted without that fold) values above the plan's price of a CNY among the trusted packages
+    that apply to the row; as in the plan, the rules choose for the rows no trusted package
+    applies to. The lifetime value a purchase keeps is not counted (no scores as of then): the
+    comparison is of the order margin the randomised outcomes show.
     """
     crossfit = getattr(bundle, "crossfit", None)
     if crossfit is None:
@@ -486,8 +503,8 @@ def _held_out_comparison(
     first_candidate = np.where(matched, first_candidate, -1)
     trusted = trusted_packages(bundle)
     usable = np.array([candidate.package in trusted for candidate in candidates], dtype=bool)
-    ruled = _ruled(first_candidate, usable)
     allowed = np.column_stack([masks[candidate.rules[0]] for candidate in candidates])
+    ruled = _ruled(allowed, usable)
     costs = np.array([float(candidate.cost) for candidate in candidates])
     price = float(order_value)
     optimised = np.where(ruled, first_candidate, -1)
@@ -594,8 +611,8 @@ def optimised_chunk_plan(
 ) -> ChunkPlan:
     """Choose the offers of one chunk with the plan's multiplier: the same choice the plan made for these users.
 
-    Users whose first matching rule gives a package the model may not spend on get what the
-    rules give them (and are held out by the rules' draw), as in a rules-mode campaign.
+    Users to whom no package the model may spend on applies get what the rules give them (and
+    are held out by the rules' draw), as in a rules-mode campaign.
     """
     if not optimisation or "run" not in optimisation or "multiplier" not in optimisation:
         raise ApplicationError(
@@ -654,7 +671,7 @@ def optimised_chunk_plan(
     )
     if not values.ruled.any():
         return optimised
-    # The users whose first rule gives a package the model may not spend on: the rules' own plan for them.
+    # The users no trusted package applies to: the rules' own plan for them.
     ruled_ids = values.user_ids[values.ruled]
     by_rules = plan_chunk(campaign, plans, frame)
     users_kept = np.isin(by_rules.user_ids, ruled_ids)

@@ -181,6 +181,9 @@ def campaign_issue_chunk(
             dtype=object,
         )
         keep = _within_limits(campaign, costs)
+        # A user gets all the offers picked for them or none: the budget never splits a package (the
+        # coupon of "a coupon and a free week" without the week), whose cost the optimiser weighed whole.
+        keep &= ~np.isin(pick_users, pick_users[~keep])
         result.clamped = int(len(stock.covered) - stock.covered.sum()) + int(len(keep) - keep.sum())
         pick_users, pick_rules, pick_sequence, costs = (
             pick_users[keep],

@@ -237,7 +237,7 @@ def test_without_a_held_out_qini_interval_above_zero_optimise_mode_runs_its_rule
     ExperimentOutcome.objects.bulk_update(outcomes, ["converted", "revenue"])
     out = StringIO()
     call_command("train", "--model", "uplift", stdout=out)
-    assert "not above zero: the rules choose its users" in out.getvalue()
+    assert "not above zero: its model is not used, only the rules give it" in out.getvalue()
     campaign = _optimised(world)
 
     # when the optimise campaign is previewed and run
@@ -260,6 +260,106 @@ def test_without_a_held_out_qini_interval_above_zero_optimise_mode_runs_its_rule
     offered = set(Offer.objects.filter(campaign=campaign).values_list("user_id", flat=True))
     assert len(offered) == 50
     assert len(offered & world["bargain"]) <= 0.8 * len(offered)
+
+
+def test_the_optimiser_spends_on_the_trusted_packages_model_wherever_it_applies_and_leaves_the_rest_to_the_rules(
+    world,
+):
+    # given a second pilot: a free week of films that moved every user alike (so its model is not trusted),
+    # beside the coupon that moved only bargain hunters (trusted)
+    rng = np.random.default_rng(11)
+    now = timezone.now()
+    free_week = Campaign.objects.create(
+        slug="pilot-free-week",
+        name="pilot-free-week",
+        kind=Campaign.Kind.EXTERNAL,
+        status=Campaign.Status.ENDED,
+        starts_at=now - timedelta(days=9),
+        ends_at=now - timedelta(days=3),
+        holdout_share=0,
+    )
+    arm = np.where(rng.random(USERS) < 0.5, "free_viewing", "holdout")
+    converted = rng.random(USERS) < np.where(arm == "free_viewing", 0.25, 0.20)
+    ExperimentOutcome.objects.bulk_create(
+        ExperimentOutcome(
+            campaign=free_week,
+            user_ref=user.external_id,
+            user=user,
+            arm=name,
+            converted=bool(bought),
+            revenue=Decimal("100.00") if bought else Decimal("0"),
+        )
+        for user, name, bought in zip(world["users"], arm, converted, strict=True)
+    )
+    run = uplift_train()
+    assert run.metrics["trusted_packages"] == ["coupon"]
+    assert run.metrics["untrusted_packages"] == ["free_viewing"]
+    # and an optimise campaign whose first rule gives everyone the free week, and whose second gives a coupon
+    # to those who watched no film (the bargain hunters; the rules read the users' built features)
+    from analytics.services.features import features_build
+
+    features_build(full=True)
+    campaign = CampaignFactory.create(
+        owner=world["partner"], budget=Decimal("1000.00"), holdout_share=Decimal("0.200"), mode=Campaign.Mode.OPTIMISE
+    )
+    RuleFactory.create(
+        campaign=campaign,
+        name="a free week",
+        priority=200,
+        exclusive=True,
+        condition={},
+        offer_kind="free_viewing",
+        amount_off=None,
+        days=7,
+        cost=Decimal("0.20"),
+    )
+    RuleFactory.create(
+        campaign=campaign,
+        name="20 CNY coupon",
+        priority=100,
+        exclusive=True,
+        condition={"field": "watching_count", "op": "<", "value": 1},
+        amount_off=Decimal("20.00"),
+        cost=Decimal("20.00"),
+    )
+
+    # when it is previewed and run
+    out = StringIO()
+    call_command("run_campaign", campaign.slug, "--dry-run", "--no-progress", stdout=out)
+    forecast = campaign_dry_run(campaign=campaign)
+    campaign_run(campaign=campaign)
+
+    # then the optimiser chose coupons for bargain hunters although their first matching rule gives the free week
+    comparison = forecast.comparison
+    assert isinstance(comparison, Comparison)
+    assert not comparison.falls_back_to_rules and comparison.optimised_by_model > 0
+    offers = list(Offer.objects.filter(campaign=campaign).values_list("user_id", "kind"))
+    coupons = {user for user, kind in offers if kind == "coupon"}
+    free_weeks = {user for user, kind in offers if kind == "free_viewing"}
+    assert coupons and coupons <= world["bargain"]
+    # and no bargain hunter got the free week: its model is never used, and the coupon's applies to all of them
+    assert not free_weeks & world["bargain"]
+    # and the film watchers, to whom no trusted package applies, got what the rules give: the free week,
+    # a fifth of them held out by the rules' draw
+    others = {user.pk for user in world["users"]} - world["bargain"]
+    assert len(free_weeks) >= 0.7 * len(others)
+    held = set(
+        CampaignAssignment.objects.filter(campaign=campaign, arm=CampaignAssignment.HOLDOUT).values_list(
+            "user_id", flat=True
+        )
+    )
+    assert 0.1 <= len(held & others) / len(others) <= 0.3
+    campaign.refresh_from_db()
+    assert campaign.spent <= campaign.budget
+    # and the preview says which package's model is not used and how many users the rules choose for
+    assert comparison.ruled_packages == ["free_viewing"]
+    assert comparison.ruled_users == len(others)
+    text = out.getvalue()
+    assert f"the rules choose for the {len(others):,} users to whom no trusted package applies" in text
+    assert "the model of free_viewing is not used" in text
+    assert re.search(
+        r"free_viewing: held-out Qini coefficient -?[\d.]+, 9\d% interval \[.*\] does not lie above zero", text
+    )
 
 
 def test_without_an_uplift_model_optimise_mode_says_how_to_train_one_and_rules_still_preview(world):

@@ -160,6 +160,7 @@ def _replicate(seed: int, uplift_by_kind=None) -> dict:
             "seed": seed,
             "method": run.metrics["selected_method"],
             "qini_intervals": run.metrics["qini_intervals"],
+            "trusted": set(run.metrics["trusted_packages"]),
             "comparison": forecast.comparison,
             "rules_per_cny": rules_per_cny,
             "optimised_per_cny": optimised_per_cny,
@@ -201,8 +202,11 @@ def test_with_no_heterogeneity_planted_the_optimiser_falls_back_to_the_rules_and
 
 # Five replications of a 20,000-user world take about six minutes on the 2-core machine (345 s, about
 # 70 s each, on PostgreSQL with the machine otherwise idle; 14 minutes while other work shared it): run
-# on request (CROSSMKT_LONG_SIMULATIONS=1), not in every suite run. Recorded on 2026-12-06 it fails
-# (issue #17): the coupon + free week package's held-out Qini interval lies above zero in one seed of five.
+# on request (CROSSMKT_LONG_SIMULATIONS=1), not in every suite run. Recorded on 2026-12-06 on SQLite (about
+# 19 minutes at nice 19 beside a benchmark), with trust per package and user: ratios to the best rule
+# 1.40, 2.27, 2.13, 2.11, 1.99 (4 of 5; coupon + movie ticket trusted in every seed, coupon + free week in
+# 101, 103, 105), and in a later run whose held-out intervals differed 2.19, 1.95, 2.24, 2.38, 2.37 (5 of 5;
+# free week trusted only in 102). Before (a user's first rule decided trust) 0 of 5 on PostgreSQL.
 @pytest.mark.skipif(
     not os.environ.get("CROSSMKT_LONG_SIMULATIONS"), reason="long simulation: set CROSSMKT_LONG_SIMULATIONS=1"
 )
@@ -212,6 +216,8 @@ def test_with_heterogeneity_planted_the_optimiser_beats_the_best_rules_one_and_a
 ):
     # given strong planted heterogeneity (bargain hunters and film buffs moved by offers, others not at all),
     # played five times with other outcome draws
+    from campaigns.selectors.uplift_experiments import package_name
+
     planted = amplified_uplift(LEARNABLE)
     results = [_replicate(seed, planted) for seed in OUTCOME_SEEDS]
 
@@ -222,7 +228,8 @@ def test_with_heterogeneity_planted_the_optimiser_beats_the_best_rules_one_and_a
             f"{result['optimised_per_cny']:.3f} CNY of planted incremental margin per CNY on "
             f"{result['unseen_users']} unseen users ({result['unseen_spend']:.0f} CNY); rule-based "
             + ", ".join(f"{name} {value:.3f}" for name, value in result["rules_per_cny"].items())
-            + f"; ratio to the best {result['ratio']:.2f}; held-out Qini "
+            + f"; ratio to the best {result['ratio']:.2f}; trusted {', '.join(sorted(result['trusted'])) or 'none'}"
+            + "; held-out Qini "
             + ", ".join(
                 f"{package} [{interval['lower']:.4f}, {interval['upper']:.4f}]"
                 for package, interval in result["qini_intervals"].items()
@@ -235,11 +242,17 @@ def test_with_heterogeneity_planted_the_optimiser_beats_the_best_rules_one_and_a
             )
         )
 
-    # then the member-day packages' held-out Qini intervals lie above zero, so the model chooses
+    # then in every seed a member-day package's held-out Qini interval lies above zero, so its model chooses
+    # for every active user (both packages apply to all of them), and only trusted packages' models are used:
+    # every package the optimised campaign gave is one whose interval lies above zero
     for result in results:
-        for package in ("coupon+free_viewing", "coupon+movie_ticket"):
+        assert result["trusted"] & {"coupon+free_viewing", "coupon+movie_ticket"}, result["seed"]
+        for package in result["trusted"]:
             assert result["qini_intervals"][package]["lower"] > 0, (result["seed"], package)
         assert not result["comparison"].falls_back_to_rules
+        assert result["comparison"].ruled_users == 0, result["seed"]
+        given = {package_name(package) for package in result["packages"]}
+        assert given <= result["trusted"], (result["seed"], given)
     # and, by the planted truth on users no model learned from, the optimised campaign earns at least
     # 1.5x per CNY of the best rule-based one in at least four of the five seeds
     wins = sum(result["ratio"] >= 1.5 for result in results)

@@ -50,7 +50,7 @@ def report_training(command, run, *, name: str, seconds: float) -> None:
         verdict = (
             "above zero: the optimiser may spend on it"
             if package in trusted
-            else "not above zero: the rules choose its users"
+            else "not above zero: its model is not used, only the rules give it"
         )
         command.stdout.write(
             f"  held-out Qini of {package} ({run.metrics.get('selected_method')}): {interval['coefficient']:.4f}, "
