@@ -158,12 +158,6 @@ def load_chunk(
     their latest events, and the live path decides for them once it has refreshed both.
     """
     fields = sorted({name for plan in plans for name in plan.fields})
-    if user_ids is not None and unassigned_in is not None:
-        # The users already assigned are looked up by the (campaign, user) unique index and left out
-        # here, not by NOT EXISTS in the read: for a campaign newer than the planner's statistics,
-        # PostgreSQL scanned its every assignment once per user (11 s for 1,000 users at 80k assignments).
-        user_ids = _unassigned(unassigned_in, user_ids)
-        unassigned_in = None
     return user_frame(
         fields,
         as_of=as_of,
@@ -175,8 +169,13 @@ def load_chunk(
     )
 
 
-def _unassigned(campaign: Campaign, user_ids: Sequence[int]) -> list[int]:
-    """Return those of ``user_ids`` with no assignment in ``campaign``, in order."""
+def users_unassigned(campaign: Campaign, user_ids: Sequence[int]) -> list[int]:
+    """Return those of ``user_ids`` with no assignment in ``campaign``, in order.
+
+    A few scattered users (the live path's) are looked up by the (campaign, user) unique index, not
+    left out by ``NOT EXISTS`` in the read: for a campaign newer than the planner's statistics,
+    PostgreSQL scanned its every assignment once per user (11 s for 1,000 users at 80k assignments).
+    """
     ids = sorted({int(pk) for pk in user_ids})
     if not ids:
         return ids

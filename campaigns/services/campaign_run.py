@@ -41,6 +41,7 @@ from .campaign_planning import (
     load_chunk,
     new_codes,
     plan_chunk,
+    users_unassigned,
 )
 from .offer_costs import offer_issue_spend, offer_reservation
 from .stock import stock_assign, stock_hold
@@ -123,17 +124,18 @@ def campaign_issue_chunk(
         raise ValueError("campaign_issue_chunk needs an id_range or user_ids")
     lo, hi = id_range
     # Users handled by an earlier run are not read again: a re-run costs one pass over the index.
-    handled_rows = CampaignAssignment.objects.filter(campaign=campaign, user_id__gte=lo, user_id__lt=hi)
-    if user_ids is not None:
-        handled_rows = handled_rows.filter(user_id__in=user_ids)
-    handled = handled_rows.count()
+    if user_ids is None:
+        handled = CampaignAssignment.objects.filter(campaign=campaign, user_id__gte=lo, user_id__lt=hi).count()
+    else:
+        unassigned = users_unassigned(campaign, user_ids)
+        handled, user_ids = len(user_ids) - len(unassigned), unassigned
     plan = _chunk_plan(
         campaign,
         plans,
         id_range,
         now,
         optimisation,
-        unassigned_in=campaign,
+        unassigned_in=campaign if user_ids is None else None,
         user_ids=user_ids,
         skip_pending=user_ids is None and campaign.reach == Campaign.Reach.CONTINUOUS,
     )
