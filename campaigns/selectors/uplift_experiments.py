@@ -59,7 +59,9 @@ def rule_packages(rules: Sequence[Rule]) -> list[list[int]]:
 def _our_campaign_rows(campaign: Campaign) -> tuple[pd.DataFrame, datetime | None, str | None]:
     """Return an experiment's rows from our records, the moment it assigned its users, or why it is skipped."""
     assignments = pd.DataFrame(
-        CampaignAssignment.objects.filter(campaign=campaign).values_list("user_id", "arm", "rule_id", "assigned_at"),
+        CampaignAssignment.objects.filter(campaign=campaign)
+        .order_by("user_id")
+        .values_list("user_id", "arm", "rule_id", "assigned_at"),
         columns=["user_id", "arm", "rule_id", "assigned_at"],
     )
     if assignments.empty or not (assignments["arm"] == CampaignAssignment.HOLDOUT).any():

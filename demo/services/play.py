@@ -11,12 +11,13 @@ visits enter as ordinary behaviour events, so the campaign report measures them 
 After the campaigns, the deals are evaluated over the new purchases (grants are confirmed, the
 partners pull them), granted users spend at the target partner, and memberships still open end
 at times drawn from the planted churn model, up to now. Every draw after the campaigns is a
-hash of the world's seed and the user or offer, so playing again later adds only what has come
-due meanwhile.
+hash of the world's seed, the user and what was granted or started (never a row id), so playing
+again later adds only what has come due meanwhile.
 """
 
 import contextlib
 import datetime as dt
+import zlib
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
@@ -189,7 +190,7 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 def _coupon_courses(campaign: Campaign) -> dict[int, list[str]]:
     """Each coupon rule's applicable course SKUs (empty: any course)."""
     return {
-        rule.pk: list(rule.applicable_courses.values_list("sku", flat=True))
+        rule.pk: list(rule.applicable_courses.order_by("sku").values_list("sku", flat=True))
         for rule in campaign.rules.filter(offer_kind=Rule.OfferKind.COUPON)
     }
 
@@ -206,7 +207,8 @@ def demo_campaign_play(*, campaign: Campaign, truth: dict, seed: int, now: dt.da
     columns = ["user_id", "user__external_id", "arm", "rule_id"]
     # Named columns, so a campaign that reached nobody (no scores yet, say) plays as an empty one.
     assignments = pd.DataFrame(
-        list(CampaignAssignment.objects.filter(campaign=campaign).values_list(*columns)), columns=columns
+        list(CampaignAssignment.objects.filter(campaign=campaign).order_by("user_id").values_list(*columns)),
+        columns=columns,
     )
     planted = dict(PlantedUser.objects.filter(user_id__in=assignments["user_id"]).values_list("user_id", "segment"))
     assignments = assignments[assignments["user_id"].isin(planted)]
@@ -270,7 +272,7 @@ def _play_funnel(
     """Record the converted users' purchases (using their coupons), then the partner offers' take-up."""
     started = campaign.starts_at + STARTED_AFTER
     ends = min(started + dt.timedelta(days=campaign.conversion_window_days), now)
-    skus = list(campaign.promoted_courses.values_list("sku", flat=True)) or ["DATA-101"]
+    skus = list(campaign.promoted_courses.order_by("sku").values_list("sku", flat=True)) or ["DATA-101"]
     offers = _offers_of(campaign)
     coupons_by_user: dict[int, list[dict]] = defaultdict(list)
     for offer in _records(offers[offers["kind"] == Rule.OfferKind.COUPON]):
@@ -442,6 +444,11 @@ def _uniform(seed: int, *keys: npt.ArrayLike) -> npt.NDArray[np.float64]:
     return (state >> np.uint64(11)).astype(np.float64) / float(2**53)
 
 
+def _name_key(name: str) -> int:
+    """Return a stable integer key of a name (a deal's slug, an event's id) for ``_uniform``."""
+    return zlib.crc32(str(name).encode("utf-8"))
+
+
 # Salts that keep the hashes of different draws apart.
 _SPEND, _WHEN, _CANCEL = 1, 2, 3
 
@@ -468,8 +475,11 @@ def _deal_grants_spend(*, seed: int, now: dt.datetime) -> int:
     grants = grants[grants["benefit"].isin(list(benefits))]
     if grants.empty:
         return 0
-    spends = _uniform(seed, grants["pk"], np.full(len(grants), _SPEND))
-    when = _uniform(seed, grants["pk"], np.full(len(grants), _WHEN))
+    # Keyed by who was granted what, never by a row id: the same world draws the same, whatever else the
+    # database held before it (ids are not part of the world).
+    deal = grants["deal"].map(_name_key).to_numpy(np.int64)
+    spends = _uniform(seed, grants["user_id"], deal, np.full(len(grants), _SPEND))
+    when = _uniform(seed, grants["user_id"], deal, np.full(len(grants), _WHEN))
     events = _Events()
     for (_, grant), spend, fraction in zip(grants.iterrows(), spends, when, strict=True):
         benefit = benefits[grant["benefit"]]
@@ -576,7 +586,9 @@ def _memberships_end(*, seed: int, now: dt.datetime) -> int:
         world_spell, np.maximum((parameters.WORLD_END - started).dt.total_seconds().to_numpy() / 86_400, 0), 0.0
     )
     shape, scale = parameters.CHURN_BASELINE_SHAPE, parameters.CHURN_BASELINE_SCALE_DAYS
-    uniform = _uniform(seed, rows["pk"], np.full(len(rows), _CANCEL))
+    uniform = _uniform(
+        seed, rows["user_id"], rows["event_id"].map(_name_key).to_numpy(np.int64), np.full(len(rows), _CANCEL)
+    )
     # Inverting S(t | t > s) = exp(-(H0(t) - H0(s)) * exp(lp)) at a uniform draw.
     cumulative = (survived_days / scale) ** shape - np.log1p(-uniform) * np.exp(-log_hazard_ratio)
     duration_days = scale * cumulative ** (1 / shape)
