@@ -18,6 +18,7 @@ Number = int | float | Decimal
 
 WIDTH = 560
 ROW = 26
+LEGEND_ROW = 16
 FONT = "system-ui,-apple-system,'Noto Sans CJK SC','WenQuanYi Micro Hei',sans-serif"
 COLORS = {
     "bar": "#417690",
@@ -304,26 +305,34 @@ def _thin(points: Sequence[tuple[float, float]], limit: int = MAX_POINTS) -> lis
     return [points[round(index * step)] for index in range(limit)]
 
 
-def _plot_area(width: int, height: int) -> tuple[float, float, float, float]:
-    """Return left, top, plot width and plot height of a chart with axes and a legend above."""
-    left, top, right, bottom = 56, 60, 16, 36
+def _plot_area(width: int, height: float, legend_rows: int = 1) -> tuple[float, float, float, float]:
+    """Return left, top, plot width and plot height of a chart with axes and a legend of that many rows above."""
+    left, top, right, bottom = 56, 60 + LEGEND_ROW * (legend_rows - 1), 16, 36
     return left, top, width - left - right, height - top - bottom
 
 
-def _legend(series: Sequence[Series], width: int, extra: Sequence[tuple[str, str, bool]] = ()) -> list[str]:
+def _legend(series: Sequence[Series], width: int, extra: Sequence[tuple[str, str, bool]] = ()) -> tuple[list[str], int]:
+    """Draw every series' key above the plot, in as many rows as they need; return the parts and the rows.
+
+    No key is left out: a chart of four learners' Qini curves and their random lines needs two rows at
+    the dashboard's width, and a reader must be able to tell every line.
+    """
     items = [(item.label, item.color, item.dashed) for item in series] + list(extra)
-    parts, x = [], 0.0
+    parts, x, row = [], 0.0, 0
     for label, color, dashed in items:
-        shown = _short(label, 200, 11)
-        if x + 40 + _text_width(shown, 11) > width:
-            break
+        shown = _short(label, width - 40.0, 11)
+        span = 40 + _text_width(shown, 11)
+        if x and x + span > width:
+            row, x = row + 1, 0.0
+        y = 32 + LEGEND_ROW * row
         dash = ' stroke-dasharray="5 3"' if dashed else ""
         parts.append(
-            f'<line x1="{_num(x)}" x2="{_num(x + 18)}" y1="32" y2="32" stroke="{color}" stroke-width="2.5"{dash}/>'
+            f'<line class="key" x1="{_num(x)}" x2="{_num(x + 18)}" y1="{y}" y2="{y}" stroke="{color}" '
+            f'stroke-width="2.5"{dash}/>'
         )
-        parts.append(_text(x + 22, 36, shown, size=11))
-        x += 40 + _text_width(shown, 11)
-    return parts
+        parts.append(_text(x + 22, y + 4, shown, size=11))
+        x += span
+    return parts, row + 1
 
 
 def _axes(
@@ -332,9 +341,10 @@ def _axes(
     x_label: str,
     y_label: str,
     width: int,
-    height: int,
+    height: float,
+    legend_rows: int = 1,
 ) -> list[str]:
-    left, top, plot_width, plot_height = _plot_area(width, height)
+    left, top, plot_width, plot_height = _plot_area(width, height, legend_rows)
     parts = []
     for y, label in y_ticks:
         parts.append(
@@ -368,7 +378,9 @@ def step_chart(
     drawn = [item for item in series if item.points]
     if not drawn:
         return _empty("step", title, empty, width)
-    left, top, plot_width, plot_height = _plot_area(width, height)
+    legend, rows = _legend(drawn, width)
+    chart_height = height + LEGEND_ROW * (rows - 1)
+    left, top, plot_width, plot_height = _plot_area(width, chart_height, rows)
     x_max = max(float(x) for item in drawn for x, _ in item.points) or 1.0
     x_ticks = nice_ticks(0.0, x_max, 5)
 
@@ -378,15 +390,16 @@ def step_chart(
     def y_of(value: float) -> float:
         return top + (1 - value) * plot_height
 
-    parts = _open("step", title, width, height)
-    parts += _legend(drawn, width)
+    parts = _open("step", title, width, chart_height)
+    parts += legend
     parts += _axes(
         [(x_of(tick), _tick_label(tick)) for tick in x_ticks],
         [(y_of(tick), _tick_label(tick, percent=True)) for tick in (0, 0.25, 0.5, 0.75, 1.0)],
         x_label,
         y_label,
         width,
-        height,
+        chart_height,
+        rows,
     )
     for item in drawn:
         points = _thin([(float(x), float(y)) for x, y in item.points])
@@ -418,7 +431,10 @@ def line_chart(
     drawn = [item for item in series if item.points]
     if not drawn:
         return _empty("line", title, empty, width)
-    left, top, plot_width, plot_height = _plot_area(width, height)
+    extra = [(cap_label, COLORS["cap"], True)] if cap is not None else []
+    legend, rows = _legend(drawn, width, extra)
+    chart_height = height + LEGEND_ROW * (rows - 1)
+    left, top, plot_width, plot_height = _plot_area(width, chart_height, rows)
     xs = [float(x) for item in drawn for x, _ in item.points] + [float(x) for x, _ in x_ticks]
     x_low, x_high = min(xs), max(xs)
     x_span = (x_high - x_low) or 1.0
@@ -433,16 +449,16 @@ def line_chart(
     def y_of(value: float) -> float:
         return top + (1 - (value - y_ticks[0]) / ((y_ticks[-1] - y_ticks[0]) or 1.0)) * plot_height
 
-    extra = [(cap_label, COLORS["cap"], True)] if cap is not None else []
-    parts = _open("line", title, width, height)
-    parts += _legend(drawn, width, extra)
+    parts = _open("line", title, width, chart_height)
+    parts += legend
     parts += _axes(
         [(x_of(float(x)), label) for x, label in x_ticks],
         [(y_of(tick), _tick_label(tick)) for tick in y_ticks],
         "",
         y_label,
         width,
-        height,
+        chart_height,
+        rows,
     )
     if cap is not None:
         parts.append(

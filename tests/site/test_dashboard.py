@@ -452,6 +452,31 @@ def test_step_chart_thins_long_curves_and_keeps_the_last_value():
     assert path.group(1).count("H") == charts.MAX_POINTS - 1
 
 
+def test_a_legend_too_long_for_one_row_wraps_and_keeps_every_key_above_the_plot():
+    # given a Qini chart of three learners and random targeting, more keys than fit the dashboard's width
+    labels = [f"{name}: AUUC 0.0123, Qini +0.0045" for name in ("t_learner", "x_learner", "transformed_outcome")]
+    labels.append("random targeting")
+    series = [charts.Series(label, [(0, 0), (50, 0.01), (100, 0.02)]) for label in labels]
+    one_row = charts.line_chart(
+        title="Qini", series=series[:1], x_ticks=[(0, "0%"), (100, "100%")], y_label="", empty="-"
+    )
+
+    # when it is drawn
+    svg = charts.line_chart(title="Qini", series=series, x_ticks=[(0, "0%"), (100, "100%")], y_label="", empty="-")
+
+    # then every key is drawn, none cut off
+    assert len(re.findall(r'<line class="key"', svg)) == len(labels)
+    for label in labels:
+        assert f">{label}</text>" in svg
+    # and the chart grows by the extra rows, the plot starting below the last one
+    keys_y = sorted({float(y) for y in re.findall(r'<line class="key"[^>]* y1="([\d.]+)"', svg)})
+    assert len(keys_y) >= 2
+    height = float(found(r'viewBox="0 0 \d+ ([\d.]+)"', svg).group(1))
+    assert height == float(found(r'viewBox="0 0 \d+ ([\d.]+)"', one_row).group(1)) + 16 * (len(keys_y) - 1)
+    axis_top = min(float(y) for y in re.findall(r'<line x1="56" x2="56" y1="([\d.]+)"', svg))
+    assert axis_top > keys_y[-1] + 8
+
+
 def test_empty_charts_say_so_instead_of_drawing_nothing():
     for svg in (
         charts.bar_chart(title="t", bars=[], empty="nothing yet"),
