@@ -12,7 +12,10 @@ The target partner is then told with one ``deal.granted`` webhook per batch of g
 delivered confirms them, failed for good compensates them (status ``compensated``, their
 place and amount given back to the caps). A partner without a webhook URL confirms by
 pulling its grants through the API, so its grants are confirmed at once. One grant per
-(deal, user), enforced by the database, makes every run safe to repeat.
+(deal, user), enforced by the database, makes every run safe to repeat. A user a campaign
+gave the deal's benefit (a membership grant of the deal, taken up or still open) is not
+granted it again; redeeming such a grant is refused once the deal granted the user
+(``campaigns.services.redemption``).
 
 Only users who gave marketing consent and agreed to share data with partners are granted
 anything: the target partner has to learn who they are.
@@ -31,7 +34,7 @@ from analytics.models import BehaviorEvent, EndUser
 from analytics.selectors import ids_known_to_partner
 from crossmkt_site.money import ZERO
 
-from ..models import Course, Deal, DealGrant, WebhookDelivery
+from ..models import Course, Deal, DealGrant, Offer, Rule, WebhookDelivery
 from .webhook_outbox import EVENT_BATCH_SIZE, listening_partners, webhook_deliveries_create
 
 # Triggers met by a single event of a kind (a course purchase also has to be of a course in the deal's set).
@@ -75,9 +78,26 @@ def _trigger_sql(deal: Deal, user_ids: Sequence[int] | None, now: datetime) -> t
     adapt = connection.ops.adapt_datetimefield_value
     events = BehaviorEvent._meta.db_table
     grants = DealGrant._meta.db_table
-    # Users granted already are left out before their events are ranked or summed, so a re-run stays cheap.
-    user_filter = f"AND NOT EXISTS (SELECT 1 FROM {grants} g WHERE g.deal_id = %s AND g.user_id = e.user_id)"
-    user_params = [deal.pk]
+    offers = Offer._meta.db_table
+    # Users granted already are left out before their events are ranked or summed, so a re-run stays cheap;
+    # so are users a campaign gave this deal's benefit (a membership grant of the deal they took up, or one
+    # still open to them): it is the same benefit, once per user. A grant that expires unused leaves the user
+    # to the deal again.
+    user_filter = f"""AND NOT EXISTS (SELECT 1 FROM {grants} g WHERE g.deal_id = %s AND g.user_id = e.user_id)
+        AND NOT EXISTS (
+            SELECT 1 FROM {offers} o
+            WHERE o.deal_id = %s AND o.user_id = e.user_id AND o.kind = %s
+              AND o.issued_at <= %s AND (o.status = %s OR (o.status IN (%s, %s) AND o.expires_at > %s))
+        )"""
+    user_params: list = [
+        deal.pk,
+        deal.pk,
+        Rule.OfferKind.MEMBERSHIP_GRANT,
+        adapt(now),
+        Offer.Status.REDEEMED,
+        *Offer.OPEN_STATUSES,
+        adapt(now),
+    ]
     if user_ids is not None:
         user_filter += f" AND e.user_id IN ({', '.join(['%s'] * len(user_ids))})"
         user_params += list(user_ids)

@@ -14,7 +14,7 @@ from django.utils import timezone
 from crossmkt_site.errors import ApplicationError
 from crossmkt_site.money import ZERO, to_cny
 
-from ..models import Offer, Partner, RedemptionEntry, Rule, StockItem
+from ..models import Deal, DealGrant, Offer, Partner, RedemptionEntry, Rule, StockItem
 from ..selectors import offers_visible_to
 from ..selectors.grant_triggers import GrantUse, grants_earned, is_conditional_grant, trigger_text
 from .offer_costs import budget_move, offer_use_cost, offer_use_cost_given
@@ -92,6 +92,44 @@ def _refuse_unearned(uses: Sequence[GrantUse]) -> None:
             )
 
 
+def _refuse_granted(offers: Sequence[Offer]) -> None:
+    """Refuse the first membership grant whose user the deal itself has granted its benefit already.
+
+    A campaign's grant of a deal's benefit and the deal's own grant are the same benefit: one
+    per user, or the target partner is paid twice for one month (by the campaign's budget and
+    in the deal's settlement). The deals' rows are locked first, so a deal evaluation running
+    now either granted before this check sees it or runs after this redemption and leaves the
+    user out (``campaigns.services.deals``).
+    """
+    by_deal: dict[int, list[Offer]] = defaultdict(list)
+    for offer in offers:
+        if is_conditional_grant(offer):
+            by_deal[offer.deal_id].append(offer)  # type: ignore[index]
+    if not by_deal:
+        return
+    list(Deal.objects.select_for_update().filter(pk__in=sorted(by_deal)).order_by("pk").values_list("pk", flat=True))
+    granted = {
+        (deal_id, user_id): (pk, triggered_at)
+        for pk, deal_id, user_id, triggered_at in DealGrant.objects.filter(
+            deal_id__in=list(by_deal),
+            user_id__in={offer.user_id for group in by_deal.values() for offer in group},
+        )
+        .exclude(status=DealGrant.Status.COMPENSATED)
+        .values_list("pk", "deal_id", "user_id", "triggered_at")
+    }
+    for deal_id, group in by_deal.items():
+        for offer in group:
+            grant = granted.get((deal_id, offer.user_id))
+            if grant is not None:
+                raise ApplicationError(
+                    f"the deal {offer.deal.slug!r} (it is this grant's benefit) already granted this user "  # type: ignore[union-attr]
+                    f"its benefit (grant {grant[0]}, triggered at {grant[1].isoformat()}); a user gets it once",
+                    code="already_granted",
+                    field="code",
+                    status=409,
+                )
+
+
 def _applicable_items(rule: Rule) -> tuple[set[str], set[str]]:
     """Return the course SKUs and bundle slugs a rule's coupons are limited to (both empty: anything)."""
     return (
@@ -163,6 +201,7 @@ def offer_redeem(
         with transaction.atomic():
             # The conditional UPDATE is the single point of truth: the row lock it takes makes a
             # concurrent redemption wait, then find the offer no longer open and change nothing.
+            _refuse_granted([offer])
             won = Offer.objects.filter(pk=offer.pk, status__in=Offer.OPEN_STATUSES, expires_at__gt=now).update(
                 status=Offer.Status.REDEEMED,
                 redeemed_at=now,
@@ -281,6 +320,14 @@ def _redeem_chunk(
             GrantUse(offer, request.now)
             for request in requests
             if (offer := offers.get((request.partner.pk, request.code))) is not None and is_conditional_grant(offer)
+        ]
+    )
+    _refuse_granted(
+        [
+            offer
+            for request in requests
+            if (offer := offers.get((request.partner.pk, request.code))) is not None
+            and offer.status in Offer.OPEN_STATUSES
         ]
     )
     results: list[RedemptionEntry] = []

@@ -354,6 +354,7 @@ def _play_partner_offers(
         "tickets_used": 0,
         "grants_activated": 0,
         "grants_not_earned": 0,
+        "grants_already_granted": 0,
     }
     probability = {
         Rule.OfferKind.FREE_VIEWING: parameters.TRIAL_ACTIVATION_PROBABILITY,
@@ -421,8 +422,18 @@ def _play_partner_offers(
         )
         for offer, at in grants
     ]
+    # And whether the deal itself granted the user its benefit already: a user gets it once.
+    granted = set(
+        DealGrant.objects.filter(
+            deal_id__in={offer["deal_id"] for offer, _ in grants}, user_id__in={offer["user_id"] for offer, _ in grants}
+        )
+        .exclude(status=DealGrant.Status.COMPENSATED)
+        .values_list("deal_id", "user_id")
+    )
     for (offer, at), earned in zip(grants, grants_earned(uses), strict=True):
-        if earned:
+        if (offer["deal_id"], offer["user_id"]) in granted:
+            counts["grants_already_granted"] += 1
+        elif earned:
             counts["grants_activated"] += 1
             requests.append(_redemption(offer, partners, at, Decimal("0.00"), ""))
         else:

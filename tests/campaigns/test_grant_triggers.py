@@ -96,3 +96,65 @@ def test_a_grant_taken_up_before_the_purchase_is_refused_in_a_batch_too(grants):
     )
     earned.refresh_from_db()
     assert earned.status == Offer.Status.REDEEMED
+
+
+def _active(deal: Deal) -> Deal:
+    """Make the grants' deal active since a week ago, so it grants on its own too."""
+    Deal.objects.filter(pk=deal.pk).update(status=Deal.Status.ACTIVE, starts_at=timezone.now() - timedelta(days=7))
+    deal.refresh_from_db()
+    return deal
+
+
+def test_a_deal_does_not_grant_again_a_user_a_campaign_gives_its_benefit_until_that_grant_expires_unused(grants):
+    from campaigns.models import DealGrant
+    from campaigns.services.deals import deal_evaluate
+
+    owner, course, _other, (taker, holder, lapsed), (taken, held, expired) = grants
+    deal = _active(taken.deal)
+    bought = taken.issued_at + timedelta(hours=1)
+    for person in (taker, holder, lapsed):
+        buy(owner, person, course, bought)
+    # given one user who took the campaign's grant up, one who still holds it, and one whose grant expired unused
+    offer_redeem(code=taken.code, partner=owner, order_amount=Decimal(0), now=bought + timedelta(hours=1))
+    Offer.objects.filter(pk=expired.pk).update(status=Offer.Status.EXPIRED)
+
+    # when the deal is evaluated over their purchases
+    run = deal_evaluate(deal_id=deal.pk, now=bought + timedelta(hours=2))
+
+    # then it grants only the user whose campaign grant lapsed: the others have the benefit once, from the campaign
+    assert run.reserved == 1
+    assert list(DealGrant.objects.filter(deal=deal).values_list("user_id", flat=True)) == [lapsed.pk]
+    deal.refresh_from_db()
+    assert (deal.granted_count, deal.granted_amount) == (1, Decimal("9.00"))
+    # and the holder still takes theirs up
+    offer_redeem(code=held.code, partner=owner, order_amount=Decimal(0), now=bought + timedelta(hours=3))
+    held.refresh_from_db()
+    assert held.status == Offer.Status.REDEEMED
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_campaign_grant_is_refused_to_a_user_the_deal_granted_already_and_costs_nothing(grants, batch):
+    from campaigns.services.deals import deal_evaluate
+
+    owner, course, _other, (person, *_), (offer, *_) = grants
+    _active(offer.deal)
+    # given a user the deal granted for a purchase before the campaign's grant was issued, who buys again after it
+    buy(owner, person, course, offer.issued_at - timedelta(hours=2))
+    assert deal_evaluate(deal_id=offer.deal_id, now=offer.issued_at - timedelta(hours=1)).reserved == 1
+    buy(owner, person, course, offer.issued_at + timedelta(hours=1))
+    later = offer.issued_at + timedelta(hours=2)
+
+    # when the campaign's grant is taken up
+    with pytest.raises(ApplicationError) as refused:
+        if batch:
+            offer_redeem_many(
+                requests=[RedemptionRequest(code=offer.code, partner=owner, order_amount=Decimal(0), now=later)]
+            )
+        else:
+            offer_redeem(code=offer.code, partner=owner, order_amount=Decimal(0), now=later)
+
+    # then it is refused, naming the deal's grant, and nothing is spent
+    assert refused.value.code == "already_granted" and refused.value.status == 409
+    assert offer.deal.slug in refused.value.message
+    offer.refresh_from_db()
+    assert offer.status == Offer.Status.ISSUED and offer.spent == 0
