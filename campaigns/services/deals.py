@@ -12,10 +12,11 @@ The target partner is then told with one ``deal.granted`` webhook per batch of g
 delivered confirms them, failed for good compensates them (status ``compensated``, their
 place and amount given back to the caps). A partner without a webhook URL confirms by
 pulling its grants through the API, so its grants are confirmed at once. One grant per
-(deal, user), enforced by the database, makes every run safe to repeat. A user a campaign
-gave the deal's benefit (a membership grant of the deal, taken up or still open) is not
-granted it again; redeeming such a grant is refused once the deal granted the user
-(``campaigns.services.redemption``).
+(deal, user), enforced by the database, makes every run safe to repeat. A triggering event
+that a campaign's membership grant of the deal is earned by too (the grant issued before it,
+and taken up or still open) is not granted again, and such a grant is refused once the deal
+granted the user for an event after its issue (``campaigns.services.redemption``): one
+benefit for one purchase.
 
 Only users who gave marketing consent and agreed to share data with partners are granted
 anything: the target partner has to learn who they are.
@@ -78,26 +79,9 @@ def _trigger_sql(deal: Deal, user_ids: Sequence[int] | None, now: datetime) -> t
     adapt = connection.ops.adapt_datetimefield_value
     events = BehaviorEvent._meta.db_table
     grants = DealGrant._meta.db_table
-    offers = Offer._meta.db_table
-    # Users granted already are left out before their events are ranked or summed, so a re-run stays cheap;
-    # so are users a campaign gave this deal's benefit (a membership grant of the deal they took up, or one
-    # still open to them): it is the same benefit, once per user. A grant that expires unused leaves the user
-    # to the deal again.
-    user_filter = f"""AND NOT EXISTS (SELECT 1 FROM {grants} g WHERE g.deal_id = %s AND g.user_id = e.user_id)
-        AND NOT EXISTS (
-            SELECT 1 FROM {offers} o
-            WHERE o.deal_id = %s AND o.user_id = e.user_id AND o.kind = %s
-              AND o.issued_at <= %s AND (o.status = %s OR (o.status IN (%s, %s) AND o.expires_at > %s))
-        )"""
-    user_params: list = [
-        deal.pk,
-        deal.pk,
-        Rule.OfferKind.MEMBERSHIP_GRANT,
-        adapt(now),
-        Offer.Status.REDEEMED,
-        *Offer.OPEN_STATUSES,
-        adapt(now),
-    ]
+    # Users granted already are left out before their events are ranked or summed, so a re-run stays cheap.
+    user_filter = f"AND NOT EXISTS (SELECT 1 FROM {grants} g WHERE g.deal_id = %s AND g.user_id = e.user_id)"
+    user_params: list = [deal.pk]
     if user_ids is not None:
         user_filter += f" AND e.user_id IN ({', '.join(['%s'] * len(user_ids))})"
         user_params += list(user_ids)
@@ -119,8 +103,8 @@ def _trigger_sql(deal: Deal, user_ids: Sequence[int] | None, now: datetime) -> t
                        ROW_NUMBER() OVER (PARTITION BY e.user_id ORDER BY e.occurred_at, e.id) AS n
                 FROM {events} e
                 WHERE {in_term} AND {kind_filter} {user_filter}
-            ) firsts WHERE n = 1"""
-        return sql, [*window, *kind_params, *user_params]
+            ) firsts WHERE n = 1 AND {_campaign_gave("firsts")}"""
+        return sql, [*window, *kind_params, *user_params, *_campaign_gave_params(deal, now)]
     # Sums in whole fen, so SQLite's floating point cannot put a user a hair short of the threshold.
     sql = f"""
         SELECT user_id, event_id, occurred_at FROM (
@@ -134,8 +118,32 @@ def _trigger_sql(deal: Deal, user_ids: Sequence[int] | None, now: datetime) -> t
                 FROM {events} e
                 WHERE {in_term} AND e.amount > 0 {user_filter}
             ) running WHERE spent_fen >= %s
-        ) crossings WHERE n = 1"""
-    return sql, [*window, *user_params, int(deal.trigger_min_spend * 100)]
+        ) crossings WHERE n = 1 AND {_campaign_gave("crossings")}"""
+    return sql, [*window, *user_params, int(deal.trigger_min_spend * 100), *_campaign_gave_params(deal, now)]
+
+
+def _campaign_gave(alias: str) -> str:
+    """Return SQL true when no campaign gives the user the deal's benefit for the triggering event ``alias``.
+
+    A campaign's membership grant of the deal issued before the event is earned by it too: when the
+    user took it up, or still holds it open, the event has its benefit already, once. A grant that
+    expired unused leaves the event to the deal.
+    """
+    return f"""NOT EXISTS (
+            SELECT 1 FROM {Offer._meta.db_table} o
+            WHERE o.deal_id = %s AND o.user_id = {alias}.user_id AND o.kind = %s AND o.issued_at <= {alias}.occurred_at
+              AND (o.status = %s OR (o.status IN (%s, %s) AND o.expires_at > %s))
+        )"""
+
+
+def _campaign_gave_params(deal: Deal, now: datetime) -> list:
+    return [
+        deal.pk,
+        Rule.OfferKind.MEMBERSHIP_GRANT,
+        Offer.Status.REDEEMED,
+        *Offer.OPEN_STATUSES,
+        connection.ops.adapt_datetimefield_value(now),
+    ]
 
 
 def _reserve(deal: Deal, user_ids: Sequence[int] | None, room: int | None, now: datetime) -> int:

@@ -93,13 +93,14 @@ def _refuse_unearned(uses: Sequence[GrantUse]) -> None:
 
 
 def _refuse_granted(offers: Sequence[Offer]) -> None:
-    """Refuse the first membership grant whose user the deal itself has granted its benefit already.
+    """Refuse the first membership grant whose user the deal itself granted for an event since the grant's issue.
 
-    A campaign's grant of a deal's benefit and the deal's own grant are the same benefit: one
-    per user, or the target partner is paid twice for one month (by the campaign's budget and
-    in the deal's settlement). The deals' rows are locked first, so a deal evaluation running
-    now either granted before this check sees it or runs after this redemption and leaves the
-    user out (``campaigns.services.deals``).
+    What earns a campaign's grant of a deal's benefit (a purchase while it is open) triggers the
+    deal's own grant too: one benefit for it, or the user gets two months and the target partner
+    is paid twice (from the campaign's budget and in the deal's settlement). A deal grant for
+    something the user did before this grant was issued is another benefit and refuses nothing.
+    The deals' rows are locked first, so a deal evaluation running now either granted before this
+    check sees it or runs after this redemption and leaves the event to it (``campaigns.services.deals``).
     """
     by_deal: dict[int, list[Offer]] = defaultdict(list)
     for offer in offers:
@@ -120,10 +121,11 @@ def _refuse_granted(offers: Sequence[Offer]) -> None:
     for deal_id, group in by_deal.items():
         for offer in group:
             grant = granted.get((deal_id, offer.user_id))
-            if grant is not None:
+            if grant is not None and grant[1] >= offer.issued_at:
                 raise ApplicationError(
                     f"the deal {offer.deal.slug!r} (it is this grant's benefit) already granted this user "  # type: ignore[union-attr]
-                    f"its benefit (grant {grant[0]}, triggered at {grant[1].isoformat()}); a user gets it once",
+                    f"its benefit for what they did since this grant was issued (grant {grant[0]}, triggered at "
+                    f"{grant[1].isoformat()}); one purchase earns the benefit once",
                     code="already_granted",
                     field="code",
                     status=409,

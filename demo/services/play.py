@@ -422,16 +422,18 @@ def _play_partner_offers(
         )
         for offer, at in grants
     ]
-    # And whether the deal itself granted the user its benefit already: a user gets it once.
-    granted = set(
-        DealGrant.objects.filter(
+    # And whether the deal itself granted the user for a purchase since the grant's issue: one purchase, one benefit.
+    granted = {
+        (deal, user): triggered
+        for deal, user, triggered in DealGrant.objects.filter(
             deal_id__in={offer["deal_id"] for offer, _ in grants}, user_id__in={offer["user_id"] for offer, _ in grants}
         )
         .exclude(status=DealGrant.Status.COMPENSATED)
-        .values_list("deal_id", "user_id")
-    )
+        .values_list("deal_id", "user_id", "triggered_at")
+    }
     for (offer, at), earned in zip(grants, grants_earned(uses), strict=True):
-        if (offer["deal_id"], offer["user_id"]) in granted:
+        triggered = granted.get((offer["deal_id"], offer["user_id"]))
+        if triggered is not None and triggered >= offer["issued_at"]:
             counts["grants_already_granted"] += 1
         elif earned:
             counts["grants_activated"] += 1

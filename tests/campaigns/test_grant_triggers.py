@@ -105,7 +105,7 @@ def _active(deal: Deal) -> Deal:
     return deal
 
 
-def test_a_deal_does_not_grant_again_a_user_a_campaign_gives_its_benefit_until_that_grant_expires_unused(grants):
+def test_a_deal_does_not_grant_again_for_a_purchase_a_campaigns_grant_of_it_gives_its_benefit_for(grants):
     from campaigns.models import DealGrant
     from campaigns.services.deals import deal_evaluate
 
@@ -114,35 +114,43 @@ def test_a_deal_does_not_grant_again_a_user_a_campaign_gives_its_benefit_until_t
     bought = taken.issued_at + timedelta(hours=1)
     for person in (taker, holder, lapsed):
         buy(owner, person, course, bought)
-    # given one user who took the campaign's grant up, one who still holds it, and one whose grant expired unused
+    # given one user who took the campaign's grant up, one who still holds it but had bought before it was
+    # issued too, and one whose grant expired unused
+    buy(owner, holder, course, taken.issued_at - timedelta(days=1))
     offer_redeem(code=taken.code, partner=owner, order_amount=Decimal(0), now=bought + timedelta(hours=1))
     Offer.objects.filter(pk=expired.pk).update(status=Offer.Status.EXPIRED)
 
     # when the deal is evaluated over their purchases
     run = deal_evaluate(deal_id=deal.pk, now=bought + timedelta(hours=2))
 
-    # then it grants only the user whose campaign grant lapsed: the others have the benefit once, from the campaign
-    assert run.reserved == 1
-    assert list(DealGrant.objects.filter(deal=deal).values_list("user_id", flat=True)) == [lapsed.pk]
+    # then it grants for the purchase before the campaign's grant and for the one whose grant lapsed, not
+    # for the purchase whose benefit the campaign gave
+    assert run.reserved == 2
+    grants_made = dict(DealGrant.objects.filter(deal=deal).values_list("user_id", "triggered_at"))
+    assert grants_made == {holder.pk: taken.issued_at - timedelta(days=1), lapsed.pk: bought}
     deal.refresh_from_db()
-    assert (deal.granted_count, deal.granted_amount) == (1, Decimal("9.00"))
-    # and the holder still takes theirs up
+    assert (deal.granted_count, deal.granted_amount) == (2, Decimal("18.00"))
+    # and the holder still takes the campaign's grant up: it is earned by the later purchase
     offer_redeem(code=held.code, partner=owner, order_amount=Decimal(0), now=bought + timedelta(hours=3))
     held.refresh_from_db()
     assert held.status == Offer.Status.REDEEMED
 
 
 @pytest.mark.parametrize("batch", [False, True])
-def test_a_campaign_grant_is_refused_to_a_user_the_deal_granted_already_and_costs_nothing(grants, batch):
+def test_a_campaign_grant_is_refused_when_the_deal_granted_the_purchase_that_earns_it_and_costs_nothing(grants, batch):
     from campaigns.services.deals import deal_evaluate
 
     owner, course, _other, (person, *_), (offer, *_) = grants
     _active(offer.deal)
-    # given a user the deal granted for a purchase before the campaign's grant was issued, who buys again after it
-    buy(owner, person, course, offer.issued_at - timedelta(hours=2))
-    assert deal_evaluate(deal_id=offer.deal_id, now=offer.issued_at - timedelta(hours=1)).reserved == 1
-    buy(owner, person, course, offer.issued_at + timedelta(hours=1))
-    later = offer.issued_at + timedelta(hours=2)
+    # given a user who bought while holding the campaign's grant, and the deal granted them for that purchase:
+    # its evaluation did not see the grant (as when it ran while the grant's issue had not committed yet;
+    # here the grant is made to look expired to it)
+    bought = offer.issued_at + timedelta(hours=1)
+    buy(owner, person, course, bought)
+    Offer.objects.filter(pk=offer.pk).update(status=Offer.Status.EXPIRED)
+    assert deal_evaluate(deal_id=offer.deal_id, now=bought + timedelta(minutes=1)).reserved == 1
+    Offer.objects.filter(pk=offer.pk).update(status=Offer.Status.ISSUED)
+    later = bought + timedelta(hours=1)
 
     # when the campaign's grant is taken up
     with pytest.raises(ApplicationError) as refused:
@@ -153,8 +161,24 @@ def test_a_campaign_grant_is_refused_to_a_user_the_deal_granted_already_and_cost
         else:
             offer_redeem(code=offer.code, partner=owner, order_amount=Decimal(0), now=later)
 
-    # then it is refused, naming the deal's grant, and nothing is spent
+    # then it is refused, naming the deal, and nothing is spent
     assert refused.value.code == "already_granted" and refused.value.status == 409
     assert offer.deal.slug in refused.value.message
     offer.refresh_from_db()
     assert offer.status == Offer.Status.ISSUED and offer.spent == 0
+
+
+def test_a_deal_grant_for_a_purchase_before_the_campaigns_grant_refuses_nothing(grants):
+    from campaigns.services.deals import deal_evaluate
+
+    owner, course, _other, (person, *_), (offer, *_) = grants
+    _active(offer.deal)
+    # given a user the deal granted for a purchase before the campaign's grant was issued, who buys again after it
+    buy(owner, person, course, offer.issued_at - timedelta(hours=2))
+    assert deal_evaluate(deal_id=offer.deal_id, now=offer.issued_at).reserved == 1
+    buy(owner, person, course, offer.issued_at + timedelta(hours=1))
+
+    # when the campaign's grant is taken up, it is: the later purchase earns it, a benefit of its own
+    offer_redeem(code=offer.code, partner=owner, order_amount=Decimal(0), now=offer.issued_at + timedelta(hours=2))
+    offer.refresh_from_db()
+    assert (offer.status, offer.spent) == (Offer.Status.REDEEMED, Decimal("9.00"))
