@@ -29,17 +29,21 @@ def demo_world(request, django_db_setup, django_db_blocker):
 PINNED_TABLES = ("analytics_enduser", "campaigns_campaign", "campaigns_rule")
 
 
-def pin_ids() -> None:
-    """Start the ids of those tables at fixed values, whatever other tests created before.
+def pin_ids(*, tables: tuple[str, ...] = PINNED_TABLES, offset: int = 0) -> None:
+    """Start the ids of those tables (some of them) at fixed values, whatever other tests created before.
 
     Without this a module's world differs with the test files that ran before it in the same
-    database (sequences do not roll back), and so does everything measured on it.
+    database (sequences do not roll back), and so does everything measured on it. ``offset``
+    moves the start past the world's own rows, for what a replication creates on top of it
+    (its campaigns, whose ids its holdout draws hash): the same replication then draws the same.
     """
     from django.db import connection
 
     with connection.cursor() as cursor:
         for number, table in enumerate(PINNED_TABLES, 1):
-            start = number * 10_000_000
+            if table not in tables:
+                continue
+            start = number * 10_000_000 + offset
             if connection.vendor == "postgresql":
                 cursor.execute("SELECT setval(pg_get_serial_sequence(%s, 'id'), %s, false)", [table, start])
             else:

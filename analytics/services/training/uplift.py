@@ -36,9 +36,11 @@ CURVE_POINTS = 21
 MINIMUM_USERS = 40
 MINIMUM_CONVERSIONS = 5
 # The held-out Qini coefficient's bootstrap interval: a package's model is used only when it lies above zero.
-# QINI_CONFIDENCE is for the family of a run's packages (Bonferroni): with k packages each interval is at
-# 1 - (1 - QINI_CONFIDENCE) / k, so a world with no heterogeneity trusts no package in 95% of trainings, not
-# each package in 95% (with four packages, one of them by chance in about one training of five).
+# QINI_CONFIDENCE is for the family of a run's packages and the methods it selects among (Bonferroni): the
+# method is selected on the same held-out users whose intervals then gate it, so with k packages and m
+# selectable methods each interval is at 1 - (1 - QINI_CONFIDENCE) / (k * m). A world with no heterogeneity
+# then trusts no package in at least 95% of trainings whichever method wins, not each package of each
+# method in 95% (with four packages, one of them by chance in about one training of five).
 QINI_REPLICATES = 1000
 QINI_CONFIDENCE = 0.95
 # Cross-fitting for the dry run's held-out comparison: folds, and at most this many rows kept to value choices on.
@@ -128,7 +130,7 @@ def _train(*, rows: ExperimentRows, observation_end: datetime | None, activate: 
     learned: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     skipped = list(rows.skipped)
     packages = sorted(set(frame.loc[treated, "package"]))
-    package_confidence = 1 - (1 - QINI_CONFIDENCE) / max(len(packages), 1)
+    package_confidence = 1 - (1 - QINI_CONFIDENCE) / (max(len(packages), 1) * len(SELECTABLE_METHODS))
     for package in packages:
         gets = treated & (frame["package"] == package).to_numpy()
         experiments = set(frame.loc[gets, "experiment"])
