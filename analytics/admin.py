@@ -197,7 +197,7 @@ class ModelRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                     f"{interval['coefficient']:.4f}",
                     f"{interval['lower']:.4f}",
                     f"{interval['upper']:.4f}",
-                    f"{interval['confidence']:.0%}",
+                    f"{round(interval['confidence'] * 100, 3):g}%",
                     _("above zero: the optimiser uses this model")
                     if package in trusted
                     else _("not above zero: this model is not used, only the rules give this package"),

@@ -147,8 +147,8 @@ def _trust_note(bundle: UpliftBundle, package: str) -> str:
         return f"{package}: this uplift run has no held-out Qini interval (trained before they existed; retrain)"
     return (
         f"{package}: held-out Qini coefficient {interval['coefficient']:.4f}, "
-        f"{interval['confidence']:.0%} interval [{interval['lower']:.4f}, {interval['upper']:.4f}] does not lie "
-        "above zero, so the model has not shown it ranks users better than chance"
+        f"{round(interval['confidence'] * 100, 3):g}% interval [{interval['lower']:.4f}, {interval['upper']:.4f}] "
+        "does not lie above zero, so the model has not shown it ranks users better than chance"
     )
 
 

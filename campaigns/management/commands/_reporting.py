@@ -54,7 +54,8 @@ def report_training(command, run, *, name: str, seconds: float) -> None:
         )
         command.stdout.write(
             f"  held-out Qini of {package} ({run.metrics.get('selected_method')}): {interval['coefficient']:.4f}, "
-            f"{interval['confidence']:.0%} interval [{interval['lower']:.4f}, {interval['upper']:.4f}], {verdict}"
+            f"{round(interval['confidence'] * 100, 3):g}% interval [{interval['lower']:.4f}, "
+            f"{interval['upper']:.4f}], {verdict}"
         )
 
 
