@@ -45,9 +45,16 @@ from .effects import (
     _sample_array,
     revenue_uplift,
 )
+from .experiments import ALWAYS_VALID, DEFAULT_TUNING_USERS, FIXED_HORIZON, always_valid_interval
 
 INTERVAL_METHOD = "hybrid score (Newcombe's square-and-add of each arm's score interval for its mean margin)"
 WELCH_METHOD = "Welch t (a margin below zero: the score interval needs margins of zero or more)"
+# Every user's margin alike (nobody bought yet): the always-valid interval has no variance to work with, and the
+# score interval (which a holdout of zeros does not make certain) is given instead, named as fixed-horizon.
+NO_SPREAD_YET = "fixed-horizon although the campaign is running: no margin varies yet, so no always-valid interval"
+ALWAYS_VALID_METHOD = (
+    "always-valid: mixture SPRT on the margin per user's difference with Welch's variance (the campaign is running)"
+)
 CENT = Decimal("0.01")
 RATIO_STEP = Decimal("0.0001")
 _PRECISION = 60
@@ -87,6 +94,7 @@ class SpendReturn:
     roi_upper: Decimal | None
     note: str | None
     interval_method: str = INTERVAL_METHOD
+    interval_kind: str = FIXED_HORIZON
 
     def to_dict(self) -> dict[str, Any]:
         """Return the result as JSON-safe values: Decimal as a string, None kept."""
@@ -165,13 +173,19 @@ def spend_return(
     margin_control: Sequence[RevenueValue] | npt.NDArray[Any],
     confidence: float = DEFAULT_CONFIDENCE,
     observed_margin: Decimal | int | str = 0,
+    *,
+    always_valid: bool = False,
+    tuning_users: int = DEFAULT_TUNING_USERS,
 ) -> SpendReturn:
     """Set a treated arm's incremental margin against what it spent; raise NotEnoughData for arms under two users.
 
     ``margin_treated`` and ``margin_control`` are per-user margins without ``observed_margin``,
     the treated arm's total margin known exactly (its coupons' discounts), which is added as is.
-    The interval is ``margin_difference_interval``'s, or Welch's where a margin is below zero
-    (``interval_method`` says which).
+    The interval is fixed-horizon: ``margin_difference_interval``'s, or Welch's where a margin is
+    below zero (``interval_method`` says which). With ``always_valid`` (a running campaign, whose
+    report a manager may read every day) it is the mixture SPRT's always-valid interval on the
+    same difference with Welch's variance, tuned to ``tuning_users``, as the report's conversion
+    and revenue intervals are then (``analytics.stats.experiments.always_valid_interval``).
     """
     spend = _money(spent)
     observed = _money(observed_margin)
@@ -180,14 +194,18 @@ def spend_return(
     treated, control = uplift.users_treated, uplift.users_control
     treated_sample, _ = _revenue_sample(margin_treated, "treated")
     control_sample, _ = _revenue_sample(margin_control, "control")
-    if (treated_sample < 0).any() or (control_sample < 0).any():
+    kind = FIXED_HORIZON
+    if always_valid and _spread(treated_sample, control_sample):
+        kind, method = ALWAYS_VALID, ALWAYS_VALID_METHOD
+        below = above = _always_valid_half_width(treated_sample, control_sample, uplift.confidence, tuning_users)
+    elif (treated_sample < 0).any() or (control_sample < 0).any():
         method = WELCH_METHOD
         half_width = float(stats.t.ppf(0.5 + uplift.confidence / 2.0, uplift.degrees_of_freedom)) * (
             uplift.standard_error
         )
         below = above = half_width
     else:
-        method = INTERVAL_METHOD
+        method = INTERVAL_METHOD if not always_valid else f"{INTERVAL_METHOD}; {NO_SPREAD_YET}"
         low, high = margin_difference_interval(treated_sample, control_sample, uplift.confidence)
         difference = float(treated_sample.mean() - control_sample.mean())
         below, above = max(difference - low, 0.0), max(high - difference, 0.0)
@@ -224,4 +242,22 @@ def spend_return(
         roi_upper=roi_upper,
         note=note,
         interval_method=method,
+        interval_kind=kind,
     )
+
+
+def _spread(treated: npt.NDArray[np.float64], control: npt.NDArray[np.float64]) -> bool:
+    """Return whether the margins per user vary at all: the always-valid interval needs a variance above zero."""
+    return bool(np.ptp(treated) > 0 or np.ptp(control) > 0)
+
+
+def _always_valid_half_width(
+    treated: npt.NDArray[np.float64], control: npt.NDArray[np.float64], confidence: float, tuning_users: int
+) -> float:
+    """Return the half-width of the always-valid interval for the difference of mean margins per user."""
+    variance = float(treated.var(ddof=1) / len(treated) + control.var(ddof=1) / len(control))
+    difference = float(treated.mean() - control.mean())
+    interval = always_valid_interval(
+        difference, variance, len(treated) + len(control), confidence=confidence, tuning_users=tuning_users
+    )
+    return interval.upper - difference

@@ -544,14 +544,17 @@ def _money_lines(report: dict) -> list[str]:
             "roi": spend["roi"],
             "roi_low": spend["roi_lower"],
             "roi_high": spend["roi_upper"],
+            "kind": _kind_name(spend.get("interval_kind") or FIXED_HORIZON),
         }
         if spend["roi"] is None:
-            lines.append(_("%(arm)s: incremental margin %(margin)s CNY (%(low)s to %(high)s); nothing spent") % values)
+            lines.append(
+                _("%(arm)s: incremental margin %(margin)s CNY (%(low)s to %(high)s, %(kind)s); nothing spent") % values
+            )
         else:
             lines.append(
                 _(
                     "%(arm)s: incremental margin %(margin)s CNY (%(low)s to %(high)s), "
-                    "ROI on spent %(roi)s (%(roi_low)s to %(roi_high)s)"
+                    "ROI on spent %(roi)s (%(roi_low)s to %(roi_high)s), %(kind)s intervals"
                 )
                 % values
             )
@@ -691,7 +694,8 @@ def dashboard_view(request):
         "rows": rows,
         "table_help": _(
             "Incremental margin: treated minus holdout margin, scaled to the treated users, with its %(level)s "
-            "fixed-horizon interval below (one treated arm only); ROI on spent = (incremental margin - spent) / spent."
+            "interval below (one treated arm only): always-valid while the campaign runs, fixed-horizon after, as its "
+            "report shows it; ROI on spent = (incremental margin - spent) / spent."
         )
         % {"level": f"{_confidence(figures):.0%}"},
         "scheduled": [{"campaign": campaign, "window": _window(campaign)} for campaign in figures.scheduled],

@@ -4,6 +4,8 @@ import csv
 import io
 from decimal import Decimal
 
+from analytics.stats.experiments import ALWAYS_VALID
+
 from ..reports.campaign_report import CampaignReport
 from .experiment_stats import experiment_csv_rows, experiment_text_lines
 
@@ -51,13 +53,15 @@ def _spend_return_text(spend: dict | None, reasons: dict, level: str) -> str:
     """Say the arm's incremental margin and its ROI on what it spent, with their intervals."""
     if spend is None:
         return f"incremental margin and ROI on spent: {_not_enough(reasons, 'spend_return')}"
+    # A running campaign's intervals are always-valid (safe to read every day), an ended one's fixed-horizon.
+    ci = f"{level} always-valid CI" if spend.get("interval_kind") == ALWAYS_VALID else f"{level} CI"
     margin = (
-        f"incremental margin {spend['incremental_margin']} CNY ({level} CI {spend['incremental_margin_lower']} to "
+        f"incremental margin {spend['incremental_margin']} CNY ({ci} {spend['incremental_margin_lower']} to "
         f"{spend['incremental_margin_upper']})"
     )
     if spend["roi"] is None:
         return f"{margin}, ROI on spent undefined ({spend['note']})"
-    return f"{margin}, ROI on spent {spend['roi']} ({level} CI {spend['roi_lower']} to {spend['roi_upper']})"
+    return f"{margin}, ROI on spent {spend['roi']} ({ci} {spend['roi_lower']} to {spend['roi_upper']})"
 
 
 def cost_line(cost: dict) -> str:

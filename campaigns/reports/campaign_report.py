@@ -19,11 +19,12 @@ from django.utils import timezone
 
 from analytics.selectors import uplift_models_summary
 from analytics.stats.effects import ArmData, NotEnoughData, compare_arms, conversion_uplift
+from analytics.stats.experiments import ALWAYS_VALID
 from analytics.stats.returns import spend_return
 from crossmkt_site.money import ZERO
 
 from ..models import Campaign
-from .experiment_stats import experiment_statistics, methods_text
+from .experiment_stats import experiment_statistics, interval_kind, methods_text, tuning_users
 from .selectors import HOLDOUT, ArmCost, campaign_arm_costs, campaign_funnel, campaign_outcome_frame
 
 # What each offer kind costs, as campaigns.services.offer_costs implements it.
@@ -48,10 +49,12 @@ METHODS = (
     "less the course partner's share, plus the discount the ledger records for the campaign's coupons the user "
     "redeemed in the window, net of rollbacks: the partner's share is of what was paid, and the discount is our "
     "cost, counted once, in spent, and enters the incremental margin as observed money, as spent does), "
-    "treated minus holdout scaled to the treated arm, with a hybrid score interval (Newcombe's square-and-add of "
-    "each arm's score interval for its mean margin per user, the variance taken at the hypothesised mean, as "
-    "Wilson's is: a holdout of a few buyers is not read as certain; Welch's t interval if a margin is below zero; "
-    "spend_return.interval_method says which); ROI = (incremental margin - spent) / spent, its interval from the "
+    "treated minus holdout scaled to the treated arm, once the campaign has ended with a hybrid score interval "
+    "(Newcombe's square-and-add of each arm's score interval for its mean margin per user, the variance taken at "
+    "the hypothesised mean, as Wilson's is: a holdout of a few buyers is not read as certain; Welch's t interval "
+    "if a margin is below zero), while it runs with the always-valid mixture SPRT interval on the same difference "
+    "(Welch's variance), as the other intervals then (spend_return.interval_kind and interval_method say which); "
+    "ROI = (incremental margin - spent) / spent, its interval from the "
     "margin's (spent is observed, not estimated)"
 )
 
@@ -153,7 +156,9 @@ def campaign_report(*, campaign: Campaign, now: datetime | None = None, confiden
         for statistic, reason in result.not_enough_data.items():
             warnings.append(f"not enough data for {STATISTICS[statistic]}: {reason}")
         evaluation = result.to_dict()
-        _add_spend_returns(evaluation, frame, costs, confidence)
+        _add_spend_returns(
+            evaluation, frame, costs, confidence, always_valid=interval_kind(campaign, now) == ALWAYS_VALID
+        )
         rules = _rule_uplifts(frame, confidence)
         experiment, experiment_warnings = experiment_statistics(
             campaign=campaign, frame=frame, evaluation=evaluation, rules=rules, now=now, confidence=confidence
@@ -204,8 +209,14 @@ def _cost_summary(campaign: Campaign, costs: dict[str, ArmCost], warnings: list[
     }
 
 
-def _add_spend_returns(evaluation: dict, frame: pd.DataFrame, costs: dict[str, ArmCost], confidence: float) -> None:
-    """Give each treated arm's comparison its incremental margin and ROI on what the arm spent, with intervals."""
+def _add_spend_returns(
+    evaluation: dict, frame: pd.DataFrame, costs: dict[str, ArmCost], confidence: float, *, always_valid: bool
+) -> None:
+    """Give each treated arm's comparison its incremental margin and ROI on what the arm spent, with intervals.
+
+    While the campaign runs the intervals are always-valid, as the report's others are then: the
+    ROI is the figure a manager reads every day.
+    """
     # The treated arm's own coupon discounts are in its margin and again in spent: observed money, not estimated.
     held = frame.loc[frame["arm"] == HOLDOUT, "margin"]
     for comparison in evaluation["comparisons"]:
@@ -215,7 +226,13 @@ def _add_spend_returns(evaluation: dict, frame: pd.DataFrame, costs: dict[str, A
         discount = sum(group["discount"], ZERO)
         try:
             comparison["spend_return"] = spend_return(
-                costs.get(arm, ArmCost()).spent, list(treated), list(held), confidence, observed_margin=discount
+                costs.get(arm, ArmCost()).spent,
+                list(treated),
+                list(held),
+                confidence,
+                observed_margin=discount,
+                always_valid=always_valid,
+                tuning_users=tuning_users(),
             ).to_dict()
         except NotEnoughData as error:  # the revenue comparison's warning already says why
             comparison["spend_return"] = None

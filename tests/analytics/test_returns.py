@@ -84,3 +84,42 @@ def test_the_report_says_which_interval_it_shows():
     assert score.roi is not None and score.roi_lower is not None and score.roi_upper is not None
     assert score.roi_lower < score.roi < score.roi_upper
     assert score.roi - score.roi_lower > score.roi_upper - score.roi
+
+
+def test_a_running_campaigns_margin_interval_is_the_always_valid_one_of_the_margin_difference_scaled_to_the_arm():
+    from analytics.stats.experiments import always_valid_interval, difference_variance
+
+    # given 800 treated and 200 held-out users, 10% and 6% of whom bought, with some coupon margin observed
+    rng = np.random.default_rng(12)
+    treated = np.where(rng.random(800) < 0.10, rng.gamma(3.0, 40.0, 800), 0.0).round(2)
+    held = np.where(rng.random(200) < 0.06, rng.gamma(3.0, 40.0, 200), 0.0).round(2)
+    margins_t, margins_c = [Decimal(f"{value:.2f}") for value in treated], [Decimal(f"{value:.2f}") for value in held]
+
+    # when the return is set against 1,500 CNY spent while the campaign runs
+    running = spend_return("1500.00", margins_t, margins_c, 0.95, observed_margin="120.00", always_valid=True)
+    ended = spend_return("1500.00", margins_t, margins_c, 0.95, observed_margin="120.00")
+
+    # then its interval is the mixture SPRT's on the margin per user's difference (the revenue interval the daily
+    # A/A looks of tests/analytics/test_experiments.py hold to 5%), scaled to the treated users, around the same
+    # incremental margin as the fixed-horizon one, and wider than it: the price of reading it every day
+    difference, variance = difference_variance(treated, held)
+    half = always_valid_interval(difference, variance, 1_000, confidence=0.95).upper - difference
+    assert float(running.incremental_margin) == pytest.approx(difference * 800 + 120, abs=0.01)
+    assert float(running.incremental_margin_upper - running.incremental_margin) == pytest.approx(half * 800, abs=0.01)
+    assert float(running.incremental_margin - running.incremental_margin_lower) == pytest.approx(half * 800, abs=0.01)
+    assert running.incremental_margin == ended.incremental_margin and running.roi == ended.roi
+    assert running.roi_lower < ended.roi_lower and running.roi_upper > ended.roi_upper
+    assert (running.interval_kind, ended.interval_kind) == ("always-valid", "fixed-horizon")
+
+
+def test_a_running_campaign_whose_users_all_have_the_same_margin_gets_the_score_interval_named_fixed_horizon():
+    # given nobody bought yet in either arm: no variance for an always-valid interval to work with
+    running = spend_return("30.00", [0] * 21, [0] * 9, 0.95, always_valid=True)
+    # then the fixed-horizon interval is given, and the report says so and why
+    ended = spend_return("30.00", [0] * 21, [0] * 9, 0.95)
+    assert running.interval_kind == "fixed-horizon" and "no margin varies yet" in running.interval_method
+    assert (running.incremental_margin_lower, running.incremental_margin_upper, running.roi) == (
+        ended.incremental_margin_lower,
+        ended.incremental_margin_upper,
+        ended.roi,
+    )

@@ -158,6 +158,30 @@ def test_a_running_campaign_shows_always_valid_intervals_with_cuped_and_holm_bes
     json.dumps(report, allow_nan=False)
 
 
+def test_a_running_campaigns_margin_and_roi_intervals_are_always_valid_and_fixed_horizon_once_it_has_settled():
+    # given a running campaign of 600 users, read now and again once its last conversions are in (no new purchase)
+    campaign = build_campaign()
+    settled = campaign.ends_at + timedelta(days=campaign.conversion_window_days + 1)
+    running = campaign_report(campaign=campaign).to_dict()["uplift"]["comparisons"][0]["spend_return"]
+    ended_report = campaign_report(campaign=campaign, now=settled)
+    ended = ended_report.to_dict()["uplift"]["comparisons"][0]["spend_return"]
+
+    # then while it runs the incremental margin's interval is the always-valid one, wider than the fixed-horizon
+    # interval it has once settled, around the same estimate, and each says which it is
+    assert (running["interval_kind"], ended["interval_kind"]) == ("always-valid", "fixed-horizon")
+    assert "mixture SPRT" in running["interval_method"] and "hybrid score" in ended["interval_method"]
+    assert running["incremental_margin"] == ended["incremental_margin"]
+
+    def width(block):
+        return Decimal(block["incremental_margin_upper"]) - Decimal(block["incremental_margin_lower"])
+
+    assert width(running) > width(ended)
+    assert Decimal(running["incremental_margin_lower"]) < Decimal(running["incremental_margin"])
+    # and the text report names the kind of a running campaign's interval
+    assert "always-valid CI" in render_text(campaign_report(campaign=campaign))
+    assert "always-valid CI" not in render_text(ended_report)
+
+
 def test_an_ended_campaign_shows_fixed_horizon_intervals_with_holm_p_values():
     campaign = build_campaign(running=False)
     report = campaign_report(campaign=campaign).to_dict()
