@@ -53,7 +53,8 @@ WELCH_METHOD = "Welch t (a margin below zero: the score interval needs margins o
 # score interval (which a holdout of zeros does not make certain) is given instead, named as fixed-horizon.
 NO_SPREAD_YET = "fixed-horizon although the campaign is running: no margin varies yet, so no always-valid interval"
 ALWAYS_VALID_METHOD = (
-    "always-valid: mixture SPRT on the margin per user's difference with Welch's variance (the campaign is running)"
+    "always-valid: mixture SPRT on the margin per user's difference with Welch's variance, widened where needed to "
+    "hold the fixed-horizon interval (the campaign is running)"
 )
 CENT = Decimal("0.01")
 RATIO_STEP = Decimal("0.0001")
@@ -185,7 +186,8 @@ def spend_return(
     below zero (``interval_method`` says which). With ``always_valid`` (a running campaign, whose
     report a manager may read every day) it is the mixture SPRT's always-valid interval on the
     same difference with Welch's variance, tuned to ``tuning_users``, as the report's conversion
-    and revenue intervals are then (``analytics.stats.experiments.always_valid_interval``).
+    and revenue intervals are then (``analytics.stats.experiments.always_valid_interval``), joined
+    with the fixed-horizon interval so that it is never narrower on either side.
     """
     spend = _money(spent)
     observed = _money(observed_margin)
@@ -195,20 +197,26 @@ def spend_return(
     treated_sample, _ = _revenue_sample(margin_treated, "treated")
     control_sample, _ = _revenue_sample(margin_control, "control")
     kind = FIXED_HORIZON
-    if always_valid and _spread(treated_sample, control_sample):
-        kind, method = ALWAYS_VALID, ALWAYS_VALID_METHOD
-        below = above = _always_valid_half_width(treated_sample, control_sample, uplift.confidence, tuning_users)
-    elif (treated_sample < 0).any() or (control_sample < 0).any():
+    if (treated_sample < 0).any() or (control_sample < 0).any():
         method = WELCH_METHOD
         half_width = float(stats.t.ppf(0.5 + uplift.confidence / 2.0, uplift.degrees_of_freedom)) * (
             uplift.standard_error
         )
         below = above = half_width
     else:
-        method = INTERVAL_METHOD if not always_valid else f"{INTERVAL_METHOD}; {NO_SPREAD_YET}"
+        method = INTERVAL_METHOD
         low, high = margin_difference_interval(treated_sample, control_sample, uplift.confidence)
         difference = float(treated_sample.mean() - control_sample.mean())
         below, above = max(difference - low, 0.0), max(high - difference, 0.0)
+    if always_valid and _spread(treated_sample, control_sample):
+        # Never narrower than the fixed-horizon interval on either side: the mixture SPRT takes the spread the
+        # arms show, and a holdout with no buyer yet shows none, which the score interval does not read as
+        # certain. The union still holds the truth whenever the always-valid interval does.
+        half = _always_valid_half_width(treated_sample, control_sample, uplift.confidence, tuning_users)
+        kind, method = ALWAYS_VALID, ALWAYS_VALID_METHOD
+        below, above = max(below, half), max(above, half)
+    elif always_valid:
+        method = f"{method}; {NO_SPREAD_YET}"
     if not (np.isfinite(below) and np.isfinite(above)):
         raise NotEnoughData("the margin per user has no finite spread in one of the arms")
     with localcontext(prec=_PRECISION):

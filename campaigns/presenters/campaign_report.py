@@ -5,6 +5,7 @@ import io
 from decimal import Decimal
 
 from analytics.stats.experiments import ALWAYS_VALID
+from analytics.stats.returns import NO_SPREAD_YET
 
 from ..reports.campaign_report import CampaignReport
 from .experiment_stats import experiment_csv_rows, experiment_text_lines
@@ -54,7 +55,12 @@ def _spend_return_text(spend: dict | None, reasons: dict, level: str) -> str:
     if spend is None:
         return f"incremental margin and ROI on spent: {_not_enough(reasons, 'spend_return')}"
     # A running campaign's intervals are always-valid (safe to read every day), an ended one's fixed-horizon.
-    ci = f"{level} always-valid CI" if spend.get("interval_kind") == ALWAYS_VALID else f"{level} CI"
+    if spend.get("interval_kind") == ALWAYS_VALID:
+        ci = f"{level} always-valid CI"
+    elif NO_SPREAD_YET in (spend.get("interval_method") or ""):
+        ci = f"{level} fixed-horizon CI, no margin varies yet"
+    else:
+        ci = f"{level} CI"
     margin = (
         f"incremental margin {spend['incremental_margin']} CNY ({ci} {spend['incremental_margin_lower']} to "
         f"{spend['incremental_margin_upper']})"

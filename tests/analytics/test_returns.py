@@ -123,3 +123,22 @@ def test_a_running_campaign_whose_users_all_have_the_same_margin_gets_the_score_
         ended.incremental_margin_upper,
         ended.roi,
     )
+
+
+def test_a_running_campaigns_margin_interval_holds_the_fixed_horizon_one_when_the_holdout_has_no_buyer_yet():
+    # given 5,000 treated users of whom 5% bought and 100 held out of whom none did yet
+    rng = np.random.default_rng(4)
+    treated = [
+        Decimal(f"{value:.2f}") for value in np.where(rng.random(5_000) < 0.05, rng.gamma(3.0, 40.0, 5_000), 0.0)
+    ]
+    held = [Decimal("0.00")] * 100
+
+    # when the return is read while the campaign runs, and once it has settled
+    running = spend_return("2000.00", treated, held, 0.95, always_valid=True)
+    ended = spend_return("2000.00", treated, held, 0.95)
+
+    # then the running interval is no narrower on either side: a holdout without buyers is not read as certain
+    assert running.interval_kind == "always-valid"
+    assert running.incremental_margin_lower <= ended.incremental_margin_lower
+    assert running.incremental_margin_upper >= ended.incremental_margin_upper
+    assert running.roi_lower <= ended.roi_lower
