@@ -126,13 +126,16 @@ def _campaign_gave(alias: str) -> str:
     """Return SQL true when no campaign gives the user the deal's benefit for the triggering event ``alias``.
 
     A campaign's membership grant of the deal issued before the event is earned by it too: when the
-    user took it up, or still holds it open, the event has its benefit already, once. A grant that
-    expired unused leaves the event to the deal.
+    user took it up after the event, or still holds it open, the event has its benefit already,
+    once. A grant that expired unused, or that was taken up before the event (earned by something
+    earlier), leaves the event to the deal. While a grant stays open the deal waits for it; if the
+    grant expires unused, the next evaluation grants the event (if the deal's caps still allow).
     """
     return f"""NOT EXISTS (
             SELECT 1 FROM {Offer._meta.db_table} o
             WHERE o.deal_id = %s AND o.user_id = {alias}.user_id AND o.kind = %s AND o.issued_at <= {alias}.occurred_at
-              AND (o.status = %s OR (o.status IN (%s, %s) AND o.expires_at > %s))
+              AND ((o.status = %s AND o.redeemed_at >= {alias}.occurred_at)
+                   OR (o.status IN (%s, %s) AND o.expires_at > %s))
         )"""
 
 

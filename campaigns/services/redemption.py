@@ -3,7 +3,7 @@
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -92,13 +92,22 @@ def _refuse_unearned(uses: Sequence[GrantUse]) -> None:
             )
 
 
+def _lock_deals(deal_ids: Iterable[int]) -> None:
+    """Lock the deals' rows, lowest id first: a grant's redemption and a deal's evaluation then take turns."""
+    ids = sorted(set(deal_ids))
+    if ids:
+        list(Deal.objects.select_for_update().filter(pk__in=ids).order_by("pk").values_list("pk", flat=True))
+
+
 def _refuse_granted(offers: Sequence[Offer]) -> None:
-    """Refuse the first membership grant whose user the deal itself granted for an event since the grant's issue.
+    """Refuse the first membership grant whose benefit the user already has for what they did since its issue.
 
     What earns a campaign's grant of a deal's benefit (a purchase while it is open) triggers the
-    deal's own grant too: one benefit for it, or the user gets two months and the target partner
-    is paid twice (from the campaign's budget and in the deal's settlement). A deal grant for
-    something the user did before this grant was issued is another benefit and refuses nothing.
+    deal's own grant too, and any other open grant of the same deal: one benefit for it, or the user
+    gets two months and the target partner is paid twice (from the campaign's budget and in the
+    deal's settlement). So a grant is refused when the deal granted the user for an event since the
+    grant's issue, or when the user took up another grant of the deal since then (here or earlier
+    in the same batch). A benefit for something done before the grant was issued refuses nothing.
     The deals' rows are locked first, so a deal evaluation running now either granted before this
     check sees it or runs after this redemption and leaves the event to it (``campaigns.services.deals``).
     """
@@ -108,28 +117,41 @@ def _refuse_granted(offers: Sequence[Offer]) -> None:
             by_deal[offer.deal_id].append(offer)  # type: ignore[index]
     if not by_deal:
         return
-    list(Deal.objects.select_for_update().filter(pk__in=sorted(by_deal)).order_by("pk").values_list("pk", flat=True))
+    _lock_deals(by_deal)
+    users = {offer.user_id for group in by_deal.values() for offer in group}
     granted = {
-        (deal_id, user_id): (pk, triggered_at)
-        for pk, deal_id, user_id, triggered_at in DealGrant.objects.filter(
-            deal_id__in=list(by_deal),
-            user_id__in={offer.user_id for group in by_deal.values() for offer in group},
-        )
+        (deal_id, user_id): (f"the deal's grant {pk}, triggered", triggered_at)
+        for pk, deal_id, user_id, triggered_at in DealGrant.objects.filter(deal_id__in=list(by_deal), user_id__in=users)
         .exclude(status=DealGrant.Status.COMPENSATED)
         .values_list("pk", "deal_id", "user_id", "triggered_at")
     }
+    taken: dict[tuple[int, int], list[tuple[str, datetime | None]]] = defaultdict(list)
+    for code, deal_id, user_id, redeemed_at in Offer.objects.filter(
+        deal_id__in=list(by_deal),
+        user_id__in=users,
+        kind=Rule.OfferKind.MEMBERSHIP_GRANT,
+        status=Offer.Status.REDEEMED,
+        redeemed_at__isnull=False,
+    ).values_list("code", "deal_id", "user_id", "redeemed_at"):
+        taken[(deal_id, user_id)].append((f"grant {code}, taken up", redeemed_at))
     for deal_id, group in by_deal.items():
         for offer in group:
-            grant = granted.get((deal_id, offer.user_id))
-            if grant is not None and grant[1] >= offer.issued_at:
+            key = (deal_id, offer.user_id)
+            others = [*([granted[key]] if key in granted else []), *taken[key]]
+            since = [(what, when) for what, when in others if when is None or when >= offer.issued_at]
+            if since:
+                what, when = since[0]
                 raise ApplicationError(
-                    f"the deal {offer.deal.slug!r} (it is this grant's benefit) already granted this user "  # type: ignore[union-attr]
-                    f"its benefit for what they did since this grant was issued (grant {grant[0]}, triggered at "
-                    f"{grant[1].isoformat()}); one purchase earns the benefit once",
+                    f"the user already has the benefit of the deal {offer.deal.slug!r} (this grant's benefit) "  # type: ignore[union-attr]
+                    f"for what they did since this grant was issued ({what}"
+                    + ("" if when is None else f" at {when.isoformat()}")
+                    + "); one purchase earns the benefit once",
                     code="already_granted",
                     field="code",
                     status=409,
                 )
+            # A later grant of the same batch sees this one as taken up.
+            taken[key].append((f"grant {offer.code}, taken up in this batch", None))
 
 
 def _applicable_items(rule: Rule) -> tuple[set[str], set[str]]:
@@ -281,6 +303,16 @@ def offer_redeem_many(*, requests: Sequence[RedemptionRequest]) -> list[Redempti
     """
     entries: list[RedemptionEntry] = []
     applicable: dict[int, tuple[set[str], set[str]]] = {}
+    # The deals of the batch's grants are locked before any offer or campaign row, as offer_redeem locks them
+    # first: two redemptions never hold each other's rows.
+    codes = sorted({request.code for request in requests})
+    _lock_deals(
+        deal_id
+        for start in range(0, len(codes), _MANY_CHUNK)
+        for deal_id in Offer.objects.filter(
+            code__in=codes[start : start + _MANY_CHUNK], kind=Rule.OfferKind.MEMBERSHIP_GRANT, deal__isnull=False
+        ).values_list("deal_id", flat=True)
+    )
     for start in range(0, len(requests), _MANY_CHUNK):
         entries += _redeem_chunk(requests[start : start + _MANY_CHUNK], applicable)
     return entries

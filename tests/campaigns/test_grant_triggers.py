@@ -182,3 +182,56 @@ def test_a_deal_grant_for_a_purchase_before_the_campaigns_grant_refuses_nothing(
     offer_redeem(code=offer.code, partner=owner, order_amount=Decimal(0), now=offer.issued_at + timedelta(hours=2))
     offer.refresh_from_db()
     assert (offer.status, offer.spent) == (Offer.Status.REDEEMED, Decimal("9.00"))
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_two_campaign_grants_of_one_deal_are_not_both_taken_up_for_one_purchase(grants, batch):
+    owner, course, _other, (person, *_), (offer, *_) = grants
+    # given a second campaign granting the same deal's benefit to the same user, and one purchase after both
+    second = CampaignFactory.create(owner=owner, budget=Decimal("1000.00"), holdout_share=Decimal("0"))
+    RuleFactory.create(
+        campaign=second, condition={}, offer_kind=Rule.OfferKind.MEMBERSHIP_GRANT, deal=offer.deal, amount_off=None
+    )
+    campaign_issue_chunk(campaign_id=second.pk, id_range=(person.pk, person.pk + 1))
+    other = Offer.objects.get(campaign=second, user=person)
+    bought = max(offer.issued_at, other.issued_at) + timedelta(hours=1)
+    buy(owner, person, course, bought)
+    later = bought + timedelta(hours=1)
+
+    # when both are taken up, one after the other or in one batch
+    with pytest.raises(ApplicationError) as refused:
+        if batch:
+            offer_redeem_many(
+                requests=[
+                    RedemptionRequest(code=code, partner=owner, order_amount=Decimal(0), now=later)
+                    for code in (offer.code, other.code)
+                ]
+            )
+        else:
+            offer_redeem(code=offer.code, partner=owner, order_amount=Decimal(0), now=later)
+            offer_redeem(code=other.code, partner=owner, order_amount=Decimal(0), now=later)
+
+    # then the second is refused: the purchase earned the benefit once
+    assert refused.value.code == "already_granted" and offer.code in refused.value.message
+    redeemed = Offer.objects.filter(user=person, deal=offer.deal, status=Offer.Status.REDEEMED).count()
+    assert redeemed == (0 if batch else 1)  # a refused batch keeps nothing
+
+
+def test_a_grant_taken_up_before_the_deals_trigger_leaves_that_later_purchase_to_the_deal(grants):
+    from campaigns.models import DealGrant
+    from campaigns.services.deals import deal_evaluate
+
+    owner, course, _other, (person, *_), (offer, *_) = grants
+    deal = _active(offer.deal)
+    # given a user who bought after the campaign's grant was issued and took it up, then bought again
+    first = offer.issued_at + timedelta(hours=1)
+    buy(owner, person, course, first)
+    offer_redeem(code=offer.code, partner=owner, order_amount=Decimal(0), now=first + timedelta(minutes=30))
+    # (the deal had not seen the first purchase: say it starts between the two)
+    Deal.objects.filter(pk=deal.pk).update(starts_at=first + timedelta(hours=1))
+    second = first + timedelta(hours=2)
+    buy(owner, person, course, second)
+
+    # when the deal is evaluated, the second purchase earns its benefit: the grant was for the first
+    assert deal_evaluate(deal_id=deal.pk, now=second + timedelta(hours=1)).reserved == 1
+    assert DealGrant.objects.get(deal=deal).triggered_at == second
