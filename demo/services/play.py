@@ -458,7 +458,7 @@ def _uniform(seed: int, *keys: npt.ArrayLike) -> npt.NDArray[np.float64]:
 
 
 def _name_key(name: str) -> int:
-    """Return a stable integer key of a name (a deal's slug, an event's id) for ``_uniform``."""
+    """Return a stable integer key of a name (a user's id at their partner, a deal's slug, a plan) for ``_uniform``."""
     return zlib.crc32(str(name).encode("utf-8"))
 
 
@@ -488,11 +488,12 @@ def _deal_grants_spend(*, seed: int, now: dt.datetime) -> int:
     grants = grants[grants["benefit"].isin(list(benefits))]
     if grants.empty:
         return 0
-    # Keyed by who was granted what, never by a row id: the same world draws the same, whatever else the
-    # database held before it (ids are not part of the world).
+    # Keyed by who was granted what (the user's id at their partner, the deal's slug), never by a row id: the
+    # same world draws the same, whatever else the database held before it (row ids are not part of the world).
+    person = grants["user"].map(_name_key).to_numpy(np.int64)
     deal = grants["deal"].map(_name_key).to_numpy(np.int64)
-    spends = _uniform(seed, grants["user_id"], deal, np.full(len(grants), _SPEND))
-    when = _uniform(seed, grants["user_id"], deal, np.full(len(grants), _WHEN))
+    spends = _uniform(seed, person, deal, np.full(len(grants), _SPEND))
+    when = _uniform(seed, person, deal, np.full(len(grants), _WHEN))
     events = _Events()
     for (_, grant), spend, fraction in zip(grants.iterrows(), spends, when, strict=True):
         benefit = benefits[grant["benefit"]]
@@ -599,8 +600,14 @@ def _memberships_end(*, seed: int, now: dt.datetime) -> int:
         world_spell, np.maximum((parameters.WORLD_END - started).dt.total_seconds().to_numpy() / 86_400, 0), 0.0
     )
     shape, scale = parameters.CHURN_BASELINE_SHAPE, parameters.CHURN_BASELINE_SCALE_DAYS
+    # Keyed by the spell (the user's id at their partner, the plan, when it started), never by a row id or an
+    # event id: a trial's paid start is named after its offer's random code.
     uniform = _uniform(
-        seed, rows["user_id"], rows["event_id"].map(_name_key).to_numpy(np.int64), np.full(len(rows), _CANCEL)
+        seed,
+        rows["user"].map(_name_key).to_numpy(np.int64),
+        rows["plan"].map(_name_key).to_numpy(np.int64),
+        (started - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(np.int64),
+        np.full(len(rows), _CANCEL),
     )
     # Inverting S(t | t > s) = exp(-(H0(t) - H0(s)) * exp(lp)) at a uniform draw.
     cumulative = (survived_days / scale) ** shape - np.log1p(-uniform) * np.exp(-log_hazard_ratio)
