@@ -108,6 +108,8 @@ def test_a_running_campaigns_margin_interval_is_the_always_valid_one_of_the_marg
     assert float(running.incremental_margin_upper - running.incremental_margin) == pytest.approx(half * 800, abs=0.01)
     assert float(running.incremental_margin - running.incremental_margin_lower) == pytest.approx(half * 800, abs=0.01)
     assert running.incremental_margin == ended.incremental_margin and running.roi == ended.roi
+    assert running.roi_lower is not None and running.roi_upper is not None
+    assert ended.roi_lower is not None and ended.roi_upper is not None
     assert running.roi_lower < ended.roi_lower and running.roi_upper > ended.roi_upper
     assert (running.interval_kind, ended.interval_kind) == ("always-valid", "fixed-horizon")
 
@@ -141,4 +143,5 @@ def test_a_running_campaigns_margin_interval_holds_the_fixed_horizon_one_when_th
     assert running.interval_kind == "always-valid"
     assert running.incremental_margin_lower <= ended.incremental_margin_lower
     assert running.incremental_margin_upper >= ended.incremental_margin_upper
+    assert running.roi_lower is not None and ended.roi_lower is not None
     assert running.roi_lower <= ended.roi_lower
