@@ -269,8 +269,8 @@ def test_with_no_heterogeneity_planted_the_optimiser_falls_back_to_the_rules_and
 # PostgreSQL, 341 s beside another simulation): run on request (CROSSMKT_LONG_SIMULATIONS=1), not in every
 # suite run. Recorded on 2026-12-06 on PostgreSQL, with trust per package and user, the gate over packages and
 # methods, rows in user order and each replication's member days at ids its seed fixes: ratios to the best
-# rule 2.23, 2.04, 2.48, 2.25, 2.36 (5 of 5; coupon + movie ticket trusted in every seed, coupon in 102 and
-# 103, coupon + free week in 102), the same to the last digit alone and after the no-heterogeneity world.
+# rule 2.20, 2.12, 2.42, 2.29, 2.34 (5 of 5; coupon + movie ticket trusted in every seed, coupon in 102, 103
+# and 105, coupon + free week in 102), the same to the last digit alone and after the no-heterogeneity world.
 # Before trust per user (a user's first rule decided it) 0 of 5 on PostgreSQL.
 @pytest.mark.skipif(
     not os.environ.get("CROSSMKT_LONG_SIMULATIONS"), reason="long simulation: set CROSSMKT_LONG_SIMULATIONS=1"
