@@ -45,7 +45,7 @@ from .effects import (
     _sample_array,
     revenue_uplift,
 )
-from .experiments import ALWAYS_VALID, DEFAULT_TUNING_USERS, FIXED_HORIZON, always_valid_interval
+from .experiments import ALWAYS_VALID, DEFAULT_TUNING_USERS, FIXED_HORIZON, always_valid_interval, difference_variance
 
 INTERVAL_METHOD = "hybrid score (Newcombe's square-and-add of each arm's score interval for its mean margin)"
 WELCH_METHOD = "Welch t (a margin below zero: the score interval needs margins of zero or more)"
@@ -208,15 +208,20 @@ def spend_return(
         low, high = margin_difference_interval(treated_sample, control_sample, uplift.confidence)
         difference = float(treated_sample.mean() - control_sample.mean())
         below, above = max(difference - low, 0.0), max(high - difference, 0.0)
-    if always_valid and _spread(treated_sample, control_sample):
+    if always_valid:
         # Never narrower than the fixed-horizon interval on either side: the mixture SPRT takes the spread the
         # arms show, and a holdout with no buyer yet shows none, which the score interval does not read as
         # certain. The union still holds the truth whenever the always-valid interval does.
-        half = _always_valid_half_width(treated_sample, control_sample, uplift.confidence, tuning_users)
-        kind, method = ALWAYS_VALID, ALWAYS_VALID_METHOD
-        below, above = max(below, half), max(above, half)
-    elif always_valid:
-        method = f"{method}; {NO_SPREAD_YET}"
+        difference, variance = difference_variance(treated_sample, control_sample)
+        try:
+            sequence = always_valid_interval(
+                difference, variance, treated + control, confidence=uplift.confidence, tuning_users=tuning_users
+            )
+        except NotEnoughData:
+            method = f"{method}; {NO_SPREAD_YET}"
+        else:
+            kind, method = ALWAYS_VALID, ALWAYS_VALID_METHOD
+            below, above = max(below, difference - sequence.lower), max(above, sequence.upper - difference)
     if not (np.isfinite(below) and np.isfinite(above)):
         raise NotEnoughData("the margin per user has no finite spread in one of the arms")
     with localcontext(prec=_PRECISION):
@@ -252,20 +257,3 @@ def spend_return(
         interval_method=method,
         interval_kind=kind,
     )
-
-
-def _spread(treated: npt.NDArray[np.float64], control: npt.NDArray[np.float64]) -> bool:
-    """Return whether the margins per user vary at all: the always-valid interval needs a variance above zero."""
-    return bool(np.ptp(treated) > 0 or np.ptp(control) > 0)
-
-
-def _always_valid_half_width(
-    treated: npt.NDArray[np.float64], control: npt.NDArray[np.float64], confidence: float, tuning_users: int
-) -> float:
-    """Return the half-width of the always-valid interval for the difference of mean margins per user."""
-    variance = float(treated.var(ddof=1) / len(treated) + control.var(ddof=1) / len(control))
-    difference = float(treated.mean() - control.mean())
-    interval = always_valid_interval(
-        difference, variance, len(treated) + len(control), confidence=confidence, tuning_users=tuning_users
-    )
-    return interval.upper - difference

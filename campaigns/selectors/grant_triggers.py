@@ -6,6 +6,9 @@ met the deal's trigger at its source partner, after the grant was issued and by 
 is taken up: bought a course of the deal's set (as ``deals_evaluate`` reads it: no course in
 the set, no purchase qualifies), started a membership, or spent at least the threshold in that
 time. One query per deal among the grants asked about.
+
+What earns a grant (a purchase while it is open) triggers the deal's own grant too, and any
+other open grant of the same deal: one purchase earns the benefit once (``benefit_given``).
 """
 
 from collections import defaultdict
@@ -16,7 +19,7 @@ from decimal import Decimal
 
 from analytics.models import BehaviorEvent
 
-from ..models import Deal, Offer, Rule
+from ..models import Deal, DealGrant, Offer, Rule
 
 # The kind of event each single-event trigger is met by.
 TRIGGER_EVENT_KINDS: dict[str, str] = {
@@ -84,3 +87,44 @@ def trigger_text(deal: Deal) -> str:
     if deal.trigger == Deal.Trigger.MEMBERSHIP_START:
         return "start a membership"
     return f"spend at least {deal.trigger_min_spend} CNY"
+
+
+def benefit_given(offers: Sequence[Offer]) -> list[str | None]:
+    """Return, per grant about to be taken up (in order), what already gave its user the benefit, or None.
+
+    A grant's benefit is already given when, since the grant was issued, the deal granted the
+    user (a grant not compensated) or the user took up another grant of the deal, earlier or
+    before it in ``offers``. A benefit for something done before the grant's issue is another.
+    Offers that are not conditional grants get None. Two queries, whatever the number of offers.
+    """
+    grants = [offer for offer in offers if is_conditional_grant(offer)]
+    given: list[str | None] = [None] * len(offers)
+    if not grants:
+        return given
+    deals, users = {offer.deal_id for offer in grants}, {offer.user_id for offer in grants}
+    since: dict[tuple[int, int], list[tuple[str, datetime | None]]] = defaultdict(list)
+    for pk, deal_id, user_id, triggered_at in (
+        DealGrant.objects.filter(deal_id__in=deals, user_id__in=users)
+        .exclude(status=DealGrant.Status.COMPENSATED)
+        .values_list("pk", "deal_id", "user_id", "triggered_at")
+    ):
+        since[(deal_id, user_id)].append(
+            (f"the deal's grant {pk}, triggered at {triggered_at.isoformat()}", triggered_at)
+        )
+    for code, deal_id, user_id, redeemed_at in Offer.objects.filter(
+        deal_id__in=deals,
+        user_id__in=users,
+        kind=Rule.OfferKind.MEMBERSHIP_GRANT,
+        status=Offer.Status.REDEEMED,
+        redeemed_at__isnull=False,
+    ).values_list("code", "deal_id", "user_id", "redeemed_at"):
+        since[(deal_id, user_id)].append((f"grant {code}, taken up at {redeemed_at.isoformat()}", redeemed_at))
+    for index, offer in enumerate(offers):
+        if not is_conditional_grant(offer):
+            continue
+        key = (offer.deal_id, offer.user_id)
+        given[index] = next((what for what, when in since[key] if when is None or when >= offer.issued_at), None)
+        if given[index] is None:
+            # A later grant of the same deal and user among these sees this one as taken up (None: now).
+            since[key].append((f"grant {offer.code}, taken up with it", None))
+    return given

@@ -14,9 +14,9 @@ from django.utils import timezone
 from crossmkt_site.errors import ApplicationError
 from crossmkt_site.money import ZERO, to_cny
 
-from ..models import Deal, DealGrant, Offer, Partner, RedemptionEntry, Rule, StockItem
+from ..models import Deal, Offer, Partner, RedemptionEntry, Rule, StockItem
 from ..selectors import offers_visible_to
-from ..selectors.grant_triggers import GrantUse, grants_earned, is_conditional_grant, trigger_text
+from ..selectors.grant_triggers import GrantUse, benefit_given, grants_earned, is_conditional_grant, trigger_text
 from .offer_costs import budget_move, offer_use_cost, offer_use_cost_given
 from .pricing import coupon_discount
 from .stock import stock_release
@@ -100,58 +100,26 @@ def _lock_deals(deal_ids: Iterable[int]) -> None:
 
 
 def _refuse_granted(offers: Sequence[Offer]) -> None:
-    """Refuse the first membership grant whose benefit the user already has for what they did since its issue.
+    """Refuse the first membership grant whose benefit its user already has (``benefit_given``): one purchase, once.
 
-    What earns a campaign's grant of a deal's benefit (a purchase while it is open) triggers the
-    deal's own grant too, and any other open grant of the same deal: one benefit for it, or the user
-    gets two months and the target partner is paid twice (from the campaign's budget and in the
-    deal's settlement). So a grant is refused when the deal granted the user for an event since the
-    grant's issue, or when the user took up another grant of the deal since then (here or earlier
-    in the same batch). A benefit for something done before the grant was issued refuses nothing.
-    The deals' rows are locked first, so a deal evaluation running now either granted before this
-    check sees it or runs after this redemption and leaves the event to it (``campaigns.services.deals``).
+    Otherwise the user gets two months and the target partner is paid twice (from the campaign's
+    budget and in the deal's settlement). The deals' rows are locked first, so a deal evaluation
+    running now either granted before this check sees it or runs after this redemption and leaves
+    the event to it (``campaigns.services.deals``).
     """
-    by_deal: dict[int, list[Offer]] = defaultdict(list)
-    for offer in offers:
-        if is_conditional_grant(offer):
-            by_deal[offer.deal_id].append(offer)  # type: ignore[index]
-    if not by_deal:
+    grants = [offer for offer in offers if is_conditional_grant(offer)]
+    if not grants:
         return
-    _lock_deals(by_deal)
-    users = {offer.user_id for group in by_deal.values() for offer in group}
-    granted = {
-        (deal_id, user_id): (f"the deal's grant {pk}, triggered", triggered_at)
-        for pk, deal_id, user_id, triggered_at in DealGrant.objects.filter(deal_id__in=list(by_deal), user_id__in=users)
-        .exclude(status=DealGrant.Status.COMPENSATED)
-        .values_list("pk", "deal_id", "user_id", "triggered_at")
-    }
-    taken: dict[tuple[int, int], list[tuple[str, datetime | None]]] = defaultdict(list)
-    for code, deal_id, user_id, redeemed_at in Offer.objects.filter(
-        deal_id__in=list(by_deal),
-        user_id__in=users,
-        kind=Rule.OfferKind.MEMBERSHIP_GRANT,
-        status=Offer.Status.REDEEMED,
-        redeemed_at__isnull=False,
-    ).values_list("code", "deal_id", "user_id", "redeemed_at"):
-        taken[(deal_id, user_id)].append((f"grant {code}, taken up", redeemed_at))
-    for deal_id, group in by_deal.items():
-        for offer in group:
-            key = (deal_id, offer.user_id)
-            others = [*([granted[key]] if key in granted else []), *taken[key]]
-            since = [(what, when) for what, when in others if when is None or when >= offer.issued_at]
-            if since:
-                what, when = since[0]
-                raise ApplicationError(
-                    f"the user already has the benefit of the deal {offer.deal.slug!r} (this grant's benefit) "  # type: ignore[union-attr]
-                    f"for what they did since this grant was issued ({what}"
-                    + ("" if when is None else f" at {when.isoformat()}")
-                    + "); one purchase earns the benefit once",
-                    code="already_granted",
-                    field="code",
-                    status=409,
-                )
-            # A later grant of the same batch sees this one as taken up.
-            taken[key].append((f"grant {offer.code}, taken up in this batch", None))
+    _lock_deals(offer.deal_id for offer in grants)  # type: ignore[misc]
+    for offer, given in zip(grants, benefit_given(grants), strict=True):
+        if given is not None:
+            raise ApplicationError(
+                f"the user already has the benefit of the deal {offer.deal.slug!r} (this grant's benefit) "  # type: ignore[union-attr]
+                f"for what they did since this grant was issued ({given}); one purchase earns the benefit once",
+                code="already_granted",
+                field="code",
+                status=409,
+            )
 
 
 def _applicable_items(rule: Rule) -> tuple[set[str], set[str]]:

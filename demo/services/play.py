@@ -32,7 +32,7 @@ from analytics.models import BehaviorEvent, EndUser
 from analytics.selectors import ids_known_to_partner
 from analytics.services.ingest import events_ingest
 from campaigns.models import Campaign, CampaignAssignment, Deal, DealGrant, Offer, Partner, Rule, StockItem
-from campaigns.selectors.grant_triggers import GrantUse, grants_earned
+from campaigns.selectors.grant_triggers import GrantUse, benefit_given, grants_earned
 from campaigns.services.campaign_run import (
     campaign_check_runnable,
     campaign_dry_run,
@@ -413,6 +413,7 @@ def _play_partner_offers(
     uses = [
         GrantUse(
             Offer(
+                code=offer["code"],
                 kind=offer["kind"],
                 deal_id=offer["deal_id"],
                 user_id=int(offer["user_id"]),
@@ -422,24 +423,18 @@ def _play_partner_offers(
         )
         for offer, at in grants
     ]
-    # And whether the deal itself granted the user for a purchase since the grant's issue: one purchase, one benefit.
-    granted = {
-        (deal, user): triggered
-        for deal, user, triggered in DealGrant.objects.filter(
-            deal_id__in={offer["deal_id"] for offer, _ in grants}, user_id__in={offer["user_id"] for offer, _ in grants}
-        )
-        .exclude(status=DealGrant.Status.COMPENSATED)
-        .values_list("deal_id", "user_id", "triggered_at")
-    }
-    for (offer, at), earned in zip(grants, grants_earned(uses), strict=True):
-        triggered = granted.get((offer["deal_id"], offer["user_id"]))
-        if triggered is not None and triggered >= offer["issued_at"]:
+    earned = [
+        (use.offer, offer, at) for use, (offer, at), ok in zip(uses, grants, grants_earned(uses), strict=True) if ok
+    ]
+    counts["grants_not_earned"] = len(grants) - len(earned)
+    # And whether the user has the benefit already (the deal granted it, or another grant of the deal was taken up
+    # since): one purchase, one benefit, as the service checks.
+    for (_, offer, at), given in zip(earned, benefit_given([grant for grant, _, _ in earned]), strict=True):
+        if given is not None:
             counts["grants_already_granted"] += 1
-        elif earned:
+        else:
             counts["grants_activated"] += 1
             requests.append(_redemption(offer, partners, at, Decimal("0.00"), ""))
-        else:
-            counts["grants_not_earned"] += 1
     offer_redeem_many(requests=requests)
     return counts
 
