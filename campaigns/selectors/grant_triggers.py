@@ -101,8 +101,9 @@ def benefit_given(offers: Sequence[Offer]) -> list[str | None]:
     given: list[str | None] = [None] * len(offers)
     if not grants:
         return given
-    deals, users = {offer.deal_id for offer in grants}, {offer.user_id for offer in grants}
-    since: dict[tuple[int, int], list[tuple[str, datetime | None]]] = defaultdict(list)
+    deals = {offer.deal_id for offer in grants if offer.deal_id is not None}
+    users = {offer.user_id for offer in grants}
+    since: dict[tuple[int | None, int], list[tuple[str, datetime | None]]] = defaultdict(list)
     for pk, deal_id, user_id, triggered_at in (
         DealGrant.objects.filter(deal_id__in=deals, user_id__in=users)
         .exclude(status=DealGrant.Status.COMPENSATED)
@@ -118,7 +119,8 @@ def benefit_given(offers: Sequence[Offer]) -> list[str | None]:
         status=Offer.Status.REDEEMED,
         redeemed_at__isnull=False,
     ).values_list("code", "deal_id", "user_id", "redeemed_at"):
-        since[(deal_id, user_id)].append((f"grant {code}, taken up at {redeemed_at.isoformat()}", redeemed_at))
+        taken_up = "" if redeemed_at is None else f" at {redeemed_at.isoformat()}"
+        since[(deal_id, user_id)].append((f"grant {code}, taken up{taken_up}", redeemed_at))
     for index, offer in enumerate(offers):
         if not is_conditional_grant(offer):
             continue
